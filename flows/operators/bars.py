@@ -1,0 +1,124 @@
+"""Event-time OHLCV bars as a pure state machine.
+
+One :class:`BarBuilder` per (symbol, timeframe).  A bar ``[t, t + tf)`` closes
+when the event-time watermark (the latest trade time seen) reaches
+``t + tf + allowed_lateness``: with the default lateness of zero, the first
+trade past the boundary closes the bar.  A trade for a bar that is still open
+amends it, even when it arrives out of order.  A trade for a bar already closed
+is *late*: it is returned to the caller, never silently dropped, so the flow can
+count and keep it.  Gaps between trades become empty bars at the last close
+(volume 0) so every symbol has one bar per period.
+
+The state is plain data (:meth:`BarBuilder.snapshot`) for Bytewax recovery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flows.records import Bar, Trade
+from flows.settings import timeframe_ms
+
+# Accumulator slots of an open bar, kept as a list for speed.
+_O, _H, _L, _C, _V, _QV, _N, _TB = range(8)
+
+
+class BarBuilder:
+    """Build bars of one timeframe for one symbol from trades in event time."""
+
+    def __init__(
+        self,
+        symbol: str,
+        timeframe: str,
+        allowed_lateness_ms: int = 0,
+        fill_empty: bool = True,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.tf_ms = timeframe_ms(timeframe)
+        self.lateness_ms = allowed_lateness_ms
+        self.fill_empty = fill_empty
+        state = state or {}
+        # open bars by start time; values are [o, h, l, c, v, qv, n, taker_buy_v]
+        self.open: dict[int, list[float]] = {int(k): list(v) for k, v in state.get("open", {}).items()}
+        self.watermark: int = state.get("watermark", -1)
+        self.closed_until: int | None = state.get("closed_until")  # end of the last closed bar
+        self.last_close: float | None = state.get("last_close")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the state as plain data."""
+        return {
+            "open": {k: list(v) for k, v in self.open.items()},
+            "watermark": self.watermark,
+            "closed_until": self.closed_until,
+            "last_close": self.last_close,
+        }
+
+    def update(self, trades: Iterable[Trade]) -> tuple[list[Bar], list[Trade]]:
+        """Add trades (of this symbol) and return the bars they close and the late trades."""
+        tf, lateness = self.tf_ms, self.lateness_ms
+        opened = self.open
+        closed: list[Bar] = []
+        late: list[Trade] = []
+        # The earliest moment at which some open bar is due to close.
+        due = min(opened) + tf + lateness if opened else None
+        for tr in trades:
+            ts = tr.ts
+            start = ts - ts % tf
+            if self.closed_until is not None and start < self.closed_until:
+                late.append(tr)
+                continue
+            acc = opened.get(start)
+            price, qty = tr.price, tr.qty
+            if acc is None:
+                opened[start] = [price, price, price, price, qty, price * qty, 1,
+                                 0.0 if tr.buyer_is_maker else qty]
+                if due is None or start + tf + lateness < due:
+                    due = start + tf + lateness
+            else:
+                if price > acc[_H]:
+                    acc[_H] = price
+                elif price < acc[_L]:
+                    acc[_L] = price
+                acc[_C] = price
+                acc[_V] += qty
+                acc[_QV] += price * qty
+                acc[_N] += 1
+                if not tr.buyer_is_maker:
+                    acc[_TB] += qty
+            if ts > self.watermark:
+                self.watermark = ts
+                # Close as we go, so later trades of the same batch are judged late correctly.
+                if due is not None and ts >= due:
+                    closed.extend(self._close_through(ts))
+                    due = min(opened) + tf + lateness if opened else None
+        return closed, late
+
+    def advance(self, watermark_ms: int) -> list[Bar]:
+        """Close bars up to an external watermark (for example wall-clock time when a symbol is quiet)."""
+        if watermark_ms > self.watermark:
+            self.watermark = watermark_ms
+        return self._close_through(self.watermark)
+
+    def _close_through(self, watermark: int) -> list[Bar]:
+        tf, lateness, out = self.tf_ms, self.lateness_ms, []
+        while True:
+            t = self.closed_until
+            if t is None or self.last_close is None or not self.fill_empty:
+                if not self.open:
+                    break
+                t = min(self.open)
+            if t + tf + lateness > watermark:
+                break
+            acc = self.open.pop(t, None)
+            if acc is None:
+                c = self.last_close
+                out.append(Bar(self.symbol, self.timeframe, t, c, c, c, c, 0.0, 0.0, 0, c, 0.0))
+            else:
+                out.append(Bar(self.symbol, self.timeframe, t, acc[_O], acc[_H], acc[_L], acc[_C],
+                               acc[_V], acc[_QV], int(acc[_N]), acc[_QV] / acc[_V], acc[_TB]))
+                self.last_close = acc[_C]
+            self.closed_until = t + tf
+        return out

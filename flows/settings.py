@@ -1,0 +1,226 @@
+"""Typed, frozen settings for every component, read once at the edge.
+
+Sources, in increasing priority: defaults, an optional YAML file
+(``CRYPTOSTREAM_CONFIG`` or ``--config``), environment variables.  Environment
+variables use the prefix ``CRYPTOSTREAM_`` and ``__`` for nesting
+(``CRYPTOSTREAM_REPLAY__SPEED=60``); the connection settings printed by
+``infra/up`` (``TIMESCALE_DSN``, ``REDIS_URL``) are read under their own names.
+List values in the environment are comma separated.
+
+An invalid value raises :class:`SettingsError`, whose message names every bad
+field, the environment variable that sets it and the accepted values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "CRYPTOSTREAM_"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TIMEFRAME_RE = re.compile(r"^[1-9][0-9]*[smhd]$")
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,10}$")
+_TIMEFRAME_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_LIST_FIELDS = {"symbols", "timeframes"}
+
+
+class SettingsError(ValueError):
+    """Raised when configuration is invalid; the message names each bad field."""
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Return the length of a timeframe such as ``"1m"`` or ``"4h"`` in milliseconds."""
+    if not TIMEFRAME_RE.match(timeframe):
+        raise SettingsError(f"timeframe {timeframe!r} is invalid; use <n><s|m|h|d>, e.g. 1m, 5m, 1h")
+    return int(timeframe[:-1]) * _TIMEFRAME_UNIT_MS[timeframe[-1]]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExchangeSettings(_Frozen):
+    """How to reach the exchange (ccxt).  URLs unset means the real exchange."""
+
+    id: Literal["binance"] = "binance"
+    http_url: str | None = Field(None, description="REST base URL override, e.g. the replay exchange")
+    ws_url: str | None = Field(None, description="websocket base URL override")
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+    @field_validator("http_url", "ws_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(https?|wss?)://[^\s/]+", value):
+            raise ValueError("must be a URL such as http://127.0.0.1:9000 or ws://127.0.0.1:9000")
+        return value
+
+
+class ReplaySettings(_Frozen):
+    """The local replay exchange the default run streams from."""
+
+    data: Path | None = Field(None, description="recorded .gz messages or candle files; unset = synthetic")
+    synthetic_symbols: int = Field(3, ge=1, le=50)
+    speed: float = Field(60.0, ge=0.0, description="times real time; 0 = as fast as the client reads")
+    port: int = Field(0, ge=0, le=65535, description="0 = any free port")
+    seed: int = 7
+
+
+class BarSettings(_Frozen):
+    """Event-time bar building."""
+
+    timeframes: tuple[str, ...] = ("1m",)
+    allowed_lateness_ms: int = Field(0, ge=0, le=3_600_000)
+    fill_empty: bool = True
+
+    @field_validator("timeframes", mode="before")
+    @classmethod
+    def _timeframes(cls, value: Any) -> Any:
+        values = _split(value)
+        if not values:
+            raise ValueError("needs at least one timeframe, e.g. 1m")
+        for tf in values:
+            if not isinstance(tf, str) or not TIMEFRAME_RE.match(tf):
+                raise ValueError(f"{tf!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
+        return tuple(values)
+
+
+class Settings(_Frozen):
+    """Settings of one run of the system."""
+
+    profile: Literal["local", "timescale"] = "local"
+    mode: Literal["paper", "live"] = "paper"
+    symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    data_dir: Path = Field(PROJECT_ROOT / "var", description="local artefacts: Feast files, registry, logs")
+    timescale_dsn: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    duration_s: float = Field(0.0, ge=0.0, description="stop the run after this many seconds; 0 = no bound")
+    exchange: ExchangeSettings = ExchangeSettings()
+    replay: ReplaySettings = ReplaySettings()
+    bars: BarSettings = BarSettings()
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> Any:
+        values = _split(value)
+        if not values:
+            raise ValueError("needs at least one symbol, e.g. BTC/USDT")
+        for sym in values:
+            if not isinstance(sym, str) or not SYMBOL_RE.match(sym):
+                raise ValueError(f"{sym!r} is not a ccxt symbol; accepted: BASE/QUOTE in capitals, e.g. BTC/USDT")
+        if len(set(values)) != len(values):
+            raise ValueError("symbols repeat")
+        return tuple(values)
+
+    def run_id(self) -> str:
+        """Return a short hash of the effective configuration, secrets excluded."""
+        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange"})
+        doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
+        blob = json.dumps(doc, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def require_servers(self) -> None:
+        """Fail unless the connection settings the ``timescale`` profile needs are present."""
+        if self.profile == "timescale":
+            missing = [n for n, v in (("TIMESCALE_DSN", self.timescale_dsn), ("REDIS_URL", self.redis_url)) if v is None]
+            if missing:
+                raise SettingsError(
+                    f"profile 'timescale' needs {', '.join(missing)}; run `eval \"$(infra/up)\"` "
+                    "or set them to your servers"
+                )
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"environment variable {key} conflicts with another setting")
+        node[path[-1]] = value
+    for name, field in (("TIMESCALE_DSN", "timescale_dsn"), ("REDIS_URL", "redis_url")):
+        if env.get(name):
+            tree.setdefault(field, env[name])
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + "__".join(parts).upper()
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        field = ".".join(str(p) for p in loc)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "is not a known setting"
+        shown = "<secret>" if "dsn" in field or "url" in field or "key" in field else repr(e.get("input"))
+        lines.append(f"  {field} (env {_env_name(loc)}) = {shown}: {msg}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(
+    config: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings from defaults, a YAML file, the environment and overrides.
+
+    Args:
+        config: YAML file; defaults to ``$CRYPTOSTREAM_CONFIG`` when set.
+        env: environment mapping (``os.environ`` by default).
+        **overrides: values that win over every other source (CLI flags).
+
+    Raises:
+        SettingsError: naming every invalid field and what it accepts.
+    """
+    env = os.environ if env is None else env
+    config = config or env.get(ENV_PREFIX + "CONFIG")
+    doc: dict[str, Any] = {}
+    if config:
+        path = Path(config)
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist (set by --config or {ENV_PREFIX}CONFIG)")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"config file {path} must hold a mapping of settings")
+        doc = loaded
+    doc = _merge(_merge(doc, _env_tree(env)), {k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(doc)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
