@@ -1,0 +1,107 @@
+"""Cross-asset step: all symbols of one bar time, as a pure state machine.
+
+Per-symbol rows arrive in any interleaving; a bar time is complete when every
+symbol has delivered it, or when some symbol is ``max_wait_bars`` bars past it
+(a symbol that stopped trading must not stall the others).  For each complete
+bar time it emits one row per present symbol with:
+
+================  ==================================================  =======
+feature           formula                                             warm-up
+================  ==================================================  =======
+corr_btc_60       Pearson correlation of the last 60 one-bar log       60
+                  returns with the reference symbol's (BTC/USDT);
+                  0 when either series is constant
+beta_btc_60       cov(r, r_ref) / var(r_ref) over the same 60 bars;    60
+                  0 when var(r_ref) is 0
+ret_rel_xs        r - mean of r over the symbols of that bar time      60
+================  ==================================================  =======
+
+The reference symbol itself gets correlation and beta 1.  Returns only enter
+the rolling windows at bar times where the reference symbol is present, so
+every pair of series stays aligned in time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+CROSS_FEATURES: tuple[str, ...] = ("corr_btc_60", "beta_btc_60", "ret_rel_xs")
+WINDOW = 60
+
+
+class CrossAssetStep:
+    """Join per-symbol one-bar returns by bar time and add cross-asset features."""
+
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        reference: str = "BTC/USDT",
+        tf_ms: int = 60_000,
+        max_wait_bars: int = 2,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.symbols = symbols
+        self.reference = reference if reference in symbols else symbols[0]
+        self.tf_ms = tf_ms
+        self.max_wait_ms = max_wait_bars * tf_ms
+        s = state or {}
+        self.pending: dict[int, dict[str, float]] = {int(k): dict(v) for k, v in s.get("pending", {}).items()}
+        self.history: dict[str, deque[float]] = {
+            sym: deque(s.get("history", {}).get(sym, ()), maxlen=WINDOW) for sym in symbols
+        }
+        self.newest: int = s.get("newest", -1)
+        self.emitted_until: int = s.get("emitted_until", -1)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the state as plain data."""
+        return {"pending": {k: dict(v) for k, v in self.pending.items()},
+                "history": {k: list(v) for k, v in self.history.items()},
+                "newest": self.newest, "emitted_until": self.emitted_until}
+
+    def update(self, symbol: str, ts: int, ret_1: float) -> list[tuple[str, int, dict[str, float]]]:
+        """Add one symbol's return at bar time ``ts``; return rows of every bar time now complete."""
+        if ts <= self.emitted_until:
+            return []  # that bar time was already given up on; its row is absent, never invented
+        self.pending.setdefault(ts, {})[symbol] = ret_1
+        self.newest = max(self.newest, ts)
+        out: list[tuple[str, int, dict[str, float]]] = []
+        for t in sorted(self.pending):
+            rets = self.pending[t]
+            if len(rets) < len(self.symbols) and self.newest - t < self.max_wait_ms:
+                break
+            del self.pending[t]
+            self.emitted_until = t
+            out.extend(self._rows(t, rets))
+        return out
+
+    def _rows(self, ts: int, rets: dict[str, float]) -> list[tuple[str, int, dict[str, float]]]:
+        mean = math.fsum(rets.values()) / len(rets)
+        ref = rets.get(self.reference)
+        if ref is not None:
+            for sym in self.symbols:
+                if sym in rets:
+                    self.history[sym].append(rets[sym])
+                else:  # a hole would misalign the window: that symbol warms up again
+                    self.history[sym].clear()
+        rows = []
+        ref_hist = list(self.history[self.reference])
+        for sym in self.symbols:
+            hist = self.history[sym]
+            if sym not in rets or ref is None or len(ref_hist) < WINDOW or len(hist) < WINDOW:
+                continue  # not warm: the row is absent, not zero-filled
+            corr, beta = _corr_beta(list(hist), ref_hist)
+            rows.append((sym, ts, {"corr_btc_60": corr, "beta_btc_60": beta, "ret_rel_xs": rets[sym] - mean}))
+        return rows
+
+
+def _corr_beta(x: list[float], y: list[float]) -> tuple[float, float]:
+    n = len(x)
+    mx, my = math.fsum(x) / n, math.fsum(y) / n
+    sxy = math.fsum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = math.fsum((a - mx) ** 2 for a in x)
+    syy = math.fsum((b - my) ** 2 for b in y)
+    corr = 0.0 if sxx == 0.0 or syy == 0.0 else sxy / math.sqrt(sxx * syy)
+    beta = 0.0 if syy == 0.0 else sxy / syy
+    return corr, beta
