@@ -1,78 +1,101 @@
 """The live dataflow: ``python -m bytewax.run flows.live``.
 
-Exchange websocket (one partition per symbol) -> parse and validate -> event-time
-bars for every configured timeframe -> sinks.  Settings come from the
-environment and ``$CRYPTOSTREAM_CONFIG`` (see ``flows/settings.py``); invalid
-settings stop the program at import with a message naming the field.
+exchange websocket (one partition per symbol, batches of raw messages)
+-> parse and validate (bad messages -> dead letters)
+-> per symbol: dedupe, event-time bars for every timeframe, features
+-> cross-asset step (all symbols of one bar time, keyed by timeframe)
+-> sinks: history (TimescaleDB or parquet), Feast online store, console.
+
+Settings come from the environment and ``$CRYPTOSTREAM_CONFIG`` (see
+``flows/settings.py``); invalid settings stop the program at import with a
+message naming the field.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-from collections.abc import Iterable
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
 
-from flows.operators.bars import BarBuilder
+from flows.feature_catalog import FEATURE_TIMEFRAMES
+from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import exchange_symbol, parse_messages
-from flows.records import Bar, DeadLetter, Trade
-from flows.settings import Settings, SettingsError, load_settings
+from flows.operators.pipeline import Output, SymbolPipeline
+from flows.records import Bar, BarReturn, DeadLetter, FeatureRow
+from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
 from flows.sinks.console import BarPrinter
-from flows.sinks.dead_letters import DeadLetterFile
+from flows.sinks.feast_online import FeastOnlineSink
+from flows.sinks.history import HistorySink
 from flows.sources.binance_ws import BinanceTradeSource, RawBatch
 
-log = logging.getLogger(__name__)
 
+def symbol_step(settings: Settings):
+    """Return the stateful per-symbol step (state: a :class:`SymbolPipeline`)."""
+    tfs, lateness, fill = settings.bars.timeframes, settings.bars.allowed_lateness_ms, settings.bars.fill_empty
 
-def _bars_step(settings: Settings):
-    timeframes = settings.bars.timeframes
-    lateness = settings.bars.allowed_lateness_ms
-    fill = settings.bars.fill_empty
-
-    def step(state: dict[str, Any] | None, item: tuple[list[Trade], int]) -> tuple[dict[str, Any], Iterable[Any]]:
-        trades, _ = item
-        builders: dict[str, BarBuilder] = state["builders"] if state else {}
-        out: list[Any] = []
-        for tf in timeframes:
-            builder = builders.get(tf)
-            if builder is None:
-                builder = builders[tf] = BarBuilder(trades[0].symbol, tf, lateness, fill)
-            bars, late = builder.update(trades)
-            out.extend(bars)
-            if tf == timeframes[0]:
-                out.extend(late)
-        return {"builders": builders}, out
+    def step(pipe: SymbolPipeline | None, item: tuple[str, list]) -> tuple[SymbolPipeline, list[Output]]:
+        symbol, trades = item
+        if pipe is None:
+            pipe = SymbolPipeline(symbol, tfs, lateness, fill)
+        return pipe, pipe.on_trades(trades)
 
     return step
 
 
-def _late(trade: Trade) -> DeadLetter:
-    return DeadLetter("bars", trade.symbol, trade.ts, "late trade: its bar had closed", repr(tuple(trade)))
+def cross_step(settings: Settings):
+    """Return the stateful cross-asset step, keyed by timeframe."""
+
+    def step(state: CrossAssetStep | None, ret: BarReturn) -> tuple[CrossAssetStep, list[FeatureRow]]:
+        if state is None:
+            state = CrossAssetStep(settings.symbols, tf_ms=timeframe_ms(ret.timeframe))
+        rows = state.update(ret.symbol, ret.ts, ret.ret_1)
+        return state, [FeatureRow("cross_asset_features", sym, ret.timeframe, ts, f) for sym, ts, f in rows]
+
+    return step
 
 
-def build_flow(settings: Settings) -> Dataflow:
-    """Build the dataflow for these settings."""
+def add_features(flow: Dataflow, trades: Stream[tuple[str, tuple[str, list]]], settings: Settings,
+                 ) -> tuple[Stream[Any], Stream[FeatureRow]]:
+    """Wire the per-symbol and cross-asset steps; return (all records, feature rows)."""
+    out = op.stateful_flat_map("symbol_pipeline", trades, symbol_step(settings))
+    records = op.key_rm("unkey", out)
+    rets = op.filter_map("bar_returns", records, lambda r: r if isinstance(r, BarReturn) else None)
+    keyed = op.key_on("by_timeframe", rets, lambda r: r.timeframe)
+    cross = op.key_rm("unkey_cross", op.stateful_flat_map("cross_asset", keyed, cross_step(settings)))
+    symbol_rows = op.filter_map("symbol_features", records, lambda r: r if isinstance(r, FeatureRow) else None)
+    return records, op.merge("features", symbol_rows, cross)
+
+
+def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Dataflow:
+    """Build the live dataflow; ``source`` replaces the exchange websocket (tests, replays)."""
+    unsupported = set(settings.bars.timeframes) - set(FEATURE_TIMEFRAMES)
+    if unsupported:
+        raise SettingsError(f"bars.timeframes: {sorted(unsupported)} have no Feast views; "
+                            f"accepted: {', '.join(FEATURE_TIMEFRAMES)}")
     symbols = {exchange_symbol(s): s for s in settings.symbols}
     flow = Dataflow("live")
-    raw = op.input("exchange_ws", flow, BinanceTradeSource(settings.symbols, settings.exchange.ws_url,
-                                                           settings.duration_s))
+    source = source or BinanceTradeSource(settings.symbols, settings.exchange.ws_url, settings.duration_s)
+    raw = op.input("exchange_ws", flow, source)
 
-    def parse(batch: RawBatch) -> tuple[str, tuple[list[Trade], list[DeadLetter], int]]:
+    def parse(batch: RawBatch) -> tuple[str, tuple[list, list[DeadLetter]]]:
         symbol, received_ms, msgs = batch
         trades, dead = parse_messages(msgs, symbols, received_ms)
-        return symbol, (trades, dead, received_ms)
+        return symbol, (trades, dead)
 
     parsed = op.map("parse", raw, parse)
-    trades = op.filter_map_value("trades", parsed, lambda v: (v[0], v[2]) if v[0] else None)
-    out = op.stateful_flat_map("bars", trades, _bars_step(settings))
-    bars = op.filter_map("closed_bars", out, lambda kv: kv[1] if isinstance(kv[1], Bar) else None)
-    late = op.filter_map("late_trades", out, lambda kv: _late(kv[1]) if isinstance(kv[1], Trade) else None)
-    dead = op.flat_map("dead_letters", parsed, lambda kv: kv[1][1])
-    op.output("dead_letter_sink", op.merge("refused", dead, late), DeadLetterFile(settings.data_dir))
-    op.output("bar_printer", bars, BarPrinter())
+    trades = op.filter_map_value("trades", parsed, lambda v: (v[0][0].symbol, v[0]) if v[0] else None)
+    records, features = add_features(flow, trades, settings)
+    dead = op.flat_map("parse_dead_letters", parsed, lambda kv: kv[1][1])
+    history = op.filter_map("history_rows", records,
+                            lambda r: r if isinstance(r, (Bar, FeatureRow, DeadLetter)) else None)
+    cross_rows = op.filter("cross_rows", features, lambda r: r.table == "cross_asset_features")
+    op.output("history", op.merge("to_history", history, cross_rows, dead), HistorySink(settings))
+    op.output("feast_online", features, FeastOnlineSink(settings))
+    bars = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, Bar) else None)
+    op.output("console", bars, BarPrinter())
     return flow
 
 
@@ -80,10 +103,10 @@ def _flow_from_environment() -> Dataflow:
     try:
         settings = load_settings()
         settings.require_servers()
+        return build_flow(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return build_flow(settings)
 
 
 flow = _flow_from_environment()

@@ -52,3 +52,22 @@ class DeadLetter(NamedTuple):
 def utc(ts_ms: int) -> datetime:
     """Return the timezone-aware UTC datetime of an epoch-milliseconds timestamp."""
     return datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc)
+
+
+class FeatureRow(NamedTuple):
+    """Features of one symbol known at ``ts`` (the bar's close), for one table."""
+
+    table: str
+    symbol: str
+    timeframe: str
+    ts: int
+    values: dict[str, float]
+
+
+class BarReturn(NamedTuple):
+    """A symbol's one-bar log return at a bar's close, the input of the cross-asset step."""
+
+    symbol: str
+    timeframe: str
+    ts: int
+    ret_1: float

@@ -102,6 +102,8 @@ class Settings(_Frozen):
     data_dir: Path = Field(PROJECT_ROOT / "var", description="local artefacts: Feast files, registry, logs")
     timescale_dsn: SecretStr | None = None
     redis_url: SecretStr | None = None
+    feast_online: Literal["postgres", "redis"] = Field(
+        "postgres", description="online store of the timescale profile (local always uses SQLite)")
     duration_s: float = Field(0.0, ge=0.0, description="stop the run after this many seconds; 0 = no bound")
     exchange: ExchangeSettings = ExchangeSettings()
     replay: ReplaySettings = ReplaySettings()
