@@ -1,8 +1,12 @@
 """Cross-asset step: all symbols of one bar time, as a pure state machine.
 
 Per-symbol rows arrive in any interleaving; a bar time is complete when every
-symbol has delivered it, or when some symbol is ``max_wait_bars`` bars past it
-(a symbol that stopped trading must not stall the others).  For each complete
+symbol has delivered it, so the output never depends on arrival order (worker
+count, batch boundaries).  A quiet symbol still delivers bars: the flow closes
+them on a wall-clock watermark (empty bars at the last close).  ``max_wait_bars``
+optionally gives up on a bar time once some symbol is that many bars past it;
+rows given up on are absent, never invented, and this bound does make the
+output depend on arrival order, so it is off by default.  For each complete
 bar time it emits one row per present symbol with:
 
 ================  ==================================================  =======
@@ -39,13 +43,13 @@ class CrossAssetStep:
         symbols: tuple[str, ...],
         reference: str = "BTC/USDT",
         tf_ms: int = 60_000,
-        max_wait_bars: int = 2,
+        max_wait_bars: int | None = None,
         state: dict[str, Any] | None = None,
     ) -> None:
         self.symbols = symbols
         self.reference = reference if reference in symbols else symbols[0]
         self.tf_ms = tf_ms
-        self.max_wait_ms = max_wait_bars * tf_ms
+        self.max_wait_ms = None if max_wait_bars is None else max_wait_bars * tf_ms
         s = state or {}
         self.pending: dict[int, dict[str, float]] = {int(k): dict(v) for k, v in s.get("pending", {}).items()}
         self.history: dict[str, deque[float]] = {
@@ -69,7 +73,7 @@ class CrossAssetStep:
         out: list[tuple[str, int, dict[str, float]]] = []
         for t in sorted(self.pending):
             rets = self.pending[t]
-            if len(rets) < len(self.symbols) and self.newest - t < self.max_wait_ms:
+            if len(rets) < len(self.symbols) and (self.max_wait_ms is None or self.newest - t < self.max_wait_ms):
                 break
             del self.pending[t]
             self.emitted_until = t
