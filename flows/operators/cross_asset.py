@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from operator import mul
 from typing import Any
 
 CROSS_FEATURES: tuple[str, ...] = ("corr_btc_60", "beta_btc_60", "ret_rel_xs")
@@ -81,7 +82,7 @@ class CrossAssetStep:
         return out
 
     def _rows(self, ts: int, rets: dict[str, float]) -> list[tuple[str, int, dict[str, float]]]:
-        mean = math.fsum(rets.values()) / len(rets)
+        mean = sum(rets.values()) / len(rets)
         ref = rets.get(self.reference)
         if ref is not None:
             for sym in self.symbols:
@@ -90,22 +91,23 @@ class CrossAssetStep:
                 else:  # a hole would misalign the window: that symbol warms up again
                     self.history[sym].clear()
         rows = []
-        ref_hist = list(self.history[self.reference])
+        ref_hist = self.history[self.reference]
+        if ref is None or len(ref_hist) < WINDOW:
+            return rows
+        dy = _demeaned(ref_hist)
+        syy = sum(map(mul, dy, dy))
         for sym in self.symbols:
             hist = self.history[sym]
-            if sym not in rets or ref is None or len(ref_hist) < WINDOW or len(hist) < WINDOW:
+            if sym not in rets or len(hist) < WINDOW:
                 continue  # not warm: the row is absent, not zero-filled
-            corr, beta = _corr_beta(list(hist), ref_hist)
+            dx = _demeaned(hist)
+            sxy, sxx = sum(map(mul, dx, dy)), sum(map(mul, dx, dx))
+            corr = 0.0 if sxx == 0.0 or syy == 0.0 else sxy / math.sqrt(sxx * syy)
+            beta = 0.0 if syy == 0.0 else sxy / syy
             rows.append((sym, ts, {"corr_btc_60": corr, "beta_btc_60": beta, "ret_rel_xs": rets[sym] - mean}))
         return rows
 
 
-def _corr_beta(x: list[float], y: list[float]) -> tuple[float, float]:
-    n = len(x)
-    mx, my = math.fsum(x) / n, math.fsum(y) / n
-    sxy = math.fsum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = math.fsum((a - mx) ** 2 for a in x)
-    syy = math.fsum((b - my) ** 2 for b in y)
-    corr = 0.0 if sxx == 0.0 or syy == 0.0 else sxy / math.sqrt(sxx * syy)
-    beta = 0.0 if syy == 0.0 else sxy / syy
-    return corr, beta
+def _demeaned(values: deque[float]) -> list[float]:
+    m = sum(values) / len(values)
+    return [v - m for v in values]

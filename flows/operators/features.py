@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from operator import mul
 from typing import Any
 
 from flows.records import Bar
@@ -61,11 +62,12 @@ def _ema(prev: float | None, x: float, alpha: float) -> float:
     return x if prev is None else prev + alpha * (x - prev)
 
 
-def _mean_std(values: deque[float]) -> tuple[float, float]:
+def _mean_std(values: list[float] | deque[float]) -> tuple[float, float]:
+    # Two passes: a running sum of squares would lose ~1e-9 on prices near 1e5.
     n = len(values)
-    m = math.fsum(values) / n
-    var = math.fsum((x - m) * (x - m) for x in values) / n
-    return m, math.sqrt(var)
+    m = sum(values) / n
+    d = [x - m for x in values]
+    return m, math.sqrt(sum(map(mul, d, d)) / n)
 
 
 class FeatureEngine:
@@ -117,13 +119,13 @@ class FeatureEngine:
             f[f"ret_{k}"] = math.log(c / closes[-1 - k])
         sq = list(self.sq_rets)
         for n in RV_WINDOWS:
-            f[f"rv_{n}"] = math.sqrt(math.fsum(sq[-n:]))
+            f[f"rv_{n}"] = math.sqrt(sum(sq[-n:]))
         gain, loss = e["gain"] or 0.0, e["loss"] or 0.0
         f["rsi_14"] = 50.0 if gain == 0.0 and loss == 0.0 else (100.0 if loss == 0.0 else 100.0 - 100.0 / (1.0 + gain / loss))
         sig = e["sig"]
         assert sig is not None and e["atr"] is not None
         f["macd"], f["macd_signal"], f["macd_hist"] = macd, sig, macd - sig
-        m, s = _mean_std(deque(list(closes)[-20:]))
+        m, s = _mean_std(list(closes)[-20:])
         f["bb_pctb"] = 0.5 if s == 0.0 else (c - (m - 2 * s)) / (4 * s)
         f["bb_bandwidth"] = 4 * s / m
         f["atr_14"] = e["atr"] / c

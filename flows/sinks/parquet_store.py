@@ -1,4 +1,4 @@
-"""The ``local`` profile's offline store: one parquet file per table, timeframe, symbol and day.
+"""The ``local`` profile's offline store: one parquet file per table, timeframe, symbol and month.
 
 Writes are idempotent upserts: a flush merges the new rows into the day's file,
 the newest row winning on the table's natural key, and replaces the file
@@ -37,7 +37,7 @@ class ParquetTable:
     def add(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Buffer rows (``symbol, timeframe, ts, ...`` first, as every keyed table has)."""
         for row in rows:
-            self.buffer[(row[1], row[0], row[2].strftime("%Y-%m-%d"))].append(row)
+            self.buffer[(row[1], row[0], row[2].strftime("%Y-%m"))].append(row)
             self.pending += 1
 
     def flush(self) -> int:

@@ -1,0 +1,166 @@
+"""Backfill history through the flow's own operators into the active profile's offline store.
+
+    python -m training.backfill files ../shared/data/binance-spot-1h/*.parquet
+    python -m training.backfill exchange --symbols BTC/USDT ETH/USDT --timeframe 1m \\
+        --start 2024-08-08T00:00:00Z --end 2024-08-09T00:00:00Z
+
+Bars go through :class:`SymbolPipeline` (features) and :class:`CrossAssetStep`
+exactly as in ``flows.live``, merged across symbols in bar-time order, and are
+written by the same history sink (idempotent upserts), so running a backfill
+twice leaves the same rows and an interrupted one can simply be run again.
+
+Candle files that carry only OHLCV (the usual case) lack the bar's VWAP, taker
+buy volume and trade count; the backfill then uses the typical price
+(h + l + c) / 3 as VWAP, half the volume as taker buy volume (imbalance 0) and
+a trade count of 0, and says so in its log.  Klines from the exchange carry the
+real values (quote volume, trade count, taker buy volume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.operators.cross_asset import CrossAssetStep
+from flows.operators.pipeline import SymbolPipeline
+from flows.records import Bar, BarReturn, FeatureRow
+from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+from flows.sinks.history import HistorySink
+
+log = logging.getLogger("training.backfill")
+
+
+def bars_from_frame(symbol: str, timeframe: str, df: Any) -> Iterator[Bar]:
+    """Yield bars from a candle frame (``ts`` int ms, OHLCV, optional kline extras)."""
+    o, h, lo, c, v = (df[k].to_numpy(np.float64) for k in ("open", "high", "low", "close", "volume"))
+    ts = df["ts"].to_numpy(np.int64)
+    if "quote_volume" in df:
+        qv = df["quote_volume"].to_numpy(np.float64)
+        n = df["trade_count"].to_numpy(np.int64)
+        tb = df["taker_buy_volume"].to_numpy(np.float64)
+        vwap = np.where(v > 0, qv / np.where(v > 0, v, 1.0), c)
+    else:
+        vwap = (h + lo + c) / 3.0
+        qv, n, tb = v * vwap, np.zeros(len(ts), np.int64), v / 2.0
+    for row in zip(ts.tolist(), o.tolist(), h.tolist(), lo.tolist(), c.tolist(), v.tolist(), qv.tolist(),
+                   n.tolist(), vwap.tolist(), tb.tolist(), strict=True):
+        t, op_, hi, low, cl, vol, qvol, cnt, vw, tbv = row
+        yield Bar(symbol, timeframe, t, op_, hi, low, cl, vol, qvol, cnt, vw, tbv)
+
+
+def run_backfill(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
+                 chunk_rows: int = 200_000) -> dict[str, int]:
+    """Run bars of several symbols through the operators and the history sink.
+
+    Args:
+        settings: settings of the run (profile decides the store).
+        streams: per symbol, its bars in time order.
+        timeframe: timeframe of every bar.
+        chunk_rows: rows buffered before a write.
+
+    Returns:
+        Counts of bars, feature rows and cross-asset rows written.
+    """
+    symbols = tuple(streams)
+    pipes = {s: SymbolPipeline(s, (timeframe,)) for s in symbols}
+    cross = CrossAssetStep(symbols, tf_ms=timeframe_ms(timeframe))
+    sink = HistorySink(settings, flush_interval_s=float("inf")).build("backfill", 0, 1)
+    counts = {"bars": 0, "bar_features": 0, "cross_asset_features": 0}
+    buf: list[Any] = []
+    merged = heapq.merge(*(iter(s) for s in streams.values()), key=lambda b: (b.ts, b.symbol))
+    for bar in merged:
+        for rec in pipes[bar.symbol].on_bar(bar):
+            if isinstance(rec, BarReturn):
+                for sym, ts, feats in cross.update(rec.symbol, rec.ts, rec.ret_1):
+                    buf.append(FeatureRow("cross_asset_features", sym, timeframe, ts, feats))
+                    counts["cross_asset_features"] += 1
+            else:
+                buf.append(rec)
+                counts["bars" if isinstance(rec, Bar) else "bar_features"] += 1
+        if len(buf) >= chunk_rows:
+            sink.write_batch(buf)
+            buf = []
+    if buf:
+        sink.write_batch(buf)
+    sink.close()
+    return counts
+
+
+def _files(paths: list[Path], start_ms: int | None, end_ms: int | None) -> tuple[dict[str, Iterable[Bar]], str]:
+    from infra.replay_exchange.candles import CandleFile, read_candles
+
+    streams: dict[str, Iterable[Bar]] = {}
+    timeframes = set()
+    for path in paths:
+        cf = CandleFile.from_path(path)
+        symbol = f"{cf.base}/{cf.quote}"
+        df = read_candles(path, start_ms, end_ms)
+        log.info("%s: %d candles of %s (OHLCV only: VWAP = typical price, imbalance 0)", path.name, len(df), symbol)
+        streams[symbol] = bars_from_frame(symbol, cf.interval, df)
+        timeframes.add(cf.interval)
+    if len(timeframes) != 1:
+        raise SettingsError(f"files mix timeframes {sorted(timeframes)}; backfill one timeframe at a time")
+    return streams, timeframes.pop()
+
+
+def _ms(text: str | None) -> int | None:
+    """Parse an ISO 8601 time (UTC unless it says otherwise) to epoch milliseconds."""
+    if text is None:
+        return None
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError as exc:
+        raise SettingsError(f"--start/--end: {text!r} is not an ISO 8601 time ({exc})") from None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the backfill."""
+    parser = argparse.ArgumentParser(prog="python -m training.backfill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="settings YAML (else $CRYPTOSTREAM_CONFIG)")
+    sub = parser.add_subparsers(dest="source", required=True)
+    files = sub.add_parser("files", help="candle files: parquet, CSV or freqtrade feather, named BASE_QUOTE-TF.ext")
+    files.add_argument("paths", nargs="+", type=Path)
+    exch = sub.add_parser("exchange", help="klines through ccxt REST (the replay exchange, or Binance)")
+    exch.add_argument("--symbols", nargs="+")
+    exch.add_argument("--timeframe", default="1m")
+    for p in (files, exch):
+        p.add_argument("--start", help="first bar time, ISO 8601 UTC")
+        p.add_argument("--end", help="end (exclusive), ISO 8601 UTC")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config)
+        settings.require_servers()
+        start, end = _ms(args.start), _ms(args.end)
+        if args.source == "files":
+            streams, tf = _files(args.paths, start, end)
+        else:
+            from training.klines import exchange_streams
+
+            symbols = tuple(args.symbols) if args.symbols else settings.symbols
+            streams, tf = exchange_streams(settings, symbols, args.timeframe, start, end), args.timeframe
+    except (SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    counts = run_backfill(settings, streams, tf)
+    took = time.perf_counter() - t0
+    print(f"backfill {tf} {','.join(streams)} into profile {settings.profile}: "
+          + ", ".join(f"{k}={v}" for k, v in counts.items()) + f" in {took:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
