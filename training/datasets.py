@@ -1,0 +1,115 @@
+"""Point-in-time training sets from Feast, with forward-return labels.
+
+    python -m training.datasets --symbols BTC/USDT ETH/USDT --timeframe 1h \\
+        --start 2023-01-01 --end 2024-01-01 --service lightgbm_1h_v1 --horizon 4 --out train.parquet
+
+Decision times are bar closes in ``[start, end)``.  Features come from
+``FeatureStore.get_historical_features`` with an entity frame of
+(symbol, decision time), so each row holds the values known at that time and
+never later.  Labels use only prices after the decision time: the forward log
+return from the next bar's open to the close ``horizon`` bars later,
+
+    fwd_ret = ln(close[t + horizon * tf] / open[t]),  label = 1 if fwd_ret > 0 else 0,
+
+where ``open[t]`` is the open of the bar that starts at the decision time t.
+Rows whose label window runs past the stored bars are dropped, not guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flows.feast_store import open_store
+from flows.feature_catalog import offline_dir
+from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+
+
+def load_bars(settings: Settings, symbols: tuple[str, ...], timeframe: str,
+              start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Read stored bars (open time ``ts``) of the symbols between start and end from the offline store."""
+    if settings.profile == "timescale":
+        import psycopg
+
+        assert settings.timescale_dsn is not None
+        with psycopg.connect(settings.timescale_dsn.get_secret_value()) as conn:
+            cur = conn.execute(
+                "SELECT symbol, ts, open, close FROM bars WHERE timeframe = %s AND symbol = ANY(%s) "
+                "AND ts >= %s AND ts < %s ORDER BY symbol, ts",
+                (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
+            df = pd.DataFrame(cur.fetchall(), columns=["symbol", "ts", "open", "close"])
+    else:
+        files = [f for s in symbols for f in offline_dir(settings.data_dir, "bars", timeframe)
+                 .glob(f"{s.replace('/', '_')}-*.parquet")]
+        if not files:
+            return pd.DataFrame(columns=["symbol", "ts", "open", "close"])
+        df = pd.concat([pd.read_parquet(f, columns=["symbol", "ts", "open", "close"]) for f in files])
+        df = df[(df.ts >= start) & (df.ts < end)].sort_values(["symbol", "ts"])
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    return df.reset_index(drop=True)
+
+
+def attach_labels(bars: pd.DataFrame, timeframe: str, horizon: int) -> pd.DataFrame:
+    """Return (symbol, event_timestamp, fwd_ret, label) for every decision time with a full label window."""
+    tf = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
+    out = []
+    for symbol, g in bars.groupby("symbol", sort=True):
+        g = g.set_index("ts").sort_index()
+        decision = g.index  # a decision at t uses the bar that opens at t and those after it
+        entry = g["open"]
+        exit_close = g["close"].reindex(decision + (horizon - 1) * tf).to_numpy()
+        fwd = np.log(exit_close / entry.to_numpy())
+        frame = pd.DataFrame({"symbol": symbol, "event_timestamp": decision, "fwd_ret": fwd})
+        out.append(frame[np.isfinite(fwd)])
+    labels = pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["symbol", "event_timestamp", "fwd_ret"])
+    labels["label"] = (labels["fwd_ret"] > 0).astype(np.int8)
+    return labels
+
+
+def build_training_set(settings: Settings, symbols: tuple[str, ...], timeframe: str, start: str, end: str,
+                       service: str, horizon: int = 1) -> pd.DataFrame:
+    """Build the point-in-time training frame: features at each decision time plus labels after it."""
+    if horizon < 1:
+        raise SettingsError("horizon must be at least 1 bar")
+    t0, t1 = pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC")
+    tf = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
+    bars = load_bars(settings, symbols, timeframe, t0, t1 + horizon * tf)
+    labels = attach_labels(bars, timeframe, horizon)
+    labels = labels[(labels.event_timestamp >= t0) & (labels.event_timestamp < t1)]
+    store = open_store(settings)
+    fs = store.get_feature_service(service)
+    frame = store.get_historical_features(entity_df=labels, features=fs).to_df()
+    frame = frame.sort_values(["event_timestamp", "symbol"]).reset_index(drop=True)
+    return frame.dropna().reset_index(drop=True)  # rows before warm-up have no features: dropped
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: write a training set to parquet."""
+    p = argparse.ArgumentParser(prog="python -m training.datasets", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config")
+    p.add_argument("--symbols", nargs="+", required=True)
+    p.add_argument("--timeframe", default="1h")
+    p.add_argument("--start", required=True)
+    p.add_argument("--end", required=True)
+    p.add_argument("--service", required=True, help="Feast feature service, e.g. lightgbm_1h_v1")
+    p.add_argument("--horizon", type=int, default=1, help="label horizon in bars")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    try:
+        settings = load_settings(a.config)
+        frame = build_training_set(settings, tuple(a.symbols), a.timeframe, a.start, a.end, a.service, a.horizon)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    frame.to_parquet(a.out)
+    print(f"{len(frame)} rows x {frame.shape[1]} columns -> {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
