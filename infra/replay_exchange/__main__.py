@@ -1,0 +1,129 @@
+"""Command line: ``python -m infra.replay_exchange --data PATH --speed 60 --port 9000``.
+
+Prints the REST and websocket base URLs (and the settings a flow needs to
+point ccxt at them) once serving, then runs until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from infra.replay_exchange.config import ReplayConfig
+from infra.replay_exchange.faults import CORRUPT_KINDS, FaultConfig
+from infra.replay_exchange.server import ReplayExchange
+from infra.replay_exchange.synthetic import DEFAULT_SYMBOLS
+
+
+def _speed(text: str) -> float:
+    if text.lower() in ("max", "0"):
+        return 0.0
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("speed is > 0, or 0/max for as fast as the client reads")
+    return value
+
+
+def _utc(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date/time such as 2024-03-01 or 2024-03-01T12:00Z") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 30m, 6h, 2d") from None
+
+
+def _symbols(text: str) -> tuple[str, ...]:
+    if text.isdigit():
+        n = int(text)
+        if not 1 <= n <= len(DEFAULT_SYMBOLS):
+            raise argparse.ArgumentTypeError(f"--synthetic N takes 1..{len(DEFAULT_SYMBOLS)}")
+        return DEFAULT_SYMBOLS[:n]
+    return tuple(s.strip().upper() for s in text.split(",") if s.strip())
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
+    """Parse the command line into a config, host and port."""
+    p = argparse.ArgumentParser(prog="python -m infra.replay_exchange", description=__doc__.split("\n")[0])
+    src = p.add_argument_group("data (recorded .gz, candle .parquet/.csv/.feather, or synthetic)")
+    src.add_argument("--data", type=Path, nargs="+", default=[], help="files or directories")
+    src.add_argument("--synthetic", type=_symbols, default=(), metavar="SYMBOLS|N",
+                     help="synthetic market: BTC/USDT,ETH/USDT or a count of default symbols (default 3)")
+    src.add_argument("--seed", type=int, default=7)
+    src.add_argument("--start", type=_utc, help="first data time (UTC ISO)")
+    src.add_argument("--end", type=_utc, help="data before this time (UTC ISO)")
+    src.add_argument("--trades-per-candle", type=float, default=8.0, help="mean trades per candle (>= 4)")
+    src.add_argument("--streams", default="trade", help="recorded streams: trade[,bookTicker][,depth]")
+    src.add_argument("--duration", type=_duration, default=6 * 3600, help="synthetic length, e.g. 6h (default)")
+    src.add_argument("--rate", type=float, default=4.0, help="synthetic trades/s per symbol (calm regime)")
+    run = p.add_argument_group("replay")
+    run.add_argument("--speed", type=_speed, default=60.0, help="times real time; 0 or max = as fast as clients read")
+    run.add_argument("--rest-horizon", choices=("all", "clock"), default="clock",
+                     help="clock: REST only returns data already streamed (default); all: everything")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=9000, help="0 = any free port")
+    f = p.add_argument_group("fault injection (websocket)")
+    f.add_argument("--drop-every", type=int, default=0, metavar="N", help="abort the connection every N messages")
+    f.add_argument("--stall-every", type=int, default=0, metavar="N", help="stall every N messages")
+    f.add_argument("--stall-seconds", type=float, default=0.0, metavar="S")
+    f.add_argument("--duplicate", type=float, default=0.0, metavar="FRACTION")
+    f.add_argument("--reorder", type=float, default=0.0, metavar="FRACTION", help="swap with the next message")
+    f.add_argument("--corrupt", type=float, default=0.0, metavar="FRACTION")
+    f.add_argument("--corrupt-kinds", default=",".join(CORRUPT_KINDS))
+    a = p.parse_args(argv)
+    try:
+        faults = FaultConfig(
+            drop_every=a.drop_every, stall_every=a.stall_every, stall_seconds=a.stall_seconds,
+            duplicate=a.duplicate, reorder=a.reorder, corrupt=a.corrupt,
+            corrupt_kinds=tuple(k.strip() for k in a.corrupt_kinds.split(",") if k.strip()),
+        )
+        config = ReplayConfig(
+            data=tuple(a.data), synthetic=a.synthetic, seed=a.seed, speed=a.speed, rest_horizon=a.rest_horizon,
+            start=a.start, end=a.end, trades_per_candle=a.trades_per_candle,
+            streams=tuple(s.strip() for s in a.streams.split(",") if s.strip()),
+            synthetic_duration_s=a.duration, synthetic_rate=a.rate, faults=faults,
+        )
+    except ValueError as exc:
+        p.error(str(exc))
+    return config, a.host, a.port
+
+
+async def serve(config: ReplayConfig, host: str, port: int) -> None:
+    """Load the data, serve until a termination signal."""
+    exchange = ReplayExchange(config=config)
+    await exchange.start(host, port)
+    print(f"replay exchange: {exchange.data.description}", file=sys.stderr)
+    print(f"REST      {exchange.http_url}/api/v3", file=sys.stderr)
+    print(f"websocket {exchange.ws_url}/ws  (combined: {exchange.ws_url}/stream)", file=sys.stderr)
+    print(f"CRYPTOSTREAM_EXCHANGE__HTTP_URL={exchange.http_url}")
+    print(f"CRYPTOSTREAM_EXCHANGE__WS_URL={exchange.ws_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await exchange.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the replay exchange from the command line."""
+    config, host, port = parse_args(argv)
+    try:
+        asyncio.run(serve(config, host, port))
+    except (FileNotFoundError, ValueError) as exc:
+        sys.exit(f"replay exchange: {exc}")
+
+
+if __name__ == "__main__":
+    main()

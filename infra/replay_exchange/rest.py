@@ -1,0 +1,194 @@
+"""Binance spot REST endpoints ccxt's ``binance`` calls for public market data.
+
+``/api/v3/ping``, ``time``, ``exchangeInfo``, ``klines`` (and ``uiKlines``),
+``trades``, ``historicalTrades`` and ``aggTrades``, with Binance's parameter
+rules and error payloads (HTTP 400, ``{"code": -1121, "msg": "Invalid
+symbol."}``; -1102 missing, -1100 malformed, -1120 bad interval, -1128 bad
+combination).  Trades are served only up to the REST horizon: the whole data
+set (``all``) or what the replay has streamed so far (``clock``).
+
+Aggregate trades are one per trade (``a = f = l = t``), so ids from the
+websocket and from either REST endpoint can be used interchangeably when
+filling a gap; with ``startTime`` the first ``limit`` trades from that time
+are returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from infra.replay_exchange.engine import ReplayEngine
+from infra.replay_exchange.klines import select_klines
+from infra.replay_exchange.tape import MarketData, TradeTape
+from infra.replay_exchange.wire import (
+    BinanceError,
+    exchange_info,
+    illegal_param,
+    invalid_symbol,
+    missing_param,
+)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """Return a JSON response serialised with orjson."""
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _int(request: web.Request, name: str, required: bool = False) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise missing_param(name)
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise illegal_param(name) from None
+
+
+def _limit(request: web.Request, default: int = 500, most: int = 1000) -> int:
+    limit = _int(request, "limit")
+    if limit is None:
+        return default
+    if limit < 1:
+        raise illegal_param("limit", f"1-{most}")
+    return min(limit, most)
+
+
+class RestApi:
+    """The REST handlers of one replay exchange.
+
+    Args:
+        data: The data being replayed.
+        engine: The replay loop (clock and horizon).
+        horizon: ``clock`` or ``all``.
+    """
+
+    def __init__(self, data: MarketData, engine: ReplayEngine, horizon: str) -> None:
+        self.data = data
+        self.engine = engine
+        self.horizon_mode = horizon
+
+    def routes(self) -> list[web.RouteDef]:
+        """Return the route table."""
+        return [
+            web.get("/api/v3/ping", self.ping),
+            web.get("/api/v3/time", self.time),
+            web.get("/api/v3/exchangeInfo", self.exchange_info),
+            web.get("/api/v3/klines", self.klines),
+            web.get("/api/v3/uiKlines", self.klines),
+            web.get("/api/v3/trades", self.trades),
+            web.get("/api/v3/historicalTrades", self.historical_trades),
+            web.get("/api/v3/aggTrades", self.agg_trades),
+        ]
+
+    def _tape(self, request: web.Request) -> tuple[TradeTape, int]:
+        symbol = request.query.get("symbol")
+        if not symbol:
+            raise missing_param("symbol")
+        tape = self.data.tape(symbol.upper())
+        if tape is None:
+            raise invalid_symbol()
+        h = len(tape) if self.horizon_mode == "all" else self.engine.horizon(tape.market.market_id)
+        return tape, h
+
+    async def ping(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/ping``."""
+        return json_response({})
+
+    async def time(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/time``: the replay clock in ms."""
+        return json_response({"serverTime": self.engine.clock_ns() // 1_000_000})
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/exchangeInfo`` with optional ``symbol`` or ``symbols`` (a JSON list)."""
+        wanted: list[str] | None = None
+        if request.query.get("symbol"):
+            wanted = [request.query["symbol"].upper()]
+        elif request.query.get("symbols"):
+            try:
+                wanted = [str(s).upper() for s in orjson.loads(request.query["symbols"])]
+            except orjson.JSONDecodeError:
+                raise illegal_param("symbols", '["BTCUSDT","ETHUSDT"]') from None
+        tapes = self.data.tapes
+        if wanted is not None and any(w not in tapes for w in wanted):
+            raise invalid_symbol()
+        markets = [tapes[w].market for w in wanted] if wanted is not None else [t.market for t in tapes.values()]
+        return json_response(exchange_info(markets, self.engine.clock_ns() // 1_000_000))
+
+    async def klines(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/klines``: symbol, interval, startTime, endTime, limit (500, max 1000)."""
+        tape, h = self._tape(request)
+        interval = request.query.get("interval")
+        if not interval:
+            raise missing_param("interval")
+        start, end, limit = _int(request, "startTime"), _int(request, "endTime"), _limit(request)
+        return json_response(select_klines(tape, interval, start, end, limit, h))
+
+    async def trades(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/trades``: the most recent ``limit`` trades."""
+        tape, h = self._tape(request)
+        limit = _limit(request)
+        return json_response(_trade_rows(tape, max(h - limit, 0), h))
+
+    async def historical_trades(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/historicalTrades``: from ``fromId`` (else the most recent)."""
+        tape, h = self._tape(request)
+        limit, from_id = _limit(request), _int(request, "fromId")
+        if from_id is None:
+            return json_response(_trade_rows(tape, max(h - limit, 0), h))
+        lo = int(np.searchsorted(tape.ids[:h], from_id, "left"))
+        return json_response(_trade_rows(tape, lo, min(lo + limit, h)))
+
+    async def agg_trades(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/aggTrades``: fromId, or startTime/endTime, or the most recent."""
+        tape, h = self._tape(request)
+        limit = _limit(request)
+        from_id, start, end = _int(request, "fromId"), _int(request, "startTime"), _int(request, "endTime")
+        if from_id is not None and (start is not None or end is not None):
+            raise BinanceError(-1128, "Combination of optional parameters invalid.")
+        if from_id is not None:
+            lo = int(np.searchsorted(tape.ids[:h], from_id, "left"))
+            hi = min(lo + limit, h)
+        elif start is not None or end is not None:
+            ts = tape.ts[:h]
+            hi = h if end is None else int(np.searchsorted(ts, end, "right"))
+            if start is not None:
+                lo = int(np.searchsorted(ts, start, "left"))
+                hi = max(lo, min(hi, lo + limit))
+            else:
+                lo = max(hi - limit, 0)
+        else:
+            lo, hi = max(h - limit, 0), h
+        return json_response(_agg_rows(tape, lo, hi))
+
+
+def _trade_rows(tape: TradeTape, lo: int, hi: int) -> list[dict[str, Any]]:
+    rows = []
+    for i, p, q, t, m in zip(
+        tape.ids[lo:hi].tolist(), tape.price[lo:hi].tolist(), tape.qty[lo:hi].tolist(),
+        tape.ts[lo:hi].tolist(), tape.buyer_maker[lo:hi].tolist(), strict=True,
+    ):
+        rows.append({
+            "id": i, "price": tape.price_str(p), "qty": tape.qty_str(q), "quoteQty": _quote(p, q),
+            "time": t, "isBuyerMaker": m, "isBestMatch": True,
+        })
+    return rows
+
+
+def _agg_rows(tape: TradeTape, lo: int, hi: int) -> list[dict[str, Any]]:
+    return [
+        {"a": i, "p": tape.price_str(p), "q": tape.qty_str(q), "f": i, "l": i, "T": t, "m": m, "M": True}
+        for i, p, q, t, m in zip(
+            tape.ids[lo:hi].tolist(), tape.price[lo:hi].tolist(), tape.qty[lo:hi].tolist(),
+            tape.ts[lo:hi].tolist(), tape.buyer_maker[lo:hi].tolist(), strict=True,
+        )
+    ]
+
+
+def _quote(price: float, qty: float) -> str:
+    return f"{price * qty:.8f}"
