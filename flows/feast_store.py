@@ -15,24 +15,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from flows.settings import PROJECT_ROOT, Settings, SettingsError
+from flows.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-REPO = PROJECT_ROOT / "feature_repo"
-
-
 def profile_yaml(settings: Settings) -> Path:
     """Return the feature_store yaml of the settings' profile and online store."""
+    repo = settings.feast_repo
     if settings.profile == "local":
-        return REPO / "feature_store.yaml"
-    return REPO / ("timescale-redis.yaml" if settings.feast_online == "redis" else "timescale.yaml")
+        return repo / "feature_store.yaml"
+    return repo / ("timescale-redis.yaml" if settings.feast_online == "redis" else "timescale.yaml")
 
 
 def feast_environment(settings: Settings) -> dict[str, str]:
     """Return the environment variables the profile's yaml reads."""
-    env = {"CRYPTOSTREAM_PROFILE": settings.profile, "CRYPTOSTREAM_DATA_DIR": str(settings.data_dir)}
+    env = {"CRYPTOSTREAM_PROFILE": settings.profile, "CRYPTOSTREAM_DATA_DIR": str(settings.data_dir),
+           "CRYPTOSTREAM_FEAST_REPO": str(settings.feast_repo)}
     if settings.profile == "timescale":
         settings.require_servers()
         assert settings.timescale_dsn is not None and settings.redis_url is not None
@@ -60,13 +59,14 @@ def open_store(settings: Settings) -> FeatureStore:
     from feast import FeatureStore
 
     os.environ.update(feast_environment(settings))
-    return FeatureStore(repo_path=str(REPO), fs_yaml_file=profile_yaml(settings))
+    return FeatureStore(repo_path=str(settings.feast_repo), fs_yaml_file=profile_yaml(settings))
 
 
 def apply(settings: Settings) -> None:
     """Run ``feast apply`` for the settings' profile, as a user would."""
     env = {**os.environ, **feast_environment(settings)}
-    cmd = [str(Path(sys.executable).with_name("feast")), "-c", str(REPO), "-f", str(profile_yaml(settings)), "apply"]
+    cmd = [str(Path(sys.executable).with_name("feast")), "-c", str(settings.feast_repo),
+           "-f", str(profile_yaml(settings)), "apply"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SettingsError(f"feast apply failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")

@@ -100,6 +100,7 @@ class Settings(_Frozen):
     mode: Literal["paper", "live"] = "paper"
     symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
     data_dir: Path = Field(PROJECT_ROOT / "var", description="local artefacts: Feast files, registry, logs")
+    feast_repo: Path = Field(PROJECT_ROOT / "feature_repo", description="Feast repository (definitions + profiles)")
     timescale_dsn: SecretStr | None = None
     redis_url: SecretStr | None = None
     feast_online: Literal["postgres", "redis"] = Field(

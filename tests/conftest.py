@@ -16,3 +16,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"needs the real market data at {SHARED_DATA} (present in CI; absent in a user's clone)")
     return SHARED_DATA
+
+
+def copy_feature_repo(dest: Path) -> Path:
+    """Copy the Feast repository (definitions and profiles, not its data) so tests never touch the user's stores."""
+    import shutil
+
+    repo = dest / "feature_repo"
+    repo.mkdir(parents=True)
+    for f in (PROJECT_ROOT / "feature_repo").iterdir():
+        if f.is_file() and f.suffix in (".py", ".yaml"):
+            shutil.copy(f, repo / f.name)
+    return repo

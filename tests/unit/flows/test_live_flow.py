@@ -17,6 +17,7 @@ from flows.operators.parse import parse_messages
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, BarReturn, FeatureRow
 from flows.settings import load_settings
+from tests.conftest import copy_feature_repo
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 T0 = 1_700_000_000_000
@@ -53,15 +54,21 @@ def read_table(var: Path, name: str) -> list[dict]:
     return sorted(rows, key=lambda r: (r["symbol"], r["ts"]))
 
 
+REPO: dict[str, Path] = {}
+
+
 def settings_for(tmp: Path):
-    return load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS)})
+    return load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS),
+                              "CRYPTOSTREAM_FEAST_REPO": str(REPO["path"])})
 
 
 @pytest.fixture(scope="module")
 def feast_applied(tmp_path_factory):
     from flows import feast_store
 
-    feast_store.apply(settings_for(tmp_path_factory.mktemp("apply")))
+    base = tmp_path_factory.mktemp("feast")
+    REPO["path"] = copy_feature_repo(base)
+    feast_store.apply(settings_for(base / "var"))
 
 
 def reference(batches) -> dict[str, list]:
