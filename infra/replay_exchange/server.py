@@ -137,6 +137,12 @@ class ReplayExchange:
 
     async def _pump(self, ws: web.WebSocketResponse, sub: Subscriber, injector: FaultInjector | None, request: web.Request) -> None:
         """Send the connection's batches; apply faults when configured."""
+        with contextlib.suppress(ConnectionResetError):  # the client went away mid-batch
+            await self._send_batches(ws, sub, injector, request)
+
+    async def _send_batches(
+        self, ws: web.WebSocketResponse, sub: Subscriber, injector: FaultInjector | None, request: web.Request
+    ) -> None:
         text = WSMsgType.TEXT
         while True:
             batch = await sub.queue.get()
