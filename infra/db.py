@@ -297,10 +297,10 @@ def settings_lines(dsn: str, redis_url: str | None) -> list[str]:
         u = urlsplit(redis_url)
         db = (u.path or "/0").lstrip("/") or "0"
         feast = f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"
+        # Same logical database as REDIS_URL, as flows.feast_store derives it for the flow.
+        feast += f",db={db}"
         feast += f",password={unquote(u.password)}" if u.password else ""
         feast += ",ssl=true" if u.scheme == "rediss" else ""
-        # Feast's online store gets its own logical database, next to the event bus's.
-        feast += f",db={1 if db != '1' else 2}"
         values |= {"REDIS_URL": redis_url, "FEAST_REDIS_CONNECTION": feast}
     return [f"{k}={shlex.quote(str(v)) if v != '' else ''}" for k, v in values.items()]
 

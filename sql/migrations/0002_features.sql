@@ -21,8 +21,8 @@
 -- cannot leak.  created_at is Feast's created timestamp column.
 
 CREATE TABLE IF NOT EXISTS bar_features (
-    symbol          text             NOT NULL,
-    timeframe       text             NOT NULL,
+    symbol          text COLLATE "C" NOT NULL,
+    timeframe       text COLLATE "C" NOT NULL,
     ts              timestamptz      NOT NULL,  -- bar close: when these values became known
     ret_1           double precision,
     ret_5           double precision,
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS bar_features (
     hour_cos        double precision,
     dow_sin         double precision,
     dow_cos         double precision,
-    run_id          text,
+    run_id          text COLLATE "C",
     created_at      timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (symbol, timeframe, ts)
 );
@@ -59,13 +59,13 @@ COMMENT ON TABLE bar_features IS
 -- Cross-asset step: all symbols of one bar time at once; a few columns per row,
 -- so 30-day chunks keep the chunk count low.
 CREATE TABLE IF NOT EXISTS cross_asset_features (
-    symbol      text             NOT NULL,
-    timeframe   text             NOT NULL,
+    symbol      text COLLATE "C" NOT NULL,
+    timeframe   text COLLATE "C" NOT NULL,
     ts          timestamptz      NOT NULL,  -- bar close
     corr_btc_60 double precision,
     beta_btc_60 double precision,
     ret_rel_xs  double precision,
-    run_id      text,
+    run_id      text COLLATE "C",
     created_at  timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (symbol, timeframe, ts)
 );

@@ -4,16 +4,16 @@
 -- same bar with the same model (replay, restart) upserts the same row.
 
 CREATE TABLE IF NOT EXISTS predictions (
-    symbol        text             NOT NULL,
-    timeframe     text             NOT NULL,
+    symbol        text COLLATE "C" NOT NULL,
+    timeframe     text COLLATE "C" NOT NULL,
     ts            timestamptz      NOT NULL,
-    model         text             NOT NULL,  -- e.g. lightgbm, lstm, gnn, ensemble, ppo
-    model_version text             NOT NULL,
+    model         text COLLATE "C" NOT NULL,  -- e.g. lightgbm, lstm, gnn, ensemble, ppo
+    model_version text COLLATE "C" NOT NULL,
     prob_up       double precision,
     confidence    double precision,
     signal        smallint         NOT NULL CHECK (signal IN (-1, 0, 1)),
     payload       jsonb,                      -- per-member outputs, feature hash, latency ...
-    run_id        text,
+    run_id        text COLLATE "C",
     created_at    timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (symbol, timeframe, ts, model)
 );

@@ -7,12 +7,12 @@
 
 CREATE TABLE IF NOT EXISTS dead_letters (
     ts          timestamptz NOT NULL,  -- when the input was received
-    source      text        NOT NULL,  -- e.g. binance_ws, rest_backfill, replay
-    symbol      text,                  -- NULL when it could not be parsed
+    source      text COLLATE "C" NOT NULL,  -- e.g. binance_ws, rest_backfill, replay
+    symbol      text COLLATE "C",      -- NULL when it could not be parsed
     reason      text        NOT NULL,
     payload     text        NOT NULL,  -- raw, as received
     payload_md5 bytea       NOT NULL GENERATED ALWAYS AS (decode(md5(payload), 'hex')) STORED,
-    run_id      text,
+    run_id      text COLLATE "C",
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source, ts, payload_md5)
 );
