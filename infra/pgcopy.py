@@ -105,14 +105,13 @@ def _plan(conn: psycopg.Connection[Any], table: str, columns: tuple[str, ...],
         source = sql.SQL("SELECT DISTINCT ON ({k}) {cols} FROM {stage} ORDER BY {k}, ctid DESC").format(
             k=k, cols=cols, stage=stage)
     conflict = sql.SQL(", ").join(map(sql.Identifier, keys))
+    action: sql.Composable = sql.SQL("DO NOTHING")
     if updates and keys_in_stage:
         sets = sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates)
         old = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in updates)
         new = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in updates)
         action = sql.SQL("DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
             sets=sets, old=old, new=new)
-    else:
-        action = sql.SQL("DO NOTHING")
     merge = sql.SQL("INSERT INTO {target} AS t ({cols}) {source} ON CONFLICT ({conflict}) {action}").format(
         target=target, cols=cols, source=source, conflict=conflict, action=action)
     # The fast path relies on a unique index on the key raising UniqueViolation.

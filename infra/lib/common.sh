@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the paths are used by infra/up and infra/down
 # Shared by infra/up and infra/down: where things live, logging, the state file,
 # the TimescaleDB chroot, and careful removal of directories.
 #
