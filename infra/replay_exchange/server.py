@@ -30,9 +30,10 @@ from infra.replay_exchange.engine import ReplayEngine, Subscriber
 from infra.replay_exchange.faults import FaultInjector, FaultLog, FaultRecord
 from infra.replay_exchange.rest import RestApi, json_response
 from infra.replay_exchange.tape import MarketData
-from infra.replay_exchange.wire import BinanceError
+from infra.replay_exchange.wire import BinanceError, text_frames
 
 Source = str | Path | Sequence[str | Path] | MarketData | None
+_WRITE_HIGH_WATER = 1 << 20  # bytes buffered per connection before the pump waits
 
 
 class ReplayExchange:
@@ -144,14 +145,20 @@ class ReplayExchange:
         self, ws: web.WebSocketResponse, sub: Subscriber, injector: FaultInjector | None, request: web.Request
     ) -> None:
         text = WSMsgType.TEXT
+        transport = request.transport
         while True:
             batch = await sub.queue.get()
-            if batch is None or ws.closed:
+            if batch is None or ws.closed or transport is None or transport.is_closing():
                 return
             msgs, meta = batch
             if injector is None:
-                for m in msgs:
-                    await ws.send_frame(m, text)
+                # One write per batch: aiohttp has no vectored frame write, and a
+                # send_frame per message costs more than formatting it.  Whole frames
+                # only, so aiohttp's own pong/close frames interleave at frame
+                # boundaries; ws.closed turns True before aiohttp writes a close frame.
+                transport.write(text_frames(msgs))
+                while transport.get_write_buffer_size() > _WRITE_HIGH_WATER and not transport.is_closing():
+                    await asyncio.sleep(0.001)  # flow control: let the client catch up
                 continue
             assert meta is not None
             msgs, meta = injector.transform(msgs, meta)

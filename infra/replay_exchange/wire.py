@@ -36,6 +36,25 @@ KLINE_INTERVALS_MS = {
 KLINE_OFFSET_MS = {"1w": 4 * 86_400_000}
 
 
+_SMALL_TEXT_HEADERS = [bytes([0x81, n]) for n in range(126)]
+
+
+def text_frames(msgs: list[bytes]) -> bytes:
+    """Return ``msgs`` as consecutive unmasked websocket text frames (server to client), one buffer."""
+    parts: list[bytes] = []
+    append = parts.append
+    for m in msgs:
+        n = len(m)
+        if n < 126:
+            append(_SMALL_TEXT_HEADERS[n])
+        elif n < 65536:
+            append(b"\x81\x7e" + n.to_bytes(2, "big"))
+        else:
+            append(b"\x81\x7f" + n.to_bytes(8, "big"))
+        append(m)
+    return b"".join(parts)
+
+
 class BinanceError(Exception):
     """An error the REST API answers with ``{"code": code, "msg": msg}``.
 
