@@ -128,9 +128,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
-def _check_applied(conn: psycopg.Connection, files: Sequence[Migration], directory: Path) -> set[int]:
+def _check_applied(conn: psycopg.Connection, track: str, files: Sequence[Migration],
+                   directory: Path) -> set[int]:
     """Return the applied versions of a track; refuse if any applied file is gone or changed."""
-    track = files[0].track if files else directory.name
     by_version = {m.version: m for m in files}
     applied: set[int] = set()
     problems = []
@@ -180,8 +180,8 @@ def migrate(dsn: str, migrations_dir: Path = MIGRATIONS_DIR,
         try:
             report.append(f"timescaledb {ensure_extension(conn)}, license {license_of(conn)}")
             conn.execute(_CREATE_LEDGER)
-            applied = _check_applied(conn, core, migrations_dir)
-            community_applied = _check_applied(conn, community, community_dir)
+            applied = _check_applied(conn, "core", core, migrations_dir)
+            community_applied = _check_applied(conn, "community", community, community_dir)
             done = _apply(conn, core, applied)
             report += [f"applied {d}" for d in done] or [f"core: up to date ({len(core)} migrations)"]
             if license_of(conn) != "timescale":
@@ -252,7 +252,9 @@ def status(dsn: str, migrations_dir: Path = MIGRATIONS_DIR,
                    (load_migrations(community_dir, "community") if community_dir.is_dir() else [])
                    if (m.track, m.version) not in done]
         lines.append(f"migrations pending: {len(pending)}")
-        lines += [f"  {m.track:9} {m.version:04d}_{m.name}" for m in pending]
+        skipped = "  (skipped: needs the community build)" if license_of(conn) != "timescale" else ""
+        lines += [f"  {m.track:9} {m.version:04d}_{m.name}{skipped if m.track == 'community' else ''}"
+                  for m in pending]
         if row:
             lines.append("hypertables (chunks, approximate rows, total size):")
             for name in _hypertables(conn):
