@@ -1,8 +1,8 @@
 """The replay loop: one shared clock, a cursor over the timeline, fan-out to connections.
 
 Clock: the replay starts when the first client subscribes to a stream (so a
-test or flow that connects late misses nothing) and there is one clock per
-server.  At ``speed`` X > 0 the data clock runs X times faster than the wall
+test or flow that connects late misses nothing), or once ``wait_for_streams``
+distinct streams are subscribed, and there is one clock per server.  At ``speed`` X > 0 the data clock runs X times faster than the wall
 clock and an event is handed out when the clock reaches its time; a client
 too slow to keep up receives the backlog in bursts.  At speed 0 ("max") the
 loop moves a batch whenever every subscribed connection has room in its
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from infra.replay_exchange.tape import MarketData
+from infra.replay_exchange.wire import inner_payload
 
 Batch = tuple[list[bytes], list[tuple[str, int | None]] | None]
 
@@ -52,11 +53,14 @@ class Subscriber:
 class ReplayEngine:
     """Moves the timeline's events to subscribed connections at the configured speed."""
 
-    def __init__(self, data: MarketData, speed: float, batch_size: int) -> None:
+    def __init__(self, data: MarketData, speed: float, batch_size: int, wait_for_streams: int = 1) -> None:
         tl = data.timeline
         self.data = data
         self.speed = speed
         self.batch_size = batch_size
+        # The clock starts once this many distinct streams are subscribed, so clients
+        # that open one connection per symbol (the flow's partitions) all start together.
+        self.wait_for_streams = wait_for_streams
         self.stream_index = {name: i for i, name in enumerate(tl.streams)}
         self.streamed = np.zeros(len(tl.streams), dtype=np.int64)
         self.cursor = 0
@@ -98,6 +102,11 @@ class ReplayEngine:
         self._anchor_wall = time.monotonic()
         self._wake.set()
 
+    def reset(self) -> None:
+        """Go back to the start; the clock restarts with the next subscription if nobody is subscribed."""
+        self.seek(None)
+        self.started = any(s.mask.any() for s in self.subscribers)
+
     def pause(self) -> None:
         """Freeze the clock and the cursor."""
         if not self.paused:
@@ -136,7 +145,9 @@ class ReplayEngine:
             elif not on and name in sub.names:
                 sub.names.remove(name)
         if on and not self.started and sub.mask.any():
-            self._start_clock()
+            subscribed = np.logical_or.reduce([s.mask for s in self.subscribers])
+            if int(subscribed.sum()) >= min(self.wait_for_streams, len(subscribed)):
+                self._start_clock()
         self._wake.set()
 
     def detach(self, sub: Subscriber) -> int:
@@ -228,7 +239,7 @@ class ReplayEngine:
                 ids: list[int | None] = tape.ids[items].tolist()
             else:
                 assert raw is not None
-                msgs = [raw[i] if combined else _inner(raw[i]) for i in items.tolist()]
+                msgs = [raw[i] if combined else inner_payload(raw[i]) for i in items.tolist()]
                 ids = [None] * len(items)
             if pos is None:
                 out = msgs
@@ -240,9 +251,3 @@ class ReplayEngine:
                 if meta is not None:
                     meta[p] = (tl.streams[s], ids[k])
         return out, meta
-
-
-def _inner(msg: bytes) -> bytes:
-    """Return the ``data`` part of a combined-stream message."""
-    start = msg.find(b'"data":')
-    return msg if start < 0 else msg[start + 7 : -1]

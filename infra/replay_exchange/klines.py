@@ -147,12 +147,15 @@ def _candle_columns(tape: TradeTape, horizon: int) -> KlineColumns:
 
 
 def _rows(tape: TradeTape, k: KlineColumns, interval_ms: int) -> list[list[object]]:
-    dp = tape.market.price_decimals
+    dp, qd = tape.market.price_decimals, tape.market.qty_decimals
+    # Sums of grid values are grid values: round away the float noise of adding them.
+    volume = np.round(k.volume, qd) if qd is not None else k.volume
+    taker_base = np.round(k.taker_base, qd) if qd is not None else k.taker_base
     rows: list[list[object]] = []
     for t, o, h, lo, c, v, qv, n, tb, tq in zip(
         k.open_ms.tolist(), k.open.tolist(), k.high.tolist(), k.low.tolist(), k.close.tolist(),
-        k.volume.tolist(), k.quote_volume.tolist(), k.trades.tolist(), k.taker_base.tolist(), k.taker_quote.tolist(),
-        strict=True,
+        volume.tolist(), np.round(k.quote_volume, 8).tolist(), k.trades.tolist(), taker_base.tolist(),
+        np.round(k.taker_quote, 8).tolist(), strict=True,
     ):
         rows.append([
             t, format_number(o, dp), format_number(h, dp), format_number(lo, dp), format_number(c, dp),

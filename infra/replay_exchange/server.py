@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from infra.replay_exchange.config import ReplayConfig, load_data
 from infra.replay_exchange.engine import ReplayEngine, Subscriber
@@ -85,7 +85,7 @@ class ReplayExchange:
             web.delete("/replay/faults", self._clear_faults),
             web.post("/replay/control", self._control),
         ])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -98,7 +98,8 @@ class ReplayExchange:
     async def stop(self) -> None:
         """Close every connection and stop serving."""
         for ws in list(self._sockets):
-            await ws.close()
+            with contextlib.suppress(asyncio.TimeoutError):  # a client that stopped reading
+                await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY), 1.0)
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -227,11 +228,13 @@ class ReplayExchange:
             self.engine.pause()
         elif action == "resume":
             self.engine.resume()
-        elif action in ("reset", "seek"):
+        elif action == "reset":
+            self.engine.reset()
+        elif action == "seek":
             t = body.get("time")
-            if action == "seek" and not isinstance(t, int):
+            if not isinstance(t, int):
                 raise BinanceError(-1102, "seek needs an integer 'time' in ms")
-            self.engine.seek(t if action == "seek" else None)
+            self.engine.seek(t)
         else:
             raise BinanceError(-1100, "action must be pause, resume, reset or seek")
         return await self._status(request)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infra.replay_exchange.wire import format_number, trade_payload
+from infra.replay_exchange.wire import format_number, inner_payload, trade_payload
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class TradeTape:
             raw = self.raw
             if combined:
                 return [raw[i] for i in items.tolist()]
-            return [self._inner(i) for i in items.tolist()]
+            return [inner_payload(raw[i]) for i in items.tolist()]
         m = self.market
         event_ts = self.event_ts if self.event_ts is not None else self.ts
         msgs = [
@@ -148,14 +148,6 @@ class TradeTape:
             head = b'{"stream":"' + m.trade_stream.encode() + b'","data":'
             return [head + msg + b"}" for msg in msgs]
         return msgs
-
-    def _inner(self, i: int) -> bytes:
-        assert self.raw is not None
-        line = self.raw[i]
-        start = line.find(b'"data":')
-        if start < 0:  # already a raw-stream message
-            return line
-        return line[start + 7 : -1]
 
     def price_str(self, x: float) -> str:
         """Format a price of this market the way Binance does (8 decimals, exact)."""

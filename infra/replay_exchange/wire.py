@@ -39,6 +39,12 @@ KLINE_OFFSET_MS = {"1w": 4 * 86_400_000}
 _SMALL_TEXT_HEADERS = [bytes([0x81, n]) for n in range(126)]
 
 
+def inner_payload(msg: bytes) -> bytes:
+    """Return the ``data`` part of a combined-stream message (what a raw ``/ws`` stream sends)."""
+    start = msg.find(b'"data":')
+    return msg if start < 0 else msg[start + 7 : -1]
+
+
 def text_frames(msgs: list[bytes]) -> bytes:
     """Return ``msgs`` as consecutive unmasked websocket text frames (server to client), one buffer."""
     parts: list[bytes] = []
