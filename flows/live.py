@@ -77,7 +77,14 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
                             f"accepted: {', '.join(FEATURE_TIMEFRAMES)}")
     symbols = {exchange_symbol(s): s for s in settings.symbols}
     flow = Dataflow("live")
-    source = source or BinanceTradeSource(settings.symbols, settings.exchange.ws_url, settings.duration_s)
+    ex = settings.exchange
+    since = int(ex.fill_since.timestamp() * 1000) if ex.fill_since else None
+    if ex.fill_gaps and ex.api_key is None and source is None:
+        raise SettingsError("exchange.fill_gaps needs exchange.api_key (CRYPTOSTREAM_EXCHANGE__API_KEY; a read-only "
+                            "key is enough: Binance's historicalTrades wants one), or set exchange.fill_gaps=false")
+    key = ex.api_key.get_secret_value() if ex.api_key else None
+    source = source or BinanceTradeSource(settings.symbols, ex.ws_url, settings.duration_s, ex.http_url, key,
+                                          ex.fill_gaps, since, ex.idle_stop_s)
     raw = op.input("exchange_ws", flow, source)
 
     def parse(batch: RawBatch) -> tuple[str, tuple[list, list[DeadLetter]]]:
@@ -109,4 +116,9 @@ def _flow_from_environment() -> Dataflow:
         raise SystemExit(2) from None
 
 
-flow = _flow_from_environment()
+def __getattr__(name: str) -> Dataflow:
+    # `python -m bytewax.run flows.live` looks up `flow`; building it lazily (PEP 562) keeps
+    # `import flows.live` free of side effects for tests and tools that only want build_flow.
+    if name == "flow":
+        return _flow_from_environment()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -43,7 +43,9 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
     with running_replay(source, speed=replay.speed, seed=replay.seed, port=replay.port, **extra) as ex:
         print(f"replay exchange: {ex.http_url} ({'data ' + str(replay.data) if replay.data else 'synthetic market'}, "
               f"speed {replay.speed or 'max'})", flush=True)
-        yield {"CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url}
+        # The replay accepts any API key; gap filling through historicalTrades sends one.
+        yield {"CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url,
+               "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay-exchange"}
 
 
 def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[str]:

@@ -18,6 +18,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,16 @@ class ExchangeSettings(_Frozen):
     ws_url: str | None = Field(None, description="websocket base URL override")
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
+    fill_gaps: bool = Field(True, description="after a disconnect or restart, fetch missed trades from REST")
+    fill_since: datetime | None = Field(None, description="on a fresh start, first fetch trades since this UTC time")
+    idle_stop_s: float = Field(0.0, ge=0.0, description="end the stream after this many quiet seconds; 0 = never")
+
+    @field_validator("fill_since")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must be a UTC time with its offset, e.g. 2024-08-08T23:54:00Z")
+        return value
 
     @field_validator("http_url", "ws_url")
     @classmethod

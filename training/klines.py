@@ -30,8 +30,11 @@ def exchange_client(settings: Settings) -> ccxt.Exchange:
 
 
 def fetch_klines(exchange: ccxt.Exchange, symbol: str, timeframe: str, start_ms: int | None,
-                 end_ms: int | None, now_ms: int | None = None) -> Iterator[Bar]:
-    """Yield closed bars of a symbol from ``start_ms`` (inclusive) to ``end_ms`` (exclusive), in order."""
+                 end_ms: int | None, closed_only: bool = True) -> Iterator[Bar]:
+    """Yield bars of a symbol from ``start_ms`` (inclusive) to ``end_ms`` (exclusive), in order.
+
+    With ``closed_only`` the bar still open at the exchange's server time is left out.
+    """
     tf = timeframe_ms(timeframe)
     market_id = symbol.replace("/", "")
     since = start_ms if start_ms is not None else 0
@@ -40,10 +43,11 @@ def fetch_klines(exchange: ccxt.Exchange, symbol: str, timeframe: str, start_ms:
         if end_ms is not None:
             params["endTime"] = end_ms - 1
         rows = exchange.publicGetKlines(params)
-        now = now_ms if now_ms is not None else int(exchange.fetch_time())  # the exchange's clock: a replay's is in the past
+        # The exchange's clock, not ours: a replay's is in the past.
+        now = int(exchange.fetch_time()) if closed_only else None
         for r in rows:
             t = int(r[0])
-            if (end_ms is not None and t >= end_ms) or t + tf > now:
+            if (end_ms is not None and t >= end_ms) or (now is not None and t + tf > now):
                 return
             v = float(r[5])
             qv = float(r[7])
@@ -56,7 +60,7 @@ def fetch_klines(exchange: ccxt.Exchange, symbol: str, timeframe: str, start_ms:
 
 
 def exchange_streams(settings: Settings, symbols: tuple[str, ...], timeframe: str,
-                     start_ms: int | None, end_ms: int | None) -> dict[str, Iterator[Bar]]:
+                     start_ms: int | None, end_ms: int | None, closed_only: bool = True) -> dict[str, Iterator[Bar]]:
     """Return per-symbol bar iterators fetched from the settings' exchange."""
     exchange = exchange_client(settings)
     exchange.load_markets()
@@ -65,6 +69,6 @@ def exchange_streams(settings: Settings, symbols: tuple[str, ...], timeframe: st
         raise ValueError(f"symbols not listed by the exchange: {', '.join(missing)}")
     log.info("klines from %s, %s %s", exchange.urls["api"]["public"], ",".join(symbols), timeframe)
     t0 = time.perf_counter()
-    streams = {s: list(fetch_klines(exchange, s, timeframe, start_ms, end_ms)) for s in symbols}
+    streams = {s: list(fetch_klines(exchange, s, timeframe, start_ms, end_ms, closed_only)) for s in symbols}
     log.info("fetched %d bars in %.1fs", sum(len(v) for v in streams.values()), time.perf_counter() - t0)
     return {s: iter(v) for s, v in streams.items()}

@@ -1,15 +1,21 @@
-"""Binance trade websocket as a Bytewax source, one partition per symbol.
+"""Binance trade websocket as a Bytewax source, one partition per symbol, with REST gap filling.
 
 Each partition owns one websocket connection, run by an asyncio loop on a
 background thread; ``next_batch`` never blocks, it hands over everything that
 arrived since the last call as one item ``(symbol, received_ms, [raw, ...])``.
 Trades therefore travel in batches, and parsing happens downstream so the
 thread only moves bytes.  A plain websocket client is used rather than
-ccxt.pro because it is several times faster here (see the README benchmark);
-it speaks the same subscribe protocol as ccxt.pro's Binance client.
+ccxt.pro because it is several times faster here (README, benchmarks); it
+speaks the same subscribe protocol as ccxt.pro's Binance client.
 
-Dropped connections are retried with capped exponential backoff; every
-reconnect is counted in :attr:`WsPartition.reconnects`.
+Gaps.  The partition's snapshot is the id of the last trade it handed over.
+After a dropped connection, and after a restart from a Bytewax snapshot, it
+fetches the trades after that id from REST (``historicalTrades`` through ccxt)
+before it hands over anything new, so no trade between the last snapshot and
+the new connection is lost; the deduper downstream drops the overlap.  With
+``fill_since_ms`` a partition that starts without a snapshot first fetches
+history from that time (``aggTrades`` finds the first trade id).  REST trades
+are re-encoded as websocket trade messages so one parser serves both.
 """
 
 from __future__ import annotations
@@ -33,26 +39,85 @@ log = logging.getLogger(__name__)
 
 BINANCE_WS = "wss://stream.binance.com:9443"
 RawBatch = tuple[str, int, list[bytes]]
+_PAGE = 1000
 
 
-class WsPartition(StatefulSourcePartition[RawBatch, None]):
+def last_trade_id(msgs: collections.deque[bytes] | list[bytes], look_back: int = 64) -> int | None:
+    """Return the largest trade id among the last ``look_back`` messages (bad messages are skipped)."""
+    best = None
+    for msg in list(msgs)[-look_back:]:
+        try:
+            doc = orjson.loads(msg)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            doc = doc.get("data", doc)
+            tid = doc.get("t") if isinstance(doc, dict) else None
+            if isinstance(tid, int) and (best is None or tid > best):
+                best = tid
+    return best
+
+
+class RestFiller:
+    """Fetch trades by id from the exchange's REST API through ccxt, as websocket-format messages."""
+
+    def __init__(self, http_url: str | None, ws_url: str | None, api_key: str) -> None:
+        from infra.replay_exchange.client import make_binance
+
+        # historicalTrades wants an API key header (a read-only key is enough); never logged.
+        self.exchange = make_binance(http_url, ws_url, enableRateLimit=True, apiKey=api_key)
+
+    def first_id_since(self, market_id: str, since_ms: int) -> int | None:
+        """Return the id of the first trade at or after ``since_ms``."""
+        rows = self.exchange.publicGetAggTrades({"symbol": market_id, "startTime": since_ms, "limit": 1})
+        return int(rows[0]["f"]) if rows else None
+
+    def trades_from(self, market_id: str, from_id: int, until_id: int | None) -> list[bytes]:
+        """Return trades with ids in ``[from_id, until_id)`` (all available if ``until_id`` is None)."""
+        out: list[bytes] = []
+        while until_id is None or from_id < until_id:
+            rows = self.exchange.publicGetHistoricalTrades({"symbol": market_id, "fromId": from_id, "limit": _PAGE})
+            for r in rows:
+                tid = int(r["id"])
+                if until_id is not None and tid >= until_id:
+                    return out
+                out.append(orjson.dumps({"e": "trade", "E": r["time"], "s": market_id, "t": tid, "p": r["price"],
+                                         "q": r["qty"], "T": r["time"], "m": r["isBuyerMaker"], "M": True}))
+            if len(rows) < _PAGE:
+                break
+            from_id = int(rows[-1]["id"]) + 1
+        return out
+
+
+class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
     """One symbol's trade stream."""
 
     def __init__(
         self,
         symbol: str,
         ws_url: str,
+        filler: RestFiller | None,
         deadline: float | None,
+        last_id: int | None = None,
+        fill_since_ms: int | None = None,
+        idle_stop_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         poll_interval: timedelta = timedelta(milliseconds=5),
     ) -> None:
         self.symbol = symbol
-        self.stream = exchange_symbol(symbol).lower() + "@trade"
+        self.market_id = exchange_symbol(symbol)
+        self.stream = self.market_id.lower() + "@trade"
         self.ws_url = ws_url.rstrip("/") + "/ws"
+        self.filler = filler
         self.deadline = deadline
         self.clock = clock
         self.poll_interval = poll_interval
         self.reconnects = 0
+        self.filled = 0
+        self.last_id = last_id  # the last trade id handed over (the snapshot)
+        self.fill_since_ms = fill_since_ms if last_id is None else None
+        self.idle_stop_s = idle_stop_s
+        self._last_data = clock()
         self._buf: collections.deque[bytes] = collections.deque()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -66,9 +131,14 @@ class WsPartition(StatefulSourcePartition[RawBatch, None]):
             raise StopIteration
         buf = self._buf
         if not buf:
+            if self.idle_stop_s and self.clock() - self._last_data > self.idle_stop_s:
+                raise StopIteration  # a finite replay has ended
             return []
-        n = len(buf)
-        msgs = [buf.popleft() for _ in range(n)]
+        self._last_data = self.clock()
+        msgs = [buf.popleft() for _ in range(len(buf))]
+        tid = last_trade_id(msgs)
+        if tid is not None and (self.last_id is None or tid > self.last_id):
+            self.last_id = tid
         return [(self.symbol, int(self.clock() * 1000), msgs)]
 
     def next_awake(self) -> datetime | None:
@@ -76,8 +146,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, None]):
             return None
         return datetime.now(timezone.utc) + self.poll_interval
 
-    def snapshot(self) -> None:
-        return None
+    def snapshot(self) -> int | None:
+        return self.last_id
 
     def close(self) -> None:
         self._stop.set()
@@ -89,38 +159,86 @@ class WsPartition(StatefulSourcePartition[RawBatch, None]):
         except BaseException as exc:  # surfaced to the dataflow by next_batch
             self._error = exc
 
+    async def _fill(self, first_new_id: int | None) -> None:
+        """Fetch what the websocket missed: after the last id handed over, up to the first new one."""
+        if self.filler is None:
+            return
+        # The last id this thread knows of: handed over, or still waiting in the buffer.
+        known = last_trade_id(self._buf) or self.last_id
+        start = known + 1 if known is not None else None
+        loop = asyncio.get_running_loop()
+        if start is None and self.fill_since_ms is not None:
+            start = await loop.run_in_executor(None, self.filler.first_id_since, self.market_id, self.fill_since_ms)
+        self.fill_since_ms = None
+        if start is None or (first_new_id is not None and start >= first_new_id):
+            return
+        msgs = await loop.run_in_executor(None, self.filler.trades_from, self.market_id, start, first_new_id)
+        self.filled += len(msgs)
+        if msgs:
+            log.info("%s: filled %d trades from REST (ids %d..)", self.symbol, len(msgs), start)
+        self._buf.extend(msgs)
+
     async def _read_forever(self) -> None:
         backoff = 0.1
-        first = True
+        connected_before = False
         while not self._stop.is_set():
             try:
                 async with websockets.connect(self.ws_url, max_size=None, open_timeout=10) as ws:
                     await ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": [self.stream], "id": 1}))
-                    if not first:
+                    if connected_before:
                         self.reconnects += 1
-                    first, backoff = False, 0.1
-                    while not self._stop.is_set():
-                        try:
-                            msg = await asyncio.wait_for(ws.recv(decode=False), timeout=0.5)
-                        except asyncio.TimeoutError:
-                            continue
-                        self._buf.append(msg)
+                    connected_before, backoff = True, 0.1
+                    await self._pump(ws)
             except (OSError, websockets.WebSocketException) as exc:
                 log.warning("websocket %s for %s: %s; reconnecting in %.1fs", self.ws_url, self.symbol, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _pump(self, ws: Any) -> None:
+        gap_checked = False
+        pending: list[bytes] = []
+        while not self._stop.is_set():
+            try:
+                msg = await asyncio.wait_for(ws.recv(decode=False), timeout=0.5)
+            except asyncio.TimeoutError:
+                if not gap_checked:  # a quiet market: fill from REST without waiting for a trade
+                    await self._fill(None)
+                    gap_checked = True
+                    self._buf.extend(pending)
+                    pending = []
+                continue
+            if gap_checked:
+                self._buf.append(msg)
+                continue
+            pending.append(msg)
+            first = last_trade_id([msg])
+            if first is None:
+                continue  # the subscription ack, or a bad message: keep it, wait for a trade
+            await self._fill(first)
+            gap_checked = True
+            self._buf.extend(pending)
+            pending = []
 
-class BinanceTradeSource(FixedPartitionedSource[RawBatch, None]):
+
+class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
     """Trades of several symbols from Binance's websocket (or the replay exchange)."""
 
-    def __init__(self, symbols: tuple[str, ...], ws_url: str | None, duration_s: float = 0.0) -> None:
+    def __init__(self, symbols: tuple[str, ...], ws_url: str | None, duration_s: float = 0.0,
+                 http_url: str | None = None, api_key: str | None = None, fill_gaps: bool = True,
+                 fill_since_ms: int | None = None, idle_stop_s: float = 0.0) -> None:
         self.symbols = symbols
         self.ws_url = ws_url or BINANCE_WS
+        self.http_url = http_url
+        self.api_key = api_key
+        self.fill_gaps = fill_gaps
+        self.fill_since_ms = fill_since_ms
+        self.idle_stop_s = idle_stop_s
         self.deadline = time.time() + duration_s if duration_s > 0 else None
 
     def list_parts(self) -> list[str]:
         return list(self.symbols)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> WsPartition:
-        return WsPartition(for_part, self.ws_url, self.deadline)
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> WsPartition:
+        filler = RestFiller(self.http_url, self.ws_url, self.api_key) if self.fill_gaps and self.api_key else None
+        return WsPartition(for_part, self.ws_url, filler, self.deadline, last_id=resume_state,
+                           fill_since_ms=self.fill_since_ms, idle_stop_s=self.idle_stop_s)
