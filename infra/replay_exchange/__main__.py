@@ -55,7 +55,10 @@ def _symbols(text: str) -> tuple[str, ...]:
 
 def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
     """Parse the command line into a config, host and port."""
-    p = argparse.ArgumentParser(prog="python -m infra.replay_exchange", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m infra.replay_exchange",
+        description="A local exchange speaking Binance spot REST and websocket on one port, replaying market data.",
+    )
     src = p.add_argument_group("data (recorded .gz, candle .parquet/.csv/.feather, or synthetic)")
     src.add_argument("--data", type=Path, nargs="+", default=[], help="files or directories")
     src.add_argument("--synthetic", type=_symbols, default=(), metavar="SYMBOLS|N",
