@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
     run.add_argument("--speed", type=_speed, default=60.0, help="times real time; 0 or max = as fast as clients read")
     run.add_argument("--rest-horizon", choices=("all", "clock"), default="clock",
                      help="clock: REST only returns data already streamed (default); all: everything")
+    run.add_argument("--wait-for-streams", type=int, default=1, metavar="N",
+                     help="start the clock once N distinct streams are subscribed (default 1)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=9000, help="0 = any free port")
     f = p.add_argument_group("fault injection (websocket)")
@@ -95,7 +97,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
             data=tuple(a.data), synthetic=a.synthetic, seed=a.seed, speed=a.speed, rest_horizon=a.rest_horizon,
             start=a.start, end=a.end, trades_per_candle=a.trades_per_candle,
             streams=tuple(s.strip() for s in a.streams.split(",") if s.strip()),
-            synthetic_duration_s=a.duration, synthetic_rate=a.rate, faults=faults,
+            synthetic_duration_s=a.duration, synthetic_rate=a.rate, wait_for_streams=a.wait_for_streams,
+            faults=faults,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -40,6 +40,8 @@ class ReplayConfig:
         synthetic_duration_s: Seconds of synthetic market.
         synthetic_rate: Synthetic trades per second per symbol (calm regime).
         batch_size: Most messages the replay loop hands a connection at once.
+        wait_for_streams: Start the clock once this many distinct streams are
+            subscribed (e.g. one connection per symbol); 1 = the first subscription.
         faults: Fault injection on websocket connections.
     """
 
@@ -55,6 +57,7 @@ class ReplayConfig:
     synthetic_duration_s: int = 6 * 3600
     synthetic_rate: float = 4.0
     batch_size: int = 512
+    wait_for_streams: int = 1
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
@@ -71,8 +74,8 @@ class ReplayConfig:
             raise ValueError("trades_per_candle must be >= 4")
         if "trade" not in self.streams:
             raise ValueError("streams must include 'trade'")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+        if self.batch_size < 1 or self.wait_for_streams < 1:
+            raise ValueError("batch_size and wait_for_streams must be >= 1")
 
     @property
     def start_ms(self) -> int | None:

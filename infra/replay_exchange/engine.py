@@ -2,8 +2,9 @@
 
 Clock: the replay starts when the first client subscribes to a stream (so a
 test or flow that connects late misses nothing), or once ``wait_for_streams``
-distinct streams are subscribed, and there is one clock per server.  At ``speed`` X > 0 the data clock runs X times faster than the wall
-clock and an event is handed out when the clock reaches its time; a client
+distinct streams are subscribed (one connection per symbol), and there is one
+clock per server.  At ``speed`` X > 0 the data clock runs X times faster than
+the wall clock and an event is handed out when the clock reaches its time; a client
 too slow to keep up receives the backlog in bursts.  At speed 0 ("max") the
 loop moves a batch whenever every subscribed connection has room in its
 bounded queue, i.e. as fast as the slowest reader (backpressure), and pauses
@@ -105,7 +106,7 @@ class ReplayEngine:
     def reset(self) -> None:
         """Go back to the start; the clock restarts with the next subscription if nobody is subscribed."""
         self.seek(None)
-        self.started = any(s.mask.any() for s in self.subscribers)
+        self.started = self._enough_streams()
 
     def pause(self) -> None:
         """Freeze the clock and the cursor."""
@@ -144,11 +145,20 @@ class ReplayEngine:
                 sub.names.append(name)
             elif not on and name in sub.names:
                 sub.names.remove(name)
-        if on and not self.started and sub.mask.any():
-            subscribed = np.logical_or.reduce([s.mask for s in self.subscribers])
-            if int(subscribed.sum()) >= min(self.wait_for_streams, len(subscribed)):
-                self._start_clock()
+        if on and not self.started and self._enough_streams():
+            self._start_clock()
         self._wake.set()
+
+    def subscribed_streams(self) -> int:
+        """Return how many distinct streams with data some connection is subscribed to."""
+        if not self.subscribers:
+            return 0
+        return int(np.logical_or.reduce([s.mask for s in self.subscribers]).sum())
+
+    def _enough_streams(self) -> bool:
+        # Capped at the streams the data has, so a too large setting cannot block forever.
+        need = min(max(self.wait_for_streams, 1), len(self.data.timeline.streams))
+        return self.subscribed_streams() >= need
 
     def detach(self, sub: Subscriber) -> int:
         """Remove a connection; return how many queued messages it never sent."""

@@ -59,7 +59,7 @@ class ReplayExchange:
         self.config = replace(config or ReplayConfig(), **overrides)
         self.data = source if isinstance(source, MarketData) else load_data(self.config)
         self.fault_log = FaultLog()
-        self.engine = ReplayEngine(self.data, self.config.speed, self.config.batch_size)
+        self.engine = ReplayEngine(self.data, self.config.speed, self.config.batch_size, self.config.wait_for_streams)
         self.rest = RestApi(self.data, self.engine, self.config.rest_horizon)
         self.http_url = ""
         self.ws_url = ""

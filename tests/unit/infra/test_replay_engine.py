@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,6 +102,20 @@ def test_control_seek_moves_the_stream_and_reports_status() -> None:
     run(scenario())
 
 
+def test_clock_waits_for_all_streams_when_asked() -> None:
+    async def scenario() -> None:
+        async with synthetic(speed=0, wait_for_streams=2) as ex:
+            async with websockets.connect(ex.ws_url + "/ws/btcusdt@trade", max_queue=None) as btc:
+                await asyncio.sleep(0.2)
+                assert not ex.engine.started and ex.engine.cursor == 0
+                async with websockets.connect(ex.ws_url + "/ws/ethusdt@trade", max_queue=None) as eth:
+                    first_btc = orjson.loads(await btc.recv())["t"]
+                    first_eth = orjson.loads(await eth.recv())["t"]
+            assert first_btc == first_eth == 1  # neither connection missed the start
+
+    run(scenario())
+
+
 def test_async_rest_client_works_too(tiny_csv: Path) -> None:
     async def scenario() -> list[list[float]]:
         async with ReplayExchange(tiny_csv, rest_horizon="all") as ex:
@@ -122,5 +137,6 @@ def test_command_line_builds_the_config(tmp_path: Path) -> None:
     assert config.speed == 0 and config.data == (tmp_path,) and port == 9100 and host == "127.0.0.1"
     assert config.start == datetime(2024, 1, 1, tzinfo=timezone.utc) and config.rest_horizon == "all"
     assert config.faults.drop_every == 50 and config.faults.corrupt_kinds == ("nan_price", "zero_qty")
-    syn, _, _ = parse_args(["--synthetic", "4", "--seed", "9", "--duration", "2h", "--speed", "60"])
+    syn, _, _ = parse_args(["--synthetic", "4", "--seed", "9", "--duration", "2h", "--speed", "60", "--wait-for-streams", "4"])
     assert syn.synthetic == ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT") and syn.synthetic_duration_s == 7200
+    assert syn.wait_for_streams == 4 and syn.speed == 60
