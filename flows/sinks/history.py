@@ -1,7 +1,10 @@
 """History sink: bars, features and dead letters into the active profile's offline store.
 
-``local``: parquet files (``flows.sinks.parquet_store``), flushed every
-``flush_interval_s`` and at the end of the run.  ``timescale``: the hypertables,
+``local``: parquet files (``flows.sinks.parquet_store``).  In a flow every batch
+is written before ``write_batch`` returns (``flush_interval_s=0``): Bytewax may
+snapshot right after, and a row still buffered at a crash would be lost for good,
+since the resumed flow does not emit it again.  Bulk jobs outside Bytewax (the
+backfill) buffer and flush at the end.  ``timescale``: the hypertables,
 through COPY into a staging table and an upsert on the natural key
 (``infra.pgcopy``), one transaction per batch.  Either way the writes are
 idempotent, so a replay or a restart never duplicates a row.
@@ -96,7 +99,7 @@ class _TimescalePartition(StatelessSinkPartition[Row]):
 class HistorySink(DynamicSink[Row]):
     """Write bars, features and dead letters to the offline store of the profile."""
 
-    def __init__(self, settings: Settings, flush_interval_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, flush_interval_s: float = 0.0) -> None:
         self.settings = settings
         self.flush_interval_s = flush_interval_s
 
