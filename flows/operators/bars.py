@@ -62,38 +62,47 @@ class BarBuilder:
         opened = self.open
         closed: list[Bar] = []
         late: list[Trade] = []
+        closed_until, watermark = self.closed_until, self.watermark
         # The earliest moment at which some open bar is due to close.
         due = min(opened) + tf + lateness if opened else None
+        # Consecutive trades mostly fall into one bar: remember the open bar [lo, hi)
+        # the previous trade went to and skip the bar lookup and lateness test for it.
+        lo = hi = 0
+        acc: list[float] = []
         for tr in trades:
-            ts = tr.ts
-            start = ts - ts % tf
-            if self.closed_until is not None and start < self.closed_until:
-                late.append(tr)
-                continue
-            acc = opened.get(start)
-            price, qty = tr.price, tr.qty
-            if acc is None:
-                opened[start] = [price, price, price, price, qty, price * qty, 1,
-                                 0.0 if tr.buyer_is_maker else qty]
-                if due is None or start + tf + lateness < due:
-                    due = start + tf + lateness
-            else:
-                if price > acc[_H]:
-                    acc[_H] = price
-                elif price < acc[_L]:
-                    acc[_L] = price
-                acc[_C] = price
-                acc[_V] += qty
-                acc[_QV] += price * qty
-                acc[_N] += 1
-                if not tr.buyer_is_maker:
-                    acc[_TB] += qty
-            if ts > self.watermark:
-                self.watermark = ts
+            _, _, ts, price, qty, buyer_is_maker = tr
+            if not lo <= ts < hi:
+                start = ts - ts % tf
+                if closed_until is not None and start < closed_until:
+                    late.append(tr)
+                    continue
+                lo, hi = start, start + tf
+                acc = opened.get(start)  # type: ignore[assignment]
+                if acc is None:
+                    # An empty bar that the amendment below turns into this trade's bar
+                    # (adding to 0.0 is exact, so the sums equal starting from the trade).
+                    acc = opened[start] = [price, price, price, price, 0.0, 0.0, 0, 0.0]
+                    if due is None or hi + lateness < due:
+                        due = hi + lateness
+            if price > acc[_H]:
+                acc[_H] = price
+            elif price < acc[_L]:
+                acc[_L] = price
+            acc[_C] = price
+            acc[_V] += qty
+            acc[_QV] += price * qty
+            acc[_N] += 1
+            if not buyer_is_maker:
+                acc[_TB] += qty
+            if ts > watermark:
+                watermark = ts
                 # Close as we go, so later trades of the same batch are judged late correctly.
                 if due is not None and ts >= due:
                     closed.extend(self._close_through(ts))
+                    closed_until = self.closed_until
                     due = min(opened) + tf + lateness if opened else None
+                    lo = hi = 0  # the remembered bar may have closed
+        self.watermark = watermark
         return closed, late
 
     def advance(self, watermark_ms: int) -> list[Bar]:

@@ -4,14 +4,21 @@ Exchanges resend trades after reconnects and replays, and websocket batches can
 arrive slightly out of order.  The deduper remembers the last ``capacity`` trade
 ids of a symbol (a set plus a FIFO to forget the oldest), returns duplicates to
 the caller so they are counted and kept, and sorts the rest by (time, id).
+
+The common batch (no repeated id, already in time order) takes a path of set
+and deque operations that run in C; any other batch takes the per-trade loop.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
+from operator import itemgetter, le
 from typing import Any
 
 from flows.records import Trade
+
+_ID, _TS = itemgetter(1), itemgetter(2)  # Trade.trade_id, Trade.ts
 
 
 class Deduper:
@@ -30,17 +37,26 @@ class Deduper:
     def update(self, trades: list[Trade]) -> tuple[list[Trade], list[Trade]]:
         """Return (new trades in (time, id) order, duplicates)."""
         seen, order = self.seen, self.order
-        fresh: list[Trade] = []
-        dups: list[Trade] = []
-        for t in trades:
-            if t.trade_id in seen:
-                dups.append(t)
-                continue
-            seen.add(t.trade_id)
-            order.append(t.trade_id)
-            fresh.append(t)
-        while len(order) > self.capacity:
-            seen.discard(order.popleft())
-        if any(fresh[i].ts > fresh[i + 1].ts for i in range(len(fresh) - 1)):
+        ids = list(map(_ID, trades))
+        if seen.isdisjoint(ids) and len(set(ids)) == len(ids):
+            seen.update(ids)
+            order.extend(ids)
+            fresh, dups = list(trades), []
+        else:
+            fresh, dups = [], []
+            for t in trades:
+                if t.trade_id in seen:
+                    dups.append(t)
+                    continue
+                seen.add(t.trade_id)
+                order.append(t.trade_id)
+                fresh.append(t)
+        excess = len(order) - self.capacity
+        if excess > 0:  # forget the oldest ids
+            seen.difference_update(islice(order, excess))
+            for _ in range(excess):
+                order.popleft()
+        times = list(map(_TS, fresh))
+        if not all(map(le, times, islice(times, 1, None))):
             fresh.sort(key=lambda t: (t.ts, t.trade_id))
         return fresh, dups
