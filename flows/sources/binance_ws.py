@@ -4,9 +4,10 @@ Each partition owns one websocket connection, run by an asyncio loop on a
 background thread; ``next_batch`` never blocks, it hands over everything that
 arrived since the last call as one item ``(symbol, received_ms, [raw, ...])``.
 Trades therefore travel in batches, and parsing happens downstream so the
-thread only moves bytes.  A plain websocket client is used rather than
-ccxt.pro because it is several times faster here (README, benchmarks); it
-speaks the same subscribe protocol as ccxt.pro's Binance client.
+thread only moves bytes.  The client is aiohttp's websocket with orjson, chosen
+by ``tests/bench/bench_replay_ws.py`` (README): about 7x ccxt.pro's
+``watch_trades`` and 2x the ``websockets`` package here; it speaks the same
+subscribe protocol as ccxt.pro's Binance client.
 
 Gaps.  The partition's snapshot is the id of the last trade it handed over.
 After a dropped connection, and after a restart from a Bytewax snapshot, it
@@ -27,10 +28,9 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
+import aiohttp
 import orjson
-import websockets
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.operators.parse import exchange_symbol
@@ -38,11 +38,11 @@ from flows.operators.parse import exchange_symbol
 log = logging.getLogger(__name__)
 
 BINANCE_WS = "wss://stream.binance.com:9443"
-RawBatch = tuple[str, int, list[bytes]]
+RawBatch = tuple[str, int, list[bytes | str]]
 _PAGE = 1000
 
 
-def last_trade_id(msgs: collections.deque[bytes] | list[bytes], look_back: int = 64) -> int | None:
+def last_trade_id(msgs: collections.deque[bytes | str] | list[bytes | str], look_back: int = 64) -> int | None:
     """Return the largest trade id among the last ``look_back`` messages (bad messages are skipped)."""
     best = None
     for msg in list(msgs)[-look_back:]:
@@ -118,7 +118,7 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         self.fill_since_ms = fill_since_ms if last_id is None else None
         self.idle_stop_s = idle_stop_s
         self._last_data = clock()
-        self._buf: collections.deque[bytes] = collections.deque()
+        self._buf: collections.deque[bytes | str] = collections.deque()
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"ws-{self.stream}", daemon=True)
@@ -181,25 +181,30 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
     async def _read_forever(self) -> None:
         backoff = 0.1
         connected_before = False
-        while not self._stop.is_set():
-            try:
-                async with websockets.connect(self.ws_url, max_size=None, open_timeout=10) as ws:
-                    await ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": [self.stream], "id": 1}))
-                    if connected_before:
-                        self.reconnects += 1
-                    connected_before, backoff = True, 0.1
-                    await self._pump(ws)
-            except (OSError, websockets.WebSocketException) as exc:
-                log.warning("websocket %s for %s: %s; reconnecting in %.1fs", self.ws_url, self.symbol, exc, backoff)
+        timeout = aiohttp.ClientTimeout(total=None, connect=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not self._stop.is_set():
+                try:
+                    async with session.ws_connect(self.ws_url, max_msg_size=0, heartbeat=30) as ws:
+                        await ws.send_bytes(orjson.dumps({"method": "SUBSCRIBE", "params": [self.stream], "id": 1}))
+                        if connected_before:
+                            self.reconnects += 1
+                        connected_before, backoff = True, 0.1
+                        await self._pump(ws)
+                except (OSError, aiohttp.ClientError, ConnectionError) as exc:
+                    log.warning("websocket %s for %s: %s", self.ws_url, self.symbol, exc)
+                if self._stop.is_set():
+                    break
+                log.warning("websocket %s for %s closed; reconnecting in %.1fs", self.ws_url, self.symbol, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _pump(self, ws: Any) -> None:
+    async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         gap_checked = False
-        pending: list[bytes] = []
+        pending: list[bytes | str] = []
         while not self._stop.is_set():
             try:
-                msg = await asyncio.wait_for(ws.recv(decode=False), timeout=0.5)
+                frame = await ws.receive(timeout=0.5)
             except asyncio.TimeoutError:
                 if not gap_checked:  # a quiet market: fill from REST without waiting for a trade
                     await self._fill(None)
@@ -207,6 +212,10 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
                     self._buf.extend(pending)
                     pending = []
                 continue
+            if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                              aiohttp.WSMsgType.ERROR):
+                return  # the caller reconnects
+            msg = frame.data  # str for text frames (Binance's), bytes for binary: the parser takes both
             if gap_checked:
                 self._buf.append(msg)
                 continue
