@@ -1,0 +1,68 @@
+"""`feast serve` serves the flow's features over HTTP, equal to the SDK's online read."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from bytewax.testing import TestingSource, run_main
+
+from flows import feast_store
+from flows.feature_catalog import BAR_FEATURES
+from flows.live import build_flow
+from tests.conftest import copy_feature_repo
+from tests.unit.flows.test_live_flow import (
+    REPO,  # noqa: F401  (the module's repo registry)
+    SYMBOLS,
+    market,
+    settings_for,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_feast_serve_returns_online_features(tmp_path) -> None:
+    REPO["path"] = copy_feature_repo(tmp_path)
+    settings = settings_for(tmp_path / "var")
+    feast_store.apply(settings)
+    run_main(build_flow(settings, TestingSource(market(minutes=100, seed=4))))
+    sdk = feast_store.open_store(settings).get_online_features(
+        features=[f"bar_features_1m:{f}" for f in BAR_FEATURES], entity_rows=[{"symbol": s} for s in SYMBOLS]).to_dict()
+
+    port = _free_port()
+    env = {**os.environ, **feast_store.feast_environment(settings)}
+    feast = str(Path(sys.executable).with_name("feast"))
+    proc = subprocess.Popen([feast, "-c", str(settings.feast_repo), "-f", str(feast_store.profile_yaml(settings)),
+                             "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        body = {"feature_service": "lstm_1m_v1", "entities": {"symbol": list(SYMBOLS)}}
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                reply = requests.post(f"http://127.0.0.1:{port}/get-online-features", json=body, timeout=5)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "feast serve did not come up"
+                time.sleep(0.5)
+        assert reply.status_code == 200, reply.text
+        doc = reply.json()
+        names = doc["metadata"]["feature_names"]
+        served = {n: r["values"] for n, r in zip(names, doc["results"], strict=True)}
+        assert served["symbol"] == list(SYMBOLS)
+        for f in BAR_FEATURES:
+            assert served[f] == sdk[f], f
+        assert all(v is not None for v in served["rsi_14"]), "features must be warm after 100 bars"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
