@@ -99,7 +99,8 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
     history = op.filter_map("history_rows", records,
                             lambda r: r if isinstance(r, (Bar, FeatureRow, DeadLetter)) else None)
     cross_rows = op.filter("cross_rows", features, lambda r: r.table == "cross_asset_features")
-    op.output("history", op.merge("to_history", history, cross_rows, dead), HistorySink(settings))
+    to_history: Stream[Any] = op.merge("to_history", history, cross_rows, dead)
+    op.output("history", to_history, HistorySink(settings))
     op.output("feast_online", features, FeastOnlineSink(settings))
     bars = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, Bar) else None)
     op.output("console", bars, BarPrinter())

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from flows import feast_store
 from flows.feature_catalog import BAR_FEATURES, view_name
@@ -39,7 +40,7 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
 
     replay = settings.replay
     source = [replay.data] if replay.data else None
-    extra = {} if replay.data else {"synthetic": settings.symbols}
+    extra: dict[str, Any] = {} if replay.data else {"synthetic": settings.symbols}
     with running_replay(source, speed=replay.speed, seed=replay.seed, port=replay.port, **extra) as ex:
         print(f"replay exchange: {ex.http_url} ({'data ' + str(replay.data) if replay.data else 'synthetic market'}, "
               f"speed {replay.speed or 'max'})", flush=True)

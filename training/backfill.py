@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             from training.klines import exchange_streams
 
             symbols = tuple(args.symbols) if args.symbols else settings.symbols
-            streams, tf = exchange_streams(settings, symbols, args.timeframe, start, end), args.timeframe
+            streams, tf = dict(exchange_streams(settings, symbols, args.timeframe, start, end)), args.timeframe
     except (SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
