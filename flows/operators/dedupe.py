@@ -34,6 +34,14 @@ class Deduper:
         """Return the state as plain data."""
         return {"ids": list(self.order)}
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Deduper:
+        # Bytewax snapshots a stateful step's state with copy.deepcopy at every epoch,
+        # with or without recovery.  The ids are immutable ints, so copying the two
+        # containers is a full deep copy, ~100x cheaper than deepcopy visiting 2 x 200,000 ints.
+        twin = Deduper.__new__(Deduper)
+        twin.capacity, twin.order, twin.seen = self.capacity, self.order.copy(), self.seen.copy()
+        return twin
+
     def update(self, trades: list[Trade]) -> tuple[list[Trade], list[Trade]]:
         """Return (new trades in (time, id) order, duplicates)."""
         seen, order = self.seen, self.order
