@@ -41,7 +41,9 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
     replay = settings.replay
     source = [replay.data] if replay.data else None
     extra: dict[str, Any] = {} if replay.data else {"synthetic": settings.symbols}
-    with running_replay(source, speed=replay.speed, seed=replay.seed, port=replay.port, **extra) as ex:
+    # One connection per symbol: start the replay clock once every symbol is subscribed.
+    with running_replay(source, speed=replay.speed, seed=replay.seed, port=replay.port,
+                        wait_for_streams=len(settings.symbols), **extra) as ex:
         print(f"replay exchange: {ex.http_url} ({'data ' + str(replay.data) if replay.data else 'synthetic market'}, "
               f"speed {replay.speed or 'max'})", flush=True)
         # The replay accepts any API key; gap filling through historicalTrades sends one.
