@@ -1,0 +1,1 @@
+"""Export of trained models to ONNX with a parity check against onnxruntime."""

@@ -1,0 +1,1 @@
+"""Neural and tree models trained offline; exported to ONNX for the scorer."""
