@@ -99,6 +99,11 @@ class LstmNet(nn.Module):
         return self.head(self.drop(out[:, 0])).squeeze(-1), h2, c2
 
 
+def _ns(times: pd.Series) -> np.ndarray:
+    """Return UTC nanoseconds since the epoch of a time column (int64)."""
+    return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).asi8
+
+
 def window_index(frame: pd.DataFrame, window: int, bar: pd.Timedelta | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Order rows by (symbol, time) and find the rows that close a full window.
@@ -112,16 +117,16 @@ def window_index(frame: pd.DataFrame, window: int, bar: pd.Timedelta | None = No
         ``order`` (frame positions sorted by symbol then time) and ``ends`` (positions in
         ``order`` of each window's last row; the window is ``order[end - window + 1 : end + 1]``).
     """
-    order = np.lexsort((frame["event_timestamp"].to_numpy(), frame["symbol"].to_numpy()))
-    sym = frame["symbol"].to_numpy()[order]
-    ts = pd.to_datetime(frame["event_timestamp"]).to_numpy()[order]
+    ts = _ns(frame["event_timestamp"])
+    order = np.lexsort((ts, frame["symbol"].to_numpy()))
+    sym, ts = frame["symbol"].to_numpy()[order], ts[order]
     start = np.r_[0, np.flatnonzero(sym[1:] != sym[:-1]) + 1]  # first row of each symbol
     run_start = np.repeat(start, np.diff(np.r_[start, len(sym)]))
     pos = np.arange(len(sym))
     ok = pos - run_start >= window - 1
     if bar is not None:
         first = np.clip(pos - window + 1, 0, None)
-        ok &= (ts - ts[first]) == np.timedelta64(bar.to_timedelta64() * (window - 1))
+        ok &= (ts - ts[first]) == bar.value * (window - 1)
     return order, pos[ok]
 
 
@@ -168,7 +173,7 @@ class LstmClassifier:
         order, ends = window_index(frame, c.window, bar)
         values = frame[self.features].to_numpy(np.float32)[order]
         y_all = frame[label].to_numpy(np.float32)[order]
-        times = pd.to_datetime(frame["event_timestamp"]).to_numpy()[order]
+        times = _ns(frame["event_timestamp"])[order]
         fit_mask, val_mask = time_split(times[ends], c.val_fraction, c.embargo)
         fit_ends, val_ends = ends[fit_mask], ends[val_mask]
         fit_rows = np.unique(gather(np.arange(len(values)), fit_ends, c.window))
