@@ -1,0 +1,170 @@
+"""Export the LSTM (windowed and streaming step) and the GAT to ONNX, accepted only on parity.
+
+Exporter: torch 2.13's default ``torch.onnx.export`` is the dynamo exporter, which
+needs ``onnxscript`` (not installed here); the TorchScript exporter (``dynamo=False``,
+opset 17) handles ``nn.LSTM`` (as ONNX ``LSTM`` ops) and the dense GAT, with dynamic
+batch axes.  Every graph ends in a sigmoid, so its outputs are probabilities, and the
+feature standardisation is inside the graph (the networks' ``mean``/``scale``
+buffers become constants), so the graphs take raw features in manifest order.
+
+Acceptance: onnxruntime (single thread, CPU) must reproduce the native outputs on
+held-out inputs within ``tolerance`` (default 1e-5 absolute) on every output, else
+:class:`ExportRejected` names the largest difference.  The measured maximum is
+returned with the bytes for the registry to record.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from training.models.gnn import GnnClassifier, GnnNet
+from training.models.lstm import LstmClassifier, LstmNet
+
+OPSET = 17
+TOLERANCE = 1e-5
+
+
+class ExportRejected(RuntimeError):
+    """onnxruntime does not reproduce the native model within the tolerance."""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """An accepted export: the ONNX bytes, its I/O names and the parity measured on held-out inputs."""
+
+    onnx: bytes
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    max_abs_diff: float
+    tolerance: float
+    checked_rows: int
+    opset: int = OPSET
+
+
+class _WindowProb(nn.Module):
+    def __init__(self, net: LstmNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x))
+
+
+class _StepProb(nn.Module):
+    def __init__(self, net: LstmNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logit, h2, c2 = self.net.step(x, h, c)
+        return torch.sigmoid(logit), h2, c2
+
+
+class _GnnProb(nn.Module):
+    def __init__(self, net: GnnNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x, adj))
+
+
+def session(onnx_bytes: bytes) -> ort.InferenceSession:
+    """Open a single-threaded CPU onnxruntime session on ``onnx_bytes``."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],
+            outputs: list[str], axes: dict[str, dict[int, str]]) -> bytes:
+    buf = io.BytesIO()
+    module.eval()
+    with warnings.catch_warnings():  # the TorchScript exporter warns that it is deprecated
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, dynamo=False, opset_version=OPSET,
+                          input_names=inputs, output_names=outputs, dynamic_axes=axes)
+    return buf.getvalue()
+
+
+def _accept(diff: float, tolerance: float, what: str) -> None:
+    if not diff <= tolerance:  # also rejects NaN
+        raise ExportRejected(f"{what}: onnxruntime differs from torch by max |diff| = {diff:.3g} "
+                             f"> tolerance {tolerance:.1g}")
+
+
+def export_lstm_window(model: LstmClassifier | LstmNet, held_out: np.ndarray,
+                       tolerance: float = TOLERANCE) -> OnnxExport:
+    """Export the windowed LSTM: ``x [batch, window, F]`` (raw features) -> ``prob [batch]``.
+
+    Args:
+        model: trained classifier or its network.
+        held_out: windows ``[B, window, F]`` not used for training; parity is checked on all.
+        tolerance: largest accepted absolute difference.
+    """
+    net = model.net if isinstance(model, LstmClassifier) else model
+    mod = _WindowProb(net).eval()
+    x = torch.as_tensor(held_out, dtype=torch.float32)
+    blob = _export(mod, (x[:2],), ["x"], ["prob"], {"x": {0: "batch"}, "prob": {0: "batch"}})
+    with torch.no_grad():
+        native = mod(x).numpy()
+    got = session(blob).run(["prob"], {"x": x.numpy()})[0]
+    diff = float(np.max(np.abs(got - native)))
+    _accept(diff, tolerance, "lstm window")
+    return OnnxExport(blob, ("x",), ("prob",), diff, tolerance, len(x))
+
+
+def export_lstm_step(model: LstmClassifier | LstmNet, held_out: np.ndarray,
+                     tolerance: float = TOLERANCE) -> OnnxExport:
+    """Export the streaming LSTM step: ``x [batch, F], h, c [layers, batch, hidden]`` -> ``prob, h_out, c_out``.
+
+    Parity is checked along sequences: from a zero state, every row of ``held_out``
+    ``[B, T, F]`` is fed through torch and through onnxruntime, each carrying its own
+    state, and prob, h and c are compared at every step (so drift would show).
+    """
+    net = model.net if isinstance(model, LstmClassifier) else model
+    mod = _StepProb(net).eval()
+    seq = torch.as_tensor(held_out, dtype=torch.float32)
+    h, c = net.zero_state(seq.shape[0])
+    names_in, names_out = ["x", "h", "c"], ["prob", "h_out", "c_out"]
+    axes = {"x": {0: "batch"}, "h": {1: "batch"}, "c": {1: "batch"}, "prob": {0: "batch"},
+            "h_out": {1: "batch"}, "c_out": {1: "batch"}}
+    blob = _export(mod, (seq[:2, 0], h[:, :2], c[:, :2]), names_in, names_out, axes)
+    sess = session(blob)
+    hn, cn = h.numpy(), c.numpy()
+    diff = 0.0
+    with torch.no_grad():
+        for t in range(seq.shape[1]):
+            p, h, c = mod(seq[:, t], h, c)
+            po, hn, cn = sess.run(names_out, {"x": seq[:, t].numpy(), "h": hn, "c": cn})
+            diff = max(diff, *(float(np.max(np.abs(a - b.numpy())))
+                               for a, b in ((po, p), (hn, h), (cn, c))))
+    _accept(diff, tolerance, "lstm step")
+    return OnnxExport(blob, tuple(names_in), tuple(names_out), diff, tolerance,
+                      seq.shape[0] * seq.shape[1])
+
+
+def export_gnn(model: GnnClassifier | GnnNet, x: np.ndarray, adj: np.ndarray,
+               tolerance: float = TOLERANCE) -> OnnxExport:
+    """Export the GAT: ``x [batch, N, F]`` (raw features), ``adj [batch, N, N]`` -> ``prob [batch, N]``."""
+    net = model.net if isinstance(model, GnnClassifier) else model
+    mod = _GnnProb(net).eval()
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    at = torch.as_tensor(adj, dtype=torch.float32)
+    axes = {"x": {0: "batch"}, "adj": {0: "batch"}, "prob": {0: "batch"}}
+    blob = _export(mod, (xt[:2], at[:2]), ["x", "adj"], ["prob"], axes)
+    with torch.no_grad():
+        native = mod(xt, at).numpy()
+    got = session(blob).run(["prob"], {"x": xt.numpy(), "adj": at.numpy()})[0]
+    diff = float(np.max(np.abs(got - native)))
+    _accept(diff, tolerance, "gnn")
+    return OnnxExport(blob, ("x", "adj"), ("prob",), diff, tolerance, len(xt))
