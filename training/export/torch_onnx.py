@@ -91,7 +91,8 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str]
     module.eval()
     with warnings.catch_warnings():  # the TorchScript exporter warns that it is deprecated
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buf, dynamo=False, opset_version=OPSET,
+        torch.onnx.export(module, args, buf,  # type: ignore[arg-type]  # BytesIO is accepted
+                          dynamo=False, opset_version=OPSET,
                           input_names=inputs, output_names=outputs, dynamic_axes=axes)
     return buf.getvalue()
 

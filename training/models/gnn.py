@@ -77,6 +77,9 @@ class DenseGATLayer(nn.Module):
 class GnnNet(nn.Module):
     """Standardise -> GAT (multi-head, concat) -> ELU -> GAT (1 head) -> ELU -> linear logit per node."""
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, n_features: int, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))

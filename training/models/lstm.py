@@ -69,6 +69,9 @@ class LstmConfig:
 class LstmNet(nn.Module):
     """Standardise -> 2-layer LSTM -> dropout -> linear logit; windowed and step forms share weights."""
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, n_features: int, hidden: int, layers: int, dropout: float) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
