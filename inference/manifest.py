@@ -1,0 +1,172 @@
+"""The model manifest: what a registered model was trained on and how to feed it.
+
+Readable without any training library (json + hashlib only), so the scorer can
+load and verify a model on the hot path's start-up.  A registry version directory
+``<root>/<family>/<version>/`` holds ``manifest.json`` and the files it lists;
+``<root>/<family>/latest`` is a one-line text file naming the current version.
+
+Hashes:
+    * ``feature_hash`` = sha256 of the ordered feature names joined by ``"\\n"``
+      (UTF-8), see :func:`feature_hash`.
+    * ``config_hash`` = sha256 of the config as canonical JSON (sorted keys, no
+      spaces), see :func:`config_hash`.
+    * ``files`` maps every file name in the version directory (except the
+      manifest) to the sha256 of its bytes; :func:`verify` re-hashes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "manifest.json"
+LATEST_FILE = "latest"
+SCHEMA_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, malformed, or its files do not match their hashes."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One ONNX graph input or output: name, shape (``None`` or a name for dynamic axes), element type."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Native vs onnxruntime agreement measured on held-out rows at export."""
+
+    max_abs_diff: float
+    tolerance: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to trust and feed a registered model (see module docstring for the hashes)."""
+
+    family: str
+    version: str
+    created_at: str  # UTC ISO 8601
+    feature_service: str
+    feature_service_version: str
+    features: tuple[str, ...]
+    feature_hash: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    train_start: str  # UTC ISO 8601, first decision time
+    train_end: str  # UTC ISO 8601, last decision time
+    data_hash: str
+    seeds: dict[str, int]
+    config: dict[str, Any]
+    config_hash: str
+    metrics: dict[str, Any]  # {"folds": [{metric: value}, ...], "mean": {metric: value}}
+    parity: Parity
+    files: dict[str, str]  # file name -> sha256
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        """Serialise as indented JSON with sorted keys."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=_json_default)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """Parse :meth:`to_json` output, validating every field.
+
+        Raises:
+            ManifestError: a field is missing, unknown, or the feature hash is wrong.
+        """
+        try:
+            raw = json.loads(text)
+            raw["features"] = tuple(raw["features"])
+            raw["inputs"] = tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in raw["inputs"])
+            raw["outputs"] = tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in raw["outputs"])
+            raw["parity"] = Parity(**raw["parity"])
+            m = cls(**raw)
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"malformed manifest: {exc}") from exc
+        if m.feature_hash != feature_hash(m.features):
+            raise ManifestError(f"{m.family}/{m.version}: feature_hash does not match the feature list")
+        return m
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    return str(obj)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def feature_hash(features: Sequence[str]) -> str:
+    """Return sha256 of the ordered feature names joined by newlines."""
+    return sha256_hex("\n".join(features).encode())
+
+
+def canonical_json(obj: Mapping[str, Any]) -> str:
+    """Return the canonical JSON form hashed into ``config_hash``."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Return sha256 of the canonical JSON of ``config``."""
+    return sha256_hex(canonical_json(config).encode())
+
+
+def resolve_version_dir(root: str | Path, family: str, version: str = "latest") -> Path:
+    """Return ``<root>/<family>/<version>``, following the ``latest`` pointer.
+
+    Raises:
+        ManifestError: no such family, pointer, or version.
+    """
+    fam = Path(root) / family
+    if version == "latest":
+        pointer = fam / LATEST_FILE
+        if not pointer.is_file():
+            raise ManifestError(f"no registered model of family {family!r} under {Path(root)} (no {pointer})")
+        version = pointer.read_text().strip()
+    path = fam / version
+    if not (path / MANIFEST_FILE).is_file():
+        raise ManifestError(f"no manifest at {path / MANIFEST_FILE}")
+    return path
+
+
+def read_manifest(version_dir: str | Path) -> Manifest:
+    """Read ``manifest.json`` of a version directory (no hash check; see :func:`verify`)."""
+    return Manifest.from_json((Path(version_dir) / MANIFEST_FILE).read_text())
+
+
+def verify(version_dir: str | Path) -> Manifest:
+    """Re-hash every file a manifest lists and return the manifest if all match.
+
+    Raises:
+        ManifestError: a listed file is missing or its sha256 differs, or an unlisted file is present.
+    """
+    d = Path(version_dir)
+    m = read_manifest(d)
+    present = {p.name for p in d.iterdir() if p.is_file() and p.name != MANIFEST_FILE}
+    if present - set(m.files):
+        raise ManifestError(f"{d}: files not in the manifest: {sorted(present - set(m.files))}")
+    for name, digest in m.files.items():
+        p = d / name
+        if not p.is_file():
+            raise ManifestError(f"{d}: missing file {name}")
+        actual = sha256_hex(p.read_bytes())
+        if actual != digest:
+            raise ManifestError(f"{d}: {name} sha256 {actual[:12]}... != manifest {digest[:12]}...")
+    return m
