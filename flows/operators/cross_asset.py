@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from operator import mul
+from itertools import repeat
+from operator import mul, sub
 from typing import Any
 
 CROSS_FEATURES: tuple[str, ...] = ("corr_btc_60", "beta_btc_60", "ret_rel_xs")
@@ -110,4 +111,4 @@ class CrossAssetStep:
 
 def _demeaned(values: deque[float]) -> list[float]:
     m = sum(values) / len(values)
-    return [v - m for v in values]
+    return list(map(sub, values, repeat(m)))  # the comprehension [v - m for v in values], in C

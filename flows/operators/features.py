@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from operator import mul
+from itertools import islice, repeat
+from operator import mul, sub
 from typing import Any
 
 from flows.records import Bar
@@ -56,6 +57,12 @@ FEATURES: tuple[str, ...] = (
 )
 _A12, _A26, _A9, _AW = 2 / 13, 2 / 27, 2 / 10, 1 / 14
 _DAY_MS, _EPOCH_WEEKDAY = 86_400_000, 3  # 1970-01-01 was a Thursday (Monday = 0)
+_RET_NAMES = tuple((k, f"ret_{k}") for k in RET_LAGS)
+_RV_NAMES = tuple((n, f"rv_{n}") for n in RV_WINDOWS)
+# sin/cos of the time of day and of the weekday: a bar timeframe has few distinct
+# values (1440 for 1m), so each is computed once; the values are the same floats.
+_CLOCK: dict[int, tuple[float, float]] = {}
+_WEEK: dict[int, tuple[float, float]] = {}
 
 
 def _ema(prev: float | None, x: float, alpha: float) -> float:
@@ -64,10 +71,20 @@ def _ema(prev: float | None, x: float, alpha: float) -> float:
 
 def _mean_std(values: list[float] | deque[float]) -> tuple[float, float]:
     # Two passes: a running sum of squares would lose ~1e-9 on prices near 1e5.
+    # (map over operator functions: the same arithmetic as a comprehension, in C.)
     n = len(values)
     m = sum(values) / n
-    d = [x - m for x in values]
+    d = list(map(sub, values, repeat(m, n)))
     return m, math.sqrt(sum(map(mul, d, d)) / n)
+
+
+def _time_of_day(ms_of_day: int) -> tuple[float, float]:
+    hour = ms_of_day / 3_600_000
+    return math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24)
+
+
+def _weekday(dow: int) -> tuple[float, float]:
+    return math.sin(2 * math.pi * dow / 7), math.cos(2 * math.pi * dow / 7)
 
 
 class FeatureEngine:
@@ -115,17 +132,17 @@ class FeatureEngine:
     def _features(self, bar: Bar, macd: float) -> dict[str, float]:
         c, e, closes = bar.close, self.ema, self.closes
         f: dict[str, float] = {}
-        for k in RET_LAGS:
-            f[f"ret_{k}"] = math.log(c / closes[-1 - k])
-        sq = list(self.sq_rets)
-        for n in RV_WINDOWS:
-            f[f"rv_{n}"] = math.sqrt(sum(sq[-n:]))
+        for k, name in _RET_NAMES:
+            f[name] = math.log(c / closes[-1 - k])
+        sq = self.sq_rets
+        for n, name in _RV_NAMES:
+            f[name] = math.sqrt(sum(islice(sq, max(len(sq) - n, 0), None)))
         gain, loss = e["gain"] or 0.0, e["loss"] or 0.0
         f["rsi_14"] = 50.0 if gain == 0.0 and loss == 0.0 else (100.0 if loss == 0.0 else 100.0 - 100.0 / (1.0 + gain / loss))
         sig = e["sig"]
         assert sig is not None and e["atr"] is not None
         f["macd"], f["macd_signal"], f["macd_hist"] = macd, sig, macd - sig
-        m, s = _mean_std(list(closes)[-20:])
+        m, s = _mean_std(list(islice(closes, max(len(closes) - 20, 0), None)))
         f["bb_pctb"] = 0.5 if s == 0.0 else (c - (m - 2 * s)) / (4 * s)
         f["bb_bandwidth"] = 4 * s / m
         f["atr_14"] = e["atr"] / c
@@ -136,8 +153,13 @@ class FeatureEngine:
         f["trade_count"] = float(bar.trade_count)
         f["hl_range"] = (bar.high - bar.low) / c
         close_ms = bar.ts + self.tf_ms
-        hour = (close_ms % _DAY_MS) / 3_600_000
-        dow = (close_ms // _DAY_MS + _EPOCH_WEEKDAY) % 7
-        f["hour_sin"], f["hour_cos"] = math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24)
-        f["dow_sin"], f["dow_cos"] = math.sin(2 * math.pi * dow / 7), math.cos(2 * math.pi * dow / 7)
+        ms_of_day, dow = close_ms % _DAY_MS, (close_ms // _DAY_MS + _EPOCH_WEEKDAY) % 7
+        clock = _CLOCK.get(ms_of_day)
+        if clock is None:
+            clock = _CLOCK[ms_of_day] = _time_of_day(ms_of_day)
+        week = _WEEK.get(dow)
+        if week is None:
+            week = _WEEK[dow] = _weekday(dow)
+        f["hour_sin"], f["hour_cos"] = clock
+        f["dow_sin"], f["dow_cos"] = week
         return f
