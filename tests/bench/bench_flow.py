@@ -308,7 +308,7 @@ def section_throughput(args: argparse.Namespace, tmp: Path) -> list[Row]:
         def flow_once() -> float:
             gc.collect()
             t0 = time.perf_counter()
-            sinks = run_live_flow(settings, TestingSource(items))
+            sinks = run_live_flow(settings, TestingSource(items))  # noqa: B023 (called within the iteration)
             took = time.perf_counter() - t0
             assert sinks["console"].trades <= n
             return took
@@ -316,7 +316,7 @@ def section_throughput(args: argparse.Namespace, tmp: Path) -> list[Row]:
         def loop_once() -> float:
             gc.collect()
             t0 = time.perf_counter()
-            operators_loop(items, settings)
+            operators_loop(items, settings)  # noqa: B023 (called within the iteration)
             return time.perf_counter() - t0
 
         flow_s = best_of(args.repeat, flow_once)
@@ -452,8 +452,8 @@ def section_websocket(args: argparse.Namespace, tmp: Path) -> list[Row]:
     """Section 2: trades/s from the replay exchange over the websocket through the live flow."""
     import asyncio
 
-    from infra.replay_exchange.synthetic import DEFAULT_SYMBOLS
     from flows.sources.binance_ws import BinanceTradeSource
+    from infra.replay_exchange.synthetic import DEFAULT_SYMBOLS
 
     symbols = tuple(DEFAULT_SYMBOLS[: args.ws_symbols])
     settings = flow_settings(symbols, tmp)
@@ -791,11 +791,11 @@ def section_reads(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitSta
         entity = [{"symbol": sym}]
         cases: dict[str, Callable[[], Any]] = {
             "get_online_features(service).to_dict()":
-                lambda: store.get_online_features(features=service, entity_rows=entity).to_dict(),
+                lambda: store.get_online_features(features=service, entity_rows=entity).to_dict(),  # noqa: B023
             "get_online_features(service), no to_dict":
-                lambda: store.get_online_features(features=service, entity_rows=entity),
+                lambda: store.get_online_features(features=service, entity_rows=entity),  # noqa: B023
             "... full_feature_names=True, to_dict()":
-                lambda: store.get_online_features(features=service, entity_rows=entity,
+                lambda: store.get_online_features(features=service, entity_rows=entity,  # noqa: B023
                                                   full_feature_names=True).to_dict(),
         }
         got = cases["get_online_features(service).to_dict()"]()
@@ -929,7 +929,7 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     print(f"\nbench_flow: {' '.join(sys.argv[1:]) or '(defaults)'}; python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     for i, c in enumerate(cells):
-        print("  ".join(x.rjust(w) if j in (2, 5, 6) else x.ljust(w) for j, (x, w) in enumerate(zip(c, widths))))
+        print("  ".join(x.rjust(w) if j in (2, 5, 6) else x.ljust(w) for j, (x, w) in enumerate(zip(c, widths, strict=True))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
 
