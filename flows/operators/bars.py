@@ -124,6 +124,7 @@ class BarBuilder:
             acc = self.open.pop(t, None)
             if acc is None:
                 c = self.last_close
+                assert c is not None  # an empty bar is only filled after a real one closed
                 out.append(Bar(self.symbol, self.timeframe, t, c, c, c, c, 0.0, 0.0, 0, c, 0.0))
             else:
                 out.append(Bar(self.symbol, self.timeframe, t, acc[_O], acc[_H], acc[_L], acc[_C],

@@ -91,7 +91,7 @@ class CrossAssetStep:
                     self.history[sym].append(rets[sym])
                 else:  # a hole would misalign the window: that symbol warms up again
                     self.history[sym].clear()
-        rows = []
+        rows: list[tuple[str, int, dict[str, float]]] = []
         ref_hist = self.history[self.reference]
         if ref is None or len(ref_hist) < WINDOW:
             return rows

@@ -49,7 +49,7 @@ class Deduper:
         if seen.isdisjoint(ids) and len(set(ids)) == len(ids):
             seen.update(ids)
             order.extend(ids)
-            fresh, dups = list(trades), []
+            fresh, dups = list(trades), list[Trade]()
         else:
             fresh, dups = [], []
             for t in trades:
