@@ -124,3 +124,20 @@ def test_metrics_known_values() -> None:
     assert m["accuracy"] == 0.5 and m["brier"] == pytest.approx((0.16 + 0.49 + 0.04 + 0.36) / 4)
     r = rets.to_numpy()
     assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * np.sqrt(8766.0))
+
+
+def test_onnx_export_parity_on_held_out_rows(frame) -> None:
+    from training.export import ExportRejected
+    from training.export.lightgbm_onnx import export_lightgbm, onnx_predict
+
+    fit, held = frame.iloc[:900], frame.iloc[900:]
+    model = LightGBMModel(CFG).fit_final(fit, 80, FEATURES)
+    x = held[list(FEATURES)].to_numpy(np.float64)
+    exp = export_lightgbm(model, x)  # float64 input, exact thresholds
+    assert exp.max_abs_diff <= 1e-5 and exp.checked_rows == len(x) and exp.outputs == ("prob",)
+    np.testing.assert_allclose(onnx_predict(exp.onnx, x), model.predict_proba(x), atol=1e-5)
+    f32 = export_lightgbm(model, x, precision="float")  # float32 graph: measured after the cast
+    assert f32.max_abs_diff <= 1e-5
+    # float32 leaf sums are not bit-exact: a zero tolerance is refused, with the figures in the message
+    with pytest.raises(ExportRejected, match=r"max \|diff\|"):
+        export_lightgbm(model, x, tolerance=0.0, precision="float")
