@@ -1,0 +1,169 @@
+"""Scoring with onnxruntime only: registered models, batched across symbols, one call per bar.
+
+No training library (lightgbm, torch, sklearn) is imported on this path; a test
+checks ``sys.modules`` in a fresh interpreter.  Sessions are single-threaded
+(``intra_op_num_threads = inter_op_num_threads = 1``, sequential execution).
+
+A model is refused at load time unless its manifest's ordered feature list equals
+the feature list of the service it will be fed (the error names the missing,
+extra and reordered features), and unless its files match their hashes.
+
+Model kinds are :class:`ModelRunner` implementations chosen by family in
+:data:`RUNNERS`; :class:`TabularRunner` scores row-wise models (LightGBM).
+Stateful kinds (LSTM per-symbol state, GNN over all symbols at once) plug in by
+adding a runner class with the same ``from_manifest`` / ``score`` methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from inference.manifest import Manifest, resolve_version_dir, verify
+
+
+class FeatureMismatch(ValueError):
+    """A model's feature list differs from the feature service it would be fed."""
+
+
+def open_session(onnx_bytes: bytes) -> ort.InferenceSession:
+    """Open a single-threaded, sequential CPU onnxruntime session."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def check_features(manifest: Manifest, service_features: Sequence[str]) -> None:
+    """Raise :class:`FeatureMismatch` naming the difference unless the lists are equal in order."""
+    model, service = list(manifest.features), list(service_features)
+    if model == service:
+        return
+    missing = [f for f in model if f not in service]  # the model needs them, the service lacks them
+    extra = [f for f in service if f not in model]
+    common_m = [f for f in model if f in service]
+    common_s = [f for f in service if f in model]
+    moved = [f"{f} (model #{common_m.index(f)}, service #{common_s.index(f)})"
+             for f in common_m if common_m.index(f) != common_s.index(f)]
+    raise FeatureMismatch(
+        f"{manifest.family}/{manifest.version} was trained on {manifest.feature_service!r} and does not "
+        f"match the features it would be fed: missing from service {missing}, extra in service {extra}, "
+        f"reordered {moved}")
+
+
+class ModelRunner(Protocol):
+    """One registered model ready to score a bar for several symbols."""
+
+    manifest: Manifest
+
+    def score(self, symbols: Sequence[str], x: np.ndarray) -> np.ndarray:
+        """Return P(up) per symbol (NaN when not available yet) for raw features ``[len(symbols), F]``."""
+        ...
+
+
+class TabularRunner:
+    """Row-wise model (LightGBM): one session run for every symbol of a bar."""
+
+    def __init__(self, manifest: Manifest, version_dir: Path) -> None:
+        """Open the manifest's ONNX graph (the first ``*.onnx`` file)."""
+        self.manifest = manifest
+        name = next(n for n in manifest.files if n.endswith(".onnx"))
+        self.session = open_session((version_dir / name).read_bytes())
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.dtype = np.float64 if inp.type == "tensor(double)" else np.float32
+        self.output_name = manifest.outputs[0].name
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, version_dir: Path) -> TabularRunner:
+        """Build the runner for a verified manifest."""
+        return cls(manifest, version_dir)
+
+    def score(self, symbols: Sequence[str], x: np.ndarray) -> np.ndarray:
+        """Return P(up) per row of ``x``."""
+        out = self.session.run([self.output_name], {self.input_name: np.asarray(x, self.dtype)})[0]
+        return np.asarray(out, np.float64).reshape(len(symbols), -1)[:, -1]
+
+
+RunnerFactory = Callable[[Manifest, Path], ModelRunner]
+RUNNERS: dict[str, RunnerFactory] = {"lightgbm": TabularRunner.from_manifest}
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """One model's output for the symbols of a bar: P(up), confidence |p - 0.5| * 2, signal."""
+
+    symbols: tuple[str, ...]
+    probability: np.ndarray
+    confidence: np.ndarray
+    signal: np.ndarray  # -1 no signal (confidence below threshold or NaN), 0 bearish, 1 bullish
+
+
+def to_signal(p: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return (confidence, signal) for probabilities; ``threshold`` is the minimum confidence."""
+    conf = np.abs(p - 0.5) * 2.0
+    sig = np.where(p > 0.5, 1, 0).astype(np.int8)
+    sig[~(conf >= threshold)] = -1  # NaN confidence -> no signal
+    return conf, sig
+
+
+class Scorer:
+    """Registered models, each checked against its feature service, scored per bar."""
+
+    def __init__(self, runners: Mapping[str, ModelRunner], confidence_threshold: float = 0.1) -> None:
+        """Use already built runners keyed by family."""
+        self.runners = dict(runners)
+        self.confidence_threshold = confidence_threshold
+
+    @classmethod
+    def from_registry(cls, root: str | Path, families: Sequence[str],
+                      feature_service_features: Mapping[str, Sequence[str]],
+                      versions: Mapping[str, str] | None = None, confidence_threshold: float = 0.1,
+                      runners: Mapping[str, RunnerFactory] | None = None) -> Scorer:
+        """Load, verify and check each family's manifest, then open its sessions.
+
+        Args:
+            root: registry root.
+            families: model families to load (``latest`` unless ``versions`` says otherwise).
+            feature_service_features: ordered feature list of every feature service that can be fed.
+            versions: optional family -> version.
+            confidence_threshold: minimum confidence for a signal.
+            runners: family -> runner factory (defaults to :data:`RUNNERS`).
+
+        Raises:
+            FeatureMismatch: a model's features differ from its service's (or the service is unknown).
+            inference.manifest.ManifestError: a manifest is missing or its files fail their hashes.
+        """
+        kinds = {**RUNNERS, **(runners or {})}
+        built: dict[str, ModelRunner] = {}
+        for fam in families:
+            d = resolve_version_dir(root, fam, (versions or {}).get(fam, "latest"))
+            m = verify(d)
+            if m.feature_service not in feature_service_features:
+                raise FeatureMismatch(f"{fam}/{m.version} needs feature service {m.feature_service!r}, "
+                                      f"which is not among {sorted(feature_service_features)}")
+            check_features(m, feature_service_features[m.feature_service])
+            if fam not in kinds:
+                raise KeyError(f"no runner for model family {fam!r}; known: {sorted(kinds)}")
+            built[fam] = kinds[fam](m, d)
+        return cls(built, confidence_threshold)
+
+    def score(self, rows: Mapping[str, np.ndarray]) -> dict[str, ModelScore]:
+        """Score one bar: ``rows`` maps symbol -> raw feature vector in the service's order.
+
+        Every model runs once for all symbols (one batched session run for row-wise models).
+        """
+        symbols = tuple(rows)
+        x = np.stack([np.asarray(rows[s], np.float64) for s in symbols]) if symbols else np.empty((0, 0))
+        out = {}
+        for fam, runner in self.runners.items():
+            p = np.asarray(runner.score(symbols, x), np.float64)
+            conf, sig = to_signal(p, self.confidence_threshold)
+            out[fam] = ModelScore(symbols, p, conf, sig)
+        return out
