@@ -75,3 +75,35 @@ def test_predict_with_threshold() -> None:
 def test_config_round_trip() -> None:
     cfg = EnsembleConfig(MEMBERS, (3, 1, 0), "performance", 0.15, {"metric": "roc_auc"})
     assert EnsembleConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("method", ["fixed", "performance", "confidence"])
+def test_onnx_export_matches_native_on_held_out_rows(method) -> None:
+    from training.export.ensemble_onnx import export_ensemble, onnx_predict
+
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0, 1, size=(500, 3))
+    p[::17, 1] = np.nan
+    p[::53] = np.nan
+    p[7] = 0.5
+    p[11, :] = [0.6, 0.55, 0.45]  # ensemble confidence exactly near the threshold
+    ens = Ensemble(EnsembleConfig(MEMBERS, (0.5, 0.2, 0.3), method, threshold=0.1))
+    exp = export_ensemble(ens, p)
+    assert exp.max_abs_diff <= 1e-5 and exp.checked_rows == 500 and exp.outputs == ("prob", "confidence", "signal")
+    prob, conf, sig = onnx_predict(exp.onnx, p)
+    nprob, nconf, nsig = ens.predict(p)
+    np.testing.assert_allclose(prob, nprob, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(conf, nconf, atol=1e-12, equal_nan=True)
+    np.testing.assert_array_equal(sig, nsig)
+    assert (sig == -1).any() and (sig == 0).any() and (sig == 1).any()
+
+
+def test_onnx_export_rejects_a_graph_that_differs(monkeypatch) -> None:
+    from training.export import ExportRejected, ensemble_onnx
+
+    ens = Ensemble(EnsembleConfig(MEMBERS, (1, 1, 1)))
+    other = Ensemble(EnsembleConfig(MEMBERS, (1, 0, 0)))
+    blob = ensemble_onnx.to_onnx(other)
+    monkeypatch.setattr(ensemble_onnx, "to_onnx", lambda _e: blob)
+    with pytest.raises(ExportRejected, match="max \\|diff\\|"):
+        ensemble_onnx.export_ensemble(ens, np.random.default_rng(0).uniform(size=(50, 3)))
