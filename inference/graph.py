@@ -1,0 +1,36 @@
+"""Correlation adjacency of asset returns, numpy only, for the scorer.
+
+The same function as ``training.models.graph.correlation_adjacency`` (which the
+GAT is trained on), kept here so the scoring path imports no training module;
+``tests/unit/inference/test_runners.py`` checks that the two agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def correlation_adjacency(returns: np.ndarray, threshold: float) -> np.ndarray:
+    """Return thresholded correlation adjacency of return windows.
+
+    Args:
+        returns: ``[..., window, N]`` one-bar returns; NaN (missing) counts as 0 return.
+        threshold: edges with ``|corr| < threshold`` are dropped.
+
+    Returns:
+        ``[..., N, N]`` float32, symmetric, diagonal 1; a constant series has no edges.
+    """
+    r = np.nan_to_num(np.asarray(returns, dtype=np.float64))
+    d = r - r.mean(axis=-2, keepdims=True)
+    cov = np.einsum("...wi,...wj->...ij", d, d)
+    sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+    denom = sd[..., :, None] * sd[..., None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(denom > 1e-18, cov / np.where(denom > 1e-18, denom, 1.0), 0.0)
+    corr = np.clip(corr, -1.0, 1.0)
+    adj = np.where(np.abs(corr) >= threshold, corr, 0.0)
+    n = adj.shape[-1]
+    eye = np.eye(n, dtype=bool)
+    adj = np.where(eye, 1.0, adj)
+    adj = 0.5 * (adj + np.swapaxes(adj, -1, -2))  # exact symmetry against rounding
+    return adj.astype(np.float32)
