@@ -1,0 +1,278 @@
+"""Train, validate, export and register a model family.
+
+    python -m training.train {lightgbm,lstm,gnn,ensemble} --symbols BTC/USDT ETH/USDT \\
+        --timeframe 1h --start 2021-01-01 --end 2024-01-01 [--horizon 1] [--registry DIR] \\
+        [--seed 7] [--folds 5]
+
+For ``lightgbm``, ``lstm`` and ``gnn``: build the point-in-time training set
+(``training.datasets.build_training_set``; feature service ``lightgbm_<tf>_v1``
+for LightGBM and the GAT, ``lstm_<tf>_v1`` for the LSTM), run purged expanding
+walk-forward validation (``training/validation.py``; every fold's model sees only
+its purged training side, early stopping inside it), fit the final model on all
+rows, export it to ONNX (accepted only on parity, measured on the last fold's test
+rows), and save it with a full manifest and the out-of-sample fold predictions
+(``oos.csv``) to the registry.  The neural models write per-epoch losses to
+``<log-dir>/<family>/fold-<k>|final`` (TensorBoard if installed, else CSV).
+
+For ``ensemble``: read the latest manifest of each member family, take
+performance weights (``max(AUC - 0.5, 0)`` of the walk-forward means; ``--method``
+changes that), join the members' out-of-sample predictions, score the ensemble on
+them (the weights come from the same folds' means, so these ensemble figures are
+mildly optimistic), export the ensemble graph with parity on those rows and save
+it with the member versions it was built from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from flows.settings import Settings, SettingsError, load_settings
+from training.export import OnnxExport
+from training.metrics import TradingConfig, fold_metrics, mean_metrics
+from training.registry import Manifest, Parity, default_root, frame_hash, load_manifest, save_model
+from training.validation import WalkForward, WalkForwardConfig
+
+FAMILIES = ("lightgbm", "lstm", "gnn", "ensemble")
+MEMBERS = ("lightgbm", "lstm", "gnn")
+KEYS = ("symbol", "event_timestamp", "label", "fwd_ret")
+
+
+def service_for(family: str, timeframe: str) -> str:
+    """Return the feature service a family is trained on and fed."""
+    return f"{'lstm' if family == 'lstm' else 'lightgbm'}_{timeframe}_v1"
+
+
+def _oos_csv(oos: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    out = oos.assign(event_timestamp=pd.to_datetime(oos["event_timestamp"], utc=True).map(pd.Timestamp.isoformat))
+    out.to_csv(buf, index=False, float_format="%.10g")
+    return buf.getvalue().encode()
+
+
+def _read_oos(root: Path, m: Manifest) -> pd.DataFrame:
+    df = pd.read_csv(root / m.family / m.version / "oos.csv")
+    df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
+    return df
+
+
+def walk_forward(frame: pd.DataFrame, splitter: WalkForward, trading: TradingConfig,
+                 fit_predict: Callable[[int, pd.DataFrame, pd.DataFrame], np.ndarray]
+                 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Run ``fit_predict(fold, train_rows, rows_up_to_fold_end) -> P(up) per row`` on every fold.
+
+    The second frame holds every row up to the fold's last time, so sequence and graph
+    models have the history they need; only the fold's own rows are scored.
+    """
+    folds, oos = [], []
+    for split in tqdm(splitter.splits(), desc="walk-forward", unit="fold"):
+        ts = pd.to_datetime(frame["event_timestamp"], utc=True)
+        upto = frame[ts <= split.test_end]
+        p_all = fit_predict(split.fold, frame.iloc[split.train], upto)
+        p = pd.Series(p_all, index=upto.index).reindex(frame.index[split.test]).to_numpy()
+        t = frame.iloc[split.test].assign(p=p)
+        t = t[np.isfinite(t["p"])]
+        m = fold_metrics(t["label"], t["p"], t["fwd_ret"], t["symbol"], t["event_timestamp"], trading)
+        folds.append({"fold": split.fold, "train_rows": int(len(split.train)), "test_start":
+                      split.test_start.isoformat(), "test_end": split.test_end.isoformat(), **m})
+        oos.append(t[["symbol", "event_timestamp", "label", "fwd_ret", "p"]].assign(fold=split.fold))
+    return folds, pd.concat(oos, ignore_index=True)
+
+
+def _train_lightgbm(a: argparse.Namespace, frame: pd.DataFrame, features: list[str], splitter: WalkForward
+                    ) -> tuple[dict[str, bytes], OnnxExport, list[dict[str, Any]], pd.DataFrame,
+                               dict[str, Any], dict[str, Any]]:
+    from training.export.lightgbm_onnx import export_lightgbm
+    from training.models.lightgbm_model import LightGBMConfig, LightGBMModel
+
+    cfg = LightGBMConfig(horizon=a.horizon, seed=a.seed, timeframe=a.timeframe)
+    model = LightGBMModel(cfg)
+    cv = model.cross_validate(frame, splitter, features)
+    model.fit_final(frame, cv.best_iterations, features)
+    exp = export_lightgbm(model, frame.iloc[splitter.splits()[-1].test][features].to_numpy(np.float64))
+    native = model.save(Path(a.work_dir) / "lightgbm")
+    return ({"model.onnx": exp.onnx, **native}, exp, cv.folds, cv.oos, cfg.to_dict(),
+            {"final_rounds": model.final_rounds,
+             "gain": {k: float(v) for k, v in model.feature_importance().items()}})
+
+
+def _train_torch(a: argparse.Namespace, frame: pd.DataFrame, features: list[str], splitter: WalkForward,
+                 trading: TradingConfig) -> tuple[dict[str, bytes], OnnxExport, list[dict[str, Any]],
+                                                  pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    from training.export.torch_onnx import export_gnn, export_lstm_step, export_lstm_window
+    from training.models.gnn import GnnClassifier, GnnConfig
+    from training.models.graph import GraphConfig
+    from training.models.lstm import LstmClassifier, LstmConfig, gather, window_index
+
+    bar = pd.Timedelta(a.timeframe)
+    logs = Path(a.log_dir) / a.family
+    last_test = frame.iloc[splitter.splits()[-1].test]
+    if a.family == "lstm":
+        base = LstmConfig(window=a.window, hidden=a.hidden, max_epochs=a.epochs, seed=a.seed)
+
+        def lstm_fp(fold: int, train: pd.DataFrame, upto: pd.DataFrame) -> np.ndarray:
+            c = LstmConfig(**{**asdict(base), "log_dir": str(logs / f"fold-{fold}")})
+            return LstmClassifier(features, c).fit(train, bar=bar).predict_proba(upto, bar=bar)
+
+        folds, oos = walk_forward(frame, splitter, trading, lstm_fp)
+        lstm = LstmClassifier(features, LstmConfig(**{**asdict(base), "log_dir": str(logs / "final")}))
+        lstm.fit(frame, bar=bar)
+        hist = frame[pd.to_datetime(frame.event_timestamp, utc=True) >= last_test.event_timestamp.min()
+                     - (a.window - 1) * bar]
+        order, ends = window_index(hist, a.window, bar)
+        seqs = gather(hist[features].to_numpy(np.float32)[order], ends, a.window)[-200:]
+        step = export_lstm_step(lstm, seqs[:50])
+        window = export_lstm_window(lstm, seqs)
+        files = {"step.onnx": step.onnx, "window.onnx": window.onnx}
+        exp = OnnxExport(step.onnx, step.inputs, step.outputs, max(step.max_abs_diff, window.max_abs_diff),
+                         step.tolerance, step.checked_rows + window.checked_rows, step.opset)
+        return files, exp, folds, oos, asdict(base), {"window": a.window, "best_epoch": lstm.best_epoch}
+    gbase, graph = GnnConfig(hidden=a.hidden, max_epochs=a.epochs, seed=a.seed), GraphConfig(window=a.graph_window)
+    symbols = tuple(sorted(frame["symbol"].unique()))
+
+    def gnn_fp(fold: int, train: pd.DataFrame, upto: pd.DataFrame) -> np.ndarray:
+        c = GnnConfig(**{**asdict(gbase), "log_dir": str(logs / f"fold-{fold}")})
+        return GnnClassifier(features, c, graph, symbols).fit(train).predict_proba(upto)
+
+    folds, oos = walk_forward(frame, splitter, trading, gnn_fp)
+    gnn = GnnClassifier(features, GnnConfig(**{**asdict(gbase), "log_dir": str(logs / "final")}), graph, symbols)
+    gnn.fit(frame)
+    gs = gnn.graphs(frame)
+    sel = gs.times >= pd.Timestamp(last_test.event_timestamp.min())
+    g = export_gnn(gnn, gs.x[sel], gs.adj[sel])
+    exp = OnnxExport(g.onnx, g.inputs, g.outputs, g.max_abs_diff, g.tolerance, g.checked_rows, g.opset)
+    return ({"model.onnx": exp.onnx}, exp, folds, oos, asdict(gbase),
+            {"symbols": list(symbols), "graph": asdict(graph), "best_epoch": gnn.best_epoch})
+
+
+def train_member(a: argparse.Namespace, settings: Settings) -> Manifest:
+    """Train, validate, export and register one of lightgbm / lstm / gnn."""
+    from training.datasets import build_training_set
+
+    service = service_for(a.family, a.timeframe)
+    frame = build_training_set(settings, tuple(a.symbols), a.timeframe, a.start, a.end, service, a.horizon)
+    if frame.empty:
+        raise SettingsError(f"no training rows for {a.symbols} {a.timeframe} in [{a.start}, {a.end})")
+    # nanosecond times: the LSTM's window check compares asi8 against Timedelta.value (ns)
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).dt.as_unit("ns")
+    features = [c for c in frame.columns if c not in KEYS]
+    wf = WalkForwardConfig(n_splits=a.folds, horizon=a.horizon)
+    splitter = WalkForward(frame["event_timestamp"], a.timeframe, wf)
+    trading = TradingConfig(timeframe=a.timeframe, horizon=a.horizon)
+    if a.family == "lightgbm":
+        files, exp, folds, oos, cfg, extra = _train_lightgbm(a, frame, features, splitter)
+    else:
+        files, exp, folds, oos, cfg, extra = _train_torch(a, frame, features, splitter, trading)
+    numeric = [{k: v for k, v in f.items() if isinstance(v, float)} for f in folds]
+    files["oos.csv"] = _oos_csv(oos)
+    config = {"model": cfg, "walk_forward": asdict(wf), "symbols": list(a.symbols), "timeframe": a.timeframe,
+              "horizon": a.horizon, "start": a.start, "end": a.end}
+    ts = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return save_model(a.registry, a.family, files=files, feature_service=service, features=features,
+                      train_start=ts.min(), train_end=ts.max(), data_hash=frame_hash(frame, features),
+                      seeds={"seed": a.seed}, config=config,
+                      metrics={"folds": folds, "mean": mean_metrics(numeric)},
+                      parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows), extra=extra)
+
+
+def train_ensemble(a: argparse.Namespace) -> Manifest:
+    """Build, evaluate, export and register the ensemble of the latest member models."""
+    from training.export.ensemble_onnx import export_ensemble
+    from training.models.ensemble import Ensemble, EnsembleConfig, performance_weights
+
+    members = tuple(a.members)
+    mans = {m: load_manifest(a.registry, m) for m in members}
+    if a.method == "fixed":
+        weights = np.asarray(a.weights or [1.0] * len(members), np.float64)
+    else:
+        weights = performance_weights({m: mans[m].metrics["mean"] for m in members}, members, a.metric)
+    cfg = EnsembleConfig(members, tuple(weights), a.method, a.threshold,
+                         {"metric": a.metric, "means": {m: mans[m].metrics["mean"] for m in members}})
+    ens = Ensemble(cfg)
+    joined: pd.DataFrame | None = None
+    for m in members:
+        o = _read_oos(Path(a.registry), mans[m]).rename(columns={"p": m})
+        o = o[["symbol", "event_timestamp", "label", "fwd_ret", m]]
+        joined = o if joined is None else joined.merge(o, on=["symbol", "event_timestamp", "label", "fwd_ret"],
+                                                       how="outer")
+    assert joined is not None
+    joined = joined.sort_values(["event_timestamp", "symbol"]).reset_index(drop=True)
+    probs = joined[list(members)].to_numpy(np.float64)
+    exp = export_ensemble(ens, probs)
+    p = ens.predict_proba(probs)
+    ok = np.isfinite(p)
+    tf = mans[members[0]].config.get("timeframe", a.timeframe)
+    horizon = int(mans[members[0]].config.get("horizon", a.horizon))
+    j = joined[ok]
+    metrics = fold_metrics(j["label"], p[ok], j["fwd_ret"], j["symbol"], j["event_timestamp"],
+                           TradingConfig(timeframe=tf, horizon=horizon))
+    ts = pd.to_datetime(joined["event_timestamp"], utc=True)
+    return save_model(a.registry, "ensemble", files={"ensemble.onnx": exp.onnx}, feature_service=f"ensemble_{tf}_v1",
+                      features=members, train_start=ts.min(), train_end=ts.max(),
+                      data_hash=frame_hash(joined, members),
+                      seeds={m: mans[m].seeds.get("seed", 0) for m in members}, config=cfg.to_dict(),
+                      metrics={"folds": [], "mean": metrics, "note": "on the members' out-of-sample rows"},
+                      parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
+                      extra={"members": {m: mans[m].version for m in members}, "ensemble": cfg.to_dict()})
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line (see module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("family", choices=FAMILIES)
+    p.add_argument("--config", help="settings file (default: environment / defaults)")
+    p.add_argument("--symbols", nargs="+", default=[])
+    p.add_argument("--timeframe", default="1h")
+    p.add_argument("--start")
+    p.add_argument("--end")
+    p.add_argument("--horizon", type=int, default=1, help="label horizon in bars")
+    p.add_argument("--registry", type=Path, help="registry root (default <data_dir>/registry)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--log-dir", type=Path, help="neural models' logs (default <data_dir>/logs)")
+    p.add_argument("--epochs", type=int, default=30, help="lstm/gnn maximum epochs")
+    p.add_argument("--hidden", type=int, default=32, help="lstm/gnn hidden size")
+    p.add_argument("--window", type=int, default=32, help="lstm window in bars")
+    p.add_argument("--graph-window", type=int, default=60, help="gnn correlation window in bars")
+    p.add_argument("--members", nargs="+", default=list(MEMBERS), help="ensemble members")
+    p.add_argument("--method", choices=("fixed", "performance", "confidence"), default="performance")
+    p.add_argument("--metric", choices=("roc_auc", "sharpe"), default="roc_auc")
+    p.add_argument("--weights", type=float, nargs="+", help="fixed/confidence base weights (default equal)")
+    p.add_argument("--threshold", type=float, default=0.1, help="ensemble minimum confidence for a signal")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit code."""
+    a = parse_args(argv)
+    try:
+        settings = load_settings(a.config)
+        a.registry = a.registry or default_root(settings.data_dir)
+        a.log_dir = a.log_dir or Path(settings.data_dir) / "logs"
+        a.work_dir = Path(settings.data_dir) / "work"
+        if a.family == "ensemble":
+            m = train_ensemble(a)
+        else:
+            if not (a.symbols and a.start and a.end):
+                raise SettingsError("--symbols, --start and --end are required to train a model")
+            m = train_member(a, settings)
+    except (SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    mean = {k: round(v, 4) for k, v in m.metrics.get("mean", {}).items() if isinstance(v, float)}
+    print(f"{m.family}/{m.version} -> {Path(a.registry) / m.family / m.version}\n"
+          f"parity max |diff| {m.parity.max_abs_diff:.2e} on {m.parity.rows} rows; walk-forward mean {mean}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
