@@ -140,7 +140,7 @@ class Deduper:
         if batch and (ids.top is None or min(batch) >= ids.top) and len(set(batch)) == len(batch):
             # The usual batch: no id repeated and all past every id held, so none is a duplicate.
             ids.add_all(batch)
-            fresh, dups = list(trades), []
+            fresh, dups = list(trades), list[Trade]()
         else:
             fresh, dups = [], []
             for t in trades:
