@@ -14,8 +14,8 @@ dropped; Redis db ``--redis-db``, flushed; a copy of ``feature_repo``), so no
 user data is touched.  What each section measures, exactly:
 
 1. Throughput, one worker.  ``--trades`` Binance trade messages (raw stream JSON
-   bytes, as the websocket delivers them) of ``--symbols`` symbols, built in
-   memory before timing, in items of ``--batch`` messages per symbol.  *flow*: the
+   text, as the source's websocket client hands the frames over) of ``--symbols``
+   symbols, built in memory before timing, in items of ``--batch`` messages per symbol.  *flow*: the
    real ``flows.live.build_flow`` dataflow (parse -> dedupe -> bars -> features ->
    cross-asset) under ``bytewax.testing.run_main`` from a ``TestingSource``, with its
    three sinks swapped for counting sinks (the module attributes ``HistorySink``,
@@ -97,7 +97,7 @@ from flows.settings import Settings, load_settings, timeframe_ms  # noqa: E402
 SYMBOL_POOL = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "DOGE/USDT", "AVAX/USDT",
                "LINK/USDT", "LTC/USDT", "TRX/USDT", "BCH/USDT", "ADA/USDT")
 T0 = 1_717_200_000_000  # 2024-06-01 00:00 UTC
-RawBatch = tuple[str, int, list[bytes]]
+RawBatch = tuple[str, int, list[str]]
 
 
 @dataclass
@@ -137,6 +137,12 @@ def best_of(repeat: int, fn: Callable[[], float]) -> float:
 
 # ---------------------------------------------------------------- market data
 
+def trade_message(market_id: str, trade_id: int, price: float, qty: float, ts: int, maker: bool) -> str:
+    """Return a Binance raw-stream trade message, as text."""
+    return (f'{{"e":"trade","E":{ts + 3},"s":"{market_id}","t":{trade_id},"p":"{price:.8f}","q":"{qty:.8f}",'
+            f'"T":{ts},"m":{"true" if maker else "false"},"M":true}}')
+
+
 def make_market(trades: int, symbols: tuple[str, ...], batch: int, seed: int = 7,
                 mean_gap_ms: float = 100.0) -> list[RawBatch]:
     """Return raw websocket batches: Binance raw-stream trade messages, ``batch`` per item.
@@ -157,9 +163,7 @@ def make_market(trades: int, symbols: tuple[str, ...], batch: int, seed: int = 7
                 ts += int(rng.expovariate(1.0 / mean_gap_ms))
                 tid += 1
                 price *= math.exp(rng.gauss(0.0, 2e-4))
-                msgs.append(b'{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.8f","q":"%.8f","T":%d,"m":%s,"M":true}'
-                            % (ts + 3, ex.encode(), tid, price, rng.expovariate(2.0), ts,
-                               b"true" if rng.random() < 0.5 else b"false"))
+                msgs.append(trade_message(ex, tid, price, rng.expovariate(2.0), ts, rng.random() < 0.5))
             items.append((ts, (sym, ts + 5, msgs)))
     items.sort(key=lambda x: x[0])
     return [b for _, b in items]
@@ -179,8 +183,6 @@ class CountingSink(DynamicSink[Any]):
 
     def __init__(self, *_: Any, **__: Any) -> None:
         self.bars = self.trades = self.other = 0  # trades: in closed bars of the first timeframe seen
-        self.first_at: float | None = None
-        self.last_at = 0.0
         self.timeframe = ""
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
@@ -188,9 +190,6 @@ class CountingSink(DynamicSink[Any]):
 
         class _Part(StatelessSinkPartition[Any]):
             def write_batch(self, items: list[Any]) -> None:
-                now = time.perf_counter()
-                sink.first_at = sink.first_at or now
-                sink.last_at = now
                 for r in items:
                     if isinstance(r, Bar):
                         sink.bars += 1
@@ -579,9 +578,8 @@ def minute_batches(symbols: tuple[str, ...], minutes: int, seed: int = 11,
                 ts = T0 + m * 60_000 + k * (60_000 // per_minute) + rng.randint(0, 500)
                 tid[sym] += 1
                 price[sym] *= math.exp(rng.gauss(0.0, 3e-4))
-                msgs.append(b'{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.8f","q":"%.8f","T":%d,"m":%s,"M":true}'
-                            % (ts, exchange_symbol(sym).encode(), tid[sym], price[sym], rng.expovariate(2.0), ts,
-                               b"true" if rng.random() < 0.5 else b"false"))
+                msgs.append(trade_message(exchange_symbol(sym), tid[sym], price[sym], rng.expovariate(2.0), ts,
+                                          rng.random() < 0.5))
             out.append((m > 0, (sym, ts, msgs[:1])))
             out.append((False, (sym, ts, msgs[1:])))
     return out
