@@ -104,7 +104,8 @@ class LstmNet(nn.Module):
 
 def _ns(times: pd.Series) -> np.ndarray:
     """Return UTC nanoseconds since the epoch of a time column (int64)."""
-    return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).asi8
+    # as_unit: pandas keeps the source unit (Feast returns microseconds); asi8 is in that unit
+    return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8
 
 
 def window_index(frame: pd.DataFrame, window: int, bar: pd.Timedelta | None = None
