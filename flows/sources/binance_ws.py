@@ -101,6 +101,7 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         last_id: int | None = None,
         fill_since_ms: int | None = None,
         idle_stop_s: float = 0.0,
+        max_buffered: int = 20_000,
         clock: Callable[[], float] = time.time,
         poll_interval: timedelta = timedelta(milliseconds=5),
     ) -> None:
@@ -117,6 +118,7 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         self.last_id = last_id  # the last trade id handed over (the snapshot)
         self.fill_since_ms = fill_since_ms if last_id is None else None
         self.idle_stop_s = idle_stop_s
+        self.max_buffered = max_buffered
         self._last_data = clock()
         self._buf: collections.deque[bytes | str] = collections.deque()
         self._stop = threading.Event()
@@ -218,6 +220,10 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
             msg = frame.data  # str for text frames (Binance's), bytes for binary: the parser takes both
             if gap_checked:
                 self._buf.append(msg)
+                while len(self._buf) > self.max_buffered and not self._stop.is_set():
+                    # The flow is behind: stop reading so TCP pushes back on the sender
+                    # instead of the backlog growing in memory.
+                    await asyncio.sleep(0.002)
                 continue
             pending.append(msg)
             first = last_trade_id([msg])
