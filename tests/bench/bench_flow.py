@@ -52,7 +52,8 @@ user data is touched.  What each section measures, exactly:
 5. Online read of the feature service ``lightgbm_1m_v1`` (bar + cross-asset
    views, 25 features) for one symbol, p50 and p99 over ``--reads`` calls on a
    reused ``FeatureStore``: ``get_online_features(...).to_dict()``, without
-   ``to_dict()``, and with ``full_feature_names=True``; baseline: one raw key read
+   ``to_dict()``, with ``full_feature_names=True``, and the online store's own
+   ``online_read`` per view (the layer under the SDK); baseline: one raw key read
    on the same store's own client (SQLite ``SELECT``, Postgres ``SELECT``, Redis
    ``HGETALL``), i.e. what the round trip costs without the SDK.
 6. Peak memory.  ``python -m bytewax.run flows.live`` as a subprocess (profile
@@ -784,6 +785,29 @@ def _raw_reader(ctx: StoreCtx, symbol: str) -> Callable[[], Any]:
     return lambda: conn.execute(q, (key, key)).fetchall()
 
 
+def _read_cases(store: Any, symbol: str) -> dict[str, Callable[[], Any]]:
+    """Return the reads of section 5 on ``store`` (a FeatureStore) for ``symbol``."""
+    from feast.infra.online_stores.helpers import get_online_store_from_config
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    service = store.get_feature_service("lightgbm_1m_v1")
+    entity = [{"symbol": symbol}]
+    online = get_online_store_from_config(store.config.online_store)
+    views = [store.get_feature_view(p.name) for p in service.feature_view_projections]
+    key = EntityKey(join_keys=["symbol"], entity_values=[Value(string_val=symbol)])
+    return {
+        "get_online_features(service).to_dict()":
+            lambda: store.get_online_features(features=service, entity_rows=entity).to_dict(),
+        "get_online_features(service), no to_dict":
+            lambda: store.get_online_features(features=service, entity_rows=entity),
+        "... full_feature_names=True, to_dict()":
+            lambda: store.get_online_features(features=service, entity_rows=entity, full_feature_names=True).to_dict(),
+        "OnlineStore.online_read per view (under the SDK)":
+            lambda: [online.online_read(store.config, v, [key], [f.name for f in v.features]) for v in views],
+    }
+
+
 def section_reads(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> list[Row]:
     """Section 5: p99 of an online read of the feature service lightgbm_1m_v1 for one symbol."""
     symbols = SYMBOL_POOL[: args.symbols]
@@ -802,18 +826,7 @@ def section_reads(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitSta
     rows = []
     sym = symbols[0]
     for ctx in stores:
-        store = ctx.reader
-        service = store.get_feature_service("lightgbm_1m_v1")
-        entity = [{"symbol": sym}]
-        cases: dict[str, Callable[[], Any]] = {
-            "get_online_features(service).to_dict()":
-                lambda: store.get_online_features(features=service, entity_rows=entity).to_dict(),  # noqa: B023
-            "get_online_features(service), no to_dict":
-                lambda: store.get_online_features(features=service, entity_rows=entity),  # noqa: B023
-            "... full_feature_names=True, to_dict()":
-                lambda: store.get_online_features(features=service, entity_rows=entity,  # noqa: B023
-                                                  full_feature_names=True).to_dict(),
-        }
+        cases = _read_cases(ctx.reader, sym)
         got = cases["get_online_features(service).to_dict()"]()
         assert got["ret_1"][0] is not None and got["corr_btc_60"][0] is not None, "online store not filled"
         raw = _raw_reader(ctx, sym)
