@@ -17,35 +17,19 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
+from training.export import TOLERANCE, ExportRejected, OnnxExport
 from training.models.gnn import GnnClassifier, GnnNet
 from training.models.lstm import LstmClassifier, LstmNet
 
 OPSET = 17
-TOLERANCE = 1e-5
 
 
-class ExportRejected(RuntimeError):
-    """onnxruntime does not reproduce the native model within the tolerance."""
-
-
-@dataclass(frozen=True)
-class OnnxExport:
-    """An accepted export: the ONNX bytes, its I/O names and the parity measured on held-out inputs."""
-
-    onnx: bytes
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    max_abs_diff: float
-    tolerance: float
-    checked_rows: int
-    opset: int = OPSET
 
 
 class _WindowProb(nn.Module):
@@ -121,7 +105,7 @@ def export_lstm_window(model: LstmClassifier | LstmNet, held_out: np.ndarray,
     got = session(blob).run(["prob"], {"x": x.numpy()})[0]
     diff = float(np.max(np.abs(got - native)))
     _accept(diff, tolerance, "lstm window")
-    return OnnxExport(blob, ("x",), ("prob",), diff, tolerance, len(x))
+    return OnnxExport(blob, ("x",), ("prob",), diff, tolerance, len(x), OPSET)
 
 
 def export_lstm_step(model: LstmClassifier | LstmNet, held_out: np.ndarray,
@@ -151,7 +135,7 @@ def export_lstm_step(model: LstmClassifier | LstmNet, held_out: np.ndarray,
                                for a, b in ((po, p), (hn, h), (cn, c))))
     _accept(diff, tolerance, "lstm step")
     return OnnxExport(blob, tuple(names_in), tuple(names_out), diff, tolerance,
-                      seq.shape[0] * seq.shape[1])
+                      seq.shape[0] * seq.shape[1], OPSET)
 
 
 def export_gnn(model: GnnClassifier | GnnNet, x: np.ndarray, adj: np.ndarray,
@@ -168,4 +152,4 @@ def export_gnn(model: GnnClassifier | GnnNet, x: np.ndarray, adj: np.ndarray,
     got = session(blob).run(["prob"], {"x": xt.numpy(), "adj": at.numpy()})[0]
     diff = float(np.max(np.abs(got - native)))
     _accept(diff, tolerance, "gnn")
-    return OnnxExport(blob, ("x", "adj"), ("prob",), diff, tolerance, len(xt))
+    return OnnxExport(blob, ("x", "adj"), ("prob",), diff, tolerance, len(xt), OPSET)

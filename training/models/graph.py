@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from inference.graph import correlation_adjacency  # one definition, shared with the scorer
+
 
 @dataclass(frozen=True)
 class GraphConfig:
@@ -49,32 +51,6 @@ class GraphSet:
     adj: np.ndarray
     y: np.ndarray
     present: np.ndarray
-
-
-def correlation_adjacency(returns: np.ndarray, threshold: float) -> np.ndarray:
-    """Return thresholded correlation adjacency of return windows.
-
-    Args:
-        returns: ``[..., window, N]`` one-bar returns; NaN (missing) counts as 0 return.
-        threshold: edges with ``|corr| < threshold`` are dropped.
-
-    Returns:
-        ``[..., N, N]`` float32, symmetric, diagonal 1; a constant series has no edges.
-    """
-    r = np.nan_to_num(np.asarray(returns, dtype=np.float64))
-    d = r - r.mean(axis=-2, keepdims=True)
-    cov = np.einsum("...wi,...wj->...ij", d, d)
-    sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
-    denom = sd[..., :, None] * sd[..., None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.where(denom > 1e-18, cov / np.where(denom > 1e-18, denom, 1.0), 0.0)
-    corr = np.clip(corr, -1.0, 1.0)
-    adj = np.where(np.abs(corr) >= threshold, corr, 0.0)
-    n = adj.shape[-1]
-    eye = np.eye(n, dtype=bool)
-    adj = np.where(eye, 1.0, adj)
-    adj = 0.5 * (adj + np.swapaxes(adj, -1, -2))  # exact symmetry against rounding
-    return adj.astype(np.float32)
 
 
 def build_graphs(frame: pd.DataFrame, features: list[str], config: GraphConfig | None = None,
