@@ -2,7 +2,7 @@
 
 Usage::
 
-    eval "$(infra/up)"                      # sections 3-5 need TimescaleDB and Redis
+    set -a; eval "$(infra/up)"; set +a      # sections 3-5 need TimescaleDB and Redis (exported)
     .venv/bin/python tests/bench/bench_flow.py              # everything (a few minutes)
     .venv/bin/python tests/bench/bench_flow.py --quick      # small sizes, under a minute or two
     .venv/bin/python tests/bench/bench_flow.py --sections 1,5 --trades 2000000
@@ -528,7 +528,8 @@ def scratch_database(base_dsn: str, tag: str) -> Iterator[str]:
 def _base_dsn(args: argparse.Namespace) -> str:
     dsn = args.dsn or os.environ.get("TIMESCALE_DSN")
     if not dsn:
-        raise SystemExit("sections 3-5 need TimescaleDB: pass --dsn or eval \"$(infra/up)\" first")
+        raise SystemExit("sections 3-5 need TimescaleDB: pass --dsn, or export TIMESCALE_DSN "
+                         "(set -a; eval \"$(infra/up)\"; set +a) first")
     return dsn
 
 
