@@ -147,7 +147,7 @@ class Settings(_Frozen):
             missing = [n for n, v in (("TIMESCALE_DSN", self.timescale_dsn), ("REDIS_URL", self.redis_url)) if v is None]
             if missing:
                 raise SettingsError(
-                    f"profile 'timescale' needs {', '.join(missing)}; run `eval \"$(infra/up)\"` "
+                    f"profile 'timescale' needs {', '.join(missing)}; run `set -a; eval \"$(infra/up)\"; set +a` "
                     "or set them to your servers"
                 )
 
