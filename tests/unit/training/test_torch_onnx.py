@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from inference.runners_torch_free import GnnRunner, LstmStreamRunner
+from tests.unit.training.test_lstm import synth  # one synthetic market for the torch tests
 from training.export.torch_onnx import (
     ExportRejected,
     export_gnn,
@@ -22,18 +23,6 @@ SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 WINDOW = 8
 
 
-def synth(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC")
-    common = rng.normal(size=n)
-    parts = []
-    for s in SYMBOLS:
-        r = 0.6 * common + 0.8 * rng.normal(size=n)
-        d = pd.DataFrame({"ret_1": r, "f1": rng.normal(size=n), "f2": 5 + 3 * rng.normal(size=n)})
-        d["label"] = (np.r_[r[1:], 0] + d["f1"] > 0).astype(np.int8)
-        d["symbol"], d["event_timestamp"] = s, ts
-        parts.append(d)
-    return pd.concat(parts).sort_values(["event_timestamp", "symbol"]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
