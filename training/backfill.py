@@ -19,9 +19,12 @@ real values (quote volume, trade count, taker buy volume).
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import logging
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -57,14 +60,21 @@ def bars_from_frame(symbol: str, timeframe: str, df: Any) -> Iterator[Bar]:
 
 
 def run_backfill(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
-                 chunk_rows: int = 200_000) -> dict[str, int]:
+                 chunk_rows: int = 100_000) -> dict[str, int]:
     """Run bars of several symbols through the operators and the history sink.
+
+    The operators run in this thread; a writer thread hands full chunks to the
+    sink (COPY into TimescaleDB releases the GIL while the server works), so
+    computing the next chunk overlaps writing the last.  At most two chunks wait
+    between them, which bounds memory.  The cyclic garbage collector is paused
+    for the run: the job allocates millions of small acyclic tuples, and each
+    collection pass would walk all of them.
 
     Args:
         settings: settings of the run (profile decides the store).
         streams: per symbol, its bars in time order.
         timeframe: timeframe of every bar.
-        chunk_rows: rows buffered before a write.
+        chunk_rows: rows per write.
 
     Returns:
         Counts of bars, feature rows and cross-asset rows written.
@@ -72,26 +82,65 @@ def run_backfill(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     symbols = tuple(streams)
     pipes = {s: SymbolPipeline(s, (timeframe,)) for s in symbols}
     cross = CrossAssetStep(symbols, tf_ms=timeframe_ms(timeframe))
-    sink = HistorySink(settings, flush_interval_s=float("inf")).build("backfill", 0, 1)
+    writer = _ChunkWriter(HistorySink(settings, flush_interval_s=float("inf")).build("backfill", 0, 1))
     counts = {"bars": 0, "bar_features": 0, "cross_asset_features": 0}
     buf: list[Any] = []
     merged = heapq.merge(*(iter(s) for s in streams.values()), key=lambda b: (b.ts, b.symbol))
-    for bar in merged:
-        for rec in pipes[bar.symbol].on_bar(bar):
-            if isinstance(rec, BarReturn):
-                for sym, ts, feats in cross.update(rec.symbol, rec.ts, rec.ret_1):
-                    buf.append(FeatureRow("cross_asset_features", sym, timeframe, ts, feats))
-                    counts["cross_asset_features"] += 1
-            else:
-                buf.append(rec)
-                counts["bars" if isinstance(rec, Bar) else "bar_features"] += 1
-        if len(buf) >= chunk_rows:
-            sink.write_batch(buf)
-            buf = []
-    if buf:
-        sink.write_batch(buf)
-    sink.close()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for bar in merged:
+            for rec in pipes[bar.symbol].on_bar(bar):
+                if isinstance(rec, BarReturn):
+                    for sym, ts, feats in cross.update(rec.symbol, rec.ts, rec.ret_1):
+                        buf.append(FeatureRow("cross_asset_features", sym, timeframe, ts, feats))
+                        counts["cross_asset_features"] += 1
+                else:
+                    buf.append(rec)
+                    counts["bars" if isinstance(rec, Bar) else "bar_features"] += 1
+            if len(buf) >= chunk_rows:
+                writer.put(buf)
+                buf = []
+        if buf:
+            writer.put(buf)
+    finally:
+        writer.close()
+        if gc_was_enabled:
+            gc.enable()
     return counts
+
+
+class _ChunkWriter:
+    """Write chunks to a sink partition on a background thread; errors surface in the caller."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="backfill-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.sink.write_batch(chunk)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    self.error = exc
+
+    def put(self, chunk: list[Any]) -> None:
+        """Queue a chunk (blocks while two are waiting); raise the writer's error if it failed."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait for the queued chunks, close the sink, raise the writer's error if any."""
+        self.queue.put(None)
+        self.thread.join()
+        self.sink.close()
+        if self.error is not None:
+            raise self.error
 
 
 def _files(paths: list[Path], start_ms: int | None, end_ms: int | None) -> tuple[dict[str, Iterable[Bar]], str]:

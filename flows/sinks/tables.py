@@ -9,6 +9,8 @@ break ties between rows of one entity and timestamp).
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES
@@ -28,17 +30,22 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Rows of one bar time share their timestamp (every symbol, bars and both feature
+# tables): converting each distinct time once saves most datetime allocations.
+_utc = lru_cache(maxsize=1024)(utc)
+_VALUES = {table: itemgetter(*cols[4:]) for table, cols in FEATURE_COLUMNS.items()}
+
+
 def bar_row(bar: Bar) -> tuple[Any, ...]:
     """Return a bar as a row of ``bars`` (``ts`` is the bar's open time)."""
-    return (bar.symbol, bar.timeframe, utc(bar.ts), bar.open, bar.high, bar.low, bar.close, bar.volume,
+    return (bar.symbol, bar.timeframe, _utc(bar.ts), bar.open, bar.high, bar.low, bar.close, bar.volume,
             bar.quote_volume, bar.trade_count, bar.vwap, bar.taker_buy_volume)
 
 
 def feature_row(row: FeatureRow) -> tuple[Any, ...]:
     """Return features as a row of their table (``ts`` is the time they became known)."""
-    ts: datetime = utc(row.ts)
-    names = FEATURE_COLUMNS[row.table][4:]
-    return (row.symbol, row.timeframe, ts, ts, *(row.values[n] for n in names))
+    ts: datetime = _utc(row.ts)
+    return (row.symbol, row.timeframe, ts, ts, *_VALUES[row.table](row.values))
 
 
 def dead_letter_row(d: DeadLetter) -> tuple[Any, ...]:

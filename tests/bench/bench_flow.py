@@ -46,8 +46,9 @@ user data is touched.  What each section measures, exactly:
 4. Backfill.  The 10 five-minute candle files through ``training.backfill.run_backfill``
    on the ``timescale`` profile into a scratch database (~720,000 bars, their bar
    features and cross-asset features).  Baselines: the same bars through the
-   operators with a null sink (compute only; also with ``gc.disable()``, to show
-   what the cyclic GC costs), and the write alone (the same records, collected
+   operators with a null sink (compute only; ``run_backfill`` pauses the cyclic GC
+   and writes on a background thread, so the full run overlaps compute and COPY),
+   and the write alone (the same records, collected
    by another run, written through the history sink in 200,000-record batches
    into a fresh scratch database).
 5. Online read of the feature service ``lightgbm_1m_v1`` (bar + cross-asset
@@ -738,12 +739,6 @@ def section_backfill(args: argparse.Namespace, tmp: Path, stack: contextlib.Exit
 
     compute = with_sink(CollectingSink(keep=False))
     log(f"4: compute only (operators, null sink): {compute:.1f}s")
-    gc.disable()  # what Python's cyclic GC costs the run (it collects nothing here: the records hold no cycles)
-    try:
-        no_gc = with_sink(CollectingSink(keep=False))
-    finally:
-        gc.enable()
-    log(f"4: compute only, gc disabled: {no_gc:.1f}s")
     collected = CollectingSink(keep=True)
     with_sink(collected)  # untimed: the records for the write-alone figure (holding them all slows the run)
     with scratch_database(_base_dsn(args), "write") as dsn:
@@ -758,7 +753,6 @@ def section_backfill(args: argparse.Namespace, tmp: Path, stack: contextlib.Exit
     label = f"backfill {len(frames)} files 5m ({n_bars:,} bars) -> TimescaleDB"
     return [Row("4 backfill", label, full, "s", "compute only (null sink)", compute, "<= 30 s"),
             Row("4 backfill", label, full, "s", "write alone (history sink)", write, "<= 30 s"),
-            Row("4 backfill", "compute only (null sink)", compute, "s", "same, gc disabled", no_gc, ""),
             Row("4 backfill", "bars/s through the backfill", n_bars / full, "bars/s", "compute only",
                 n_bars / compute, "")]
 
