@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 HYPERTABLES = {"bars": "7 days", "bar_features": "7 days", "cross_asset_features": "30 days",
                "predictions": "7 days", "orders": "30 days", "fills": "30 days",
-               "portfolio_state": "30 days", "dead_letters": "7 days"}
+               "portfolio_state": "30 days", "dead_letters": "7 days", "risk_events": "30 days"}
 BAR_COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "quote_volume",
                "trade_count", "vwap", "taker_buy_volume")
 
