@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -118,38 +117,28 @@ class EarlyStopping:
 
 
 class MetricLog:
-    """Scalars per epoch to TensorBoard when it is installed, else to ``metrics.csv``.
+    """Scalars per epoch to a TensorBoard event file in ``log_dir`` (nothing when ``log_dir`` is None).
 
-    tensorboard is not a project dependency; without it the same scalars go to a CSV
-    file in the log directory (columns: tag, step, value).
+    ``tensorboard --logdir <data_dir>/logs`` shows every run: one directory per
+    family and fold (``lstm/fold-0``, ``gnn/final``, ...).
     """
 
     def __init__(self, log_dir: str | Path | None) -> None:
+        """Open the event file writer (imports TensorBoard's writer only when a directory is given)."""
         self.log_dir = Path(log_dir) if log_dir else None
         self._writer: Any = None
-        self._csv: Any = None
-        if self.log_dir is None:
-            return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard absent: CSV instead (stated in the class docstring)
-            self._file = open(self.log_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
-            self._csv = csv.writer(self._file)
-            self._csv.writerow(["tag", "step", "value"])
-        else:
+        if self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter  # a project dependency: no fallback
+
+            self.log_dir.mkdir(parents=True, exist_ok=True)
             self._writer = SummaryWriter(str(self.log_dir))
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """Log one scalar."""
         if self._writer is not None:
             self._writer.add_scalar(tag, value, step)
-        elif self._csv is not None:
-            self._csv.writerow([tag, step, f"{value:.8g}"])
 
     def close(self) -> None:
-        """Flush and close the log."""
+        """Flush and close the event file."""
         if self._writer is not None:
             self._writer.close()
-        elif self._csv is not None:
-            self._file.close()
