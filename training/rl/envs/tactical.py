@@ -1,0 +1,175 @@
+"""Tactical environment: one asset, continuous target position in [-1, 1].
+
+Timing (the seed's flaw fixed): the observation at step ``t`` is what is known at
+the close of bar ``t``; the action taken on it trades at the *next* bar's open
+(``open[t + 1]``, plus slippage against the trade, plus a fee on the traded
+notional), and the reward is the equity's move from the close of ``t`` to the
+close of ``t + 1``.  Holding time counts bars, not trades.
+
+Accounting (exact, per step)::
+
+    E_open   = cash + units * open[t+1]
+    delta    = target * E_open / open[t+1] - units      (skipped if |target - w_open| <= min_trade)
+    fill     = open[t+1] * (1 + slippage * sign(delta))
+    fee      = fee_rate * |delta| * fill
+    cash    -= delta * fill + fee ;  units += delta
+    E        = cash + units * close[t+1]
+
+Reward = w_lr * log(E / E_prev) + w_dsr * DSR - w_dd * drawdown - w_to * turnover,
+each component in ``info``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from inference.rl_observation import tactical_observation
+from training.rl.data import MarketData
+from training.rl.envs.common import DifferentialSharpe, check_episode, check_range
+
+
+@dataclass(frozen=True)
+class TacticalConfig:
+    """Settings of :class:`TacticalEnv` (fractions are of price or equity)."""
+
+    initial_equity: float = 10_000.0
+    fee_rate: float = 0.001  # taker fee on traded notional
+    slippage: float = 0.0005  # adverse fraction of the open price per trade
+    max_position: float = 1.0  # |exposure| cap; action 1 means max_position
+    allow_short: bool = True
+    min_trade: float = 0.0  # rebalance only when the target moves the exposure by more than this
+    episode_bars: int | None = None  # None: the whole data, from the first bar
+    random_start: bool = True  # with episode_bars: start at a random bar
+    w_log_return: float = 1.0
+    w_dsr: float = 0.0
+    w_drawdown: float = 0.0
+    w_turnover: float = 0.0
+    dsr_eta: float = 0.01
+    dsr_clip: float = 10.0
+    ruin_equity: float = 0.05  # episode terminates when equity falls below this fraction of the start
+
+    def __post_init__(self) -> None:
+        o = "TacticalConfig"
+        check_range(o, "initial_equity", self.initial_equity, 1e-9)
+        check_range(o, "fee_rate", self.fee_rate, 0.0, 0.1)
+        check_range(o, "slippage", self.slippage, 0.0, 0.1)
+        check_range(o, "max_position", self.max_position, 0.0, 10.0)
+        check_range(o, "min_trade", self.min_trade, 0.0, 1.0)
+        for w in ("w_log_return", "w_dsr", "w_drawdown", "w_turnover"):
+            check_range(o, w, getattr(self, w), 0.0)
+        check_range(o, "dsr_eta", self.dsr_eta, 1e-6, 1.0)
+        check_range(o, "dsr_clip", self.dsr_clip, 0.0)
+        check_range(o, "ruin_equity", self.ruin_equity, 0.0, 1.0)
+
+
+class TacticalEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Position sizing on one asset of a :class:`MarketData` (see the module docstring)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, md: MarketData, asset: int = 0, config: TacticalConfig | None = None,
+                 seed: int | None = None) -> None:
+        if not 0 <= asset < len(md.symbols):
+            raise ValueError(f"TacticalEnv: asset {asset} out of range for symbols {list(md.symbols)}")
+        self.md, self.asset, self.config = md, asset, config or TacticalConfig()
+        self.steps_per_episode = check_episode("TacticalConfig", md.n_bars, self.config.episode_bars)
+        self.symbol = md.symbols[asset]
+        self.features = np.ascontiguousarray(md.features[:, asset])  # [T, F] float32
+        # python floats: scalar arithmetic on them is several times faster than on numpy scalars
+        self._open: list[float] = md.open[:, asset].tolist()
+        self._close: list[float] = md.close[:, asset].tolist()
+        n_obs = self.features.shape[1] + 5
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n_obs,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.position_cap = self.config.max_position  # the hierarchy may lower it between steps
+        self._dsr = DifferentialSharpe(self.config.dsr_eta, self.config.dsr_clip)
+        self._seed = seed
+        self._reset_state(0)
+
+    def _reset_state(self, start: int) -> None:
+        c = self.config
+        self.t = start
+        self.end = start + self.steps_per_episode
+        self.cash, self.units, self.entry_price, self.bars_held = c.initial_equity, 0.0, 0.0, 0
+        self.equity = self.peak = c.initial_equity
+        self._dsr.reset()
+
+    def observation(self, equity_change: float = 0.0) -> np.ndarray:
+        """Return the observation at the current bar's close."""
+        px, eq = self._close[self.t], self.equity
+        return tactical_observation(self.features[self.t], self.units * px / eq,
+                                    self.units * (px - self.entry_price) / eq, equity_change,
+                                    self.bars_held, 1.0 - eq / self.peak)
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; ``options={"start": i}`` pins the first bar."""
+        if seed is None and self._seed is not None:
+            seed, self._seed = self._seed, None
+        super().reset(seed=seed)
+        last_start = self.md.n_bars - 1 - self.steps_per_episode
+        if options and "start" in options:
+            start = int(options["start"])
+            if not 0 <= start <= last_start:
+                raise ValueError(f"TacticalEnv.reset: start {start} must be in [0, {last_start}]")
+        elif self.config.episode_bars is not None and self.config.random_start:
+            start = int(self.np_random.integers(0, last_start + 1))
+        else:
+            start = 0
+        self._reset_state(start)
+        self.position_cap = self.config.max_position
+        return self.observation(), {"t": start, "equity": self.equity}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Trade to the target at the next open, hold to the next close."""
+        c = self.config
+        a = float(action[0])
+        if not -math.inf < a < math.inf:
+            raise ValueError(f"TacticalEnv.step: action {a!r} is not finite")
+        target = (-1.0 if a < -1.0 else 1.0 if a > 1.0 else a) * self.position_cap
+        if target < 0.0 and not c.allow_short:
+            target = 0.0
+        t1 = self.t + 1
+        po, pc = self._open[t1], self._close[t1]
+        units, cash = self.units, self.cash
+        eq_open = cash + units * po
+        fee = traded = 0.0
+        delta = target * eq_open / po - units
+        if delta != 0.0 and abs(delta * po / eq_open) > c.min_trade:
+            fill = po * (1.0 + c.slippage) if delta > 0.0 else po * (1.0 - c.slippage)
+            traded = abs(delta) * fill
+            fee = c.fee_rate * traded
+            cash -= delta * fill + fee
+            new = units + delta
+            if units == 0.0 or (units > 0.0) != (new > 0.0):  # opened or flipped: a new position
+                self.entry_price, self.bars_held = (fill, 0) if new != 0.0 else (0.0, 0)
+            elif abs(new) > abs(units):  # added: average entry
+                self.entry_price = (units * self.entry_price + delta * fill) / new
+            if abs(new) < 1e-12 * abs(units):
+                new, self.entry_price, self.bars_held = 0.0, 0.0, 0
+            units = new
+        if units != 0.0:
+            self.bars_held += 1
+        self.units, self.cash, self.t = units, cash, t1
+        prev = self.equity
+        eq = cash + units * pc
+        terminated = eq <= c.ruin_equity * c.initial_equity
+        lr = math.log(max(eq, 1e-12 * c.initial_equity) / prev)
+        self.equity = eq
+        if eq > self.peak:
+            self.peak = eq
+        dd = 1.0 - eq / self.peak
+        dsr = self._dsr.update(lr)
+        turnover = traded / eq_open
+        reward = c.w_log_return * lr + c.w_dsr * dsr - c.w_drawdown * dd - c.w_turnover * turnover
+        info = {"t": t1, "equity": eq, "cash": cash, "units": units, "fee": fee, "traded": traded,
+                "log_return": lr, "dsr": dsr, "drawdown": dd, "turnover": turnover}
+        obs = tactical_observation(self.features[t1], units * pc / eq if eq > 0 else 0.0,
+                                   units * (pc - self.entry_price) / eq if eq > 0 else 0.0,
+                                   eq / prev - 1.0, self.bars_held, dd)
+        return obs, reward, bool(terminated), t1 >= self.end and not terminated, info
