@@ -1,0 +1,76 @@
+"""Run an exported RL policy with onnxruntime only (no torch, stable-baselines3 or gymnasium).
+
+``PolicyRunner.from_registry(root, "rl_tactical")`` verifies the version's file
+hashes, opens ``policy.onnx`` in a single-threaded session and exposes the market
+feature names the observation is built from (``features``).  :meth:`PolicyRunner.act`
+returns post-processed actions ``[n, k]``: clipped / unscaled for Box action
+spaces, the argmax (int64) for Discrete ones; the post-processing is inside the
+graph (``training/rl/export.py``), so nothing here can drift from training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from inference.manifest import Manifest, ManifestError, resolve_version_dir, verify
+from inference.scorer import FeatureMismatch, open_session
+
+POLICY_FILE = "policy.onnx"
+POLICY_FAMILIES = ("rl_strategic", "rl_tactical", "rl_execution")
+
+
+@dataclass
+class PolicyRunner:
+    """A registered policy: its manifest, its market feature names and an onnxruntime session."""
+
+    manifest: Manifest
+    session: ort.InferenceSession
+    features: tuple[str, ...]
+    observation_size: int
+
+    def __post_init__(self) -> None:
+        self._input = self.session.get_inputs()[0].name
+        self._outputs = [self.session.get_outputs()[0].name]
+
+    @classmethod
+    def from_registry(cls, root: str | Path, family: str, version: str = "latest",
+                      allowed_features: Sequence[str] | None = None) -> PolicyRunner:
+        """Load and verify a policy version.
+
+        Args:
+            root: registry root.
+            family: ``rl_strategic``, ``rl_tactical`` or ``rl_execution``.
+            version: version directory name, or ``latest``.
+            allowed_features: when given, every manifest feature must be among them
+                (the feature service the policy will be fed); else :class:`FeatureMismatch`.
+
+        Raises:
+            inference.manifest.ManifestError: no such version, or a file fails its hash.
+            FeatureMismatch: the policy needs features outside ``allowed_features``.
+        """
+        if family not in POLICY_FAMILIES:
+            raise ValueError(f"family must be one of {POLICY_FAMILIES}, not {family!r}")
+        d = resolve_version_dir(root, family, version)
+        m = verify(d)
+        if POLICY_FILE not in m.files:
+            raise ManifestError(f"{family}/{m.version} has no {POLICY_FILE} (files: {sorted(m.files)})")
+        if allowed_features is not None:
+            missing = [f for f in m.features if f not in set(allowed_features)]
+            if missing:
+                raise FeatureMismatch(f"{family}/{m.version} needs features the feed lacks: {missing}")
+        size = int(m.extra.get("observation_size", 0))
+        return cls(m, open_session((d / POLICY_FILE).read_bytes()), tuple(m.features), size)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Return the policy's actions ``[n, k]`` for observations ``[n, observation_size]``."""
+        x = obs if obs.dtype == np.float32 else np.asarray(obs, np.float32)
+        if x.ndim != 2 or (self.observation_size and x.shape[1] != self.observation_size):
+            raise ValueError(f"{self.manifest.family}: observations must be [n, {self.observation_size}], "
+                             f"got shape {x.shape}")
+        out: np.ndarray = self.session.run(self._outputs, {self._input: x})[0]
+        return out
