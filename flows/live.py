@@ -4,7 +4,9 @@ exchange websocket (one partition per symbol, batches of raw messages)
 -> parse and validate (bad messages -> dead letters)
 -> per symbol: dedupe, event-time bars for every timeframe, features
 -> cross-asset step (all symbols of one bar time, keyed by timeframe)
--> sinks: history (TimescaleDB or parquet), Feast online store, console.
+-> sinks: history (TimescaleDB or parquet), Feast online store, console
+-> when the registry holds models (``flows.decisions_flow``): scoring of the trading
+   timeframe's bar times, decisions (risk, broker, portfolio), decision sinks.
 
 Settings come from the environment and ``$CRYPTOSTREAM_CONFIG`` (see
 ``flows/settings.py``); invalid settings stop the program at import with a
@@ -103,7 +105,10 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
     op.output("history", to_history, HistorySink(settings))
     op.output("feast_online", features, FeastOnlineSink(settings))
     bars = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, Bar) else None)
+    from flows.decisions_flow import add_decisions
+
     op.output("console", bars, BarPrinter())
+    add_decisions(settings, bars, features)
     return flow
 
 
@@ -111,6 +116,7 @@ def _flow_from_environment() -> Dataflow:
     try:
         settings = load_settings()
         settings.require_servers()
+        settings.require_live_guard()
         return build_flow(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ field, the environment variable that sets it and the accepted values.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -31,6 +32,8 @@ TIMEFRAME_RE = re.compile(r"^[1-9][0-9]*[smhd]$")
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,10}$")
 _TIMEFRAME_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _LIST_FIELDS = {"symbols", "timeframes"}
+_COMPONENT_CONFIGS = {"risk": ("flows.risk.config", "RiskConfig"),
+                      "execution": ("flows.execution.config", "ExecutionConfig")}
 
 
 class SettingsError(ValueError):
@@ -104,6 +107,32 @@ class BarSettings(_Frozen):
         return tuple(values)
 
 
+class ScoringSettings(_Frozen):
+    """Which registered models score each bar, and how a new version is picked up."""
+
+    registry: Path | None = Field(None, description="registry root; unset = <data_dir>/registry")
+    timeframe: str | None = Field(None, description="timeframe scored and traded; unset = the first of bars.timeframes")
+    ensemble_version: str = Field("latest", description="registered ensemble version (its members come with it)")
+    policy_family: str | None = Field("rl_tactical", description="RL policy family; empty = no policy")
+    policy_version: str = "latest"
+    confidence_threshold: float = Field(0.1, ge=0.0, le=1.0, description="minimum ensemble confidence to act")
+    swap_key: str = Field("cryptostream:models:swap", description="Redis key (timescale profile) or file name "
+                          "under data_dir (local) whose change makes the flow reload the registry's versions")
+    strategy: str = Field("cs", pattern=r"^[A-Za-z0-9_-]{1,16}$", description="strategy name in client order ids")
+
+    @field_validator("policy_family", mode="before")
+    @classmethod
+    def _empty_none(cls, value: Any) -> Any:
+        return None if value in ("", "none") else value
+
+    @field_validator("timeframe")
+    @classmethod
+    def _tf(cls, value: str | None) -> str | None:
+        if value is not None and not TIMEFRAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
+        return value
+
+
 class Settings(_Frozen):
     """Settings of one run of the system."""
 
@@ -120,6 +149,24 @@ class Settings(_Frozen):
     exchange: ExchangeSettings = ExchangeSettings()
     replay: ReplaySettings = ReplaySettings()
     bars: BarSettings = BarSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    risk: Any = Field(None, description="flows.risk.config.RiskConfig (sizing, limits, breakers, kill switch)")
+    execution: Any = Field(None, description="flows.execution.config.ExecutionConfig (broker, fees, live guard)")
+    initial_cash: float = Field(10_000.0, gt=0.0, description="paper portfolio starting cash (quote currency)")
+
+    @field_validator("risk", "execution", mode="before")
+    @classmethod
+    def _component(cls, value: Any, info: Any) -> Any:
+        # The components' own frozen configs (next to them), validated here so a bad value stops
+        # the program at start; None until the component's package is installed.
+        module, name = _COMPONENT_CONFIGS[info.field_name]
+        try:
+            config = getattr(importlib.import_module(module), name)
+        except ModuleNotFoundError:
+            if value is not None:
+                raise ValueError(f"{module} is not installed, so these settings cannot be used") from None
+            return None
+        return value if isinstance(value, config) else config.model_validate(value or {})
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -136,7 +183,9 @@ class Settings(_Frozen):
 
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
-        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange"})
+        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "execution"})
+        if self.execution is not None:  # its secrets (SecretStr) dump masked; the secrets file path stays
+            doc["execution"] = self.execution.model_dump(mode="json")
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
@@ -150,6 +199,60 @@ class Settings(_Frozen):
                     f"profile 'timescale' needs {', '.join(missing)}; run `set -a; eval \"$(infra/up)\"; set +a` "
                     "or set them to your servers"
                 )
+
+
+    def registry_root(self) -> Path:
+        """Return the model registry root (``scoring.registry`` or ``<data_dir>/registry``)."""
+        return self.scoring.registry or self.data_dir / "registry"
+
+    def trading_timeframe(self) -> str:
+        """Return the timeframe that is scored and traded."""
+        return self.scoring.timeframe or self.bars.timeframes[0]
+
+    def require_live_guard(self) -> None:
+        """Fail unless live trading is fully asked for: see :func:`check_live_guard`."""
+        check_live_guard(self)
+
+
+def check_live_guard(settings: Settings, execution: Any = None) -> None:
+    """Stop at start unless live trading was asked for on every required field.
+
+    Live orders need ``mode=live`` *and* ``execution.broker=live`` *and*
+    ``execution.live.confirm=true``, an API key and secret (environment or
+    ``execution.live.secrets_file``) and ``execution.live.max_capital``.  A live
+    broker without ``mode=live`` is refused too.  The message names the field;
+    key values are never shown.
+
+    Args:
+        settings: the run's settings.
+        execution: the execution config (``settings.execution`` by default).
+    """
+    ex = execution if execution is not None else getattr(settings, "execution", None)
+    broker = getattr(ex, "broker", "paper")
+    if settings.mode != "live":
+        if broker == "live":
+            raise SettingsError("execution.broker (env CRYPTOSTREAM_EXECUTION__BROKER) = 'live' needs mode=live "
+                                "(CRYPTOSTREAM_MODE=live or --mode live); paper is the default")
+        return
+    live = getattr(ex, "live", None)
+    problems = []
+    if broker != "live":
+        problems.append("execution.broker (env CRYPTOSTREAM_EXECUTION__BROKER) must be 'live' in mode=live")
+    if not getattr(live, "confirm", False):
+        problems.append("execution.live.confirm (env CRYPTOSTREAM_EXECUTION__LIVE__CONFIRM) must be true to "
+                        "trade real money")
+    if getattr(live, "max_capital", None) in (None, 0, 0.0):
+        problems.append("execution.live.max_capital (env CRYPTOSTREAM_EXECUTION__LIVE__MAX_CAPITAL) must cap the "
+                        "capital in quote currency")
+    secrets_file = getattr(live, "secrets_file", None)
+    has_keys = settings.exchange.api_key is not None and settings.exchange.api_secret is not None
+    if not has_keys and secrets_file is None:
+        problems.append("exchange.api_key and exchange.api_secret (env CRYPTOSTREAM_EXCHANGE__API_KEY, "
+                        "CRYPTOSTREAM_EXCHANGE__API_SECRET) or execution.live.secrets_file are required")
+    elif not has_keys and not Path(str(secrets_file)).is_file():
+        problems.append(f"execution.live.secrets_file: {secrets_file} does not exist")
+    if problems:
+        raise SettingsError("mode=live refused:\n  " + "\n  ".join(problems))
 
 
 def _split(value: Any) -> Any:

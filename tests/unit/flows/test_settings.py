@@ -96,3 +96,66 @@ def test_timeframe_ms() -> None:
     assert timeframe_ms("4h") == 4 * 3_600_000
     with pytest.raises(SettingsError):
         timeframe_ms("0m")
+
+
+def test_scoring_defaults_and_registry_root(tmp_path) -> None:
+    s = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path), "CRYPTOSTREAM_SCORING__POLICY_FAMILY": ""})
+    assert s.registry_root() == tmp_path / "registry"
+    assert s.trading_timeframe() == "1m" and s.scoring.policy_family is None
+    with pytest.raises(SettingsError, match="scoring.confidence_threshold"):
+        load_settings(env={"CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "2"})
+
+
+class _Live:
+    def __init__(self, confirm=False, max_capital=None, secrets_file=None):
+        self.confirm, self.max_capital, self.secrets_file = confirm, max_capital, secrets_file
+
+
+class _Execution:
+    def __init__(self, broker="paper", **live):
+        self.broker, self.live = broker, _Live(**live)
+
+
+def test_paper_is_the_default_and_a_live_broker_needs_mode_live() -> None:
+    from flows.settings import check_live_guard
+
+    s = load_settings(env={})
+    check_live_guard(s, _Execution())
+    with pytest.raises(SettingsError, match="needs mode=live"):
+        check_live_guard(s, _Execution("live", confirm=True, max_capital=100.0))
+
+
+def test_live_needs_confirmation_capital_and_keys_and_names_each_field(tmp_path) -> None:
+    from flows.settings import check_live_guard
+
+    s = load_settings(env={"CRYPTOSTREAM_MODE": "live"})
+    with pytest.raises(SettingsError) as err:
+        check_live_guard(s, _Execution("live"))
+    msg = str(err.value)
+    for field in ("execution.live.confirm", "execution.live.max_capital", "exchange.api_key"):
+        assert field in msg
+    keyed = load_settings(env={"CRYPTOSTREAM_MODE": "live", "CRYPTOSTREAM_EXCHANGE__API_KEY": "k-123-secret",
+                               "CRYPTOSTREAM_EXCHANGE__API_SECRET": "s-456-secret"})
+    with pytest.raises(SettingsError) as err:
+        check_live_guard(keyed, _Execution("live", max_capital=500.0))
+    assert "confirm" in str(err.value) and "k-123" not in str(err.value) and "s-456" not in str(err.value)
+    check_live_guard(keyed, _Execution("live", confirm=True, max_capital=500.0))
+    with pytest.raises(SettingsError, match="secrets_file"):
+        check_live_guard(s, _Execution("live", confirm=True, max_capital=5.0, secrets_file=tmp_path / "none"))
+    (tmp_path / "keys").write_text("x")
+    check_live_guard(s, _Execution("live", confirm=True, max_capital=5.0, secrets_file=tmp_path / "keys"))
+
+
+def test_risk_and_execution_embed_their_components_configs() -> None:
+    import importlib.util
+
+    s = load_settings(env={})
+    for field, module in (("risk", "flows.risk.config"), ("execution", "flows.execution.config")):
+        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None:
+            assert getattr(s, field) is None
+            with pytest.raises(SettingsError, match=f"{field} .*{module} is not installed"):
+                load_settings(env={f"CRYPTOSTREAM_{field.upper()}__X": "1"})
+        else:
+            assert type(getattr(s, field)).__module__ == module
+            with pytest.raises(SettingsError, match=field):
+                load_settings(env={f"CRYPTOSTREAM_{field.upper()}__NO_SUCH_FIELD": "1"})

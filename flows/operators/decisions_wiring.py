@@ -1,0 +1,88 @@
+"""Build the decision step's components from the settings (portfolio, risk engine, broker, kill switch).
+
+Kept apart from :mod:`flows.operators.decisions` so that the step itself imports
+no I/O: the live broker's ccxt client and the kill switch's Redis client are made
+here, once per worker.
+
+Signal mapping: the scorer's ensemble signal is ``-1`` (no signal: confidence
+below the threshold), ``0`` (bearish) or ``1`` (bullish); the combination rules
+take a direction ``-1`` short, ``0`` none, ``+1`` long.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flows.operators.decisions import DecisionDeps
+from flows.operators.scoring import Prediction
+from flows.settings import Settings
+
+
+def ml_direction(signal: int) -> int:
+    """Map the scorer's signal (-1 none, 0 bearish, 1 bullish) to a direction (-1, 0, +1)."""
+    return {1: 1, 0: -1}.get(int(signal), 0)
+
+
+def risk_config(settings: Settings) -> Any:
+    """Return ``settings.risk`` or the risk engine's defaults."""
+    from flows.risk.config import RiskConfig
+
+    return getattr(settings, "risk", None) or RiskConfig()
+
+
+def execution_config(settings: Settings) -> Any:
+    """Return ``settings.execution`` or the execution defaults (paper broker)."""
+    from flows.execution.config import ExecutionConfig
+
+    return getattr(settings, "execution", None) or ExecutionConfig()
+
+
+def kill_switch(settings: Settings, config: Any) -> Any:
+    """Return the kill switch of the profile: a Redis key (``timescale``) or a file (``local``)."""
+    from flows.risk.kill_switch import FileKillSwitch, RedisKillSwitch
+
+    ks = getattr(config, "kill_switch", None)
+    if settings.profile == "timescale" and settings.redis_url is not None:
+        key = getattr(ks, "redis_key", None) or "cryptostream:kill"
+        return RedisKillSwitch(settings.redis_url.get_secret_value(), key)
+    path = getattr(ks, "file", None) or getattr(ks, "path", None) or settings.data_dir / "KILL"
+    return FileKillSwitch(path)
+
+
+def broker(settings: Settings, config: Any) -> Any:
+    """Return the paper broker, or the live broker through ccxt in ``mode=live`` (guard checked)."""
+    if getattr(config, "broker", "paper") == "live":
+        settings.require_live_guard()
+        from flows.execution.live import LiveBroker
+
+        return LiveBroker(config, settings.exchange)
+    from flows.execution.paper import PaperBroker
+
+    return PaperBroker(config)
+
+
+def build_deps(settings: Settings) -> DecisionDeps:
+    """Return the portfolio, risk engine, broker, signal combination, intent builder and kill switch."""
+    from flows.execution.orders import OrderIntent
+    from flows.portfolio import Portfolio
+    from flows.risk.engine import RiskEngine
+    from flows.risk.signals import combine
+
+    rcfg, xcfg = risk_config(settings), execution_config(settings)
+    rules = getattr(rcfg, "signals", None)
+    strategy = settings.scoring.strategy
+    order_type = getattr(xcfg, "default_order_type", "market")
+    switch = kill_switch(settings, rcfg)
+
+    def combine_one(p: Prediction) -> Any:
+        rl = None if math.isnan(p.rl_target) else p.rl_target
+        return combine(p.probability, p.confidence, ml_direction(p.signal), rl, None, None, rules)
+
+    def intent(p: Prediction, qty_delta: float, price: float) -> Any:
+        side = "buy" if qty_delta > 0 else "sell"
+        return OrderIntent(strategy, p.symbol, side, abs(qty_delta), order_type, None, None, p.ts, "entry",
+                           f"p={p.probability:.3f} conf={p.confidence:.3f} rl={p.rl_target:.2f} @{price:g}")
+
+    return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(rcfg), broker(settings, xcfg), combine_one,
+                        intent, switch.active)

@@ -1,0 +1,261 @@
+"""Registered models of the scoring step, loaded once per worker and hot-swappable.
+
+A :class:`ModelBank` holds the ONNX ensemble (:class:`inference.runners.EnsembleScorer`)
+and, when registered, the tactical RL policy (``inference.policy.PolicyRunner``).
+:meth:`ModelBank.request_swap` (a SIGHUP handler, a settings or Redis key checked
+per bar) marks a reload; :meth:`ModelBank.maybe_swap` then loads the registry's
+current versions and keeps every member runner whose version did not change,
+so the streaming LSTM keeps its per-symbol state across a swap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
+from inference.graph import correlation_adjacency
+from inference.manifest import ManifestError, read_manifest, resolve_version_dir
+from inference.runners import EnsembleScorer, GnnGraphRunner
+from inference.scorer import ModelScore, to_signal
+
+STATELESS = frozenset({"lightgbm"})  # row-wise members: any batch of rows in one session run
+
+
+class Policy(Protocol):
+    """What the scoring step needs of ``inference.policy.PolicyRunner``."""
+
+    features: Sequence[str]
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Return post-processed actions for observations ``[n, d]``."""
+        ...
+
+
+def services(timeframe: str) -> dict[str, list[str]]:
+    """Return the ordered feature list of each model family's feature service for a timeframe."""
+    both = [*BAR_FEATURES, *CROSS_FEATURES]
+    v = FEATURE_SERVICE_VERSION
+    return {f"lightgbm_{timeframe}_{v}": both, f"lstm_{timeframe}_{v}": list(BAR_FEATURES),
+            f"gnn_{timeframe}_{v}": both}
+
+
+def feed_features() -> list[str]:
+    """Return the order of the per-symbol feed vector: bar features then cross-asset features."""
+    return [*BAR_FEATURES, *CROSS_FEATURES]
+
+
+def has_models(root: Path, timeframe: str | None = None) -> bool:
+    """Return whether the registry holds an ensemble (of ``timeframe`` when given) for the scoring step."""
+    try:
+        d = resolve_version_dir(root, "ensemble")
+        service = read_manifest(d).feature_service
+    except (ManifestError, FileNotFoundError, OSError):
+        return False
+    return timeframe is None or service == f"ensemble_{timeframe}_{FEATURE_SERVICE_VERSION}"
+
+
+def load_policy(root: Path, family: str, version: str = "latest") -> Policy | None:
+    """Load the tactical policy, or ``None`` when the registry has none or the runner is not installed."""
+    try:
+        resolve_version_dir(root, family, version)
+    except (ManifestError, FileNotFoundError, OSError):
+        return None
+    module = importlib.import_module("inference.policy")
+    runner: Policy = module.PolicyRunner.from_registry(root, family, version=version)
+    return runner
+
+
+def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequence[np.ndarray]) -> np.ndarray:
+    """Score consecutive bar times with the GNN in one session run; advance its return window.
+
+    Equal to calling ``runner.score`` bar by bar up to float rounding of the batched graph run.
+    """
+    g, index = runner.runner, {s: i for i, s in enumerate(runner.symbols)}
+    n_nodes, n_feat = len(runner.symbols), len(runner.manifest.features)
+    nodes = np.zeros((len(xs), n_nodes, n_feat))
+    rets = np.full((len(xs), n_nodes), np.nan)
+    for b, (sy, x) in enumerate(zip(syms, xs, strict=True)):
+        x = x if runner.cols is None else x[:, runner.cols]
+        rows = [(r, index[s]) for r, s in enumerate(sy) if s in index]
+        if rows:
+            r_idx, n_idx = map(list, zip(*rows, strict=True))
+            nodes[b, n_idx] = x[r_idx]
+            rets[b, n_idx] = x[r_idx, runner.ret_idx]
+    hist = np.vstack([g._rets, rets])
+    first = len(g._rets)  # hist row of the first new bar
+    p = np.full((len(xs), n_nodes), np.nan)
+    ends = np.arange(first, len(hist)) + 1  # exclusive end of each bar's window
+    ok = ends >= g.window
+    if ok.any():
+        wins = np.lib.stride_tricks.sliding_window_view(hist, g.window, axis=0)  # [T-w+1, N, w]
+        adj = correlation_adjacency(np.swapaxes(wins[ends[ok] - g.window], -1, -2), g.threshold)
+        feats = np.nan_to_num(nodes[ok].astype(np.float32))
+        p[ok] = g.sess.run(["prob"], {"x": feats, "adj": adj})[0].astype(np.float64)
+    g._rets = hist[-g.window:]
+    out = np.full(sum(len(sy) for sy in syms), np.nan)
+    k = 0
+    for b, sy in enumerate(syms):
+        for s in sy:
+            out[k] = p[b, index[s]] if s in index else np.nan
+            k += 1
+    return out
+
+
+class ModelBank:
+    """The ensemble and the policy of one timeframe, with versions and hot swap."""
+
+    def __init__(self, root: Path, timeframe: str, ensemble_version: str = "latest",
+                 policy_family: str | None = "rl_tactical", policy_version: str = "latest",
+                 service_features: Mapping[str, Sequence[str]] | None = None,
+                 feed: Sequence[str] | None = None) -> None:
+        """Load the ensemble (with its exact members) and the policy from ``root``.
+
+        ``service_features`` and ``feed`` default to the project's feature services and
+        :func:`feed_features`; tests pass their own.
+        """
+        self.root, self.timeframe = Path(root), timeframe
+        self.service_features = dict(service_features or services(timeframe))
+        self.feed = list(feed or feed_features())
+        self.ensemble_version, self.policy_family, self.policy_version = ensemble_version, policy_family, \
+            policy_version
+        self.ensemble = self._load_ensemble()
+        self.policy = load_policy(self.root, policy_family, policy_version) if policy_family else None
+        self._swap = False
+        self.batch_graph = False  # history mode: the GNN's bar times in one session run (float-close, not bitwise)
+        self._versions: dict[str, str] | None = None
+        self.swaps = 0
+
+    def _load_ensemble(self) -> EnsembleScorer:
+        return EnsembleScorer.from_registry(self.root, self.service_features, feed=self.feed,
+                                            version=self.ensemble_version)
+
+    def versions(self) -> dict[str, str]:
+        """Return family -> loaded version (ensemble, its members, and the policy when loaded)."""
+        if self._versions is None:
+            self._versions = self._read_versions()
+        return self._versions
+
+    def _read_versions(self) -> dict[str, str]:
+        out = {"ensemble": self.ensemble.manifest.version}
+        out.update({f: r.manifest.version for f, r in self.ensemble.scorer.runners.items()})
+        if self.policy is not None and self.policy_family:
+            manifest = getattr(self.policy, "manifest", None)
+            out[self.policy_family] = str(getattr(manifest, "version", "?"))
+        return out
+
+    def request_swap(self, *_: Any) -> None:
+        """Mark a reload for the next bar (usable directly as a signal handler)."""
+        self._swap = True
+
+    def maybe_swap(self) -> bool:
+        """Reload if a swap was requested; keep unchanged member runners (and their state)."""
+        if not self._swap:
+            return False
+        self._swap = False
+        old = self.ensemble.scorer.runners
+        new = self._load_ensemble()
+        for fam, runner in new.scorer.runners.items():
+            if fam in old and old[fam].manifest.version == runner.manifest.version:
+                new.scorer.runners[fam] = old[fam]
+        self.ensemble, self._versions = new, None
+        if self.policy_family:
+            self.policy = load_policy(self.root, self.policy_family, self.policy_version)
+        self.swaps += 1
+        return True
+
+    def score(self, rows: Mapping[str, np.ndarray]) -> dict[str, ModelScore]:
+        """Score one bar time with the ensemble and its members."""
+        return self.ensemble.score(rows)
+
+    def score_many(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, ModelScore]]:
+        """Score consecutive bar times at once (history, catch-up): same results as :meth:`score` per bar.
+
+        Row-wise members (:data:`STATELESS`) and the ensemble graph run once over every row of
+        every bar time; stateful members (streaming LSTM, GNN window) step bar by bar in order.
+        """
+        if not feeds:
+            return []
+        ens = self.ensemble
+        syms = [tuple(f) for f in feeds]
+        xs = [np.stack([np.asarray(f[s], np.float64) for s in sy]) for f, sy in zip(feeds, syms, strict=True)]
+        cuts = np.cumsum([0, *(len(sy) for sy in syms)])
+        probs: dict[str, np.ndarray] = {}
+        for fam, runner in ens.scorer.runners.items():
+            if fam in STATELESS:
+                flat = tuple(s for sy in syms for s in sy)
+                probs[fam] = np.asarray(runner.score(flat, np.concatenate(xs)), np.float64)
+            elif self.batch_graph and isinstance(runner, GnnGraphRunner):
+                probs[fam] = gnn_many(runner, syms, xs)
+            else:
+                probs[fam] = np.concatenate([np.asarray(runner.score(sy, x), np.float64)
+                                             for sy, x in zip(syms, xs, strict=True)])
+        members = np.stack([probs[f] for f in ens.members], axis=1)
+        p, conf, sig = ens.session.run(["prob", "confidence", "signal"], {"probs": members})
+        scored = {f: (probs[f], *to_signal(probs[f], ens.scorer.confidence_threshold)) for f in probs}
+        scored["ensemble"] = (np.asarray(p, np.float64), np.asarray(conf, np.float64), np.asarray(sig, np.int8))
+        out = []
+        for i, sy in enumerate(syms):
+            a, b = cuts[i], cuts[i + 1]
+            out.append({f: ModelScore(sy, v[0][a:b], v[1][a:b], v[2][a:b]) for f, v in scored.items()})
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the stateful runners' state as plain data (LSTM per-symbol states, GNN return window)."""
+        out: dict[str, Any] = {}
+        for fam, runner in self.ensemble.scorer.runners.items():
+            stream = getattr(runner, "stream", None)
+            if stream is not None:
+                out[fam] = {"version": runner.manifest.version, "lstm": stream.snapshot()}
+            gnn = getattr(getattr(runner, "runner", None), "_rets", None)
+            if gnn is not None:
+                out[fam] = {"version": runner.manifest.version, "gnn": np.asarray(gnn).tolist()}
+        return out
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        """Load a :meth:`snapshot` into runners of the same version (others start fresh)."""
+        for fam, st in snap.items():
+            runner = self.ensemble.scorer.runners.get(fam)
+            if runner is None or runner.manifest.version != st.get("version"):
+                continue
+            if "lstm" in st:
+                runner.stream.restore(st["lstm"])  # type: ignore[attr-defined]
+            if "gnn" in st:
+                inner = runner.runner  # type: ignore[attr-defined]
+                inner._rets = np.asarray(st["gnn"], np.float64).reshape(-1, len(inner.symbols))
+
+
+class SwapWatch:
+    """Per-bar check of a swap key: a Redis key (``timescale`` profile) or a file (``local``).
+
+    Returns True from :meth:`changed` when the key's value (or the file's content) differs
+    from the value seen at the previous check; the first check only records it.
+    """
+
+    def __init__(self, read: Any) -> None:
+        """Watch ``read()``, a callable returning the key's current value (or ``None``)."""
+        self.read = read
+        self.last = read()
+
+    @classmethod
+    def for_file(cls, path: Path) -> SwapWatch:
+        """Watch a file's content (absent = ``None``)."""
+        return cls(lambda: path.read_bytes() if path.is_file() else None)
+
+    @classmethod
+    def for_redis(cls, url: str, key: str) -> SwapWatch:
+        """Watch a Redis key's value."""
+        import redis
+
+        client = redis.Redis.from_url(url)
+        return cls(lambda: client.get(key))
+
+    def changed(self) -> bool:
+        """Return whether the value moved since the last check."""
+        value = self.read()
+        moved, self.last = value != self.last, value
+        return moved

@@ -1,0 +1,43 @@
+"""Decision sinks on the timescale profile: rows upserted (a replay adds none), events on Redis streams."""
+
+from __future__ import annotations
+
+import psycopg
+import redis
+
+from flows.operators.decisions import PortfolioRow
+from flows.operators.scoring import Prediction
+from flows.settings import load_settings
+from flows.sinks.decisions import DecisionSink
+
+TS = 1_717_400_000_000
+
+
+def records() -> list:
+    preds = [Prediction(s, "1m", TS, {"lightgbm": 0.6, "lstm": float("nan")}, 0.58, 0.16, 1, 0.25,
+                        {"ensemble": "v1", "lightgbm": "v2"}, 0.001, 0.01) for s in ("BTC/USDT", "ETH/USDT")]
+    state = {"equity": 10_010.0, "cash": 9_000.0, "gross_exposure": 1_010.0, "net_exposure": 1_010.0,
+             "drawdown": 0.0, "realized_pnl": 0.0, "unrealized_pnl": 10.0, "daily_pnl": 10.0,
+             "positions": {"BTC/USDT": 0.015}, "leverage": 0.1, "full": {"cash": 9_000.0}}
+    return [*preds, PortfolioRow(TS, state)]
+
+
+def test_rows_are_upserted_and_published(migrated_dsn, redis_url) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/9"
+    settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
+                                  "REDIS_URL": url})
+    r = redis.Redis.from_url(url)
+    r.delete("cryptostream:predictions", "cryptostream:portfolio_state")
+    part = DecisionSink(settings).build("decisions", 0, 1)
+    part.write_batch(records())
+    part.write_batch(records())  # a replayed batch: same rows, no duplicates
+    part.close()
+    with psycopg.connect(migrated_dsn) as conn:
+        preds = conn.execute("SELECT symbol, model, model_version, prob_up, signal, payload FROM predictions "
+                             "ORDER BY symbol").fetchall()
+        port = conn.execute("SELECT equity, positions, state, leverage FROM portfolio_state").fetchall()
+    assert [(p[0], p[1], p[2], p[3], p[4]) for p in preds] == [
+        ("BTC/USDT", "ensemble", "v1", 0.58, 1), ("ETH/USDT", "ensemble", "v1", 0.58, 1)]
+    assert preds[0][5]["members"] == {"lightgbm": 0.6, "lstm": None} and preds[0][5]["rl_target"] == 0.25
+    assert port == [(10_010.0, {"BTC/USDT": 0.015}, {"cash": 9_000.0}, 0.1)]
+    assert r.xlen("cryptostream:predictions") == 4 and r.xlen("cryptostream:portfolio_state") == 2

@@ -1,0 +1,184 @@
+"""Scoring step: joins rows by bar time, equals the ensemble scorer, hot swap, snapshot round trip."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from flows.operators.model_bank import ModelBank
+from flows.operators.scoring import ScoringStep
+from flows.records import FeatureRow
+from inference.runners import EnsembleScorer
+from tests.unit.inference.test_runners import SERVICES, registered  # noqa: F401  (module fixture)
+from tests.unit.training.test_lstm import FEATS
+from training.export.ensemble_onnx import export_ensemble
+from training.models.ensemble import Ensemble, EnsembleConfig
+from training.registry import Parity, save_model
+
+MEMBERS = ("lightgbm", "lstm", "gnn")
+
+
+def add_ensemble(reg, held, native, weights=(0.5, 0.25, 0.25)) -> None:
+    """Register an ensemble over the latest members of ``reg``."""
+    ens = Ensemble(EnsembleConfig(MEMBERS, weights, "fixed", threshold=0.05))
+    exp = export_ensemble(ens, np.stack([native[m] for m in MEMBERS], axis=1))
+    versions = {m: (reg / m / "latest").read_text().strip() for m in MEMBERS}
+    save_model(reg, "ensemble", files={"ensemble.onnx": exp.onnx}, feature_service="ensemble_1h_v1",
+               features=MEMBERS, train_start=held.event_timestamp.min(), train_end=held.event_timestamp.max(),
+               data_hash="-", seeds={}, config=ens.config.to_dict(), metrics={"folds": [], "mean": {}},
+               parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
+               extra={"members": versions, "ensemble": ens.config.to_dict()})
+
+
+@pytest.fixture()
+def reg(registered, tmp_path):  # noqa: F811
+    root, held, native = registered
+    out = tmp_path / "reg"
+    shutil.copytree(root, out)
+    add_ensemble(out, held, native)
+    return out, held, native
+
+
+def feature_rows(held):
+    """Yield the per-symbol rows of each bar time as the flow does: bar table, then the cross table."""
+    for t, bar in held.groupby("event_timestamp", sort=True):
+        ts = int(t.value // 1_000_000)
+        rows = []
+        for _, r in bar.iterrows():
+            rows.append(FeatureRow("bar_features", r.symbol, "1h", ts, {"ret_1": r.ret_1, "f1": r.f1}))
+        for _, r in bar.iterrows():
+            rows.append(FeatureRow("cross_asset_features", r.symbol, "1h", ts, {"f2": r.f2}))
+        yield ts, rows
+
+
+def bank(root) -> ModelBank:
+    return ModelBank(root, "1h", policy_family=None, service_features=SERVICES, feed=FEATS)
+
+
+def test_scoring_equals_the_ensemble_scorer_bar_by_bar(reg) -> None:
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    step = ScoringStep(symbols, "1h", bank(root))
+    direct = EnsembleScorer.from_registry(root, SERVICES, feed=FEATS)
+    n = 0
+    for _ts, rows in feature_rows(held):
+        preds = [p for r in rows for p in step.on_row(r)]
+        assert len(preds) == len(symbols)  # complete on the last row of the bar time, not before
+        want = direct.score({s: held_row for s, held_row in _vectors(rows).items()})
+        for i, p in enumerate(preds):
+            assert p.symbol == symbols[i]
+            np.testing.assert_allclose(p.probability, want["ensemble"].probability[i], equal_nan=True)
+            assert p.signal == int(want["ensemble"].signal[i]) and np.isnan(p.rl_target)
+            assert set(p.probabilities) == set(MEMBERS) and p.versions["ensemble"]
+        n += 1
+    assert n == held.event_timestamp.nunique()
+
+
+def _vectors(rows):
+    vals: dict[str, dict[str, float]] = {}
+    for r in rows:
+        vals.setdefault(r.symbol, {}).update(r.values)
+    return {s: np.array([v[f] for f in FEATS]) for s, v in sorted(vals.items())}
+
+
+def test_a_missing_symbol_is_left_out_once_every_symbol_has_moved_past(reg) -> None:
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    step = ScoringStep(symbols, "1h", bank(root))
+    bars = list(feature_rows(held))
+    (t0, first), (t1, second) = bars[0], bars[1]
+    partial = [r for r in first if r.symbol != symbols[0]]
+    assert [p for r in partial for p in step.on_row(r)] == []
+    others = [r for r in second if r.symbol != symbols[0]]
+    assert [p for r in others for p in step.on_row(r)] == []  # symbols[0] may still deliver t0
+    bar_row, cross_row = [r for r in second if r.symbol == symbols[0]]
+    assert step.on_row(bar_row) == []  # features without the cross-asset row: not past t0 yet
+    out = step.on_row(cross_row)  # every symbol complete at t1: t0 without symbols[0], then t1
+    assert [(p.symbol, p.ts) for p in out] == [(s, t0) for s in symbols[1:]] + [(s, t1) for s in symbols]
+    assert step.on_row(first[0]) == []  # a late row of a bar time already scored is ignored
+    assert step.pending == {}
+
+
+def test_snapshot_restore_continues_like_an_uninterrupted_run(reg) -> None:
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    bars = list(feature_rows(held))
+    ref = ScoringStep(symbols, "1h", bank(root))
+    want = [p for _, rows in bars for r in rows for p in ref.on_row(r)]
+    step = ScoringStep(symbols, "1h", bank(root))
+    got = [p for _, rows in bars[:30] for r in rows for p in step.on_row(r)]
+    got += [p for p in step.on_row(bars[30][1][0])]  # a half-delivered bar time in the snapshot
+    restored = pickle.loads(pickle.dumps(step))
+    assert restored.bank is None
+    restored.attach(bank(root))
+    got += [p for r in bars[30][1][1:] for p in restored.on_row(r)]
+    got += [p for _, rows in bars[31:] for r in rows for p in restored.on_row(r)]
+    assert [(p.symbol, p.ts) for p in got] == [(p.symbol, p.ts) for p in want]
+    np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want], equal_nan=True)
+    np.testing.assert_allclose([p.probabilities["lstm"] for p in got], [p.probabilities["lstm"] for p in want],
+                               equal_nan=True)
+
+
+def test_hot_swap_takes_a_new_ensemble_and_keeps_lstm_state(reg) -> None:
+    root, held, native = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    b = bank(root)
+    step = ScoringStep(symbols, "1h", b)
+    bars = list(feature_rows(held))
+    before = [p for _, rows in bars[:20] for r in rows for p in step.on_row(r)]
+    lstm_runner = b.ensemble.scorer.runners["lstm"]
+    old_version = b.versions()["ensemble"]
+    add_ensemble(root, held, native, weights=(0.2, 0.4, 0.4))
+    b.request_swap()
+    after = [p for r in bars[20][1] for p in step.on_row(r)]
+    assert b.swaps == 1 and after[0].versions["ensemble"] != old_version
+    assert b.ensemble.scorer.runners["lstm"] is lstm_runner  # same version: state kept
+    assert np.isfinite(after[0].probabilities["lstm"])  # still warm, no restart of the window
+    assert before[-1].versions["ensemble"] == old_version
+
+
+def test_scoring_a_stretch_of_history_at_once_equals_bar_by_bar(reg) -> None:
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    rows = [r for _, rs in feature_rows(held) for r in rs]
+    one = ScoringStep(symbols, "1h", bank(root))
+    want = [p for r in rows for p in one.on_row(r)]
+    many = ScoringStep(symbols, "1h", bank(root))
+    got = many.on_rows(rows[:100]) + many.on_rows(rows[100:])
+    assert [(p.symbol, p.ts, p.signal) for p in got] == [(p.symbol, p.ts, p.signal) for p in want]
+    for f in ("probability", "confidence"):
+        np.testing.assert_array_equal([getattr(p, f) for p in got], [getattr(p, f) for p in want])
+    np.testing.assert_array_equal([p.probabilities["lstm"] for p in got], [p.probabilities["lstm"] for p in want])
+
+
+def test_history_mode_batches_the_graph_model_and_stays_within_float_rounding(reg) -> None:
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    rows = [r for _, rs in feature_rows(held) for r in rs]
+    want = ScoringStep(symbols, "1h", bank(root)).on_rows(rows)
+    b = bank(root)
+    b.batch_graph = True
+    step = ScoringStep(symbols, "1h", b)
+    got = step.on_rows(rows[:90]) + step.on_rows(rows[90:])
+    assert [(p.symbol, p.ts) for p in got] == [(p.symbol, p.ts) for p in want]
+    gnn_got, gnn_want = ([p.probabilities["gnn"] for p in ps] for ps in (got, want))
+    assert np.isfinite(gnn_want).sum() > 100
+    np.testing.assert_allclose(gnn_got, gnn_want, rtol=0, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want], rtol=0, atol=1e-6)
+
+
+def test_swap_watch_fires_once_per_change_of_the_key_file(tmp_path) -> None:
+    from flows.operators.model_bank import SwapWatch
+
+    key = tmp_path / "swap"
+    watch = SwapWatch.for_file(key)
+    assert not watch.changed()
+    key.write_text("1")
+    assert watch.changed() and not watch.changed()
+    key.write_text("2")
+    assert watch.changed()
+    key.unlink()
+    assert watch.changed() and not watch.changed()
