@@ -1,0 +1,214 @@
+"""Portfolio accounting: cash, signed positions at average cost, P&L, drawdown and exposure.
+
+One portfolio in the quote currency (USDT).  Quantities are in base units, a
+negative quantity is a short.  Accounting rules:
+
+- a fill moves cash by ``-(signed qty * price) - fee``;
+- a fill that adds to a position (or opens one) moves the average price to the
+  quantity-weighted mean of the old average and the fill price;
+- a fill that reduces a position realizes ``closed qty * (price - avg)`` (sign of
+  the position); a fill larger than the position closes it and opens the rest on
+  the other side at the fill price (a flip);
+- fees are charged to realized P&L when paid, so at every mark
+  ``equity == initial_cash + realized_pnl + unrealized_pnl`` exactly (up to float
+  rounding), with ``unrealized_pnl = sum(qty * (mark - avg))``;
+- a round trip (flat -> position -> flat, or up to a flip) records its return,
+  net P&L (fees included) over the notional opened, for Kelly sizing.
+
+``mark`` sets prices at a time and keeps the equity history the rolling daily
+P&L needs: ``daily_pnl = equity now - equity 24 h ago`` (the last mark at or before
+``now - 24 h``; before 24 h of history, the starting equity).  Drawdown is from
+the peak of marked equity.  :meth:`Portfolio.to_state` / :meth:`Portfolio.from_state`
+round-trip exactly through JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+DAY_MS = 86_400_000
+SIDES = {"buy": 1.0, "sell": -1.0}
+
+
+class PortfolioSnapshot(NamedTuple):
+    """The portfolio at ``ts`` (the latest mark or fill, ms) as plain values."""
+
+    ts: int
+    equity: float
+    cash: float
+    positions: dict[str, float]
+    avg_prices: dict[str, float]
+    prices: dict[str, float]
+    realized_pnl: float
+    unrealized_pnl: float
+    fees: float
+    daily_pnl: float
+    drawdown: float
+    peak_equity: float
+    gross_exposure: float
+    net_exposure: float
+    leverage: float
+    trade_returns: tuple[float, ...]
+
+
+class _Trade:
+    """The round trip open on one symbol: P&L so far (fees included) and notional opened."""
+
+    __slots__ = ("pnl", "opened")
+
+    def __init__(self, pnl: float = 0.0, opened: float = 0.0) -> None:
+        self.pnl, self.opened = pnl, opened
+
+
+class Portfolio:
+    """Cash and positions of one account, marked to market bar by bar."""
+
+    def __init__(self, initial_cash: float, max_trade_returns: int = 200) -> None:
+        """Start flat with ``initial_cash`` (quote); keep the last ``max_trade_returns`` trade returns."""
+        if not (math.isfinite(initial_cash) and initial_cash > 0):
+            raise ValueError(f"initial_cash must be a positive number, got {initial_cash!r}")
+        if max_trade_returns < 1:
+            raise ValueError(f"max_trade_returns must be >= 1, got {max_trade_returns!r}")
+        self.initial_cash = float(initial_cash)
+        self.cash = float(initial_cash)
+        self.qty: dict[str, float] = {}
+        self.avg: dict[str, float] = {}
+        self.prices: dict[str, float] = {}
+        self.realized = 0.0
+        self.fees = 0.0
+        self.ts = 0
+        self.peak = float(initial_cash)
+        self.trades: dict[str, _Trade] = {}
+        self.trade_returns: deque[float] = deque(maxlen=max_trade_returns)
+        # (ts, equity) of marks, equal-equity runs collapsed (the lookup result is unchanged).
+        self.history: deque[tuple[int, float]] = deque()
+
+    # -- fills ---------------------------------------------------------------------------------
+
+    def apply_fill(self, symbol: str, side: str, qty: float, price: float, fee: float, ts: int) -> None:
+        """Book a fill: ``qty`` base units bought or sold at ``price``, ``fee`` in quote."""
+        sign = SIDES.get(side)
+        if sign is None:
+            raise ValueError(f"fill side must be 'buy' or 'sell', got {side!r} ({symbol})")
+        if not (math.isfinite(qty) and qty > 0):
+            raise ValueError(f"fill qty must be a positive number, got {qty!r} ({symbol})")
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"fill price must be a positive number, got {price!r} ({symbol})")
+        if not math.isfinite(fee):
+            raise ValueError(f"fill fee must be a finite number, got {fee!r} ({symbol})")
+        dq = sign * qty
+        self.cash -= dq * price + fee
+        self.fees += fee
+        self.realized -= fee
+        self.ts = max(self.ts, int(ts))
+        self.prices.setdefault(symbol, price)
+        held = self.qty.get(symbol, 0.0)
+        if held == 0.0 or (held > 0) == (dq > 0):
+            self._add(symbol, held, dq, price, fee)
+            return
+        closed = min(abs(held), qty)
+        close_fee = fee * closed / qty
+        pnl = closed * (price - self.avg[symbol]) * (1.0 if held > 0 else -1.0)
+        self.realized += pnl
+        trade = self.trades.setdefault(symbol, _Trade())
+        trade.pnl += pnl - close_fee
+        rest = held + dq
+        if abs(rest) <= 1e-12 * max(abs(held), qty) or (rest > 0) != (held > 0):
+            self._close_trade(symbol)
+            opened = qty - closed
+            if opened > 1e-12 * qty:
+                self._add(symbol, 0.0, sign * opened, price, fee - close_fee)
+        else:
+            self.qty[symbol] = rest
+
+    def _add(self, symbol: str, held: float, dq: float, price: float, fee: float) -> None:
+        new = held + dq
+        self.avg[symbol] = (abs(held) * self.avg.get(symbol, 0.0) + abs(dq) * price) / abs(new)
+        self.qty[symbol] = new
+        trade = self.trades.setdefault(symbol, _Trade())
+        trade.pnl -= fee
+        trade.opened += abs(dq) * price
+
+    def _close_trade(self, symbol: str) -> None:
+        trade = self.trades.pop(symbol)
+        if trade.opened > 0:
+            self.trade_returns.append(trade.pnl / trade.opened)
+        self.qty.pop(symbol, None)
+        self.avg.pop(symbol, None)
+
+    # -- marks ---------------------------------------------------------------------------------
+
+    def mark(self, prices: Mapping[str, float], ts: int) -> None:
+        """Mark positions at ``prices`` (symbols not given keep their last price) at ``ts`` (ms)."""
+        ts = int(ts)
+        if self.history and ts < self.history[-1][0]:
+            raise ValueError(f"mark ts {ts} is before the previous mark {self.history[-1][0]}")
+        for sym, px in prices.items():
+            if not (math.isfinite(px) and px > 0):
+                raise ValueError(f"mark price of {sym} must be a positive number, got {px!r}")
+            self.prices[sym] = float(px)
+        self.ts = max(self.ts, ts)
+        eq = self.equity()
+        self.peak = max(self.peak, eq)
+        hist = self.history
+        if not hist or hist[-1][1] != eq:
+            hist.append((ts, eq))
+        cutoff = ts - DAY_MS
+        while len(hist) > 1 and hist[1][0] <= cutoff:  # keep one point at or before the cutoff
+            hist.popleft()
+
+    def equity(self) -> float:
+        """Return cash plus positions at their latest prices."""
+        return self.cash + sum(q * self.prices[s] for s, q in self.qty.items())
+
+    def daily_pnl(self) -> float:
+        """Return equity now minus equity 24 h before the latest mark (starting equity before then)."""
+        hist = self.history
+        if not hist:
+            return self.equity() - self.initial_cash
+        cutoff = hist[-1][0] - DAY_MS
+        base = hist[0][1] if hist[0][0] <= cutoff else self.initial_cash
+        return self.equity() - base
+
+    def snapshot(self) -> PortfolioSnapshot:
+        """Return the portfolio's figures now."""
+        eq = self.equity()
+        gross = sum(abs(q) * self.prices[s] for s, q in self.qty.items())
+        net = sum(q * self.prices[s] for s, q in self.qty.items())
+        unreal = sum(q * (self.prices[s] - self.avg[s]) for s, q in self.qty.items())
+        lev = gross / eq if eq > 0 else (math.inf if gross > 0 else 0.0)
+        peak = max(self.peak, eq)
+        dd = (peak - eq) / peak if peak > 0 else 0.0
+        return PortfolioSnapshot(self.ts, eq, self.cash, dict(self.qty), dict(self.avg), dict(self.prices),
+                                 self.realized, unreal, self.fees, self.daily_pnl(), dd, peak, gross, net, lev,
+                                 tuple(self.trade_returns))
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the exact state as JSON-able plain data."""
+        return {"initial_cash": self.initial_cash, "cash": self.cash, "qty": dict(self.qty), "avg": dict(self.avg),
+                "prices": dict(self.prices), "realized": self.realized, "fees": self.fees, "ts": self.ts,
+                "peak": self.peak, "trades": {s: [t.pnl, t.opened] for s, t in self.trades.items()},
+                "trade_returns": list(self.trade_returns), "max_trade_returns": self.trade_returns.maxlen,
+                "history": [list(p) for p in self.history]}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Portfolio:
+        """Rebuild a portfolio from :meth:`to_state` output."""
+        try:
+            out = cls(float(state["initial_cash"]), int(state["max_trade_returns"]))
+            out.cash, out.realized, out.fees = float(state["cash"]), float(state["realized"]), float(state["fees"])
+            out.qty = {s: float(q) for s, q in state["qty"].items()}
+            out.avg = {s: float(a) for s, a in state["avg"].items()}
+            out.prices = {s: float(p) for s, p in state["prices"].items()}
+            out.ts, out.peak = int(state["ts"]), float(state["peak"])
+            out.trades = {s: _Trade(float(p), float(o)) for s, (p, o) in state["trades"].items()}
+            out.trade_returns.extend(float(r) for r in state["trade_returns"])
+            out.history.extend((int(t), float(e)) for t, e in state["history"])
+        except KeyError as exc:
+            raise ValueError(f"portfolio state lacks field {exc.args[0]!r}") from None
+        return out

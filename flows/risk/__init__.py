@@ -1,0 +1,1 @@
+"""Risk: signal combination, position sizing, limits, circuit breakers and the kill switch."""

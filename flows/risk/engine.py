@@ -1,0 +1,215 @@
+"""The risk engine: size a target position, then clip it to every limit, breaker and the kill switch.
+
+:meth:`RiskEngine.decide` works in this order for one symbol at one bar close:
+
+1. **Sizing** (:mod:`flows.risk.sizing`): ``target_fraction`` (from
+   :func:`flows.risk.signals.combine`) times the Kelly position fraction
+   (recent closed trades of the portfolio, confidence, volatility target, cap)
+   times equity, in base units at ``price``.
+2. **Kill switch**: engaged -> no risk-increasing change (``kill_switch``); with
+   ``flatten`` (config, or the switch's own flag) the target is 0.
+3. **Blocks**: a tripped breaker (``stale_data``, ``price_gap``,
+   ``volatility_spike``), drawdown from peak at or past ``max_drawdown``, loss
+   over the rolling 24 h at or past ``max_daily_loss`` of the equity 24 h ago,
+   or equity at or below 0 (``equity``): only risk-reducing changes.
+4. **Caps** (:mod:`flows.risk.limits`): ``max_position``, ``max_gross_leverage``,
+   ``max_correlated_exposure`` clip the target into ``[-cap, cap]``.
+5. **Rebalance band**: a change smaller than ``min_rebalance_fraction`` of equity
+   is not traded unless a rule cut the target or the target is flat.
+
+"Risk-reducing" means the new position lies between 0 and the current one: a
+flip is allowed only as far as flat.  Each rule that changes the target adds one
+:class:`Rejection` (rule, reason, the quantity change asked of it and the one it
+allowed).  Invalid inputs (NaN or non-positive price, NaN fraction or
+confidence) trade nothing and record ``invalid_input``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from flows.risk.breakers import Breakers
+from flows.risk.config import RiskConfig
+from flows.risk.limits import Correlations, cap_qty, gross_of
+from flows.risk.sizing import annual_vol, kelly_fraction, position_fraction
+
+
+class Rejection(NamedTuple):
+    """A rule that cut or refused a decision: quantity change ``requested`` -> ``allowed`` (base units)."""
+
+    symbol: str
+    bar_ts: int
+    rule: str
+    reason: str
+    requested: float
+    allowed: float
+
+
+class RiskDecision(NamedTuple):
+    """The position to hold after the decision, the change to trade now, and what was cut."""
+
+    target_qty: float
+    approved_qty_delta: float
+    rejections: tuple[Rejection, ...]
+
+
+def _get(snap: Any, name: str, default: Any = None) -> Any:
+    if isinstance(snap, Mapping):
+        return snap.get(name, default)
+    return getattr(snap, name, default)
+
+
+class _Cut:
+    """The target being clipped, and the rejections recorded on the way."""
+
+    def __init__(self, symbol: str, ts: int, held: float, target: float) -> None:
+        self.symbol, self.ts, self.held, self.target = symbol, ts, held, target
+        self.rejections: list[Rejection] = []
+
+    def to(self, rule: str, reason: str, lo: float, hi: float) -> None:
+        new = min(hi, max(lo, self.target))
+        if new != self.target:
+            self.rejections.append(Rejection(self.symbol, self.ts, rule, reason, self.target - self.held,
+                                             new - self.held))
+            self.target = new
+
+    def block(self, rule: str, reason: str) -> None:
+        """Allow only positions between 0 and the current one."""
+        self.to(rule, reason, min(self.held, 0.0), max(self.held, 0.0))
+
+    def cap(self, rule: str, reason: str, cap: float) -> None:
+        self.to(rule, reason, -cap, cap)
+
+
+class RiskEngine:
+    """Sizing, limits, circuit breakers and the kill switch for one portfolio."""
+
+    def __init__(self, config: RiskConfig | None = None) -> None:
+        """Create the engine with empty breaker and correlation state."""
+        self.config = config or RiskConfig()
+        self.breakers = Breakers(self.config.breakers)
+        self.correlations = Correlations(self.config.limits)
+
+    def on_bar(self, symbol: str, ts: int, close: float, ret: float, vol: float) -> None:
+        """Feed a closed bar (open time ``ts``, ms) and its return to the breakers and correlations."""
+        self.breakers.on_bar(symbol, ts, ret)
+        self.correlations.on_bar(symbol, ts, ret)
+
+    def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
+               portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None) -> RiskDecision:
+        """Return the approved position and change for ``symbol`` at bar close ``ts`` (see the module doc).
+
+        Args:
+            symbol: the symbol decided.
+            ts: the decision's bar close (ms).
+            target_fraction: target position in [-1, 1] of the largest size.
+            confidence: signal confidence in [0, 1].
+            price: the price the quantity is computed at (the close).
+            vol: the symbol's volatility over ``sizing.vol_window_bars`` bars (NaN = use the engine's).
+            portfolio_snapshot: :class:`flows.portfolio.PortfolioSnapshot` (or a mapping of its fields).
+            kill: whether the kill switch is engaged (a bool, or an object with ``flatten``).
+            correlations: other symbol -> correlation with ``symbol``; missing ones are estimated.
+        """
+        cfg = self.config
+        positions: Mapping[str, float] = _get(portfolio_snapshot, "positions") or {}
+        held = float(positions.get(symbol, 0.0))
+        bad = self._invalid(price, target_fraction, confidence)
+        if bad:
+            return RiskDecision(held, 0.0, (Rejection(symbol, ts, "invalid_input", bad, math.nan, 0.0),))
+        equity = float(_get(portfolio_snapshot, "equity"))
+        cut = _Cut(symbol, ts, held, self._sized(symbol, target_fraction, confidence, price, vol, equity,
+                                                  _get(portfolio_snapshot, "trade_returns") or ()))
+        if kill:
+            if cfg.kill_switch.flatten or getattr(kill, "flatten", False):
+                cut.to("kill_switch", "kill switch engaged: flatten", 0.0, 0.0)
+            cut.block("kill_switch", "kill switch engaged: no new risk")
+        self._blocks(cut, portfolio_snapshot, equity)
+        self._caps(cut, positions, _get(portfolio_snapshot, "prices") or {},
+                   _get(portfolio_snapshot, "avg_prices") or {}, price, equity, correlations)
+        delta = cut.target - held
+        if (not cut.rejections and cut.target != 0.0
+                and abs(delta) * price < cfg.sizing.min_rebalance_fraction * equity):
+            return RiskDecision(held, 0.0, ())
+        return RiskDecision(cut.target, delta, tuple(cut.rejections))
+
+    @staticmethod
+    def _invalid(price: float, target_fraction: float, confidence: float) -> str:
+        if not (math.isfinite(price) and price > 0):
+            return f"price must be a positive number, got {price!r}"
+        if not math.isfinite(target_fraction):
+            return f"target_fraction must be a number in [-1, 1], got {target_fraction!r}"
+        if not math.isfinite(confidence):
+            return f"confidence must be a number in [0, 1], got {confidence!r}"
+        return ""
+
+    def _sized(self, symbol: str, target_fraction: float, confidence: float, price: float, vol: float,
+               equity: float, trade_returns: Any) -> float:
+        scfg = self.config.sizing
+        if target_fraction == 0.0 or equity <= 0:
+            return 0.0
+        given = vol / math.sqrt(scfg.vol_window_bars) if math.isfinite(vol) and vol > 0 else None
+        yearly = annual_vol(given or self.breakers.bar_vol(symbol), scfg, self.breakers.bar_ms)
+        frac = position_fraction(kelly_fraction(trade_returns, scfg), confidence, yearly, scfg)
+        return max(-1.0, min(1.0, target_fraction)) * frac * equity / price
+
+    def _blocks(self, cut: _Cut, snap: Any, equity: float) -> None:
+        lim = self.config.limits
+        for rule, reasons in self._tripped(cut.symbol, cut.ts).items():
+            cut.block(rule, "; ".join(reasons))
+        if equity <= 0:
+            cut.block("equity", f"equity {equity:,.2f} is not positive")
+            return
+        dd = float(_get(snap, "drawdown", 0.0) or 0.0)
+        if dd >= lim.max_drawdown:
+            cut.block("max_drawdown", f"drawdown {dd:.2%} from peak reached the limit {lim.max_drawdown:.2%}")
+        daily = float(_get(snap, "daily_pnl", 0.0) or 0.0)
+        start = equity - daily
+        if daily < 0 and start > 0 and -daily / start >= lim.max_daily_loss:
+            cut.block("max_daily_loss", f"24 h loss {-daily / start:.2%} reached the limit {lim.max_daily_loss:.2%}")
+
+    def _tripped(self, symbol: str, ts: int) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for rule, reason in self.breakers.tripped(symbol, ts):
+            out.setdefault(rule, []).append(reason)
+        return out
+
+    def _caps(self, cut: _Cut, positions: Mapping[str, float], marks: Mapping[str, float],
+              avg: Mapping[str, float], price: float, equity: float, given: Mapping[str, float] | None) -> None:
+        if equity <= 0 or cut.target == 0.0:
+            return
+        lim, sym = self.config.limits, cut.symbol
+        others = [s for s, q in positions.items() if s != sym and q != 0.0]
+        prices = {s: self._mark(s, marks, avg) for s in others}
+        cut.cap("max_position", f"|position| capped at {lim.max_position_fraction:.2%} of equity {equity:,.2f}",
+                cap_qty(lim.max_position_fraction * equity, 0.0, price))
+        used = gross_of(others, positions, prices)
+        cut.cap("max_gross_leverage", f"gross exposure capped at {lim.max_gross_leverage:g}x equity; other "
+                f"positions hold {used / equity:.2f}x", cap_qty(lim.max_gross_leverage * equity, used, price))
+        group = self.correlations.correlated(sym, others, given)
+        if group:
+            used = gross_of(group, positions, prices)
+            cut.cap("max_correlated_exposure", f"exposure with correlated {', '.join(group)} capped at "
+                    f"{lim.max_correlated_fraction:.2%} of equity; they hold {used / equity:.2%}",
+                    cap_qty(lim.max_correlated_fraction * equity, used, price))
+
+    @staticmethod
+    def _mark(symbol: str, marks: Mapping[str, float], avg: Mapping[str, float]) -> float:
+        px = marks.get(symbol) or avg.get(symbol)
+        if px is None or not (math.isfinite(px) and px > 0):
+            raise ValueError(f"portfolio snapshot has no valid price for held symbol {symbol} ({px!r})")
+        return float(px)
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the engine's state (config, breakers, return windows) as plain data."""
+        return {"config": self.config.model_dump(mode="json"), "breakers": self.breakers.to_state(),
+                "returns": self.correlations.to_state()}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], config: RiskConfig | None = None) -> RiskEngine:
+        """Rebuild an engine from :meth:`to_state` output (``config`` overrides the saved one)."""
+        out = cls(config or RiskConfig.model_validate(state["config"]))
+        out.breakers.restore(state["breakers"])
+        out.correlations.restore(state["returns"])
+        return out
