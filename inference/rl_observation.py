@@ -73,3 +73,25 @@ def execution_observation(features: np.ndarray, remaining: float, time_left: flo
     out[n:] = (remaining, time_left, 100.0 * drift, 100.0 * bar_return, 100.0 * bar_range,
                math.log(volume_ratio), 100.0 * filled_vs_arrival)
     return out
+
+
+def strategic_weights(action: np.ndarray, n_assets: int, long_only: bool = True, gross_cap: float = 1.0,
+                      logit_scale: float = 5.0) -> np.ndarray:
+    """Map a strategic action to portfolio weights (fractions of equity), float64 ``[A]``.
+
+    Long-only: ``action`` has ``A + 1`` entries in [-1, 1] (the last is cash); the
+    weights are ``softmax(logit_scale * action)`` without the cash entry, so they are
+    non-negative and sum to at most 1.  Long-short: ``action`` has ``A`` entries in
+    [-1, 1], scaled down so that ``sum |w| <= gross_cap``.
+    """
+    a = np.clip(np.asarray(action, np.float64).reshape(-1), -1.0, 1.0)
+    if long_only:
+        if a.shape[0] != n_assets + 1:
+            raise ValueError(f"long-only action needs {n_assets + 1} entries (assets + cash), got {a.shape[0]}")
+        z = logit_scale * a
+        e = np.exp(z - z.max())
+        return (e / e.sum())[:n_assets]
+    if a.shape[0] != n_assets:
+        raise ValueError(f"long-short action needs {n_assets} entries, got {a.shape[0]}")
+    gross = float(np.abs(a).sum())
+    return a * (gross_cap / gross) if gross > gross_cap else a
