@@ -53,6 +53,14 @@ def _symbols(text: str) -> tuple[str, ...]:
     return tuple(s.strip().upper() for s in text.split(",") if s.strip())
 
 
+def _balance(text: str) -> tuple[str, float]:
+    asset, _, amount = text.partition("=")
+    try:
+        return asset.strip().upper(), float(amount)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ASSET=AMOUNT such as USDT=10000") from None
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
     """Parse the command line into a config, host and port."""
     p = argparse.ArgumentParser(
@@ -86,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
     f.add_argument("--reorder", type=float, default=0.0, metavar="FRACTION", help="swap with the next message")
     f.add_argument("--corrupt", type=float, default=0.0, metavar="FRACTION")
     f.add_argument("--corrupt-kinds", default=",".join(CORRUPT_KINDS))
+    acc = p.add_argument_group("account (signed order endpoints)")
+    acc.add_argument("--api-key", default="replay-key", help="key the signed endpoints accept")
+    acc.add_argument("--api-secret", default="replay-secret", help="secret of the HMAC-SHA256 signatures")
+    acc.add_argument("--balance", type=_balance, action="append", default=[], metavar="ASSET=AMOUNT",
+                     help="starting free balance, repeatable (default USDT=100000)")
+    acc.add_argument("--maker-commission", type=float, default=0.001)
+    acc.add_argument("--taker-commission", type=float, default=0.001)
     a = p.parse_args(argv)
     try:
         faults = FaultConfig(
@@ -98,7 +113,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
             start=a.start, end=a.end, trades_per_candle=a.trades_per_candle,
             streams=tuple(s.strip() for s in a.streams.split(",") if s.strip()),
             synthetic_duration_s=a.duration, synthetic_rate=a.rate, wait_for_streams=a.wait_for_streams,
-            faults=faults,
+            faults=faults, api_key=a.api_key, api_secret=a.api_secret,
+            balances=tuple(a.balance) or (("USDT", 100_000.0),),
+            maker_commission=a.maker_commission, taker_commission=a.taker_commission,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -8,6 +8,7 @@ follows from the inputs: ``.gz`` files are recorded messages, ``.parquet`` /
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,12 @@ class ReplayConfig:
         wait_for_streams: Start the clock once this many distinct streams are
             subscribed (e.g. one connection per symbol); 1 = the first subscription.
         faults: Fault injection on websocket connections.
+        api_key: Key the signed (order and account) endpoints accept.
+        api_secret: Secret their HMAC-SHA256 signatures are checked with.
+        balances: Starting free balance per asset of the one spot account
+            (a mapping is accepted and stored as sorted pairs).
+        maker_commission: Commission of maker fills (fraction, Binance 0.001).
+        taker_commission: Commission of taker fills.
     """
 
     data: tuple[Path, ...] = ()
@@ -59,9 +66,22 @@ class ReplayConfig:
     batch_size: int = 512
     wait_for_streams: int = 1
     faults: FaultConfig = field(default_factory=FaultConfig)
+    api_key: str = field(default="replay-key", repr=False)
+    api_secret: str = field(default="replay-secret", repr=False)
+    balances: tuple[tuple[str, float], ...] = (("USDT", 100_000.0),)
+    maker_commission: float = 0.001
+    taker_commission: float = 0.001
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(Path(p) for p in self.data))
+        pairs = self.balances.items() if isinstance(self.balances, Mapping) else self.balances
+        object.__setattr__(self, "balances", tuple(sorted((str(a).upper(), float(v)) for a, v in pairs)))
+        if any(v < 0 for _, v in self.balances):
+            raise ValueError(f"balances must be >= 0, got {dict(self.balances)}")
+        if not (0 <= self.maker_commission < 0.1 and 0 <= self.taker_commission < 0.1):
+            raise ValueError("maker_commission and taker_commission must be fractions in [0, 0.1)")
+        if not self.api_key or not self.api_secret:
+            raise ValueError("api_key and api_secret must not be empty")
         if self.speed < 0:
             raise ValueError("speed must be >= 0 (0 = as fast as the client reads)")
         if self.rest_horizon not in ("all", "clock"):

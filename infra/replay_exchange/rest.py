@@ -15,6 +15,7 @@ are returned.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,9 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def _int(request: web.Request, name: str, required: bool = False) -> int | None:
-    raw = request.query.get(name)
+def int_param(params: Mapping[str, str], name: str, required: bool = False) -> int | None:
+    """Return an integer parameter (None when absent); -1102 when required and absent, -1100 when malformed."""
+    raw = params.get(name)
     if raw is None or raw == "":
         if required:
             raise missing_param(name)
@@ -50,8 +52,9 @@ def _int(request: web.Request, name: str, required: bool = False) -> int | None:
         raise illegal_param(name) from None
 
 
-def _limit(request: web.Request, default: int = 500, most: int = 1000) -> int:
-    limit = _int(request, "limit")
+def limit_param(params: Mapping[str, str], default: int = 500, most: int = 1000) -> int:
+    """Return the ``limit`` parameter, ``default`` when absent, at most ``most``."""
+    limit = int_param(params, "limit")
     if limit is None:
         return default
     if limit < 1:
@@ -126,19 +129,20 @@ class RestApi:
         interval = request.query.get("interval")
         if not interval:
             raise missing_param("interval")
-        start, end, limit = _int(request, "startTime"), _int(request, "endTime"), _limit(request)
+        q = request.query
+        start, end, limit = int_param(q, "startTime"), int_param(q, "endTime"), limit_param(q)
         return json_response(select_klines(tape, interval, start, end, limit, h))
 
     async def trades(self, request: web.Request) -> web.Response:
         """``GET /api/v3/trades``: the most recent ``limit`` trades."""
         tape, h = self._tape(request)
-        limit = _limit(request)
+        limit = limit_param(request.query)
         return json_response(_trade_rows(tape, max(h - limit, 0), h))
 
     async def historical_trades(self, request: web.Request) -> web.Response:
         """``GET /api/v3/historicalTrades``: from ``fromId`` (else the most recent)."""
         tape, h = self._tape(request)
-        limit, from_id = _limit(request), _int(request, "fromId")
+        limit, from_id = limit_param(request.query), int_param(request.query, "fromId")
         if from_id is None:
             return json_response(_trade_rows(tape, max(h - limit, 0), h))
         lo = int(np.searchsorted(tape.ids[:h], from_id, "left"))
@@ -147,8 +151,9 @@ class RestApi:
     async def agg_trades(self, request: web.Request) -> web.Response:
         """``GET /api/v3/aggTrades``: fromId, or startTime/endTime, or the most recent."""
         tape, h = self._tape(request)
-        limit = _limit(request)
-        from_id, start, end = _int(request, "fromId"), _int(request, "startTime"), _int(request, "endTime")
+        limit = limit_param(request.query)
+        q = request.query
+        from_id, start, end = int_param(q, "fromId"), int_param(q, "startTime"), int_param(q, "endTime")
         if from_id is not None and (start is not None or end is not None):
             raise BinanceError(-1128, "Combination of optional parameters invalid.")
         if from_id is not None:

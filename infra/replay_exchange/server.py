@@ -7,6 +7,10 @@ stream messages, ``/stream?streams=a/b`` sends combined ones (``{"stream":
 (``UNSUBSCRIBE`` and ``LIST_SUBSCRIPTIONS`` too).  ccxt.pro connects to
 ``/ws/<n>`` and subscribes by message.
 
+Signed account and order endpoints (``/api/v3/order``, ``openOrders``,
+``allOrders``, ``myTrades``, ``account``): :mod:`infra.replay_exchange.signed`,
+matched against the replayed trades by :mod:`infra.replay_exchange.orders`.
+
 Admin: ``GET /replay/status``, ``GET``/``DELETE /replay/faults`` and ``POST
 /replay/control`` with ``{"action": "pause" | "resume" | "reset" | "seek",
 "time": <ms>}``.
@@ -28,7 +32,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from infra.replay_exchange.config import ReplayConfig, load_data
 from infra.replay_exchange.engine import ReplayEngine, Subscriber
 from infra.replay_exchange.faults import FaultInjector, FaultLog, FaultRecord
+from infra.replay_exchange.orders import Account
 from infra.replay_exchange.rest import RestApi, json_response
+from infra.replay_exchange.signed import SignedApi
 from infra.replay_exchange.tape import MarketData
 from infra.replay_exchange.wire import BinanceError, text_frames
 
@@ -61,6 +67,9 @@ class ReplayExchange:
         self.fault_log = FaultLog()
         self.engine = ReplayEngine(self.data, self.config.speed, self.config.batch_size, self.config.wait_for_streams)
         self.rest = RestApi(self.data, self.engine, self.config.rest_horizon)
+        cfg = self.config
+        self.account = Account(self.data, self.engine, dict(cfg.balances), cfg.maker_commission, cfg.taker_commission)
+        self.signed = SignedApi(self.account, cfg.api_key, cfg.api_secret)
         self.http_url = ""
         self.ws_url = ""
         self._runner: web.AppRunner | None = None
@@ -76,6 +85,7 @@ class ReplayExchange:
         """Serve on ``host:port`` (0 = a free port); return the HTTP base URL."""
         app = web.Application(middlewares=[_binance_errors])
         app.add_routes(self.rest.routes())
+        app.add_routes(self.signed.routes())
         app.add_routes([
             web.get("/ws", self._websocket),
             web.get("/ws/{streams:.*}", self._websocket),
