@@ -8,14 +8,14 @@ sees in training exactly the numbers the flow feeds it.  Rows before the
 operators are warm are dropped, never zero-filled.
 
 Optional regime inputs (daily Fear & Greed, hash rate, funding) are aligned the
-same way: the value dated day D is used only from D + 1 00:00 UTC on.
+same way: the value dated day D is used only at decision times after D + 1 00:00 UTC.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -119,7 +119,7 @@ def _index(names: tuple[str, ...], name: str, what: str) -> int:
     return names.index(name)
 
 
-def market_data_from_bars(streams: dict[str, Iterable[Bar]], timeframe: str,
+def market_data_from_bars(streams: Mapping[str, Iterable[Bar]], timeframe: str,
                           features: Sequence[str] | None = None, feature_service: str | None = None) -> MarketData:
     """Run bars through the live operators and collect prices and features into arrays.
 
@@ -221,7 +221,8 @@ def with_regime(md: MarketData, regime_dir: str | Path) -> MarketData:
 
     Inputs: ``fng`` (Fear & Greed / 100 - 0.5), ``hashrate_chg_30d`` (log change over
     30 days), ``funding_mean`` and ``funding_abs`` (in basis points).  A value dated day D
-    is used from D + 1 00:00 UTC.  Bars before every present series has a value are
+    covers that day, so it is used only at decision times after D + 1 00:00 UTC (the bar
+    closing at midnight still sees day D - 1).  Bars before every present series has a value are
     dropped (never filled).  Missing files are left out; none present -> ``md`` unchanged.
     """
     import pandas as pd
@@ -254,7 +255,7 @@ def with_regime(md: MarketData, regime_dir: str | Path) -> MarketData:
     for j, (known, v) in enumerate(cols.values()):
         ok = np.isfinite(v)
         known, v = known[ok], v[ok]
-        i = np.searchsorted(known, at, side="right") - 1  # last value known at the decision time
+        i = np.searchsorted(known, at, side="left") - 1  # last value known strictly before the decision time
         out[:, j] = np.where(i >= 0, v[np.maximum(i, 0)], np.nan)
     rows = np.flatnonzero(np.isfinite(out).all(axis=1))
     if len(rows) == 0:

@@ -1,12 +1,16 @@
-"""Fixtures of the RL tests: hand-made markets and a perturbation of everything after a bar."""
+"""Fixtures of the RL environment tests: hand-made markets, perturbing the future, the checkers."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from training.rl.data import MarketData
 
@@ -63,3 +67,52 @@ def _perturb(md: MarketData, k: int, seed: int = 99) -> MarketData:
 def perturb_after() -> Callable[..., MarketData]:
     """Return a function that changes everything after a bar."""
     return _perturb
+
+
+def _agree_until(make_env: Callable[[MarketData], Any], mds: tuple[MarketData, MarketData], actions: Any, k: int,
+                 options: dict[str, Any] | None = None) -> int:
+    """Run the same actions on two markets; assert equal observations and rewards up to bar ``k``.
+
+    Returns how many steps (the reset included) ended at or before bar ``k``; asserts the runs
+    do differ later, so the perturbation was not a no-op.
+    """
+    runs = []
+    for md in mds:
+        env = make_env(md)
+        obs, _ = env.reset(options=options)
+        out = [(env.t, obs, 0.0)]
+        for a in actions:
+            obs, r, terminated, truncated, _ = env.step(a)
+            out.append((env.t, obs, r))
+            if terminated or truncated:
+                break
+        runs.append(out)
+    compared = 0
+    for (t, o1, r1), (t2, o2, r2) in zip(*runs, strict=False):
+        if t > k:
+            break
+        assert t == t2
+        np.testing.assert_array_equal(o1, o2)
+        assert r1 == r2
+        compared += 1
+    assert not np.array_equal(runs[0][-1][1], runs[1][-1][1]) or runs[0][-1][2] != runs[1][-1][2]
+    return compared
+
+
+@pytest.fixture
+def agree_until() -> Callable[..., int]:
+    """Return the no-lookahead comparison of two runs."""
+    return _agree_until
+
+
+@pytest.fixture
+def env_checkers() -> Callable[[Any], None]:
+    """Return a function running gymnasium's and stable-baselines3's environment checkers."""
+
+    def run(env: Any) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unbounded observation boxes: market features are not bounded
+            check_env(env, skip_render_check=True)
+            sb3_check_env(env)
+
+    return run

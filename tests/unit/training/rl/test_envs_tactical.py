@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from inference.rl_observation import tactical_observation
 from training.rl.data import synthetic_market_data
@@ -151,25 +148,11 @@ def test_observation_is_tactical_observation_of_the_bar_and_state():
         obs, *_ = env.step(rng.uniform(-1, 1, 1).astype(np.float32))
 
 
-def test_no_lookahead(perturb_after):
+def test_no_lookahead(perturb_after, agree_until):
     md = synthetic_market_data(1, 200, 1)
-    k = 120
-    other = perturb_after(md, k)
     actions = np.random.default_rng(2).uniform(-1, 1, (150, 1)).astype(np.float32)
-    runs = []
-    for m in (md, other):
-        env = TacticalEnv(m, config=TacticalConfig(w_dsr=0.3, w_drawdown=0.5, w_turnover=0.1))
-        obs, _ = env.reset()
-        out = [(0, obs, 0.0)]
-        for a in actions:
-            obs, r, *_ = env.step(a)
-            out.append((env.t, obs, r))
-        runs.append(out)
-    for (t, o1, r1), (_, o2, r2) in zip(*runs, strict=True):
-        if t <= k:
-            np.testing.assert_array_equal(o1, o2)
-            assert r1 == r2
-    assert not np.array_equal(runs[0][-1][1], runs[1][-1][1])  # the perturbation did reach later steps
+    cfg = TacticalConfig(w_dsr=0.3, w_drawdown=0.5, w_turnover=0.1)
+    assert agree_until(lambda m: TacticalEnv(m, config=cfg), (md, perturb_after(md, 120)), actions, 120) == 121
 
 
 def test_same_seed_same_episodes():
@@ -202,12 +185,8 @@ def test_ruin_terminates(handmade):
     assert terminated and not truncated and info["equity"] < 0
 
 
-def test_passes_gymnasium_and_sb3_checkers():
-    env = TacticalEnv(synthetic_market_data(0, 300, 1), config=TacticalConfig(episode_bars=64), seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # unbounded observation box: features are not bounded
-        check_env(env, skip_render_check=True)
-        sb3_check_env(env)
+def test_passes_gymnasium_and_sb3_checkers(env_checkers):
+    env_checkers(TacticalEnv(synthetic_market_data(0, 300, 1), config=TacticalConfig(episode_bars=64), seed=0))
 
 
 @pytest.mark.parametrize(("field", "value"), [("fee_rate", -0.1), ("max_position", float("nan")),
