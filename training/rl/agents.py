@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -38,6 +38,7 @@ from stable_baselines3.common.callbacks import (
 )
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -114,7 +115,7 @@ class AgentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain JSON-able data (hashed into the registry's config_hash)."""
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["net_arch"] = list(self.net_arch)
         d["hyper"] = self.effective_hyper()
         d["algorithm"] = self.algorithm.__name__
@@ -138,8 +139,12 @@ class TrainResult:
     evaluations: list[dict[str, float]]  # one per evaluation: timesteps, mean and std reward
 
 
-def make_agent(config: AgentConfig, env: gym.Env, tensorboard_log: str | Path | None = None) -> BaseAlgorithm:
-    """Build an untrained, seeded agent on ``env`` (wrapped in a Monitor)."""
+def make_agent(config: AgentConfig, env: gym.Env, tensorboard_log: str | Path | None = None,
+               obs_stats: tuple[list[float], list[float]] | None = None) -> BaseAlgorithm:
+    """Build an untrained, seeded agent on ``env`` (wrapped in a Monitor).
+
+    ``obs_stats`` (mean, scale) puts a :class:`Standardize` layer in front of the networks.
+    """
     set_random_seed(config.seed)
     torch.set_num_threads(config.torch_threads)
     hyper = config.effective_hyper()
@@ -155,7 +160,50 @@ def make_agent(config: AgentConfig, env: gym.Env, tensorboard_log: str | Path | 
         kwargs["policy_kwargs"] = {"net_arch": {"pi": arch, "vf": arch}}
     else:
         kwargs["policy_kwargs"] = {"net_arch": arch}
+    if obs_stats is not None:
+        kwargs["policy_kwargs"].update(features_extractor_class=Standardize, features_extractor_kwargs={
+            "mean": [float(v) for v in obs_stats[0]], "scale": [float(v) for v in obs_stats[1]]})
     return config.algorithm("MlpPolicy", Monitor(env), **kwargs, **hyper)
+
+
+class Standardize(BaseFeaturesExtractor):
+    """Observation -> ``clip((obs - mean) / scale, -clip, clip)`` with constants fixed at training start.
+
+    Part of the policy, so ``predict`` on raw observations and the exported graph
+    both standardise the same way (raw market features such as ``rsi_14`` live on
+    very different scales).
+    """
+
+    def __init__(self, observation_space: gym.spaces.Box, mean: list[float], scale: list[float],
+                 clip: float = 10.0) -> None:
+        super().__init__(observation_space, int(np.prod(observation_space.shape)))
+        self.mean: torch.Tensor
+        self.inv_scale: torch.Tensor
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("inv_scale", 1.0 / torch.as_tensor(scale, dtype=torch.float32))
+        self.clip = float(clip)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        z = (observations.flatten(1) - self.mean) * self.inv_scale
+        return torch.clamp(z, -self.clip, self.clip)
+
+
+def observation_stats(env: gym.Env, n: int = 5_000, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Return per-dimension mean and scale of observations from a seeded random-action rollout.
+
+    A scale below 1e-6 (a constant input) becomes 1.
+    """
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    rows = [obs]
+    for _ in range(n - 1):
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            obs, _ = env.reset()
+        rows.append(obs)
+    x = np.asarray(rows, np.float64)
+    scale = x.std(axis=0)
+    return x.mean(axis=0).tolist(), np.where(scale < 1e-6, 1.0, scale).tolist()
 
 
 class _Progress(BaseCallback):
@@ -181,7 +229,7 @@ class _Progress(BaseCallback):
 
 def train_agent(config: AgentConfig, train_env: gym.Env, valid_env: gym.Env,
                 tensorboard_log: str | Path | None = None, progress: bool = False,
-                run_name: str | None = None) -> TrainResult:
+                run_name: str | None = None, standardize: bool = True) -> TrainResult:
     """Train an agent with validation-based early stopping and return the best validated model.
 
     Args:
@@ -191,8 +239,11 @@ def train_agent(config: AgentConfig, train_env: gym.Env, valid_env: gym.Env,
         tensorboard_log: directory for TensorBoard event files (none when ``None``).
         progress: show a tqdm bar.
         run_name: TensorBoard run name (default: the algorithm name).
+        standardize: standardise observations inside the policy with statistics of a
+            seeded random-action rollout of ``train_env`` (:func:`observation_stats`).
     """
-    model = make_agent(config, train_env, tensorboard_log)
+    stats = observation_stats(train_env, seed=config.seed) if standardize else None
+    model = make_agent(config, train_env, tensorboard_log, stats)
     venv = DummyVecEnv([lambda: Monitor(valid_env)])
     venv.seed(config.seed + 1)
     stop = StopTrainingOnNoModelImprovement(config.patience, config.min_evals)
@@ -248,15 +299,8 @@ def load_agent(directory: str | Path, env: gym.Env | None = None) -> TrainResult
                        float(meta["best_mean_reward"]), list(meta["evaluations"]))
 
 
-def with_budget(config: AgentConfig, total_timesteps: int, **changes: Any) -> AgentConfig:
-    """Return ``config`` with another step budget (and other field changes)."""
-    return replace(config, total_timesteps=total_timesteps, **changes)
-
-
 def deterministic_actions(model: BaseAlgorithm, obs: np.ndarray) -> np.ndarray:
     """Return the agent's deterministic actions for a batch of observations ``[n, d]`` as ``[n, k]``."""
     act, _ = model.predict(np.asarray(obs, np.float32), deterministic=True)
     return np.asarray(act).reshape(len(obs), -1)
 
-
-ActionFn = Callable[[np.ndarray], np.ndarray]
