@@ -27,6 +27,7 @@ Registry conventions (written by ``training/train.py``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,19 @@ from inference.scorer import (
 LSTM_STEP_FILE = "step.onnx"
 GNN_FILE = "model.onnx"
 ENSEMBLE_FILE = "ensemble.onnx"
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_TIMEFRAME = re.compile(r"(\d+)([smhd])")
+_SERVICE_TF = re.compile(r"_(\d+[smhd])_v\d+$")  # feature services are named <family>_<tf>_v<n>
+
+
+def bar_ms(manifest: Manifest) -> int | None:
+    """Return the model's bar length in ms from its config's ``timeframe`` or its feature service name."""
+    tf = manifest.config.get("timeframe")
+    if not isinstance(tf, str):
+        m = _SERVICE_TF.search(manifest.feature_service)
+        tf = m.group(1) if m else None
+    m = _TIMEFRAME.fullmatch(tf) if tf else None
+    return int(m.group(1)) * _UNIT_MS[m.group(2)] if m else None
 
 
 def _columns(manifest: Manifest, feed: Sequence[str] | None) -> np.ndarray | None:
@@ -63,19 +77,37 @@ def _columns(manifest: Manifest, feed: Sequence[str] | None) -> np.ndarray | Non
 
 
 class LstmRunner:
-    """Streaming LSTM from the registry: one batched step per bar, per-symbol staggered states."""
+    """Streaming LSTM from the registry: one batched step per bar, per-symbol staggered states.
+
+    Given bar times (``bar_ts``, the bar close in ms), a symbol whose bar is not exactly
+    one timeframe after its previous one (a gap, a repeat, or a step back) starts again
+    from a zero state and gives NaN until it has ``window`` consecutive bars, which is
+    what the windowed model trained on (windows never span missing bars).
+    """
 
     def __init__(self, manifest: Manifest, version_dir: Path, feed: Sequence[str] | None = None) -> None:
-        """Open ``step.onnx`` with the manifest's window."""
+        """Open ``step.onnx`` with the manifest's window and timeframe."""
         self.manifest = manifest
         self.cols = _columns(manifest, feed)
+        self.bar_ms = bar_ms(manifest)
         self.stream = LstmStreamRunner.from_onnx((version_dir / LSTM_STEP_FILE).read_bytes(),
-                                                 int(manifest.extra["window"]))
+                                                 int(manifest.extra["window"]),
+                                                 None if self.bar_ms is None else self.bar_ms * 1_000_000)
 
-    def score(self, symbols: Sequence[str], x: np.ndarray) -> np.ndarray:
-        """Advance every symbol one bar; P(up) per symbol (NaN before ``window`` bars)."""
+    def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
+        """Advance every symbol one bar; P(up) per symbol (NaN before ``window`` consecutive bars).
+
+        Raises:
+            ManifestError: ``bar_ts`` is given but the manifest names no timeframe to check it against.
+        """
         x = np.asarray(x, np.float64)
-        return self.stream.step(symbols, x if self.cols is None else x[:, self.cols])
+        x = x if self.cols is None else x[:, self.cols]
+        if bar_ts is None:
+            return self.stream.step(symbols, x)
+        if self.bar_ms is None:
+            raise ManifestError(f"lstm/{self.manifest.version}: no timeframe in its config or feature service "
+                                f"name {self.manifest.feature_service!r}, so bar_ts gaps cannot be checked")
+        return self.stream.step(symbols, x, [int(bar_ts) * 1_000_000] * len(symbols))
 
 
 class GnnGraphRunner:
@@ -94,8 +126,12 @@ class GnnGraphRunner:
         self.runner = GnnRunner((version_dir / GNN_FILE).read_bytes(), self.symbols, int(graph["window"]),
                                 float(graph["threshold"]))
 
-    def score(self, symbols: Sequence[str], x: np.ndarray) -> np.ndarray:
-        """Push one bar of the model's assets; P(up) per given symbol (NaN for an unknown one)."""
+    def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
+        """Push one bar of the model's assets; P(up) per given symbol (NaN for an unknown one).
+
+        ``bar_ts`` is accepted and not used: the GAT was trained on consecutive stored bar
+        times whatever their spacing, and its return window does the same.
+        """
         x = np.asarray(x, np.float64)
         x = x if self.cols is None else x[:, self.cols]
         nodes = np.zeros((len(self.symbols), x.shape[1]))
@@ -163,9 +199,13 @@ class EnsembleScorer:
                                       runners=runner_factories(feed))
         return cls(scorer, m, members, open_session((d / ENSEMBLE_FILE).read_bytes()))
 
-    def score(self, rows: Mapping[str, np.ndarray]) -> dict[str, ModelScore]:
-        """Score one bar: every member's :class:`ModelScore` and ``"ensemble"`` from the ensemble graph."""
-        out = self.scorer.score(rows)
+    def score(self, rows: Mapping[str, np.ndarray], bar_ts: int | None = None) -> dict[str, ModelScore]:
+        """Score one bar: every member's :class:`ModelScore` and ``"ensemble"`` from the ensemble graph.
+
+        ``bar_ts`` (bar close, epoch ms) lets the streaming LSTM reset a symbol after a gap;
+        see :meth:`inference.scorer.Scorer.score`.
+        """
+        out = self.scorer.score(rows, bar_ts=bar_ts)
         symbols = tuple(rows)
         probs = np.stack([out[f].probability for f in self.members], axis=1) if symbols else np.empty(
             (0, len(self.members)))
@@ -181,6 +221,7 @@ class _Selecting:
     def __init__(self, inner: ModelRunner, cols: np.ndarray | None) -> None:
         self.inner, self.cols, self.manifest = inner, cols, inner.manifest
 
-    def score(self, symbols: Sequence[str], x: np.ndarray) -> np.ndarray:
+    def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
         x = np.asarray(x, np.float64)
-        return self.inner.score(symbols, x if self.cols is None else x[:, self.cols])
+        x = x if self.cols is None else x[:, self.cols]
+        return self.inner.score(symbols, x) if bar_ts is None else self.inner.score(symbols, x, bar_ts=bar_ts)

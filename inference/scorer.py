@@ -62,8 +62,11 @@ class ModelRunner(Protocol):
 
     manifest: Manifest
 
-    def score(self, symbols: Sequence[str], x: np.ndarray) -> np.ndarray:
-        """Return P(up) per symbol (NaN when not available yet) for raw features ``[len(symbols), F]``."""
+    def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
+        """Return P(up) per symbol (NaN when not available yet) for raw features ``[len(symbols), F]``.
+
+        ``bar_ts`` is the bar's close in epoch ms; stateful runners use it to notice gaps.
+        """
         ...
 
 
@@ -85,8 +88,8 @@ class TabularRunner:
         """Build the runner for a verified manifest."""
         return cls(manifest, version_dir)
 
-    def score(self, symbols: Sequence[str], x: np.ndarray) -> np.ndarray:
-        """Return P(up) per row of ``x``."""
+    def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
+        """Return P(up) per row of ``x`` (row-wise: ``bar_ts`` does not matter)."""
         out = self.session.run([self.output_name], {self.input_name: np.asarray(x, self.dtype)})[0]
         return np.asarray(out, np.float64).reshape(len(symbols), -1)[:, -1]
 
@@ -103,6 +106,20 @@ class ModelScore:
     probability: np.ndarray
     confidence: np.ndarray
     signal: np.ndarray  # -1 no signal (confidence below threshold or NaN), 0 bearish, 1 bullish
+
+
+def check_bar_ts(bar_ts: object) -> int | None:
+    """Return ``bar_ts`` as an int (epoch ms of the bar close), or None.
+
+    Raises:
+        TypeError: it is not an integer (a float or a datetime is refused rather than guessed at).
+    """
+    if bar_ts is None:
+        return None
+    if isinstance(bar_ts, (bool, np.bool_)) or not isinstance(bar_ts, (int, np.integer)):
+        raise TypeError(f"bar_ts must be the bar close in integer epoch milliseconds, got {bar_ts!r} "
+                        f"({type(bar_ts).__name__})")
+    return int(bar_ts)
 
 
 def to_signal(p: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -154,16 +171,30 @@ class Scorer:
             built[fam] = kinds[fam](m, d)
         return cls(built, confidence_threshold)
 
-    def score(self, rows: Mapping[str, np.ndarray]) -> dict[str, ModelScore]:
+    def score(self, rows: Mapping[str, np.ndarray], bar_ts: int | None = None) -> dict[str, ModelScore]:
         """Score one bar: ``rows`` maps symbol -> raw feature vector in the service's order.
 
         Every model runs once for all symbols (one batched session run for row-wise models).
+
+        Args:
+            rows: symbol -> feature vector of this bar.
+            bar_ts: the bar's close time in epoch milliseconds (optional).  With it, the
+                streaming LSTM starts a symbol afresh when that symbol's bars are not
+                consecutive (a gap of more than one timeframe, a repeat, or a step back),
+                as training never lets a window span missing bars.  Without it, bars are
+                taken to be consecutive.
+
+        Raises:
+            TypeError: ``bar_ts`` is not an integer.
         """
+        bar_ts = check_bar_ts(bar_ts)
         symbols = tuple(rows)
         x = np.stack([np.asarray(rows[s], np.float64) for s in symbols]) if symbols else np.empty((0, 0))
         out = {}
         for fam, runner in self.runners.items():
-            p = np.asarray(runner.score(symbols, x), np.float64)
+            # runners written before bar_ts existed take (symbols, x) only: pass it only when given
+            raw = runner.score(symbols, x) if bar_ts is None else runner.score(symbols, x, bar_ts=bar_ts)
+            p = np.asarray(raw, np.float64)
             conf, sig = to_signal(p, self.confidence_threshold)
             out[fam] = ModelScore(symbols, p, conf, sig)
         return out

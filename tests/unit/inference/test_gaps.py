@@ -1,0 +1,141 @@
+"""Bar times through the scorer: the streaming LSTM starts a symbol afresh after a gap, a repeat or a step back."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inference.manifest import ManifestError
+from inference.runners import LstmRunner, bar_ms
+from inference.scorer import Scorer
+from tests.unit.inference.test_runners import LSTM_CFG, SERVICES, registered  # noqa: F401 - fixture
+from tests.unit.training.test_lstm import FEATS, SYMBOLS
+
+W = LSTM_CFG.window
+HOUR_MS = 3_600_000
+
+
+def _bars(held: pd.DataFrame) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """(bar close ms, symbol -> features) per bar time of the held-out rows, in time order."""
+    out = []
+    for t, bar in held.groupby("event_timestamp", sort=True):
+        out.append((int(pd.Timestamp(t).value // 1_000_000),
+                    {s: r for s, r in zip(bar.symbol, bar[FEATS].to_numpy(), strict=True)}))
+    return out
+
+
+def _lstm(root: Path) -> Scorer:
+    return Scorer.from_registry(root, ["lstm"], SERVICES)
+
+
+def _run(scorer: Scorer, bars: Sequence[tuple[int, dict[str, np.ndarray]]], with_ts: bool = True) -> np.ndarray:
+    """LSTM P(up) ``[bars, SYMBOLS]`` (NaN where not given or not available)."""
+    out = np.full((len(bars), len(SYMBOLS)), np.nan)
+    for i, (ts, rows) in enumerate(bars):
+        p = scorer.score(rows, bar_ts=ts if with_ts else None)["lstm"]
+        out[i, [SYMBOLS.index(s) for s in p.symbols]] = p.probability
+    return out
+
+
+@pytest.fixture(scope="module")
+def bars(registered) -> list[tuple[int, dict[str, np.ndarray]]]:  # noqa: F811
+    return _bars(registered[1])
+
+
+def test_consecutive_bar_times_change_nothing(registered, bars) -> None:  # noqa: F811
+    root = registered[0]
+    with_ts = _run(_lstm(root), bars)
+    np.testing.assert_array_equal(with_ts, _run(_lstm(root), bars, with_ts=False))
+    assert np.isfinite(with_ts).sum() == 3 * (len(bars) - W + 1)
+
+
+def test_after_a_gap_each_symbol_restarts_like_a_fresh_scorer(registered, bars) -> None:  # noqa: F811
+    root, cut, skip = registered[0], 20, 3
+    before, after = bars[:cut], bars[cut + skip:]
+    gapped = _run(_lstm(root), [*before, *after])[cut:]
+    np.testing.assert_array_equal(gapped, _run(_lstm(root), after))  # bit for bit: zero state after the gap
+    assert np.isnan(gapped[:W - 1]).all() and np.isfinite(gapped[W - 1:]).all()
+    stale = _run(_lstm(root), [*before, *after], with_ts=False)[cut:]
+    assert np.isfinite(stale[0]).all()  # without bar times the gap goes unnoticed
+
+
+def test_a_step_back_or_a_repeated_bar_restarts_the_symbol(registered, bars) -> None:  # noqa: F811
+    root, back = registered[0], 12
+    replay = _run(_lstm(root), [*bars[:30], *bars[back:]])[30:]
+    np.testing.assert_array_equal(replay, _run(_lstm(root), bars[back:]))
+    repeat = _run(_lstm(root), [*bars[:30], *bars[29:]])[30:]
+    np.testing.assert_array_equal(repeat, _run(_lstm(root), bars[29:]))
+    assert np.isnan(repeat[:W - 1]).all()
+
+
+def test_only_the_symbol_with_the_gap_restarts(registered, bars) -> None:  # noqa: F811
+    root, missing = registered[0], SYMBOLS.index("ETH/USDT")
+    holes = [(ts, {s: r for s, r in rows.items() if not (s == SYMBOLS[missing] and 20 <= i < 22)})
+             for i, (ts, rows) in enumerate(bars)]
+    got, full = _run(_lstm(root), holes), _run(_lstm(root), bars)
+    others = [k for k in range(len(SYMBOLS)) if k != missing]
+    np.testing.assert_array_equal(got[:, others], full[:, others])
+    assert np.isnan(got[20:22 + W - 1, missing]).all()
+    assert np.isfinite(got[22 + W - 1:, missing]).all()
+
+
+def test_ensemble_scorer_passes_bar_times_to_its_lstm(registered, bars, tmp_path) -> None:  # noqa: F811
+    from inference.runners import EnsembleScorer
+    from tests.unit.inference.test_runners import FEED
+
+    root = registered[0]
+    reg = tmp_path / "reg"
+    shutil.copytree(root, reg)
+    _register_equal_ensemble(reg, registered[1])
+    feed_bars = [(ts, {s: np.r_[r[2], 0.0, r[0], r[1]] for s, r in rows.items()}) for ts, rows in bars]
+    assert FEED == ["f2", "x_extra", "ret_1", "f1"] and FEATS == ["ret_1", "f1", "f2"]
+    ens = EnsembleScorer.from_registry(reg, SERVICES, feed=FEED)
+    cut, skip = 20, 2
+    for ts, rows in [*feed_bars[:cut], *feed_bars[cut + skip:]][:cut + 1]:
+        out = ens.score(rows, bar_ts=ts)
+    assert np.isnan(out["lstm"].probability).all()
+    assert np.isfinite(out["ensemble"].probability).all()  # the other members carry the ensemble
+
+
+def _register_equal_ensemble(reg: Path, held: pd.DataFrame) -> None:
+    from training.export.ensemble_onnx import export_ensemble
+    from training.models.ensemble import Ensemble, EnsembleConfig
+    from training.registry import Parity, save_model
+
+    members = ("lightgbm", "lstm", "gnn")
+    ens = Ensemble(EnsembleConfig(members, (1.0, 1.0, 1.0), "fixed"))
+    probs = np.random.default_rng(0).uniform(0.3, 0.7, (50, 3))
+    exp = export_ensemble(ens, probs)
+    versions = {m: (reg / m / "latest").read_text().strip() for m in members}
+    save_model(reg, "ensemble", files={"ensemble.onnx": exp.onnx}, feature_service="ensemble_1h_v1",
+               features=members, train_start=held.event_timestamp.min(), train_end=held.event_timestamp.max(),
+               data_hash="-", seeds={}, config=ens.config.to_dict(), metrics={"folds": [], "mean": {}},
+               parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
+               extra={"members": versions, "ensemble": ens.config.to_dict()})
+
+
+@pytest.mark.parametrize("bad", [1.7e12, "2024-01-01", pd.Timestamp("2024-01-01", tz="UTC"), True])
+def test_bar_ts_must_be_integer_milliseconds(registered, bars, bad) -> None:  # noqa: F811
+    with pytest.raises(TypeError, match="bar_ts must be the bar close in integer epoch milliseconds"):
+        _lstm(registered[0]).score(bars[0][1], bar_ts=bad)
+    _lstm(registered[0]).score(bars[0][1], bar_ts=np.int64(bars[0][0]))  # numpy integers are fine
+
+
+def test_bar_length_comes_from_the_config_or_the_service_name(registered) -> None:  # noqa: F811
+    runner = _lstm(registered[0]).runners["lstm"]
+    assert isinstance(runner, LstmRunner)
+    m = runner.manifest
+    assert "timeframe" not in m.config and bar_ms(m) == HOUR_MS  # from "lstm_1h_v1"
+    from dataclasses import replace
+
+    assert bar_ms(replace(m, config={**m.config, "timeframe": "5m"})) == 300_000
+    unknown = replace(m, feature_service="custom")
+    assert bar_ms(unknown) is None
+    runner.manifest, runner.bar_ms = unknown, None
+    with pytest.raises(ManifestError, match="bar_ts gaps cannot be checked"):
+        runner.score(["BTC/USDT"], np.zeros((1, len(FEATS))), bar_ts=HOUR_MS)
