@@ -80,6 +80,7 @@ class Portfolio:
         self.realized = 0.0
         self.fees = 0.0
         self.ts = 0
+        self.mark_ts: int | None = None
         self.peak = float(initial_cash)
         self.trades: dict[str, _Trade] = {}
         self.trade_returns: deque[float] = deque(maxlen=max_trade_returns)
@@ -144,13 +145,13 @@ class Portfolio:
     def mark(self, prices: Mapping[str, float], ts: int) -> None:
         """Mark positions at ``prices`` (symbols not given keep their last price) at ``ts`` (ms)."""
         ts = int(ts)
-        if self.history and ts < self.history[-1][0]:
-            raise ValueError(f"mark ts {ts} is before the previous mark {self.history[-1][0]}")
+        if self.mark_ts is not None and ts < self.mark_ts:
+            raise ValueError(f"mark ts {ts} is before the previous mark {self.mark_ts}")
         for sym, px in prices.items():
             if not (math.isfinite(px) and px > 0):
                 raise ValueError(f"mark price of {sym} must be a positive number, got {px!r}")
             self.prices[sym] = float(px)
-        self.ts = max(self.ts, ts)
+        self.ts, self.mark_ts = max(self.ts, ts), ts
         eq = self.equity()
         self.peak = max(self.peak, eq)
         hist = self.history
@@ -167,9 +168,9 @@ class Portfolio:
     def daily_pnl(self) -> float:
         """Return equity now minus equity 24 h before the latest mark (starting equity before then)."""
         hist = self.history
-        if not hist:
+        if self.mark_ts is None:
             return self.equity() - self.initial_cash
-        cutoff = hist[-1][0] - DAY_MS
+        cutoff = self.mark_ts - DAY_MS
         base = hist[0][1] if hist[0][0] <= cutoff else self.initial_cash
         return self.equity() - base
 
@@ -192,7 +193,8 @@ class Portfolio:
         """Return the exact state as JSON-able plain data."""
         return {"initial_cash": self.initial_cash, "cash": self.cash, "qty": dict(self.qty), "avg": dict(self.avg),
                 "prices": dict(self.prices), "realized": self.realized, "fees": self.fees, "ts": self.ts,
-                "peak": self.peak, "trades": {s: [t.pnl, t.opened] for s, t in self.trades.items()},
+                "mark_ts": self.mark_ts, "peak": self.peak,
+                "trades": {s: [t.pnl, t.opened] for s, t in self.trades.items()},
                 "trade_returns": list(self.trade_returns), "max_trade_returns": self.trade_returns.maxlen,
                 "history": [list(p) for p in self.history]}
 
@@ -206,6 +208,7 @@ class Portfolio:
             out.avg = {s: float(a) for s, a in state["avg"].items()}
             out.prices = {s: float(p) for s, p in state["prices"].items()}
             out.ts, out.peak = int(state["ts"]), float(state["peak"])
+            out.mark_ts = None if state["mark_ts"] is None else int(state["mark_ts"])
             out.trades = {s: _Trade(float(p), float(o)) for s, (p, o) in state["trades"].items()}
             out.trade_returns.extend(float(r) for r in state["trade_returns"])
             out.history.extend((int(t), float(e)) for t, e in state["history"])

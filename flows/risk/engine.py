@@ -70,10 +70,10 @@ class _Cut:
 
     def to(self, rule: str, reason: str, lo: float, hi: float) -> None:
         new = min(hi, max(lo, self.target))
-        if new != self.target:
-            self.rejections.append(Rejection(self.symbol, self.ts, rule, reason, self.target - self.held,
-                                             new - self.held))
-            self.target = new
+        asked, allowed = self.target - self.held, new - self.held
+        if asked != allowed:  # a cut below float resolution of the change is no cut
+            self.rejections.append(Rejection(self.symbol, self.ts, rule, reason, asked, allowed))
+        self.target = new
 
     def block(self, rule: str, reason: str) -> None:
         """Allow only positions between 0 and the current one."""
@@ -126,12 +126,16 @@ class RiskEngine:
                 cut.to("kill_switch", "kill switch engaged: flatten", 0.0, 0.0)
             cut.block("kill_switch", "kill switch engaged: no new risk")
         self._blocks(cut, portfolio_snapshot, equity)
-        self._caps(cut, positions, _get(portfolio_snapshot, "prices") or {},
-                   _get(portfolio_snapshot, "avg_prices") or {}, price, equity, correlations)
+        book = (positions, _get(portfolio_snapshot, "prices") or {}, _get(portfolio_snapshot, "avg_prices") or {},
+                price, equity, correlations)
+        self._caps(cut, *book)
         delta = cut.target - held
         if (not cut.rejections and cut.target != 0.0
                 and abs(delta) * price < cfg.sizing.min_rebalance_fraction * equity):
-            return RiskDecision(held, 0.0, ())
+            stay = _Cut(symbol, ts, held, held)  # a small change is skipped only if holding breaches nothing
+            self._caps(stay, *book)
+            if not stay.rejections:
+                return RiskDecision(held, 0.0, ())
         return RiskDecision(cut.target, delta, tuple(cut.rejections))
 
     @staticmethod
@@ -188,11 +192,10 @@ class RiskEngine:
         cut.cap("max_gross_leverage", f"gross exposure capped at {lim.max_gross_leverage:g}x equity; other "
                 f"positions hold {used / equity:.2f}x", cap_qty(lim.max_gross_leverage * equity, used, price))
         group = self.correlations.correlated(sym, others, given)
-        if group:
-            used = gross_of(group, positions, prices)
-            cut.cap("max_correlated_exposure", f"exposure with correlated {', '.join(group)} capped at "
-                    f"{lim.max_correlated_fraction:.2%} of equity; they hold {used / equity:.2%}",
-                    cap_qty(lim.max_correlated_fraction * equity, used, price))
+        used = gross_of(group, positions, prices)
+        cut.cap("max_correlated_exposure", f"exposure with correlated [{', '.join(group)}] capped at "
+                f"{lim.max_correlated_fraction:.2%} of equity; they hold {used / equity:.2%}",
+                cap_qty(lim.max_correlated_fraction * equity, used, price))
 
     @staticmethod
     def _mark(symbol: str, marks: Mapping[str, float], avg: Mapping[str, float]) -> float:

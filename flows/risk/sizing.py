@@ -42,8 +42,9 @@ def kelly_fraction(trade_returns: Sequence[float], cfg: SizingConfig) -> float:
             return cfg.kelly_cap * KELLY_MULTIPLIER[cfg.method]
         p = len(wins) / len(recent)
         avg_win, avg_loss = sum(wins) / len(wins), sum(losses) / len(losses)
-    ratio = avg_win / avg_loss
-    full = (p * ratio - (1.0 - p)) / ratio
+    if avg_win <= 0.0:
+        return 0.0
+    full = p - (1.0 - p) * avg_loss / avg_win  # = (p * W - (1 - p)) / W with W = avg_win / avg_loss
     return min(cfg.kelly_cap, max(0.0, full)) * KELLY_MULTIPLIER[cfg.method]
 
 
