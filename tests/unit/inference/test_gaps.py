@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,39 +83,22 @@ def test_only_the_symbol_with_the_gap_restarts(registered, bars) -> None:  # noq
     assert np.isfinite(got[22 + W - 1:, missing]).all()
 
 
-def test_ensemble_scorer_passes_bar_times_to_its_lstm(registered, bars, tmp_path) -> None:  # noqa: F811
+def test_ensemble_scorer_passes_bar_times_to_its_lstm(registered, bars) -> None:  # noqa: F811
     from inference.runners import EnsembleScorer
-    from tests.unit.inference.test_runners import FEED
-
-    root = registered[0]
-    reg = tmp_path / "reg"
-    shutil.copytree(root, reg)
-    _register_equal_ensemble(reg, registered[1])
-    feed_bars = [(ts, {s: np.r_[r[2], 0.0, r[0], r[1]] for s, r in rows.items()}) for ts, rows in bars]
-    assert FEED == ["f2", "x_extra", "ret_1", "f1"] and FEATS == ["ret_1", "f1", "f2"]
-    ens = EnsembleScorer.from_registry(reg, SERVICES, feed=FEED)
-    cut, skip = 20, 2
-    for ts, rows in [*feed_bars[:cut], *feed_bars[cut + skip:]][:cut + 1]:
-        out = ens.score(rows, bar_ts=ts)
-    assert np.isnan(out["lstm"].probability).all()
-    assert np.isfinite(out["ensemble"].probability).all()  # the other members carry the ensemble
-
-
-def _register_equal_ensemble(reg: Path, held: pd.DataFrame) -> None:
+    from inference.scorer import open_session
     from training.export.ensemble_onnx import export_ensemble
     from training.models.ensemble import Ensemble, EnsembleConfig
-    from training.registry import Parity, save_model
 
     members = ("lightgbm", "lstm", "gnn")
-    ens = Ensemble(EnsembleConfig(members, (1.0, 1.0, 1.0), "fixed"))
-    probs = np.random.default_rng(0).uniform(0.3, 0.7, (50, 3))
-    exp = export_ensemble(ens, probs)
-    versions = {m: (reg / m / "latest").read_text().strip() for m in members}
-    save_model(reg, "ensemble", files={"ensemble.onnx": exp.onnx}, feature_service="ensemble_1h_v1",
-               features=members, train_start=held.event_timestamp.min(), train_end=held.event_timestamp.max(),
-               data_hash="-", seeds={}, config=ens.config.to_dict(), metrics={"folds": [], "mean": {}},
-               parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
-               extra={"members": versions, "ensemble": ens.config.to_dict()})
+    graph = export_ensemble(Ensemble(EnsembleConfig(members, (1.0, 1.0, 1.0), "fixed")),
+                            np.random.default_rng(0).uniform(0.3, 0.7, (50, 3)))
+    scorer = Scorer.from_registry(registered[0], members, SERVICES)
+    ens = EnsembleScorer(scorer, scorer.runners["lstm"].manifest, members, open_session(graph.onnx))
+    cut, skip = 20, 2
+    for ts, rows in [*bars[:cut], *bars[cut + skip:]][:cut + 1]:
+        out = ens.score(rows, bar_ts=ts)
+    assert np.isnan(out["lstm"].probability).all()  # restarted after the gap
+    assert np.isfinite(out["ensemble"].probability).all()  # the other members carry the ensemble
 
 
 @pytest.mark.parametrize("bad", [1.7e12, "2024-01-01", pd.Timestamp("2024-01-01", tz="UTC"), True])
