@@ -34,6 +34,13 @@ class OrderBook:
         self.positions: dict[str, float] = {}
         self.entry_price: dict[str, float] = {}
 
+    def get(self, cid: str) -> Order:
+        """Return the order with client id ``cid`` (KeyError naming it when unknown)."""
+        try:
+            return self.orders[cid]
+        except KeyError:
+            raise KeyError(f"client_order_id {cid!r} is not an order of this broker") from None
+
     def add(self, order: Order) -> Order:
         """Keep a new order and note it as changed; return it."""
         self.orders[order.client_order_id] = order
@@ -103,6 +110,13 @@ class OrderBook:
         return {"orders": [o.to_dict() for o in self.orders.values()],
                 "updates": [o.to_dict() for o in self.updates],
                 "positions": dict(self.positions), "entry_price": dict(self.entry_price)}
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any], kind: str) -> OrderBook:
+        """Return the book of a broker snapshot after checking it is a ``kind`` broker's."""
+        if snap.get("kind") != kind:
+            raise ValueError(f"broker snapshot kind {snap.get('kind')!r} is not a {kind} broker's")
+        return cls.from_dict(snap["book"])
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> OrderBook:

@@ -98,7 +98,7 @@ class PaperBroker:
 
     def cancel(self, client_order_id: str) -> Order:
         """Cancel an open order; a finished one is returned as it is."""
-        order = self._get(client_order_id)
+        order = self.book.get(client_order_id)
         if order.status.is_open:
             order.transition(OrderStatus.CANCELED, order.updated_ts)
             self.book.touched(order)
@@ -153,20 +153,12 @@ class PaperBroker:
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Restore :meth:`snapshot`'s state."""
-        if snap.get("kind") != "paper":
-            raise ValueError(f"broker snapshot kind {snap.get('kind')!r} is not a paper broker's")
-        self.book = OrderBook.from_dict(snap["book"])
+        self.book = OrderBook.from_snapshot(snap, "paper")
         self._balances = {k: float(v) for k, v in snap["balances"].items()}
         self.arrival = {k: int(v) for k, v in snap["arrival"].items()}
         self.last_close = {k: float(v) for k, v in snap["last_close"].items()}
 
     # -- matching ------------------------------------------------------------------------------
-    def _get(self, cid: str) -> Order:
-        try:
-            return self.book.orders[cid]
-        except KeyError:
-            raise KeyError(f"client_order_id {cid!r} is not an order of this broker") from None
-
     def _match(self, it: OrderIntent, qty: float, bar: Bar, ref: float) -> tuple[float, str] | None:
         """Return (price, liquidity) if the order fills on ``bar``, else None."""
         buy = it.side == "buy"
