@@ -155,8 +155,8 @@ def market_data_from_bars(streams: Mapping[str, Iterable[Bar]], timeframe: str,
             elif isinstance(rec, BarReturn) and need_cross:
                 for sym, ts, vals in cross.update(rec.symbol, rec.ts, rec.ret_1):
                     rows[sym].setdefault(ts, {}).update(vals)
-    complete = [{ts for ts, v in rows[s].items() if len(v) >= len(names) and all(n in v for n in names)}
-                for s in symbols]
+    wanted = frozenset(names)
+    complete = [{ts for ts, v in rows[s].items() if v.keys() >= wanted} for s in symbols]
     common_set: set[int] = set.intersection(*(set(bars[s]) for s in symbols))
     keep = sorted(set.intersection(*complete) & common_set)
     if not keep:

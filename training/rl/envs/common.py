@@ -82,13 +82,27 @@ def env_steps_per_second(env_factory: Callable[[], gym.Env[Any, Any]], n: int = 
     return best
 
 
-def finite_action(owner: str, value: float) -> float:
-    """Return ``value`` if finite, else raise naming the env."""
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}: action {value!r} is not finite")
-    return value
+class NullEnv(gym.Env[np.ndarray, Any]):
+    """An environment that does nothing, with another one's spaces: the baseline of a steps/s figure.
 
+    Its ``step`` returns a fresh copy of a constant observation, the least any
+    environment must do, so ``env_steps_per_second(env) / env_steps_per_second(NullEnv(env))``
+    is the share of the floor an environment reaches.
+    """
 
-def as_float_array(x: Any) -> np.ndarray:
-    """Return ``x`` as a 1-d float64 array."""
-    return np.asarray(x, dtype=np.float64).reshape(-1)
+    def __init__(self, like: gym.Env[Any, Any], episode_steps: int = 1000) -> None:
+        self.observation_space, self.action_space = like.observation_space, like.action_space
+        self._obs = np.zeros(like.observation_space.shape or (), np.float32)
+        self._n, self._episode_steps = 0, episode_steps
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode."""
+        super().reset(seed=seed)
+        self._n = 0
+        return self._obs.copy(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Return the constant observation."""
+        self._n += 1
+        return self._obs.copy(), 0.0, False, self._n >= self._episode_steps, {}
