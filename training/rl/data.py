@@ -236,9 +236,13 @@ def with_regime(md: MarketData, regime_dir: str | Path) -> MarketData:
         miss = [c for c in ("date", *fields) if c not in df.columns]
         if miss:
             raise ValueError(f"{d / fname}: missing columns {miss}")
-        known = pd.DatetimeIndex(pd.to_datetime(df["date"], utc=True)).as_unit("ns").asi8 + _DAY_NS
+        dates = pd.DatetimeIndex(pd.to_datetime(df["date"], utc=True))
+        if not dates.is_monotonic_increasing or dates.has_duplicates:
+            raise ValueError(f"{d / fname}: dates must be strictly increasing")
+        daily = df[list(fields)].set_index(dates).asfreq("D")  # missing days become NaN, never shifted
+        known = daily.index.as_unit("ns").asi8 + _DAY_NS
         for f in fields:
-            v = df[f].to_numpy(np.float64)
+            v = daily[f].to_numpy(np.float64)
             if f == "fng":
                 cols["fng"] = (known, v / 100.0 - 0.5)
             elif f == "hashrate":

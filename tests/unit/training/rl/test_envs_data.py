@@ -115,6 +115,19 @@ def test_regime_is_used_from_the_day_after_its_date(tmp_path):
     assert with_regime(md, tmp_path / "absent") is md
 
 
+def test_hash_rate_change_is_over_calendar_days_despite_a_missing_day(tmp_path):
+    md = synthetic_market_data(0, 60, 1, n_features=2)
+    first = pd.Timestamp(int(md.times[0]), tz="UTC").floor("D") - pd.Timedelta(days=40)
+    days = pd.date_range(first, periods=45)
+    rate = 1.01 ** np.arange(45)  # +1 % a day
+    keep = np.arange(45) != 20  # one day missing from the file
+    pd.DataFrame({"date": days[keep].strftime("%Y-%m-%d"), "hashrate": rate[keep]}).to_csv(
+        tmp_path / "hashrate.csv", index=False)
+    out = with_regime(md, tmp_path)
+    assert out.regime_names == ("hashrate_chg_30d",) and out.regime is not None
+    np.testing.assert_allclose(out.regime[:, 0], 30 * np.log(1.01), rtol=1e-5)
+
+
 @pytest.mark.data
 def test_real_candles_with_regime(shared_data):
     md = load_market_data(shared_data / "binance-spot-1h", ["ETH/USDT", "BTC/USDT"], "1h",
