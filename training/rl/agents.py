@@ -249,7 +249,7 @@ def train_agent(config: AgentConfig, train_env: gym.Env, valid_env: gym.Env,
     stop = StopTrainingOnNoModelImprovement(config.patience, config.min_evals)
     with tempfile.TemporaryDirectory(prefix="rl-best-") as best_dir:
         evaluate = EvalCallback(venv, callback_after_eval=stop, n_eval_episodes=config.n_eval_episodes,
-                                eval_freq=config.eval_freq, best_model_save_path=best_dir,
+                                eval_freq=config.eval_freq, best_model_save_path=best_dir, log_path=best_dir,
                                 deterministic=True, verbose=0, warn=False)
         callbacks: list[BaseCallback] = [evaluate]
         if progress:

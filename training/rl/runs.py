@@ -15,7 +15,7 @@ are placeholders when a candle file has no trades, real in the live flow).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,17 @@ def execution_schedule(md: MarketData, config: ExecutionConfig, per_asset: int) 
             for a in range(len(md.symbols)) for k, s in enumerate(starts)]
 
 
+def _fit_episode(cfg: Any, n_bars: int) -> Any:
+    """Shorten a random-start episode that would not fit in ``n_bars`` to half the data (small data sets)."""
+    if isinstance(cfg, TacticalConfig) and cfg.episode_bars is not None and cfg.episode_bars > n_bars - 1:
+        return replace(cfg, episode_bars=max(1, (n_bars - 1) // 2))
+    if isinstance(cfg, StrategicConfig) and cfg.episode_rebalances is not None:
+        most = (n_bars - 1) // cfg.rebalance_bars
+        if cfg.episode_rebalances > most:
+            return replace(cfg, episode_rebalances=max(1, most // 2))
+    return cfg
+
+
 def make_env(level: Level, md: MarketData, seed: int, evaluation: bool, quick: bool = False,
              episodes_per_asset: int = 50) -> tuple[EpisodeSchedule, int]:
     """Return a level's environment over ``md`` and its number of distinct episodes.
@@ -130,7 +141,7 @@ def make_env(level: Level, md: MarketData, seed: int, evaluation: bool, quick: b
     ``evaluation``: the fixed schedule (each asset's slice once; execution: fixed parent orders).
     """
     train_cfg, eval_cfg = env_configs(level, quick)
-    cfg = eval_cfg if evaluation else train_cfg
+    cfg = _fit_episode(eval_cfg if evaluation else train_cfg, md.n_bars)
     envs = _episode_envs(level, md, cfg, seed)
     if not evaluation:
         return EpisodeSchedule(envs), len(envs)

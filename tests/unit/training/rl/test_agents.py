@@ -1,0 +1,112 @@
+"""Agents: config checks, same seed -> same policy, validation early stopping, TensorBoard logs, save/load."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.rl.agents import AgentConfig, deterministic_actions, load_agent, make_agent, save_agent, train_agent
+from training.rl.data import MarketData, split_by_time, synthetic_market_data
+from training.rl.runs import EpisodeSchedule, make_env, rollout_observations
+
+
+@cache
+def market(timeframe: str = "1h", n_bars: int = 700, n_assets: int = 2) -> MarketData:
+    """A small deterministic synthetic market shared by the RL agent tests."""
+    return synthetic_market_data(seed=3, n_bars=n_bars, n_assets=n_assets, n_features=6, timeframe=timeframe)
+
+
+def envs(level: str, timeframe: str = "1h", n_bars: int = 700) -> tuple[EpisodeSchedule, EpisodeSchedule, int]:
+    """Return (training env, validation env, validation episodes) of a level on the synthetic market."""
+    tr, va = split_by_time(market(timeframe, n_bars), 0.7)
+    train_env, _ = make_env(level, tr, seed=1, evaluation=False, quick=True)  # type: ignore[arg-type]
+    valid_env, n = make_env(level, va, seed=1, evaluation=True, quick=True,  # type: ignore[arg-type]
+                            episodes_per_asset=4)
+    return train_env, valid_env, n
+
+
+TINY = {"strategic": {"n_steps": 128, "batch_size": 32, "n_epochs": 2},
+        "tactical": {"learning_starts": 100, "batch_size": 32},
+        "execution": {"learning_starts": 100, "batch_size": 32}}
+
+
+def tiny(level: str, steps: int = 400, seed: int = 0, **changes: object) -> AgentConfig:
+    """Return a config that trains in about a second."""
+    return AgentConfig(level, total_timesteps=steps, net_arch=(16, 16), eval_freq=200, patience=5,  # type: ignore[arg-type]
+                       seed=seed, hyper=TINY[level], **changes)  # type: ignore[arg-type]
+
+
+def held_out(level: str, model: object, n: int = 64) -> np.ndarray:
+    """Observations of the validation env visited by ``model``."""
+    _, valid_env, _ = envs(level, "5m" if level == "execution" else "1h")
+    return rollout_observations(valid_env, lambda o: model.predict(o, deterministic=True)[0],  # type: ignore[attr-defined]
+                                n=n, seed=5)
+
+
+def test_config_names_the_bad_field() -> None:
+    with pytest.raises(ValueError, match="level must be one of"):
+        AgentConfig("portfolio")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="AgentConfig.total_timesteps"):
+        AgentConfig("tactical", total_timesteps=0)
+    with pytest.raises(ValueError, match=r"unknown keys \['n_steps'\] for tactical"):
+        AgentConfig("tactical", hyper={"n_steps": 8})
+    cfg = AgentConfig("execution", hyper={"train_freq": 2})
+    assert AgentConfig.from_dict(cfg.to_dict()) == replace(cfg, hyper=cfg.effective_hyper())
+    assert cfg.to_dict()["algorithm"] == "DQN"
+
+
+def test_same_seed_gives_the_same_policy(tmp_path: Path) -> None:
+    runs = []
+    for seed in (4, 4, 5):
+        train_env, valid_env, n = envs("tactical")
+        res = train_agent(tiny("tactical", steps=300, seed=seed, n_eval_episodes=n), train_env, valid_env)
+        runs.append(res)
+    obs = held_out("tactical", runs[0].model)
+    a = [deterministic_actions(r.model, obs) for r in runs]
+    np.testing.assert_array_equal(a[0], a[1])
+    assert not np.array_equal(a[0], a[2])
+    assert runs[0].evaluations == runs[1].evaluations
+    assert a[0].shape == (len(obs), 1) and np.all(np.abs(a[0]) <= 1.0)
+
+
+def test_training_stops_without_validation_improvement(tmp_path: Path) -> None:
+    # learning rate 0: the Q-network never changes, so validation never improves after the first evaluation
+    train_env, valid_env, n = envs("execution", "5m")
+    cfg = AgentConfig("execution", total_timesteps=5_000, net_arch=(16,), eval_freq=300, patience=1, min_evals=0,
+                      n_eval_episodes=n, hyper={**TINY["execution"], "learning_rate": 0.0})
+    res = train_agent(cfg, train_env, valid_env, tensorboard_log=tmp_path / "tb", run_name="lr0")
+    assert res.stopped_early
+    assert res.timesteps == 3 * 300  # first evaluation sets the best; two without improvement > patience 1
+    assert [e["timesteps"] for e in res.evaluations] == [300, 600, 900]
+    rewards = [e["mean_reward"] for e in res.evaluations]
+    assert max(rewards) - min(rewards) < 1e-9  # the same policy on the same episodes (up to summation order)
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events and events[0].parent.name.startswith("lr0")
+
+
+def test_save_and_load_give_the_same_actions(tmp_path: Path) -> None:
+    train_env, valid_env, n = envs("strategic")
+    res = train_agent(tiny("strategic", steps=256, n_eval_episodes=n), train_env, valid_env)
+    save_agent(res, tmp_path / "a")
+    back = load_agent(tmp_path / "a")
+    obs = held_out("strategic", res.model)
+    np.testing.assert_array_equal(deterministic_actions(res.model, obs), deterministic_actions(back.model, obs))
+    assert back.config.to_dict() == res.config.to_dict() and back.evaluations == res.evaluations
+    with pytest.raises(FileNotFoundError, match="no saved agent"):
+        load_agent(tmp_path / "missing")
+
+
+def test_policy_standardises_raw_observations() -> None:
+    train_env, _, _ = envs("tactical")
+    stats = ([1.0] * train_env.observation_space.shape[0], [2.0] * train_env.observation_space.shape[0])
+    model = make_agent(tiny("tactical"), train_env, obs_stats=stats)
+    ext = model.policy.actor.features_extractor  # type: ignore[union-attr]
+    import torch
+
+    x = torch.full((1, len(stats[0])), 5.0)
+    np.testing.assert_allclose(ext(x).numpy(), 2.0)  # (5 - 1) / 2
+    np.testing.assert_allclose(ext(torch.full((1, len(stats[0])), 1e6)).numpy(), 10.0)  # clipped
