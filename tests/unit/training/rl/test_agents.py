@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.rl.agents import AgentConfig, deterministic_actions, load_agent, make_agent, save_agent, train_agent
+from training.rl.agents import (
+    AgentConfig,
+    deterministic_actions,
+    load_agent,
+    make_agent,
+    save_agent,
+    train_agent,
+)
 from training.rl.data import MarketData, split_by_time, synthetic_market_data
 from training.rl.runs import EpisodeSchedule, make_env, rollout_observations
 
