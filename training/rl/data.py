@@ -143,33 +143,43 @@ def market_data_from_bars(streams: Mapping[str, Iterable[Bar]], timeframe: str,
     tf_ms = timeframe_ms(timeframe)
     pipes = {s: SymbolPipeline(s, (timeframe,)) for s in symbols}
     cross = CrossAssetStep(symbols, tf_ms=tf_ms)
-    bars: dict[str, dict[int, Bar]] = {s: {} for s in symbols}
-    rows: dict[str, dict[int, dict[str, float]]] = {s: {} for s in symbols}
-    need_cross = any(n in CROSS_FEATURES for n in names)
+    col = {n: j for j, n in enumerate(names)}
+    bar_cols = [(n, col[n]) for n in BAR_FEATURES if n in col]
+    cross_cols = [(n, col[n]) for n in CROSS_FEATURES if n in col]
+    # compact rows (a float32 vector per bar) keep memory near the arrays' own size on years of bars
+    prices: dict[str, dict[int, tuple[float, ...]]] = {s: {} for s in symbols}
+    rows: dict[str, dict[int, np.ndarray]] = {s: {} for s in symbols}
+
+    def put(sym: str, ts: int, values: dict[str, float], cols: list[tuple[str, int]]) -> None:
+        row = rows[sym].get(ts)
+        if row is None:
+            row = rows[sym][ts] = np.full(len(names), np.nan, np.float32)
+        for n, j in cols:
+            row[j] = values[n]
+
     for bar in heapq.merge(*(iter(s) for s in streams.values()), key=lambda b: (b.ts, b.symbol)):
         for rec in pipes[bar.symbol].on_bar(bar):
             if isinstance(rec, Bar):
-                bars[rec.symbol][rec.ts + tf_ms] = rec
+                prices[rec.symbol][rec.ts + tf_ms] = (rec.open, rec.high, rec.low, rec.close, rec.volume)
             elif isinstance(rec, FeatureRow):
-                rows[rec.symbol].setdefault(rec.ts, {}).update(rec.values)
-            elif isinstance(rec, BarReturn) and need_cross:
+                if bar_cols:
+                    put(rec.symbol, rec.ts, rec.values, bar_cols)
+            elif isinstance(rec, BarReturn) and cross_cols:
                 for sym, ts, vals in cross.update(rec.symbol, rec.ts, rec.ret_1):
-                    rows[sym].setdefault(ts, {}).update(vals)
-    wanted = frozenset(names)
-    complete = [{ts for ts, v in rows[s].items() if v.keys() >= wanted} for s in symbols]
-    common_set: set[int] = set.intersection(*(set(bars[s]) for s in symbols))
+                    put(sym, ts, vals, cross_cols)
+    complete = [{ts for ts, v in rows[s].items() if not np.isnan(v).any()} for s in symbols]
+    common_set: set[int] = set.intersection(*(set(prices[s]) for s in symbols))
     keep = sorted(set.intersection(*complete) & common_set)
     if not keep:
         raise ValueError(f"no bar of {list(symbols)} {timeframe} has every feature (too few bars to warm up?)")
-    common = sorted(common_set)
     kept = set(keep)
-    interior = sum(1 for ts in common if ts > keep[0] and ts not in kept)
+    interior = sum(1 for ts in common_set if ts > keep[0] and ts not in kept)
     if interior:
         log.warning("%d bars after warm-up lack a feature row for some symbol and are left out", interior)
     t_ms = np.asarray(keep, np.int64) - tf_ms
-    ohlcv = {k: np.array([[getattr(bars[s][ts], k) for s in symbols] for ts in keep], np.float64)
-             for k in ("open", "high", "low", "close", "volume")}
-    feats = np.array([[[rows[s][ts][n] for n in names] for s in symbols] for ts in keep], np.float32)
+    px = np.array([[prices[s][ts] for s in symbols] for ts in keep], np.float64)  # [T, A, 5]
+    feats = np.stack([np.stack([rows[s][ts] for ts in keep]) for s in symbols], axis=1)
+    ohlcv = {k: np.ascontiguousarray(px[:, :, i]) for i, k in enumerate(("open", "high", "low", "close", "volume"))}
     return MarketData(symbols, timeframe, t_ms * 1_000_000, ohlcv["open"], ohlcv["high"], ohlcv["low"],
                       ohlcv["close"], ohlcv["volume"], feats, names,
                       feature_service or f"lightgbm_{timeframe}_v1")
