@@ -112,6 +112,21 @@ def test_holding_time_counts_bars_while_the_position_is_resized(handmade):
     assert trades == 7  # every step traded (the resizes too), yet holding time counts bars
 
 
+def test_buy_and_hold_pays_costs_once_and_follows_the_price():
+    md = synthetic_market_data(8, 500, 1)
+    env = TacticalEnv(md, config=TacticalConfig(min_trade=0.5, fee_rate=0.001, slippage=0.0005))
+    env.reset()
+    done, fees = False, []
+    while not done:
+        _, _, term, trunc, info = env.step(np.array([1.0], np.float32))
+        fees.append(info["fee"])
+        done = term or trunc
+    units = 10_000.0 / md.open[1, 0]
+    want = 10_000.0 - units * md.open[1, 0] * 1.0005 * 1.001 + units * md.close[-1, 0]
+    assert info["equity"] == pytest.approx(want, rel=1e-12)
+    assert fees[0] > 0 and not any(fees[1:])
+
+
 def test_min_trade_skips_small_rebalances(handmade):
     md = handmade([100.0, 101.0, 102.0], [100.5, 101.5, 102.5])
     env = TacticalEnv(md, config=TacticalConfig(min_trade=0.05))
