@@ -41,7 +41,7 @@ SYNTHETIC_ORDER: tuple[str, ...] = (
 _DAY_NS = 86_400 * 10**9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: comparing arrays field by field is ambiguous
 class MarketData:
     """Aligned candles and features of several assets (see the module docstring for the time convention)."""
 
