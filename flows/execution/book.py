@@ -11,6 +11,9 @@ Shared by :class:`~flows.execution.paper.PaperBroker` and
   moved by the percentage (a stop below a long, above a short);
 - when a leg fills, its sibling is canceled (one cancels the other);
 - legs take the entry's bar time, so their client ids are deterministic too.
+
+Finished orders are kept (for idempotent resubmits) up to ``keep_finished``,
+the oldest forgotten first, so the book and its snapshot stay bounded.
 """
 
 from __future__ import annotations
@@ -22,17 +25,21 @@ from flows.execution.config import ExecutionConfig
 from flows.execution.orders import Fill, Order, OrderIntent, client_order_id
 
 LEGS = ("stop_loss", "take_profit")
+KEEP_FINISHED = 2_000  # a replay after a restart starts at the last snapshot, far fewer orders back
 
 
 class OrderBook:
     """Orders by client id, pending updates and the positions the broker's own fills made."""
 
-    def __init__(self) -> None:
-        """Start empty."""
+    def __init__(self, keep_finished: int = KEEP_FINISHED) -> None:
+        """Start empty; keep the latest ``keep_finished`` finished orders (older ones are forgotten)."""
         self.orders: dict[str, Order] = {}
         self.updates: list[Order] = []
         self.positions: dict[str, float] = {}
         self.entry_price: dict[str, float] = {}
+        self.keep_finished = keep_finished
+        self._open: dict[str, None] = {}  # client ids of open orders, in placement order
+        self._finished: dict[str, None] = {}  # client ids of finished orders, oldest first
 
     def get(self, cid: str) -> Order:
         """Return the order with client id ``cid`` (KeyError naming it when unknown)."""
@@ -48,8 +55,18 @@ class OrderBook:
         return order
 
     def touched(self, order: Order) -> None:
-        """Note that ``order`` changed (handed out by :meth:`drain_updates`)."""
+        """Note that ``order`` changed (handed out by :meth:`drain_updates`); index it as open or finished."""
         self.updates.append(order.copy())
+        cid = order.client_order_id
+        if order.status.is_open:
+            self._open[cid] = None
+            return
+        self._open.pop(cid, None)
+        self._finished[cid] = None
+        while len(self._finished) > self.keep_finished:
+            old = next(iter(self._finished))
+            del self._finished[old]
+            self.orders.pop(old, None)
 
     def drain_updates(self) -> list[Order]:
         """Return the order changes since the last call, oldest first (one entry per change)."""
@@ -58,7 +75,8 @@ class OrderBook:
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Return the open orders (of ``symbol``), in placement order."""
-        return [o for o in self.orders.values() if o.status.is_open and symbol in (None, o.intent.symbol)]
+        orders = (self.orders[c] for c in self._open)
+        return [o for o in orders if symbol in (None, o.intent.symbol)]
 
     def apply(self, fill: Fill) -> None:
         """Move the position and its average entry price by a fill (average cost; flips restart it)."""
@@ -107,7 +125,7 @@ class OrderBook:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the book as plain data (pending updates included)."""
-        return {"orders": [o.to_dict() for o in self.orders.values()],
+        return {"orders": [o.to_dict() for o in self.orders.values()], "finished": list(self._finished),
                 "updates": [o.to_dict() for o in self.updates],
                 "positions": dict(self.positions), "entry_price": dict(self.entry_price)}
 
@@ -123,6 +141,8 @@ class OrderBook:
         """Rebuild a book from :meth:`to_dict`."""
         book = cls()
         book.orders = {o["client_order_id"]: Order.from_dict(o) for o in d.get("orders", [])}
+        book._open = {c: None for c, o in book.orders.items() if o.status.is_open}
+        book._finished = {c: None for c in d.get("finished", []) if c in book.orders}
         book.updates = [Order.from_dict(o) for o in d.get("updates", [])]
         book.positions = {k: float(v) for k, v in d.get("positions", {}).items()}
         book.entry_price = {k: float(v) for k, v in d.get("entry_price", {}).items()}

@@ -221,7 +221,9 @@ class LiveBroker:
                                      "not on the exchange after a network error while placing")
                 continue
             self._apply_report(order, report)
-        for order in list(self.book.open_orders(sym)):
+        still = self.book.open_orders(sym)
+        self.bars_open = {c: n for c, n in self.bars_open.items() if c in self.book.orders}
+        for order in still:
             self.bars_open[order.client_order_id] = self.bars_open.get(order.client_order_id, 0) + 1
             limit = self.config.live.cancel_after_bars
             if limit is not None and order.intent.leg == "entry" and self.bars_open[order.client_order_id] > limit:

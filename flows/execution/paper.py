@@ -128,6 +128,8 @@ class PaperBroker:
                 self.cancel(cid)
             for leg in legs:
                 self.submit(leg, arrival_ts=end)
+        if len(self.arrival) > len(self.book.orders) + 256:  # forgotten orders' arrival times
+            self.arrival = {c: t for c, t in self.arrival.items() if c in self.book.orders}
         return fills
 
     def open_orders(self) -> list[Order]:

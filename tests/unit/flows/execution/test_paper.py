@@ -164,3 +164,20 @@ def test_snapshot_restore_round_trip_continues_identically() -> None:
         assert run(k) == straight
     with pytest.raises(ValueError, match="not a paper broker"):
         PaperBroker(cfg).restore({"kind": "live"})
+
+
+def test_finished_orders_are_forgotten_past_a_bound_and_open_ones_never() -> None:
+    broker = PaperBroker(CFG)
+    broker.book.keep_finished = 5
+    resting = broker.submit(intent("buy", 1.0, "limit", 1.0, ts=T - M))
+    for k in range(20):
+        broker.submit(intent("buy", 0.1, ts=T + k * M))
+        broker.on_bar(bar(T + k * M, 100, 101, 99, 100))
+    assert len(broker.book.orders) == 6 and broker.open_orders() == [broker.book.get(resting.client_order_id)]
+    snap = json.loads(json.dumps(broker.snapshot()))
+    again = PaperBroker(CFG)
+    again.restore(snap)
+    again.book.keep_finished = 5
+    again.submit(intent("buy", 0.1, ts=T + 20 * M))
+    again.on_bar(bar(T + 20 * M, 100, 101, 99, 100))
+    assert len(again.book.orders) == 6 and client_order_id("cs", "BTC/USDT", T + 20 * M, "entry") in again.book.orders
