@@ -169,6 +169,7 @@ def export(a: argparse.Namespace) -> Any:
                         data_hash=run["data_hash"], seeds={"seed": int(run["seed"])}, config=config,
                         metrics=metrics, extra={"level": a.level, "symbols": run["symbols"],
                                                 "timeframe": run["timeframe"], "regime": run["regime"],
+                                                "data": {"start": run["start"], "end": run["end"]},
                                                 "split": {k: run[k] for k in ("valid_start", "test_start",
                                                                               "test_end")}})
     print(f"{m.family}/{m.version} -> {Path(a.registry) / m.family / m.version}\n"
