@@ -84,8 +84,10 @@ class Portfolio:
         self.peak = float(initial_cash)
         self.trades: dict[str, _Trade] = {}
         self.trade_returns: deque[float] = deque(maxlen=max_trade_returns)
-        # (ts, equity) of marks, equal-equity runs collapsed (the lookup result is unchanged).
-        self.history: deque[tuple[int, float]] = deque()
+        # Times and equities of marks, equal-equity runs collapsed (the 24 h lookup result is unchanged).
+        self.hist_ts: deque[int] = deque()
+        self.hist_eq: deque[float] = deque()
+        self._snap: PortfolioSnapshot | None = None  # cached until the next fill or mark
 
     # -- fills ---------------------------------------------------------------------------------
 
@@ -101,6 +103,7 @@ class Portfolio:
         if not math.isfinite(fee):
             raise ValueError(f"fill fee must be a finite number, got {fee!r} ({symbol})")
         dq = sign * qty
+        self._snap = None
         self.cash -= dq * price + fee
         self.fees += fee
         self.realized -= fee
@@ -151,15 +154,17 @@ class Portfolio:
             if not (math.isfinite(px) and px > 0):
                 raise ValueError(f"mark price of {sym} must be a positive number, got {px!r}")
             self.prices[sym] = float(px)
-        self.ts, self.mark_ts = max(self.ts, ts), ts
+        self.ts, self.mark_ts, self._snap = max(self.ts, ts), ts, None
         eq = self.equity()
         self.peak = max(self.peak, eq)
-        hist = self.history
-        if not hist or hist[-1][1] != eq:
-            hist.append((ts, eq))
+        hts, heq = self.hist_ts, self.hist_eq
+        if not heq or heq[-1] != eq:
+            hts.append(ts)
+            heq.append(eq)
         cutoff = ts - DAY_MS
-        while len(hist) > 1 and hist[1][0] <= cutoff:  # keep one point at or before the cutoff
-            hist.popleft()
+        while len(hts) > 1 and hts[1] <= cutoff:  # keep one point at or before the cutoff
+            hts.popleft()
+            heq.popleft()
 
     def equity(self) -> float:
         """Return cash plus positions at their latest prices."""
@@ -167,15 +172,15 @@ class Portfolio:
 
     def daily_pnl(self) -> float:
         """Return equity now minus equity 24 h before the latest mark (starting equity before then)."""
-        hist = self.history
         if self.mark_ts is None:
             return self.equity() - self.initial_cash
-        cutoff = self.mark_ts - DAY_MS
-        base = hist[0][1] if hist[0][0] <= cutoff else self.initial_cash
+        base = self.hist_eq[0] if self.hist_ts[0] <= self.mark_ts - DAY_MS else self.initial_cash
         return self.equity() - base
 
     def snapshot(self) -> PortfolioSnapshot:
-        """Return the portfolio's figures now."""
+        """Return the portfolio's figures now (shared until the next fill or mark: do not mutate)."""
+        if self._snap is not None:
+            return self._snap
         eq = self.equity()
         gross = sum(abs(q) * self.prices[s] for s, q in self.qty.items())
         net = sum(q * self.prices[s] for s, q in self.qty.items())
@@ -183,9 +188,10 @@ class Portfolio:
         lev = gross / eq if eq > 0 else (math.inf if gross > 0 else 0.0)
         peak = max(self.peak, eq)
         dd = (peak - eq) / peak if peak > 0 else 0.0
-        return PortfolioSnapshot(self.ts, eq, self.cash, dict(self.qty), dict(self.avg), dict(self.prices),
-                                 self.realized, unreal, self.fees, self.daily_pnl(), dd, peak, gross, net, lev,
-                                 tuple(self.trade_returns))
+        self._snap = PortfolioSnapshot(self.ts, eq, self.cash, dict(self.qty), dict(self.avg), dict(self.prices),
+                                       self.realized, unreal, self.fees, self.daily_pnl(), dd, peak, gross, net,
+                                       lev, tuple(self.trade_returns))
+        return self._snap
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -196,7 +202,7 @@ class Portfolio:
                 "mark_ts": self.mark_ts, "peak": self.peak,
                 "trades": {s: [t.pnl, t.opened] for s, t in self.trades.items()},
                 "trade_returns": list(self.trade_returns), "max_trade_returns": self.trade_returns.maxlen,
-                "history": [list(p) for p in self.history]}
+                "hist_ts": list(self.hist_ts), "hist_eq": list(self.hist_eq)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Portfolio:
@@ -211,7 +217,8 @@ class Portfolio:
             out.mark_ts = None if state["mark_ts"] is None else int(state["mark_ts"])
             out.trades = {s: _Trade(float(p), float(o)) for s, (p, o) in state["trades"].items()}
             out.trade_returns.extend(float(r) for r in state["trade_returns"])
-            out.history.extend((int(t), float(e)) for t, e in state["history"])
+            out.hist_ts.extend(int(t) for t in state["hist_ts"])
+            out.hist_eq.extend(float(e) for e in state["hist_eq"])
         except KeyError as exc:
             raise ValueError(f"portfolio state lacks field {exc.args[0]!r}") from None
         return out

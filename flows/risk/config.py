@@ -76,20 +76,14 @@ class LimitsConfig(_Frozen):
                                    "correlated (env: BTC/USDT=majors,ETH/USDT=majors)")
     correlation_threshold: float = Field(0.7, ge=0.0, le=1.0, description="|correlation| at or above which two "
                                          "symbols are correlated")
-    correlation_window: int = Field(100, ge=3, description="bars of returns the engine's correlations use")
+    correlation_halflife_bars: float = Field(50.0, gt=0.0, description="half-life in bars of the engine's "
+                                             "exponentially weighted correlations")
     correlation_min_bars: int = Field(30, ge=3, description="common bars needed before a correlation counts")
 
     @field_validator("groups", mode="before")
     @classmethod
     def _groups(cls, value: Any) -> Any:
         return _pairs(value, "group")
-
-    @model_validator(mode="after")
-    def _windows(self) -> LimitsConfig:
-        if self.correlation_min_bars > self.correlation_window:
-            raise ValueError(f"correlation_min_bars ({self.correlation_min_bars}) must not exceed "
-                             f"correlation_window ({self.correlation_window})")
-        return self
 
 
 class BreakersConfig(_Frozen):

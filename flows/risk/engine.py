@@ -27,7 +27,7 @@ confidence) trade nothing and record ``invalid_input``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from flows.risk.breakers import Breakers
@@ -56,9 +56,12 @@ class RiskDecision(NamedTuple):
 
 
 def _get(snap: Any, name: str, default: Any = None) -> Any:
-    if isinstance(snap, Mapping):
+    if isinstance(snap, dict):
         return snap.get(name, default)
     return getattr(snap, name, default)
+
+
+Reason = str | Callable[[], str]  # a callable is formatted only when the rule cuts
 
 
 class _Cut:
@@ -68,19 +71,17 @@ class _Cut:
         self.symbol, self.ts, self.held, self.target = symbol, ts, held, target
         self.rejections: list[Rejection] = []
 
-    def to(self, rule: str, reason: str, lo: float, hi: float) -> None:
+    def to(self, rule: str, reason: Reason, lo: float, hi: float) -> None:
         new = min(hi, max(lo, self.target))
         asked, allowed = self.target - self.held, new - self.held
         if asked != allowed:  # a cut below float resolution of the change is no cut
-            self.rejections.append(Rejection(self.symbol, self.ts, rule, reason, asked, allowed))
+            text = reason if isinstance(reason, str) else reason()
+            self.rejections.append(Rejection(self.symbol, self.ts, rule, text, asked, allowed))
         self.target = new
 
-    def block(self, rule: str, reason: str) -> None:
+    def block(self, rule: str, reason: Reason) -> None:
         """Allow only positions between 0 and the current one."""
         self.to(rule, reason, min(self.held, 0.0), max(self.held, 0.0))
-
-    def cap(self, rule: str, reason: str, cap: float) -> None:
-        self.to(rule, reason, -cap, cap)
 
 
 class RiskEngine:
@@ -91,6 +92,7 @@ class RiskEngine:
         self.config = config or RiskConfig()
         self.breakers = Breakers(self.config.breakers)
         self.correlations = Correlations(self.config.limits)
+        self._kelly: tuple[tuple[float, ...], float] | None = None
 
     def on_bar(self, symbol: str, ts: int, close: float, ret: float, vol: float) -> None:
         """Feed a closed bar (open time ``ts``, ms) and its return to the breakers and correlations."""
@@ -126,16 +128,16 @@ class RiskEngine:
                 cut.to("kill_switch", "kill switch engaged: flatten", 0.0, 0.0)
             cut.block("kill_switch", "kill switch engaged: no new risk")
         self._blocks(cut, portfolio_snapshot, equity)
-        book = (positions, _get(portfolio_snapshot, "prices") or {}, _get(portfolio_snapshot, "avg_prices") or {},
-                price, equity, correlations)
-        self._caps(cut, *book)
+        caps = self._caps(symbol, positions, _get(portfolio_snapshot, "prices") or {},
+                          _get(portfolio_snapshot, "avg_prices") or {}, price, equity, correlations) \
+            if equity > 0 and cut.target != 0.0 else ()
+        for rule, cap, reason in caps:
+            cut.to(rule, reason, -cap, cap)
         delta = cut.target - held
         if (not cut.rejections and cut.target != 0.0
-                and abs(delta) * price < cfg.sizing.min_rebalance_fraction * equity):
-            stay = _Cut(symbol, ts, held, held)  # a small change is skipped only if holding breaches nothing
-            self._caps(stay, *book)
-            if not stay.rejections:
-                return RiskDecision(held, 0.0, ())
+                and abs(delta) * price < cfg.sizing.min_rebalance_fraction * equity
+                and all(abs(held) <= cap for _, cap, _ in caps)):  # never hold on to a breach
+            return RiskDecision(held, 0.0, ())
         return RiskDecision(cut.target, delta, tuple(cut.rejections))
 
     @staticmethod
@@ -155,23 +157,33 @@ class RiskEngine:
             return 0.0
         given = vol / math.sqrt(scfg.vol_window_bars) if math.isfinite(vol) and vol > 0 else None
         yearly = annual_vol(given or self.breakers.bar_vol(symbol), scfg, self.breakers.bar_ms)
-        frac = position_fraction(kelly_fraction(trade_returns, scfg), confidence, yearly, scfg)
+        frac = position_fraction(self._kelly_of(trade_returns), confidence, yearly, scfg)
         return max(-1.0, min(1.0, target_fraction)) * frac * equity / price
+
+    def _kelly_of(self, trade_returns: Any) -> float:
+        # One Kelly estimate per set of closed trades (the snapshots of a close share it).
+        last = self._kelly
+        if last is not None and last[0] == trade_returns:
+            return last[1]
+        value = kelly_fraction(tuple(trade_returns), self.config.sizing)
+        self._kelly = (tuple(trade_returns), value)
+        return value
 
     def _blocks(self, cut: _Cut, snap: Any, equity: float) -> None:
         lim = self.config.limits
         for rule, reasons in self._tripped(cut.symbol, cut.ts).items():
             cut.block(rule, "; ".join(reasons))
         if equity <= 0:
-            cut.block("equity", f"equity {equity:,.2f} is not positive")
+            cut.block("equity", lambda: f"equity {equity:,.2f} is not positive")
             return
         dd = float(_get(snap, "drawdown", 0.0) or 0.0)
         if dd >= lim.max_drawdown:
-            cut.block("max_drawdown", f"drawdown {dd:.2%} from peak reached the limit {lim.max_drawdown:.2%}")
+            cut.block("max_drawdown", lambda: f"drawdown {dd:.2%} from peak reached the limit {lim.max_drawdown:.2%}")
         daily = float(_get(snap, "daily_pnl", 0.0) or 0.0)
         start = equity - daily
         if daily < 0 and start > 0 and -daily / start >= lim.max_daily_loss:
-            cut.block("max_daily_loss", f"24 h loss {-daily / start:.2%} reached the limit {lim.max_daily_loss:.2%}")
+            cut.block("max_daily_loss",
+                      lambda: f"24 h loss {-daily / start:.2%} reached the limit {lim.max_daily_loss:.2%}")
 
     def _tripped(self, symbol: str, ts: int) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -179,23 +191,26 @@ class RiskEngine:
             out.setdefault(rule, []).append(reason)
         return out
 
-    def _caps(self, cut: _Cut, positions: Mapping[str, float], marks: Mapping[str, float],
-              avg: Mapping[str, float], price: float, equity: float, given: Mapping[str, float] | None) -> None:
-        if equity <= 0 or cut.target == 0.0:
-            return
-        lim, sym = self.config.limits, cut.symbol
+    def _caps(self, sym: str, positions: Mapping[str, float], marks: Mapping[str, float],
+              avg: Mapping[str, float], price: float, equity: float,
+              given: Mapping[str, float] | None) -> tuple[tuple[str, float, Reason], ...]:
+        """Return (rule, largest |position| allowed, reason) of each cap."""
+        lim = self.config.limits
         others = [s for s, q in positions.items() if s != sym and q != 0.0]
         prices = {s: self._mark(s, marks, avg) for s in others}
-        cut.cap("max_position", f"|position| capped at {lim.max_position_fraction:.2%} of equity {equity:,.2f}",
-                cap_qty(lim.max_position_fraction * equity, 0.0, price))
-        used = gross_of(others, positions, prices)
-        cut.cap("max_gross_leverage", f"gross exposure capped at {lim.max_gross_leverage:g}x equity; other "
-                f"positions hold {used / equity:.2f}x", cap_qty(lim.max_gross_leverage * equity, used, price))
+        gross = gross_of(others, positions, prices)
         group = self.correlations.correlated(sym, others, given)
-        used = gross_of(group, positions, prices)
-        cut.cap("max_correlated_exposure", f"exposure with correlated [{', '.join(group)}] capped at "
-                f"{lim.max_correlated_fraction:.2%} of equity; they hold {used / equity:.2%}",
-                cap_qty(lim.max_correlated_fraction * equity, used, price))
+        corr = gross_of(group, positions, prices)
+        return (
+            ("max_position", cap_qty(lim.max_position_fraction * equity, 0.0, price),
+             lambda: f"|position| capped at {lim.max_position_fraction:.2%} of equity {equity:,.2f}"),
+            ("max_gross_leverage", cap_qty(lim.max_gross_leverage * equity, gross, price),
+             lambda: f"gross exposure capped at {lim.max_gross_leverage:g}x equity; other positions hold "
+                     f"{gross / equity:.2f}x"),
+            ("max_correlated_exposure", cap_qty(lim.max_correlated_fraction * equity, corr, price),
+             lambda: f"exposure with correlated [{', '.join(group)}] capped at {lim.max_correlated_fraction:.2%} "
+                     f"of equity; they hold {corr / equity:.2%}"),
+        )
 
     @staticmethod
     def _mark(symbol: str, marks: Mapping[str, float], avg: Mapping[str, float]) -> float:

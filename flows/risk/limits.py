@@ -8,7 +8,7 @@ rest of the book; the engine clips its target into ``[-cap, cap]``:
 - ``max_correlated_exposure``: ``(max_correlated_fraction * equity - gross of the
   correlated symbols) / price``, where a symbol is correlated when it shares a
   group (``groups``) or ``|correlation| >= correlation_threshold`` (the caller's
-  correlations, else the engine's over the last ``correlation_window`` bars).
+  correlations, else the engine's exponentially weighted ones).
 
 Drawdown and the rolling daily loss do not cap a size: past them only
 risk-reducing orders go through (see :mod:`flows.risk.engine`).
@@ -17,7 +17,6 @@ risk-reducing orders go through (see :mod:`flows.risk.engine`).
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,38 +34,48 @@ def cap_qty(limit_value: float, used: float, price: float) -> float:
 
 
 class Correlations:
-    """Rolling one-bar returns per symbol and their pairwise correlations on common bar times."""
+    """Exponentially weighted correlations of one-bar returns, updated on common bar times.
+
+    RiskMetrics style: zero-mean EWMA of ``r_a * r_b``, ``r_a^2`` and ``r_b^2`` over
+    the bars both symbols have (half-life ``correlation_halflife_bars``), so each
+    bar costs one update per pair and a lookup costs nothing.
+    """
 
     def __init__(self, cfg: LimitsConfig) -> None:
-        """Keep ``correlation_window`` returns per symbol."""
+        """Start with no history."""
         self.cfg = cfg
-        self.returns: dict[str, deque[tuple[int, float]]] = {}
-        self._cache: dict[tuple[str, str], tuple[tuple[int, int], float | None]] = {}
+        self.alpha = 1.0 - 0.5 ** (1.0 / cfg.correlation_halflife_bars)
+        self.last: dict[str, tuple[int, float]] = {}
+        self.pairs: dict[tuple[str, str], list[float]] = {}  # (a, b) sorted -> [n, s_ab, s_aa, s_bb]
 
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
-        """Add a symbol's return of the bar opening at ``ts``."""
+        """Add a symbol's return of the bar opening at ``ts``; update its pairs with symbols that have that bar."""
         if not math.isfinite(ret):
             return
-        q = self.returns.setdefault(symbol, deque(maxlen=self.cfg.correlation_window))
-        if q and ts <= q[-1][0]:
+        prev = self.last.get(symbol)
+        if prev is not None and ts <= prev[0]:
             return
-        q.append((ts, ret))
+        self.last[symbol] = (ts, ret)
+        a = self.alpha
+        for other, (t, r) in self.last.items():
+            if t != ts or other == symbol:
+                continue
+            key, x, y = ((symbol, other), ret, r) if symbol < other else ((other, symbol), r, ret)
+            st = self.pairs.get(key)
+            if st is None:
+                self.pairs[key] = [1.0, x * y, x * x, y * y]
+            else:
+                st[0] += 1.0
+                st[1] += a * (x * y - st[1])
+                st[2] += a * (x * x - st[2])
+                st[3] += a * (y * y - st[3])
 
     def corr(self, a: str, b: str) -> float | None:
         """Return the correlation of two symbols' returns, or None with too few common bars."""
-        key = (a, b) if a < b else (b, a)
-        q0, q1 = self.returns.get(key[0]), self.returns.get(key[1])
-        if not q0 or not q1:
+        st = self.pairs.get((a, b) if a < b else (b, a))
+        if st is None or st[0] < self.cfg.correlation_min_bars or st[2] <= 0.0 or st[3] <= 0.0:
             return None
-        stamp = (q0[-1][0], q1[-1][0])
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        other = dict(q1)
-        pairs = [(x, other[t]) for t, x in q0 if t in other]
-        value = _pearson(pairs) if len(pairs) >= self.cfg.correlation_min_bars else None
-        self._cache[key] = (stamp, value)
-        return value
+        return st[1] / math.sqrt(st[2] * st[3])
 
     def correlated(self, symbol: str, others: Iterable[str], given: Mapping[str, float] | None) -> list[str]:
         """Return the symbols among ``others`` correlated with ``symbol`` (group or correlation)."""
@@ -82,23 +91,11 @@ class Correlations:
         return out
 
     def to_state(self) -> dict[str, Any]:
-        """Return the return windows as plain data."""
-        return {s: [list(p) for p in q] for s, q in self.returns.items()}
+        """Return the state as plain data."""
+        return {"last": {s: list(v) for s, v in self.last.items()},
+                "pairs": [[a, b, *v] for (a, b), v in self.pairs.items()]}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Take back :meth:`to_state` output."""
-        n = self.cfg.correlation_window
-        self.returns = {s: deque(((int(t), float(r)) for t, r in v), maxlen=n) for s, v in state.items()}
-        self._cache = {}
-
-
-def _pearson(pairs: list[tuple[float, float]]) -> float | None:
-    n = len(pairs)
-    mx = sum(x for x, _ in pairs) / n
-    my = sum(y for _, y in pairs) / n
-    sxy = sum((x - mx) * (y - my) for x, y in pairs)
-    sxx = sum((x - mx) ** 2 for x, _ in pairs)
-    syy = sum((y - my) ** 2 for _, y in pairs)
-    if sxx <= 0 or syy <= 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
+        self.last = {s: (int(t), float(r)) for s, (t, r) in state["last"].items()}
+        self.pairs = {(p[0], p[1]): [float(x) for x in p[2:]] for p in state["pairs"]}

@@ -43,7 +43,8 @@ def configs(draw: Any) -> RiskConfig:
                    "max_correlated_fraction": draw(st.floats(0.1, 2.0)),
                    "max_drawdown": draw(st.floats(0.02, 0.5)), "max_daily_loss": draw(st.floats(0.01, 0.3)),
                    "groups": groups, "correlation_threshold": draw(st.floats(0.0, 0.99)),
-                   "correlation_window": 40, "correlation_min_bars": 10},
+                   "correlation_halflife_bars": draw(st.floats(3.0, 60.0)),
+                   "correlation_min_bars": 10},
         "breakers": {"warmup_bars": 10, "gap_sigma": draw(st.floats(2.0, 8.0)), "stale_bars": 3},
     })
 
@@ -69,18 +70,23 @@ def books(draw: Any) -> dict[str, Any]:
     }
 
 
-def build(cfg: RiskConfig, book: dict[str, Any]) -> tuple[RiskEngine, Portfolio, dict[str, float], int]:
+Fed = dict[str, dict[int, float]]
+
+
+def build(cfg: RiskConfig, book: dict[str, Any]) -> tuple[RiskEngine, Portfolio, dict[str, float], int, Fed]:
     """Feed the bars closing up to ``T`` (hours after the first mark), book the fills; return the state at ``T``."""
     eng = RiskEngine(cfg)
     rets = book["rets"]
     n = rets.shape[1]
     start = {s: 100.0 * (i + 1) for i, s in enumerate(SYMS)}
     t_end = book["hours"] * H
+    fed: Fed = {s: {} for s in SYMS}
     for k in range(n):
         for i, s in enumerate(SYMS):
             if s == book["skip_last"] and k >= n - 4:
                 continue
             eng.on_bar(s, t_end - (n - k) * TF, start[s], float(rets[i, k]), 0.01)
+            fed[s][t_end - (n - k) * TF] = float(rets[i, k])
     p = Portfolio(10_000.0)
     for i, r in enumerate(book["trade_returns"]):  # closed round trips feed Kelly
         p.apply_fill("XRP/USDT", "buy", 1.0, 10.0, 0.0, i)
@@ -91,12 +97,22 @@ def build(cfg: RiskConfig, book: dict[str, Any]) -> tuple[RiskEngine, Portfolio,
     p.mark(start, 0)
     prices = {s: start[s] * m for s, m in zip(SYMS, book["moves"], strict=True)}
     p.mark(prices, t_end)
-    return eng, p, prices, t_end
+    return eng, p, prices, t_end, fed
 
 
-def corr_set(eng: RiskEngine, sym: str, held: dict[str, float], given: dict[str, float] | None) -> list[str]:
+def ewma_corr(x: np.ndarray, y: np.ndarray, halflife: float) -> float | None:
+    """Zero-mean exponentially weighted correlation, the first value taken as the start."""
+    a = 1.0 - 0.5 ** (1.0 / halflife)
+    n = len(x)
+    w = a * (1.0 - a) ** np.arange(n - 1, -1, -1)
+    w[0] = (1.0 - a) ** (n - 1)
+    sxx, syy = float(w @ (x * x)), float(w @ (y * y))
+    return None if sxx <= 0 or syy <= 0 else float(w @ (x * y)) / math.sqrt(sxx * syy)
+
+
+def corr_set(cfg: RiskConfig, fed: Fed, sym: str, held: dict[str, float], given: dict[str, float] | None) -> list[str]:
     """Symbols certainly correlated with ``sym`` (groups, given or numpy correlations clear of the threshold)."""
-    lim = eng.config.limits
+    lim = cfg.limits
     out = []
     for s in held:
         if s == sym or held[s] == 0.0:
@@ -105,18 +121,14 @@ def corr_set(eng: RiskEngine, sym: str, held: dict[str, float], given: dict[str,
             out.append(s)
             continue
         if given is not None and s in given:
-            c = given[s]
+            c: float | None = given[s]
         else:
-            a = {t: r for t, r in eng.correlations.returns.get(sym, [])}
-            b = {t: r for t, r in eng.correlations.returns.get(s, [])}
-            common = sorted(set(a) & set(b))
+            common = sorted(set(fed.get(sym, {})) & set(fed.get(s, {})))
             if len(common) < lim.correlation_min_bars:
                 continue
-            x, y = np.array([a[t] for t in common]), np.array([b[t] for t in common])
-            if x.std() == 0 or y.std() == 0:
-                continue
-            c = float(np.corrcoef(x, y)[0, 1])
-        if abs(c) >= lim.correlation_threshold + 1e-9:
+            c = ewma_corr(np.array([fed[sym][t] for t in common]), np.array([fed[s][t] for t in common]),
+                          lim.correlation_halflife_bars)
+        if c is not None and abs(c) >= lim.correlation_threshold + 1e-9:
             out.append(s)
     return out
 
@@ -130,7 +142,7 @@ requests = st.tuples(st.sampled_from(SYMS), st.floats(-1.0, 1.0), st.floats(0.0,
 @given(configs(), books(), requests)
 def test_no_decision_ever_breaches_a_configured_limit(cfg: RiskConfig, book: dict[str, Any], req: Any) -> None:
     sym, fraction, confidence, vol, kill, given_corr = req
-    eng, p, prices, ts = build(cfg, book)
+    eng, p, prices, ts, fed = build(cfg, book)
     snap = p.snapshot()
     d = eng.decide(sym, ts, fraction, confidence, prices[sym], vol, snap, kill, given_corr)
     lim, eq, px = cfg.limits, snap.equity, prices[sym]
@@ -149,7 +161,7 @@ def test_no_decision_ever_breaches_a_configured_limit(cfg: RiskConfig, book: dic
     if eq > 0:
         assert abs(q1) * px <= lim.max_position_fraction * eq * (1 + REL) + 1e-9
         assert gross_other + abs(q1) * px <= max(lim.max_gross_leverage * eq, gross_other) * (1 + REL) + 1e-9
-        group = corr_set(eng, sym, held, given_corr)
+        group = corr_set(cfg, fed, sym, held, given_corr)
         used = sum(abs(held[s]) * prices[s] for s in group)
         assert used + abs(q1) * px <= max(lim.max_correlated_fraction * eq, used) * (1 + REL) + 1e-9
     rules = [r.rule for r in d.rejections]
@@ -167,7 +179,7 @@ def test_no_decision_ever_breaches_a_configured_limit(cfg: RiskConfig, book: dic
 def test_size_is_monotone_in_confidence_and_never_above_the_caps(cfg: RiskConfig, book: dict[str, Any], req: Any,
                                                                   c1: float, c2: float) -> None:
     sym, fraction, _, vol, _, _ = req
-    eng, _, prices, ts = build(cfg, {**book, "fills": []})
+    eng, _, prices, ts, _ = build(cfg, {**book, "fills": []})
     fresh = Portfolio(10_000.0)
     fresh.mark(prices, ts)
     snap = fresh.snapshot()
@@ -217,7 +229,7 @@ def test_invalid_inputs_trade_nothing_and_say_which_field() -> None:
 @settings(max_examples=60, deadline=None)
 @given(configs(), books())
 def test_state_round_trip_gives_the_same_decisions(cfg: RiskConfig, book: dict[str, Any]) -> None:
-    eng, p, prices, ts = build(cfg, book)
+    eng, p, prices, ts, _ = build(cfg, book)
     back = RiskEngine.from_state(json.loads(json.dumps(eng.to_state())))
     assert back.to_state() == eng.to_state() and back.config == cfg
     for s in SYMS:
