@@ -35,6 +35,83 @@ def tactical_observation(features: np.ndarray, position: float, unrealized_pnl: 
     return out
 
 
+class TacticalBook:
+    """One asset's position state as the tactical environment keeps it, for the env and the live flow alike.
+
+    Per bar: :meth:`execute` the target decided at the last close at this bar's open,
+    then :meth:`mark` the bar's close, then :meth:`observation`.  All state is ratios,
+    so any price scale gives the same observation: a flow that knows only one-bar
+    returns can use the price index ``exp(cumsum(ret_1))`` with the open taken as the
+    last close.  ``bars_held`` counts bar closes since the position was opened or
+    flipped (resizing keeps counting; flat is 0).
+    """
+
+    __slots__ = ("cash", "units", "entry_price", "bars_held", "equity", "peak", "last_change")
+
+    def __init__(self, equity: float = 1.0) -> None:
+        self.cash, self.units, self.entry_price, self.bars_held = equity, 0.0, 0.0, 0
+        self.equity = self.peak = equity
+        self.last_change = 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        """Return the state as plain data."""
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    @classmethod
+    def restore(cls, snap: dict[str, float]) -> TacticalBook:
+        """Rebuild a book from :meth:`snapshot`."""
+        book = cls()
+        for k in cls.__slots__:
+            setattr(book, k, snap[k])
+        book.bars_held = int(book.bars_held)
+        return book
+
+    def execute(self, target: float, price: float, fee_rate: float = 0.0, slippage: float = 0.0,
+                min_trade: float = 0.0) -> tuple[float, float, float]:
+        """Trade to exposure ``target`` (fraction of equity) at ``price``; return (fee, traded notional, equity there).
+
+        The fill is ``price * (1 + slippage)`` for a buy, ``(1 - slippage)`` for a sell, and
+        ``fee_rate`` is charged on its notional; no trade when the exposure would move by
+        ``min_trade`` or less.
+        """
+        units, cash = self.units, self.cash
+        eq_open = cash + units * price
+        delta = target * eq_open / price - units
+        if delta == 0.0 or abs(delta * price / eq_open) <= min_trade:
+            return 0.0, 0.0, eq_open
+        fill = price * (1.0 + slippage) if delta > 0.0 else price * (1.0 - slippage)
+        traded = abs(delta) * fill
+        fee = fee_rate * traded
+        self.cash = cash - delta * fill - fee
+        new = units + delta
+        if units == 0.0 or (units > 0.0) != (new > 0.0):  # opened or flipped: a new position
+            self.entry_price, self.bars_held = (fill, 0) if new != 0.0 else (0.0, 0)
+        elif abs(new) > abs(units):  # added: average entry
+            self.entry_price = (units * self.entry_price + delta * fill) / new
+        if abs(new) < 1e-12 * abs(units):
+            new, self.entry_price, self.bars_held = 0.0, 0.0, 0
+        self.units = new
+        return fee, traded, eq_open
+
+    def mark(self, close: float) -> float:
+        """Hold through the bar to ``close``: count the bar if a position is open, move equity; return it."""
+        if self.units != 0.0:
+            self.bars_held += 1
+        prev = self.equity
+        eq = self.cash + self.units * close
+        self.equity = eq
+        if eq > self.peak:
+            self.peak = eq
+        self.last_change = eq / prev - 1.0
+        return eq
+
+    def observation(self, features: np.ndarray, close: float) -> np.ndarray:
+        """Return :func:`tactical_observation` of ``features`` and this book at ``close``."""
+        eq, units = self.equity, self.units
+        pos, upnl = (units * close / eq, units * (close - self.entry_price) / eq) if eq > 0.0 else (0.0, 0.0)
+        return tactical_observation(features, pos, upnl, self.last_change, self.bars_held, 1.0 - eq / self.peak)
+
+
 def strategic_observation(features: np.ndarray, weights: np.ndarray, regime: np.ndarray | None) -> np.ndarray:
     """Return the strategic policy's observation, float32 ``[A * F + A + R]``.
 

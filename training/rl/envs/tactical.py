@@ -6,7 +6,7 @@ the close of bar ``t``; the action taken on it trades at the *next* bar's open
 notional), and the reward is the equity's move from the close of ``t`` to the
 close of ``t + 1``.  Holding time counts bars, not trades.
 
-Accounting (exact, per step)::
+Accounting (exact, per step; :class:`TacticalBook`, which the live flow can keep too)::
 
     E_open   = cash + units * open[t+1]
     delta    = target * E_open / open[t+1] - units      (skipped if |target - w_open| <= min_trade)
@@ -28,7 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from inference.rl_observation import tactical_observation
+from inference.rl_observation import TacticalBook
 from training.rl.data import MarketData
 from training.rl.envs.common import DifferentialSharpe, check_episode, check_range
 
@@ -92,19 +92,45 @@ class TacticalEnv(gym.Env[np.ndarray, np.ndarray]):
         self._reset_state(0)
 
     def _reset_state(self, start: int) -> None:
-        c = self.config
         self.t = start
         self.end = start + self.steps_per_episode
-        self.cash, self.units, self.entry_price, self.bars_held = c.initial_equity, 0.0, 0.0, 0
-        self.equity = self.peak = c.initial_equity
+        self.book = TacticalBook(self.config.initial_equity)
         self._dsr.reset()
 
-    def observation(self, equity_change: float = 0.0) -> np.ndarray:
+    # the book's state, read-only (the hierarchy and the tests look at it)
+    @property
+    def units(self) -> float:
+        """Units of the asset held (negative: short)."""
+        return self.book.units
+
+    @property
+    def cash(self) -> float:
+        """Cash (quote currency)."""
+        return self.book.cash
+
+    @property
+    def entry_price(self) -> float:
+        """Average entry price of the open position (0 when flat)."""
+        return self.book.entry_price
+
+    @property
+    def bars_held(self) -> int:
+        """Bar closes since the position was opened or flipped."""
+        return self.book.bars_held
+
+    @property
+    def equity(self) -> float:
+        """Equity at the current bar's close."""
+        return self.book.equity
+
+    @property
+    def peak(self) -> float:
+        """Highest equity of the episode so far."""
+        return self.book.peak
+
+    def observation(self) -> np.ndarray:
         """Return the observation at the current bar's close."""
-        px, eq = self._close[self.t], self.equity
-        return tactical_observation(self.features[self.t], self.units * px / eq,
-                                    self.units * (px - self.entry_price) / eq, equity_change,
-                                    self.bars_held, 1.0 - eq / self.peak)
+        return self.book.observation(self.features[self.t], self._close[self.t])
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -135,41 +161,19 @@ class TacticalEnv(gym.Env[np.ndarray, np.ndarray]):
         if target < 0.0 and not c.allow_short:
             target = 0.0
         t1 = self.t + 1
-        po, pc = self._open[t1], self._close[t1]
-        units, cash = self.units, self.cash
-        eq_open = cash + units * po
-        fee = traded = 0.0
-        delta = target * eq_open / po - units
-        if delta != 0.0 and abs(delta * po / eq_open) > c.min_trade:
-            fill = po * (1.0 + c.slippage) if delta > 0.0 else po * (1.0 - c.slippage)
-            traded = abs(delta) * fill
-            fee = c.fee_rate * traded
-            cash -= delta * fill + fee
-            new = units + delta
-            if units == 0.0 or (units > 0.0) != (new > 0.0):  # opened or flipped: a new position
-                self.entry_price, self.bars_held = (fill, 0) if new != 0.0 else (0.0, 0)
-            elif abs(new) > abs(units):  # added: average entry
-                self.entry_price = (units * self.entry_price + delta * fill) / new
-            if abs(new) < 1e-12 * abs(units):
-                new, self.entry_price, self.bars_held = 0.0, 0.0, 0
-            units = new
-        if units != 0.0:
-            self.bars_held += 1
-        self.units, self.cash, self.t = units, cash, t1
-        prev = self.equity
-        eq = cash + units * pc
+        book = self.book
+        prev = book.equity
+        fee, traded, eq_open = book.execute(target, self._open[t1], c.fee_rate, c.slippage, c.min_trade)
+        pc = self._close[t1]
+        eq = book.mark(pc)
+        self.t = t1
         terminated = eq <= c.ruin_equity * c.initial_equity
         lr = math.log(max(eq, 1e-12 * c.initial_equity) / prev)
-        self.equity = eq
-        if eq > self.peak:
-            self.peak = eq
-        dd = 1.0 - eq / self.peak
+        dd = 1.0 - eq / book.peak
         dsr = self._dsr.update(lr)
         turnover = traded / eq_open
         reward = c.w_log_return * lr + c.w_dsr * dsr - c.w_drawdown * dd - c.w_turnover * turnover
-        info = {"t": t1, "equity": eq, "cash": cash, "units": units, "fee": fee, "traded": traded,
+        info = {"t": t1, "equity": eq, "cash": book.cash, "units": book.units, "fee": fee, "traded": traded,
                 "log_return": lr, "dsr": dsr, "drawdown": dd, "turnover": turnover}
-        obs = tactical_observation(self.features[t1], units * pc / eq if eq > 0 else 0.0,
-                                   units * (pc - self.entry_price) / eq if eq > 0 else 0.0,
-                                   eq / prev - 1.0, self.bars_held, dd)
+        obs = book.observation(self.features[t1], pc)
         return obs, reward, bool(terminated), t1 >= self.end and not terminated, info

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from inference.rl_observation import tactical_observation
+from inference.rl_observation import TacticalBook, tactical_observation
 from training.rl.data import synthetic_market_data
 from training.rl.envs import TacticalConfig, TacticalEnv
 
@@ -223,3 +223,27 @@ def test_bad_inputs_are_refused(handmade):
         env.step(np.array([np.nan], np.float32))
     with pytest.raises(ValueError, match="start 9"):
         env.reset(options={"start": 9})
+
+
+def test_a_book_on_a_return_index_sees_what_the_env_sees(handmade):
+    """The live flow's way: one-bar returns only, price index from 1.0, open = last close."""
+    rng = np.random.default_rng(11)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.02, 60)))
+    md = handmade(np.concatenate([[100.0], close[:-1]]), close)  # every open is the last close
+    cfg = TacticalConfig(fee_rate=0.001, slippage=0.0005, min_trade=0.01)
+    env = TacticalEnv(md, config=cfg)
+    env_obs = [env.reset()[0]]
+    actions = rng.uniform(-1, 1, 59)
+    for a in actions:
+        env_obs.append(env.step(np.array([a], np.float32))[0])
+    book, index, target = TacticalBook(1.0), 1.0, None
+    for t in range(60):
+        if t > 0:
+            ret_1 = math.log(md.close[t, 0] / md.close[t - 1, 0])
+            book.execute(target, index, cfg.fee_rate, cfg.slippage, cfg.min_trade)  # at the open = last close
+            index *= math.exp(ret_1)
+            book.mark(index)
+        if t == 30:
+            book = TacticalBook.restore(book.snapshot())  # a restart in the middle changes nothing
+        np.testing.assert_allclose(book.observation(md.features[t, 0], index), env_obs[t], rtol=2e-5, atol=1e-6)
+        target = float(actions[t]) if t < 59 else 0.0
