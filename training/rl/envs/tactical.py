@@ -97,37 +97,6 @@ class TacticalEnv(gym.Env[np.ndarray, np.ndarray]):
         self.book = TacticalBook(self.config.initial_equity)
         self._dsr.reset()
 
-    # the book's state, read-only (the hierarchy and the tests look at it)
-    @property
-    def units(self) -> float:
-        """Units of the asset held (negative: short)."""
-        return self.book.units
-
-    @property
-    def cash(self) -> float:
-        """Cash (quote currency)."""
-        return self.book.cash
-
-    @property
-    def entry_price(self) -> float:
-        """Average entry price of the open position (0 when flat)."""
-        return self.book.entry_price
-
-    @property
-    def bars_held(self) -> int:
-        """Bar closes since the position was opened or flipped."""
-        return self.book.bars_held
-
-    @property
-    def equity(self) -> float:
-        """Equity at the current bar's close."""
-        return self.book.equity
-
-    @property
-    def peak(self) -> float:
-        """Highest equity of the episode so far."""
-        return self.book.peak
-
     def observation(self) -> np.ndarray:
         """Return the observation at the current bar's close."""
         return self.book.observation(self.features[self.t], self._close[self.t])
@@ -149,7 +118,7 @@ class TacticalEnv(gym.Env[np.ndarray, np.ndarray]):
             start = 0
         self._reset_state(start)
         self.position_cap = self.config.max_position
-        return self.observation(), {"t": start, "equity": self.equity}
+        return self.observation(), {"t": start, "equity": self.book.equity}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Trade to the target at the next open, hold to the next close."""

@@ -79,7 +79,7 @@ def test_scripted_actions_give_hand_computed_equity_fees_and_rewards(handmade):
                  eq / prev - 1, math.log1p(want["bars_held"]), dd)
         np.testing.assert_allclose(obs[-5:], np.array(state, np.float32), rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(obs[:2], md.features[step, 0])
-        assert env.bars_held == want["bars_held"]
+        assert env.book.bars_held == want["bars_held"]
         assert not terminated and truncated == (step == 4)
         prev = eq
     assert step == 4
@@ -107,7 +107,7 @@ def test_holding_time_counts_bars_while_the_position_is_resized(handmade):
     for a in (0.5, 0.8, 0.3, 0.3, -0.2, 0.0, 0.4):
         info = env.step(np.array([a], np.float32))[4]
         trades += info["traded"] > 0
-        held.append(env.bars_held)
+        held.append(env.book.bars_held)
     assert held == [1, 2, 3, 4, 1, 0, 1]
     assert trades == 7  # every step traded (the resizes too), yet holding time counts bars
 
@@ -150,16 +150,16 @@ def test_observation_is_tactical_observation_of_the_bar_and_state():
     env = TacticalEnv(md, asset=1, config=TacticalConfig(episode_bars=100), seed=5)
     obs, info = env.reset()
     rng = np.random.default_rng(0)
-    prev = env.equity
+    prev = env.book.equity
     for _ in range(50):
         t = env.t
         px = md.close[t, 1]
-        want = tactical_observation(md.features[t, 1], env.units * px / env.equity,
-                                    env.units * (px - env.entry_price) / env.equity, env.equity / prev - 1.0,
-                                    env.bars_held, 1.0 - env.equity / env.peak)
+        want = tactical_observation(md.features[t, 1], env.book.units * px / env.book.equity,
+                                    env.book.units * (px - env.book.entry_price) / env.book.equity, env.book.equity / prev - 1.0,
+                                    env.book.bars_held, 1.0 - env.book.equity / env.book.peak)
         np.testing.assert_array_equal(obs, want)
         assert obs.dtype == np.float32 and obs.shape == (6 + 5,)
-        prev = env.equity
+        prev = env.book.equity
         obs, *_ = env.step(rng.uniform(-1, 1, 1).astype(np.float32))
 
 
