@@ -32,7 +32,8 @@ import numpy as np
 
 from flows.settings import Settings, SettingsError, load_settings
 from training.export import ExportRejected
-from training.rl.agents import FAMILIES, LEVELS, Level
+
+LEVELS = ("strategic", "tactical", "execution")  # as training.rl.agents.LEVELS, without importing torch here
 
 QUICK_BARS = 3_000
 RUN_FILE, HELDOUT_FILE = "run.json", "heldout.npy"
@@ -119,7 +120,7 @@ def train(a: argparse.Namespace, settings: Settings) -> Path:
     t0 = time.perf_counter()
     md = load_run_data(a, settings)
     train_md, valid_md, test_md = split_by_time(md, *SPLITS)
-    level: Level = a.level
+    level = a.level
     train_env, _ = make_env(level, train_md, a.seed, evaluation=False, quick=a.quick)
     valid_env, n_valid = make_env(level, valid_md, a.seed, evaluation=True, quick=a.quick,
                                   episodes_per_asset=10 if a.quick else 50)
@@ -152,7 +153,7 @@ def train(a: argparse.Namespace, settings: Settings) -> Path:
 
 def export(a: argparse.Namespace) -> Any:
     """Export the work dir's agent of a level to ONNX (parity-checked) and register it."""
-    from training.rl.agents import load_agent
+    from training.rl.agents import FAMILIES, load_agent
     from training.rl.export import export_policy, register_policy
 
     d = a.work_dir / a.level
