@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, NamedTuple, Protocol
 
@@ -94,7 +94,7 @@ class IllegalTransition(ValueError):
     """Raised when an order is asked to move to a state its current state cannot reach."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Order:
     """An order and what has happened to it so far."""
 
@@ -144,7 +144,8 @@ class Order:
 
     def copy(self) -> Order:
         """Return an independent copy (what brokers hand out, so callers cannot change their books)."""
-        return replace(self)
+        return Order(self.client_order_id, self.intent, self.status, self.filled_qty, self.avg_price,
+                     self.exchange_id, self.updated_ts, self.reject_reason)
 
 
 def _base36(n: int) -> str:

@@ -106,13 +106,14 @@ class PaperBroker:
 
     def on_bar(self, bar: Bar) -> list[Fill]:
         """Match the symbol's open orders against a closed bar; return the fills."""
-        tf = timeframe_ms(bar.timeframe)
-        end = bar.ts + tf
         self.last_close[bar.symbol] = bar.close
         fills: list[Fill] = []
-        if bar.volume <= 0:
+        pending = self.book.open_orders(bar.symbol)
+        if bar.volume <= 0 or not pending:
             return fills
-        pending = sorted(self.book.open_orders(bar.symbol), key=lambda o: _PRIORITY.get(o.intent.leg, 1))
+        tf = timeframe_ms(bar.timeframe)
+        end = bar.ts + tf
+        pending.sort(key=lambda o: _PRIORITY.get(o.intent.leg, 1))
         for order in pending:
             arrival = self.arrival.get(order.client_order_id, order.intent.bar_ts)
             if not order.status.is_open or arrival >= end:
