@@ -66,7 +66,8 @@ def load_policy(root: Path, family: str, version: str = "latest") -> Policy | No
     except (ManifestError, FileNotFoundError, OSError):
         return None
     module = importlib.import_module("inference.policy")
-    runner: Policy = module.PolicyRunner.from_registry(root, family, version=version)
+    runner: Policy = module.PolicyRunner.from_registry(root, family, version=version,
+                                                       allowed_features=feed_features())
     return runner
 
 

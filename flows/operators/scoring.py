@@ -9,9 +9,10 @@ members (LightGBM, streaming LSTM, GNN) and the tactical policy on all symbols
 at once.
 
 The policy observation needs a position state.  The step keeps the policy's own
-book per symbol, as the tactical environment does in training: the position is
-the policy's last target, marked with each bar's ``ret_1``.  The risk engine and
-the portfolio downstream decide what is actually traded.
+book per symbol exactly as the tactical environment does in training (the
+shared ``inference.rl_observation.TacticalBook``: the last target executed at the
+bar's open with the training fees and slippage, marked at its close).  The risk
+engine and the portfolio downstream decide what is actually traded.
 
 Snapshots are plain data: pending rows, the policy book and the stateful runners'
 state (LSTM per symbol, GNN return window); the models themselves are attached
@@ -22,8 +23,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -49,41 +49,41 @@ class Prediction(NamedTuple):
     volatility: float  # rv_15 of the bar features
 
 
-@dataclass
 class PolicyBook:
-    """The policy's own position per symbol, marked bar by bar."""
+    """The policy's own book for one symbol: :class:`inference.rl_observation.TacticalBook` on a price index.
 
-    position: float = 0.0
-    equity: float = 1.0
-    entry_equity: float = 1.0
-    peak: float = 1.0
-    bars_held: int = 0
-    last_change: float = 0.0
+    The tactical environment executes the target decided at a close at the next
+    bar's open, with its fees and slippage, then marks the close.  The flow knows
+    each bar's ``ret_1``, so it runs the same book on the index
+    ``exp(cumsum(ret_1))`` with the open taken as the last close; every state term
+    of the observation is a ratio, so the scale does not matter.
+    """
 
-    def mark(self, ret_1: float) -> None:
-        """Move equity by this bar's return on the held position."""
-        before = self.equity
-        self.equity *= 1.0 + self.position * math.expm1(ret_1)
-        self.peak = max(self.peak, self.equity)
-        self.last_change = self.equity / before - 1.0
+    def __init__(self, book: Any, close: float = 1.0, target: float = 0.0) -> None:
+        """Wrap a ``TacticalBook``; ``close`` is the index at the last bar, ``target`` the last action."""
+        self.book, self.close, self.target = book, close, target
 
-    def observation_state(self) -> tuple[float, float, float, int, float]:
-        """Return (position, unrealized_pnl, equity_change, bars_held, drawdown)."""
-        upnl = self.equity / self.entry_equity - 1.0 if self.position else 0.0
-        return self.position, upnl, self.last_change, self.bars_held, 1.0 - self.equity / self.peak
+    def step(self, ret_1: float, features: np.ndarray, costs: tuple[float, float, float]) -> np.ndarray:
+        """Execute the last target at this bar's open, mark its close, return the observation."""
+        self.book.execute(self.target, self.close, *costs)
+        self.close *= math.exp(ret_1)
+        self.book.mark(self.close)
+        obs: np.ndarray = self.book.observation(features, self.close)
+        return obs
 
-    def hold(self, target: float) -> None:
-        """Take the policy's new target; a new or flipped position restarts the holding clock."""
-        if target == 0.0 or self.position == 0.0 or (target > 0) != (self.position > 0):
-            self.bars_held, self.entry_equity = 0, self.equity
-        else:
-            self.bars_held += 1
-        self.position = float(target)
+    def snapshot(self) -> dict[str, Any]:
+        """Return the state as plain data."""
+        return {"book": self.book.snapshot(), "close": self.close, "target": self.target}
 
 
-def _tactical_observation() -> Callable[..., np.ndarray]:
-    fn: Callable[..., np.ndarray] = importlib.import_module("inference.rl_observation").tactical_observation
-    return fn
+def _rl_observation() -> Any:
+    return importlib.import_module("inference.rl_observation")
+
+
+def policy_costs(policy: Any) -> tuple[float, float, float]:
+    """Return the (fee_rate, slippage, min_trade) the policy's environment was trained with."""
+    env = dict(getattr(getattr(policy, "manifest", None), "config", None) or {}).get("env", {}) or {}
+    return float(env.get("fee_rate", 0.0)), float(env.get("slippage", 0.0)), float(env.get("min_trade", 0.0))
 
 
 class ScoringStep:
@@ -102,7 +102,8 @@ class ScoringStep:
         self._feed_keys, self._n_feed, self._take = frozenset(self.feed), len(self.feed), itemgetter(*self.feed)
         self.pending: dict[int, dict[str, dict[str, float]]] = {
             int(t): {sym: dict(v) for sym, v in rows.items()} for t, rows in s.get("pending", {}).items()}
-        self.books = {sym: PolicyBook(**b) for sym, b in s.get("books", {}).items()}
+        self._books_saved: dict[str, Any] = dict(s.get("books", {}))
+        self.books: dict[str, PolicyBook] = {}
         self.scored_until: int = int(s.get("scored_until", -1))
         self.latest: dict[str, int] = {k: int(v) for k, v in s.get("latest", {}).items()}
         self.max_pending = int(s.get("max_pending", max_pending))
@@ -185,18 +186,22 @@ class ScoringStep:
         policy = self.bank.policy if self.bank is not None else None
         if policy is None:
             return np.full(len(symbols), np.nan)
-        observe = _tactical_observation()
-        names = [f for f in policy.features if f in self.feed]
+        rl = _rl_observation()
+        costs = policy_costs(policy)
+        names = list(policy.features)
         obs = []
         for s in symbols:
-            book = self.books.setdefault(s, PolicyBook())
-            book.mark(float(rows[s].get("ret_1", 0.0)))
+            book = self.books.get(s)
+            if book is None:
+                saved = self._books_saved.pop(s, None)
+                book = self.books[s] = (PolicyBook(rl.TacticalBook.restore(saved["book"]), saved["close"],
+                                                   saved["target"]) if saved else PolicyBook(rl.TacticalBook()))
             x = np.fromiter((rows[s][f] for f in names), np.float32, len(names))
-            obs.append(observe(x, *book.observation_state()))
+            obs.append(book.step(float(rows[s].get("ret_1", 0.0)), x, costs))
         act = np.asarray(policy.act(np.stack(obs)), np.float64).reshape(len(symbols), -1)[:, 0]
         act = np.clip(act, -1.0, 1.0)
         for s, a in zip(symbols, act, strict=True):
-            self.books[s].hold(float(a))
+            self.books[s].target = float(a)
         return act
 
     def snapshot(self) -> dict[str, Any]:
@@ -204,7 +209,7 @@ class ScoringStep:
         return {"symbols": list(self.symbols), "timeframe": self.timeframe, "feed": self.feed,
                 "scored_until": self.scored_until, "latest": dict(self.latest), "max_pending": self.max_pending,
                 "pending": {str(t): rows for t, rows in self.pending.items()},
-                "books": {s: vars(b).copy() for s, b in self.books.items()},
+                "books": {**self._books_saved, **{s: b.snapshot() for s, b in self.books.items()}},
                 "models": self.bank.snapshot() if self.bank is not None else self._models}
 
     def __getstate__(self) -> dict[str, Any]:
