@@ -16,6 +16,14 @@
   the local state lacks (placed while the broker was down), settles local open
   orders the exchange finished meanwhile (their fills are handed out by the
   next :meth:`on_bar`), and adopts the exchange's balances.
+- Protective legs (:mod:`flows.execution.book`) are separate exchange orders. On a
+  spot account both lock the same coins, so with ``stop_loss_pct`` and
+  ``take_profit_pct`` set and no other holdings the take-profit is refused
+  (cut to the free balance, below the minimum) and the stop-loss alone protects;
+  Binance's OCO order lists are not used yet.
+- Network errors: a failed poll is retried at the next bar (fills are never lost
+  or repeated); an order that could not be checked before placing is REJECTED
+  with the reason; one whose placement timed out stays NEW until a poll finds it.
 - Keys come from the environment (``ExchangeSettings``) or ``live.secrets_file``;
   they live only inside the ccxt client, never in logs, reprs or snapshots.
 """
@@ -159,16 +167,19 @@ class LiveBroker:
         if cid in self.book.orders:
             return self.book.orders[cid].copy()
         self._load_markets()
-        problem = validate_intent(intent)
-        if problem is None:  # market rules first: a refused order costs no request
-            intent, problem = self._shape(intent, caps=False)
-        if problem is not None:
-            return self._reject(cid, intent, problem)
-        existing = self._fetch(intent.symbol, None, cid)
-        if existing is not None:
-            log.info("order %s already on the exchange: adopted, not placed again", cid)
-            return self._adopt(existing, intent).copy()
-        intent, problem = self._shape(intent, caps=True)
+        try:
+            problem = validate_intent(intent)
+            if problem is None:  # market rules first: a refused order costs no request
+                intent, problem = self._shape(intent, caps=False)
+            if problem is not None:
+                return self._reject(cid, intent, problem)
+            existing = self._fetch(intent.symbol, None, cid)
+            if existing is not None:
+                log.info("order %s already on the exchange: adopted, not placed again", cid)
+                return self._adopt(existing, intent).copy()
+            intent, problem = self._shape(intent, caps=True)
+        except ccxt.NetworkError as exc:
+            problem = f"not placed: {type(exc).__name__} while checking the order with the exchange"
         if problem is not None:
             return self._reject(cid, intent, problem)
         kind, trigger = _CCXT_TYPE[intent.order_type]
@@ -204,15 +215,24 @@ class LiveBroker:
         return order.copy()
 
     def on_bar(self, bar: Bar) -> list[Fill]:
-        """Poll the exchange for the symbol's fills and order updates; return new fills."""
+        """Poll the exchange for the symbol's fills and order updates; return new fills.
+
+        A network error is logged and the poll is retried at the next bar; fills already
+        applied are kept for the next call, so none is lost or handed out twice.
+        """
         sym = bar.symbol
         self.last_price[sym] = bar.close
+        if self.book.open_orders(sym):
+            try:
+                self._poll(sym)
+            except ccxt.NetworkError as exc:
+                log.warning("polling %s failed (%s); retried at the next bar", sym, type(exc).__name__)
         fills = [f for f in self.pending_fills if f.symbol == sym]
         self.pending_fills = [f for f in self.pending_fills if f.symbol != sym]
-        open_ = self.book.open_orders(sym)
-        if not open_:
-            return fills
-        fills += self._collect_trades(sym)
+        return fills
+
+    def _poll(self, sym: str) -> None:
+        self.pending_fills += self._collect_trades(sym)
         for order in self.book.open_orders(sym):
             report = self._fetch(sym, order.exchange_id, order.client_order_id)
             if report is None:
@@ -221,14 +241,12 @@ class LiveBroker:
                                      "not on the exchange after a network error while placing")
                 continue
             self._apply_report(order, report)
-        still = self.book.open_orders(sym)
         self.bars_open = {c: n for c, n in self.bars_open.items() if c in self.book.orders}
-        for order in still:
+        for order in self.book.open_orders(sym):
             self.bars_open[order.client_order_id] = self.bars_open.get(order.client_order_id, 0) + 1
             limit = self.config.live.cancel_after_bars
             if limit is not None and order.intent.leg == "entry" and self.bars_open[order.client_order_id] > limit:
                 self.cancel(order.client_order_id)
-        return fills
 
     def open_orders(self) -> list[Order]:
         """Return the orders that can still fill (local view, updated by polling)."""

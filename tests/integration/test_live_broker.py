@@ -253,3 +253,67 @@ def test_keys_from_a_secrets_file(tmp_path: Path) -> None:
         load_keys(env, tmp_path / "bad.json")
     with pytest.raises(SettingsError, match="API_KEY"):
         load_keys(env, None)
+
+
+def test_a_stopped_exchange_is_survived_and_orders_are_refused_with_the_reason(tmp_path: Path) -> None:
+    candles = make_candles(8, H)
+    path = tmp_path / "ABC_USDT-1h.csv"
+    candles.to_csv(path, index=False)
+    with running_replay(path, speed=0, rest_horizon="all", api_key=KEY, api_secret=SECRET) as ex:
+        m = Market(ex, candles)
+        broker = m.broker()
+        broker.on_bar(m.bar(0))
+        order = broker.submit(intent("buy", 0.5, m.t0, "limit", 50.0))
+    broker.client.timeout = 1000  # the server is gone: connection refused
+    assert broker.on_bar(m.bar(1)) == [] and broker.open_orders()[0].client_order_id == order.client_order_id
+    refused = broker.submit(intent("buy", 0.5, m.t0 + H, "limit", 50.0))
+    assert refused.status is OrderStatus.REJECTED and refused.reject_reason.startswith("not placed: ")
+
+
+def test_the_decision_step_trades_live_and_a_replayed_decision_places_nothing_twice(market: Market, tmp_path: Path) -> None:
+    """DecisionStep + real portfolio and risk engine + LiveBroker (from the settings) on the replay exchange."""
+    from flows.execution.orders import Fill, Order
+    from flows.operators.decisions import DecisionStep, PortfolioRow
+    from flows.operators.decisions_wiring import build_deps
+    from flows.operators.scoring import Prediction
+    from flows.settings import load_settings
+
+    env = {"CRYPTOSTREAM_MODE": "live", "CRYPTOSTREAM_SYMBOLS": SYM, "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h",
+           "CRYPTOSTREAM_DATA_DIR": str(tmp_path), "CRYPTOSTREAM_EXCHANGE__HTTP_URL": market.ex.http_url,
+           "CRYPTOSTREAM_EXCHANGE__API_KEY": KEY, "CRYPTOSTREAM_EXCHANGE__API_SECRET": SECRET,
+           "CRYPTOSTREAM_EXECUTION__BROKER": "live", "CRYPTOSTREAM_EXECUTION__LIVE__CONFIRM": "true",
+           "CRYPTOSTREAM_EXECUTION__LIVE__MAX_CAPITAL": "5000"}
+    settings = load_settings(env=env)
+
+    def pred(k: int, p: float) -> Prediction:
+        return Prediction(SYM, "1h", market.t0 + (k + 1) * H, {}, p, abs(p - 0.5) * 2, int(p > 0.5), float("nan"),
+                          {}, 0.0, 0.01)
+
+    probs = [0.9, 0.9, 0.1, 0.1, 0.9, 0.9]
+    step = DecisionStep((SYM,), H, build_deps(settings))
+    out: list = []
+    saved = None
+    for k, p in enumerate(probs):
+        market.seek(k + 1)
+        if k == 3:
+            saved = step.snapshot()
+        out += step.on_bar(market.bar(k)) + step.on_predictions([pred(k, p)])
+    market.seek(len(probs) + 1)
+    out += step.on_bar(market.bar(len(probs)))
+    orders = [o for o in out if isinstance(o, Order)]
+    fills = [f for f in out if isinstance(f, Fill)]
+    placed = market.ex.account.orders
+    assert orders and len(placed) == len({o.client_order_id for o in orders})
+    assert {o.client_id for o in placed.values()} == {o.client_order_id for o in orders}
+    assert sorted(f.trade_id for f in fills) == sorted(str(t["id"]) for t in market.ex.account.trades)
+    rows = [r for r in out if isinstance(r, PortfolioRow)]
+    held = sum((1 if f.side == "buy" else -1) * f.qty for f in fills)
+    assert rows[-1].state["positions"].get(SYM, 0.0) == pytest.approx(held)
+    # Restart from the snapshot taken before bar 3 and replay bars 3..: nothing reaches the exchange twice.
+    again = DecisionStep.__new__(DecisionStep)
+    again.__setstate__(saved)
+    again.attach(build_deps(settings))
+    for k in range(3, len(probs)):
+        again.on_bar(market.bar(k))
+        again.on_predictions([pred(k, probs[k])])
+    assert len(market.ex.account.orders) == len(placed)
