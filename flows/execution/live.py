@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ _FROM_BINANCE = {"STOP_LOSS": "stop_market", "STOP_LOSS_LIMIT": "stop_limit", "T
                  "TAKE_PROFIT_LIMIT": "take_profit_limit", "LIMIT_MAKER": "limit"}
 _LEG_BY_CODE = {v: k for k, v in LEG_CODES.items()}
 _APPLIED_KEPT = 10_000
+_HASHED_ID = re.compile(r"^[A-Za-z0-9_-]{1,8}\.[0-9a-f]{27}$")
 
 
 def load_keys(exchange: ExchangeSettings, secrets_file: Path | None) -> tuple[str, str]:
@@ -125,10 +127,17 @@ def intent_from_report(report: dict[str, Any]) -> OrderIntent:
     """Rebuild the intent of an exchange order (strategy, bar and leg from our client id when it is one)."""
     info = report.get("info", {})
     cid = str(report.get("clientOrderId") or info.get("clientOrderId") or "")
-    parts = cid.split(".")
     strategy, bar_ts, leg = "external", int(report.get("timestamp") or 0), "entry"
+    parts = cid.split(".")
     if len(parts) == 4 and parts[3] in _LEG_BY_CODE:
-        strategy, bar_ts, leg = parts[0], int(parts[2], 36), _LEG_BY_CODE[parts[3]]
+        try:
+            parsed = (parts[0], int(parts[2], 36), _LEG_BY_CODE[parts[3]])
+            if client_order_id(parsed[0], str(report["symbol"]), parsed[1], parsed[2]) == cid:
+                strategy, bar_ts, leg = parsed
+        except ValueError:
+            pass  # not an id of ours
+    elif _HASHED_ID.match(cid):  # ours, too long to spell out: bar and leg are not recoverable
+        strategy = parts[0]
     kind = _FROM_BINANCE.get(str(info.get("type", "")).upper(), str(report.get("type") or "market"))
     stop = float(info["stopPrice"]) if float(info.get("stopPrice") or 0) > 0 else None
     price = report.get("price") if kind in ("limit", "stop_limit", "take_profit_limit") else None
@@ -389,8 +398,7 @@ class LiveBroker:
 
     def _adopt(self, report: dict[str, Any], intent: OrderIntent) -> Order:
         """Take an exchange order into the book; its fills so far are handed out at the next bar."""
-        cid = client_order_id(intent.strategy, intent.symbol, intent.bar_ts, intent.leg) \
-            if intent.strategy != "external" else str(report["clientOrderId"])
+        cid = str(report["clientOrderId"])
         intent = intent._replace(qty=float(report["amount"]))
         order = self.book.add(Order(cid, intent, OrderStatus.NEW, exchange_id=str(report["id"]),
                                     updated_ts=intent.bar_ts))

@@ -95,3 +95,22 @@ def test_bad_intents_are_named(change: dict, field: str) -> None:
     good = OrderIntent("cs", "BTC/USDT", "buy", 1.0, "market", None, None, 0, "entry", "")
     assert validate_intent(good) is None
     assert field in (validate_intent(good._replace(**change)) or "")
+
+
+def test_adopted_exchange_orders_recover_strategy_bar_and_leg_from_our_ids_only() -> None:
+    from flows.execution.live import intent_from_report
+
+    def report(cid: str) -> dict:
+        return {"clientOrderId": cid, "symbol": "BTC/USDT", "side": "sell", "amount": 0.5, "price": 0.0,
+                "timestamp": 123, "type": "market", "info": {"type": "STOP_LOSS", "stopPrice": "95.5"}}
+
+    t = 1_722_470_400_000
+    ours = intent_from_report(report(client_order_id("cs", "BTC/USDT", t, "stop_loss")))
+    assert (ours.strategy, ours.bar_ts, ours.leg, ours.order_type, ours.stop_price) == ("cs", t, "stop_loss",
+                                                                                      "stop_market", 95.5)
+    hashed = client_order_id("strategy_name_16", "LONGBASECOIN123/USDT", t, "entry")
+    assert len(hashed) == 36 and intent_from_report({**report(hashed), "symbol": "LONGBASECOIN123/USDT"}).strategy \
+        == "strategy"
+    for foreign in ("web_abc123", "my.order.x-y.e", client_order_id("cs", "ETH/USDT", t, "entry")):
+        got = intent_from_report(report(foreign))
+        assert (got.strategy, got.bar_ts) == ("external", 123), foreign
