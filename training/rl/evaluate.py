@@ -7,7 +7,8 @@ i.e. the exported ONNX graph the flow would run) acts on the *test* slice of its
 run (after ``split.test_start`` in the manifest: never seen in training or
 validation), in the same environment and with the same costs as the baselines:
 
-* tactical (per asset, equal capital): buy-and-hold (target +1), flat (0), and the
+* tactical (per asset, equal capital): buy-and-hold (target +1 every bar: fully long, the
+  exposure kept at 1 by small rebalances), flat (0), and the
   LightGBM signal (``training.models.lightgbm_model``, trained on the training slice
   only, walk-forward rounds; +1 / -1 by the scorer's confidence threshold, flat
   below it) and its sign (+1 if p > 0.5 else -1);
