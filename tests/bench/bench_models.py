@@ -138,19 +138,54 @@ class Native:
         self.symbols = symbols
         self.rets = np.zeros((0, len(symbols)))
 
-    def score(self, x: np.ndarray, bar_ts: int) -> np.ndarray:
-        """Return ensemble P(up) per symbol of one bar (rows of ``x`` in ``self.symbols`` order)."""
+    def members(self, x: np.ndarray, bar_ts: int) -> dict[str, Any]:
+        """Return each member's scoring function of one bar (rows of ``x`` in ``self.symbols`` order)."""
         torch = self.torch
-        p_lgb = self.booster.predict(x)
-        p_lstm = self.stream.step(self.symbols, x[:, self.lstm_cols], [bar_ts * 1_000_000] * len(self.symbols))
-        self.rets = np.vstack([self.rets, x[None, :, self.ret]])[-self.gnn.graph.window:]
-        p_gnn = np.full(len(self.symbols), np.nan)
-        if len(self.rets) == self.gnn.graph.window:
+
+        def lgb() -> np.ndarray:
+            return np.asarray(self.booster.predict(x))
+
+        def lstm() -> np.ndarray:
+            return self.stream.step(self.symbols, x[:, self.lstm_cols], [bar_ts * 1_000_000] * len(self.symbols))
+
+        def gnn() -> np.ndarray:
+            self.rets = np.vstack([self.rets, x[None, :, self.ret]])[-self.gnn.graph.window:]
+            if len(self.rets) < self.gnn.graph.window:
+                return np.full(len(self.symbols), np.nan)
             adj = self.adjacency(self.rets, self.gnn.graph.threshold)[None]
             with torch.no_grad():
                 logits = self.gnn.net(torch.from_numpy(x[None].astype(np.float32)), torch.from_numpy(adj))
-            p_gnn = torch.sigmoid(logits)[0].double().numpy()
-        return self.ens.predict_proba(np.stack([p_lgb, p_lstm, p_gnn], axis=1))
+            return torch.sigmoid(logits)[0].double().numpy()
+
+        return {"lightgbm": lgb, "lstm": lstm, "gnn": gnn}
+
+    def score(self, x: np.ndarray, bar_ts: int, timings: dict[str, list[float]] | None = None) -> np.ndarray:
+        """Return ensemble P(up) per symbol of one bar; add per-member microseconds to ``timings``."""
+        probs = []
+        for fam, fn in self.members(x, bar_ts).items():
+            t0 = time.perf_counter_ns()
+            probs.append(fn())
+            if timings is not None:
+                timings.setdefault(fam, []).append((time.perf_counter_ns() - t0) / 1e3)
+        t0 = time.perf_counter_ns()
+        p = self.ens.predict_proba(np.stack(probs, axis=1))
+        if timings is not None:
+            timings.setdefault("ensemble combine", []).append((time.perf_counter_ns() - t0) / 1e3)
+        return p
+
+
+def member_times(scorer: Any, rows: dict[str, np.ndarray], bar_ts: int, timings: dict[str, list[float]]) -> None:
+    """Score one bar member by member through a second EnsembleScorer, timing each part."""
+    symbols = tuple(rows)
+    x = np.stack([rows[s] for s in symbols])
+    probs = []
+    for fam in MEMBERS:
+        t0 = time.perf_counter_ns()
+        probs.append(scorer.scorer.runners[fam].score(symbols, x, bar_ts=bar_ts))
+        timings.setdefault(fam, []).append((time.perf_counter_ns() - t0) / 1e3)
+    t0 = time.perf_counter_ns()
+    scorer.session.run(["prob", "confidence", "signal"], {"probs": np.stack(probs, axis=1)})
+    timings.setdefault("ensemble combine", []).append((time.perf_counter_ns() - t0) / 1e3)
 
 
 def section_scoring(args: argparse.Namespace) -> list[tuple[str, float, str, float]]:
@@ -166,10 +201,13 @@ def section_scoring(args: argparse.Namespace) -> list[tuple[str, float, str, flo
         models = build_registry(train, Path(tmp), args.rounds)
         log(f"1: registry trained and exported in {time.perf_counter() - t0:.0f}s")
         scorer = EnsembleScorer.from_registry(tmp, SERVICES, feed=BOTH)
+        parts = EnsembleScorer.from_registry(tmp, SERVICES, feed=BOTH)  # its own state: timed member by member
         symbols = tuple(sorted(frame.symbol.unique()))
-        native = Native(models, symbols)
+        native, native_parts = Native(models, symbols), Native(models, symbols)
         onnx_us: list[float] = []
         native_us: list[float] = []
+        onnx_by: dict[str, list[float]] = {}
+        native_by: dict[str, list[float]] = {}
         diffs = []
         bars = frame[frame.event_timestamp >= times[-args.bars - 100]]
         for i, (t, g) in enumerate(bars.groupby("event_timestamp", sort=True)):
@@ -182,16 +220,22 @@ def section_scoring(args: argparse.Namespace) -> list[tuple[str, float, str, flo
             t2 = time.perf_counter_ns()
             ref = native.score(x, ts)
             t3 = time.perf_counter_ns()
-            if i >= 100:  # the first 100 bars fill the LSTM windows and the graph window
+            warm = i >= 100  # the first 100 bars fill the LSTM windows and the graph window
+            member_times(parts, rows, ts, onnx_by if warm else {})
+            native_parts.score(x, ts, native_by if warm else {})
+            if warm:
                 onnx_us.append((t2 - t1) / 1e3)
                 native_us.append((t3 - t2) / 1e3)
                 diffs.append(np.nanmax(np.abs(out["ensemble"].probability - ref)))
     log(f"1: {len(onnx_us)} bars scored; max |onnx - native| ensemble P(up) {max(diffs):.2e}")
     rows_out = []
     for q in (50, 99):
-        a, b = pct(onnx_us, q), pct(native_us, q)
-        rows_out.append((f"score 1 bar x 5 symbols, full ensemble (EnsembleScorer) p{q}", a,
-                         f"native lightgbm + eager torch p{q}", b))
+        rows_out.append((f"score 1 bar x 5 symbols, full ensemble (EnsembleScorer) p{q} us", pct(onnx_us, q),
+                         f"native lightgbm + eager torch p{q} us", pct(native_us, q)))
+    for part in (*MEMBERS, "ensemble combine"):
+        for q in (50, 99):
+            rows_out.append((f"  of which {part} (onnxruntime) p{q} us", pct(onnx_by[part], q),
+                             f"{part} native p{q} us", pct(native_by[part], q)))
     return rows_out
 
 
