@@ -16,11 +16,9 @@
   the local state lacks (placed while the broker was down), settles local open
   orders the exchange finished meanwhile (their fills are handed out by the
   next :meth:`on_bar`), and adopts the exchange's balances.
-- Protective legs (:mod:`flows.execution.book`) are separate exchange orders. On a
-  spot account both lock the same coins, so with ``stop_loss_pct`` and
-  ``take_profit_pct`` set and no other holdings the take-profit is refused
-  (cut to the free balance, below the minimum) and the stop-loss alone protects;
-  Binance's OCO order lists are not used yet.
+- Protective legs (:mod:`flows.execution.book`): with both ``stop_loss_pct`` and
+  ``take_profit_pct`` they go out as one OCO list (``orderList/oco``: one lock on
+  the coins, the first fill expires the other); with one of them, as one order.
 - Network errors: a failed poll is retried at the next bar (fills are never lost
   or repeated); an order that could not be checked before placing is REJECTED
   with the reason; one whose placement timed out stays NEW until a poll finds it.
@@ -30,10 +28,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -41,7 +36,6 @@ import ccxt
 from flows.execution.book import OrderBook
 from flows.execution.config import ExecutionConfig
 from flows.execution.orders import (
-    LEG_CODES,
     Fill,
     IllegalTransition,
     Order,
@@ -51,98 +45,15 @@ from flows.execution.orders import (
     client_order_id,
     validate_intent,
 )
+from flows.execution.venue import intent_from_report, make_client
 from flows.records import Bar
-from flows.settings import ExchangeSettings, SettingsError
+from flows.settings import ExchangeSettings
 
 log = logging.getLogger(__name__)
 _CCXT_TYPE = {"market": ("market", None), "limit": ("limit", None), "stop_market": ("market", "stopLossPrice"),
               "stop_limit": ("limit", "stopLossPrice"), "take_profit": ("market", "takeProfitPrice"),
               "take_profit_limit": ("limit", "takeProfitPrice")}
-_FROM_BINANCE = {"STOP_LOSS": "stop_market", "STOP_LOSS_LIMIT": "stop_limit", "TAKE_PROFIT": "take_profit",
-                 "TAKE_PROFIT_LIMIT": "take_profit_limit", "LIMIT_MAKER": "limit"}
-_LEG_BY_CODE = {v: k for k, v in LEG_CODES.items()}
 _APPLIED_KEPT = 10_000
-_HASHED_ID = re.compile(r"^[A-Za-z0-9_-]{1,8}\.[0-9a-f]{27}$")
-
-
-def load_keys(exchange: ExchangeSettings, secrets_file: Path | None) -> tuple[str, str]:
-    """Return (api_key, api_secret) from the environment settings, else from the secrets file.
-
-    Raises:
-        SettingsError: naming the missing setting or the file's missing field (never a value).
-    """
-    if exchange.api_key is not None and exchange.api_secret is not None:
-        return exchange.api_key.get_secret_value(), exchange.api_secret.get_secret_value()
-    if secrets_file is None:
-        raise SettingsError("live broker: set CRYPTOSTREAM_EXCHANGE__API_KEY and CRYPTOSTREAM_EXCHANGE__API_SECRET "
-                            "or execution.live.secrets_file")
-    import tomllib  # stdlib from Python 3.11
-
-    path = Path(secrets_file)
-    try:
-        text = path.read_text()
-        doc = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"execution.live.secrets_file {path}: cannot read it as "
-                            f"{'TOML' if path.suffix == '.toml' else 'JSON'} ({type(exc).__name__})") from None
-    missing = [k for k in ("api_key", "api_secret") if not isinstance(doc.get(k), str) or not doc[k]]
-    if missing:
-        raise SettingsError(f"execution.live.secrets_file {path}: missing {' and '.join(missing)}")
-    return doc["api_key"], doc["api_secret"]
-
-
-class Redact(logging.Filter):
-    """Mask the given strings in log records (ccxt logs request headers, the API key among them, at DEBUG)."""
-
-    def __init__(self, *secrets: str) -> None:
-        """Mask ``secrets`` (empty strings are ignored)."""
-        super().__init__()
-        self.secrets = tuple(s for s in secrets if s)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message without the secrets; never drop the record."""
-        msg = record.getMessage()
-        if any(s in msg for s in self.secrets):
-            for s in self.secrets:
-                msg = msg.replace(s, "***")
-            record.msg, record.args = msg, ()
-        return True
-
-
-def make_client(config: ExecutionConfig, exchange: ExchangeSettings) -> ccxt.Exchange:
-    """Return the signed ccxt binance client (on the replay exchange when ``exchange.http_url`` is set)."""
-    from infra.replay_exchange.client import make_binance
-
-    key, secret = load_keys(exchange, config.live.secrets_file)
-    ccxt_log, redact = logging.getLogger("ccxt.base.exchange"), Redact(key, secret)
-    if not any(isinstance(f, Redact) and f.secrets == redact.secrets for f in ccxt_log.filters):
-        ccxt_log.addFilter(redact)
-    return make_binance(exchange.http_url, exchange.ws_url, apiKey=key, secret=secret, enableRateLimit=True,
-                        timeout=config.live.timeout_ms,
-                        options={"recvWindow": config.live.recv_window_ms,
-                                 "warnOnFetchOpenOrdersWithoutSymbol": False})
-
-
-def intent_from_report(report: dict[str, Any]) -> OrderIntent:
-    """Rebuild the intent of an exchange order (strategy, bar and leg from our client id when it is one)."""
-    info = report.get("info", {})
-    cid = str(report.get("clientOrderId") or info.get("clientOrderId") or "")
-    strategy, bar_ts, leg = "external", int(report.get("timestamp") or 0), "entry"
-    parts = cid.split(".")
-    if len(parts) == 4 and parts[3] in _LEG_BY_CODE:
-        try:
-            parsed = (parts[0], int(parts[2], 36), _LEG_BY_CODE[parts[3]])
-            if client_order_id(parsed[0], str(report["symbol"]), parsed[1], parsed[2]) == cid:
-                strategy, bar_ts, leg = parsed
-        except ValueError:
-            pass  # not an id of ours
-    elif _HASHED_ID.match(cid):  # ours, too long to spell out: bar and leg are not recoverable
-        strategy = parts[0]
-    kind = _FROM_BINANCE.get(str(info.get("type", "")).upper(), str(report.get("type") or "market"))
-    stop = float(info["stopPrice"]) if float(info.get("stopPrice") or 0) > 0 else None
-    price = report.get("price") if kind in ("limit", "stop_limit", "take_profit_limit") else None
-    return OrderIntent(strategy, str(report["symbol"]), str(report["side"]), float(report["amount"]), kind,
-                       float(price) if price else None, stop, bar_ts, leg, "adopted from the exchange")
 
 
 class LiveBroker:
@@ -453,8 +364,51 @@ class LiveBroker:
         cancels, legs = self.book.follow_ups(order, self.config)
         for cid in cancels:
             self.cancel(cid)
+        if len(legs) == 2:
+            self._submit_oco(legs[0], legs[1])
+            return
         for leg in legs:
             self.submit(leg)
+
+    def _submit_oco(self, stop: OrderIntent, take: OrderIntent) -> None:
+        """Place stop-loss and take-profit as one OCO list: one lock on the coins, the first fill ends the other."""
+        cids = [client_order_id(i.strategy, i.symbol, i.bar_ts, i.leg) for i in (stop, take)]
+        if any(c in self.book.orders for c in cids):
+            return
+        try:
+            stop, problem = self._shape(stop, caps=False)
+            take, problem = (take, problem) if problem else self._shape(take, caps=False)
+            found = None if problem else self._fetch(stop.symbol, None, cids[0])
+            if found is not None:  # placed before a restart: adopt both legs
+                for intent, cid in ((stop, cids[0]), (take, cids[1])):
+                    report = self._fetch(intent.symbol, None, cid)
+                    if report is not None:
+                        self._adopt(report, intent)
+                return
+            if problem is None:
+                stop, problem = self._shape(stop, caps=True)
+            if problem is None:
+                take = take._replace(qty=stop.qty)
+                long = stop.side == "sell"  # protecting a long: take-profit above, stop below
+                above, below = ((take, cids[1]), (stop, cids[0])) if long else ((stop, cids[0]), (take, cids[1]))
+                c = self.client
+                params = {"symbol": c.market_id(stop.symbol), "side": stop.side.upper(),
+                          "quantity": c.amount_to_precision(stop.symbol, stop.qty)}
+                for pos, (intent, cid) in (("above", above), ("below", below)):
+                    params[pos + "Type"] = "STOP_LOSS" if intent.leg == "stop_loss" else "TAKE_PROFIT"
+                    params[pos + "StopPrice"] = c.price_to_precision(intent.symbol, intent.stop_price)
+                    params[pos + "ClientOrderId"] = cid
+                reply = c.privatePostOrderListOco(params)
+                ids = {str(o["clientOrderId"]): str(o["orderId"]) for o in reply["orders"]}
+                for intent, cid in ((stop, cids[0]), (take, cids[1])):
+                    self.book.add(Order(cid, intent, OrderStatus.NEW, exchange_id=ids[cid], updated_ts=intent.bar_ts))
+                return
+        except (ccxt.InvalidOrder, ccxt.InsufficientFunds, ccxt.BadRequest) as exc:
+            problem = f"exchange refused the OCO pair: {exc}"
+        except ccxt.NetworkError as exc:
+            problem = f"not placed: {type(exc).__name__} while placing the OCO pair"
+        for intent, cid in ((stop, cids[0]), (take, cids[1])):
+            self._reject(cid, intent, problem or "")
 
     def _collect_trades(self, symbol: str) -> list[Fill]:
         """Fetch the symbol's own trades since the last seen one; apply them; return the new fills."""

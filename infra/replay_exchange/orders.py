@@ -18,6 +18,8 @@ had been matched trade by trade.
   take-profit) at or above; one already past its trigger is refused (-2010
   "Order would trigger immediately.").  Once triggered it works as a market
   (or limit) order from the triggering trade on.
+- ``orderList/oco``: two orders (``above*`` / ``below*`` parameters) sharing one
+  lock; the first fill of one expires the other, canceling one cancels both.
 - Balances: a sell locks its quantity, a limit buy ``qty * price``, a market
   buy ``qty * reference price`` (last trade, or ``stopPrice``); fills settle
   from the lock (then from free funds; a market buy that runs out of quote
@@ -82,11 +84,17 @@ class ReplayOrder:
     update_time: int = 0
     working_time: int = -1
     fills: list[dict[str, Any]] = field(default_factory=list)
+    sibling: int | None = None  # the other order of an OCO pair
 
     @property
     def is_open(self) -> bool:
         """Return True while the order can fill."""
         return self.status in ("NEW", "PARTIALLY_FILLED")
+
+    @property
+    def list_id(self) -> int:
+        """Return the OCO list id (its first order's id), -1 for a lone order."""
+        return -1 if self.sibling is None else min(self.order_id, self.sibling)
 
 
 class Account:
@@ -140,8 +148,34 @@ class Account:
         return float(tape.price[h - 1]) if h else None
 
     # -- placing and canceling ---------------------------------------------------------------
-    def place(self, p: dict[str, str]) -> ReplayOrder:
-        """Validate and accept a new order from request parameters (Binance names)."""
+    def place_oco(self, p: dict[str, str]) -> tuple[ReplayOrder, ReplayOrder]:
+        """Accept an OCO pair (``orderList/oco``): two orders, one lock; the first to fill expires the other."""
+        legs = []
+        for pos in ("above", "below"):
+            leg = {"symbol": p.get("symbol", ""), "side": p.get("side", ""), "quantity": p.get("quantity", ""),
+                   "type": p.get(f"{pos}Type", "")}
+            for name, key in (("price", "Price"), ("stopPrice", "StopPrice"), ("timeInForce", "TimeInForce"),
+                              ("newClientOrderId", "ClientOrderId")):
+                if p.get(pos + key):
+                    leg[name] = p[pos + key]
+            if not leg["type"]:
+                raise missing_param(f"{pos}Type")
+            legs.append(leg)
+        first = self.place(legs[0])
+        try:
+            second = self.place(legs[1], shares_lock=first)
+        except BinanceError:
+            self._finish(first, "CANCELED", first.time)
+            del self.orders[first.order_id]
+            raise
+        first.sibling, second.sibling = second.order_id, first.order_id
+        return first, second
+
+    def place(self, p: dict[str, str], shares_lock: ReplayOrder | None = None) -> ReplayOrder:
+        """Validate and accept a new order from request parameters (Binance names).
+
+        ``shares_lock``: the other order of an OCO pair, whose lock covers this one too.
+        """
         tape = self.tape(p.get("symbol"))
         self.catch_up()
         m = tape.market
@@ -180,6 +214,8 @@ class Account:
             raise BinanceError(-2010, "Order would immediately match and take.")
         asset = m.quote if buy else m.base
         need = float(qty * ref) if buy and ref is not None else (0.0 if buy else float(qty))
+        if shares_lock is not None:
+            need = 0.0
         if self.free.get(asset, 0.0) + _EPS < need:
             raise insufficient()
         self.free[asset] = self.free.get(asset, 0.0) - need
@@ -193,11 +229,13 @@ class Account:
         return o
 
     def cancel(self, o: ReplayOrder) -> ReplayOrder:
-        """Cancel an open order (-2011 when it is finished)."""
+        """Cancel an open order, and its OCO sibling (-2011 when it is finished)."""
         self.catch_up()
         if not o.is_open:
             raise BinanceError(-2011, "Unknown order sent.")
         self._finish(o, "CANCELED", self.now_ms())
+        if o.sibling is not None and self.orders[o.sibling].is_open:
+            self._finish(self.orders[o.sibling], "CANCELED", self.now_ms())
         return o
 
     def _finish(self, o: ReplayOrder, status: str, ts: int) -> None:
@@ -254,6 +292,10 @@ class Account:
     def _settle(self, o: ReplayOrder, q: float, px: float, ts: int, tape: TradeTape) -> bool:
         """Move balances for one execution; False when a market buy has no quote left for it."""
         m = tape.market
+        if o.sibling is not None and self.orders[o.sibling].is_open:  # OCO: the other leg expires, its lock moves here
+            other = self.orders[o.sibling]
+            o.locked, other.locked = o.locked + other.locked, 0.0
+            self._finish(other, "EXPIRED", ts)
         maker = not o.taker
         rate = self.maker if maker else self.taker
         cost = q * px
@@ -274,7 +316,7 @@ class Account:
         o.executed += q
         o.cum_quote += cost
         o.status, o.update_time = "PARTIALLY_FILLED", ts
-        fill = {"symbol": m.market_id, "id": self._next_trade, "orderId": o.order_id, "orderListId": -1,
+        fill = {"symbol": m.market_id, "id": self._next_trade, "orderId": o.order_id, "orderListId": o.list_id,
                 "price": tape.price_str(px), "qty": tape.qty_str(q), "quoteQty": f"{cost:.8f}",
                 "commission": f"{commission:.8f}", "commissionAsset": asset, "time": ts,
                 "isBuyer": o.side == "BUY", "isMaker": maker, "isBestMatch": True}

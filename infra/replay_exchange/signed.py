@@ -1,6 +1,6 @@
 """Binance spot's signed (account and trading) REST endpoints on the replay exchange.
 
-``POST /api/v3/order`` (and ``/order/test``), ``GET`` / ``DELETE /api/v3/order``,
+``POST /api/v3/order`` (and ``/order/test``), ``POST /api/v3/orderList/oco``, ``GET`` / ``DELETE /api/v3/order``,
 ``GET`` / ``DELETE /api/v3/openOrders``, ``GET /api/v3/allOrders``,
 ``GET /api/v3/myTrades`` and ``GET /api/v3/account``, with the request and
 answer shapes ccxt ``binance`` reads.  Every request must carry the configured
@@ -46,6 +46,7 @@ class SignedApi:
         return [
             web.post("/api/v3/order", self.new_order),
             web.post("/api/v3/order/test", self.test_order),
+            web.post("/api/v3/orderList/oco", self.new_oco),
             web.get("/api/v3/order", self.get_order),
             web.delete("/api/v3/order", self.cancel_order),
             web.get("/api/v3/openOrders", self.open_orders),
@@ -62,7 +63,7 @@ class SignedApi:
             raise BinanceError(-2014, "API-key format invalid.", 401)
         if not hmac.compare_digest(key, self._key):
             raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
-        query, body = request.query_string, await request.text() if request.can_read_body else ""
+        query, body = request.rel_url.raw_query_string, await request.text() if request.can_read_body else ""
         found = _SIGNATURE.search(query) or _SIGNATURE.search(body)
         if found is None:
             raise missing_param("signature")
@@ -85,7 +86,7 @@ class SignedApi:
         p = await self._params(request)
         o = self.account.place(p)
         kind = (p.get("newOrderRespType") or "FULL").upper()
-        ack = {"symbol": o.market_id, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_id,
+        ack = {"symbol": o.market_id, "orderId": o.order_id, "orderListId": o.list_id, "clientOrderId": o.client_id,
                "transactTime": o.time}
         if kind == "ACK":
             return json_response(ack)
@@ -95,6 +96,22 @@ class SignedApi:
             body["fills"] = [{"price": f["price"], "qty": f["qty"], "commission": f["commission"],
                               "commissionAsset": f["commissionAsset"], "tradeId": f["id"]} for f in o.fills]
         return json_response(body)
+
+    async def new_oco(self, request: web.Request) -> web.Response:
+        """``POST /api/v3/orderList/oco``: a one-cancels-the-other pair (``above*`` and ``below*`` legs)."""
+        p = await self._params(request)
+        legs = self.account.place_oco(p)
+        first = legs[0]
+        return json_response({
+            "orderListId": first.order_id, "contingencyType": "OCO", "listStatusType": "EXEC_STARTED",
+            "listOrderStatus": "EXECUTING", "listClientOrderId": p.get("listClientOrderId") or f"list-{first.order_id}",
+            "transactionTime": first.time, "symbol": first.market_id,
+            "orders": [{"symbol": o.market_id, "orderId": o.order_id, "clientOrderId": o.client_id} for o in legs],
+            "orderReports": [{"symbol": o.market_id, "orderId": o.order_id, "orderListId": first.order_id,
+                              "clientOrderId": o.client_id, "transactTime": o.time, **_order_fields(o),
+                              "workingTime": o.working_time, "selfTradePreventionMode": "EXPIRE_MAKER"}
+                             for o in legs],
+        })
 
     async def test_order(self, request: web.Request) -> web.Response:
         """``POST /api/v3/order/test``: validate only (nothing is placed)."""
@@ -190,14 +207,14 @@ def _order_fields(o: ReplayOrder) -> dict[str, Any]:
 
 def order_json(o: ReplayOrder) -> dict[str, Any]:
     """Return an order as ``GET /api/v3/order`` answers it."""
-    return {"symbol": o.market_id, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_id,
+    return {"symbol": o.market_id, "orderId": o.order_id, "orderListId": o.list_id, "clientOrderId": o.client_id,
             **_order_fields(o), "stopPrice": f"{o.stop_price:.8f}", "icebergQty": _Z, "time": o.time,
             "updateTime": o.update_time, "isWorking": o.working, "workingTime": o.working_time,
             "selfTradePreventionMode": "EXPIRE_MAKER"}
 
 
 def _cancel_json(o: ReplayOrder, new_client_id: str | None) -> dict[str, Any]:
-    return {"symbol": o.market_id, "origClientOrderId": o.client_id, "orderId": o.order_id, "orderListId": -1,
+    return {"symbol": o.market_id, "origClientOrderId": o.client_id, "orderId": o.order_id, "orderListId": o.list_id,
             "clientOrderId": new_client_id or f"cancel-{o.order_id}", "transactTime": o.update_time,
             **_order_fields(o), "selfTradePreventionMode": "EXPIRE_MAKER"}
 

@@ -20,8 +20,9 @@ import pytest
 import requests
 
 from flows.execution.config import ExecutionConfig, LiveConfig
-from flows.execution.live import LiveBroker, load_keys
+from flows.execution.live import LiveBroker
 from flows.execution.orders import OrderIntent, OrderStatus, client_order_id
+from flows.execution.venue import load_keys
 from flows.records import Bar
 from flows.settings import ExchangeSettings, SettingsError
 from infra.replay_exchange import make_binance, running_replay
@@ -204,8 +205,11 @@ def test_protective_legs_on_the_exchange_one_cancels_the_other(market: Market) -
     assert sum(f.qty for f in fills) == pytest.approx(0.2)
     legs = {o.intent.leg: o for o in broker.open_orders()}
     assert set(legs) == {"stop_loss", "take_profit"}
-    remote = {o["clientOrderId"]: o["info"]["type"] for o in market.client().fetch_open_orders(SYM)}
-    assert remote == {legs["stop_loss"].client_order_id: "STOP_LOSS", legs["take_profit"].client_order_id: "TAKE_PROFIT"}
+    remote = {o["clientOrderId"]: o["info"] for o in market.client().fetch_open_orders(SYM)}
+    assert {c: r["type"] for c, r in remote.items()} == {legs["stop_loss"].client_order_id: "STOP_LOSS",
+                                                         legs["take_profit"].client_order_id: "TAKE_PROFIT"}
+    assert len({r["orderListId"] for r in remote.values()}) == 1 and -1 not in {r["orderListId"] for r in remote.values()}
+    assert market.ex.account.locked["ABC"] == pytest.approx(0.2), "one OCO list locks the coins once"
     entry = sum(f.qty * f.price for f in fills) / 0.2
     assert legs["stop_loss"].intent.stop_price == pytest.approx(entry * (1 - pct), abs=0.01)
     assert legs["take_profit"].intent.stop_price == pytest.approx(entry * 1.5, abs=0.01)
@@ -215,6 +219,8 @@ def test_protective_legs_on_the_exchange_one_cancels_the_other(market: Market) -
     out = broker.on_bar(market.bar(k))
     assert [f.client_order_id for f in out] == [legs["stop_loss"].client_order_id] * len(out) and out
     assert broker.open_orders() == [] and market.client().fetch_open_orders(SYM) == []
+    take = broker.book.get(legs["take_profit"].client_order_id)
+    assert take.status is OrderStatus.EXPIRED and market.ex.account.locked["ABC"] == pytest.approx(0.0)
 
 
 def test_max_capital_cuts_buys(market: Market) -> None:

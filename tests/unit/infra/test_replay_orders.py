@@ -163,3 +163,30 @@ def test_resting_limits_fill_at_their_price_only_through_it_and_stops_trigger(ap
     sold = api.ok("GET", "myTrades", symbol="ABCUSDT", orderId=stop["orderId"])
     assert float(sold[0]["price"]) == float(tape.price[first]) and sold[0]["commissionAsset"] == "USDT"
     assert [o["orderId"] for o in api.ok("GET", "openOrders", symbol="ABCUSDT")] == [touched["orderId"]]
+
+
+def test_oco_pairs_lock_once_and_one_ends_the_other(api: Api) -> None:
+    tape = api.ex.data.tapes["ABCUSDT"]
+    h = api.ex.engine.horizon("ABCUSDT")
+    last, later = float(tape.price[h - 1]), tape.price[h:]
+    below = round(float(later.min()) + 0.01, 2)  # some later trade reaches it
+    pair = {"symbol": "ABCUSDT", "side": "SELL", "quantity": "1.5", "aboveType": "TAKE_PROFIT",
+            "aboveStopPrice": f"{last * 10:.2f}", "belowType": "STOP_LOSS", "belowStopPrice": f"{below:.2f}",
+            "aboveClientOrderId": "tp", "belowClientOrderId": "sl"}
+    placed = api.ok("POST", "orderList/oco", **pair)
+    assert placed["contingencyType"] == "OCO" and [o["clientOrderId"] for o in placed["orders"]] == ["tp", "sl"]
+    assert api.balance("ABC") == (0.5, 1.5), "the pair locks the coins once"
+    assert api.call("POST", "orderList/oco", **{**pair, "aboveClientOrderId": "x", "belowClientOrderId": "y"})[1] \
+        == {"code": -2010, "msg": "Account has insufficient balance for requested action."}
+    bad_second = {**pair, "quantity": "0.4", "belowStopPrice": "1.005", "aboveClientOrderId": "x"}
+    assert api.call("POST", "orderList/oco", **bad_second)[1]["msg"] == "Filter failure: PRICE_FILTER"
+    assert api.balance("ABC") == (0.5, 1.5) and len(api.ok("GET", "openOrders")) == 2, "a refused pair leaves nothing"
+    api.seek(24)
+    states = {o["clientOrderId"]: o["status"] for o in api.ok("GET", "allOrders", symbol="ABCUSDT")}
+    assert states == {"tp": "EXPIRED", "sl": "FILLED"}
+    free, locked = api.balance("ABC")
+    assert locked == pytest.approx(0.0) and free == pytest.approx(0.5)
+    again = api.ok("POST", "orderList/oco", **{**pair, "quantity": "0.2", "belowStopPrice": f"{below / 2:.2f}"})
+    api.ok("DELETE", "order", symbol="ABCUSDT", origClientOrderId="sl")
+    assert {o["status"] for o in api.ok("GET", "allOrders", symbol="ABCUSDT", orderId=again["orderListId"])} == \
+        {"CANCELED"} and api.balance("ABC") == (pytest.approx(0.5), 0.0)

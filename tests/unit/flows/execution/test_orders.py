@@ -98,7 +98,7 @@ def test_bad_intents_are_named(change: dict, field: str) -> None:
 
 
 def test_adopted_exchange_orders_recover_strategy_bar_and_leg_from_our_ids_only() -> None:
-    from flows.execution.live import intent_from_report
+    from flows.execution.venue import intent_from_report
 
     def report(cid: str) -> dict:
         return {"clientOrderId": cid, "symbol": "BTC/USDT", "side": "sell", "amount": 0.5, "price": 0.0,
