@@ -130,7 +130,7 @@ class LiveBroker:
         except ccxt.OrderNotFound:  # finished meanwhile (filled): learn how
             report = self._fetch(order.intent.symbol, order.exchange_id, client_order_id)
         if report is not None:
-            self._collect_trades(order.intent.symbol)
+            self.pending_fills += self._collect_trades(order.intent.symbol)
             self._apply_report(order, report)
         return order.copy()
 

@@ -140,6 +140,15 @@ def test_cancel_and_cancel_again(market: Market) -> None:
     assert [u.status for u in broker.drain_updates()] == [OrderStatus.NEW, OrderStatus.CANCELED]
     with pytest.raises(KeyError, match="not an order of this broker"):
         broker.cancel("cs.nope")
+    # Cancel a partly filled order before any poll saw its fills: they are handed out at the next bar.
+    vol1 = float(market.candles.volume.iloc[1])
+    part = broker.submit(intent("buy", round(vol1 + 3, 3), market.t0 + H, "limit", 150.0))
+    market.seek(2)
+    late = broker.cancel(part.client_order_id)
+    assert late.status is OrderStatus.CANCELED and late.filled_qty == pytest.approx(vol1)
+    fills = broker.on_bar(market.bar(1))
+    assert sum(f.qty for f in fills) == pytest.approx(vol1) and {f.client_order_id for f in fills} == {
+        part.client_order_id}
 
 
 def test_a_replayed_decision_never_places_a_second_order(market: Market) -> None:
