@@ -190,3 +190,15 @@ def test_oco_pairs_lock_once_and_one_ends_the_other(api: Api) -> None:
     api.ok("DELETE", "order", symbol="ABCUSDT", origClientOrderId="sl")
     assert {o["status"] for o in api.ok("GET", "allOrders", symbol="ABCUSDT", orderId=again["orderListId"])} == \
         {"CANCELED"} and api.balance("ABC") == (pytest.approx(0.5), 0.0)
+
+
+def test_command_line_account_options() -> None:
+    from infra.replay_exchange.__main__ import parse_args
+
+    config, _, _ = parse_args(["--balance", "usdt=5", "--balance", "BTC=1.5", "--api-key", "a", "--api-secret", "b",
+                               "--taker-commission", "0.002"])
+    assert config.balances == (("BTC", 1.5), ("USDT", 5.0)) and config.taker_commission == 0.002
+    assert (config.api_key, config.api_secret) == ("a", "b")
+    assert parse_args([])[0].balances == (("USDT", 100_000.0),)
+    with pytest.raises(SystemExit):
+        parse_args(["--balance", "USDT"])
