@@ -11,25 +11,22 @@ them to flat.  The Redis tests need ``REDIS_URL`` (``set -a; eval "$(infra/up)";
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from flows.operators.decisions import DecisionStep
 from flows.operators.decisions_wiring import build_deps
-from flows.operators.scoring import Prediction
-from flows.records import Bar
 from flows.risk.engine import Rejection
 from flows.risk.kill_switch import FileKillSwitch, KillStatus, RedisKillSwitch, from_settings, main
 from flows.settings import Settings, load_settings
+from tests.unit.flows.risk import stream
 
-TF = 60_000
+TF = stream.TF
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 KILL_AT = 40  # the switch is engaged right after this close; the signal turns bullish on the next
 
@@ -51,28 +48,13 @@ def redis_key() -> Iterator[str]:
     redis.Redis.from_url(url).delete(key)
 
 
-def market(n: int, seed: int = 11) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {s: 100.0 * (i + 1) * np.exp(np.cumsum(rng.normal(0, 0.002, n + 1)))
-            for i, s in enumerate(SYMBOLS)}
-
-
 def run(settings: Settings, engage: Any, closes: int = KILL_AT + 3) -> list[list[Any]]:
     """Drive the decision step close by close; return the items of each close (``engage`` after KILL_AT)."""
     step = DecisionStep(SYMBOLS, TF, build_deps(settings))
-    px = market(closes)
     out = []
-    for c in range(1, closes + 1):
-        items: list[Any] = []
-        for s in SYMBOLS:
-            o, cl = px[s][c - 1], px[s][c]
-            items += step.on_bar(Bar(s, "1m", (c - 1) * TF, o, max(o, cl) * 1.001, min(o, cl) * 0.999, cl,
-                                     1_000.0, 1_000.0 * cl, 50, cl, 500.0))
-        bullish = c > KILL_AT
-        preds = [Prediction(s, "1m", c * TF, {}, 0.9 if bullish else 0.5, 0.8 if bullish else 0.0,
-                            1 if bullish else -1, math.nan, {}, 0.0, 0.01) for s in SYMBOLS]
-        items += step.on_predictions(preds)
-        out.append(items)
+    for c, bars, preds in stream.closes(SYMBOLS, closes, lambda c, _: 1 if c > KILL_AT else -1):
+        items: list[Any] = [x for b in bars for x in step.on_bar(b)]
+        out.append(items + step.on_predictions(preds))
         if c == KILL_AT:
             engage()
     return out
@@ -113,16 +95,11 @@ def test_flatten_closes_positions_on_the_next_close(tmp_path: Path) -> None:
     switch = from_settings(settings)
     # Engage after the buys filled (one close later): the next close sells everything, the bar after fills it.
     step = DecisionStep(SYMBOLS, TF, build_deps(settings))
-    px = market(KILL_AT + 5)
-    last: dict[str, Any] = {}
-    for c in range(1, KILL_AT + 5):
-        for s in SYMBOLS:
-            o, cl = px[s][c - 1], px[s][c]
-            step.on_bar(Bar(s, "1m", (c - 1) * TF, o, max(o, cl) * 1.001, min(o, cl) * 0.999, cl,
-                            1_000.0, 1_000.0 * cl, 50, cl, 500.0))
-        out = step.on_predictions([Prediction(s, "1m", c * TF, {}, 0.9, 0.8, 1 if c > KILL_AT else -1, math.nan,
-                                              {}, 0.0, 0.01) for s in SYMBOLS])
-        last[c] = out
+    last: dict[int, list[Any]] = {}
+    for c, bars, preds in stream.closes(SYMBOLS, KILL_AT + 4, lambda c, _: 1 if c > KILL_AT else -1):
+        for b in bars:
+            step.on_bar(b)
+        last[c] = step.on_predictions(preds)
         if c == KILL_AT + 1:
             assert all(q > 0 for q in step.deps.portfolio.snapshot().positions.values())
             switch.engage("flatten test", flatten=True)
