@@ -137,7 +137,9 @@ def evaluate_tactical(runner: PolicyRunner, md: MarketData, test_start: str, see
             e = np.asarray(eq) / eq[0]
             curves.setdefault(name, []).append(e)
             table.setdefault(name, {})[sym] = equity_metrics(np.asarray(eq), periods, tot["fee"], tot["traded"])
-    out_curves = {k: np.mean(np.stack(v), axis=0) for k, v in curves.items()}
+    n = max(len(e) for v in curves.values() for e in v)  # an episode ends early on ruin: equity stays there
+    out_curves = {k: np.mean(np.stack([np.pad(e, (0, n - len(e)), mode="edge") for e in v]), axis=0)
+                  for k, v in curves.items()}
     for name, e in out_curves.items():
         per_asset = list(table[name].values())
         table[name]["all (equal capital)"] = {

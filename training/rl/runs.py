@@ -91,12 +91,15 @@ def env_configs(level: Level, quick: bool = False) -> tuple[Any, Any]:
     """Return the (training, evaluation) environment configs of a level.
 
     Rewards are scaled to percent (``w_log_return = 100``) so that per-step rewards are
-    of order one; evaluation episodes run the whole slice from its first bar.
+    of order one; evaluation episodes run the whole slice from its first bar.  Tactical:
+    a turnover penalty of 1 % of equity per unit traded on top of the fees (a first run
+    without it, and with a drawdown weight of 1, churned: turnover ~1000x a year on the
+    test slice, see reports/rl/REPORT.md).
     """
     if level == "tactical":
-        train = TacticalConfig(w_log_return=100.0, w_drawdown=1.0, episode_bars=256 if quick else 720,
-                               random_start=True)
-        return train, TacticalConfig(w_log_return=100.0, w_drawdown=1.0, episode_bars=None, random_start=False)
+        rewards = {"w_log_return": 100.0, "w_drawdown": 0.05, "w_turnover": 1.0}
+        train = TacticalConfig(**rewards, episode_bars=256 if quick else 720, random_start=True)
+        return train, TacticalConfig(**rewards, episode_bars=None, random_start=False)
     if level == "strategic":
         train_s = StrategicConfig(w_log_return=100.0, risk_aversion=50.0, episode_rebalances=30 if quick else 90,
                                   random_start=True)
