@@ -15,7 +15,8 @@
 4. **Caps** (:mod:`flows.risk.limits`): ``max_position``, ``max_gross_leverage``,
    ``max_correlated_exposure`` clip the target into ``[-cap, cap]``.
 5. **Rebalance band**: a change smaller than ``min_rebalance_fraction`` of equity
-   is not traded unless a rule cut the target or the target is flat.
+   is not traded, unless a rule cut the target, the target is flat, or the
+   current position itself is over a cap (holding on never keeps a breach).
 
 "Risk-reducing" means the new position lies between 0 and the current one: a
 flip is allowed only as far as flat.  Each rule that changes the target adds one

@@ -60,8 +60,10 @@ def run(settings: Settings, engage: Any, closes: int = KILL_AT + 3) -> list[list
     return out
 
 
-def orders(items: list[Any]) -> list[Any]:
-    return [o for o in items if hasattr(o, "client_order_id") and hasattr(o, "intent")]
+def orders(items: list[Any], close: int) -> list[Any]:
+    """Orders decided at close number ``close`` (not the updates of earlier ones)."""
+    return [o for o in items if hasattr(o, "client_order_id") and hasattr(o, "intent")
+            and o.intent.bar_ts == close * TF]
 
 
 def local(tmp_path: Path, **env: str) -> Settings:
@@ -71,13 +73,13 @@ def local(tmp_path: Path, **env: str) -> Settings:
 
 
 def check_blocks_within_one_bar(settings: Settings, switch: Any, control: list[list[Any]]) -> None:
-    assert not any(orders(items) for items in control[:KILL_AT]), "neutral signal: nothing traded before"
-    buys = orders(control[KILL_AT])
+    assert not any(orders(items, c) for c, items in enumerate(control[:KILL_AT], 1)), "neutral: no trade before"
+    buys = orders(control[KILL_AT], KILL_AT + 1)
     assert {o.intent.symbol for o in buys} == set(SYMBOLS) and all(o.intent.side == "buy" for o in buys)
     killed = run(settings, lambda: switch.engage("test", flatten=False))
     assert switch.active()
-    for items in killed[KILL_AT:]:
-        assert orders(items) == [], "the kill switch let a risk-increasing order through"
+    for c, items in enumerate(killed[KILL_AT:], KILL_AT + 1):
+        assert orders(items, c) == [], "the kill switch let a risk-increasing order through"
     blocked = [r for r in killed[KILL_AT] if isinstance(r, Rejection)]
     assert {(r.symbol, r.rule) for r in blocked} == {(s, "kill_switch") for s in SYMBOLS}
     assert all(r.allowed == 0.0 and r.requested > 0 and r.reason for r in blocked)
@@ -103,7 +105,7 @@ def test_flatten_closes_positions_on_the_next_close(tmp_path: Path) -> None:
         if c == KILL_AT + 1:
             assert all(q > 0 for q in step.deps.portfolio.snapshot().positions.values())
             switch.engage("flatten test", flatten=True)
-    sells = orders(last[KILL_AT + 2])
+    sells = orders(last[KILL_AT + 2], KILL_AT + 2)
     assert {o.intent.symbol for o in sells} == set(SYMBOLS) and all(o.intent.side == "sell" for o in sells)
     assert step.deps.portfolio.snapshot().positions == {}, "filled to flat on the bar after"
 
