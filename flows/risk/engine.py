@@ -38,7 +38,12 @@ from flows.risk.sizing import annual_vol, kelly_fraction, position_fraction
 
 
 class Rejection(NamedTuple):
-    """A rule that cut or refused a decision: quantity change ``requested`` -> ``allowed`` (base units)."""
+    """A rule that cut or refused a decision at bar close ``bar_ts``.
+
+    ``requested`` is the quantity change (base units) asked of this rule, after the
+    rules before it; ``allowed`` what it let through (0 = refused).  One per rule
+    and decision, matching ``risk_events``' key (symbol, ts, rule).
+    """
 
     symbol: str
     bar_ts: int
