@@ -51,7 +51,8 @@ def equity_metrics(equity: np.ndarray, periods: float, fees: float = 0.0, traded
     sd = float(np.std(r, ddof=1)) if len(r) > 1 else 0.0
     return {"total_return": float(e[-1] / e[0] - 1.0),
             "annual_return": float((e[-1] / e[0]) ** (1.0 / years) - 1.0) if years > 0 else math.nan,
-            "sharpe": float(np.mean(r) / sd * math.sqrt(periods)) if sd > 0 else math.nan,
+            # no Sharpe for an (almost) riskless curve: cash's rounding-level moves are not a ratio worth printing
+            "sharpe": float(np.mean(r) / sd * math.sqrt(periods)) if sd * math.sqrt(periods) > 1e-4 else math.nan,
             "max_drawdown": float(np.max(1.0 - e / np.maximum.accumulate(e))),
             "fees_pct": 100.0 * fees / float(e[0]), "turnover": traded / float(np.mean(e))}
 
@@ -309,7 +310,8 @@ def _header(level: str, runner: PolicyRunner, md: MarketData, test: MarketData) 
     return (f"## {level.capitalize()} ({m.extra.get('algorithm', '?')}, `{m.family}/{m.version}`)\n\n"
             f"- data: {', '.join(md.symbols)} {md.timeframe}; training decisions {m.train_start[:16]} to "
             f"{m.train_end[:16]}; test {span} ({test.n_bars} bars)\n"
-            f"- features ({len(m.features)}): {', '.join(m.features)}\n"
+            f"- features ({len(m.features)}): {', '.join(m.features)}"
+            f"{'; regime inputs: ' + ', '.join(m.extra['regime']) if m.extra.get('regime') else ''}\n"
             f"- training: {m.metrics.get('timesteps')} environment steps, stopped early: "
             f"{m.metrics.get('stopped_early')}, best validation episode reward "
             f"{_fmt(float(val.get('best_mean_reward', math.nan)))}; export parity max |diff| "

@@ -97,14 +97,13 @@ def env_configs(level: Level, quick: bool = False) -> tuple[Any, Any]:
     test slice, see reports/rl/REPORT.md).
     """
     if level == "tactical":
-        rewards = {"w_log_return": 100.0, "w_drawdown": 0.05, "w_turnover": 1.0}
-        train = TacticalConfig(**rewards, episode_bars=256 if quick else 720, random_start=True)
-        return train, TacticalConfig(**rewards, episode_bars=None, random_start=False)
+        train = TacticalConfig(w_log_return=100.0, w_drawdown=0.05, w_turnover=1.0,
+                               episode_bars=256 if quick else 720, random_start=True)
+        return train, replace(train, episode_bars=None, random_start=False)
     if level == "strategic":
         train_s = StrategicConfig(w_log_return=100.0, risk_aversion=50.0, episode_rebalances=30 if quick else 90,
                                   random_start=True)
-        return train_s, StrategicConfig(w_log_return=100.0, risk_aversion=50.0, episode_rebalances=None,
-                                        random_start=False)
+        return train_s, replace(train_s, episode_rebalances=None, random_start=False)
     return ExecutionConfig(random_start=True), ExecutionConfig(random_start=False)
 
 
