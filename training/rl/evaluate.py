@@ -209,13 +209,15 @@ def evaluate_execution(runner: PolicyRunner, md: MarketData, test_start: str, pe
     shortfalls: dict[str, np.ndarray] = {}
     table: dict[str, Any] = {}
     for name, strat in strategies.items():
-        rows, leftovers, steps = [], [], []
+        rows, leftovers, steps, kinds = [], [], [], []
         for asset, opts in schedule:
             env.current = env.envs[asset]
             obs, info = env.current.reset(options=opts)
             total, done, n = 0.0, False, 0
             while not done:
-                obs, r, done, truncated, step_info = env.current.step(strat(n, obs))
+                action = strat(n, obs)
+                kinds.append(probe.describe_action(int(action))["kind"])
+                obs, r, done, truncated, step_info = env.current.step(action)
                 total -= float(r)
                 n += 1
                 done = done or truncated
@@ -226,7 +228,9 @@ def evaluate_execution(runner: PolicyRunner, md: MarketData, test_start: str, pe
         shortfalls[name] = s
         table[name] = {"mean_bps": float(s.mean()), "median_bps": float(np.median(s)), "std_bps": float(s.std()),
                        "p95_bps": float(np.percentile(s, 95)), "mean_leftover_pct": 100 * float(np.mean(leftovers)),
-                       "mean_bars_used": float(np.mean(steps)), "orders": len(s)}
+                       "mean_bars_used": float(np.mean(steps)), "orders": len(s),
+                       "limit_bars_pct": 100.0 * kinds.count("limit") / len(kinds),
+                       "wait_bars_pct": 100.0 * kinds.count("wait") / len(kinds)}
     for name in strategies:
         table[name]["beats_twap_pct"] = 100.0 * float(np.mean(shortfalls[name] < shortfalls["twap"]))
     return table, shortfalls
