@@ -15,8 +15,9 @@ validation), in the same environment and with the same costs as the baselines:
 * strategic: buy-and-hold equal weights (bought once at the first open), daily
   rebalanced equal weights (1/N), cash, and the LightGBM strategy (equal weights on
   the assets with p > 0.5 at each rebalance, cash when none);
-* execution: TWAP (a market slice of ``remaining / bars_left`` each bar) and an
-  immediate market order, on the same fixed parent orders (sides alternating).
+* execution: TWAP (a market slice of ``remaining / bars_left`` each bar), the same
+  slice as a limit at the bar's open (passive TWAP, the rest forced at the deadline)
+  and an immediate market order, on the same fixed parent orders (sides alternating).
 
 Results go to ``<report-dir>/<level>.md`` with PNG plots, and ``REPORT.md``
 gathers the levels present.
@@ -203,9 +204,11 @@ def evaluate_execution(runner: PolicyRunner, md: MarketData, test_start: str, pe
     env, _ = make_env("execution", test, seed, evaluation=True)
     probe: ExecutionEnv = env.envs[0]  # type: ignore[assignment]
     twap = probe.action_index("market", 1.0)
+    passive = probe.action_index("limit", 1.0, 0.0)
     schedule = execution_schedule(test, probe.config, per_asset)
     strategies: dict[str, Strategy] = {"policy": lambda t, o: int(runner.act(o[None])[0, 0]),
-                                       "twap": lambda t, o: twap, "immediate_market": lambda t, o: MARKET_ALL}
+                                       "twap": lambda t, o: twap, "twap_limit_at_open": lambda t, o: passive,
+                                       "immediate_market": lambda t, o: MARKET_ALL}
     shortfalls: dict[str, np.ndarray] = {}
     table: dict[str, Any] = {}
     for name, strat in strategies.items():
