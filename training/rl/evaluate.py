@@ -20,7 +20,8 @@ validation), in the same environment and with the same costs as the baselines:
   and an immediate market order, on the same fixed parent orders (sides alternating).
 
 Results go to ``<report-dir>/<level>.md`` with PNG plots, and ``REPORT.md``
-gathers the levels present.
+gathers ``NOTES.md`` (a hand-written reading of the numbers, if present) and the
+levels present.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def equity_metrics(equity: np.ndarray, periods: float, fees: float = 0.0, traded
     return {"total_return": float(e[-1] / e[0] - 1.0),
             "annual_return": float((e[-1] / e[0]) ** (1.0 / years) - 1.0) if years > 0 else math.nan,
             # no Sharpe for an (almost) riskless curve: cash's rounding-level moves are not a ratio worth printing
-            "sharpe": float(np.mean(r) / sd * math.sqrt(periods)) if sd * math.sqrt(periods) > 1e-4 else math.nan,
+            "sharpe": float(np.mean(r) / sd * math.sqrt(periods)) if sd * math.sqrt(periods) > 1e-3 else math.nan,
             "max_drawdown": float(np.max(1.0 - e / np.maximum.accumulate(e))),
             "fees_pct": 100.0 * fees / float(e[0]), "turnover": traded / float(np.mean(e))}
 
@@ -299,7 +300,7 @@ def write_report(report_dir: Path, level: str, body: str) -> Path:
              "neither training nor validation (early stopping, export parity) saw. The policy is the "
              "registered ONNX graph run by `inference.policy.PolicyRunner`, in the same environment and "
              "with the same costs as the baselines.\n"]
-    for lv in ("tactical", "strategic", "execution"):
+    for lv in ("NOTES", "tactical", "strategic", "execution"):  # NOTES.md: hand-written reading, if any
         f = report_dir / f"{lv}.md"
         if f.is_file():
             parts.append(f.read_text())
