@@ -40,7 +40,8 @@ RUN_FILE, HELDOUT_FILE = "run.json", "heldout.npy"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.rl", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.rl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("train", "export", "evaluate"))
     p.add_argument("level", choices=LEVELS)
     p.add_argument("--config", help="settings YAML (else $CRYPTOSTREAM_CONFIG)")
