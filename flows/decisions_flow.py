@@ -1,7 +1,8 @@
 """Wiring of scoring and decisions into the live flow (after the cross-asset step).
 
-features (trading timeframe) -> ``scoring`` (keyed by timeframe; one batch of
-predictions per bar time) -> merged with the closed bars -> ``decisions`` (one
+closed bars and feature rows (trading timeframe) -> ``scoring`` (keyed by
+timeframe: :class:`~flows.operators.scoring.CloseBarrier` around the scoring step;
+one settled close per bar time, with its bars and predictions) -> ``decisions`` (one
 key: the portfolio) -> decision sinks (TimescaleDB + Redis streams, or parquet)
 and one status line per bar on stdout.  Without an ensemble in the registry the
 flow runs features only and says so.
@@ -19,8 +20,9 @@ from bytewax.dataflow import Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.operators.decisions import DecisionStep, Status
+from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank, SwapWatch, has_models
-from flows.operators.scoring import Prediction, ScoringStep
+from flows.operators.scoring import Close, CloseBarrier, ScoringStep
 from flows.records import Bar, FeatureRow
 from flows.settings import Settings, timeframe_ms
 from flows.sinks.decisions import DecisionSink
@@ -35,7 +37,7 @@ def swap_watch(settings: Settings) -> SwapWatch:
 
 
 def scoring_step(settings: Settings) -> Any:
-    """Return the stateful scoring step; the models load once per worker, SIGHUP or the swap key reloads them."""
+    """Return the stateful scoring barrier; the models load once per worker, SIGHUP or the swap key reloads them."""
     sc, tf = settings.scoring, settings.trading_timeframe()
     holder: dict[str, Any] = {}
 
@@ -50,19 +52,16 @@ def scoring_step(settings: Settings) -> Any:
             print(f"scoring {tf} with {b.versions()}", file=sys.stderr, flush=True)
         return holder["bank"]
 
-    def step(state: ScoringStep | None, row: FeatureRow) -> tuple[ScoringStep, list[tuple[Prediction, ...]]]:
+    def step(state: CloseBarrier | None, item: Bar | FeatureRow) -> tuple[CloseBarrier, list[Close]]:
         b = bank()
         if state is None:
-            state = ScoringStep(settings.symbols, tf, b)
-        elif state.bank is None:
-            state.attach(b)
-        if row.ts not in state.pending and holder["watch"].changed():
+            scoring = ScoringStep(settings.symbols, tf, b, confidence_threshold=sc.confidence_threshold)
+            state = CloseBarrier(scoring, WARMUP)
+        elif state.scoring.bank is None:
+            state.scoring.attach(b)
+        if isinstance(item, Bar) and holder["watch"].changed():
             b.request_swap()
-        preds = state.on_row(row)
-        by_ts: dict[int, list[Prediction]] = {}
-        for p in preds:
-            by_ts.setdefault(p.ts, []).append(p)
-        return state, [tuple(v) for v in by_ts.values()]
+        return state, state.on_items((item,))
 
     return step
 
@@ -74,15 +73,14 @@ def decision_step(settings: Settings) -> Any:
     tf = settings.trading_timeframe()
     holder: dict[str, Any] = {}
 
-    def step(state: DecisionStep | None, item: Bar | tuple[Prediction, ...]) -> tuple[DecisionStep, list[Any]]:
+    def step(state: DecisionStep | None, close: Close) -> tuple[DecisionStep, list[Any]]:
         if "deps" not in holder:
             holder["deps"] = build_deps(settings)
         if state is None:
             state = DecisionStep(settings.symbols, timeframe_ms(tf), holder["deps"])
         elif state.deps is None:
             state.attach(holder["deps"])
-        out = state.on_bar(item) if isinstance(item, Bar) else state.on_predictions(item)
-        return state, out
+        return state, state.on_close(close.ts, close.bars, close.predictions)
 
     return step
 
@@ -107,12 +105,14 @@ def decisions_available() -> bool:
                for m in ("flows.portfolio", "flows.risk", "flows.execution"))
 
 
-def prediction_status(batch: tuple[Prediction, ...]) -> Status:
-    """Return the status line of a bar time scored without decisions."""
+def prediction_status(close: Close) -> Status | None:
+    """Return the status line of a close scored without decisions (None while the models warm up)."""
     from flows.records import utc
 
-    sig = " ".join(f"{p.symbol.split('/')[0]}:p={p.probability:.3f}/s={p.signal:+d}" for p in batch)
-    return Status(batch[0].ts, f"{utc(batch[0].ts):%Y-%m-%d %H:%M} predictions[{sig}]")
+    if not close.predictions:
+        return None
+    sig = " ".join(f"{p.symbol.split('/')[0]}:p={p.probability:.3f}/s={p.signal:+d}" for p in close.predictions)
+    return Status(close.ts, f"{utc(close.ts):%Y-%m-%d %H:%M} predictions[{sig}]")
 
 
 def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[FeatureRow]) -> bool:
@@ -122,19 +122,19 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
         print(f"no {tf} ensemble in the registry {root}: running features only "
               "(python -m flows.main bootstraps one)", file=sys.stderr, flush=True)
         return False
+    trade_bars = op.filter("trading_bars", bars, lambda b: b.timeframe == tf)
     rows = op.filter("scoring_rows", features, lambda r: r.timeframe == tf)
-    keyed = op.key_on("scoring_key", rows, lambda r: r.timeframe)
-    preds = op.key_rm("unkey_scoring", op.stateful_flat_map("scoring", keyed, scoring_step(settings)))
-    flat_preds = op.flat_map("predictions", preds, lambda batch: list(batch))
+    inputs: Stream[Any] = op.merge("scoring_inputs", trade_bars, rows)
+    keyed = op.key_on("scoring_key", inputs, lambda r: r.timeframe)
+    closes = op.key_rm("unkey_scoring", op.stateful_flat_map("scoring", keyed, scoring_step(settings)))
+    flat_preds = op.flat_map("predictions", closes, lambda c: list(c.predictions))
     if not decisions_available():
         print("risk/execution/portfolio modules are not installed: scoring only (predictions are stored)",
               file=sys.stderr, flush=True)
         op.output("decision_store", flat_preds, DecisionSink(settings))
-        op.output("status", op.map("prediction_status", preds, prediction_status), StatusPrinter())
+        op.output("status", op.filter_map("prediction_status", closes, prediction_status), StatusPrinter())
         return True
-    trade_bars = op.filter("trading_bars", bars, lambda b: b.timeframe == tf)
-    merged: Stream[Any] = op.merge("decision_inputs", trade_bars, preds)
-    keyed_in = op.key_on("portfolio_key", merged, lambda _: "portfolio")
+    keyed_in = op.key_on("portfolio_key", closes, lambda _: "portfolio")
     out = op.key_rm("unkey_decisions", op.stateful_flat_map("decisions", keyed_in, decision_step(settings)))
     records = op.filter("decision_records", out, lambda r: not isinstance(r, Status))
     op.output("decision_store", op.merge("to_decision_store", flat_preds, records), DecisionSink(settings))

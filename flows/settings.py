@@ -150,8 +150,8 @@ class Settings(_Frozen):
     replay: ReplaySettings = ReplaySettings()
     bars: BarSettings = BarSettings()
     scoring: ScoringSettings = ScoringSettings()
-    risk: Any = Field(None, description="flows.risk.config.RiskConfig (sizing, limits, breakers, kill switch)")
-    execution: Any = Field(None, description="flows.execution.config.ExecutionConfig (broker, fees, live guard)")
+    risk: Any = Field(None, validate_default=True, description="flows.risk.config.RiskConfig (sizing, limits, breakers, kill switch)")
+    execution: Any = Field(None, validate_default=True, description="flows.execution.config.ExecutionConfig (broker, fees, live guard)")
     initial_cash: float = Field(10_000.0, gt=0.0, description="paper portfolio starting cash (quote currency)")
 
     @field_validator("risk", "execution", mode="before")

@@ -14,15 +14,20 @@ interleaving, and works through bar closes in time order.  At each close ``T``:
    replayed decision never places a second order;
 3. a ``portfolio_state`` row and a one-line status are emitted.
 
-A close ``T`` is worked once all symbols' bars of ``T`` are in and its
-predictions are in, or once bars two closes later are in (no predictions:
-models warming up).  The kill switch is read through a callable once per close.
+The live flow hands over settled closes (:meth:`DecisionStep.on_close`; the
+scoring step's :class:`~flows.operators.scoring.CloseBarrier` decides from the data
+alone whether a close's predictions will come, so trades never depend on timing).
+Fed bars and predictions separately (:meth:`on_bar`, :meth:`on_predictions`, e.g. a
+backtest that has both in order), a close ``T`` is worked once all symbols' bars of
+``T`` and its predictions are in, or once bars two closes later are in.  The kill
+switch is read through a callable once per close.
 Snapshots hold the portfolio, risk engine and broker snapshots plus buffers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -64,7 +69,7 @@ class DecisionDeps:
     broker: Any  # flows.execution.orders.Broker
     combine: Callable[[Prediction], Any]  # prediction -> TargetPosition(fraction, reasons)
     intent: Callable[[Prediction, float, float], Any]  # (prediction, qty_delta, price) -> OrderIntent
-    kill_active: Callable[[], bool] = field(default=lambda: False)
+    kill_active: Callable[[], Any] = field(default=lambda: False)  # truthy when engaged; may carry ``flatten``
 
 
 def as_dict(snap: Any) -> dict[str, Any]:
@@ -102,10 +107,20 @@ class DecisionStep:
         """Drive these components, restoring the portfolio, risk and broker state of the snapshot."""
         if self._saved:
             deps.portfolio = type(deps.portfolio).from_state(self._saved["portfolio"])
-            deps.risk = type(deps.risk).from_state(self._saved["risk"])
+            deps.risk = type(deps.risk).from_state(self._saved["risk"], deps.risk.config)  # today's limits
             deps.broker.restore(self._saved["broker"])
             self._saved = {}
+        for note in deps.broker.reconcile():  # the live broker: orders, fills, balances vs the exchange
+            print(f"reconcile: {note}", file=sys.stderr, flush=True)
         self.deps = deps
+
+    def on_close(self, ts: int, bars: Sequence[Bar], preds: Sequence[Prediction]) -> list[Any]:
+        """Work one settled close (the live flow: :class:`flows.operators.scoring.CloseBarrier` settles them)."""
+        if ts <= self.done_until:
+            return []  # a replayed close
+        out = self.work(ts, bars, preds)
+        self.done_until = ts
+        return out
 
     def on_bar(self, bar: Bar) -> list[Any]:
         """Take a closed bar of the trading timeframe; return what the closes it completes produced."""
@@ -154,9 +169,10 @@ class DecisionStep:
             d.risk.on_bar(bar.symbol, bar.ts, bar.close, ret, vol)
             self.prices[bar.symbol] = bar.close
         d.portfolio.mark(self.prices, t)
-        kill = bool(preds) and d.kill_active()
+        kill = d.kill_active() if preds else False  # read once per close (a KillStatus carries ``flatten``)
         for p in sorted(preds, key=lambda p: self.symbols.index(p.symbol)):
             out += self._decide(p, kill)
+        out += d.broker.drain_updates()  # every order change (placement, fill, cancel, protective legs)
         snap = d.portfolio.snapshot()
         state = as_dict(snap)
         state["full"] = d.portfolio.to_state()
@@ -164,7 +180,7 @@ class DecisionStep:
         out.append(Status(t, self._status(t, state)))
         return out
 
-    def _decide(self, p: Prediction, kill: bool) -> list[Any]:
+    def _decide(self, p: Prediction, kill: Any) -> list[Any]:
         d = self.deps
         price = self.prices[p.symbol]
         target = d.combine(p)
@@ -175,7 +191,7 @@ class DecisionStep:
                            tuple(target.reasons)))
         self.last_signal[p.symbol] = f"{target.fraction:+.2f}"
         if dec.approved_qty_delta != 0.0:
-            out.append(d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price)))
+            d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price))
         return out
 
     def _status(self, t: int, state: Mapping[str, Any]) -> str:

@@ -38,18 +38,6 @@ def execution_config(settings: Settings) -> Any:
     return getattr(settings, "execution", None) or ExecutionConfig()
 
 
-def kill_switch(settings: Settings, config: Any) -> Any:
-    """Return the kill switch of the profile: a Redis key (``timescale``) or a file (``local``)."""
-    from flows.risk.kill_switch import FileKillSwitch, RedisKillSwitch
-
-    ks = getattr(config, "kill_switch", None)
-    if settings.profile == "timescale" and settings.redis_url is not None:
-        key = getattr(ks, "redis_key", None) or "cryptostream:kill"
-        return RedisKillSwitch(settings.redis_url.get_secret_value(), key)
-    path = getattr(ks, "file", None) or getattr(ks, "path", None) or settings.data_dir / "KILL"
-    return FileKillSwitch(path)
-
-
 def broker(settings: Settings, config: Any) -> Any:
     """Return the paper broker, or the live broker through ccxt in ``mode=live`` (guard checked)."""
     if getattr(config, "broker", "paper") == "live":
@@ -59,7 +47,8 @@ def broker(settings: Settings, config: Any) -> Any:
         return LiveBroker(config, settings.exchange)
     from flows.execution.paper import PaperBroker
 
-    return PaperBroker(config)
+    quote = settings.symbols[0].split("/")[1]
+    return PaperBroker(config, {quote: settings.initial_cash})
 
 
 def build_deps(settings: Settings) -> DecisionDeps:
@@ -67,13 +56,14 @@ def build_deps(settings: Settings) -> DecisionDeps:
     from flows.execution.orders import OrderIntent
     from flows.portfolio import Portfolio
     from flows.risk.engine import RiskEngine
+    from flows.risk.kill_switch import from_settings
     from flows.risk.signals import combine
 
     rcfg, xcfg = risk_config(settings), execution_config(settings)
     rules = getattr(rcfg, "signals", None)
     strategy = settings.scoring.strategy
     order_type = getattr(xcfg, "default_order_type", "market")
-    switch = kill_switch(settings, rcfg)
+    switch = from_settings(settings)
 
     def combine_one(p: Prediction) -> Any:
         rl = None if math.isnan(p.rl_target) else p.rl_target
@@ -85,4 +75,4 @@ def build_deps(settings: Settings) -> DecisionDeps:
                            f"p={p.probability:.3f} conf={p.confidence:.3f} rl={p.rl_target:.2f} @{price:g}")
 
     return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(rcfg), broker(settings, xcfg), combine_one,
-                        intent, switch.active)
+                        intent, switch.status)

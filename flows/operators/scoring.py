@@ -30,7 +30,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from flows.operators.model_bank import ModelBank, feed_features
-from flows.records import FeatureRow
+from flows.records import Bar, FeatureRow
+from inference.scorer import to_signal
 
 
 class Prediction(NamedTuple):
@@ -91,10 +92,12 @@ class ScoringStep:
 
     def __init__(self, symbols: tuple[str, ...], timeframe: str, bank: ModelBank | None = None,
                  state: dict[str, Any] | None = None, feed: list[str] | None = None,
-                 max_pending: int = 1000) -> None:
+                 max_pending: int = 1000, confidence_threshold: float | None = None) -> None:
         """Create the step; ``state`` is a :meth:`snapshot`; ``bank`` may be attached later.
 
         ``feed`` is the ordered feature vector the models take (default :func:`feed_features`).
+        ``confidence_threshold`` (setting ``scoring.confidence_threshold``) replaces the one the
+        ensemble was exported with: below it the signal is -1 (none); ``None`` keeps the ensemble's.
         """
         self.symbols, self.timeframe = tuple(symbols), timeframe
         s = state or {}
@@ -107,6 +110,8 @@ class ScoringStep:
         self.scored_until: int = int(s.get("scored_until", -1))
         self.latest: dict[str, int] = {k: int(v) for k, v in s.get("latest", {}).items()}
         self.max_pending = int(s.get("max_pending", max_pending))
+        thr = s.get("confidence_threshold", confidence_threshold)
+        self.confidence_threshold: float | None = None if thr is None else float(thr)
         self._models: dict[str, Any] = dict(s.get("models", {}))
         self.bank: ModelBank | None = None
         if bank is not None:
@@ -173,12 +178,14 @@ class ScoringStep:
         targets = self._policy(symbols, rows)
         versions = self.bank.versions() if self.bank is not None else {}
         ens = scores["ensemble"]
+        signals = ens.signal if self.confidence_threshold is None else to_signal(
+            np.asarray(ens.probability, np.float64), self.confidence_threshold)[1]
         members = [f for f in scores if f != "ensemble"]
         out = []
         for i, s in enumerate(symbols):
             out.append(Prediction(
                 s, self.timeframe, ts, {f: float(scores[f].probability[i]) for f in members},
-                float(ens.probability[i]), float(ens.confidence[i]), int(ens.signal[i]), float(targets[i]),
+                float(ens.probability[i]), float(ens.confidence[i]), int(signals[i]), float(targets[i]),
                 versions, float(rows[s].get("ret_1", 0.0)), float(rows[s].get("rv_15", 0.0))))
         return out
 
@@ -208,6 +215,7 @@ class ScoringStep:
         """Return the state as plain data."""
         return {"symbols": list(self.symbols), "timeframe": self.timeframe, "feed": self.feed,
                 "scored_until": self.scored_until, "latest": dict(self.latest), "max_pending": self.max_pending,
+                "confidence_threshold": self.confidence_threshold,
                 "pending": {str(t): rows for t, rows in self.pending.items()},
                 "books": {**self._books_saved, **{s: b.snapshot() for s, b in self.books.items()}},
                 "models": self.bank.snapshot() if self.bank is not None else self._models}
@@ -218,3 +226,106 @@ class ScoringStep:
 
     def __setstate__(self, snap: dict[str, Any]) -> None:
         self.__init__(tuple(snap["symbols"]), snap["timeframe"], None, snap)  # type: ignore[misc]
+
+
+class Close(NamedTuple):
+    """One settled bar close of the trading timeframe: its bars (symbol order) and predictions."""
+
+    ts: int
+    bars: tuple[Bar, ...]
+    predictions: tuple[Prediction, ...]
+
+
+class CloseBarrier:
+    """Release bar closes in time order, each with its bars and its predictions, or none when none will come.
+
+    The decision step must see a close's predictions together with its bars.  The
+    two travel different paths (bars straight from the symbol pipelines,
+    predictions after the cross-asset and scoring steps), so waiting "long enough"
+    for predictions would make trades depend on timing.  Instead this step takes
+    both the trading timeframe's bars and its feature rows (one key: the
+    timeframe) and decides from the data alone:
+
+    - a close's bars are in when every symbol's bar is, or every symbol has a later
+      bar (a symbol without a bar there is left out);
+    - its features are expected when some symbol had at least ``warmup`` bars by then
+      (the feature engine's warm-up, :data:`flows.operators.features.WARMUP`); then
+      the close waits until the scoring step has scored or given up on it (see
+      :class:`ScoringStep`), else it goes without predictions (models warming up).
+
+    ``max_pending`` closes waiting bound the memory if features stop arriving
+    (e.g. the cross-asset reference symbol is not streamed).
+    """
+
+    def __init__(self, scoring: ScoringStep, warmup: int, state: dict[str, Any] | None = None,
+                 max_pending: int = 1000) -> None:
+        """Wrap ``scoring`` (same symbols and timeframe); ``state`` is a :meth:`snapshot`."""
+        from flows.settings import timeframe_ms
+
+        self.scoring, self.warmup = scoring, warmup
+        self.symbols, self.tf_ms = scoring.symbols, timeframe_ms(scoring.timeframe)
+        s = state or {}
+        self.bars: dict[int, dict[str, Bar]] = {
+            int(t): {sym: Bar(*b) for sym, b in v.items()} for t, v in s.get("bars", {}).items()}
+        self.expected: dict[int, bool] = {int(t): bool(v) for t, v in s.get("expected", {}).items()}
+        self.preds: dict[int, list[Prediction]] = {
+            int(t): [Prediction(*p) for p in v] for t, v in s.get("preds", {}).items()}
+        self.count: dict[str, int] = dict(s.get("count", {}))
+        self.newest: dict[str, int] = dict(s.get("newest", {}))
+        self.released: int = int(s.get("released", -1))
+        self.max_pending = int(s.get("max_pending", max_pending))
+
+    def on_items(self, items: Iterable[Bar | FeatureRow]) -> list[Close]:
+        """Take bars and feature rows (any interleaving); return the closes they settle, oldest first."""
+        rows: list[FeatureRow] = []
+        for it in items:
+            if isinstance(it, Bar):
+                self._bar(it)
+            else:
+                rows.append(it)
+        for p in self.scoring.on_rows(rows) if rows else ():
+            self.preds.setdefault(p.ts, []).append(p)
+        return self._release()
+
+    def _bar(self, bar: Bar) -> None:
+        close = bar.ts + self.tf_ms
+        if close <= self.released or bar.symbol in self.bars.get(close, {}):
+            return  # a replayed bar
+        self.bars.setdefault(close, {})[bar.symbol] = bar
+        n = self.count[bar.symbol] = self.count.get(bar.symbol, 0) + 1
+        self.newest[bar.symbol] = max(close, self.newest.get(bar.symbol, -1))
+        self.expected[close] = self.expected.get(close, False) or n >= self.warmup
+
+    def _release(self) -> list[Close]:
+        out: list[Close] = []
+        while self.bars:
+            t = min(self.bars)
+            got = self.bars[t]
+            if len(got) < len(self.symbols) and not all(self.newest.get(s, -1) > t for s in self.symbols):
+                break
+            if self.expected.get(t) and self.scoring.scored_until < t and len(self.bars) <= self.max_pending:
+                break
+            del self.bars[t]
+            self.expected.pop(t, None)
+            bars = tuple(got[s] for s in self.symbols if s in got)
+            out.append(Close(t, bars, tuple(self.preds.pop(t, ()))))
+            self.released = t
+        for t in [t for t in self.preds if t <= self.released]:
+            del self.preds[t]  # predictions of a close released without them (bounded memory)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the state as plain data (the scoring step's included)."""
+        return {"scoring": self.scoring.snapshot(), "warmup": self.warmup, "max_pending": self.max_pending,
+                "bars": {str(t): {s: tuple(b) for s, b in v.items()} for t, v in self.bars.items()},
+                "expected": {str(t): v for t, v in self.expected.items()},
+                "preds": {str(t): [tuple(p) for p in v] for t, v in self.preds.items()},
+                "count": dict(self.count), "newest": dict(self.newest), "released": self.released}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.snapshot()
+
+    def __setstate__(self, snap: dict[str, Any]) -> None:
+        scoring = ScoringStep.__new__(ScoringStep)
+        scoring.__setstate__(snap["scoring"])
+        self.__init__(scoring, int(snap["warmup"]), snap)  # type: ignore[misc]

@@ -88,8 +88,11 @@ def order_row(order: Any, run_id: str, mode: str) -> tuple[Any, ...]:
     price = intent.limit_price if intent.limit_price is not None else intent.stop_price
     status = getattr(order.status, "value", order.status)
     updated = getattr(order, "updated_ts", None) or intent.bar_ts
+    reason = f"{intent.leg}: {intent.reason}"
+    if getattr(order, "reject_reason", None):
+        reason += f" | rejected: {order.reject_reason}"
     return (order.client_order_id, utc(intent.bar_ts), intent.symbol, intent.side, intent.order_type, intent.qty,
-            price, str(status), getattr(order, "exchange_id", None), f"{intent.leg}: {intent.reason}", mode,
+            price, str(status), getattr(order, "exchange_id", None), reason, mode,
             run_id, utc(int(updated)))
 
 

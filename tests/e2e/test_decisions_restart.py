@@ -33,6 +33,8 @@ def _env(var: Path, repo: Path, ex, reg: Path) -> dict[str, str]:
     return {**os.environ, "CRYPTOSTREAM_DATA_DIR": str(var), "CRYPTOSTREAM_FEAST_REPO": str(repo),
             "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS), "CRYPTOSTREAM_BARS__TIMEFRAMES": "5m",
             "CRYPTOSTREAM_SCORING__REGISTRY": str(reg), "CRYPTOSTREAM_SCORING__POLICY_FAMILY": "",
+            "CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "0",
+            "CRYPTOSTREAM_RISK__SIZING__MIN_REBALANCE_FRACTION": "0",
             "CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url,
             "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay", "CRYPTOSTREAM_EXCHANGE__FILL_SINCE": LIVE[0].isoformat(),
             "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "4"}

@@ -182,3 +182,52 @@ def test_swap_watch_fires_once_per_change_of_the_key_file(tmp_path) -> None:
     assert watch.changed()
     key.unlink()
     assert watch.changed() and not watch.changed()
+
+
+def _bars(held, ts: int, symbols) -> list:
+    from flows.records import Bar
+
+    return [Bar(s, "1h", ts - 3_600_000, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1, 1.0, 0.5) for s in symbols]
+
+
+def test_close_barrier_gives_each_close_its_predictions_whatever_the_arrival_order(reg) -> None:
+    from flows.operators.scoring import CloseBarrier
+
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    times = list(feature_rows(held))
+
+    def closes(order: str, warmup: int) -> list:
+        barrier = CloseBarrier(ScoringStep(symbols, "1h", bank(root)), warmup)
+        if order == "interleaved":  # bars and rows of each bar time together
+            items = [it for ts, rows in times for it in (*_bars(held, ts, symbols), *rows)]
+            return barrier.on_items(items)
+        out = barrier.on_items([b for ts, _ in times for b in _bars(held, ts, symbols)])  # bars race ahead
+        return out + barrier.on_items([r for _, rows in times for r in rows])
+
+    want = closes("interleaved", warmup=3)
+    got = closes("bars first", warmup=3)
+    assert [c.ts for c in got] == [c.ts for c in want] == [ts for ts, _ in times]
+    assert [len(c.bars) for c in got] == [len(symbols)] * len(times)
+    # The first two closes come before the warm-up (no features expected): released without predictions
+    # as soon as their bars are in; every later one waits for its predictions however late they come.
+    assert [len(c.predictions) for c in got[:2]] == [0, 0]
+    assert all([p.ts for p in c.predictions] == [c.ts] * len(symbols) for c in got[2:])
+    assert repr([c.predictions for c in got[2:]]) == repr([c.predictions for c in want[2:]])
+
+
+def test_close_barrier_snapshot_round_trip(reg) -> None:
+    from flows.operators.scoring import CloseBarrier
+
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    items = [it for ts, rows in feature_rows(held) for it in (*_bars(held, ts, symbols), *rows)]
+    want = CloseBarrier(ScoringStep(symbols, "1h", bank(root)), 1).on_items(items)
+    first = CloseBarrier(ScoringStep(symbols, "1h", bank(root)), 1)
+    got = first.on_items(items[:47])
+    restored = pickle.loads(pickle.dumps(first))
+    restored.scoring.attach(bank(root))
+    got += restored.on_items(items[47:])
+    assert [(c.ts, c.bars) for c in got] == [(c.ts, c.bars) for c in want]
+    np.testing.assert_array_equal([p.probability for c in got for p in c.predictions],
+                                  [p.probability for c in want for p in c.predictions])
