@@ -190,11 +190,13 @@ class Scorer:
         bar_ts = check_bar_ts(bar_ts)
         symbols = tuple(rows)
         x = np.stack([np.asarray(rows[s], np.float64) for s in symbols]) if symbols else np.empty((0, 0))
-        out = {}
-        for fam, runner in self.runners.items():
+        probs = []
+        for runner in self.runners.values():
             # runners written before bar_ts existed take (symbols, x) only: pass it only when given
             raw = runner.score(symbols, x) if bar_ts is None else runner.score(symbols, x, bar_ts=bar_ts)
-            p = np.asarray(raw, np.float64)
-            conf, sig = to_signal(p, self.confidence_threshold)
-            out[fam] = ModelScore(symbols, p, conf, sig)
-        return out
+            probs.append(np.asarray(raw, np.float64).reshape(len(symbols)))
+        if not probs:
+            return {}
+        p = np.stack(probs)  # [models, symbols]: confidence and signal for every model at once
+        conf, sig = to_signal(p, self.confidence_threshold)
+        return {fam: ModelScore(symbols, p[i], conf[i], sig[i]) for i, fam in enumerate(self.runners)}

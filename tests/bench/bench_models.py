@@ -18,7 +18,9 @@ Usage::
    (~720,000 rows).  Features come from the flow's operators
    (``training.report.feature_frame``; its time is printed but not counted).  Each
    training runs in a child process that reads the features from parquet; its peak
-   RSS is ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` after it exits.
+   RSS is ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` taken by a small launcher
+   process after the child exits (not by this process: its own size would leak in
+   through fork).
    Baselines in the same run: time of one LightGBM fit on all rows for the folds'
    median round count; peak RSS of a child that only reads the same parquet.
 
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -263,11 +264,19 @@ def child_train(path: str, timeframe: str, threads: int, mode: str) -> None:
                       "auc": cv.mean["roc_auc"]}))
 
 
+# A small interpreter starts each measured child and reports its children's peak RSS: a child
+# forked straight from this (large) process would count this process's pages in its ru_maxrss.
+LAUNCHER = ("import json, resource, subprocess, sys; "
+            "r = subprocess.run(sys.argv[1:], capture_output=True, text=True, check=True); "
+            "print(r.stdout.strip().splitlines()[-1]); "
+            "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+
+
 def _child(args: list[str]) -> tuple[dict[str, Any], float]:
-    """Run this script as a child; return its JSON line and the children's peak RSS in MB so far."""
-    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: kilobytes
-    return json.loads(out.stdout.strip().splitlines()[-1]), rss_mb
+    """Run this script as a measured child; return its JSON line and its peak RSS in MB."""
+    cmd = [sys.executable, "-c", LAUNCHER, sys.executable, __file__, "--child", *args]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    return json.loads(out[-2]), json.loads(out[-1])["maxrss_kb"] / 1024  # Linux: kilobytes
 
 
 def section_training(args: argparse.Namespace) -> list[tuple[str, float, str, float]]:
