@@ -29,6 +29,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "var"
 
 
+@pytest.mark.data
 def test_quick_train_and_export_from_candle_files(shared_data: Path, data_dir: Path, capsys) -> None:
     args = ["--data-dir", str(shared_data), "--symbols", *SYMBOLS, *WINDOW, "--quick", "--timesteps", "600",
             "--no-progress", "--seed", "3"]
@@ -53,6 +54,7 @@ def test_quick_train_and_export_from_candle_files(shared_data: Path, data_dir: P
     assert act.shape == (2,) and np.all(np.abs(act) <= 1.0)
 
 
+@pytest.mark.data
 def test_quick_train_from_the_offline_store(shared_data: Path, data_dir: Path) -> None:
     """Without --data-dir (the bootstrap's call) the bars a backfill stored are read back."""
     settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(data_dir)})
