@@ -14,7 +14,7 @@ observations to ``<work-dir>/<level>``.  ``export`` turns that agent into
 ``policy.onnx`` (accepted only on parity with the agent's deterministic predict on
 the held-out observations) and registers it as ``rl_<level>``.  ``evaluate`` runs
 the registered policy on the test slice against the baselines and writes
-``reports/rl/``.  ``--quick`` trains on the last bars with a small budget (the
+``reports/rl/`` (``evaluate hierarchy``: the three registered policies composed).  ``--quick`` trains on the last bars with a small budget (the
 bootstrap's tactical policy, under a minute on 2 cores).
 """
 
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.rl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("train", "export", "evaluate"))
-    p.add_argument("level", choices=LEVELS)
+    p.add_argument("level", choices=(*LEVELS, "hierarchy"), help="hierarchy: evaluate only (the three composed)")
     p.add_argument("--config", help="settings YAML (else $CRYPTOSTREAM_CONFIG)")
     p.add_argument("--data-dir", type=Path, help="candle files (default: the offline store's bars)")
     p.add_argument("--symbols", nargs="+", help="default: the settings' symbols")
@@ -187,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.registry = a.registry or settings.registry_root()
         a.work_dir = a.work_dir or Path(settings.data_dir) / "work" / "rl"
         a.log_dir = a.log_dir or Path(settings.data_dir) / "logs"
+        if a.level == "hierarchy" and a.command != "evaluate":
+            raise SettingsError("'hierarchy' is for evaluate only: train and export each level")
         if a.command == "train":
             train(a, settings)
         elif a.command == "export":

@@ -110,7 +110,7 @@ def lightgbm_probabilities(md: MarketData, train_end_ns: int, seed: int = 7) -> 
     return model.predict_proba(frame[names]).reshape(md.n_bars, len(md.symbols))
 
 
-def _test_rows(md: MarketData, test_start: str) -> int:
+def first_test_row(md: MarketData, test_start: str) -> int:
     import pandas as pd
 
     return int(np.searchsorted(md.decision_times, pd.Timestamp(test_start).value, side="left"))
@@ -119,7 +119,7 @@ def _test_rows(md: MarketData, test_start: str) -> int:
 def evaluate_tactical(runner: PolicyRunner, md: MarketData, test_start: str, seed: int = 7
                       ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Return metrics by strategy (per asset and equal-capital over assets) and the equity curves."""
-    i0 = _test_rows(md, test_start)
+    i0 = first_test_row(md, test_start)
     proba = lightgbm_probabilities(md, _train_end(runner), seed)
     test = md.take(slice(i0, None))
     p_test = proba[i0:]
@@ -165,7 +165,7 @@ def _train_end(runner: PolicyRunner) -> int:
 def evaluate_strategic(runner: PolicyRunner, md: MarketData, test_start: str, seed: int = 7
                        ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Return metrics by strategy and equity curves (per rebalancing period)."""
-    i0 = _test_rows(md, test_start)
+    i0 = first_test_row(md, test_start)
     proba = lightgbm_probabilities(md, _train_end(runner), seed)
     test = md.take(slice(i0, None))
     env, _ = make_env("strategic", test, seed, evaluation=True)
@@ -200,7 +200,7 @@ def evaluate_strategic(runner: PolicyRunner, md: MarketData, test_start: str, se
 def evaluate_execution(runner: PolicyRunner, md: MarketData, test_start: str, per_asset: int = 200,
                        seed: int = 7) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Return shortfall statistics (bps of arrival notional) by strategy on fixed parent orders."""
-    i0 = _test_rows(md, test_start)
+    i0 = first_test_row(md, test_start)
     test = md.take(slice(i0, None))
     env, _ = make_env("execution", test, seed, evaluation=True)
     probe: ExecutionEnv = env.envs[0]  # type: ignore[assignment]
@@ -248,9 +248,10 @@ def _fmt(v: Any) -> str:
 
 def markdown_table(rows: dict[str, dict[str, Any]], first: str = "strategy") -> str:
     """Return a markdown table: one row per key, one column per metric."""
-    cols = list(next(iter(rows.values())))
+    cols = list(dict.fromkeys(c for r in rows.values() for c in r))  # union, first-seen order
     lines = [f"| {first} | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    lines += [f"| {name} | " + " | ".join(_fmt(r[c]) for c in cols) + " |" for name, r in rows.items()]
+    lines += [f"| {name} | " + " | ".join(_fmt(r[c]) if c in r else "-" for c in cols) + " |"
+              for name, r in rows.items()]
     return "\n".join(lines)
 
 
@@ -300,7 +301,7 @@ def write_report(report_dir: Path, level: str, body: str) -> Path:
              "neither training nor validation (early stopping, export parity) saw. The policy is the "
              "registered ONNX graph run by `inference.policy.PolicyRunner`, in the same environment and "
              "with the same costs as the baselines.\n"]
-    for lv in ("NOTES", "tactical", "strategic", "execution"):  # NOTES.md: hand-written reading, if any
+    for lv in ("NOTES", "tactical", "strategic", "execution", "hierarchy"):  # NOTES.md: hand-written reading, if any
         f = report_dir / f"{lv}.md"
         if f.is_file():
             parts.append(f.read_text())
@@ -326,18 +327,16 @@ def _header(level: str, runner: PolicyRunner, md: MarketData, test: MarketData) 
             f"{m.parity.max_abs_diff:.2e} on {m.parity.rows} held-out observations\n")
 
 
-def evaluate_cli(a: Any, settings: Any) -> Path:
-    """``python -m training.rl evaluate LEVEL``: evaluate the registered policy and write the report."""
-    import pandas as pd
-
+def policy_data(runner: PolicyRunner, a: Any, settings: Any, symbols: tuple[str, ...] | None = None,
+                 timeframe: str | None = None, start: str | None = None) -> MarketData:
+    """Load the candles and features a policy observes (its run's range unless given), regime included."""
     from training.rl.data import load_market_data, with_regime
     from training.rl.runs import candle_source, stored_market_data
 
-    runner = PolicyRunner.from_registry(a.registry, FAMILIES[a.level], a.version)
     m = runner.manifest
-    symbols, tf = tuple(m.extra["symbols"]), str(m.extra["timeframe"])
+    symbols, tf = tuple(symbols or m.extra["symbols"]), timeframe or str(m.extra["timeframe"])
     data = m.extra.get("data", {})
-    start, end = a.start or data.get("start"), a.end or data.get("end")
+    start, end = start or a.start or data.get("start"), a.end or data.get("end")
     if a.data_dir is None:
         md = stored_market_data(settings, symbols, tf, start, end, m.features)
     else:
@@ -347,8 +346,22 @@ def evaluate_cli(a: Any, settings: Any) -> Path:
         if a.regime_dir is None:
             raise ValueError(f"{m.family}/{m.version} observes regime inputs {m.extra['regime']}: pass --regime-dir")
         md = with_regime(md, a.regime_dir)
+    return md
+
+
+def evaluate_cli(a: Any, settings: Any) -> Path:
+    """``python -m training.rl evaluate LEVEL``: evaluate the registered policy and write the report."""
+    import pandas as pd
+
+    if a.level == "hierarchy":
+        from training.rl.hierarchy_report import hierarchy_cli
+
+        return hierarchy_cli(a, settings)
+    runner = PolicyRunner.from_registry(a.registry, FAMILIES[a.level], a.version)
+    m = runner.manifest
+    md = policy_data(runner, a, settings)
     test_start = m.extra["split"]["test_start"]
-    test = md.take(slice(_test_rows(md, test_start), None))
+    test = md.take(slice(first_test_row(md, test_start), None))
     if test.n_bars < 50:
         raise ValueError(f"only {test.n_bars} test bars after {test_start}: load the run's data range")
     out = Path(a.report_dir)

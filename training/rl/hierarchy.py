@@ -12,8 +12,8 @@ Per bar ``t`` of the (hourly) market data, at its close:
    quantity in units), worked over the next bars of the execution data by the
    execution policy in an :class:`~training.rl.envs.execution.ExecutionEnv` (arrival =
    the close of the execution bar ending at the decision time).  Without execution
-   data or policy, the order fills at the next bar's open with the tactical fees and
-   slippage.
+   data (for that symbol or time) or policy, the order fills at the next bar's open
+   with the tactical fees and slippage.
 
 The portfolio books the fills (price and fees) and is marked at each bar's close.
 Actors are plain callables ``obs [n, d] -> actions [n, k]`` such as
@@ -74,6 +74,7 @@ class ParentOrder:
     shortfall_bps: float  # implementation shortfall vs arrival (price + fees), bps of arrival notional
     child_steps: int  # execution bars used
     leftover: float  # units the agent left to the deadline's forced fill
+    worked: bool = False  # by the execution agent (else filled at the next open)
 
 
 @dataclass
@@ -149,11 +150,8 @@ class HierarchicalSystem:
     def _execution_envs(self, md: MarketData, md_exec: MarketData | None) -> dict[int, ExecutionEnv]:
         if md_exec is None or self.execution is None:
             return {}
-        missing = [s for s in md.symbols if s not in md_exec.symbols]
-        if missing:
-            raise ValueError(f"execution data lacks symbols {missing}")
         return {a: ExecutionEnv(md_exec, self.execution_config, asset=md_exec.symbols.index(s))
-                for a, s in enumerate(md.symbols)}
+                for a, s in enumerate(md.symbols) if s in md_exec.symbols}
 
     def _work(self, t: int, a: int, delta: float, md: MarketData, execs: dict[int, ExecutionEnv]) -> ParentOrder:
         side, q = ("buy" if delta > 0 else "sell"), abs(delta)
@@ -173,7 +171,7 @@ class HierarchicalSystem:
         avg = env.filled_cost / env.filled_qty
         shortfall = env.sign * env.filled_qty * (avg - env.arrival) + env.fees
         return ParentOrder(t, a, side, q, env.arrival, env.filled_qty, avg, env.fees,
-                           1e4 * shortfall / (q * env.arrival), steps, leftover)
+                           1e4 * shortfall / (q * env.arrival), steps, leftover, worked=True)
 
     def _fill_at_open(self, t: int, a: int, side: str, q: float, md: MarketData) -> ParentOrder:
         c, sign = self.config, (1.0 if side == "buy" else -1.0)
