@@ -11,7 +11,9 @@ Usage::
    ``EnsembleScorer.from_registry``.  Each of ``--bars`` later bars (5 symbols, bar
    times given) is scored once; p50/p99 in microseconds.  Baseline in the same run:
    the same models natively (lightgbm ``Booster.predict``, eager torch for the LSTM
-   step with the same staggered states and the GAT, numpy ensemble) on the same bars.
+   step with the same staggered states and the GAT, numpy ensemble; all single-threaded
+   like the sessions) on the same bars.  Then each member alone, both ways.  The paths
+   run one after the other, not interleaved.
 2. Training.  LightGBM purged walk-forward, 5 folds (``LightGBMModel.cross_validate``:
    early stopping per fold on a slice of its training side, ``--threads`` threads),
    on the 5 assets' 1h features (~187,000 rows) and the 10 assets' 5m features
@@ -122,6 +124,7 @@ class Native:
         from inference.graph import correlation_adjacency
         from inference.runners_torch_free import LstmStreamRunner
 
+        torch.set_num_threads(1)  # like the onnxruntime sessions: single-threaded
         self.torch, self.adjacency = torch, correlation_adjacency
         self.booster = models["lightgbm"].booster
         lstm, self.gnn, self.ens = models["lstm"], models["gnn"], models["ensemble"]
@@ -144,7 +147,7 @@ class Native:
         torch = self.torch
 
         def lgb() -> np.ndarray:
-            return np.asarray(self.booster.predict(x))
+            return np.asarray(self.booster.predict(x, num_threads=1))
 
         def lstm() -> np.ndarray:
             return self.stream.step(self.symbols, x[:, self.lstm_cols], [bar_ts * 1_000_000] * len(self.symbols))
@@ -209,25 +212,33 @@ def section_scoring(args: argparse.Namespace) -> list[tuple[str, float, str, flo
         native_us: list[float] = []
         onnx_by: dict[str, list[float]] = {}
         native_by: dict[str, list[float]] = {}
-        diffs = []
         bars = frame[frame.event_timestamp >= times[-args.bars - 100]]
-        for i, (t, g) in enumerate(bars.groupby("event_timestamp", sort=True)):
-            g = g.set_index("symbol").reindex(list(symbols))
-            x = g[BOTH].to_numpy(np.float64)
-            rows = dict(zip(symbols, x, strict=True))
-            ts = int(pd.Timestamp(t).value // 1_000_000)
+        feed = []
+        for t, g in bars.groupby("event_timestamp", sort=True):
+            x = g.set_index("symbol").reindex(list(symbols))[BOTH].to_numpy(np.float64)
+            feed.append((int(pd.Timestamp(t).value // 1_000_000), x, dict(zip(symbols, x, strict=True))))
+        # one path at a time: interleaving them lets torch's and LightGBM's OpenMP threads, still
+        # spinning after their call, take the core from the next onnxruntime call
+        got = []
+        for i, (ts, _, rows) in enumerate(feed):
             t1 = time.perf_counter_ns()
             out = scorer.score(rows, bar_ts=ts)
             t2 = time.perf_counter_ns()
-            ref = native.score(x, ts)
-            t3 = time.perf_counter_ns()
-            warm = i >= 100  # the first 100 bars fill the LSTM windows and the graph window
-            member_times(parts, rows, ts, onnx_by if warm else {})
-            native_parts.score(x, ts, native_by if warm else {})
-            if warm:
+            got.append(out["ensemble"].probability)
+            if i >= 100:  # the first 100 bars fill the LSTM windows and the graph window
                 onnx_us.append((t2 - t1) / 1e3)
-                native_us.append((t3 - t2) / 1e3)
-                diffs.append(np.nanmax(np.abs(out["ensemble"].probability - ref)))
+        for i, (ts, _, rows) in enumerate(feed):
+            member_times(parts, rows, ts, onnx_by if i >= 100 else {})
+        diffs = []
+        for i, (ts, x, _) in enumerate(feed):
+            t1 = time.perf_counter_ns()
+            ref = native.score(x, ts)
+            t2 = time.perf_counter_ns()
+            if i >= 100:
+                native_us.append((t2 - t1) / 1e3)
+                diffs.append(float(np.nanmax(np.abs(got[i] - ref))))
+        for i, (ts, x, _) in enumerate(feed):
+            native_parts.score(x, ts, native_by if i >= 100 else {})
     log(f"1: {len(onnx_us)} bars scored; max |onnx - native| ensemble P(up) {max(diffs):.2e}")
     rows_out = []
     for q in (50, 99):
