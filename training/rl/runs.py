@@ -244,6 +244,12 @@ def stored_market_data(settings: Settings, symbols: Sequence[str], timeframe: st
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     df = df[(df.ts >= t0) & (df.ts < t1)].drop_duplicates(["symbol", "ts"]).sort_values(["symbol", "ts"])
     df = df.reset_index(drop=True)
+    # NULL kline extras (plain OHLCV backfills): the backfill's own convention for candles without trades
+    typical = (df["high"] + df["low"] + df["close"]) / 3.0
+    df["vwap"] = df["vwap"].astype(float).fillna(typical)
+    df["quote_volume"] = df["quote_volume"].astype(float).fillna(df["volume"] * df["vwap"])
+    df["trade_count"] = df["trade_count"].astype(float).fillna(0.0)
+    df["taker_buy_volume"] = df["taker_buy_volume"].astype(float).fillna(df["volume"] / 2.0)
     ms = (df["ts"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
     streams = {}
     for s in symbols:
