@@ -44,6 +44,22 @@ KEYS: dict[str, tuple[str, ...]] = {
     "fills": ("fill_id", "ts"), "risk_events": ("symbol", "ts", "rule"), "portfolio_state": ("run_id", "ts"),
 }
 JSON_COLUMNS = {"payload", "positions", "state"}
+_TS = pa.timestamp("us", tz="UTC")
+_NUMERIC = {"prob_up", "confidence", "qty", "price", "fee", "requested", "allowed", "equity", "cash",
+            "gross_exposure", "net_exposure", "drawdown", "realized_pnl", "unrealized_pnl", "daily_pnl", "leverage"}
+
+
+def _arrow_type(column: str) -> pa.DataType:
+    if column in ("ts", "updated_at"):
+        return _TS
+    if column == "signal":
+        return pa.int64()
+    return pa.float64() if column in _NUMERIC else pa.string()
+
+
+# Parquet files of the local profile: fixed column types, so a 0 written as an int in one
+# batch and 120.3 in the next land in one column type (JSON columns as text).
+SCHEMAS: dict[str, pa.Schema] = {t: pa.schema([(c, _arrow_type(c)) for c in cols]) for t, cols in COLUMNS.items()}
 
 
 def _num(x: Any) -> float | None:
@@ -159,7 +175,7 @@ def write_parquet(root: Path, table: str, rows: list[tuple[Any, ...]]) -> None:
     for day, docs in by_day.items():
         path = root / table / f"{day}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        new = pa.Table.from_pylist(docs)
+        new = pa.Table.from_pylist(docs, schema=SCHEMAS[table])
         merged = _upsert(pq.read_table(path) if path.exists() else None, new, KEYS[table])
         tmp = path.with_suffix(".parquet.tmp")
         pq.write_table(merged, tmp)

@@ -80,7 +80,8 @@ def test_sigkill_twice_and_restart_gives_the_same_decisions(shared_data, registr
             while ex.engine.cursor < total * share and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.3)
-            assert proc.poll() is None, "the flow ended before it could be killed"
+            if proc.poll() is not None:
+                pytest.fail("the flow ended before it could be killed: " + proc.stderr.read().decode()[-3000:])
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             assert ex.engine.cursor < total, "kill landed after the replay ended"
