@@ -118,7 +118,7 @@ def bench_training(md: Any, md5: Any, steps: int) -> None:
     tr_e, _ = env_configs("execution")
     envs = {"strategic": lambda: StrategicEnv(md, tr_s, seed=0), "tactical": lambda: TacticalEnv(md, 0, tr_t, seed=0),
             "execution": lambda: ExecutionEnv(md5, tr_e, seed=0)}
-    hyper = {"strategic": {"n_steps": 1024}, "tactical": {"learning_starts": 200},
+    hyper = {"strategic": {}, "tactical": {"learning_starts": 200},  # PPO: the defaults (4 envs x 256 steps)
              "execution": {"learning_starts": 200}}
     for level, make in envs.items():
         cfg = AgentConfig(level, net_arch=(64, 64), seed=0, hyper=hyper[level])  # type: ignore[arg-type]

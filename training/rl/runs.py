@@ -164,7 +164,7 @@ def env_config_dict(level: Level, quick: bool = False) -> dict[str, Any]:
 def agent_config(level: Level, seed: int, quick: bool = False, timesteps: int | None = None) -> AgentConfig:
     """Return the agent settings of a level (``quick``: a budget small enough for the bootstrap)."""
     if quick:
-        hyper: dict[str, Any] = {"strategic": {"n_steps": 256}, "execution": {"learning_starts": 500},
+        hyper: dict[str, Any] = {"strategic": {"n_steps": 64}, "execution": {"learning_starts": 500},
                                  "tactical": {"learning_starts": 500, "train_freq": 2}}[level]
         steps = {"strategic": 4_096, "tactical": 3_000, "execution": 6_000}[level]
         return AgentConfig(level, total_timesteps=timesteps or steps, eval_freq=1_000, patience=2, min_evals=1,

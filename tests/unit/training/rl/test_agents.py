@@ -36,7 +36,7 @@ def envs(level: str, timeframe: str = "1h", n_bars: int = 700) -> tuple[EpisodeS
     return train_env, valid_env, n
 
 
-TINY = {"strategic": {"n_steps": 128, "batch_size": 32, "n_epochs": 2},
+TINY = {"strategic": {"n_steps": 64, "batch_size": 32, "n_epochs": 2},  # 4 envs: rollouts of 256
         "tactical": {"learning_starts": 100, "batch_size": 32},
         "execution": {"learning_starts": 100, "batch_size": 32}}
 
