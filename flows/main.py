@@ -5,11 +5,13 @@
     python -m flows.main --duration 0         # until Ctrl-C
 
 It registers the Feast repository of the active profile (``feast apply``),
-starts a replay exchange on a free loopback port unless ``exchange.ws_url`` is
+bootstraps an empty model registry (``flows/bootstrap.py``: history from a replay
+exchange, quick training of every model and the tactical policy), starts a replay exchange on a free loopback port unless ``exchange.ws_url`` is
 set (then it streams from that exchange), runs ``python -m bytewax.run
-flows.live`` exactly as a user would, echoes each closed bar, and ends with a
-summary: bars and feature rows written, dead letters, and the latest features
-read back from the Feast online store.
+flows.live`` exactly as a user would (paper mode by default), echoes one status line
+per bar (equity, positions, last signal; each closed bar while features warm up), and
+ends with a summary: bars, decisions, the last portfolio status, dead letters, and the
+latest features read back from the Feast online store.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flows import feast_store
+from flows.bootstrap import bootstrap, registry_summary
 from flows.feature_catalog import BAR_FEATURES, view_name
 from flows.settings import Settings, SettingsError, load_settings
 
@@ -52,7 +55,11 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
 
 
 def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[str]:
-    """Run ``python -m bytewax.run flows.live`` with these settings; return counts of bars per symbol."""
+    """Run ``python -m bytewax.run flows.live`` with these settings; return counts of bars per symbol.
+
+    ``counts["status"]`` counts status lines; the last one is kept under the key
+    ``"last status: <text>"``.
+    """
     cmd = [sys.executable, "-m", "bytewax.run", "flows.live"] + (["-w", str(workers)] if workers > 1 else [])
     full_env = {**os.environ, **feast_store.feast_environment(settings), **env}
     counts: Counter[str] = Counter()
@@ -63,6 +70,12 @@ def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[s
                 print(line, end="", flush=True)
                 if line.startswith("bar "):
                     counts[line.split()[2]] += 1
+                elif line.startswith("status "):
+                    counts["status"] += 1
+                    last = line[len("status "):].strip()
+                    for key in [k for k in counts if k.startswith("last status: ")]:
+                        del counts[key]
+                    counts["last status: " + last] = 1
         except KeyboardInterrupt:
             proc.terminate()
         if proc.wait() != 0:
@@ -75,6 +88,10 @@ def summary(settings: Settings, counts: Counter[str], took: float) -> None:
     print(f"\nsummary ({took:.0f} s, profile {settings.profile}, run {settings.run_id()}):")
     for symbol in settings.symbols:
         print(f"  {symbol:<10} closed bars printed: {counts.get(symbol, 0)}")
+    print(f"  models: {registry_summary(settings.registry_root())}")
+    print(f"  bars decided (status lines, mode {settings.mode}): {counts.get('status', 0)}")
+    last = next((k[len("last status: "):] for k in counts if k.startswith("last status: ")), None)
+    print(f"  last status: {last or 'none (features still warming up: the models need 61 bars)'}")
     dead = sum(1 for f in (settings.data_dir / "dead_letters").glob("*.jsonl") for _ in f.open())
     print(f"  dead letters (all runs, {settings.data_dir / 'dead_letters'}): {dead}")
     store = feast_store.open_store(settings)
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, help="replay speed, times real time (0 = as fast as possible)")
     p.add_argument("--symbols", help="comma-separated ccxt symbols")
     p.add_argument("--workers", type=int, default=1, help="Bytewax workers (-w)")
+    p.add_argument("--mode", choices=("paper", "live"), help="paper (default) or live (needs the live settings)")
+    p.add_argument("--no-bootstrap", action="store_true", help="do not train models into an empty registry")
     a = p.parse_args(argv)
     try:
         base = load_settings(a.config)
@@ -108,16 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         if "CRYPTOSTREAM_REPLAY__SPEED" not in os.environ and a.speed is None and not (a.config or base.replay.data):
             replay["speed"] = 120.0
         duration = a.duration if a.duration is not None else (base.duration_s or 90.0)
-        settings = load_settings(a.config, symbols=a.symbols, duration_s=duration, replay=replay)
+        settings = load_settings(a.config, symbols=a.symbols, duration_s=duration, replay=replay, mode=a.mode)
         settings.require_servers()
+        settings.require_live_guard()
         print(f"feast apply ({settings.profile} profile) ...", flush=True)
         feast_store.apply(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not a.no_bootstrap:
+        bootstrap(settings, {**feast_store.feast_environment(settings)})
     t0 = time.monotonic()
     with exchange_for(settings) as env:
         env = {**env, "CRYPTOSTREAM_DURATION_S": str(duration)}
+        if a.mode:
+            env["CRYPTOSTREAM_MODE"] = a.mode
         if a.symbols:
             env["CRYPTOSTREAM_SYMBOLS"] = a.symbols
         if a.config:

@@ -98,6 +98,7 @@ class DecisionStep:
         self.done_until: int = int(s.get("done_until", -1))
         self.last_signal: dict[str, str] = dict(s.get("last_signal", {}))
         self.prices: dict[str, float] = dict(s.get("prices", {}))
+        self.fills: int = int(s.get("fills", 0))
         self._saved: dict[str, Any] = {k: s[k] for k in ("portfolio", "risk", "broker") if k in s}
         self.deps: DecisionDeps = None  # type: ignore[assignment]  # set by attach()
         if deps is not None:
@@ -162,6 +163,7 @@ class DecisionStep:
         for bar in bars:
             for fill in d.broker.on_bar(bar):
                 d.portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
+                self.fills += 1
                 out.append(fill)
             prev = self.prices.get(bar.symbol)
             ret = (bar.close / prev - 1.0) if prev else 0.0
@@ -189,7 +191,8 @@ class DecisionStep:
         out: list[Any] = list(dec.rejections)
         out.append(Decided(p, float(target.fraction), float(dec.target_qty), float(dec.approved_qty_delta),
                            tuple(target.reasons)))
-        self.last_signal[p.symbol] = f"{target.fraction:+.2f}"
+        rl = "" if p.rl_target != p.rl_target else f" rl{p.rl_target:+.2f}"  # NaN: no policy
+        self.last_signal[p.symbol] = f"p{p.probability:.2f}{rl}>{target.fraction:+.2f}"
         if dec.approved_qty_delta != 0.0:
             d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price))
         return out
@@ -201,7 +204,7 @@ class DecisionStep:
         shown = " ".join(f"{s.split('/')[0]}={pos.get(s, 0.0):.4g}" for s in self.symbols)
         sig = " ".join(f"{s.split('/')[0]}:{self.last_signal.get(s, '-')}" for s in self.symbols)
         return (f"{utc(t):%Y-%m-%d %H:%M} equity={state.get('equity', 0.0):,.2f} dd={state.get('drawdown', 0.0):.2%} "
-                f"pos[{shown}] signal[{sig}]")
+                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]")
 
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data (portfolio, risk and broker snapshots, buffers)."""
@@ -209,7 +212,8 @@ class DecisionStep:
                                 "broker": self.deps.broker.snapshot()}
         return {"symbols": list(self.symbols), "tf_ms": self.tf_ms, **saved, "bars": {str(t): {s: tuple(b) for s, b in v.items()} for t, v in self.bars.items()},
                 "preds": {str(t): [tuple(p) for p in v] for t, v in self.preds.items()},
-                "done_until": self.done_until, "last_signal": dict(self.last_signal), "prices": dict(self.prices)}
+                "done_until": self.done_until, "last_signal": dict(self.last_signal), "prices": dict(self.prices),
+                "fills": self.fills}
 
     def __getstate__(self) -> dict[str, Any]:
         # Bytewax pickles operator state: plain data only; the broker's connection stays with the worker.
