@@ -92,7 +92,7 @@ class ReportConfig:
     horizon: int = 1
     fee_bps: float = 10.0
     seed: int = 7
-    threads: int = 2  # LightGBM's; torch runs single-threaded (faster here than two threads)
+    threads: int = 1  # LightGBM threads (2 OpenMP threads ran 2-4x slower here when other jobs shared the cores)
     lstm: dict[str, Any] = field(default_factory=lambda: {
         "window": 16, "hidden": 24, "layers": 2, "dropout": 0.2, "batch_size": 1024, "max_epochs": 4,
         "patience": 2, "lr": 1e-3, "num_threads": 1})

@@ -327,7 +327,7 @@ def main() -> int:
     p.add_argument("--bars", type=int, default=2000, help="section 1: bars timed")
     p.add_argument("--train-bars", type=int, default=3000, help="section 1: bars the models are trained on")
     p.add_argument("--rounds", type=int, default=200, help="section 1: LightGBM trees")
-    p.add_argument("--threads", type=int, default=2, help="section 2: LightGBM threads")
+    p.add_argument("--threads", type=int, default=1, help="section 2: LightGBM threads (the project default, 1)")
     p.add_argument("--skip-5m", action="store_true", help="section 2: only the 1h set")
     args = p.parse_args()
     if args.child:
