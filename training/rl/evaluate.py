@@ -116,8 +116,8 @@ def first_test_row(md: MarketData, test_start: str) -> int:
     return int(np.searchsorted(md.decision_times, pd.Timestamp(test_start).value, side="left"))
 
 
-def evaluate_tactical(runner: PolicyRunner, md: MarketData, test_start: str, seed: int = 7
-                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def evaluate_tactical(runner: PolicyRunner, md: MarketData, test_start: str, seed: int = 7,
+                      progress: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Return metrics by strategy (per asset and equal-capital over assets) and the equity curves."""
     i0 = first_test_row(md, test_start)
     proba = lightgbm_probabilities(md, _train_end(runner), seed)
@@ -126,7 +126,7 @@ def evaluate_tactical(runner: PolicyRunner, md: MarketData, test_start: str, see
     periods = periods_per_year(md.timeframe)
     curves: dict[str, list[np.ndarray]] = {}
     table: dict[str, Any] = {}
-    for a, sym in enumerate(test.symbols):
+    for a, sym in enumerate(_bar(test.symbols, progress, "tactical assets")):
         _, sig = to_signal(p_test[:, a], 0.1)
         signal_pos = np.where(sig == 1, 1.0, np.where(sig == 0, -1.0, 0.0)).astype(np.float32)
         sign_pos = np.where(p_test[:, a] > 0.5, 1.0, -1.0).astype(np.float32)
@@ -149,6 +149,15 @@ def evaluate_tactical(runner: PolicyRunner, md: MarketData, test_start: str, see
             **equity_metrics(e, periods), "fees_pct": float(np.mean([r["fees_pct"] for r in per_asset])),
             "turnover": float(np.mean([r["turnover"] for r in per_asset]))}
     return table, out_curves
+
+
+def _bar(items: Any, progress: bool, desc: str) -> Any:
+    """Wrap ``items`` in a tqdm bar when ``progress``."""
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, leave=False)
 
 
 def _scripted(positions: np.ndarray) -> Strategy:
@@ -198,7 +207,7 @@ def evaluate_strategic(runner: PolicyRunner, md: MarketData, test_start: str, se
 
 
 def evaluate_execution(runner: PolicyRunner, md: MarketData, test_start: str, per_asset: int = 200,
-                       seed: int = 7) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                       seed: int = 7, progress: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Return shortfall statistics (bps of arrival notional) by strategy on fixed parent orders."""
     i0 = first_test_row(md, test_start)
     test = md.take(slice(i0, None))
@@ -212,7 +221,7 @@ def evaluate_execution(runner: PolicyRunner, md: MarketData, test_start: str, pe
                                        "immediate_market": lambda t, o: MARKET_ALL}
     shortfalls: dict[str, np.ndarray] = {}
     table: dict[str, Any] = {}
-    for name, strat in strategies.items():
+    for name, strat in _bar(list(strategies.items()), progress, "execution strategies"):
         rows, leftovers, steps, kinds = [], [], [], []
         for asset, opts in schedule:
             env.current = env.envs[asset]
@@ -368,14 +377,14 @@ def evaluate_cli(a: Any, settings: Any) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     head = _header(a.level, runner, md, test)
     if a.level == "execution":
-        table, shortfalls = evaluate_execution(runner, md, test_start, seed=a.seed)
+        table, shortfalls = evaluate_execution(runner, md, test_start, seed=a.seed, progress=not a.no_progress)
         plot_shortfalls(shortfalls, out / "execution_shortfall.png")
         body = (head + "\nParent orders of 5 % of the trailing mean volume per bar over the horizon, "
                 "spread evenly over the test slice, sides alternating; shortfall = price and fees against "
                 "the arrival price (close of the bar before the first working bar), in bps, lower is better.\n\n"
                 + markdown_table(table) + "\n\n![shortfall](execution_shortfall.png)\n")
     elif a.level == "tactical":
-        table, curves = evaluate_tactical(runner, md, test_start, a.seed)
+        table, curves = evaluate_tactical(runner, md, test_start, a.seed, progress=not a.no_progress)
         plot_curves(curves, out / "tactical_equity.png", "tactical, equal capital per asset (test)", "bar")
         body = head + "\n" + "\n\n".join(
             f"### {sym}\n\n" + markdown_table({k: v[sym] for k, v in table.items()})
