@@ -59,6 +59,25 @@ def bars_from_frame(symbol: str, timeframe: str, df: Any) -> Iterator[Bar]:
         yield Bar(symbol, timeframe, t, op_, hi, low, cl, vol, qvol, cnt, vw, tbv)
 
 
+def operator_records(streams: dict[str, Iterable[Bar]], timeframe: str) -> Iterator[Any]:
+    """Yield what the live flow's operators make of bars, in bar-time order: Bars and FeatureRows (bar, cross-asset).
+
+    Args:
+        streams: per symbol, its bars in time order.
+        timeframe: timeframe of every bar.
+    """
+    symbols = tuple(streams)
+    pipes = {s: SymbolPipeline(s, (timeframe,)) for s in symbols}
+    cross = CrossAssetStep(symbols, tf_ms=timeframe_ms(timeframe))
+    for bar in heapq.merge(*(iter(s) for s in streams.values()), key=lambda b: (b.ts, b.symbol)):
+        for rec in pipes[bar.symbol].on_bar(bar):
+            if isinstance(rec, BarReturn):
+                for sym, ts, feats in cross.update(rec.symbol, rec.ts, rec.ret_1):
+                    yield FeatureRow("cross_asset_features", sym, timeframe, ts, feats)
+            else:
+                yield rec
+
+
 def run_backfill(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
                  chunk_rows: int = 100_000) -> dict[str, int]:
     """Run bars of several symbols through the operators and the history sink.
@@ -79,25 +98,15 @@ def run_backfill(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     Returns:
         Counts of bars, feature rows and cross-asset rows written.
     """
-    symbols = tuple(streams)
-    pipes = {s: SymbolPipeline(s, (timeframe,)) for s in symbols}
-    cross = CrossAssetStep(symbols, tf_ms=timeframe_ms(timeframe))
     writer = _ChunkWriter(HistorySink(settings, flush_interval_s=float("inf")).build("backfill", 0, 1))
     counts = {"bars": 0, "bar_features": 0, "cross_asset_features": 0}
     buf: list[Any] = []
-    merged = heapq.merge(*(iter(s) for s in streams.values()), key=lambda b: (b.ts, b.symbol))
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for bar in merged:
-            for rec in pipes[bar.symbol].on_bar(bar):
-                if isinstance(rec, BarReturn):
-                    for sym, ts, feats in cross.update(rec.symbol, rec.ts, rec.ret_1):
-                        buf.append(FeatureRow("cross_asset_features", sym, timeframe, ts, feats))
-                        counts["cross_asset_features"] += 1
-                else:
-                    buf.append(rec)
-                    counts["bars" if isinstance(rec, Bar) else "bar_features"] += 1
+        for rec in operator_records(streams, timeframe):
+            buf.append(rec)
+            counts["bars" if isinstance(rec, Bar) else rec.table] += 1
             if len(buf) >= chunk_rows:
                 writer.put(buf)
                 buf = []

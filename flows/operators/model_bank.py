@@ -173,11 +173,13 @@ class ModelBank:
         """Score one bar time with the ensemble and its members."""
         return self.ensemble.score(rows)
 
-    def score_many(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, ModelScore]]:
+    def score_many(self, feeds: Sequence[Mapping[str, np.ndarray]],
+                   times: Sequence[int] | None = None) -> list[dict[str, ModelScore]]:
         """Score consecutive bar times at once (history, catch-up): same results as :meth:`score` per bar.
 
         Row-wise members (:data:`STATELESS`) and the ensemble graph run once over every row of
         every bar time; stateful members (streaming LSTM, GNN window) step bar by bar in order.
+        ``times`` (bar closes, ms) let the streaming LSTM restart a symbol after a gap in its bars.
         """
         if not feeds:
             return []
@@ -193,8 +195,9 @@ class ModelBank:
             elif self.batch_graph and isinstance(runner, GnnGraphRunner):
                 probs[fam] = gnn_many(runner, syms, xs)
             else:
-                probs[fam] = np.concatenate([np.asarray(runner.score(sy, x), np.float64)
-                                             for sy, x in zip(syms, xs, strict=True)])
+                at = list(times) if times is not None else [None] * len(syms)
+                probs[fam] = np.concatenate([np.asarray(runner.score(sy, x, bar_ts=t), np.float64)
+                                             for sy, x, t in zip(syms, xs, at, strict=True)])
         members = np.stack([probs[f] for f in ens.members], axis=1)
         p, conf, sig = ens.session.run(["prob", "confidence", "signal"], {"probs": members})
         scored = {f: (probs[f], *to_signal(probs[f], ens.scorer.confidence_threshold)) for f in probs}

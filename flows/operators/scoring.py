@@ -169,7 +169,7 @@ class ScoringStep:
         todo = [t for t in todo if t[2]]
         feeds = [{s: np.array(self._take(rows[s]), np.float64) for s in symbols} for _, rows, symbols in todo]
         out: list[Prediction] = []
-        for (ts, rows, symbols), scores in zip(todo, self.bank.score_many(feeds), strict=True):
+        for (ts, rows, symbols), scores in zip(todo, self.bank.score_many(feeds, [t[0] for t in todo]), strict=True):
             out += self._predictions(ts, rows, symbols, scores)
         return out
 

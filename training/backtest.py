@@ -1,0 +1,194 @@
+"""Backtest: candle files through the live flow's own operators, scoring, risk, paper broker and portfolio.
+
+Usage::
+
+    python -m training.backtest ../shared/data/binance-spot-1h/*.parquet --start 2024-01-01 --end 2025-01-01
+    python -m training.backtest FILES... --registry var/registry --out reports/backtest
+
+Bars go through the same steps as ``python -m bytewax.run flows.live`` in the same
+order: symbol pipelines and the cross-asset step (``training.backfill.operator_records``),
+the close barrier with the scoring step (registered ensemble and, when registered,
+the tactical policy), and the decision step with the settings' risk engine, paper
+broker and portfolio (``flows.operators.decisions_wiring.build_deps``).  Bars before
+``--start`` only warm the features and the models' state up; trading starts at
+``--start``.  Deterministic: the same files, registry and settings give the same
+trades.  Prints a summary against equal-weight buy-and-hold over the same bars and
+writes ``equity.csv``, ``fills.csv``, ``summary.json`` and ``equity.png`` under ``--out``.
+
+The registry's models must have been trained on data before ``--start`` for the
+result to be out of sample; the command prints the ensemble's training window so
+that can be checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flows.execution.orders import Fill
+from flows.operators.decisions import DecisionStep, PortfolioRow
+from flows.operators.decisions_wiring import build_deps
+from flows.operators.features import WARMUP
+from flows.operators.model_bank import ModelBank
+from flows.operators.scoring import Close, CloseBarrier, ScoringStep
+from flows.records import Bar, utc
+from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+from inference.manifest import ManifestError, read_manifest, resolve_version_dir
+from training.backfill import _files, _ms, operator_records
+
+
+@dataclass
+class BacktestResult:
+    """Per close equity and the fills of one run."""
+
+    times: list[int] = field(default_factory=list)
+    equity: list[float] = field(default_factory=list)
+    benchmark: list[float] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+
+    def summary(self, tf_ms: int) -> dict[str, Any]:
+        """Return total return, annualized Sharpe, max drawdown and costs, for the strategy and buy-and-hold."""
+        per_year = 365 * 86_400_000 / tf_ms
+        out: dict[str, Any] = {"bars": len(self.times), "fills": len(self.fills),
+                               "fees": sum(f.fee for f in self.fills),
+                               "traded_notional": sum(f.qty * f.price for f in self.fills)}
+        if self.times:
+            out["start"], out["end"] = str(utc(self.times[0])), str(utc(self.times[-1]))
+        for name, curve in (("strategy", self.equity), ("buy_and_hold", self.benchmark)):
+            out[name] = curve_stats(curve, per_year)
+        return out
+
+
+def curve_stats(curve: list[float], per_year: float) -> dict[str, float]:
+    """Return total return, annualized Sharpe of per-bar returns (0 when flat) and max drawdown of a curve."""
+    if len(curve) < 2:
+        return {"total_return": 0.0, "sharpe": 0.0, "max_drawdown": 0.0}
+    rets = [b / a - 1.0 for a, b in zip(curve, curve[1:], strict=False)]
+    mean = sum(rets) / len(rets)
+    sd = math.sqrt(sum((r - mean) ** 2 for r in rets) / max(len(rets) - 1, 1))
+    peak, mdd = curve[0], 0.0
+    for v in curve:
+        peak = max(peak, v)
+        mdd = max(mdd, 1.0 - v / peak)
+    return {"total_return": curve[-1] / curve[0] - 1.0,
+            "sharpe": mean / sd * math.sqrt(per_year) if sd > 0 else 0.0, "max_drawdown": mdd}
+
+
+def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
+                 start_ms: int | None) -> BacktestResult:
+    """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on."""
+    symbols = tuple(streams)
+    if symbols != tuple(settings.symbols):
+        settings = settings.model_copy(update={"symbols": symbols})
+    sc = settings.scoring
+    bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family, sc.policy_version)
+    bank.batch_graph = True
+    barrier = CloseBarrier(ScoringStep(symbols, timeframe, bank, confidence_threshold=sc.confidence_threshold),
+                           WARMUP)
+    deps = build_deps(settings)
+    deps.kill_active = lambda: False  # the live kill switch is not the backtest's business
+    step = DecisionStep(symbols, timeframe_ms(timeframe), deps)
+    result, first_open = BacktestResult(), dict[str, float]()
+    for rec in operator_records(streams, timeframe):
+        if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
+            first_open.setdefault(rec.symbol, rec.open)
+        for close in barrier.on_items((rec,)):
+            if start_ms is not None and close.ts <= start_ms:
+                continue  # warm-up: features and model state only
+            _record(result, step, close, first_open)
+    return result
+
+
+def _record(result: BacktestResult, step: DecisionStep, close: Close, first: dict[str, float]) -> None:
+    for item in step.on_close(close.ts, close.bars, close.predictions):
+        if isinstance(item, Fill):
+            result.fills.append(item)
+        elif isinstance(item, PortfolioRow):
+            result.times.append(item.ts)
+            result.equity.append(float(item.state["equity"]))
+            last = {b.symbol: b.close for b in close.bars}
+            rel = [last[s] / p for s, p in first.items() if s in last]
+            result.benchmark.append(sum(rel) / len(rel) if rel else 1.0)
+
+
+def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) -> None:
+    """Write equity.csv, fills.csv, summary.json and equity.png under ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    e0 = result.equity[0] if result.equity else 1.0
+    lines = ["ts,equity,strategy_growth,buy_and_hold_growth"]
+    lines += [f"{utc(t).isoformat()},{e:.6f},{e / e0:.8f},{b:.8f}"
+              for t, e, b in zip(result.times, result.equity, result.benchmark, strict=True)]
+    (out / "equity.csv").write_text("\n".join(lines) + "\n")
+    fills = ["ts,client_order_id,symbol,side,qty,price,fee,liquidity"]
+    fills += [f"{utc(f.ts).isoformat()},{f.client_order_id},{f.symbol},{f.side},{f.qty!r},{f.price!r},{f.fee!r},"
+              f"{f.liquidity}" for f in result.fills]
+    (out / "fills.csv").write_text("\n".join(fills) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=80)
+    when: Any = [utc(t) for t in result.times]  # matplotlib plots datetimes
+    ax.plot(when, [e / e0 for e in result.equity], label="strategy")
+    ax.plot(when, result.benchmark, label="buy and hold (equal weight)", alpha=0.7)
+    ax.set_ylabel("growth of 1")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "equity.png")
+    plt.close(fig)
+
+
+def _window(settings: Settings, timeframe: str) -> str:
+    try:
+        m = read_manifest(resolve_version_dir(settings.registry_root(), "ensemble", settings.scoring.ensemble_version))
+    except (ManifestError, FileNotFoundError, OSError) as exc:
+        raise SettingsError(f"scoring.registry: no ensemble in {settings.registry_root()} ({exc}); train one "
+                            "with python -m training.train") from None
+    if m.feature_service != f"ensemble_{timeframe}_v1":
+        raise SettingsError(f"the registry's ensemble was trained for {m.feature_service}, not {timeframe} bars")
+    return f"ensemble {m.version} trained on {m.train_start} .. {m.train_end}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the backtest, print and write the results."""
+    p = argparse.ArgumentParser(prog="python -m training.backtest", description=__doc__.split("\n\n")[0])
+    p.add_argument("paths", nargs="+", type=Path, help="candle files (parquet, CSV, freqtrade feather)")
+    p.add_argument("--start", help="first traded bar time, ISO 8601 UTC (earlier bars warm up)")
+    p.add_argument("--end", help="end (exclusive), ISO 8601 UTC")
+    p.add_argument("--registry", type=Path, help="model registry (default: the settings' scoring.registry)")
+    p.add_argument("--out", type=Path, default=Path("var/backtest"), help="directory for the outputs")
+    p.add_argument("--config", help="settings YAML (else $CRYPTOSTREAM_CONFIG)")
+    a = p.parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {"profile": "local"}
+        settings = load_settings(a.config, **overrides)
+        if a.registry is not None:
+            settings = settings.model_copy(update={"scoring": settings.scoring.model_copy(
+                update={"registry": a.registry})})
+        streams, tf = _files(a.paths, None, _ms(a.end))
+        print(_window(settings, tf), flush=True)
+        result = run_backtest(settings, streams, tf, _ms(a.start))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = result.summary(timeframe_ms(tf))
+    write_outputs(a.out, result, summary)
+    s, b = summary["strategy"], summary["buy_and_hold"]
+    print(f"{summary.get('start', '-')} .. {summary.get('end', '-')}: {summary['bars']} closes, "
+          f"{summary['fills']} fills, fees {summary['fees']:,.2f}")
+    print(f"strategy      return {s['total_return']:+.2%}  sharpe {s['sharpe']:+.2f}  max drawdown {s['max_drawdown']:.2%}")
+    print(f"buy and hold  return {b['total_return']:+.2%}  sharpe {b['sharpe']:+.2f}  max drawdown {b['max_drawdown']:.2%}")
+    print(f"written under {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
