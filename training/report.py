@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import heapq
 import json
 import os
 import sys
@@ -55,12 +54,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flows.operators.cross_asset import CROSS_FEATURES, CrossAssetStep
+from flows.operators.cross_asset import CROSS_FEATURES
 from flows.operators.features import FEATURES as BAR_FEATURES
-from flows.operators.pipeline import SymbolPipeline
-from flows.records import BarReturn, FeatureRow
-from flows.settings import PROJECT_ROOT, SettingsError, timeframe_ms
-from training.backfill import bars_from_frame
+from flows.records import FeatureRow
+from flows.settings import PROJECT_ROOT, SettingsError
+from training.backfill import bars_from_frame, operator_records
 from training.datasets import attach_labels
 from training.metrics import TradingConfig, fold_metrics, roc_auc, sharpe, sign_trading_returns
 from training.validation import WalkForward, WalkForwardConfig
@@ -151,20 +149,13 @@ def feature_frame(candles: Mapping[str, pd.DataFrame], timeframe: str, horizon: 
     (warm-up) or without a full label window are dropped.
     """
     symbols = tuple(sorted(candles))
-    pipes = {s: SymbolPipeline(s, (timeframe,)) for s in symbols}
-    cross = CrossAssetStep(symbols, tf_ms=timeframe_ms(timeframe))
-    rows: dict[str, list[tuple[str, int, dict[str, float]]]] = {"bar": [], "cross": []}
-    merged = heapq.merge(*(bars_from_frame(s, timeframe, candles[s]) for s in symbols),
-                         key=lambda b: (b.ts, b.symbol))
+    rows: dict[str, list[tuple[str, int, dict[str, float]]]] = {"bar_features": [], "cross_asset_features": []}
     enabled = gc.isenabled()
     gc.disable()  # millions of small acyclic records (as in training.backfill)
     try:
-        for bar in merged:
-            for rec in pipes[bar.symbol].on_bar(bar):
-                if isinstance(rec, BarReturn):
-                    rows["cross"].extend(cross.update(rec.symbol, rec.ts, rec.ret_1))
-                elif isinstance(rec, FeatureRow):
-                    rows["bar"].append((rec.symbol, rec.ts, rec.values))
+        for rec in operator_records({s: bars_from_frame(s, timeframe, candles[s]) for s in symbols}, timeframe):
+            if isinstance(rec, FeatureRow):
+                rows[rec.table].append((rec.symbol, rec.ts, rec.values))
     finally:
         if enabled:
             gc.enable()
@@ -172,7 +163,7 @@ def feature_frame(candles: Mapping[str, pd.DataFrame], timeframe: str, horizon: 
     bars["ts"] = pd.to_datetime(bars["ts"], unit="ms", utc=True)
     frame = attach_labels(bars, timeframe, horizon)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).dt.as_unit("ns")
-    for key, names in (("bar", BAR_FEATURES), ("cross", CROSS_FEATURES)):
+    for key, names in (("bar_features", BAR_FEATURES), ("cross_asset_features", CROSS_FEATURES)):
         view = pd.DataFrame([v for *_, v in rows[key]], columns=list(names))
         view.insert(0, "symbol", [s for s, *_ in rows[key]])
         view.insert(1, "ft", pd.to_datetime([t for _, t, _ in rows[key]], unit="ms", utc=True).as_unit("ns"))
