@@ -1,6 +1,6 @@
 """Walk-forward out-of-sample report of LightGBM, LSTM, GAT and the ensemble on real candles.
 
-    python -m training.report [--data-dir ../shared/data/binance-spot-1h] [--out reports/models] \\
+    python -m training.report [--data-dir ../shared/data/binance-spot-1h] [--out training/reports/models] \\
         [--holdout-start 2024-01-01] [--folds 5] [--fee-bps 10] [--seed 7] \\
         [--lstm-epochs 4] [--gnn-epochs 12] [--symbols BTC/USDT ...] [--start ...] [--end ...]
 
@@ -34,7 +34,7 @@ Every model is scored on the same rows: those where all of them have a predictio
 (the LSTM has none across missing bars).  Metrics per fold and pooled over folds are
 those of ``training.metrics``; the Sharpe ratio is after ``--fee-bps`` per unit of
 position change (and, for context, before fees).  Writes ``REPORT.md`` and PNG plots
-to ``--out`` (default ``reports/models``); the run id hashes the effective config.
+to ``--out`` (default ``training/reports/models``); the run id hashes the effective config.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class ReportConfig:
     """Everything that decides the report's numbers (hashed into its run id)."""
 
     data_dir: Path
-    out_dir: Path = PROJECT_ROOT / "reports" / "models"
+    out_dir: Path = PROJECT_ROOT / "training" / "reports" / "models"
     symbols: tuple[str, ...] = ()  # default: every candle file in data_dir
     start: str | None = None
     end: str | None = None

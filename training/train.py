@@ -12,7 +12,7 @@ its purged training side, early stopping inside it), fit the final model on all
 rows, export it to ONNX (accepted only on parity, measured on the last fold's test
 rows), and save it with a full manifest and the out-of-sample fold predictions
 (``oos.csv``) to the registry.  The neural models write per-epoch losses to
-``<log-dir>/<family>/fold-<k>|final`` (TensorBoard if installed, else CSV).
+``<log-dir>/<family>/fold-<k>|final`` (TensorBoard event files).
 
 For ``ensemble``: read the latest manifest of each member family, take
 performance weights (``max(AUC - 0.5, 0)`` of the walk-forward means; ``--method``

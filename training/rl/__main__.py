@@ -14,7 +14,7 @@ observations to ``<work-dir>/<level>``.  ``export`` turns that agent into
 ``policy.onnx`` (accepted only on parity with the agent's deterministic predict on
 the held-out observations) and registers it as ``rl_<level>``.  ``evaluate`` runs
 the registered policy on the test slice against the baselines and writes
-``reports/rl/`` (``evaluate hierarchy``: the three registered policies composed).  ``--quick`` trains on the last bars with a small budget (the
+``training/reports/rl/`` (``evaluate hierarchy``: the three registered policies composed).  ``--quick`` trains on the last bars with a small budget (the
 bootstrap's tactical policy, under a minute on 2 cores).
 """
 
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=int, help="environment step budget (default per level)")
     p.add_argument("--quick", action="store_true", help="last bars, small budget (bootstrap)")
     p.add_argument("--version", default="latest", help="evaluate: registered policy version")
-    p.add_argument("--report-dir", type=Path, default=Path("reports/rl"), help="evaluate: report directory")
+    p.add_argument("--report-dir", type=Path, default=Path("training/reports/rl"), help="evaluate: report directory")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 

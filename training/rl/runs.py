@@ -94,7 +94,7 @@ def env_configs(level: Level, quick: bool = False) -> tuple[Any, Any]:
     of order one; evaluation episodes run the whole slice from its first bar.  Tactical:
     a turnover penalty of 1 % of equity per unit traded on top of the fees (a first run
     without it, and with a drawdown weight of 1, churned: turnover ~1000x a year on the
-    test slice, see reports/rl/REPORT.md).
+    test slice, see training/reports/rl/REPORT.md).
     """
     if level == "tactical":
         train = TacticalConfig(w_log_return=100.0, w_drawdown=0.05, w_turnover=1.0,
