@@ -13,7 +13,6 @@ same way: the value dated day D is used only at decision times after D + 1 00:00
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,9 +23,7 @@ from typing import Any
 import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES
-from flows.operators.cross_asset import CrossAssetStep
-from flows.operators.pipeline import SymbolPipeline
-from flows.records import Bar, BarReturn, FeatureRow
+from flows.records import Bar, FeatureRow
 from flows.settings import timeframe_ms
 
 log = logging.getLogger("training.rl.data")
@@ -133,6 +130,8 @@ def market_data_from_bars(streams: Mapping[str, Iterable[Bar]], timeframe: str,
     Returns:
         Rows where every symbol has a bar and every requested feature.
     """
+    from training.backfill import operator_records
+
     names = tuple(features or ALL_FEATURES)
     bad = [n for n in names if n not in ALL_FEATURES]
     if bad:
@@ -141,32 +140,21 @@ def market_data_from_bars(streams: Mapping[str, Iterable[Bar]], timeframe: str,
     if not symbols:
         raise ValueError("no symbols: streams is empty")
     tf_ms = timeframe_ms(timeframe)
-    pipes = {s: SymbolPipeline(s, (timeframe,)) for s in symbols}
-    cross = CrossAssetStep(symbols, tf_ms=tf_ms)
     col = {n: j for j, n in enumerate(names)}
-    bar_cols = [(n, col[n]) for n in BAR_FEATURES if n in col]
-    cross_cols = [(n, col[n]) for n in CROSS_FEATURES if n in col]
+    cols = {"bar_features": [(n, col[n]) for n in BAR_FEATURES if n in col],
+            "cross_asset_features": [(n, col[n]) for n in CROSS_FEATURES if n in col]}
     # compact rows (a float32 vector per bar) keep memory near the arrays' own size on years of bars
     prices: dict[str, dict[int, tuple[float, ...]]] = {s: {} for s in symbols}
     rows: dict[str, dict[int, np.ndarray]] = {s: {} for s in symbols}
-
-    def put(sym: str, ts: int, values: dict[str, float], cols: list[tuple[str, int]]) -> None:
-        row = rows[sym].get(ts)
-        if row is None:
-            row = rows[sym][ts] = np.full(len(names), np.nan, np.float32)
-        for n, j in cols:
-            row[j] = values[n]
-
-    for bar in heapq.merge(*(iter(s) for s in streams.values()), key=lambda b: (b.ts, b.symbol)):
-        for rec in pipes[bar.symbol].on_bar(bar):
-            if isinstance(rec, Bar):
-                prices[rec.symbol][rec.ts + tf_ms] = (rec.open, rec.high, rec.low, rec.close, rec.volume)
-            elif isinstance(rec, FeatureRow):
-                if bar_cols:
-                    put(rec.symbol, rec.ts, rec.values, bar_cols)
-            elif isinstance(rec, BarReturn) and cross_cols:
-                for sym, ts, vals in cross.update(rec.symbol, rec.ts, rec.ret_1):
-                    put(sym, ts, vals, cross_cols)
+    for rec in operator_records(dict(streams), timeframe):
+        if isinstance(rec, Bar):
+            prices[rec.symbol][rec.ts + tf_ms] = (rec.open, rec.high, rec.low, rec.close, rec.volume)
+        elif isinstance(rec, FeatureRow) and cols[rec.table]:
+            row = rows[rec.symbol].get(rec.ts)
+            if row is None:
+                row = rows[rec.symbol][rec.ts] = np.full(len(names), np.nan, np.float32)
+            for n, j in cols[rec.table]:
+                row[j] = rec.values[n]
     complete = [{ts for ts, v in rows[s].items() if not np.isnan(v).any()} for s in symbols]
     common_set: set[int] = set.intersection(*(set(prices[s]) for s in symbols))
     keep = sorted(set.intersection(*complete) & common_set)
