@@ -28,6 +28,17 @@ def check_episode(owner: str, n_bars: int, episode_bars: int | None) -> int:
     return episode_bars
 
 
+def episode_start(owner: str, options: dict[str, Any] | None, first: int, last: int, random: bool,
+                  rng: np.random.Generator) -> int:
+    """Return an episode's first bar: ``options["start"]`` (checked to lie in ``[first, last]``), a draw, or ``first``."""
+    if options and "start" in options:
+        start = int(options["start"])
+        if not first <= start <= last:
+            raise ValueError(f"{owner}.reset: start {start} must be in [{first}, {last}]")
+        return start
+    return int(rng.integers(first, last + 1)) if random else first
+
+
 class DifferentialSharpe:
     """Moody and Saffell's differential Sharpe ratio: the reward form of the Sharpe ratio.
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from inference.rl_observation import execution_observation
 from training.rl.data import MarketData
-from training.rl.envs.common import check_range
+from training.rl.envs.common import check_range, episode_start
 
 WAIT, MARKET_ALL = 0, 1
 
@@ -144,14 +144,7 @@ class ExecutionEnv(gym.Env[np.ndarray, np.int64]):
             seed, self._seed = self._seed, None
         super().reset(seed=seed)
         c, opts = self.config, options or {}
-        if "start" in opts:
-            t0 = int(opts["start"])
-            if not self.first_start <= t0 <= self.last_start:
-                raise ValueError(f"ExecutionEnv.reset: start {t0} must be in [{self.first_start}, {self.last_start}]")
-        elif c.random_start:
-            t0 = int(self.np_random.integers(self.first_start, self.last_start + 1))
-        else:
-            t0 = self.first_start
+        t0 = episode_start("ExecutionEnv", opts, self.first_start, self.last_start, c.random_start, self.np_random)
         side = opts.get("side", c.side)
         if side == "random":
             side = "buy" if self.np_random.integers(0, 2) == 0 else "sell"

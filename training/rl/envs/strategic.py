@@ -25,7 +25,7 @@ import numpy as np
 
 from inference.rl_observation import strategic_observation, strategic_weights
 from training.rl.data import MarketData
-from training.rl.envs.common import DifferentialSharpe, check_range
+from training.rl.envs.common import DifferentialSharpe, check_range, episode_start
 
 
 @dataclass(frozen=True)
@@ -113,15 +113,9 @@ class StrategicEnv(gym.Env[np.ndarray, np.ndarray]):
         if seed is None and self._seed is not None:
             seed, self._seed = self._seed, None
         super().reset(seed=seed)
-        last_start = self.md.n_bars - 1 - self.steps_per_episode * self.config.rebalance_bars
-        if options and "start" in options:
-            start = int(options["start"])
-            if not 0 <= start <= last_start:
-                raise ValueError(f"StrategicEnv.reset: start {start} must be in [0, {last_start}]")
-        elif self.config.episode_rebalances is not None and self.config.random_start:
-            start = int(self.np_random.integers(0, last_start + 1))
-        else:
-            start = 0
+        start = episode_start("StrategicEnv", options, 0,
+                              self.md.n_bars - 1 - self.steps_per_episode * self.config.rebalance_bars,
+                              self.config.episode_rebalances is not None and self.config.random_start, self.np_random)
         self._reset_state(start)
         return self.observation(), {"t": start, "equity": self.equity}
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from inference.rl_observation import TacticalBook
 from training.rl.data import MarketData
-from training.rl.envs.common import DifferentialSharpe, check_episode, check_range
+from training.rl.envs.common import DifferentialSharpe, check_episode, check_range, episode_start
 
 
 @dataclass(frozen=True)
@@ -107,15 +107,8 @@ class TacticalEnv(gym.Env[np.ndarray, np.ndarray]):
         if seed is None and self._seed is not None:
             seed, self._seed = self._seed, None
         super().reset(seed=seed)
-        last_start = self.md.n_bars - 1 - self.steps_per_episode
-        if options and "start" in options:
-            start = int(options["start"])
-            if not 0 <= start <= last_start:
-                raise ValueError(f"TacticalEnv.reset: start {start} must be in [0, {last_start}]")
-        elif self.config.episode_bars is not None and self.config.random_start:
-            start = int(self.np_random.integers(0, last_start + 1))
-        else:
-            start = 0
+        start = episode_start("TacticalEnv", options, 0, self.md.n_bars - 1 - self.steps_per_episode,
+                              self.config.episode_bars is not None and self.config.random_start, self.np_random)
         self._reset_state(start)
         self.position_cap = self.config.max_position
         return self.observation(), {"t": start, "equity": self.book.equity}
