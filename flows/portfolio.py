@@ -172,24 +172,26 @@ class Portfolio:
 
     def daily_pnl(self) -> float:
         """Return equity now minus equity 24 h before the latest mark (starting equity before then)."""
-        if self.mark_ts is None:
-            return self.equity() - self.initial_cash
-        base = self.hist_eq[0] if self.hist_ts[0] <= self.mark_ts - DAY_MS else self.initial_cash
-        return self.equity() - base
+        return self.equity() - self._day_base()
+
+    def _day_base(self) -> float:
+        if self.mark_ts is None or self.hist_ts[0] > self.mark_ts - DAY_MS:
+            return self.initial_cash
+        return self.hist_eq[0]
 
     def snapshot(self) -> PortfolioSnapshot:
         """Return the portfolio's figures now (shared until the next fill or mark: do not mutate)."""
         if self._snap is not None:
             return self._snap
-        eq = self.equity()
-        gross = sum(abs(q) * self.prices[s] for s, q in self.qty.items())
         net = sum(q * self.prices[s] for s, q in self.qty.items())
+        eq = self.cash + net  # equity(): the same sum in the same order
+        gross = sum(abs(q) * self.prices[s] for s, q in self.qty.items())
         unreal = sum(q * (self.prices[s] - self.avg[s]) for s, q in self.qty.items())
         lev = gross / eq if eq > 0 else (math.inf if gross > 0 else 0.0)
         peak = max(self.peak, eq)
         dd = (peak - eq) / peak if peak > 0 else 0.0
         self._snap = PortfolioSnapshot(self.ts, eq, self.cash, dict(self.qty), dict(self.avg), dict(self.prices),
-                                       self.realized, unreal, self.fees, self.daily_pnl(), dd, peak, gross, net,
+                                       self.realized, unreal, self.fees, eq - self._day_base(), dd, peak, gross, net,
                                        lev, tuple(self.trade_returns))
         return self._snap
 
