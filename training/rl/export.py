@@ -32,12 +32,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 
 from inference.manifest import Manifest
+from inference.policy import POLICY_FILE
 from inference.scorer import open_session
 from training.export import TOLERANCE, ExportRejected, OnnxExport
 from training.registry import Parity, save_model
 
 OPSET = 17
-POLICY_FILE = "policy.onnx"
 AGENT_FILE = "agent.zip"
 
 
