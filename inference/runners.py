@@ -224,4 +224,4 @@ class _Selecting:
     def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
         x = np.asarray(x, np.float64)
         x = x if self.cols is None else x[:, self.cols]
-        return self.inner.score(symbols, x) if bar_ts is None else self.inner.score(symbols, x, bar_ts=bar_ts)
+        return self.inner.score(symbols, x, bar_ts=bar_ts)

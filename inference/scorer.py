@@ -192,9 +192,7 @@ class Scorer:
         x = np.stack([np.asarray(rows[s], np.float64) for s in symbols]) if symbols else np.empty((0, 0))
         probs = []
         for runner in self.runners.values():
-            # runners written before bar_ts existed take (symbols, x) only: pass it only when given
-            raw = runner.score(symbols, x) if bar_ts is None else runner.score(symbols, x, bar_ts=bar_ts)
-            probs.append(np.asarray(raw, np.float64).reshape(len(symbols)))
+            probs.append(np.asarray(runner.score(symbols, x, bar_ts=bar_ts), np.float64).reshape(len(symbols)))
         if not probs:
             return {}
         p = np.stack(probs)  # [models, symbols]: confidence and signal for every model at once
