@@ -134,8 +134,9 @@ def evaluate_tactical(runner: PolicyRunner, md: MarketData, test_start: str, see
             "policy": policy_strategy(runner), "buy_and_hold": lambda t, o: np.ones(1, np.float32),
             "flat": lambda t, o: np.zeros(1, np.float32), "lightgbm": _scripted(signal_pos),
             "lightgbm_sign": _scripted(sign_pos)}
+        one = test.select(symbols=[sym])
         for name, strat in strategies.items():
-            env, _ = make_env("tactical", test.select(symbols=[sym]), seed, evaluation=True)
+            env, _ = make_env("tactical", one, seed, evaluation=True)
             eq, tot = run_episode(env, strat)
             e = np.asarray(eq) / eq[0]
             curves.setdefault(name, []).append(e)
