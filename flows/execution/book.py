@@ -98,13 +98,11 @@ class OrderBook:
         if order.status.is_open or order.filled_qty <= 0:
             return [], []
         it = order.intent
-        if it.leg in LEGS:
-            return [o.client_order_id for o in self.open_orders(it.symbol) if o.intent.leg in LEGS], []
         cancels = [o.client_order_id for o in self.open_orders(it.symbol) if o.intent.leg in LEGS]
-        return cancels, [i for i in self.leg_intents(it, config) if i is not None]
+        return cancels, [] if it.leg in LEGS else list(self.leg_intents(it, config))
 
-    def leg_intents(self, entry: OrderIntent, config: ExecutionConfig) -> Iterator[OrderIntent | None]:
-        """Yield the protective legs of the symbol's position after ``entry`` (None where one exists)."""
+    def leg_intents(self, entry: OrderIntent, config: ExecutionConfig) -> Iterator[OrderIntent]:
+        """Yield the protective legs of the symbol's position after ``entry`` (not those the book already has)."""
         pos = self.positions.get(entry.symbol, 0.0)
         if pos == 0.0:
             return
@@ -116,7 +114,6 @@ class OrderBook:
                 continue
             cid = client_order_id(entry.strategy, entry.symbol, entry.bar_ts, leg)
             if cid in self.orders:
-                yield None
                 continue
             price = avg * (1.0 + sign * pct) if long else avg * (1.0 - sign * pct)
             kind = "stop_market" if leg == "stop_loss" else "take_profit"
