@@ -196,15 +196,24 @@ def evaluate_strategic(runner: PolicyRunner, md: MarketData, test_start: str, se
         eq, tot = run_episode(env, strat)
         curves[name] = np.asarray(eq) / eq[0]
         table[name] = equity_metrics(np.asarray(eq), periods, tot["fee"], tot["traded"])
-    # buy and hold: equal weights bought at the first open with the env's costs, never rebalanced
     cfg = env.envs[0].config  # type: ignore[attr-defined]
     steps = len(curves["policy"]) - 1
-    fill = test.open[1] * (1.0 + cfg.slippage)
-    units = (1.0 / n_a) / (fill * (1.0 + cfg.fee_rate))  # per unit of initial equity
-    bh = np.r_[1.0, test.close[np.arange(1, steps + 1) * k] @ units]
-    curves["buy_and_hold"] = bh
-    table["buy_and_hold"] = equity_metrics(bh, periods, cfg.fee_rate * float(units @ fill), float(units @ fill))
+    curves["buy_and_hold"], table["buy_and_hold"] = buy_and_hold(test, np.arange(1, steps + 1) * k, cfg.fee_rate,
+                                                                 cfg.slippage, periods)
     return table, curves
+
+
+def buy_and_hold(md: MarketData, rows: np.ndarray | slice, fee_rate: float, slippage: float,
+                 periods: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Return equal weights bought at the first open with these costs, never rebalanced: equity at the closes ``rows``.
+
+    The curve starts at 1 (before the purchase); the metrics are :func:`equity_metrics` of it.
+    """
+    fill = md.open[1] * (1.0 + slippage)
+    units = (1.0 / len(md.symbols)) / (fill * (1.0 + fee_rate))  # per unit of initial equity
+    bh = np.r_[1.0, md.close[rows] @ units]
+    notional = float(units @ fill)
+    return bh, equity_metrics(bh, periods, fee_rate * notional, notional)
 
 
 def evaluate_execution(runner: PolicyRunner, md: MarketData, test_start: str, per_asset: int = 200,

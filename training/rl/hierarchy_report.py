@@ -22,6 +22,7 @@ from training.metrics import periods_per_year
 from training.rl.agents import FAMILIES
 from training.rl.data import MarketData
 from training.rl.evaluate import (
+    buy_and_hold,
     equity_metrics,
     first_test_row,
     markdown_table,
@@ -58,13 +59,10 @@ def evaluate_hierarchy(strategic: PolicyRunner, tactical: PolicyRunner, executio
     periods = periods_per_year(md.timeframe)
     with_exec = HierarchicalSystem(strategic.act, tactical.act, execution.act, cfg, x_cfg).run(md, md_exec)
     at_open = HierarchicalSystem(strategic.act, tactical.act, None, cfg, x_cfg).run(md)
-    fill = md.open[1] * (1.0 + cfg.slippage)
-    units = (1.0 / len(md.symbols)) / (fill * (1.0 + cfg.fee_rate))
-    bh = np.r_[1.0, md.close[1:] @ units]
+    bh, bh_metrics = buy_and_hold(md, slice(1, None), cfg.fee_rate, cfg.slippage, periods)
     table = {"hierarchy (execution agent)": _summary(with_exec, periods),
              "hierarchy (fills at next open)": _summary(at_open, periods),
-             "buy_and_hold equal weight": equity_metrics(bh, periods, cfg.fee_rate * float(units @ fill),
-                                                         float(units @ fill))}
+             "buy_and_hold equal weight": bh_metrics}
     curves = {"hierarchy (execution agent)": with_exec.equity / with_exec.equity[0],
               "hierarchy (fills at next open)": at_open.equity / at_open.equity[0], "buy_and_hold": bh}
     return table, curves
