@@ -8,8 +8,7 @@ On a fresh machine ``python -m flows.main`` calls :func:`bootstrap`, which
    (``python -m training.backfill exchange ...``);
 3. quick-trains every model on them (``python -m training.train`` lightgbm,
    lstm, gnn with 2 folds and tiny networks, then the ensemble) and the tactical
-   policy (``python -m training.rl train tactical --quick`` and ``export``) when
-   the RL package is installed;
+   policy (``python -m training.rl train tactical --quick`` and ``export``);
 
 each step a subprocess exactly as a user would type it.  A registry that already
 holds an ensemble is left alone, so later runs skip all of it.
@@ -17,7 +16,6 @@ holds an ensemble is left alone, so later runs skip all of it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -84,12 +82,9 @@ def bootstrap(settings: Settings, env: dict[str, str], days: float = 2.0, seed: 
         _run([py, "-m", "training.train", fam, *window, *QUICK[fam]], full, f"train {fam}")
     _run([py, "-m", "training.train", "ensemble", "--registry", str(root), *QUICK["ensemble"]], full,
          "train ensemble")
-    if importlib.util.find_spec("training.rl") is None:
-        print("bootstrap: training.rl is not installed: no tactical policy (rl targets stay empty)", flush=True)
-    else:
-        rl = ["--registry", str(root)]
-        _run([py, "-m", "training.rl", "train", "tactical", "--quick", *rl], full, "train tactical policy")
-        _run([py, "-m", "training.rl", "export", "tactical", *rl], full, "export tactical policy")
+    rl = ["--registry", str(root)]
+    _run([py, "-m", "training.rl", "train", "tactical", "--quick", *rl], full, "train tactical policy")
+    _run([py, "-m", "training.rl", "export", "tactical", *rl], full, "export tactical policy")
     return True
 
 

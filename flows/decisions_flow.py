@@ -10,7 +10,6 @@ flow runs features only and says so.
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import sys
 from typing import Any
@@ -59,8 +58,8 @@ def scoring_step(settings: Settings) -> Any:
             state = CloseBarrier(scoring, WARMUP)
         elif state.scoring.bank is None:
             state.scoring.attach(b)
-        if isinstance(item, Bar) and holder["watch"].changed():
-            b.request_swap()
+        if isinstance(item, Bar) and item.ts + state.tf_ms not in state.bars and holder["watch"].changed():
+            b.request_swap()  # the swap key is read once per bar time, at its first bar
         return state, state.on_items((item,))
 
     return step
@@ -99,22 +98,6 @@ class _Print(StatelessSinkPartition[Status]):
             print(f"status {s.text}", flush=True)
 
 
-def decisions_available() -> bool:
-    """Return whether the risk, execution and portfolio packages are importable."""
-    return all(importlib.util.find_spec(m) is not None
-               for m in ("flows.portfolio", "flows.risk", "flows.execution"))
-
-
-def prediction_status(close: Close) -> Status | None:
-    """Return the status line of a close scored without decisions (None while the models warm up)."""
-    from flows.records import utc
-
-    if not close.predictions:
-        return None
-    sig = " ".join(f"{p.symbol.split('/')[0]}:p={p.probability:.3f}/s={p.signal:+d}" for p in close.predictions)
-    return Status(close.ts, f"{utc(close.ts):%Y-%m-%d %H:%M} predictions[{sig}]")
-
-
 def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[FeatureRow]) -> bool:
     """Wire scoring and decisions; return False (features only) when the registry has no models."""
     root, tf = settings.registry_root(), settings.trading_timeframe()
@@ -128,12 +111,6 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     keyed = op.key_on("scoring_key", inputs, lambda r: r.timeframe)
     closes = op.key_rm("unkey_scoring", op.stateful_flat_map("scoring", keyed, scoring_step(settings)))
     flat_preds = op.flat_map("predictions", closes, lambda c: list(c.predictions))
-    if not decisions_available():
-        print("risk/execution/portfolio modules are not installed: scoring only (predictions are stored)",
-              file=sys.stderr, flush=True)
-        op.output("decision_store", flat_preds, DecisionSink(settings))
-        op.output("status", op.filter_map("prediction_status", closes, prediction_status), StatusPrinter())
-        return True
     keyed_in = op.key_on("portfolio_key", closes, lambda _: "portfolio")
     out = op.key_rm("unkey_decisions", op.stateful_flat_map("decisions", keyed_in, decision_step(settings)))
     records = op.filter("decision_records", out, lambda r: not isinstance(r, Status))

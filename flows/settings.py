@@ -14,7 +14,6 @@ field, the environment variable that sets it and the accepted values.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -26,14 +25,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from flows.execution.config import ExecutionConfig
+from flows.risk.config import RiskConfig
+
 ENV_PREFIX = "CRYPTOSTREAM_"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TIMEFRAME_RE = re.compile(r"^[1-9][0-9]*[smhd]$")
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,10}$")
 _TIMEFRAME_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _LIST_FIELDS = {"symbols", "timeframes"}
-_COMPONENT_CONFIGS = {"risk": ("flows.risk.config", "RiskConfig"),
-                      "execution": ("flows.execution.config", "ExecutionConfig")}
 
 
 class SettingsError(ValueError):
@@ -150,23 +150,10 @@ class Settings(_Frozen):
     replay: ReplaySettings = ReplaySettings()
     bars: BarSettings = BarSettings()
     scoring: ScoringSettings = ScoringSettings()
-    risk: Any = Field(None, validate_default=True, description="flows.risk.config.RiskConfig (sizing, limits, breakers, kill switch)")
-    execution: Any = Field(None, validate_default=True, description="flows.execution.config.ExecutionConfig (broker, fees, live guard)")
+    risk: RiskConfig = Field(RiskConfig(), description="sizing, limits, breakers, kill switch (flows/risk/config.py)")
+    execution: ExecutionConfig = Field(ExecutionConfig(), description="broker, fees, slippage, live guard "
+                                       "(flows/execution/config.py)")
     initial_cash: float = Field(10_000.0, gt=0.0, description="paper portfolio starting cash (quote currency)")
-
-    @field_validator("risk", "execution", mode="before")
-    @classmethod
-    def _component(cls, value: Any, info: Any) -> Any:
-        # The components' own frozen configs (next to them), validated here so a bad value stops
-        # the program at start; None until the component's package is installed.
-        module, name = _COMPONENT_CONFIGS[info.field_name]
-        try:
-            config = getattr(importlib.import_module(module), name)
-        except ModuleNotFoundError:
-            if value is not None:
-                raise ValueError(f"{module} is not installed, so these settings cannot be used") from None
-            return None
-        return value if isinstance(value, config) else config.model_validate(value or {})
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -183,9 +170,7 @@ class Settings(_Frozen):
 
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
-        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "execution"})
-        if self.execution is not None:  # its secrets (SecretStr) dump masked; the secrets file path stays
-            doc["execution"] = self.execution.model_dump(mode="json")
+        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
@@ -214,7 +199,7 @@ class Settings(_Frozen):
         check_live_guard(self)
 
 
-def check_live_guard(settings: Settings, execution: Any = None) -> None:
+def check_live_guard(settings: Settings, execution: ExecutionConfig | None = None) -> None:
     """Stop at start unless live trading was asked for on every required field.
 
     Live orders need ``mode=live`` *and* ``execution.broker=live`` *and*
@@ -227,24 +212,24 @@ def check_live_guard(settings: Settings, execution: Any = None) -> None:
         settings: the run's settings.
         execution: the execution config (``settings.execution`` by default).
     """
-    ex = execution if execution is not None else getattr(settings, "execution", None)
-    broker = getattr(ex, "broker", "paper")
+    ex = execution or settings.execution
+    broker = ex.broker
     if settings.mode != "live":
         if broker == "live":
             raise SettingsError("execution.broker (env CRYPTOSTREAM_EXECUTION__BROKER) = 'live' needs mode=live "
                                 "(CRYPTOSTREAM_MODE=live or --mode live); paper is the default")
         return
-    live = getattr(ex, "live", None)
+    live = ex.live
     problems = []
     if broker != "live":
         problems.append("execution.broker (env CRYPTOSTREAM_EXECUTION__BROKER) must be 'live' in mode=live")
-    if not getattr(live, "confirm", False):
+    if not live.confirm:
         problems.append("execution.live.confirm (env CRYPTOSTREAM_EXECUTION__LIVE__CONFIRM) must be true to "
                         "trade real money")
-    if getattr(live, "max_capital", None) in (None, 0, 0.0):
+    if not live.max_capital:
         problems.append("execution.live.max_capital (env CRYPTOSTREAM_EXECUTION__LIVE__MAX_CAPITAL) must cap the "
                         "capital in quote currency")
-    secrets_file = getattr(live, "secrets_file", None)
+    secrets_file = live.secrets_file
     has_keys = settings.exchange.api_key is not None and settings.exchange.api_secret is not None
     if not has_keys and secrets_file is None:
         problems.append("exchange.api_key and exchange.api_secret (env CRYPTOSTREAM_EXCHANGE__API_KEY, "

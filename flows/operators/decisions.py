@@ -26,7 +26,6 @@ Snapshots hold the portfolio, risk engine and broker snapshots plus buffers.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,17 +69,6 @@ class DecisionDeps:
     combine: Callable[[Prediction], Any]  # prediction -> TargetPosition(fraction, reasons)
     intent: Callable[[Prediction, float, float], Any]  # (prediction, qty_delta, price) -> OrderIntent
     kill_active: Callable[[], Any] = field(default=lambda: False)  # truthy when engaged; may carry ``flatten``
-
-
-def as_dict(snap: Any) -> dict[str, Any]:
-    """Return a portfolio snapshot (mapping, NamedTuple or dataclass) as a plain dict."""
-    if isinstance(snap, Mapping):
-        return dict(snap)
-    if hasattr(snap, "_asdict"):
-        return dict(snap._asdict())
-    if dataclasses.is_dataclass(snap) and not isinstance(snap, type):
-        return dataclasses.asdict(snap)
-    return dict(vars(snap))
 
 
 class DecisionStep:
@@ -167,8 +155,7 @@ class DecisionStep:
                 out.append(fill)
             prev = self.prices.get(bar.symbol)
             ret = (bar.close / prev - 1.0) if prev else 0.0
-            vol = next((p.volatility for p in preds if p.symbol == bar.symbol), 0.0)
-            d.risk.on_bar(bar.symbol, bar.ts, bar.close, ret, vol)
+            d.risk.on_bar(bar.symbol, bar.ts, ret)
             self.prices[bar.symbol] = bar.close
         d.portfolio.mark(self.prices, t)
         kill = d.kill_active() if preds else False  # read once per close (a KillStatus carries ``flatten``)
@@ -176,7 +163,7 @@ class DecisionStep:
             out += self._decide(p, kill)
         out += d.broker.drain_updates()  # every order change (placement, fill, cancel, protective legs)
         snap = d.portfolio.snapshot()
-        state = as_dict(snap)
+        state = dict(snap._asdict())
         state["full"] = d.portfolio.to_state()
         out.append(PortfolioRow(t, state))
         out.append(Status(t, self._status(t, state)))

@@ -24,23 +24,10 @@ def ml_direction(signal: int) -> int:
     return {1: 1, 0: -1}.get(int(signal), 0)
 
 
-def risk_config(settings: Settings) -> Any:
-    """Return ``settings.risk`` or the risk engine's defaults."""
-    from flows.risk.config import RiskConfig
-
-    return getattr(settings, "risk", None) or RiskConfig()
-
-
-def execution_config(settings: Settings) -> Any:
-    """Return ``settings.execution`` or the execution defaults (paper broker)."""
-    from flows.execution.config import ExecutionConfig
-
-    return getattr(settings, "execution", None) or ExecutionConfig()
-
-
-def broker(settings: Settings, config: Any) -> Any:
+def broker(settings: Settings) -> Any:
     """Return the paper broker, or the live broker through ccxt in ``mode=live`` (guard checked)."""
-    if getattr(config, "broker", "paper") == "live":
+    config = settings.execution
+    if config.broker == "live":
         settings.require_live_guard()
         from flows.execution.live import LiveBroker
 
@@ -59,10 +46,8 @@ def build_deps(settings: Settings) -> DecisionDeps:
     from flows.risk.kill_switch import from_settings
     from flows.risk.signals import combine
 
-    rcfg, xcfg = risk_config(settings), execution_config(settings)
-    rules = getattr(rcfg, "signals", None)
-    strategy = settings.scoring.strategy
-    order_type = getattr(xcfg, "default_order_type", "market")
+    rules, strategy = settings.risk.signals, settings.scoring.strategy
+    order_type = settings.execution.default_order_type
     switch = from_settings(settings)
 
     def combine_one(p: Prediction) -> Any:
@@ -74,5 +59,5 @@ def build_deps(settings: Settings) -> DecisionDeps:
         return OrderIntent(strategy, p.symbol, side, abs(qty_delta), order_type, None, None, p.ts, "entry",
                            f"p={p.probability:.3f} conf={p.confidence:.3f} rl={p.rl_target:.2f} @{price:g}")
 
-    return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(rcfg), broker(settings, xcfg), combine_one,
+    return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(settings.risk), broker(settings), combine_one,
                         intent, switch.status)

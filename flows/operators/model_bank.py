@@ -169,10 +169,6 @@ class ModelBank:
         self.swaps += 1
         return True
 
-    def score(self, rows: Mapping[str, np.ndarray]) -> dict[str, ModelScore]:
-        """Score one bar time with the ensemble and its members."""
-        return self.ensemble.score(rows)
-
     def score_many(self, feeds: Sequence[Mapping[str, np.ndarray]],
                    times: Sequence[int] | None = None) -> list[dict[str, ModelScore]]:
         """Score consecutive bar times at once (history, catch-up): same results as :meth:`score` per bar.

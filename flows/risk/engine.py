@@ -100,7 +100,7 @@ class RiskEngine:
         self.correlations = Correlations(self.config.limits)
         self._kelly: tuple[tuple[float, ...], float] | None = None
 
-    def on_bar(self, symbol: str, ts: int, close: float, ret: float, vol: float) -> None:
+    def on_bar(self, symbol: str, ts: int, ret: float) -> None:
         """Feed a closed bar (open time ``ts``, ms) and its return to the breakers and correlations."""
         self.breakers.on_bar(symbol, ts, ret)
         self.correlations.on_bar(symbol, ts, ret)

@@ -136,9 +136,7 @@ class RedisKillSwitch:
 
 def from_settings(settings: Any) -> FileKillSwitch | RedisKillSwitch:
     """Return the profile's switch: the Redis key in ``timescale``, else the file (default ``<data_dir>/KILL``)."""
-    from flows.risk.config import RiskConfig
-
-    cfg = (getattr(settings, "risk", None) or RiskConfig()).kill_switch
+    cfg = settings.risk.kill_switch
     if settings.profile == "timescale" and settings.redis_url is not None:
         return RedisKillSwitch(settings.redis_url.get_secret_value(), cfg.redis_key)
     return FileKillSwitch(cfg.file or Path(settings.data_dir) / "KILL")

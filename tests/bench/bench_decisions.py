@@ -8,20 +8,20 @@ Usage::
 
 Models: ``--registry DIR`` (default ``var/bench_registry``); if it holds no
 ensemble, the main job's bootstrap fills it once (synthetic 1m history of the
-symbols, quick lightgbm/lstm/gnn/ensemble and the tactical policy if installed).
+symbols, quick lightgbm/lstm/gnn/ensemble and the tactical policy).
 
 1. Latency.  ``--symbols`` warmed-up pipelines fed raw trade messages; for each
    bar boundary the batch holding the last symbol's first trade past the boundary
    (the one that completes the bar time) goes through parse -> bars -> features ->
-   cross-asset (*features*), the scoring step (*scoring*: ensemble with its members
-   and the policy) and the decision step (*decisions*: broker, risk, portfolio,
+   cross-asset (*features*), the flow's close barrier with the scoring step
+   (*scoring*: ensemble with its members and the policy) and the decision step (*decisions*: broker, risk, portfolio,
    order intents); p50/p99 of each stage and of the sum.  Baseline: the features
    stage alone (what bench_flow section 3 calls compute only).
 2. Historical replay.  Precomputed feature rows and bars of ``--bars`` bar times
-   through scoring, decisions and the decision sink (parquet in ``local``,
+   through the close barrier (scoring), the decision step and the decision sink (parquet in ``local``,
    TimescaleDB + Redis streams in ``timescale``); bars (symbol-bars) per second,
    bar by bar (the streaming path) and with ``--chunk`` bar times per scoring call
-   (``ScoringStep.on_rows``: row-wise members and the ensemble graph in one
+   (``CloseBarrier.on_items``: row-wise members and the ensemble graph in one
    session run, the GNN's bar times batched too (``ModelBank.batch_graph``, equal
    within 1e-6), the LSTM stepped bar by bar).
    Baseline in the same run: the scoring step alone, bar by bar.
@@ -54,13 +54,13 @@ from bench_flow import (  # noqa: E402
     scratch_database,
 )
 
-from flows.decisions_flow import decisions_available  # noqa: E402
 from flows.operators.cross_asset import CrossAssetStep  # noqa: E402
 from flows.operators.decisions import DecisionStep  # noqa: E402
+from flows.operators.features import WARMUP  # noqa: E402
 from flows.operators.model_bank import ModelBank, has_models  # noqa: E402
 from flows.operators.parse import exchange_symbol, parse_messages  # noqa: E402
 from flows.operators.pipeline import SymbolPipeline  # noqa: E402
-from flows.operators.scoring import ScoringStep  # noqa: E402
+from flows.operators.scoring import Close, CloseBarrier, ScoringStep  # noqa: E402
 from flows.records import Bar, BarReturn, FeatureRow  # noqa: E402
 from flows.settings import Settings, load_settings  # noqa: E402
 
@@ -104,13 +104,21 @@ def ensure_registry(root: Path, symbols: tuple[str, ...], tmp: Path) -> None:
     bootstrap(settings, feast_store.feast_environment(settings))
 
 
-def decision_step(settings: Settings) -> DecisionStep | None:
-    """Return a decision step on the paper broker, or None when the risk/execution modules are absent."""
-    if not decisions_available():
-        return None
+def decision_step(settings: Settings) -> DecisionStep:
+    """Return a decision step on the paper broker."""
     from flows.operators.decisions_wiring import build_deps
 
     return DecisionStep(settings.symbols, 60_000, build_deps(settings))
+
+
+def barrier(symbols: tuple[str, ...], bank: ModelBank) -> CloseBarrier:
+    """Return the flow's close barrier around a scoring step."""
+    return CloseBarrier(ScoringStep(symbols, "1m", bank), WARMUP)
+
+
+def decide_closes(decide: DecisionStep, closes: list[Close]) -> list[Any]:
+    """Work settled closes as the flow's decision step does."""
+    return [it for c in closes for it in decide.on_close(c.ts, c.bars, c.predictions)]
 
 
 def section_latency(args: argparse.Namespace, settings: Settings, bank: ModelBank) -> list[Row]:
@@ -118,32 +126,26 @@ def section_latency(args: argparse.Namespace, settings: Settings, bank: ModelBan
     symbols = settings.symbols
     warm = 75
     batches = minute_batches(symbols, warm + args.closes + 1)
-    path, scoring, decide = Path5(symbols), ScoringStep(symbols, "1m", bank), decision_step(settings)
+    path, scoring, decide = Path5(symbols), barrier(symbols, bank), decision_step(settings)
     stages: dict[str, list[float]] = {"features": [], "scoring": [], "decisions": [], "total": []}
     last = symbols[-1]
     for closes, batch in batches:
         t0 = time.perf_counter()
         rows, bars = path.feed(batch)
         t1 = time.perf_counter()
-        preds = [p for r in rows for p in scoring.on_row(r)]
+        settled = scoring.on_items([*bars, *rows])
         t2 = time.perf_counter()
-        if decide is not None:
-            for b in bars:
-                decide.on_bar(b)
-            if preds:
-                decide.on_predictions(preds)
+        decide_closes(decide, settled)
         t3 = time.perf_counter()
-        if closes and batch[0] == last and batch[1] >= T0 + warm * 60_000 and preds:
+        if closes and batch[0] == last and batch[1] >= T0 + warm * 60_000 and any(c.predictions for c in settled):
             for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
                 v_ms = v * 1e3
                 stages[k].append(v_ms)
     n = len(stages["total"])
-    log(f"1: {n} bar closes timed, {len(symbols)} symbols, decisions {'on' if decide else 'absent'}")
+    log(f"1: {n} bar closes timed, {len(symbols)} symbols")
     base50, base99 = _pct(stages["features"], 50), _pct(stages["features"], 99)
     rows = []
     for k in ("features", "scoring", "decisions", "total"):
-        if k == "decisions" and decide is None:
-            continue
         for q in (50, 99):
             rows.append(Row("1 close->intent", f"{k} p{q}", _pct(stages[k], q), "ms",
                             f"features only p{q}", base50 if q == 50 else base99,
@@ -177,19 +179,15 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
         """Scoring, decisions and the sink; ``chunk`` bar times of rows at once (1 = bar by bar, streaming)."""
         bank = bank_factory()
         bank.batch_graph = chunk > 1  # history mode: the GNN's bar times in one session run too
-        step, decide = ScoringStep(symbols, "1m", bank), decision_step(settings)
+        step, decide = barrier(symbols, bank), decision_step(settings)
         sink = DecisionSink(settings).build("decisions", 0, 1)
         t0 = time.perf_counter()
         out: list[Any] = []
         for i in range(0, len(per_time), chunk):
             part = per_time[i:i + chunk]
-            preds = step.on_rows([r for rows, _ in part for r in rows])
-            out += preds
-            if decide is not None:
-                for _, bars in part:
-                    for b in bars:
-                        out += decide.on_bar(b)
-                out += decide.on_predictions(preds)
+            settled = step.on_items([it for rows, bars in part for it in (*bars, *rows)])
+            out += [p for c in settled for p in c.predictions]
+            out += decide_closes(decide, settled)
             if len(out) >= args.sink_batch:
                 sink.write_batch(out)
                 out = []
@@ -200,7 +198,7 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
     base = min(scoring_only() for _ in range(args.repeat))
     streaming = min(full(1) for _ in range(args.repeat))
     batched = min(full(args.chunk) for _ in range(args.repeat))
-    what = "scoring + decisions + sink" if decisions_available() else "scoring + sink (no risk/execution yet)"
+    what = "scoring + decisions + sink"
     return [Row("2 replay", f"{what}, bar by bar, {settings.profile}", n_bars / streaming, "bars/s",
                 "scoring only, bar by bar", n_bars / base, ">= 20,000 bars/s"),
             Row("2 replay", f"{what}, {args.chunk} bar times per scoring call, {settings.profile}",

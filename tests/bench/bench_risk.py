@@ -40,7 +40,7 @@ def run(symbols: list[str], rets: list[list[float]], decide: Callable[..., float
         for s, r in zip(symbols, row, strict=True):
             px[s] *= math.exp(r)
             if engine is not None:
-                engine.on_bar(s, k * TF, px[s], r, 0.01)
+                engine.on_bar(s, k * TF, r)
         ts = (k + 1) * TF
         for s, delta in orders:  # the previous close's orders fill at this bar (at its close, for simplicity)
             p.apply_fill(s, "buy" if delta > 0 else "sell", abs(delta), px[s], abs(delta) * px[s] * 1e-3, ts)

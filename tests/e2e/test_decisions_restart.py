@@ -11,7 +11,6 @@ portfolio row equals the reference's.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -91,8 +90,6 @@ def test_sigkill_twice_and_restart_gives_the_same_decisions(shared_data, registr
     got, want = _predictions(tmp_path / "var"), _predictions(reference)
     assert len(want) > 3 * 40
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-12)
-    if importlib.util.find_spec("flows.risk") is None or importlib.util.find_spec("flows.execution") is None:
-        pytest.skip("predictions checked; orders and portfolio need the risk and execution packages (not installed)")
     orders = _table(tmp_path / "var", "orders")
     assert orders.client_order_id.is_unique, "a replayed decision placed a second order"
     ref_port = _table(reference, "portfolio_state").sort_values("ts").iloc[-1]

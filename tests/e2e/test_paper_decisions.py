@@ -10,7 +10,6 @@ portfolio rows against a cash/position ledger rebuilt from the fills alone.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -130,8 +129,6 @@ def test_orders_fills_and_portfolio_agree_with_predictions_bars_and_a_ledger(pap
     moved against the order by at most the slippage cap, with the taker fee; cash
     and positions rebuilt from the fills equal the stored portfolio.
     """
-    if importlib.util.find_spec("flows.risk") is None or importlib.util.find_spec("flows.execution") is None:
-        pytest.skip("the risk and execution packages (issue 6, RISK and EXECUTION parts) are not installed yet")
     from flows.execution.config import ExecutionConfig
     from flows.risk.config import RiskConfig
 

@@ -85,7 +85,7 @@ def build(cfg: RiskConfig, book: dict[str, Any]) -> tuple[RiskEngine, Portfolio,
         for i, s in enumerate(SYMS):
             if s == book["skip_last"] and k >= n - 4:
                 continue
-            eng.on_bar(s, t_end - (n - k) * TF, start[s], float(rets[i, k]), 0.01)
+            eng.on_bar(s, t_end - (n - k) * TF, float(rets[i, k]))
             fed[s][t_end - (n - k) * TF] = float(rets[i, k])
     p = Portfolio(10_000.0)
     for i, r in enumerate(book["trade_returns"]):  # closed round trips feed Kelly
@@ -197,7 +197,7 @@ def test_kill_switch_blocks_increases_allows_reductions_and_flattens() -> None:
                            "limits": {"max_position_fraction": 0.5}}
     eng = RiskEngine(RiskConfig.model_validate(doc))
     for k in range(5):
-        eng.on_bar("BTC/USDT", k * TF, 100.0, 0.001 * (-1) ** k, 0.01)
+        eng.on_bar("BTC/USDT", k * TF, 0.001 * (-1) ** k)
     p = Portfolio(10_000.0)
     p.apply_fill("BTC/USDT", "buy", 5.0, 100.0, 0.0, 0)
     p.mark({"BTC/USDT": 100.0}, 5 * TF)
@@ -233,8 +233,8 @@ def test_state_round_trip_gives_the_same_decisions(cfg: RiskConfig, book: dict[s
     back = RiskEngine.from_state(json.loads(json.dumps(eng.to_state())))
     assert back.to_state() == eng.to_state() and back.config == cfg
     for s in SYMS:
-        eng.on_bar(s, ts, prices[s], 0.003, 0.01)
-        back.on_bar(s, ts, prices[s], 0.003, 0.01)
+        eng.on_bar(s, ts, 0.003)
+        back.on_bar(s, ts, 0.003)
         snap = p.snapshot()
         assert eng.decide(s, ts + TF, 0.8, 0.7, prices[s], math.nan, snap, False) == \
             back.decide(s, ts + TF, 0.8, 0.7, prices[s], math.nan, snap, False)

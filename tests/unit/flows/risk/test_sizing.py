@@ -64,7 +64,7 @@ def test_the_seed_position_sizer_example_gives_the_seed_size() -> None:
             "limits": {"max_position_fraction": caps, "max_gross_leverage": caps, "max_correlated_fraction": caps}})
         eng = RiskEngine(cfg)
         for k in range(3):
-            eng.on_bar("BTC/USDT", -3 * 60_000 + k * 60_000, 50_000.0, 0.001 * (-1) ** k, 0.6)
+            eng.on_bar("BTC/USDT", -3 * 60_000 + k * 60_000, 0.001 * (-1) ** k)
         d = eng.decide("BTC/USDT", 0, 1.0, 0.75, 50_000.0, 0.6, p.snapshot(), False)
         assert d.target_qty == pytest.approx(want, rel=1e-9) and d.rejections == ()
 
