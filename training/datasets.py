@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +31,29 @@ from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
 
 
 def load_bars(settings: Settings, symbols: tuple[str, ...], timeframe: str,
-              start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Read stored bars (open time ``ts``) of the symbols between start and end from the offline store."""
+              start: pd.Timestamp, end: pd.Timestamp,
+              columns: Sequence[str] = ("symbol", "ts", "open", "close")) -> pd.DataFrame:
+    """Read stored bars (open time ``ts``) of the symbols between start and end from the offline store.
+
+    ``columns`` are columns of ``bars`` (``flows.sinks.tables.BAR_COLUMNS`` for all of them).
+    """
+    cols = list(columns)
     if settings.profile == "timescale":
         import psycopg
 
         assert settings.timescale_dsn is not None
         with psycopg.connect(settings.timescale_dsn.get_secret_value()) as conn:
             cur = conn.execute(
-                "SELECT symbol, ts, open, close FROM bars WHERE timeframe = %s AND symbol = ANY(%s) "
+                f"SELECT {', '.join(cols)} FROM bars WHERE timeframe = %s AND symbol = ANY(%s) "
                 "AND ts >= %s AND ts < %s ORDER BY symbol, ts",
                 (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
-            df = pd.DataFrame(cur.fetchall(), columns=["symbol", "ts", "open", "close"])
+            df = pd.DataFrame(cur.fetchall(), columns=cols)
     else:
         files = [f for s in symbols for f in offline_dir(settings.data_dir, "bars", timeframe)
                  .glob(f"{s.replace('/', '_')}-*.parquet")]
         if not files:
-            return pd.DataFrame(columns=["symbol", "ts", "open", "close"])
-        df = pd.concat([pd.read_parquet(f, columns=["symbol", "ts", "open", "close"]) for f in files])
+            return pd.DataFrame(columns=cols)
+        df = pd.concat([pd.read_parquet(f, columns=cols) for f in files])
         df = df[(df.ts >= start) & (df.ts < end)].sort_values(["symbol", "ts"])
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     return df.reset_index(drop=True)

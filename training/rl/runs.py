@@ -219,31 +219,16 @@ def stored_market_data(settings: Settings, symbols: Sequence[str], timeframe: st
     """
     import pandas as pd
 
-    from flows.feature_catalog import offline_dir
     from flows.sinks.tables import BAR_COLUMNS
+    from training.datasets import load_bars
 
     t0 = pd.Timestamp(start or "1970-01-01", tz="UTC")
     t1 = pd.Timestamp(end or "2200-01-01", tz="UTC")
-    if settings.profile == "timescale":
-        import psycopg
-
-        assert settings.timescale_dsn is not None
-        with psycopg.connect(settings.timescale_dsn.get_secret_value()) as conn:
-            cur = conn.execute(f"SELECT {', '.join(BAR_COLUMNS)} FROM bars WHERE timeframe = %s "
-                               "AND symbol = ANY(%s) AND ts >= %s AND ts < %s ORDER BY symbol, ts",
-                               (timeframe, list(symbols), t0.to_pydatetime(), t1.to_pydatetime()))
-            df = pd.DataFrame(cur.fetchall(), columns=list(BAR_COLUMNS))
-    else:
-        d = offline_dir(settings.data_dir, "bars", timeframe)
-        files = [f for s in symbols for f in sorted(d.glob(f"{s.replace('/', '_')}-*.parquet"))]
-        df = pd.concat([pd.read_parquet(f, columns=list(BAR_COLUMNS)) for f in files]) if files else \
-            pd.DataFrame(columns=list(BAR_COLUMNS))
+    df = load_bars(settings, tuple(symbols), timeframe, t0, t1, columns=BAR_COLUMNS)
     if df.empty:
         raise ValueError(f"no stored {timeframe} bars of {list(symbols)} in the {settings.profile} offline store "
                          f"(run a backfill, or pass --data-dir with candle files)")
-    df["ts"] = pd.to_datetime(df["ts"], utc=True)
-    df = df[(df.ts >= t0) & (df.ts < t1)].drop_duplicates(["symbol", "ts"]).sort_values(["symbol", "ts"])
-    df = df.reset_index(drop=True)
+    df = df.drop_duplicates(["symbol", "ts"]).reset_index(drop=True)
     # NULL kline extras (plain OHLCV backfills): the backfill's own convention for candles without trades
     typical = (df["high"] + df["low"] + df["close"]) / 3.0
     df["vwap"] = df["vwap"].astype(float).fillna(typical)
