@@ -15,7 +15,7 @@ Registry conventions (written by ``training/train.py``):
 
 * ``lstm``: ``step.onnx`` (inputs x, h, c; outputs prob, h_out, c_out) and
   ``extra = {"window": int, ...}``; scored by
-  :class:`inference.runners_torch_free.LstmStreamRunner` (per-symbol state).
+  :class:`inference.lstm_stream.LstmStreamRunner` (per-symbol state).
 * ``gnn``: ``model.onnx`` (inputs x [B, N, F], adj [B, N, N]; output prob) and
   ``extra = {"symbols": [...], "graph": {"return_col", "window", "threshold"}}``;
   all symbols of a bar in one call (a symbol absent from a bar gets zero features
@@ -27,7 +27,6 @@ Registry conventions (written by ``training/train.py``):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from inference.gnn_stream import GnnRunner
+from inference.lstm_stream import LstmRunner
 from inference.manifest import Manifest, ManifestError, resolve_version_dir, verify
-from inference.runners_torch_free import GnnRunner, LstmStreamRunner
 from inference.scorer import (
     RUNNERS,
     ModelRunner,
@@ -44,70 +44,12 @@ from inference.scorer import (
     RunnerFactory,
     Scorer,
     TabularRunner,
+    feed_columns,
     open_session,
 )
 
-LSTM_STEP_FILE = "step.onnx"
 GNN_FILE = "model.onnx"
 ENSEMBLE_FILE = "ensemble.onnx"
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_TIMEFRAME = re.compile(r"(\d+)([smhd])")
-_SERVICE_TF = re.compile(r"_(\d+[smhd])_v\d+$")  # feature services are named <family>_<tf>_v<n>
-
-
-def bar_ms(manifest: Manifest) -> int | None:
-    """Return the model's bar length in ms from its config's ``timeframe`` or its feature service name."""
-    tf = manifest.config.get("timeframe")
-    if not isinstance(tf, str):
-        m = _SERVICE_TF.search(manifest.feature_service)
-        tf = m.group(1) if m else None
-    m = _TIMEFRAME.fullmatch(tf) if tf else None
-    return int(m.group(1)) * _UNIT_MS[m.group(2)] if m else None
-
-
-def _columns(manifest: Manifest, feed: Sequence[str] | None) -> np.ndarray | None:
-    """Return the feed positions of the manifest's features (None when ``x`` is already in manifest order)."""
-    if feed is None or list(feed) == list(manifest.features):
-        return None
-    missing = [f for f in manifest.features if f not in feed]
-    if missing:
-        raise ManifestError(f"{manifest.family}/{manifest.version} needs features missing from the feed: {missing}")
-    pos = {f: i for i, f in enumerate(feed)}
-    return np.array([pos[f] for f in manifest.features], np.intp)
-
-
-class LstmRunner:
-    """Streaming LSTM from the registry: one batched step per bar, per-symbol staggered states.
-
-    Given bar times (``bar_ts``, the bar close in ms), a symbol whose bar is not exactly
-    one timeframe after its previous one (a gap, a repeat, or a step back) starts again
-    from a zero state and gives NaN until it has ``window`` consecutive bars, which is
-    what the windowed model trained on (windows never span missing bars).
-    """
-
-    def __init__(self, manifest: Manifest, version_dir: Path, feed: Sequence[str] | None = None) -> None:
-        """Open ``step.onnx`` with the manifest's window and timeframe."""
-        self.manifest = manifest
-        self.cols = _columns(manifest, feed)
-        self.bar_ms = bar_ms(manifest)
-        self.stream = LstmStreamRunner.from_onnx((version_dir / LSTM_STEP_FILE).read_bytes(),
-                                                 int(manifest.extra["window"]),
-                                                 None if self.bar_ms is None else self.bar_ms * 1_000_000)
-
-    def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
-        """Advance every symbol one bar; P(up) per symbol (NaN before ``window`` consecutive bars).
-
-        Raises:
-            ManifestError: ``bar_ts`` is given but the manifest names no timeframe to check it against.
-        """
-        x = np.asarray(x, np.float64)
-        x = x if self.cols is None else x[:, self.cols]
-        if bar_ts is None:
-            return self.stream.step(symbols, x)
-        if self.bar_ms is None:
-            raise ManifestError(f"lstm/{self.manifest.version}: no timeframe in its config or feature service "
-                                f"name {self.manifest.feature_service!r}, so bar_ts gaps cannot be checked")
-        return self.stream.step(symbols, x, [int(bar_ts) * 1_000_000] * len(symbols))
 
 
 class GnnGraphRunner:
@@ -116,7 +58,7 @@ class GnnGraphRunner:
     def __init__(self, manifest: Manifest, version_dir: Path, feed: Sequence[str] | None = None) -> None:
         """Open ``model.onnx`` with the manifest's symbol order and graph settings."""
         self.manifest = manifest
-        self.cols = _columns(manifest, feed)
+        self.cols = feed_columns(manifest, feed)
         graph = manifest.extra["graph"]
         self.symbols = tuple(manifest.extra["symbols"])
         ret_col = graph["return_col"]
@@ -148,7 +90,7 @@ class GnnGraphRunner:
 def runner_factories(feed: Sequence[str] | None = None) -> dict[str, RunnerFactory]:
     """Return factories for ``lightgbm``, ``lstm`` and ``gnn`` taking their features by name from ``feed``."""
     def lightgbm(m: Manifest, d: Path) -> ModelRunner:
-        return _Selecting(TabularRunner(m, d), _columns(m, feed))
+        return _Selecting(TabularRunner(m, d), feed_columns(m, feed))
 
     def lstm(m: Manifest, d: Path) -> ModelRunner:
         return LstmRunner(m, d, feed)

@@ -16,6 +16,7 @@ adding a runner class with the same ``from_manifest`` / ``score`` methods.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,11 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from inference.manifest import Manifest, resolve_version_dir, verify
+from inference.manifest import Manifest, ManifestError, resolve_version_dir, verify
+
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_TIMEFRAME = re.compile(r"(\d+)([smhd])")
+_SERVICE_TF = re.compile(r"_(\d+[smhd])_v\d+$")  # feature services are named <family>_<tf>_v<n>
 
 
 class FeatureMismatch(ValueError):
@@ -38,6 +43,27 @@ def open_session(onnx_bytes: bytes) -> ort.InferenceSession:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def bar_ms(manifest: Manifest) -> int | None:
+    """Return the model's bar length in ms from its config's ``timeframe`` or its feature service name."""
+    tf = manifest.config.get("timeframe")
+    if not isinstance(tf, str):
+        m = _SERVICE_TF.search(manifest.feature_service)
+        tf = m.group(1) if m else None
+    m = _TIMEFRAME.fullmatch(tf) if tf else None
+    return int(m.group(1)) * _UNIT_MS[m.group(2)] if m else None
+
+
+def feed_columns(manifest: Manifest, feed: Sequence[str] | None) -> np.ndarray | None:
+    """Return the feed positions of the manifest's features (None when ``x`` is already in manifest order)."""
+    if feed is None or list(feed) == list(manifest.features):
+        return None
+    missing = [f for f in manifest.features if f not in feed]
+    if missing:
+        raise ManifestError(f"{manifest.family}/{manifest.version} needs features missing from the feed: {missing}")
+    pos = {f: i for i, f in enumerate(feed)}
+    return np.array([pos[f] for f in manifest.features], np.intp)
 
 
 def check_features(manifest: Manifest, service_features: Sequence[str]) -> None:

@@ -122,7 +122,7 @@ class Native:
         import torch
 
         from inference.graph import correlation_adjacency
-        from inference.runners_torch_free import LstmStreamRunner
+        from inference.lstm_stream import LstmStreamRunner
 
         torch.set_num_threads(1)  # like the onnxruntime sessions: single-threaded
         self.torch, self.adjacency = torch, correlation_adjacency

@@ -8,7 +8,7 @@ windowed output (tested to 1e-6).  A single state carried forever would drift aw
 from what training saw, so the streaming scorer keeps ``window`` staggered states per
 symbol: slot k is reset to zero every ``window`` bars at offset k, all slots advance
 with each new bar in one batched step, and the slot that has just seen exactly
-``window`` rows gives the prediction (``inference.runners_torch_free.LstmStreamRunner``).
+``window`` rows gives the prediction (``inference.lstm_stream.LstmStreamRunner``).
 Scoring a bar is therefore one LSTM step (of batch ``window`` per symbol), not a
 re-run of the whole window, and equals the windowed model exactly.
 

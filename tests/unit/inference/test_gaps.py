@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from inference.lstm_stream import LstmRunner
 from inference.manifest import ManifestError
-from inference.runners import LstmRunner, bar_ms
-from inference.scorer import Scorer
+from inference.scorer import Scorer, bar_ms
 from tests.unit.inference.test_runners import LSTM_CFG, SERVICES, registered  # noqa: F401 - fixture
 from tests.unit.training.test_lstm import FEATS, SYMBOLS
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from inference.runners_torch_free import LstmStreamRunner
+from inference.lstm_stream import LstmStreamRunner
 from training.models.lstm import LstmClassifier, LstmConfig, _mean_loss, gather, window_index
 from training.models.torch_common import time_split
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inference.runners_torch_free import GnnRunner, LstmStreamRunner
+from inference.gnn_stream import GnnRunner
+from inference.lstm_stream import LstmStreamRunner
 from tests.unit.training.test_lstm import synth  # one synthetic market for the torch tests
 from training.export.torch_onnx import (
     ExportRejected,

@@ -1,38 +1,28 @@
-"""Runners for the exported LSTM step and GAT graphs: numpy + onnxruntime only, no torch.
+"""Streaming LSTM scoring from the registry: per-symbol state, one batched step per bar (onnxruntime + numpy).
 
-LSTM.  The model is trained on windows of ``window`` rows that start from a zero
-state (see ``training/models/lstm.py``).  To score each new bar with one step and
-still equal the windowed model exactly, each symbol keeps ``window`` staggered
-states: at bar s, slot ``s % window`` is reset to zero, every slot advances with the
-new row in one batched call (batch = symbols x window), and slot ``(s + 1) % window``,
-which has then seen exactly the last ``window`` rows, gives the probability.  A
-symbol's state is reset when its bars are not consecutive (``bar_ns``), matching
-training, which skips windows across missing bars.
-
-GAT.  The runner keeps the last ``window`` one-bar returns of every asset, builds
-the same thresholded correlation adjacency as training (``correlation_adjacency``,
-numpy only), and scores all assets of a bar in one call.
+The model is trained on windows of ``window`` rows that start from a zero state
+(see ``training/models/lstm.py``).  To score each new bar with one step and still
+equal the windowed model exactly, each symbol keeps ``window`` staggered states: at
+bar s, slot ``s % window`` is reset to zero, every slot advances with the new row in
+one batched call (batch = symbols x window), and slot ``(s + 1) % window``, which has
+then seen exactly the last ``window`` rows, gives the probability.  A symbol's state
+is reset when its bars are not consecutive (``bar_ns``), matching training, which
+skips windows across missing bars.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from inference.graph import correlation_adjacency
+from inference.manifest import Manifest, ManifestError
+from inference.scorer import bar_ms, feed_columns, open_session
 
+LSTM_STEP_FILE = "step.onnx"
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-
-
-def open_session(onnx_bytes: bytes) -> ort.InferenceSession:
-    """Open a single-threaded CPU onnxruntime session."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 class LstmStreamRunner:
@@ -129,25 +119,35 @@ class LstmStreamRunner:
             self._c[s] = np.asarray(st["c"], np.float32)
 
 
-class GnnRunner:
-    """Rolling returns -> correlation adjacency -> GAT probabilities for all assets of a bar."""
+class LstmRunner:
+    """Streaming LSTM from the registry: one batched step per bar, per-symbol staggered states.
 
-    def __init__(self, onnx_bytes: bytes, symbols: Sequence[str], window: int, threshold: float
-                 ) -> None:
-        self.sess = open_session(onnx_bytes)
-        self.symbols, self.window, self.threshold = tuple(symbols), window, threshold
-        self._rets = np.full((0, len(self.symbols)), np.nan, np.float64)
+    Given bar times (``bar_ts``, the bar close in ms), a symbol whose bar is not exactly
+    one timeframe after its previous one (a gap, a repeat, or a step back) starts again
+    from a zero state and gives NaN until it has ``window`` consecutive bars, which is
+    what the windowed model trained on (windows never span missing bars).
+    """
 
-    def score(self, x: np.ndarray, returns: np.ndarray) -> np.ndarray:
-        """Push one bar and return P(up) ``[N]`` (NaN until ``window`` bars are held).
+    def __init__(self, manifest: Manifest, version_dir: Path, feed: Sequence[str] | None = None) -> None:
+        """Open ``step.onnx`` with the manifest's window and timeframe."""
+        self.manifest = manifest
+        self.cols = feed_columns(manifest, feed)
+        self.bar_ms = bar_ms(manifest)
+        self.stream = LstmStreamRunner.from_onnx((version_dir / LSTM_STEP_FILE).read_bytes(),
+                                                 int(manifest.extra["window"]),
+                                                 None if self.bar_ms is None else self.bar_ms * 1_000_000)
 
-        Args:
-            x: raw node features ``[N, F]`` in ``symbols`` and manifest order (0 for a missing asset).
-            returns: this bar's one-bar return per asset ``[N]`` (NaN if missing).
+    def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
+        """Advance every symbol one bar; P(up) per symbol (NaN before ``window`` consecutive bars).
+
+        Raises:
+            ManifestError: ``bar_ts`` is given but the manifest names no timeframe to check it against.
         """
-        self._rets = np.vstack([self._rets, np.asarray(returns, np.float64)[None]])[-self.window:]
-        if len(self._rets) < self.window:
-            return np.full(len(self.symbols), np.nan)
-        adj = correlation_adjacency(self._rets, self.threshold)[None]
-        feats = np.nan_to_num(np.asarray(x, np.float32))[None]
-        return self.sess.run(["prob"], {"x": feats, "adj": adj})[0][0].astype(np.float64)
+        x = np.asarray(x, np.float64)
+        x = x if self.cols is None else x[:, self.cols]
+        if bar_ts is None:
+            return self.stream.step(symbols, x)
+        if self.bar_ms is None:
+            raise ManifestError(f"lstm/{self.manifest.version}: no timeframe in its config or feature service "
+                                f"name {self.manifest.feature_service!r}, so bar_ts gaps cannot be checked")
+        return self.stream.step(symbols, x, [int(bar_ts) * 1_000_000] * len(symbols))
