@@ -3,6 +3,11 @@
 The runner keeps the last ``window`` one-bar returns of every asset, builds the same
 thresholded correlation adjacency as training (``correlation_adjacency``, numpy
 only), and scores all assets of a bar in one call.
+
+Per bar it only writes one row: the returns live in a ring of ``2 * window`` rows
+where each bar is written twice (slots ``k`` and ``k + window``), so the last
+``window`` bars are always one contiguous slice in time order, the same array
+``np.vstack(...)[-window:]`` gave, without copying the window.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from inference.graph import correlation_adjacency
+from inference.graph import window_adjacency
 from inference.scorer import open_session
 
 
@@ -22,7 +27,36 @@ class GnnRunner:
                  ) -> None:
         self.sess = open_session(onnx_bytes)
         self.symbols, self.window, self.threshold = tuple(symbols), window, threshold
-        self._rets = np.full((0, len(self.symbols)), np.nan, np.float64)
+        n = len(self.symbols)
+        self._ring = np.zeros((2 * window, n), np.float64)  # returns with NaN as 0, each bar at k and k + window
+        self._next = 0  # ring slot of the next bar
+        self._held = 0  # bars held, at most window
+        self._adj = np.zeros((1, n, n), np.float32)
+
+    @property
+    def returns(self) -> np.ndarray:
+        """The held returns ``[held, N]`` in time order (a copy; a missing return reads as 0)."""
+        end = self._next + self.window
+        return self._ring[end - self._held:end].copy()
+
+    @returns.setter
+    def returns(self, rows: np.ndarray) -> None:
+        """Replace the held returns by ``rows`` ``[T, N]`` in time order (the last ``window`` are kept)."""
+        rows = np.asarray(rows, np.float64).reshape(-1, len(self.symbols))
+        self._next = self._held = 0
+        for r in rows[-self.window:]:
+            self.push(r)
+
+    def push(self, returns: np.ndarray) -> None:
+        """Add one bar's return per asset ``[N]`` (NaN if missing), dropping the oldest beyond ``window``."""
+        k, w = self._next, self.window
+        row = self._ring[k]
+        row[:] = returns
+        if not np.isfinite(row).all():
+            np.nan_to_num(row, copy=False)  # as correlation_adjacency treats them
+        self._ring[k + w] = row
+        self._next = (k + 1) % w
+        self._held = min(self._held + 1, w)
 
     def score(self, x: np.ndarray, returns: np.ndarray) -> np.ndarray:
         """Push one bar and return P(up) ``[N]`` (NaN until ``window`` bars are held).
@@ -31,9 +65,14 @@ class GnnRunner:
             x: raw node features ``[N, F]`` in ``symbols`` and manifest order (0 for a missing asset).
             returns: this bar's one-bar return per asset ``[N]`` (NaN if missing).
         """
-        self._rets = np.vstack([self._rets, np.asarray(returns, np.float64)[None]])[-self.window:]
-        if len(self._rets) < self.window:
-            return np.full(len(self.symbols), np.nan)
-        adj = correlation_adjacency(self._rets, self.threshold)[None]
         feats = np.nan_to_num(np.asarray(x, np.float32))[None]
-        return self.sess.run(["prob"], {"x": feats, "adj": adj})[0][0].astype(np.float64)
+        return self.score_nodes(feats, returns)
+
+    def score_nodes(self, feats: np.ndarray, returns: np.ndarray) -> np.ndarray:
+        """:meth:`score` for node features already as the graph's input: float32 ``[1, N, F]``, no NaN."""
+        self.push(returns)
+        if self._held < self.window:
+            return np.full(len(self.symbols), np.nan)
+        k = self._next  # the window is ring[k:k + window] after the push
+        window_adjacency(self._ring[k:k + self.window], self.threshold, out=self._adj[0])
+        return self.sess.run(["prob"], {"x": feats, "adj": self._adj})[0][0].astype(np.float64)

@@ -34,3 +34,35 @@ def correlation_adjacency(returns: np.ndarray, threshold: float) -> np.ndarray:
     adj = np.where(eye, 1.0, adj)
     adj = 0.5 * (adj + np.swapaxes(adj, -1, -2))  # exact symmetry against rounding
     return adj.astype(np.float32)
+
+
+def window_adjacency(returns: np.ndarray, threshold: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Return :func:`correlation_adjacency` of one window, bit for bit, with fewer numpy calls.
+
+    The streaming GAT calls this once per bar on a small ``[window, N]`` array, where
+    numpy's per-call overhead, not arithmetic, is the cost: the same operations in the
+    same order, without the batch axis, the NaN pass and the ``np.where`` copies.
+
+    Args:
+        returns: ``[window, N]`` C-contiguous one-bar returns, NaN already replaced as
+            ``np.nan_to_num`` does (missing = 0).
+        threshold: edges with ``|corr| < threshold`` are dropped.
+        out: optional ``[N, N]`` float32 array to write into.
+
+    Returns:
+        ``out`` (or a new array): ``[N, N]`` float32, symmetric, diagonal 1.
+    """
+    d = returns - np.add.reduce(returns, axis=0) / returns.shape[0]  # what ndarray.mean computes
+    cov = np.einsum("wi,wj->ij", d, d)
+    sd = np.sqrt(cov.diagonal())
+    denom = np.multiply.outer(sd, sd)
+    corr = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 1e-18)
+    np.minimum(np.maximum(corr, -1.0, out=corr), 1.0, out=corr)
+    corr[np.abs(corr) < threshold] = 0.0
+    np.fill_diagonal(corr, 1.0)
+    adj = corr + corr.T
+    adj *= 0.5
+    if out is None:
+        return adj.astype(np.float32)
+    out[...] = adj
+    return out

@@ -28,8 +28,9 @@ Registry conventions (written by ``training/train.py``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -52,8 +53,18 @@ GNN_FILE = "model.onnx"
 ENSEMBLE_FILE = "ensemble.onnx"
 
 
+class _RowMap(NamedTuple):
+    """Where the rows of one symbol tuple go among the GAT's nodes (computed once per tuple)."""
+
+    rows: np.ndarray  # rows of x whose symbol is a node
+    nodes: np.ndarray  # their node positions
+    complete: bool  # every node present, in node order: x's rows are the nodes
+
+
 class GnnGraphRunner:
     """Graph attention network from the registry: all symbols of a bar at once."""
+
+    MAX_ROW_MAPS = 64  # distinct symbol tuples remembered (a bar normally has the same ones)
 
     def __init__(self, manifest: Manifest, version_dir: Path, feed: Sequence[str] | None = None) -> None:
         """Open ``model.onnx`` with the manifest's symbol order and graph settings."""
@@ -65,26 +76,51 @@ class GnnGraphRunner:
         if ret_col not in manifest.features:
             raise ManifestError(f"gnn/{manifest.version}: return column {ret_col!r} is not among its features")
         self.ret_idx = list(manifest.features).index(ret_col)
+        self._ret_col = self.ret_idx if self.cols is None else int(self.cols[self.ret_idx])  # in x as fed
         self.runner = GnnRunner((version_dir / GNN_FILE).read_bytes(), self.symbols, int(graph["window"]),
                                 float(graph["threshold"]))
+        self._index = {s: i for i, s in enumerate(self.symbols)}
+        self._maps: dict[tuple[str, ...], _RowMap] = {}
+        self._nodes = np.zeros((1, len(self.symbols), len(manifest.features)), np.float32)
+
+    def _row_map(self, symbols: Sequence[str]) -> _RowMap:
+        key = symbols if isinstance(symbols, tuple) else tuple(symbols)
+        m = self._maps.get(key)
+        if m is None:
+            if len(self._maps) >= self.MAX_ROW_MAPS:
+                self._maps.clear()
+            pairs = [(r, self._index[s]) for r, s in enumerate(key) if s in self._index]
+            rows = np.array([r for r, _ in pairs], np.intp)
+            nodes = np.array([n for _, n in pairs], np.intp)
+            m = self._maps[key] = _RowMap(rows, nodes, key == self.symbols)
+        return m
 
     def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
         """Push one bar of the model's assets; P(up) per given symbol (NaN for an unknown one).
 
+        A model asset absent from the bar gets zero features and a NaN return, as in training.
         ``bar_ts`` is accepted and not used: the GAT was trained on consecutive stored bar
         times whatever their spacing, and its return window does the same.
         """
+        m = self._row_map(symbols)
         x = np.asarray(x, np.float64)
-        x = x if self.cols is None else x[:, self.cols]
-        nodes = np.zeros((len(self.symbols), x.shape[1]))
-        rets = np.full(len(self.symbols), np.nan)
-        index = {s: i for i, s in enumerate(self.symbols)}
-        for row, s in enumerate(symbols):
-            if s in index:
-                nodes[index[s]] = x[row]
-                rets[index[s]] = x[row, self.ret_idx]
-        p = self.runner.score(nodes, rets)
-        return np.array([p[index[s]] if s in index else np.nan for s in symbols], np.float64)
+        nodes = self._nodes[0]
+        if m.complete:
+            rets = x[:, self._ret_col]
+            nodes[:] = x if self.cols is None else x[:, self.cols]  # float64 -> float32 as astype rounds
+        else:
+            rets = np.full(len(self.symbols), np.nan)
+            rets[m.nodes] = x[m.rows, self._ret_col]
+            nodes.fill(0.0)
+            nodes[m.nodes] = x[m.rows] if self.cols is None else x[np.ix_(m.rows, self.cols)]
+        if not np.isfinite(nodes).all():
+            np.nan_to_num(nodes, copy=False)
+        p = self.runner.score_nodes(self._nodes, rets)
+        if m.complete:
+            return p
+        out = np.full(len(symbols), np.nan)
+        out[m.rows] = p[m.nodes]
+        return out
 
 
 def runner_factories(feed: Sequence[str] | None = None) -> dict[str, RunnerFactory]:
@@ -119,6 +155,8 @@ class EnsembleScorer:
     members: tuple[str, ...]
 
     session: ort.InferenceSession
+    _order: tuple[str, ...] = field(default=(), init=False, repr=False)
+    _rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp), init=False, repr=False)
 
     @classmethod
     def from_registry(cls, root: str | Path, feature_service_features: Mapping[str, Sequence[str]],
@@ -147,12 +185,14 @@ class EnsembleScorer:
         ``bar_ts`` (bar close, epoch ms) lets the streaming LSTM reset a symbol after a gap;
         see :meth:`inference.scorer.Scorer.score`.
         """
-        out = self.scorer.score(rows, bar_ts=bar_ts)
-        symbols = tuple(rows)
-        probs = np.stack([out[f].probability for f in self.members], axis=1) if symbols else np.empty(
-            (0, len(self.members)))
-        p, conf, sig = self.session.run(["prob", "confidence", "signal"], {"probs": probs.astype(np.float64)})
-        out["ensemble"] = ModelScore(symbols, np.asarray(p, np.float64), np.asarray(conf, np.float64),
+        symbols, p = self.scorer.probabilities(rows, bar_ts=bar_ts)
+        out = self.scorer.model_scores(symbols, p)
+        order = tuple(self.scorer.runners)
+        if order != self._order:  # rows of p in member order, recomputed only if the runners changed
+            self._order, self._rows = order, np.array([order.index(f) for f in self.members], np.intp)
+        probs = np.ascontiguousarray(p[self._rows].T)  # [symbols, members]
+        pe, conf, sig = self.session.run(["prob", "confidence", "signal"], {"probs": probs})
+        out["ensemble"] = ModelScore(symbols, np.asarray(pe, np.float64), np.asarray(conf, np.float64),
                                      np.asarray(sig, np.int8))
         return out
 

@@ -150,8 +150,10 @@ def check_bar_ts(bar_ts: object) -> int | None:
 
 def to_signal(p: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Return (confidence, signal) for probabilities; ``threshold`` is the minimum confidence."""
-    conf = np.abs(p - 0.5) * 2.0
-    sig = np.where(p > 0.5, 1, 0).astype(np.int8)
+    conf = p - 0.5
+    np.abs(conf, out=conf)
+    conf *= 2.0
+    sig = (p > 0.5).astype(np.int8)
     sig[~(conf >= threshold)] = -1  # NaN confidence -> no signal
     return conf, sig
 
@@ -213,14 +215,25 @@ class Scorer:
         Raises:
             TypeError: ``bar_ts`` is not an integer.
         """
+        symbols, p = self.probabilities(rows, bar_ts)
+        return self.model_scores(symbols, p)
+
+    def probabilities(self, rows: Mapping[str, np.ndarray], bar_ts: int | None = None
+                      ) -> tuple[tuple[str, ...], np.ndarray]:
+        """Run every model once on one bar: the symbols and P(up) ``[models, symbols]`` in runner order.
+
+        Arguments and errors as :meth:`score`.
+        """
         bar_ts = check_bar_ts(bar_ts)
         symbols = tuple(rows)
-        x = np.stack([np.asarray(rows[s], np.float64) for s in symbols]) if symbols else np.empty((0, 0))
-        probs = []
-        for runner in self.runners.values():
-            probs.append(np.asarray(runner.score(symbols, x, bar_ts=bar_ts), np.float64).reshape(len(symbols)))
-        if not probs:
-            return {}
-        p = np.stack(probs)  # [models, symbols]: confidence and signal for every model at once
+        n = len(symbols)
+        x = np.array([rows[s] for s in symbols], np.float64) if n else np.empty((0, 0))
+        p = np.empty((len(self.runners), n))
+        for i, runner in enumerate(self.runners.values()):
+            p[i] = runner.score(symbols, x, bar_ts=bar_ts).reshape(n)
+        return symbols, p
+
+    def model_scores(self, symbols: tuple[str, ...], p: np.ndarray) -> dict[str, ModelScore]:
+        """Return each model's :class:`ModelScore` for :meth:`probabilities`' output (one signal pass for all)."""
         conf, sig = to_signal(p, self.confidence_threshold)
         return {fam: ModelScore(symbols, p[i], conf[i], sig[i]) for i, fam in enumerate(self.runners)}

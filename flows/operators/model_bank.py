@@ -87,8 +87,9 @@ def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequen
             r_idx, n_idx = map(list, zip(*rows, strict=True))
             nodes[b, n_idx] = x[r_idx]
             rets[b, n_idx] = x[r_idx, runner.ret_idx]
-    hist = np.vstack([g._rets, rets])
-    first = len(g._rets)  # hist row of the first new bar
+    held = g.returns
+    hist = np.vstack([held, rets])
+    first = len(held)  # hist row of the first new bar
     p = np.full((len(xs), n_nodes), np.nan)
     ends = np.arange(first, len(hist)) + 1  # exclusive end of each bar's window
     ok = ends >= g.window
@@ -97,7 +98,7 @@ def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequen
         adj = correlation_adjacency(np.swapaxes(wins[ends[ok] - g.window], -1, -2), g.threshold)
         feats = np.nan_to_num(nodes[ok].astype(np.float32))
         p[ok] = g.sess.run(["prob"], {"x": feats, "adj": adj})[0].astype(np.float64)
-    g._rets = hist[-g.window:]
+    g.returns = hist[-g.window:]
     out = np.full(sum(len(sy) for sy in syms), np.nan)
     k = 0
     for b, sy in enumerate(syms):
@@ -211,7 +212,7 @@ class ModelBank:
             stream = getattr(runner, "stream", None)
             if stream is not None:
                 out[fam] = {"version": runner.manifest.version, "lstm": stream.snapshot()}
-            gnn = getattr(getattr(runner, "runner", None), "_rets", None)
+            gnn = getattr(getattr(runner, "runner", None), "returns", None)
             if gnn is not None:
                 out[fam] = {"version": runner.manifest.version, "gnn": np.asarray(gnn).tolist()}
         return out
@@ -226,7 +227,7 @@ class ModelBank:
                 runner.stream.restore(st["lstm"])  # type: ignore[attr-defined]
             if "gnn" in st:
                 inner = runner.runner  # type: ignore[attr-defined]
-                inner._rets = np.asarray(st["gnn"], np.float64).reshape(-1, len(inner.symbols))
+                inner.returns = np.asarray(st["gnn"], np.float64)
 
 
 class SwapWatch:
