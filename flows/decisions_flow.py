@@ -2,9 +2,10 @@
 
 closed bars and feature rows (trading timeframe) -> ``scoring`` (keyed by
 timeframe: :class:`~flows.operators.scoring.CloseBarrier` around the scoring step;
-one settled close per bar time, with its bars and predictions) -> ``decisions`` (one
-key: the portfolio) -> decision sinks (TimescaleDB + Redis streams, or parquet)
-and one status line per bar on stdout.  Without an ensemble in the registry the
+one settled close per bar time, with its bars and predictions; the closes one input
+settles travel together) -> ``decisions`` (one key: the portfolio; the kill switch is
+read once per such group: live one close, a catch-up many) -> decision sinks
+(TimescaleDB + Redis streams, or parquet) and one status line per bar on stdout.  Without an ensemble in the registry the
 flow runs features only and says so.
 """
 
@@ -51,7 +52,7 @@ def scoring_step(settings: Settings) -> Any:
             print(f"scoring {tf} with {b.versions()}", file=sys.stderr, flush=True)
         return holder["bank"]
 
-    def step(state: CloseBarrier | None, item: Bar | FeatureRow) -> tuple[CloseBarrier, list[Close]]:
+    def step(state: CloseBarrier | None, item: Bar | FeatureRow) -> tuple[CloseBarrier, list[list[Close]]]:
         b = bank()
         if state is None:
             scoring = ScoringStep(settings.symbols, tf, b, confidence_threshold=sc.confidence_threshold)
@@ -60,7 +61,8 @@ def scoring_step(settings: Settings) -> Any:
             state.scoring.attach(b)
         if isinstance(item, Bar) and item.ts + state.tf_ms not in state.bars and holder["watch"].changed():
             b.request_swap()  # the swap key is read once per bar time, at its first bar
-        return state, state.on_items((item,))
+        closes = state.on_items((item,))
+        return state, [closes] if closes else []
 
     return step
 
@@ -72,14 +74,14 @@ def decision_step(settings: Settings) -> Any:
     tf = settings.trading_timeframe()
     holder: dict[str, Any] = {}
 
-    def step(state: DecisionStep | None, close: Close) -> tuple[DecisionStep, list[Any]]:
+    def step(state: DecisionStep | None, closes: list[Close]) -> tuple[DecisionStep, list[Any]]:
         if "deps" not in holder:
             holder["deps"] = build_deps(settings)
         if state is None:
             state = DecisionStep(settings.symbols, timeframe_ms(tf), holder["deps"])
         elif state.deps is None:
             state.attach(holder["deps"])
-        return state, state.on_close(close.ts, close.bars, close.predictions)
+        return state, state.on_closes(closes)
 
     return step
 
@@ -110,7 +112,7 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     inputs: Stream[Any] = op.merge("scoring_inputs", trade_bars, rows)
     keyed = op.key_on("scoring_key", inputs, lambda r: r.timeframe)
     closes = op.key_rm("unkey_scoring", op.stateful_flat_map("scoring", keyed, scoring_step(settings)))
-    flat_preds = op.flat_map("predictions", closes, lambda c: list(c.predictions))
+    flat_preds = op.flat_map("predictions", closes, lambda cs: [p for c in cs for p in c.predictions])
     keyed_in = op.key_on("portfolio_key", closes, lambda _: "portfolio")
     out = op.key_rm("unkey_decisions", op.stateful_flat_map("decisions", keyed_in, decision_step(settings)))
     records = op.filter("decision_records", out, lambda r: not isinstance(r, Status))

@@ -20,13 +20,18 @@ P&L needs: ``daily_pnl = equity now - equity 24 h ago`` (the last mark at or bef
 ``now - 24 h``; before 24 h of history, the starting equity).  Drawdown is from
 the peak of marked equity.  :meth:`Portfolio.to_state` / :meth:`Portfolio.from_state`
 round-trip exactly through JSON.
+
+A ``portfolio_state`` row per bar carries :meth:`Portfolio.row_state`: the exact
+state without the day of equity marks, which it carries as a delta (the point the
+latest mark added, the first point kept and the count); :func:`state_from_rows`
+rebuilds :meth:`Portfolio.to_state` exactly from a row and the rows of the day before it.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 DAY_MS = 86_400_000
@@ -87,6 +92,7 @@ class Portfolio:
         # Times and equities of marks, equal-equity runs collapsed (the 24 h lookup result is unchanged).
         self.hist_ts: deque[int] = deque()
         self.hist_eq: deque[float] = deque()
+        self._added: list[int | float] | None = None  # the history point the latest mark appended
         self._snap: PortfolioSnapshot | None = None  # cached until the next fill or mark
 
     # -- fills ---------------------------------------------------------------------------------
@@ -158,9 +164,11 @@ class Portfolio:
         eq = self.equity()
         self.peak = max(self.peak, eq)
         hts, heq = self.hist_ts, self.hist_eq
+        self._added = None
         if not heq or heq[-1] != eq:
             hts.append(ts)
             heq.append(eq)
+            self._added = [ts, eq]
         cutoff = ts - DAY_MS
         while len(hts) > 1 and hts[1] <= cutoff:  # keep one point at or before the cutoff
             hts.popleft()
@@ -199,12 +207,30 @@ class Portfolio:
 
     def to_state(self) -> dict[str, Any]:
         """Return the exact state as JSON-able plain data."""
+        out = self.to_state_without_history()
+        out["hist_ts"], out["hist_eq"] = list(self.hist_ts), list(self.hist_eq)
+        return out
+
+    def row_state(self) -> dict[str, Any]:
+        """Return :meth:`to_state` with the equity history as a delta (a ``portfolio_state`` row's ``state``).
+
+        ``hist_added`` is the point the latest mark appended (None if its equity repeated the
+        last point), ``hist_first`` the oldest point kept and ``hist_len`` how many are kept:
+        :func:`state_from_rows` puts the history back together from consecutive rows.
+        """
+        out = self.to_state_without_history()
+        out["hist_added"] = self._added
+        out["hist_first"] = [self.hist_ts[0], self.hist_eq[0]] if self.hist_ts else None
+        out["hist_len"] = len(self.hist_ts)
+        return out
+
+    def to_state_without_history(self) -> dict[str, Any]:
+        """Return :meth:`to_state` without ``hist_ts`` / ``hist_eq``."""
         return {"initial_cash": self.initial_cash, "cash": self.cash, "qty": dict(self.qty), "avg": dict(self.avg),
                 "prices": dict(self.prices), "realized": self.realized, "fees": self.fees, "ts": self.ts,
                 "mark_ts": self.mark_ts, "peak": self.peak,
                 "trades": {s: [t.pnl, t.opened] for s, t in self.trades.items()},
-                "trade_returns": list(self.trade_returns), "max_trade_returns": self.trade_returns.maxlen,
-                "hist_ts": list(self.hist_ts), "hist_eq": list(self.hist_eq)}
+                "trade_returns": list(self.trade_returns), "max_trade_returns": self.trade_returns.maxlen}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Portfolio:
@@ -224,3 +250,27 @@ class Portfolio:
         except KeyError as exc:
             raise ValueError(f"portfolio state lacks field {exc.args[0]!r}") from None
         return out
+
+
+def state_from_rows(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return the :meth:`Portfolio.to_state` of the last of consecutive :meth:`Portfolio.row_state` rows.
+
+    ``states`` are the rows in mark order, ending with the one to rebuild; they must
+    reach back far enough to hold the last row's ``hist_len - 1`` added points (the
+    marks of the day before it: a row per bar close of the last 24 h is enough).
+    """
+    if not states:
+        raise ValueError("state_from_rows needs at least one portfolio_state row")
+    last = states[-1]
+    try:
+        n, first = int(last["hist_len"]), last["hist_first"]
+        added = [r["hist_added"] for r in states if r["hist_added"] is not None][-(n - 1):] if n > 1 else []
+    except KeyError as exc:
+        raise ValueError(f"portfolio_state row lacks field {exc.args[0]!r}") from None
+    if len(added) != max(n - 1, 0):
+        raise ValueError(f"the rows hold {len(added)} of the {n - 1} equity marks the last row keeps: "
+                         "pass the rows of the 24 h before it")
+    points = ([first] if first is not None else []) + added
+    out = {k: v for k, v in last.items() if k not in ("hist_added", "hist_first", "hist_len")}
+    out["hist_ts"], out["hist_eq"] = [int(p[0]) for p in points], [float(p[1]) for p in points]
+    return out

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from flows.operators.scoring import Prediction
+from flows.operators.scoring import Close, Prediction
 from flows.records import Bar
 
 
@@ -43,10 +43,32 @@ class PortfolioRow(NamedTuple):
 
 
 class Status(NamedTuple):
-    """One status line per close."""
+    """One status line per close: the figures it shows (:attr:`text` formats them when printed)."""
 
     ts: int
-    text: str
+    equity: float
+    drawdown: float
+    fills: int
+    positions: tuple[tuple[str, float], ...]  # (symbol, qty) in configured order
+    signals: tuple[tuple[str, Any], ...]  # (symbol, (p_up, rl target, target fraction) or None)
+
+    @property
+    def text(self) -> str:
+        """Return the line: time, equity, drawdown, fills, positions and the last signal per symbol."""
+        from flows.records import utc
+
+        shown = " ".join(f"{s.split('/')[0]}={q:.4g}" for s, q in self.positions)
+        sig = " ".join(f"{s.split('/')[0]}:{_signal_text(v)}" for s, v in self.signals)
+        return (f"{utc(self.ts):%Y-%m-%d %H:%M} equity={self.equity:,.2f} dd={self.drawdown:.2%} "
+                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]")
+
+
+def _signal_text(v: Any) -> str:
+    if v is None:
+        return "-"
+    p, rl, target = v
+    rl_text = "" if rl != rl else f" rl{rl:+.2f}"  # NaN: no policy
+    return f"p{p:.2f}{rl_text}>{target:+.2f}"
 
 
 class Decided(NamedTuple):
@@ -84,10 +106,13 @@ class DecisionStep:
         self.preds: dict[int, list[Prediction]] = {
             int(t): [Prediction(*p) for p in v] for t, v in s.get("preds", {}).items()}
         self.done_until: int = int(s.get("done_until", -1))
-        self.last_signal: dict[str, str] = dict(s.get("last_signal", {}))
+        # symbol -> (p_up, rl target, target fraction) of its last decision (the status line shows it)
+        self.last_signal: dict[str, tuple[float, float, float]] = {
+            k: tuple(v) for k, v in s.get("last_signal", {}).items()}  # type: ignore[misc]
         self.prices: dict[str, float] = dict(s.get("prices", {}))
         self.fills: int = int(s.get("fills", 0))
         self._saved: dict[str, Any] = {k: s[k] for k in ("portfolio", "risk", "broker") if k in s}
+        self._order = {sym: i for i, sym in enumerate(self.symbols)}
         self.deps: DecisionDeps = None  # type: ignore[assignment]  # set by attach()
         if deps is not None:
             self.attach(deps)
@@ -105,10 +130,20 @@ class DecisionStep:
 
     def on_close(self, ts: int, bars: Sequence[Bar], preds: Sequence[Prediction]) -> list[Any]:
         """Work one settled close (the live flow: :class:`flows.operators.scoring.CloseBarrier` settles them)."""
-        if ts <= self.done_until:
-            return []  # a replayed close
-        out = self.work(ts, bars, preds)
-        self.done_until = ts
+        return self.on_closes((Close(ts, tuple(bars), tuple(preds)),))
+
+    def on_closes(self, closes: Sequence[Close]) -> list[Any]:
+        """Work closes the barrier settled together, oldest first; the kill switch is read once for them.
+
+        Live, one trade settles one close; a replay or a catch-up settles many at once, all
+        worked at the same moment, so one read of the switch stands for each of them.
+        """
+        todo = [c for c in closes if c.ts > self.done_until]  # older ones: replayed closes
+        kill = self.deps.kill_active() if any(c.predictions for c in todo) else False
+        out: list[Any] = []
+        for c in todo:
+            out += self.work(c.ts, c.bars, c.predictions, kill)
+            self.done_until = c.ts
         return out
 
     def on_bar(self, bar: Bar) -> list[Any]:
@@ -144,29 +179,37 @@ class DecisionStep:
             self.done_until = t
         return out
 
-    def work(self, t: int, bars: Sequence[Bar], preds: Sequence[Prediction]) -> list[Any]:
-        """Process one bar close: bars to broker, risk and portfolio; then predictions to orders."""
+    def work(self, t: int, bars: Sequence[Bar], preds: Sequence[Prediction], kill: Any = None) -> list[Any]:
+        """Process one bar close: bars to broker, risk and portfolio; then predictions to orders.
+
+        ``kill`` is the kill switch's status read for this close (None: read it now).
+        """
         d = self.deps
         out: list[Any] = []
+        prices, portfolio, broker, risk = self.prices, d.portfolio, d.broker, d.risk
         for bar in bars:
-            for fill in d.broker.on_bar(bar):
-                d.portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
+            for fill in broker.on_bar(bar):
+                portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
                 self.fills += 1
                 out.append(fill)
-            prev = self.prices.get(bar.symbol)
-            ret = (bar.close / prev - 1.0) if prev else 0.0
-            d.risk.on_bar(bar.symbol, bar.ts, ret)
-            self.prices[bar.symbol] = bar.close
-        d.portfolio.mark(self.prices, t)
-        kill = d.kill_active() if preds else False  # read once per close (a KillStatus carries ``flatten``)
-        for p in sorted(preds, key=lambda p: self.symbols.index(p.symbol)):
-            out += self._decide(p, kill)
-        out += d.broker.drain_updates()  # every order change (placement, fill, cancel, protective legs)
-        snap = d.portfolio.snapshot()
-        state = dict(snap._asdict())
-        state["full"] = d.portfolio.to_state()
+            prev = prices.get(bar.symbol)
+            risk.on_bar(bar.symbol, bar.ts, (bar.close / prev - 1.0) if prev else 0.0)
+            prices[bar.symbol] = bar.close
+        portfolio.mark(prices, t)
+        if preds:
+            if kill is None:
+                kill = d.kill_active()  # read once per close (a KillStatus carries ``flatten``)
+            order = self._order
+            for p in sorted(preds, key=lambda p: order[p.symbol]) if len(preds) > 1 else preds:
+                out += self._decide(p, kill)
+        out += broker.drain_updates()  # every order change (placement, fill, cancel, protective legs)
+        snap = portfolio.snapshot()
+        state = snap._asdict()
+        state["full"] = portfolio.row_state()
         out.append(PortfolioRow(t, state))
-        out.append(Status(t, self._status(t, state)))
+        out.append(Status(t, snap.equity, snap.drawdown, self.fills,
+                          tuple((s, snap.positions.get(s, 0.0)) for s in self.symbols),
+                          tuple((s, self.last_signal.get(s)) for s in self.symbols)))
         return out
 
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:
@@ -178,20 +221,10 @@ class DecisionStep:
         out: list[Any] = list(dec.rejections)
         out.append(Decided(p, float(target.fraction), float(dec.target_qty), float(dec.approved_qty_delta),
                            tuple(target.reasons)))
-        rl = "" if p.rl_target != p.rl_target else f" rl{p.rl_target:+.2f}"  # NaN: no policy
-        self.last_signal[p.symbol] = f"p{p.probability:.2f}{rl}>{target.fraction:+.2f}"
+        self.last_signal[p.symbol] = (p.probability, p.rl_target, target.fraction)
         if dec.approved_qty_delta != 0.0:
             d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price))
         return out
-
-    def _status(self, t: int, state: Mapping[str, Any]) -> str:
-        from flows.records import utc
-
-        pos = state.get("positions", {})
-        shown = " ".join(f"{s.split('/')[0]}={pos.get(s, 0.0):.4g}" for s in self.symbols)
-        sig = " ".join(f"{s.split('/')[0]}:{self.last_signal.get(s, '-')}" for s in self.symbols)
-        return (f"{utc(t):%Y-%m-%d %H:%M} equity={state.get('equity', 0.0):,.2f} dd={state.get('drawdown', 0.0):.2%} "
-                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]")
 
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data (portfolio, risk and broker snapshots, buffers)."""

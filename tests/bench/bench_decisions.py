@@ -117,8 +117,8 @@ def barrier(symbols: tuple[str, ...], bank: ModelBank) -> CloseBarrier:
 
 
 def decide_closes(decide: DecisionStep, closes: list[Close]) -> list[Any]:
-    """Work settled closes as the flow's decision step does."""
-    return [it for c in closes for it in decide.on_close(c.ts, c.bars, c.predictions)]
+    """Work settled closes as the flow's decision step does (the closes one input settles together)."""
+    return decide.on_closes(closes)
 
 
 def section_latency(args: argparse.Namespace, settings: Settings, bank: ModelBank) -> list[Row]:

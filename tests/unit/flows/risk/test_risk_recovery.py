@@ -1,5 +1,6 @@
 """Recovery: the decision step pickled mid-run (as Bytewax snapshots it) and restored with fresh components
-(portfolio, risk engine, paper broker from ``build_deps``) goes on exactly like an uninterrupted run."""
+(portfolio, risk engine, paper broker from ``build_deps``) goes on exactly like an uninterrupted run; the
+stored ``portfolio_state`` rows rebuild the portfolio's exact state."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
+
 from flows.operators.decisions import DecisionStep, PortfolioRow
 from flows.operators.decisions_wiring import build_deps
+from flows.portfolio import state_from_rows
 from flows.risk.engine import Rejection
 from flows.settings import load_settings
 from tests.unit.flows.risk import stream
@@ -31,6 +36,7 @@ def test_restored_step_continues_exactly(tmp_path: Path) -> None:
                                                                                      build_deps(settings))
     want: list[Any] = []
     got: list[Any] = []
+    states: list[dict[str, Any]] = []  # every row's stored state, through JSON as the sinks store it
     for c, bars, preds in stream.closes(SYMBOLS, N, signal):
         if c == CUT:
             cut = pickle.loads(pickle.dumps(cut))
@@ -39,8 +45,15 @@ def test_restored_step_continues_exactly(tmp_path: Path) -> None:
             items = [x for b in bars for x in step.on_bar(b)] + step.on_predictions(preds)
             if c >= CUT:
                 out += items
+            if step is ref:
+                states += [orjson.loads(orjson.dumps(r.state["full"])) for r in items if isinstance(r, PortfolioRow)]
     assert got == want
     rows = [r for r in want if isinstance(r, PortfolioRow)]
     assert len(rows) == N - CUT + 1 and len({round(r.state["equity"], 6) for r in rows}) > 10, "the book moved"
     assert any(isinstance(r, Rejection) and r.rule == "max_gross_leverage" for r in want), "a limit was exercised"
-    assert rows[-1].state["full"] == ref.deps.portfolio.to_state()
+    full = ref.deps.portfolio.to_state()
+    assert len(full["hist_ts"]) > 100, "a day of marks: the rows carry them as a delta"
+    assert state_from_rows(states) == full
+    assert state_from_rows(states[-len(full["hist_ts"]):]) == full, "the rows since the oldest mark kept suffice"
+    with pytest.raises(ValueError, match="equity marks"):
+        state_from_rows(states[-10:])
