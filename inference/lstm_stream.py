@@ -1,13 +1,17 @@
-"""Streaming LSTM scoring from the registry: per-symbol state, one batched step per bar (onnxruntime + numpy).
+"""Streaming LSTM scoring from the registry: one carried state per symbol, one step per bar (onnxruntime + numpy).
 
-The model is trained on windows of ``window`` rows that start from a zero state
-(see ``training/models/lstm.py``).  To score each new bar with one step and still
-equal the windowed model exactly, each symbol keeps ``window`` staggered states: at
-bar s, slot ``s % window`` is reset to zero, every slot advances with the new row in
-one batched call (batch = symbols x window), and slot ``(s + 1) % window``, which has
-then seen exactly the last ``window`` rows, gives the probability.  A symbol's state
-is reset when its bars are not consecutive (``bar_ns``), matching training, which
-skips windows across missing bars.
+The model is trained with truncated BPTT on runs of consecutive bars, each from a zero
+state, and never scores the first ``burn_in`` rows after a zero state (see
+``training/models/lstm.py``).  Here each symbol keeps one (h, c) state in preallocated
+arrays ``[layers, slots, hidden]``: a bar of all symbols is one ``step.onnx`` call, and
+a symbol gives NaN until it has seen more than ``burn_in`` consecutive bars.  A
+symbol's state is reset to zero when its next bar is not exactly one bar later
+(``bar_ns``: a gap, a repeat or a step back), as training starts a new run there.
+
+:meth:`LstmStreamRunner.history` scores a stretch of bars (a backtest, a catch-up)
+with ``seq.onnx``: one call per contiguous run of a symbol's bars (runs of the same
+length share the call), continuing from and updating the carried state; equal to
+stepping bar by bar up to float rounding.
 """
 
 from __future__ import annotations
@@ -22,123 +26,231 @@ from inference.manifest import Manifest, ManifestError
 from inference.scorer import bar_ms, feed_columns, open_session
 
 LSTM_STEP_FILE = "step.onnx"
+LSTM_SEQ_FILE = "seq.onnx"
+NO_TIME = np.iinfo(np.int64).min  # a slot without a previous bar time
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class LstmStreamRunner:
-    """Per-symbol staggered LSTM states; one batched step per bar equals the windowed model."""
+    """One carried LSTM state per symbol; one batched step per bar, or one sequence call per run."""
 
-    def __init__(self, step_fn: StepFn, window: int, layers: int, hidden: int,
-                 bar_ns: int | None = None) -> None:
+    def __init__(self, step_fn: StepFn, layers: int, hidden: int, burn_in: int,
+                 bar_ns: int | None = None, seq_fn: StepFn | None = None, max_symbols: int = 16) -> None:
         """Create a runner.
 
         Args:
             step_fn: ``(x [B, F], h, c [layers, B, hidden]) -> (prob [B], h', c')``.
-            window: training window length in rows.
             layers: LSTM layers.
             hidden: LSTM hidden size.
+            burn_in: bars after a zero state that give NaN (the model's ``burn_in``).
             bar_ns: bar length in ns; a symbol whose next bar is not exactly one bar later is reset.
+            seq_fn: ``(x [B, T, F], h, c) -> (prob [B, T], h', c')``, for :meth:`history`.
+            max_symbols: slots preallocated (doubled when more symbols arrive).
         """
-        self.step_fn, self.window, self.layers, self.hidden = step_fn, window, layers, hidden
-        self.bar_ns = bar_ns
-        self._h: dict[str, np.ndarray] = {}
-        self._c: dict[str, np.ndarray] = {}
-        self._seen: dict[str, int] = {}
-        self._last: dict[str, int] = {}
+        self.step_fn, self.seq_fn = step_fn, seq_fn
+        self.layers, self.hidden, self.burn_in, self.bar_ns = layers, hidden, burn_in, bar_ns
+        self._slot: dict[str, int] = {}
+        self._alloc(max(1, max_symbols))
+
+    def _alloc(self, n: int) -> None:
+        self._h = np.zeros((self.layers, n, self.hidden), np.float32)
+        self._c = np.zeros((self.layers, n, self.hidden), np.float32)
+        self._seen = np.zeros(n, np.int64)
+        self._last = np.full(n, NO_TIME, np.int64)
 
     @classmethod
-    def from_onnx(cls, onnx_bytes: bytes, window: int, bar_ns: int | None = None) -> LstmStreamRunner:
-        """Build a runner on an exported step graph (inputs x, h, c; outputs prob, h_out, c_out)."""
-        sess = open_session(onnx_bytes)
+    def from_onnx(cls, step_onnx: bytes, burn_in: int, bar_ns: int | None = None,
+                  seq_onnx: bytes | None = None) -> LstmStreamRunner:
+        """Build a runner on exported graphs (inputs x, h, c; outputs prob, h_out, c_out)."""
+        names = ["prob", "h_out", "c_out"]
+        sess = open_session(step_onnx)
         layers, _, hidden = sess.get_inputs()[1].shape
 
-        def step(x: np.ndarray, h: np.ndarray, c: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            p, h2, c2 = sess.run(["prob", "h_out", "c_out"], {"x": x, "h": h, "c": c})
+        def step(x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            p, h2, c2 = sess.run(names, {"x": x, "h": h, "c": c})
             return p, h2, c2
 
-        return cls(step, window, int(layers), int(hidden), bar_ns)
+        seq: StepFn | None = None
+        if seq_onnx is not None:
+            seq_sess = open_session(seq_onnx)
+
+            def seq(x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                p, h2, c2 = seq_sess.run(names, {"x": x, "h": h, "c": c})
+                return p, h2, c2
+
+        return cls(step, int(layers), int(hidden), burn_in, bar_ns, seq)
+
+    def _slots(self, symbols: Sequence[str]) -> np.ndarray:
+        """Return the slot of each symbol, giving new symbols a fresh (zero) slot."""
+        slot = self._slot
+        for s in symbols:
+            if s not in slot:
+                if len(slot) == len(self._seen):
+                    self._grow()
+                slot[s] = len(slot)
+        return np.fromiter((slot[s] for s in symbols), np.intp, len(symbols))
+
+    def _grow(self) -> None:
+        h, c, seen, last = self._h, self._c, self._seen, self._last
+        self._alloc(2 * len(seen))
+        n = len(seen)
+        self._h[:, :n], self._c[:, :n], self._seen[:n], self._last[:n] = h, c, seen, last
+
+    def _zero(self, idx: np.ndarray | slice) -> None:
+        self._h[:, idx] = 0.0
+        self._c[:, idx] = 0.0
+        self._seen[idx] = 0
 
     def reset(self, symbol: str | None = None) -> None:
         """Forget the state of ``symbol`` (or of every symbol)."""
-        for d in (self._h, self._c, self._seen, self._last):
-            if symbol is None:
-                d.clear()
-            else:
-                d.pop(symbol, None)
+        if symbol is None:
+            self._zero(slice(None))
+            self._last[:] = NO_TIME
+        elif symbol in self._slot:
+            i = self._slot[symbol]
+            self._zero(np.array([i]))
+            self._last[i] = NO_TIME
 
-    def step(self, symbols: Sequence[str], x: np.ndarray, times_ns: Sequence[int] | None = None
+    def step(self, symbols: Sequence[str], x: np.ndarray, times_ns: Sequence[int] | np.ndarray | None = None
              ) -> np.ndarray:
-        """Advance every listed symbol by one bar; return P(up) per symbol (NaN before ``window`` bars).
+        """Advance every listed symbol by one bar; P(up) per symbol (NaN until more than ``burn_in`` bars).
 
         Args:
             symbols: distinct symbols of this bar.
             x: raw features ``[len(symbols), F]`` in manifest order.
             times_ns: bar times, used with ``bar_ns`` to reset after missing bars.
         """
-        w, n = self.window, len(symbols)
-        shape = (self.layers, w, self.hidden)
-        for i, s in enumerate(symbols):
-            if self.bar_ns is not None and times_ns is not None:
-                last = self._last.get(s)
-                if last is not None and times_ns[i] - last != self.bar_ns:
-                    self.reset(s)
-                self._last[s] = int(times_ns[i])
-            if s not in self._seen:
-                self._h[s], self._c[s] = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-                self._seen[s] = 0
-            slot = self._seen[s] % w
-            self._h[s][:, slot] = 0.0  # this slot starts a new window at this bar
-            self._c[s][:, slot] = 0.0
-        xb = np.repeat(np.asarray(x, dtype=np.float32), w, axis=0)
-        h = np.concatenate([self._h[s] for s in symbols], axis=1)
-        c = np.concatenate([self._c[s] for s in symbols], axis=1)
-        prob, h2, c2 = self.step_fn(xb, h, c)
-        out = np.full(n, np.nan)
-        for i, s in enumerate(symbols):
-            self._h[s] = np.ascontiguousarray(h2[:, i * w:(i + 1) * w])
-            self._c[s] = np.ascontiguousarray(c2[:, i * w:(i + 1) * w])
-            seen = self._seen[s] = self._seen[s] + 1
-            if seen >= w:
-                out[i] = prob[i * w + seen % w]
-        return out
+        idx = self._slots(symbols)
+        if self.bar_ns is not None and times_ns is not None:
+            t = np.asarray(times_ns, np.int64)
+            last = self._last[idx]
+            restart = (last != NO_TIME) & (t - last != self.bar_ns)
+            if restart.any():
+                self._zero(idx[restart])
+            self._last[idx] = t
+        prob, h2, c2 = self.step_fn(np.asarray(x, np.float32), self._h[:, idx], self._c[:, idx])
+        self._h[:, idx], self._c[:, idx] = h2, c2
+        seen = self._seen[idx] + 1
+        self._seen[idx] = seen
+        return np.where(seen > self.burn_in, np.asarray(prob, np.float64), np.nan)
+
+    def history(self, symbols: Sequence[Sequence[str]], xs: Sequence[np.ndarray],
+                times_ns: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Score consecutive bars at once; equal to :meth:`step` on each bar in order (float rounding).
+
+        Each symbol's rows split into runs of consecutive bars (at a gap, a repeat or a step
+        back, with ``bar_ns`` and ``times_ns``); each run is one ``seq_fn`` call from the
+        carried state (its first run) or a zero state, runs of equal length batched together.
+
+        Args:
+            symbols: the distinct symbols of each bar.
+            xs: raw features ``[len(symbols[b]), F]`` of each bar, manifest order.
+            times_ns: one bar time per bar (all its symbols share it).
+
+        Returns:
+            P(up) per symbol of each bar.
+        """
+        if self.seq_fn is None:
+            raise RuntimeError("LstmStreamRunner.history needs a sequence function (seq.onnx)")
+        sizes = [len(s) for s in symbols]
+        if not sum(sizes):
+            return [np.zeros(0) for _ in sizes]
+        slot = self._slots([s for sy in symbols for s in sy])
+        x = np.concatenate([np.asarray(v, np.float32).reshape(n, -1) for v, n in zip(xs, sizes, strict=True)])
+        bar_i = np.repeat(np.arange(len(sizes)), sizes)
+        order = np.lexsort((bar_i, slot))  # rows by (slot, bar)
+        sl = slot[order]
+        first = np.r_[True, sl[1:] != sl[:-1]]
+        brk = first.copy()
+        checked = self.bar_ns is not None and times_ns is not None
+        t = np.zeros(len(order), np.int64)
+        restart_first = np.zeros(len(order), bool)
+        if checked:
+            t = np.asarray(times_ns, np.int64)[bar_i[order]]
+            brk[1:] |= ~first[1:] & (np.diff(t) != self.bar_ns)
+            last = self._last[sl]
+            restart_first = first & (last != NO_TIME) & (t - last != self.bar_ns)
+        seg_start = np.flatnonzero(brk)
+        seg_len = np.diff(np.r_[seg_start, len(order)])
+        seg_slot = sl[seg_start]
+        carried = first[seg_start] & ~restart_first[seg_start]  # continues the slot's state
+        seg_last = np.r_[seg_slot[1:] != seg_slot[:-1], True]  # the slot's final run
+        h0 = np.where(carried[None, :, None], self._h[:, seg_slot], 0.0).astype(np.float32)
+        c0 = np.where(carried[None, :, None], self._c[:, seg_slot], 0.0).astype(np.float32)
+        seen0 = np.where(carried, self._seen[seg_slot], 0)
+        prob = np.full(len(order), np.nan)
+        for n in np.unique(seg_len):
+            k = np.flatnonzero(seg_len == n)
+            rows = order[seg_start[k][:, None] + np.arange(n)[None, :]]  # [runs, n] row indices
+            p, h2, c2 = self.seq_fn(x[rows], h0[:, k], c0[:, k])
+            count = seen0[k][:, None] + np.arange(1, n + 1)[None, :]
+            prob[rows] = np.where(count > self.burn_in, np.asarray(p, np.float64), np.nan)
+            end = seg_last[k]
+            s = seg_slot[k][end]
+            self._h[:, s], self._c[:, s], self._seen[s] = h2[:, end], c2[:, end], seen0[k][end] + n
+        if checked:
+            final = np.r_[first[1:], True]  # each slot's last row
+            self._last[sl[final]] = t[final]
+        return np.split(prob, np.cumsum(sizes)[:-1])
 
     def snapshot(self) -> dict[str, Any]:
-        """Return the state as plain data (lists) for recovery."""
-        return {s: {"seen": self._seen[s], "last": self._last.get(s),
-                    "h": self._h[s].tolist(), "c": self._c[s].tolist()} for s in self._seen}
+        """Return the state as plain data (lists) for recovery; only the slots in use."""
+        n = len(self._slot)
+        last = self._last[:n]
+        return {"symbols": list(self._slot), "seen": self._seen[:n].tolist(),
+                "last": [None if v == NO_TIME else int(v) for v in last],
+                "h": self._h[:, :n].tolist(), "c": self._c[:, :n].tolist()}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Load a :meth:`snapshot`."""
-        self.reset()
-        for s, st in snap.items():
-            self._seen[s] = int(st["seen"])
-            if st["last"] is not None:
-                self._last[s] = int(st["last"])
-            self._h[s] = np.asarray(st["h"], np.float32)
-            self._c[s] = np.asarray(st["c"], np.float32)
+        symbols = list(snap["symbols"])
+        self._slot = {s: i for i, s in enumerate(symbols)}
+        self._alloc(max(len(self._seen), len(symbols), 1))
+        n = len(symbols)
+        if n:
+            self._seen[:n] = snap["seen"]
+            self._last[:n] = [NO_TIME if v is None else int(v) for v in snap["last"]]
+            self._h[:, :n] = np.asarray(snap["h"], np.float32).reshape(self.layers, n, self.hidden)
+            self._c[:, :n] = np.asarray(snap["c"], np.float32).reshape(self.layers, n, self.hidden)
 
 
 class LstmRunner:
-    """Streaming LSTM from the registry: one batched step per bar, per-symbol staggered states.
+    """Streaming LSTM from the registry: one batched step per bar, one carried state per symbol.
 
     Given bar times (``bar_ts``, the bar close in ms), a symbol whose bar is not exactly
     one timeframe after its previous one (a gap, a repeat, or a step back) starts again
-    from a zero state and gives NaN until it has ``window`` consecutive bars, which is
-    what the windowed model trained on (windows never span missing bars).
+    from a zero state and gives NaN for its next ``burn_in`` bars, as in training (a run
+    of consecutive bars starts from a zero state, its first ``burn_in`` rows unscored).
     """
 
     def __init__(self, manifest: Manifest, version_dir: Path, feed: Sequence[str] | None = None) -> None:
-        """Open ``step.onnx`` with the manifest's window and timeframe."""
+        """Open ``step.onnx`` and ``seq.onnx`` with the manifest's burn-in and timeframe.
+
+        Raises:
+            ManifestError: the LSTM was registered by the windowed design (``extra`` has
+                ``window`` but no ``burn_in``) or a graph file is missing.
+        """
         self.manifest = manifest
+        name = f"lstm/{manifest.version}"
+        if "burn_in" not in manifest.extra:
+            old = " by the windowed design (extra has 'window')" if "window" in manifest.extra else ""
+            raise ManifestError(f"{name} was registered{old} without 'burn_in' in its extra: the streaming "
+                                "scorer needs the stateful LSTM; retrain it with python -m training.train lstm")
+        for f in (LSTM_STEP_FILE, LSTM_SEQ_FILE):
+            if not (version_dir / f).is_file():
+                raise ManifestError(f"{name}: {f} is missing from {version_dir}")
         self.cols = feed_columns(manifest, feed)
         self.bar_ms = bar_ms(manifest)
-        self.stream = LstmStreamRunner.from_onnx((version_dir / LSTM_STEP_FILE).read_bytes(),
-                                                 int(manifest.extra["window"]),
-                                                 None if self.bar_ms is None else self.bar_ms * 1_000_000)
+        self.stream = LstmStreamRunner.from_onnx(
+            (version_dir / LSTM_STEP_FILE).read_bytes(), int(manifest.extra["burn_in"]),
+            None if self.bar_ms is None else self.bar_ms * 1_000_000, (version_dir / LSTM_SEQ_FILE).read_bytes())
+
+    def _no_timeframe(self) -> ManifestError:
+        return ManifestError(f"lstm/{self.manifest.version}: no timeframe in its config or feature service "
+                             f"name {self.manifest.feature_service!r}, so bar_ts gaps cannot be checked")
 
     def score(self, symbols: Sequence[str], x: np.ndarray, bar_ts: int | None = None) -> np.ndarray:
-        """Advance every symbol one bar; P(up) per symbol (NaN before ``window`` consecutive bars).
+        """Advance every symbol one bar; P(up) per symbol (NaN until more than ``burn_in`` consecutive bars).
 
         Raises:
             ManifestError: ``bar_ts`` is given but the manifest names no timeframe to check it against.
@@ -148,6 +260,15 @@ class LstmRunner:
         if bar_ts is None:
             return self.stream.step(symbols, x)
         if self.bar_ms is None:
-            raise ManifestError(f"lstm/{self.manifest.version}: no timeframe in its config or feature service "
-                                f"name {self.manifest.feature_service!r}, so bar_ts gaps cannot be checked")
-        return self.stream.step(symbols, x, [int(bar_ts) * 1_000_000] * len(symbols))
+            raise self._no_timeframe()
+        return self.stream.step(symbols, x, np.full(len(symbols), int(bar_ts) * 1_000_000, np.int64))
+
+    def history(self, symbols: Sequence[Sequence[str]], xs: Sequence[np.ndarray],
+                bar_ts: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Score consecutive bar times at once (``seq.onnx``); equal to :meth:`score` bar by bar up to rounding."""
+        if bar_ts is not None and self.bar_ms is None:
+            raise self._no_timeframe()
+        feats = [np.asarray(x, np.float64) if self.cols is None else np.asarray(x, np.float64)[:, self.cols]
+                 for x in xs]
+        times = None if bar_ts is None else [int(t) * 1_000_000 for t in bar_ts]
+        return self.stream.history(symbols, feats, times)

@@ -11,7 +11,9 @@ walk-forward validation (``training/validation.py``; every fold's model sees onl
 its purged training side, early stopping inside it), fit the final model on all
 rows, export it to ONNX (accepted only on parity, measured on the last fold's test
 rows), and save it with a full manifest and the out-of-sample fold predictions
-(``oos.csv``) to the registry.  The neural models write per-epoch losses to
+(``oos.csv``) to the registry.  The LSTM registers two graphs, ``step.onnx`` (one bar)
+and ``seq.onnx`` (a stretch of bars), and ``extra`` = burn_in, bptt, segment, best
+epoch (``--bptt``, ``--burn-in``, ``--segment``).  The neural models write per-epoch losses to
 ``<log-dir>/<family>/fold-<k>|final`` (TensorBoard event files).
 
 For ``ensemble``: read the latest manifest of each member family, take
@@ -108,16 +110,17 @@ def _train_lightgbm(a: argparse.Namespace, frame: pd.DataFrame, features: list[s
 def _train_torch(a: argparse.Namespace, frame: pd.DataFrame, features: list[str], splitter: WalkForward,
                  trading: TradingConfig) -> tuple[dict[str, bytes], OnnxExport, list[dict[str, Any]],
                                                   pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    from training.export.torch_onnx import export_gnn, export_lstm_step, export_lstm_window
+    from training.export.torch_onnx import export_gnn, export_lstm_seq, export_lstm_step
     from training.models.gnn import GnnClassifier, GnnConfig
     from training.models.graph import GraphConfig
-    from training.models.lstm import LstmClassifier, LstmConfig, gather, window_index
+    from training.models.lstm import LstmClassifier, LstmConfig
 
     bar = pd.Timedelta(a.timeframe)
     logs = Path(a.log_dir) / a.family
     last_test = frame.iloc[splitter.splits()[-1].test]
     if a.family == "lstm":
-        base = LstmConfig(window=a.window, hidden=a.hidden, max_epochs=a.epochs, seed=a.seed)
+        base = LstmConfig(bptt=a.bptt, burn_in=a.burn_in, segment=a.segment, hidden=a.hidden,
+                          max_epochs=a.epochs, seed=a.seed)
 
         def lstm_fp(fold: int, train: pd.DataFrame, upto: pd.DataFrame) -> np.ndarray:
             c = LstmConfig(**{**asdict(base), "log_dir": str(logs / f"fold-{fold}")})
@@ -126,16 +129,17 @@ def _train_torch(a: argparse.Namespace, frame: pd.DataFrame, features: list[str]
         folds, oos = walk_forward(frame, splitter, trading, lstm_fp)
         lstm = LstmClassifier(features, LstmConfig(**{**asdict(base), "log_dir": str(logs / "final")}))
         lstm.fit(frame, bar=bar)
-        hist = frame[pd.to_datetime(frame.event_timestamp, utc=True) >= last_test.event_timestamp.min()
-                     - (a.window - 1) * bar]
-        order, ends = window_index(hist, a.window, bar)
-        seqs = gather(hist[features].to_numpy(np.float32)[order], ends, a.window)[-200:]
-        step = export_lstm_step(lstm, seqs[:50])
-        window = export_lstm_window(lstm, seqs)
-        files = {"step.onnx": step.onnx, "window.onnx": window.onnx}
-        exp = OnnxExport(step.onnx, step.inputs, step.outputs, max(step.max_abs_diff, window.max_abs_diff),
-                         step.tolerance, step.checked_rows + window.checked_rows, step.opset)
-        return files, exp, folds, oos, asdict(base), {"window": a.window, "best_epoch": lstm.best_epoch}
+        # parity rows: the last fold's test bars, as pieces of runs of consecutive bars
+        for length in (64, 16, 4, 1):
+            seqs = lstm.sequences(last_test, length, bar)[-50:]
+            if len(seqs):
+                break
+        step, seq = export_lstm_step(lstm, seqs), export_lstm_seq(lstm, seqs)
+        files = {"step.onnx": step.onnx, "seq.onnx": seq.onnx}
+        exp = OnnxExport(step.onnx, step.inputs, step.outputs, max(step.max_abs_diff, seq.max_abs_diff),
+                         step.tolerance, step.checked_rows + seq.checked_rows, step.opset)
+        extra = {"burn_in": a.burn_in, "bptt": a.bptt, "segment": a.segment, "best_epoch": lstm.best_epoch}
+        return files, exp, folds, oos, asdict(base), extra
     gbase, graph = GnnConfig(hidden=a.hidden, max_epochs=a.epochs, seed=a.seed), GraphConfig(window=a.graph_window)
     symbols = tuple(sorted(frame["symbol"].unique()))
 
@@ -162,7 +166,7 @@ def train_member(a: argparse.Namespace, settings: Settings) -> Manifest:
     frame = build_training_set(settings, tuple(a.symbols), a.timeframe, a.start, a.end, service, a.horizon)
     if frame.empty:
         raise SettingsError(f"no training rows for {a.symbols} {a.timeframe} in [{a.start}, {a.end})")
-    # nanosecond times: the LSTM's window check compares asi8 against Timedelta.value (ns)
+    # nanosecond times: the LSTM's run split compares asi8 differences against Timedelta.value (ns)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).dt.as_unit("ns")
     features = [c for c in frame.columns if c not in KEYS]
     wf = WalkForwardConfig(n_splits=a.folds, horizon=a.horizon)
@@ -241,7 +245,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--log-dir", type=Path, help="neural models' logs (default <data_dir>/logs)")
     p.add_argument("--epochs", type=int, default=30, help="lstm/gnn maximum epochs")
     p.add_argument("--hidden", type=int, default=32, help="lstm/gnn hidden size")
-    p.add_argument("--window", type=int, default=32, help="lstm window in bars")
+    p.add_argument("--bptt", type=int, default=32, help="lstm rows per truncated-BPTT chunk")
+    p.add_argument("--burn-in", type=int, default=32, help="lstm bars after a zero state, neither trained nor scored")
+    p.add_argument("--segment", type=int, default=512, help="lstm rows per training segment (zero state at its start)")
     p.add_argument("--graph-window", type=int, default=60, help="gnn correlation window in bars")
     p.add_argument("--members", nargs="+", default=list(MEMBERS), help="ensemble members")
     p.add_argument("--method", choices=("fixed", "performance", "confidence"), default="performance")

@@ -19,6 +19,7 @@ import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
 from inference.graph import correlation_adjacency
+from inference.lstm_stream import LstmRunner
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from inference.runners import EnsembleScorer, GnnGraphRunner
 from inference.scorer import ModelScore, to_signal
@@ -128,7 +129,9 @@ class ModelBank:
         self.ensemble = self._load_ensemble()
         self.policy = load_policy(self.root, policy_family, policy_version) if policy_family else None
         self._swap = False
-        self.batch_graph = False  # history mode: the GNN's bar times in one session run (float-close, not bitwise)
+        # history mode: the GNN's bar times in one session run, the LSTM's in one seq.onnx call per run of
+        # consecutive bars (float-close to bar by bar, not bitwise)
+        self.batch_graph = False
         self._versions: dict[str, str] | None = None
         self.swaps = 0
 
@@ -175,7 +178,8 @@ class ModelBank:
         """Score consecutive bar times at once (history, catch-up): same results as :meth:`score` per bar.
 
         Row-wise members (:data:`STATELESS`) and the ensemble graph run once over every row of
-        every bar time; stateful members (streaming LSTM, GNN window) step bar by bar in order.
+        every bar time; stateful members (streaming LSTM, GNN window) step bar by bar in order,
+        or, in history mode (:attr:`batch_graph`), score all the bar times in one go.
         ``times`` (bar closes, ms) let the streaming LSTM restart a symbol after a gap in its bars.
         """
         if not feeds:
@@ -191,6 +195,8 @@ class ModelBank:
                 probs[fam] = np.asarray(runner.score(flat, np.concatenate(xs)), np.float64)
             elif self.batch_graph and isinstance(runner, GnnGraphRunner):
                 probs[fam] = gnn_many(runner, syms, xs)
+            elif self.batch_graph and isinstance(runner, LstmRunner) and len(syms) > 1:
+                probs[fam] = np.concatenate(runner.history(syms, xs, times))
             else:
                 at = list(times) if times is not None else [None] * len(syms)
                 probs[fam] = np.concatenate([np.asarray(runner.score(sy, x, bar_ts=t), np.float64)

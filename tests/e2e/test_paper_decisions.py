@@ -63,7 +63,8 @@ def registry(shared_data, tmp_path_factory) -> Path:
         mp.setenv(k, v)
     try:
         assert train(["lightgbm", *window]) == 0
-        assert train(["lstm", *window, "--epochs", "2", "--hidden", "8", "--window", "8"]) == 0
+        assert train(["lstm", *window, "--epochs", "2", "--hidden", "8", "--bptt", "8", "--burn-in", "8",
+                      "--segment", "64"]) == 0
         assert train(["gnn", *window, "--epochs", "2", "--hidden", "8", "--graph-window", "30"]) == 0
         assert train(["ensemble", "--registry", str(root), "--method", "fixed"]) == 0
     finally:

@@ -1,9 +1,9 @@
-"""Export the LSTM (windowed and streaming step) and the GAT to ONNX, accepted only on parity.
+"""Export the LSTM (streaming step and sequence) and the GAT to ONNX, accepted only on parity.
 
 Exporter: torch 2.13's default ``torch.onnx.export`` is the dynamo exporter, which
 needs ``onnxscript`` (not installed here); the TorchScript exporter (``dynamo=False``,
 opset 17) handles ``nn.LSTM`` (as ONNX ``LSTM`` ops) and the dense GAT, with dynamic
-batch axes.  Every graph ends in a sigmoid, so its outputs are probabilities, and the
+batch axes (and a dynamic time axis for the LSTM sequence graph).  Every graph ends in a sigmoid, so its outputs are probabilities, and the
 feature standardisation is inside the graph (the networks' ``mean``/``scale``
 buffers become constants), so the graphs take raw features in manifest order.
 
@@ -30,17 +30,6 @@ from training.models.lstm import LstmClassifier, LstmNet
 OPSET = 17
 
 
-
-
-class _WindowProb(nn.Module):
-    def __init__(self, net: LstmNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x))
-
-
 class _StepProb(nn.Module):
     def __init__(self, net: LstmNet) -> None:
         super().__init__()
@@ -50,6 +39,17 @@ class _StepProb(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logit, h2, c2 = self.net.step(x, h, c)
         return torch.sigmoid(logit), h2, c2
+
+
+class _SeqProb(nn.Module):
+    def __init__(self, net: LstmNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, h2, c2 = self.net(x, h, c)
+        return torch.sigmoid(logits), h2, c2
 
 
 class _GnnProb(nn.Module):
@@ -87,27 +87,6 @@ def _accept(diff: float, tolerance: float, what: str) -> None:
                              f"> tolerance {tolerance:.1g}")
 
 
-def export_lstm_window(model: LstmClassifier | LstmNet, held_out: np.ndarray,
-                       tolerance: float = TOLERANCE) -> OnnxExport:
-    """Export the windowed LSTM: ``x [batch, window, F]`` (raw features) -> ``prob [batch]``.
-
-    Args:
-        model: trained classifier or its network.
-        held_out: windows ``[B, window, F]`` not used for training; parity is checked on all.
-        tolerance: largest accepted absolute difference.
-    """
-    net = model.net if isinstance(model, LstmClassifier) else model
-    mod = _WindowProb(net).eval()
-    x = torch.as_tensor(held_out, dtype=torch.float32)
-    blob = _export(mod, (x[:2],), ["x"], ["prob"], {"x": {0: "batch"}, "prob": {0: "batch"}})
-    with torch.no_grad():
-        native = mod(x).numpy()
-    got = session(blob).run(["prob"], {"x": x.numpy()})[0]
-    diff = float(np.max(np.abs(got - native)))
-    _accept(diff, tolerance, "lstm window")
-    return OnnxExport(blob, ("x",), ("prob",), diff, tolerance, len(x), OPSET)
-
-
 def export_lstm_step(model: LstmClassifier | LstmNet, held_out: np.ndarray,
                      tolerance: float = TOLERANCE) -> OnnxExport:
     """Export the streaming LSTM step: ``x [batch, F], h, c [layers, batch, hidden]`` -> ``prob, h_out, c_out``.
@@ -134,6 +113,40 @@ def export_lstm_step(model: LstmClassifier | LstmNet, held_out: np.ndarray,
             diff = max(diff, *(float(np.max(np.abs(a - b.numpy())))
                                for a, b in ((po, p), (hn, h), (cn, c))))
     _accept(diff, tolerance, "lstm step")
+    return OnnxExport(blob, tuple(names_in), tuple(names_out), diff, tolerance,
+                      seq.shape[0] * seq.shape[1], OPSET)
+
+
+def export_lstm_seq(model: LstmClassifier | LstmNet, held_out: np.ndarray,
+                    tolerance: float = TOLERANCE) -> OnnxExport:
+    """Export the LSTM over a sequence: ``x [batch, T, F], h, c [layers, batch, hidden]`` -> ``prob [batch, T], h_out, c_out``.
+
+    Batch and time are dynamic axes.  Parity is checked on ``held_out`` ``[B, T, F]`` in
+    two calls that carry the state: the first half of the rows from a zero state, then
+    the second half from the state the first call returned (so a wrong carry would show),
+    comparing prob, h and c of both calls.
+    """
+    net = model.net if isinstance(model, LstmClassifier) else model
+    mod = _SeqProb(net).eval()
+    seq = torch.as_tensor(held_out, dtype=torch.float32)
+    h, c = net.zero_state(seq.shape[0])
+    names_in, names_out = ["x", "h", "c"], ["prob", "h_out", "c_out"]
+    axes = {"x": {0: "batch", 1: "time"}, "h": {1: "batch"}, "c": {1: "batch"}, "prob": {0: "batch", 1: "time"},
+            "h_out": {1: "batch"}, "c_out": {1: "batch"}}
+    blob = _export(mod, (seq[:2, :3], h[:, :2], c[:, :2]), names_in, names_out, axes)
+    sess = session(blob)
+    hn, cn = h.numpy(), c.numpy()
+    half = max(1, seq.shape[1] // 2)
+    diff = 0.0
+    with torch.no_grad():
+        for part in (seq[:, :half], seq[:, half:]):
+            if part.shape[1] == 0:
+                continue
+            p, h, c = mod(part, h, c)
+            po, hn, cn = sess.run(names_out, {"x": part.numpy(), "h": hn, "c": cn})
+            diff = max(diff, *(float(np.max(np.abs(a - b.numpy())))
+                               for a, b in ((po, p), (hn, h), (cn, c))))
+    _accept(diff, tolerance, "lstm seq")
     return OnnxExport(blob, tuple(names_in), tuple(names_out), diff, tolerance,
                       seq.shape[0] * seq.shape[1], OPSET)
 

@@ -15,7 +15,7 @@ from inference.scorer import Scorer, bar_ms
 from tests.unit.inference.test_runners import LSTM_CFG, SERVICES, registered  # noqa: F401 - fixture
 from tests.unit.training.test_lstm import FEATS, SYMBOLS
 
-W = LSTM_CFG.window
+B = LSTM_CFG.burn_in  # bars after a zero state without a prediction
 HOUR_MS = 3_600_000
 
 
@@ -50,7 +50,7 @@ def test_consecutive_bar_times_change_nothing(registered, bars) -> None:  # noqa
     root = registered[0]
     with_ts = _run(_lstm(root), bars)
     np.testing.assert_array_equal(with_ts, _run(_lstm(root), bars, with_ts=False))
-    assert np.isfinite(with_ts).sum() == 3 * (len(bars) - W + 1)
+    assert np.isfinite(with_ts).sum() == 3 * (len(bars) - B)
 
 
 def test_after_a_gap_each_symbol_restarts_like_a_fresh_scorer(registered, bars) -> None:  # noqa: F811
@@ -58,7 +58,7 @@ def test_after_a_gap_each_symbol_restarts_like_a_fresh_scorer(registered, bars) 
     before, after = bars[:cut], bars[cut + skip:]
     gapped = _run(_lstm(root), [*before, *after])[cut:]
     np.testing.assert_array_equal(gapped, _run(_lstm(root), after))  # bit for bit: zero state after the gap
-    assert np.isnan(gapped[:W - 1]).all() and np.isfinite(gapped[W - 1:]).all()
+    assert np.isnan(gapped[:B]).all() and np.isfinite(gapped[B:]).all()
     stale = _run(_lstm(root), [*before, *after], with_ts=False)[cut:]
     assert np.isfinite(stale[0]).all()  # without bar times the gap goes unnoticed
 
@@ -69,7 +69,7 @@ def test_a_step_back_or_a_repeated_bar_restarts_the_symbol(registered, bars) -> 
     np.testing.assert_array_equal(replay, _run(_lstm(root), bars[back:]))
     repeat = _run(_lstm(root), [*bars[:30], *bars[29:]])[30:]
     np.testing.assert_array_equal(repeat, _run(_lstm(root), bars[29:]))
-    assert np.isnan(repeat[:W - 1]).all()
+    assert np.isnan(repeat[:B]).all() and np.isfinite(repeat[B:]).all()
 
 
 def test_only_the_symbol_with_the_gap_restarts(registered, bars) -> None:  # noqa: F811
@@ -79,8 +79,8 @@ def test_only_the_symbol_with_the_gap_restarts(registered, bars) -> None:  # noq
     got, full = _run(_lstm(root), holes), _run(_lstm(root), bars)
     others = [k for k in range(len(SYMBOLS)) if k != missing]
     np.testing.assert_array_equal(got[:, others], full[:, others])
-    assert np.isnan(got[20:22 + W - 1, missing]).all()
-    assert np.isfinite(got[22 + W - 1:, missing]).all()
+    assert np.isnan(got[20:22 + B, missing]).all()
+    assert np.isfinite(got[22 + B:, missing]).all()
 
 
 def test_ensemble_scorer_passes_bar_times_to_its_lstm(registered, bars) -> None:  # noqa: F811
@@ -121,3 +121,23 @@ def test_bar_length_comes_from_the_config_or_the_service_name(registered) -> Non
     runner.manifest, runner.bar_ms = unknown, None
     with pytest.raises(ManifestError, match="bar_ts gaps cannot be checked"):
         runner.score(["BTC/USDT"], np.zeros((1, len(FEATS))), bar_ts=HOUR_MS)
+
+
+def test_history_through_seq_onnx_equals_scoring_bar_by_bar_across_gaps(registered, bars) -> None:  # noqa: F811
+    root = registered[0]
+    holes = [(ts, {s: r for s, r in rows.items() if not (s == "ETH/USDT" and 20 <= i < 22)})
+             for i, (ts, rows) in enumerate(bars)]
+    timeline = [*holes[:30], *holes[25:]]  # a missing ETH bar, then a step back for every symbol
+    want = _run(_lstm(root), timeline)
+    runner = _lstm(root).runners["lstm"]
+    assert isinstance(runner, LstmRunner)
+    got = np.full_like(want, np.nan)
+    for a, b in ((0, 1), (1, 27), (27, len(timeline))):  # history continues from the carried state
+        part = timeline[a:b]
+        syms = [tuple(rows) for _, rows in part]
+        xs = [np.stack(list(rows.values())) for _, rows in part]
+        for i, (sy, p) in enumerate(zip(syms, runner.history(syms, xs, [ts for ts, _ in part]), strict=True)):
+            got[a + i, [SYMBOLS.index(s) for s in sy]] = p
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.nanmax(np.abs(got - want)) <= 1e-6
+    assert np.isnan(want[20:22 + B, SYMBOLS.index("ETH/USDT")]).all() and np.isnan(want[30:30 + B]).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -17,18 +17,19 @@ from inference.scorer import Scorer
 from tests.unit.training.test_lstm import FEATS, synth
 from training.export.ensemble_onnx import export_ensemble
 from training.export.lightgbm_onnx import export_lightgbm
-from training.export.torch_onnx import export_gnn, export_lstm_step
+from training.export.torch_onnx import export_gnn, export_lstm_seq, export_lstm_step
 from training.models import graph as training_graph
 from training.models.ensemble import Ensemble, EnsembleConfig
 from training.models.gnn import GnnClassifier, GnnConfig
 from training.models.graph import GraphConfig
 from training.models.lightgbm_model import LightGBMConfig, LightGBMModel
-from training.models.lstm import LstmClassifier, LstmConfig, gather, window_index
+from training.models.lstm import LstmClassifier, LstmConfig
 from training.registry import Parity, frame_hash, save_model
 
 SERVICES = {"lightgbm_1h_v1": FEATS, "lstm_1h_v1": FEATS, "gnn_1h_v1": FEATS}
 FEED = ["f2", "x_extra", "ret_1", "f1"]  # a wider vector in another order: runners pick by name
-LSTM_CFG = LstmConfig(window=6, hidden=8, layers=2, dropout=0.1, max_epochs=3, patience=2, batch_size=64)
+LSTM_CFG = LstmConfig(bptt=6, burn_in=6, segment=48, hidden=8, layers=2, dropout=0.1, max_epochs=3, patience=2,
+                      batch_size=16)
 GNN_CFG = GnnConfig(hidden=8, heads=2, max_epochs=3, patience=2, batch_size=32)
 GRAPH = GraphConfig(window=10, threshold=0.3)
 LGB_CFG = LightGBMConfig(params={"num_leaves": 7, "min_data_in_leaf": 20}, max_rounds=50, seed=3)
@@ -43,6 +44,12 @@ def _save(root, family, files, service, features, exp, fit, extra, config):
                       now=lambda: datetime(2024, 1, 1, tzinfo=UTC))
 
 
+def lstm_extra(model: LstmClassifier) -> dict[str, int]:
+    """The manifest ``extra`` of an LSTM, as ``training.train`` writes it."""
+    c = model.config
+    return {"burn_in": c.burn_in, "bptt": c.bptt, "segment": c.segment, "best_epoch": model.best_epoch}
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
@@ -53,11 +60,10 @@ def registered(tmp_path_factory):
     fit, held = fit.reset_index(drop=True), held.reset_index(drop=True)
 
     lstm = LstmClassifier(FEATS, LSTM_CFG).fit(fit)
-    order, ends = window_index(held, LSTM_CFG.window)
-    seqs = gather(held[FEATS].to_numpy(np.float32)[order], ends, LSTM_CFG.window)
-    exp = export_lstm_step(lstm, seqs[:20])
-    _save(root, "lstm", {"step.onnx": exp.onnx}, "lstm_1h_v1", FEATS, exp, fit,
-          {"window": LSTM_CFG.window}, asdict(LSTM_CFG))
+    seqs = lstm.sequences(held, 20)
+    exp, seq = export_lstm_step(lstm, seqs), export_lstm_seq(lstm, seqs)
+    _save(root, "lstm", {"step.onnx": exp.onnx, "seq.onnx": seq.onnx}, "lstm_1h_v1", FEATS, exp, fit,
+          lstm_extra(lstm), asdict(LSTM_CFG))
 
     gnn = GnnClassifier(FEATS, GNN_CFG, GRAPH).fit(fit)
     gs = gnn.graphs(held, "label")
@@ -89,7 +95,26 @@ def test_lstm_and_gnn_from_the_registry_equal_the_native_models(registered) -> N
     for f in native:
         np.testing.assert_array_equal(np.isnan(got[f]), np.isnan(native[f]), err_msg=f)
         np.testing.assert_allclose(got[f], native[f], atol=1e-5, equal_nan=True, err_msg=f)
-    assert np.isfinite(got["lstm"]).sum() == len(held) - 3 * (LSTM_CFG.window - 1)
+    assert np.isfinite(got["lstm"]).sum() == len(held) - 3 * LSTM_CFG.burn_in
+
+
+def test_an_lstm_of_the_windowed_design_is_refused_at_load(registered, tmp_path) -> None:
+    import shutil
+
+    from inference.lstm_stream import LstmRunner
+    from inference.manifest import ManifestError, read_manifest, resolve_version_dir
+
+    reg = tmp_path / "reg"
+    shutil.copytree(registered[0], reg)
+    d = resolve_version_dir(reg, "lstm")
+    m = read_manifest(d)
+    with pytest.raises(ManifestError, match=r"windowed design \(extra has 'window'\) without 'burn_in'"):
+        LstmRunner(replace(m, extra={"window": 32, "best_epoch": 1}), d)
+    with pytest.raises(ManifestError, match="without 'burn_in'"):
+        LstmRunner(replace(m, extra={}), d)
+    (d / "seq.onnx").unlink()
+    with pytest.raises(ManifestError, match="seq.onnx is missing"):
+        LstmRunner(m, d)
 
 
 def test_ensemble_scorer_with_a_wider_feed(registered, tmp_path) -> None:

@@ -53,7 +53,7 @@ def test_train_export_and_score(env, capsys) -> None:
     common = [*window, "--registry", str(reg), "--folds", "2", "--seed", "7"]
     assert main(["lightgbm", *common]) == 0
     tiny = ["--epochs", "2", "--hidden", "4"]
-    assert main(["lstm", *common, *tiny, "--window", "4"]) == 0
+    assert main(["lstm", *common, *tiny, "--bptt", "4", "--burn-in", "4", "--segment", "32"]) == 0
     assert main(["gnn", *common, *tiny, "--graph-window", "10"]) == 0
     assert main(["ensemble", "--registry", str(reg), "--method", "fixed"]) == 0
     for fam in ("lightgbm", "lstm", "gnn", "ensemble"):
