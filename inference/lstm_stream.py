@@ -27,7 +27,7 @@ from inference.scorer import bar_ms, feed_columns, open_session
 
 LSTM_STEP_FILE = "step.onnx"
 LSTM_SEQ_FILE = "seq.onnx"
-NO_TIME = np.iinfo(np.int64).min  # a slot without a previous bar time
+NO_TIME = -(1 << 62)  # a slot without a previous bar time (far enough from int64's ends to subtract safely)
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -50,6 +50,7 @@ class LstmStreamRunner:
         self.step_fn, self.seq_fn = step_fn, seq_fn
         self.layers, self.hidden, self.burn_in, self.bar_ns = layers, hidden, burn_in, bar_ns
         self._slot: dict[str, int] = {}
+        self._index: dict[tuple[str, ...], slice | np.ndarray] = {}  # a bar's symbols -> their slots
         self._alloc(max(1, max_symbols))
 
     def _alloc(self, n: int) -> None:
@@ -79,6 +80,17 @@ class LstmStreamRunner:
                 return p, h2, c2
 
         return cls(step, int(layers), int(hidden), burn_in, bar_ns, seq)
+
+    def _slots_of(self, symbols: Sequence[str]) -> slice | np.ndarray:
+        """Return the slots of a bar's symbols: a slice when they are slots 0..n-1 in order (views, no copies)."""
+        key = symbols if isinstance(symbols, tuple) else tuple(symbols)
+        idx = self._index.get(key)
+        if idx is None:
+            arr = self._slots(key)
+            idx = slice(0, len(arr)) if np.array_equal(arr, np.arange(len(arr))) else arr
+            if len(self._index) < 256:  # a bar's symbol set repeats; bound the cache all the same
+                self._index[key] = idx
+        return idx
 
     def _slots(self, symbols: Sequence[str]) -> np.ndarray:
         """Return the slot of each symbol, giving new symbols a fresh (zero) slot."""
@@ -120,19 +132,19 @@ class LstmStreamRunner:
             x: raw features ``[len(symbols), F]`` in manifest order.
             times_ns: bar times, used with ``bar_ns`` to reset after missing bars.
         """
-        idx = self._slots(symbols)
+        idx = self._slots_of(symbols)
         if self.bar_ns is not None and times_ns is not None:
             t = np.asarray(times_ns, np.int64)
             last = self._last[idx]
-            restart = (last != NO_TIME) & (t - last != self.bar_ns)
+            restart = t - last != self.bar_ns
             if restart.any():
-                self._zero(idx[restart])
+                restart &= last != NO_TIME
+                self._zero(np.arange(len(self._seen))[idx][restart])
             self._last[idx] = t
         prob, h2, c2 = self.step_fn(np.asarray(x, np.float32), self._h[:, idx], self._c[:, idx])
         self._h[:, idx], self._c[:, idx] = h2, c2
-        seen = self._seen[idx] + 1
-        self._seen[idx] = seen
-        return np.where(seen > self.burn_in, np.asarray(prob, np.float64), np.nan)
+        self._seen[idx] += 1
+        return np.where(self._seen[idx] > self.burn_in, np.asarray(prob, np.float64), np.nan)
 
     def history(self, symbols: Sequence[Sequence[str]], xs: Sequence[np.ndarray],
                 times_ns: Sequence[int] | None = None) -> list[np.ndarray]:
@@ -205,6 +217,7 @@ class LstmStreamRunner:
         """Load a :meth:`snapshot`."""
         symbols = list(snap["symbols"])
         self._slot = {s: i for i, s in enumerate(symbols)}
+        self._index.clear()
         self._alloc(max(len(self._seen), len(symbols), 1))
         n = len(symbols)
         if n:

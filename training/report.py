@@ -92,8 +92,8 @@ class ReportConfig:
     seed: int = 7
     threads: int = 1  # LightGBM threads (2 OpenMP threads ran 2-4x slower here when other jobs shared the cores)
     lstm: dict[str, Any] = field(default_factory=lambda: {
-        "window": 16, "hidden": 24, "layers": 2, "dropout": 0.2, "batch_size": 1024, "max_epochs": 4,
-        "patience": 2, "lr": 1e-3, "num_threads": 1})
+        "bptt": 16, "burn_in": 16, "segment": 256, "hidden": 24, "layers": 2, "dropout": 0.2, "batch_size": 32,
+        "max_epochs": 4, "patience": 2, "lr": 1e-3, "num_threads": 1})
     gnn: dict[str, Any] = field(default_factory=lambda: {
         "hidden": 16, "heads": 4, "batch_size": 128, "max_epochs": 12, "patience": 3, "num_threads": 1})
     graph_window: int = 60
@@ -216,7 +216,7 @@ class Members:
         return model.predict_proba(frame)
 
     def lstm(self, tag: str, train: pd.DataFrame, score: pd.DataFrame) -> np.ndarray:
-        """Fit the LSTM on ``train``; P(up) per row of ``score`` (NaN without a full window)."""
+        """Fit the LSTM on ``train``; P(up) per row of ``score`` (NaN in the burn-in of each run of consecutive bars)."""
         from training.models.lstm import LstmClassifier, LstmConfig
 
         c = LstmConfig(**self.cfg.lstm, seed=self.cfg.seed,
@@ -537,8 +537,8 @@ def write_report(res: ReportResult, command: str) -> Path:
         "- Baselines: `always_up` (P(up) = training up-rate, always long); `last_return_sign` (long after an up "
         "bar, short otherwise; P = the rule's training hit rate for the predicted side).",
         f"- All models are scored on the same rows: those where every member predicts (dropped: "
-        f"{res.dropped['development']:,} development and {res.dropped['holdout']:,} hold-out rows, LSTM windows "
-        "across missing bars). Sharpe: annualised (24/7) mean/std of the equal-weight per-bar portfolio return "
+        f"{res.dropped['development']:,} development and {res.dropped['holdout']:,} hold-out rows, the LSTM's "
+        "burn-in after a missing bar). Sharpe: annualised (24/7) mean/std of the equal-weight per-bar portfolio return "
         "of holding sign(p - 0.5) per asset; `sharpe_gross` is before fees; turnover = mean position change "
         "per asset and bar.",
         "",

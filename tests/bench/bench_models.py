@@ -6,12 +6,12 @@ Usage::
 
 1. Scoring.  A registry with LightGBM, the streaming LSTM, the GAT and the ensemble
    (trained briefly on the last ``--train-bars`` 1h bars of the 5 assets with the
-   training CLI's default sizes: LSTM hidden 32 / window 32, GAT hidden 16 x 4 heads /
+   training CLI's default sizes: LSTM hidden 32 / bptt 32 / burn-in 32 / segment 512, GAT hidden 16 x 4 heads /
    graph window 60, LightGBM ``--rounds`` trees), loaded by
    ``EnsembleScorer.from_registry``.  Each of ``--bars`` later bars (5 symbols, bar
    times given) is scored once; p50/p99 in microseconds.  Baseline in the same run:
    the same models natively (lightgbm ``Booster.predict``, eager torch for the LSTM
-   step with the same staggered states and the GAT, numpy ensemble; all single-threaded
+   step with the same one carried state per symbol, and the GAT, numpy ensemble; all single-threaded
    like the sessions) on the same bars.  Then each member alone, both ways.  The paths
    run one after the other, not interleaved.
 2. Training.  LightGBM purged walk-forward, 5 folds (``LightGBMModel.cross_validate``:
@@ -68,12 +68,12 @@ def build_registry(frame: pd.DataFrame, root: Path, rounds: int, seed: int = 7) 
     """Train each member briefly, export, register; return the native models."""
     from training.export.ensemble_onnx import export_ensemble
     from training.export.lightgbm_onnx import export_lightgbm
-    from training.export.torch_onnx import export_gnn, export_lstm_step
+    from training.export.torch_onnx import export_gnn, export_lstm_seq, export_lstm_step
     from training.models.ensemble import Ensemble, EnsembleConfig
     from training.models.gnn import GnnClassifier, GnnConfig
     from training.models.graph import GraphConfig
     from training.models.lightgbm_model import LightGBMConfig, LightGBMModel
-    from training.models.lstm import LstmClassifier, LstmConfig, gather, window_index
+    from training.models.lstm import LstmClassifier, LstmConfig
     from training.registry import Parity, frame_hash, save_model
 
     bar = pd.Timedelta("1h")
@@ -93,12 +93,13 @@ def build_registry(frame: pd.DataFrame, root: Path, rounds: int, seed: int = 7) 
     exp = export_lightgbm(lgb, held[BOTH].to_numpy())
     versions = {"lightgbm": save("lightgbm", {"model.onnx": exp.onnx}, "lightgbm_1h_v1", BOTH, exp,
                                  lgb.config.to_dict(), {})}
-    lcfg = LstmConfig(window=32, hidden=32, max_epochs=2, seed=seed)
+    lcfg = LstmConfig(bptt=32, burn_in=32, segment=512, hidden=32, max_epochs=2, seed=seed)
     lstm = LstmClassifier(BAR_ONLY, lcfg).fit(fit, bar=bar)
-    order, ends = window_index(held, lcfg.window, bar)
-    exp = export_lstm_step(lstm, gather(held[BAR_ONLY].to_numpy(np.float32)[order], ends, lcfg.window)[:20])
-    versions["lstm"] = save("lstm", {"step.onnx": exp.onnx}, "lstm_1h_v1", BAR_ONLY, exp, asdict(lcfg),
-                            {"window": lcfg.window})
+    seqs = lstm.sequences(held, 64, bar)[:20]
+    exp, seq = export_lstm_step(lstm, seqs), export_lstm_seq(lstm, seqs)
+    versions["lstm"] = save("lstm", {"step.onnx": exp.onnx, "seq.onnx": seq.onnx}, "lstm_1h_v1", BAR_ONLY, exp,
+                            asdict(lcfg), {"burn_in": lcfg.burn_in, "bptt": lcfg.bptt, "segment": lcfg.segment,
+                                           "best_epoch": lstm.best_epoch})
     graph = GraphConfig(window=60)
     gnn = GnnClassifier(BOTH, GnnConfig(hidden=16, heads=4, max_epochs=2, seed=seed), graph).fit(fit)
     gs = gnn.graphs(held)
@@ -136,7 +137,7 @@ class Native:
             return torch.sigmoid(logit).double().numpy(), h2.numpy(), c2.numpy()
 
         c = lstm.config
-        self.stream = LstmStreamRunner(step, c.window, c.layers, c.hidden, 3_600_000 * 1_000_000)
+        self.stream = LstmStreamRunner(step, c.layers, c.hidden, c.burn_in, 3_600_000 * 1_000_000)
         self.lstm_cols = [BOTH.index(f) for f in BAR_ONLY]
         self.ret = BOTH.index("ret_1")
         self.symbols = symbols
@@ -150,7 +151,7 @@ class Native:
             return np.asarray(self.booster.predict(x, num_threads=1))
 
         def lstm() -> np.ndarray:
-            return self.stream.step(self.symbols, x[:, self.lstm_cols], [bar_ts * 1_000_000] * len(self.symbols))
+            return self.stream.step(self.symbols, x[:, self.lstm_cols], np.full(len(self.symbols), bar_ts * 1_000_000))
 
         def gnn() -> np.ndarray:
             self.rets = np.vstack([self.rets, x[None, :, self.ret]])[-self.gnn.graph.window:]
@@ -225,7 +226,7 @@ def section_scoring(args: argparse.Namespace) -> list[tuple[str, float, str, flo
             out = scorer.score(rows, bar_ts=ts)
             t2 = time.perf_counter_ns()
             got.append(out["ensemble"].probability)
-            if i >= 100:  # the first 100 bars fill the LSTM windows and the graph window
+            if i >= 100:  # the first 100 bars warm the LSTM states (burn-in) and fill the graph window
                 onnx_us.append((t2 - t1) / 1e3)
         for i, (ts, _, rows) in enumerate(feed):
             member_times(parts, rows, ts, onnx_by if i >= 100 else {})
