@@ -3,7 +3,9 @@
 ``timescale`` profile: each batch is upserted into the hypertables (``sql/migrations``
 0003, 0004, 0008) through ``infra.pgcopy.copy_upsert`` in one transaction, then
 every record is published to a Redis stream ``cryptostream:<table>``
-(``XADD ... MAXLEN ~ N``) for dashboards and other consumers.  ``local`` profile:
+(``XADD ... MAXLEN ~ N``, one entry per record, added by a server-side script in one
+round trip per batch) for dashboards and other consumers.  JSON columns are encoded
+once, for both stores.  ``local`` profile:
 one parquet file per table and UTC day under ``<data_dir>/decisions/<table>/``,
 merged on the table's key with the offline store's upsert (newest row wins) and
 replaced atomically.  Either way a replayed batch rewrites the same rows.
@@ -19,6 +21,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -67,38 +70,61 @@ def _num(x: Any) -> float | None:
     return None if x != x else x  # NaN -> NULL
 
 
+class _Utc:
+    """``flows.records.utc`` with the datetimes of a batch's few bar times made once."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, Any] = {}
+
+    def __call__(self, ts: int) -> Any:
+        out = self.seen.get(ts)
+        if out is None:
+            out = self.seen[ts] = utc(ts)
+        return out
+
+
+def _json(v: Any) -> bytes | None:
+    """Encode a JSON column's value once (orjson: NaN becomes null); the stores take the bytes as they are."""
+    return None if v is None else orjson.dumps(v)
+
+
 def rows_by_table(items: Iterable[Any], run_id: str, mode: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Turn decision records into rows per table (others, e.g. status lines, are skipped)."""
+    """Turn decision records into rows per table (others, e.g. status lines, are skipped).
+
+    JSON columns (:data:`JSON_COLUMNS`) hold their value encoded once, as JSON bytes.
+    """
     out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    at = _Utc()
+    preds, ports = out["predictions"], out["portfolio_state"]
     for it in items:
-        if isinstance(it, Prediction):
-            payload = {"members": {k: _num(v) for k, v in it.probabilities.items()},
-                       "rl_target": _num(it.rl_target), "versions": it.versions}
-            out["predictions"].append((it.symbol, it.timeframe, utc(it.ts), "ensemble",
-                                       it.versions.get("ensemble", "?"), _num(it.probability),
-                                       _num(it.confidence), int(it.signal), payload, run_id))
-        elif isinstance(it, PortfolioRow):
+        kind = type(it)
+        if kind is Prediction:  # orjson writes NaN as null
+            payload = {"members": it.probabilities, "rl_target": it.rl_target, "versions": it.versions}
+            preds.append((it.symbol, it.timeframe, at(it.ts), "ensemble", it.versions.get("ensemble", "?"),
+                          _num(it.probability), _num(it.confidence), int(it.signal), orjson.dumps(payload), run_id))
+        elif kind is PortfolioRow:
             s = it.state
-            out["portfolio_state"].append((utc(it.ts), run_id, s["equity"], s["cash"], s.get("gross_exposure"),
-                                           s.get("net_exposure"), s.get("drawdown"), s.get("realized_pnl"),
-                                           s.get("unrealized_pnl"), s.get("daily_pnl"),
-                                           dict(s.get("positions", {})), s.get("leverage"), s.get("full")))
+            ports.append((at(it.ts), run_id, s["equity"], s["cash"], s.get("gross_exposure"),
+                          s.get("net_exposure"), s.get("drawdown"), s.get("realized_pnl"), s.get("unrealized_pnl"),
+                          s.get("daily_pnl"), orjson.dumps(s.get("positions", {})), s.get("leverage"),
+                          _json(s.get("full"))))
         elif hasattr(it, "trade_id") and hasattr(it, "liquidity"):  # flows.execution.orders.Fill
-            out["fills"].append((str(it.trade_id), it.client_order_id, utc(it.ts), it.symbol, it.side, it.qty,
+            out["fills"].append((str(it.trade_id), it.client_order_id, at(it.ts), it.symbol, it.side, it.qty,
                                  it.price, it.fee, it.fee_asset, it.liquidity, run_id))
         elif hasattr(it, "rule") and hasattr(it, "allowed"):  # flows.risk Rejection
-            out["risk_events"].append((it.symbol, utc(it.bar_ts), it.rule, it.reason, _num(it.requested),
+            out["risk_events"].append((it.symbol, at(it.bar_ts), it.rule, it.reason, _num(it.requested),
                                        _num(it.allowed), run_id))
         elif hasattr(it, "client_order_id") and hasattr(it, "intent"):  # flows.execution.orders.Order
-            out["orders"].append(order_row(it, run_id, mode))
-    return out
+            out["orders"].append(order_row(it, run_id, mode, at))
+    return {t: rows for t, rows in out.items() if rows}
 
 
-def _orjson_text(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
+def _orjson_passthrough(obj: Any) -> bytes:
+    """psycopg's JSON dumps: bytes are JSON already encoded by :func:`rows_by_table`."""
+    return obj if isinstance(obj, bytes) else orjson.dumps(obj)
 
 
-def order_row(order: Any, run_id: str, mode: str) -> tuple[Any, ...]:
+def order_row(order: Any, run_id: str, mode: str, at: Any = utc) -> tuple[Any, ...]:
     """Return an ``orders`` row; ``ts`` is the decision bar's time, so it never moves between updates."""
     intent = order.intent
     price = intent.limit_price if intent.limit_price is not None else intent.stop_price
@@ -107,9 +133,35 @@ def order_row(order: Any, run_id: str, mode: str) -> tuple[Any, ...]:
     reason = f"{intent.leg}: {intent.reason}"
     if getattr(order, "reject_reason", None):
         reason += f" | rejected: {order.reject_reason}"
-    return (order.client_order_id, utc(intent.bar_ts), intent.symbol, intent.side, intent.order_type, intent.qty,
+    return (order.client_order_id, at(intent.bar_ts), intent.symbol, intent.side, intent.order_type, intent.qty,
             price, str(status), getattr(order, "exchange_id", None), reason, mode,
-            run_id, utc(int(updated)))
+            run_id, at(int(updated)))
+
+
+def stream_docs(table: str, rows: list[tuple[Any, ...]]) -> list[bytes]:
+    """Return the Redis stream documents of a table's rows (JSON columns embedded as they were encoded)."""
+    cols = COLUMNS[table]
+    jcols = [i for i, c in enumerate(cols) if c in JSON_COLUMNS]
+    dumps, fragment, opt = orjson.dumps, orjson.Fragment, orjson.OPT_SERIALIZE_NUMPY
+    out = []
+    for r in rows:
+        doc = dict(zip(cols, r, strict=True))
+        for i in jcols:
+            v = r[i]
+            if v is not None:
+                doc[cols[i]] = fragment(v)
+        out.append(dumps(doc, option=opt))
+    return out
+
+
+# XADD key MAXLEN ~ ARGV[1] * data ARGV[i] for each further argument; returns how many were added.
+_XADD_MANY = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
+end
+return #ARGV - 1
+"""
+XADD_CHUNK = 1000  # entries per script call: keeps each call short for other Redis clients
 
 
 class _Timescale(StatelessSinkPartition[Any]):
@@ -124,25 +176,23 @@ class _Timescale(StatelessSinkPartition[Any]):
         self.conn = psycopg.connect(settings.timescale_dsn.get_secret_value())
         from psycopg.types.json import set_json_dumps
 
-        set_json_dumps(_orjson_text, context=self.conn)  # jsonb columns: orjson instead of json.dumps
+        set_json_dumps(_orjson_passthrough, context=self.conn)  # jsonb columns: the rows' encoded bytes
         self.redis = redis.Redis.from_url(settings.redis_url.get_secret_value())
+        self.xadd_many = self.redis.register_script(_XADD_MANY)
 
     def write_batch(self, items: list[Any]) -> None:
-        from psycopg.types.json import Jsonb
-
         tables = rows_by_table(items, self.run_id, self.mode)
         with self.conn.transaction():
             for table, rows in tables.items():
-                cols = COLUMNS[table]
-                jcols = [i for i, c in enumerate(cols) if c in JSON_COLUMNS]
-                fixed = [tuple(Jsonb(v) if i in jcols and v is not None else v for i, v in enumerate(r))
-                         for r in rows]
-                self.copy_upsert(self.conn, table, cols, fixed, KEYS[table])
+                self.copy_upsert(self.conn, table, COLUMNS[table], rows, KEYS[table])
+        # One round trip per batch: each table's entries added server-side, in order, by one script call
+        # per XADD_CHUNK (the same entries as one XADD each, without a reply per entry).
         pipe = self.redis.pipeline(transaction=False)
         for table, rows in tables.items():
-            for r in rows:
-                doc = orjson.dumps(dict(zip(COLUMNS[table], r, strict=True)), option=orjson.OPT_SERIALIZE_NUMPY)
-                pipe.xadd(f"cryptostream:{table}", {"data": doc}, maxlen=self.maxlen, approximate=True)
+            docs = stream_docs(table, rows)
+            for i in range(0, len(docs), XADD_CHUNK):
+                self.xadd_many(keys=[f"cryptostream:{table}"], args=[self.maxlen, *docs[i:i + XADD_CHUNK]],
+                               client=pipe)
         pipe.execute()
 
     def close(self) -> None:
@@ -154,32 +204,65 @@ class _Parquet(StatelessSinkPartition[Any]):
     def __init__(self, settings: Settings) -> None:
         self.root = Path(settings.data_dir) / "decisions"
         self.run_id, self.mode = settings.run_id(), settings.mode
+        self.files: dict[Path, tuple[pa.Table, os.stat_result]] = {}  # what this writer last wrote
 
     def write_batch(self, items: list[Any]) -> None:
         for table, rows in rows_by_table(items, self.run_id, self.mode).items():
-            write_parquet(self.root, table, rows)
+            write_parquet(self.root, table, rows, self.files)
 
     def close(self) -> None:
-        return None
+        self.files.clear()
 
 
-def write_parquet(root: Path, table: str, rows: list[tuple[Any, ...]]) -> None:
-    """Merge ``rows`` into ``<root>/<table>/<day>.parquet`` files (JSON columns as text)."""
-    cols = COLUMNS[table]
-    ts_at = cols.index("ts")
-    by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
+    cols, schema = COLUMNS[table], SCHEMAS[table]
+    arrays = []
+    for c, values in zip(cols, zip(*rows, strict=True), strict=True):
+        if c in JSON_COLUMNS:
+            values = tuple(None if v is None else v.decode() for v in values)
+        arrays.append(pa.array(values, schema.field(c).type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_parquet(root: Path, table: str, rows: list[tuple[Any, ...]],
+                  cache: dict[Path, tuple[pa.Table, os.stat_result]] | None = None) -> None:
+    """Merge ``rows`` into ``<root>/<table>/<day>.parquet`` files (JSON columns as text).
+
+    ``cache`` keeps the table last written to each file, used instead of reading it back while
+    the file is unchanged; rows all later than the file's (the normal case: bar times move
+    forward) are appended without the key merge.
+    """
+    ts_at = COLUMNS[table].index("ts")
+    by_day: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for r in rows:
-        doc = {c: (orjson.dumps(v).decode() if c in JSON_COLUMNS and v is not None else v)
-               for c, v in zip(cols, r, strict=True)}
-        by_day[r[ts_at].strftime("%Y-%m-%d")].append(doc)
-    for day, docs in by_day.items():
+        by_day[r[ts_at].strftime("%Y-%m-%d")].append(r)
+    for day, day_rows in by_day.items():
         path = root / table / f"{day}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        new = pa.Table.from_pylist(docs, schema=SCHEMAS[table])
-        merged = _upsert(pq.read_table(path) if path.exists() else None, new, KEYS[table])
+        new = _arrow(table, day_rows)
+        old = _read(path, cache)
+        if old is not None and old.num_rows and pc.min(new["ts"]).as_py() > pc.max(old["ts"]).as_py():
+            # No key of the file can recur (every key holds ts): the same rows, in the same order, as the merge.
+            new = _upsert(None, new if new.schema == old.schema else new.cast(old.schema), KEYS[table])
+            merged = pa.concat_tables([old, new])
+        else:
+            merged = _upsert(old, new, KEYS[table])
         tmp = path.with_suffix(".parquet.tmp")
         pq.write_table(merged, tmp)
         os.replace(tmp, path)
+        if cache is not None:
+            cache[path] = (merged, path.stat())
+
+
+def _read(path: Path, cache: dict[Path, tuple[pa.Table, os.stat_result]] | None) -> pa.Table | None:
+    if not path.exists():
+        return None
+    kept = cache.get(path) if cache is not None else None
+    if kept is not None:
+        st = path.stat()
+        if (st.st_mtime_ns, st.st_size, st.st_ino) == (kept[1].st_mtime_ns, kept[1].st_size, kept[1].st_ino):
+            return kept[0]
+    return pq.read_table(path)
 
 
 class DecisionSink(DynamicSink[Any]):

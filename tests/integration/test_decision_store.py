@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import psycopg
 import redis
 
@@ -41,3 +42,10 @@ def test_rows_are_upserted_and_published(migrated_dsn, redis_url) -> None:
     assert preds[0][5]["members"] == {"lightgbm": 0.6, "lstm": None} and preds[0][5]["rl_target"] == 0.25
     assert port == [(10_010.0, {"BTC/USDT": 0.015}, {"cash": 9_000.0}, 0.1)]
     assert r.xlen("cryptostream:predictions") == 4 and r.xlen("cryptostream:portfolio_state") == 2
+    entries = [orjson.loads(fields[b"data"]) for _, fields in r.xrange("cryptostream:predictions")]
+    assert [e["symbol"] for e in entries] == ["BTC/USDT", "ETH/USDT"] * 2, "one entry per record, in order"
+    assert entries[0]["payload"] == {"members": {"lightgbm": 0.6, "lstm": None}, "rl_target": 0.25,
+                                     "versions": {"ensemble": "v1", "lightgbm": "v2"}}
+    assert entries[0]["ts"] == "2024-06-03T07:33:20+00:00" and entries[0]["prob_up"] == 0.58
+    (_, port_doc), = r.xrange("cryptostream:portfolio_state", count=1)
+    assert orjson.loads(port_doc[b"data"])["state"] == {"cash": 9_000.0}
