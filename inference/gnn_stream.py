@@ -21,7 +21,11 @@ from inference.scorer import open_session
 
 
 class GnnRunner:
-    """Rolling returns -> correlation adjacency -> GAT probabilities for all assets of a bar."""
+    """Rolling returns -> correlation adjacency -> GAT probabilities for all assets of a bar.
+
+    The graph runs on fixed buffers bound to the session once (onnxruntime io binding):
+    :attr:`nodes` (``[1, N, F]`` float32) and the adjacency in, the probabilities out.
+    """
 
     def __init__(self, onnx_bytes: bytes, symbols: Sequence[str], window: int, threshold: float
                  ) -> None:
@@ -31,7 +35,14 @@ class GnnRunner:
         self._ring = np.zeros((2 * window, n), np.float64)  # returns with NaN as 0, each bar at k and k + window
         self._next = 0  # ring slot of the next bar
         self._held = 0  # bars held, at most window
+        x = next(i for i in self.sess.get_inputs() if i.name == "x")
+        self.nodes = np.zeros((1, n, int(x.shape[2])), np.float32)
         self._adj = np.zeros((1, n, n), np.float32)
+        self._prob = np.zeros((1, n), np.float32)
+        self._binding = self.sess.io_binding()  # reads and writes the buffers above in place
+        self._binding.bind_cpu_input("x", self.nodes)
+        self._binding.bind_cpu_input("adj", self._adj)
+        self._binding.bind_output("prob", "cpu", 0, np.float32, [1, n], self._prob.ctypes.data)
 
     @property
     def returns(self) -> np.ndarray:
@@ -65,14 +76,18 @@ class GnnRunner:
             x: raw node features ``[N, F]`` in ``symbols`` and manifest order (0 for a missing asset).
             returns: this bar's one-bar return per asset ``[N]`` (NaN if missing).
         """
-        feats = np.nan_to_num(np.asarray(x, np.float32))[None]
-        return self.score_nodes(feats, returns)
+        self.nodes[0] = x  # float64 -> float32 rounds as astype does
+        return self.step(returns)
 
-    def score_nodes(self, feats: np.ndarray, returns: np.ndarray) -> np.ndarray:
-        """:meth:`score` for node features already as the graph's input: float32 ``[1, N, F]``, no NaN."""
+    def step(self, returns: np.ndarray) -> np.ndarray:
+        """:meth:`score` with this bar's node features already written into :attr:`nodes`."""
+        nodes = self.nodes
+        if not np.isfinite(nodes).all():
+            np.nan_to_num(nodes, copy=False)
         self.push(returns)
         if self._held < self.window:
             return np.full(len(self.symbols), np.nan)
         k = self._next  # the window is ring[k:k + window] after the push
         window_adjacency(self._ring[k:k + self.window], self.threshold, out=self._adj[0])
-        return self.sess.run(["prob"], {"x": feats, "adj": self._adj})[0][0].astype(np.float64)
+        self.sess.run_with_iobinding(self._binding)
+        return self._prob[0].astype(np.float64)

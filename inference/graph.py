@@ -59,7 +59,7 @@ def window_adjacency(returns: np.ndarray, threshold: float, out: np.ndarray | No
     corr = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 1e-18)
     np.minimum(np.maximum(corr, -1.0, out=corr), 1.0, out=corr)
     corr[np.abs(corr) < threshold] = 0.0
-    np.fill_diagonal(corr, 1.0)
+    corr.ravel()[::len(corr) + 1] = 1.0  # the diagonal (ravel of a contiguous array is a view)
     adj = corr + corr.T
     adj *= 0.5
     if out is None:

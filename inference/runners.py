@@ -81,7 +81,6 @@ class GnnGraphRunner:
                                 float(graph["threshold"]))
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self._maps: dict[tuple[str, ...], _RowMap] = {}
-        self._nodes = np.zeros((1, len(self.symbols), len(manifest.features)), np.float32)
 
     def _row_map(self, symbols: Sequence[str]) -> _RowMap:
         key = symbols if isinstance(symbols, tuple) else tuple(symbols)
@@ -104,7 +103,7 @@ class GnnGraphRunner:
         """
         m = self._row_map(symbols)
         x = np.asarray(x, np.float64)
-        nodes = self._nodes[0]
+        nodes = self.runner.nodes[0]
         if m.complete:
             rets = x[:, self._ret_col]
             nodes[:] = x if self.cols is None else x[:, self.cols]  # float64 -> float32 as astype rounds
@@ -113,9 +112,7 @@ class GnnGraphRunner:
             rets[m.nodes] = x[m.rows, self._ret_col]
             nodes.fill(0.0)
             nodes[m.nodes] = x[m.rows] if self.cols is None else x[np.ix_(m.rows, self.cols)]
-        if not np.isfinite(nodes).all():
-            np.nan_to_num(nodes, copy=False)
-        p = self.runner.score_nodes(self._nodes, rets)
+        p = self.runner.step(rets)
         if m.complete:
             return p
         out = np.full(len(symbols), np.nan)
@@ -156,7 +153,7 @@ class EnsembleScorer:
 
     session: ort.InferenceSession
     _order: tuple[str, ...] = field(default=(), init=False, repr=False)
-    _rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp), init=False, repr=False)
+    _rows: np.ndarray | None = field(default=None, init=False, repr=False)  # None: runners in member order
 
     @classmethod
     def from_registry(cls, root: str | Path, feature_service_features: Mapping[str, Sequence[str]],
@@ -189,8 +186,9 @@ class EnsembleScorer:
         out = self.scorer.model_scores(symbols, p)
         order = tuple(self.scorer.runners)
         if order != self._order:  # rows of p in member order, recomputed only if the runners changed
-            self._order, self._rows = order, np.array([order.index(f) for f in self.members], np.intp)
-        probs = np.ascontiguousarray(p[self._rows].T)  # [symbols, members]
+            at = [order.index(f) for f in self.members]
+            self._order, self._rows = order, None if at == list(range(len(order))) else np.array(at, np.intp)
+        probs = np.ascontiguousarray((p if self._rows is None else p[self._rows]).T)  # [symbols, members]
         pe, conf, sig = self.session.run(["prob", "confidence", "signal"], {"probs": probs})
         out["ensemble"] = ModelScore(symbols, np.asarray(pe, np.float64), np.asarray(conf, np.float64),
                                      np.asarray(sig, np.int8))

@@ -80,3 +80,50 @@ def test_no_training_library_on_the_scoring_path() -> None:
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+class _Linear:
+    """A stand-in row-wise model (not a service): P(up) = sigmoid(x . w)."""
+
+    manifest = None
+
+    def __init__(self, w: list[float]) -> None:
+        self.w = np.asarray(w)
+
+    def score(self, symbols, x, bar_ts=None) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(x @ self.w)))
+
+
+def test_ensemble_takes_members_by_name_whatever_the_runner_order() -> None:
+    from inference.runners import EnsembleScorer
+    from inference.scorer import open_session
+    from training.export.ensemble_onnx import export_ensemble
+    from training.models.ensemble import Ensemble, EnsembleConfig
+
+    members = ("a", "b", "c")
+    runners = {"a": _Linear([1.0, 0.0, 0.0]), "b": _Linear([0.0, 2.0, 0.0]), "c": _Linear([0.0, 0.0, -1.0])}
+    x = np.random.default_rng(0).normal(size=(7, 3))
+    x[2, 1] = np.nan  # member b has no score for S2: the ensemble leaves it out
+    probs = np.stack([runners[m].score((), x) for m in members], axis=1)
+    ens = Ensemble(EnsembleConfig(members, (0.5, 0.3, 0.2), "confidence", threshold=0.1))
+    onnx = export_ensemble(ens, probs).onnx
+    rows = {f"S{i}": x[i] for i in range(len(x))}
+    ordered = EnsembleScorer(Scorer(runners, 0.1), None, members, open_session(onnx))
+    shuffled = EnsembleScorer(Scorer({k: runners[k] for k in "cab"}, 0.1), None, members, open_session(onnx))
+    want = ordered.score(rows, bar_ts=0)
+    assert list(want) == [*members, "ensemble"]
+    for fam, m in enumerate(members):
+        conf, sig = to_signal(probs[:, fam], 0.1)
+        np.testing.assert_array_equal(want[m].probability, probs[:, fam])
+        np.testing.assert_array_equal(want[m].confidence, conf)
+        np.testing.assert_array_equal(want[m].signal, sig)
+    p, c, s = ens.predict(probs)
+    np.testing.assert_allclose(want["ensemble"].probability, p, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(want["ensemble"].signal, s)
+    for order in ("cab", "bca"):  # a hot swap may rebuild the runners dict: the next bar follows it
+        shuffled.scorer.runners = {k: runners[k] for k in order}
+        got = shuffled.score(rows, bar_ts=0)
+        for f in (*members, "ensemble"):
+            assert got[f].symbols == tuple(rows)
+            for field in ("probability", "confidence", "signal"):
+                np.testing.assert_array_equal(getattr(got[f], field), getattr(want[f], field), err_msg=f)
