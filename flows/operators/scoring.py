@@ -105,6 +105,11 @@ class ScoringStep:
         self._feed_keys, self._n_feed, self._take = frozenset(self.feed), len(self.feed), itemgetter(*self.feed)
         self.pending: dict[int, dict[str, dict[str, float]]] = {
             int(t): {sym: dict(v) for sym, v in rows.items()} for t, rows in s.get("pending", {}).items()}
+        self._done: dict[int, set[str]] = {}  # bar time -> symbols whose feed features are all pending
+        for t, got in self.pending.items():
+            for sym, v in got.items():
+                if self._complete(v):
+                    self._done.setdefault(t, set()).add(sym)
         self._books_saved: dict[str, Any] = dict(s.get("books", {}))
         self.books: dict[str, PolicyBook] = {}
         self.scored_until: int = int(s.get("scored_until", -1))
@@ -113,6 +118,7 @@ class ScoringStep:
         thr = s.get("confidence_threshold", confidence_threshold)
         self.confidence_threshold: float | None = None if thr is None else float(thr)
         self._models: dict[str, Any] = dict(s.get("models", {}))
+        self._policy_cols: tuple[tuple[str, ...], list[int] | None] | None = None
         self.bank: ModelBank | None = None
         if bank is not None:
             self.attach(bank)
@@ -130,26 +136,32 @@ class ScoringStep:
 
     def on_rows(self, rows: Iterable[FeatureRow]) -> list[Prediction]:
         """Take feature rows (a batch, a stretch of history); score every bar time they make ready at once."""
+        pending, latest, complete, done = self.pending, self.latest, self._complete, self._done
         for row in rows:
-            if row.ts <= self.scored_until:
+            ts = row.ts
+            if ts <= self.scored_until:
                 continue  # a replayed row of a bar time already scored
-            values = self.pending.setdefault(row.ts, {}).setdefault(row.symbol, {})
+            sym = row.symbol
+            values = pending.setdefault(ts, {}).setdefault(sym, {})
             values.update(row.values)
-            if row.ts > self.latest.get(row.symbol, -1) and self._complete(values):
-                self.latest[row.symbol] = row.ts
+            if complete(values):
+                done.setdefault(ts, set()).add(sym)
+                if ts > latest.get(sym, -1):
+                    latest[sym] = ts
         # A bar time is given up on (scored with the symbols it has) once every symbol has delivered
         # a complete later bar time (bar and cross-asset rows run apart in a batch), or once
         # ``max_pending`` later bar times wait: arrival order across symbols then never changes the output.
-        passed = min([self.latest.get(s, -1) for s in self.symbols])
+        passed = min([latest.get(s, -1) for s in self.symbols])
+        n_symbols = len(self.symbols)
         ready: list[tuple[int, dict[str, dict[str, float]]]] = []
-        for ts in sorted(self.pending):
-            got = self.pending[ts]
-            complete = len(got) == len(self.symbols) and all([self._complete(v) for v in got.values()])
-            if not (complete or ts < passed or len(self.pending) - len(ready) > self.max_pending):
+        for ts in sorted(pending):
+            got, fed = pending[ts], done.get(ts, ())
+            if not (len(fed) == len(got) == n_symbols or ts < passed or len(pending) - len(ready) > self.max_pending):
                 break
-            ready.append((ts, {s: v for s, v in got.items() if self._complete(v)}))
+            ready.append((ts, got if len(fed) == len(got) else {s: v for s, v in got.items() if s in fed}))
         for ts, _ in ready:
-            del self.pending[ts]
+            del pending[ts]
+            done.pop(ts, None)
             self.scored_until = ts
         return self.score_history(ready) if ready else []
 
@@ -165,50 +177,68 @@ class ScoringStep:
         if self.bank is None:
             raise RuntimeError("ScoringStep.score needs a ModelBank: call attach() first")
         self.bank.maybe_swap()
-        todo = [(ts, rows, [s for s in self.symbols if s in rows]) for ts, rows in times]
-        todo = [t for t in todo if t[2]]
-        feeds = [{s: np.array(self._take(rows[s]), np.float64) for s in symbols} for _, rows, symbols in todo]
+        take, todo, xs, feeds = self._take, [], [], []
+        for ts, rows in times:
+            symbols = [s for s in self.symbols if s in rows]
+            if not symbols:
+                continue
+            x = np.array([take(rows[s]) for s in symbols], np.float64)  # [symbols, feed]
+            todo.append((ts, rows, symbols))
+            xs.append(x)
+            feeds.append(dict(zip(symbols, x, strict=True)))
         out: list[Prediction] = []
-        for (ts, rows, symbols), scores in zip(todo, self.bank.score_many(feeds, [t[0] for t in todo]), strict=True):
-            out += self._predictions(ts, rows, symbols, scores)
+        scored = self.bank.score_many(feeds, [t[0] for t in todo])
+        for (ts, rows, symbols), x, scores in zip(todo, xs, scored, strict=True):
+            out += self._predictions(ts, rows, symbols, x, scores)
         return out
 
-    def _predictions(self, ts: int, rows: dict[str, dict[str, float]], symbols: list[str],
+    def _predictions(self, ts: int, rows: dict[str, dict[str, float]], symbols: list[str], x: np.ndarray,
                      scores: dict[str, Any]) -> list[Prediction]:
-        targets = self._policy(symbols, rows)
+        targets = self._policy(symbols, rows, x)
         versions = self.bank.versions() if self.bank is not None else {}
         ens = scores["ensemble"]
         signals = ens.signal if self.confidence_threshold is None else to_signal(
             np.asarray(ens.probability, np.float64), self.confidence_threshold)[1]
-        members = [f for f in scores if f != "ensemble"]
+        members = [(f, scores[f].probability.tolist()) for f in scores if f != "ensemble"]
+        prob, conf, sig = ens.probability.tolist(), ens.confidence.tolist(), np.asarray(signals).tolist()
+        tf, tgt = self.timeframe, targets.tolist()
         out = []
         for i, s in enumerate(symbols):
-            out.append(Prediction(
-                s, self.timeframe, ts, {f: float(scores[f].probability[i]) for f in members},
-                float(ens.probability[i]), float(ens.confidence[i]), int(signals[i]), float(targets[i]),
-                versions, float(rows[s].get("ret_1", 0.0)), float(rows[s].get("rv_15", 0.0))))
+            r = rows[s]
+            out.append(Prediction(s, tf, ts, {f: v[i] for f, v in members}, prob[i], conf[i], int(sig[i]), tgt[i],
+                                  versions, float(r.get("ret_1", 0.0)), float(r.get("rv_15", 0.0))))
         return out
 
-    def _policy(self, symbols: list[str], rows: dict[str, dict[str, float]]) -> np.ndarray:
+    def _policy_columns(self, names: tuple[str, ...]) -> list[int] | None:
+        """Return the feed columns of the policy's features, or None when some are not in the feed."""
+        if self._policy_cols is None or self._policy_cols[0] != names:
+            index = {f: i for i, f in enumerate(self.feed)}
+            self._policy_cols = (names, [index[f] for f in names] if all(f in index for f in names) else None)
+        return self._policy_cols[1]
+
+    def _policy(self, symbols: list[str], rows: dict[str, dict[str, float]], x: np.ndarray) -> np.ndarray:
         policy = self.bank.policy if self.bank is not None else None
         if policy is None:
             return np.full(len(symbols), np.nan)
         rl = _rl_observation()
         costs = policy_costs(policy)
-        names = list(policy.features)
+        names = tuple(policy.features)
+        cols = self._policy_columns(names)
+        # The policy's features as float32, taken from the feed matrix (the same doubles, rounded once).
+        feats = x[:, cols].astype(np.float32) if cols is not None else np.array(
+            [[rows[s][f] for f in names] for s in symbols], np.float32)
         obs = []
-        for s in symbols:
+        for i, s in enumerate(symbols):
             book = self.books.get(s)
             if book is None:
                 saved = self._books_saved.pop(s, None)
                 book = self.books[s] = (PolicyBook(rl.TacticalBook.restore(saved["book"]), saved["close"],
                                                    saved["target"]) if saved else PolicyBook(rl.TacticalBook()))
-            x = np.fromiter((rows[s][f] for f in names), np.float32, len(names))
-            obs.append(book.step(float(rows[s].get("ret_1", 0.0)), x, costs))
+            obs.append(book.step(float(rows[s].get("ret_1", 0.0)), feats[i], costs))
         act = np.asarray(policy.act(np.stack(obs)), np.float64).reshape(len(symbols), -1)[:, 0]
         act = np.clip(act, -1.0, 1.0)
-        for s, a in zip(symbols, act, strict=True):
-            self.books[s].target = float(a)
+        for s, a in zip(symbols, act.tolist(), strict=True):
+            self.books[s].target = a
         return act
 
     def snapshot(self) -> dict[str, Any]:
