@@ -18,10 +18,12 @@ from flows.operators.decisions import DecisionDeps
 from flows.operators.scoring import Prediction
 from flows.settings import Settings
 
+_DIRECTION = {1: 1, 0: -1}
+
 
 def ml_direction(signal: int) -> int:
     """Map the scorer's signal (-1 none, 0 bearish, 1 bullish) to a direction (-1, 0, +1)."""
-    return {1: 1, 0: -1}.get(int(signal), 0)
+    return _DIRECTION.get(int(signal), 0)
 
 
 def broker(settings: Settings) -> Any:

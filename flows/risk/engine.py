@@ -61,10 +61,16 @@ class RiskDecision(NamedTuple):
     rejections: tuple[Rejection, ...]
 
 
-def _get(snap: Any, name: str, default: Any = None) -> Any:
-    if isinstance(snap, dict):
-        return snap.get(name, default)
-    return getattr(snap, name, default)
+class _Fields:
+    """A mapping of snapshot fields read as attributes (missing ones are None)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: Mapping[str, Any]) -> None:
+        self._d = d
+
+    def __getattr__(self, name: str) -> Any:
+        return self._d.get(name)
 
 
 Reason = str | Callable[[], str]  # a callable is formatted only when the rule cuts
@@ -121,21 +127,21 @@ class RiskEngine:
             correlations: other symbol -> correlation with ``symbol``; missing ones are estimated.
         """
         cfg = self.config
-        positions: Mapping[str, float] = _get(portfolio_snapshot, "positions") or {}
+        snap = _Fields(portfolio_snapshot) if isinstance(portfolio_snapshot, Mapping) else portfolio_snapshot
+        positions: Mapping[str, float] = snap.positions or {}
         held = float(positions.get(symbol, 0.0))
         bad = self._invalid(price, target_fraction, confidence)
         if bad:
             return RiskDecision(held, 0.0, (Rejection(symbol, ts, "invalid_input", bad, math.nan, 0.0),))
-        equity = float(_get(portfolio_snapshot, "equity"))
+        equity = float(snap.equity)
         cut = _Cut(symbol, ts, held, self._sized(symbol, target_fraction, confidence, price, vol, equity,
-                                                  _get(portfolio_snapshot, "trade_returns") or ()))
+                                                  snap.trade_returns or ()))
         if kill:
             if cfg.kill_switch.flatten or getattr(kill, "flatten", False):
                 cut.to("kill_switch", "kill switch engaged: flatten", 0.0, 0.0)
             cut.block("kill_switch", "kill switch engaged: no new risk")
-        self._blocks(cut, portfolio_snapshot, equity)
-        caps = self._caps(symbol, positions, _get(portfolio_snapshot, "prices") or {},
-                          _get(portfolio_snapshot, "avg_prices") or {}, price, equity, correlations) \
+        self._blocks(cut, snap, equity)
+        caps = self._caps(symbol, positions, snap.prices or {}, snap.avg_prices or {}, price, equity, correlations) \
             if equity > 0 and cut.target != 0.0 else ()
         for rule, cap, reason in caps:
             cut.to(rule, reason, -cap, cap)
@@ -177,23 +183,26 @@ class RiskEngine:
 
     def _blocks(self, cut: _Cut, snap: Any, equity: float) -> None:
         lim = self.config.limits
-        for rule, reasons in self._tripped(cut.symbol, cut.ts).items():
-            cut.block(rule, "; ".join(reasons))
+        tripped = self.breakers.tripped(cut.symbol, cut.ts)
+        if tripped:
+            for rule, reasons in self._by_rule(tripped).items():
+                cut.block(rule, "; ".join(reasons))
         if equity <= 0:
             cut.block("equity", lambda: f"equity {equity:,.2f} is not positive")
             return
-        dd = float(_get(snap, "drawdown", 0.0) or 0.0)
+        dd = float(getattr(snap, "drawdown", 0.0) or 0.0)
         if dd >= lim.max_drawdown:
             cut.block("max_drawdown", lambda: f"drawdown {dd:.2%} from peak reached the limit {lim.max_drawdown:.2%}")
-        daily = float(_get(snap, "daily_pnl", 0.0) or 0.0)
+        daily = float(getattr(snap, "daily_pnl", 0.0) or 0.0)
         start = equity - daily
         if daily < 0 and start > 0 and -daily / start >= lim.max_daily_loss:
             cut.block("max_daily_loss",
                       lambda: f"24 h loss {-daily / start:.2%} reached the limit {lim.max_daily_loss:.2%}")
 
-    def _tripped(self, symbol: str, ts: int) -> dict[str, list[str]]:
+    @staticmethod
+    def _by_rule(tripped: list[tuple[str, str]]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for rule, reason in self.breakers.tripped(symbol, ts):
+        for rule, reason in tripped:
             out.setdefault(rule, []).append(reason)
         return out
 
