@@ -246,3 +246,12 @@ def test_stream_runner_snapshot_restore(frame: pd.DataFrame, model: LstmClassifi
     for syms, x, t, _ in bs[20:30]:
         ts = np.full(len(syms), t)
         np.testing.assert_array_equal(r.step(syms, x, ts), twin.step(syms, x, ts))
+
+
+def test_sequence_pass_in_small_chunks_equals_one_pass(frame: pd.DataFrame, model: LstmClassifier) -> None:
+    g = gappy(frame)
+    runs = find_runs(g, HOUR)
+    values = g[FEATS].to_numpy(np.float32)[runs.order]
+    whole = sequence_logits(model.net, values, runs)
+    for max_rows in (7, 50, 1000):  # batches of runs, time chunks carrying (h, c), runs leaving as they end
+        np.testing.assert_allclose(sequence_logits(model.net, values, runs, max_rows=max_rows), whole, atol=1e-6)
