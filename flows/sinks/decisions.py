@@ -96,10 +96,14 @@ def rows_by_table(items: Iterable[Any], run_id: str, mode: str) -> dict[str, lis
     out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     at = _Utc()
     preds, ports = out["predictions"], out["portfolio_state"]
+    versions: dict[int, tuple[dict[str, str], orjson.Fragment]] = {}  # the bank's versions, encoded once
     for it in items:
         kind = type(it)
         if kind is Prediction:  # orjson writes NaN as null
-            payload = {"members": it.probabilities, "rl_target": it.rl_target, "versions": it.versions}
+            v = versions.get(id(it.versions))
+            if v is None or v[0] is not it.versions:
+                v = versions[id(it.versions)] = (it.versions, orjson.Fragment(orjson.dumps(it.versions)))
+            payload = {"members": it.probabilities, "rl_target": it.rl_target, "versions": v[1]}
             preds.append((it.symbol, it.timeframe, at(it.ts), "ensemble", it.versions.get("ensemble", "?"),
                           _num(it.probability), _num(it.confidence), int(it.signal), orjson.dumps(payload), run_id))
         elif kind is PortfolioRow:
@@ -232,10 +236,16 @@ def write_parquet(root: Path, table: str, rows: list[tuple[Any, ...]],
     the file is unchanged; rows all later than the file's (the normal case: bar times move
     forward) are appended without the key merge.
     """
-    ts_at = COLUMNS[table].index("ts")
+    cols, key = COLUMNS[table], KEYS[table]
+    ts_at, key_at = cols.index("ts"), [cols.index(k) for k in key]
     by_day: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    days: dict[Any, str] = {}  # the rows of a batch share a few datetime objects
     for r in rows:
-        by_day[r[ts_at].strftime("%Y-%m-%d")].append(r)
+        t = r[ts_at]
+        day = days.get(t)
+        if day is None:
+            day = days[t] = t.strftime("%Y-%m-%d")
+        by_day[day].append(r)
     for day, day_rows in by_day.items():
         path = root / table / f"{day}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +253,9 @@ def write_parquet(root: Path, table: str, rows: list[tuple[Any, ...]],
         old = _read(path, cache)
         if old is not None and old.num_rows and pc.min(new["ts"]).as_py() > pc.max(old["ts"]).as_py():
             # No key of the file can recur (every key holds ts): the same rows, in the same order, as the merge.
-            new = _upsert(None, new if new.schema == old.schema else new.cast(old.schema), KEYS[table])
+            new = new if new.schema == old.schema else new.cast(old.schema)
+            if not _in_order_and_unique(day_rows, ts_at, key_at):
+                new = _upsert(None, new, key)
             merged = pa.concat_tables([old, new])
         else:
             merged = _upsert(old, new, KEYS[table])
@@ -252,6 +264,19 @@ def write_parquet(root: Path, table: str, rows: list[tuple[Any, ...]],
         os.replace(tmp, path)
         if cache is not None:
             cache[path] = (merged, path.stat())
+
+
+def _in_order_and_unique(rows: list[tuple[Any, ...]], ts_at: int, key_at: list[int]) -> bool:
+    """Return whether rows are in time order with distinct keys (then the key merge leaves them as they are)."""
+    seen: set[tuple[Any, ...]] = set()
+    last = None
+    for r in rows:
+        t = r[ts_at]
+        if last is not None and t < last:
+            return False
+        last = t
+        seen.add(tuple([r[i] for i in key_at]))
+    return len(seen) == len(rows)
 
 
 def _read(path: Path, cache: dict[Path, tuple[pa.Table, os.stat_result]] | None) -> pa.Table | None:
