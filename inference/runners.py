@@ -123,7 +123,8 @@ class GnnGraphRunner:
 def runner_factories(feed: Sequence[str] | None = None) -> dict[str, RunnerFactory]:
     """Return factories for ``lightgbm``, ``lstm`` and ``gnn`` taking their features by name from ``feed``."""
     def lightgbm(m: Manifest, d: Path) -> ModelRunner:
-        return _Selecting(TabularRunner(m, d), feed_columns(m, feed))
+        cols = feed_columns(m, feed)
+        return TabularRunner(m, d) if cols is None else _Selecting(TabularRunner(m, d), cols)
 
     def lstm(m: Manifest, d: Path) -> ModelRunner:
         return LstmRunner(m, d, feed)
