@@ -93,6 +93,9 @@ class Portfolio:
         self.hist_ts: deque[int] = deque()
         self.hist_eq: deque[float] = deque()
         self._added: list[int | float] | None = None  # the history point the latest mark appended
+        self.closed = 0  # round trips closed so far (their returns: trade_returns)
+        self.closed_at_mark = 0  # ``closed`` at the latest mark
+        self._returns_changed = False  # a round trip closed since the mark before the latest
         self._snap: PortfolioSnapshot | None = None  # cached until the next fill or mark
 
     # -- fills ---------------------------------------------------------------------------------
@@ -146,6 +149,7 @@ class Portfolio:
         trade = self.trades.pop(symbol)
         if trade.opened > 0:
             self.trade_returns.append(trade.pnl / trade.opened)
+            self.closed += 1
         self.qty.pop(symbol, None)
         self.avg.pop(symbol, None)
 
@@ -165,6 +169,7 @@ class Portfolio:
         self.peak = max(self.peak, eq)
         hts, heq = self.hist_ts, self.hist_eq
         self._added = None
+        self._returns_changed, self.closed_at_mark = self.closed != self.closed_at_mark, self.closed
         if not heq or heq[-1] != eq:
             hts.append(ts)
             heq.append(eq)
@@ -215,10 +220,14 @@ class Portfolio:
         """Return :meth:`to_state` with the equity history as a delta (a ``portfolio_state`` row's ``state``).
 
         ``hist_added`` is the point the latest mark appended (None if its equity repeated the
-        last point), ``hist_first`` the oldest point kept and ``hist_len`` how many are kept:
-        :func:`state_from_rows` puts the history back together from consecutive rows.
+        last point), ``hist_first`` the oldest point kept and ``hist_len`` how many are kept;
+        ``trade_returns`` is there only when a round trip closed since the mark before (else
+        None): :func:`state_from_rows` puts both back together from consecutive rows.  One row
+        per mark; the row depends on the state alone, so a replayed close writes the same row.
         """
         out = self.to_state_without_history()
+        if not self._returns_changed:
+            out["trade_returns"] = None
         out["hist_added"] = self._added
         out["hist_first"] = [self.hist_ts[0], self.hist_eq[0]] if self.hist_ts else None
         out["hist_len"] = len(self.hist_ts)
@@ -230,7 +239,8 @@ class Portfolio:
                 "prices": dict(self.prices), "realized": self.realized, "fees": self.fees, "ts": self.ts,
                 "mark_ts": self.mark_ts, "peak": self.peak,
                 "trades": {s: [t.pnl, t.opened] for s, t in self.trades.items()},
-                "trade_returns": list(self.trade_returns), "max_trade_returns": self.trade_returns.maxlen}
+                "trade_returns": list(self.trade_returns), "max_trade_returns": self.trade_returns.maxlen,
+                "closed": self.closed, "closed_at_mark": self.closed_at_mark}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Portfolio:
@@ -245,6 +255,9 @@ class Portfolio:
             out.mark_ts = None if state["mark_ts"] is None else int(state["mark_ts"])
             out.trades = {s: _Trade(float(p), float(o)) for s, (p, o) in state["trades"].items()}
             out.trade_returns.extend(float(r) for r in state["trade_returns"])
+            # States saved before these counters existed: their rows held every return, so none is pending.
+            out.closed = int(state.get("closed", len(out.trade_returns)))
+            out.closed_at_mark = int(state.get("closed_at_mark", out.closed))
             out.hist_ts.extend(int(t) for t in state["hist_ts"])
             out.hist_eq.extend(float(e) for e in state["hist_eq"])
         except KeyError as exc:
@@ -257,7 +270,8 @@ def state_from_rows(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     ``states`` are the rows in mark order, ending with the one to rebuild; they must
     reach back far enough to hold the last row's ``hist_len - 1`` added points (the
-    marks of the day before it: a row per bar close of the last 24 h is enough).
+    marks of the day before it: a row per bar close of the last 24 h is enough) and the
+    latest row with ``trade_returns`` (the close of the last round trip), if any closed.
     """
     if not states:
         raise ValueError("state_from_rows needs at least one portfolio_state row")
@@ -272,5 +286,9 @@ def state_from_rows(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                          "pass the rows of the 24 h before it")
     points = ([first] if first is not None else []) + added
     out = {k: v for k, v in last.items() if k not in ("hist_added", "hist_first", "hist_len")}
+    returns = next((r["trade_returns"] for r in reversed(states) if r["trade_returns"] is not None), None)
+    if returns is None and int(last["closed"]) > 0:
+        raise ValueError("no row holds the trade returns: pass the rows back to the last closed round trip")
+    out["trade_returns"] = returns or []
     out["hist_ts"], out["hist_eq"] = [int(p[0]) for p in points], [float(p[1]) for p in points]
     return out

@@ -1,4 +1,5 @@
-"""Portfolio accounting: hand-computed sequences, rolling 24 h P&L, drawdown, ledger identities, state round trip."""
+"""Portfolio accounting: hand-computed sequences, rolling 24 h P&L, drawdown, ledger identities, state round trip
+(whole, and as the deltas portfolio_state rows carry)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.portfolio import DAY_MS, Portfolio
+from flows.portfolio import DAY_MS, Portfolio, state_from_rows
 
 H = 3_600_000
 BTC, ETH = "BTC/USDT", "ETH/USDT"
@@ -117,3 +118,31 @@ def test_ledger_identities_and_exact_state_round_trip(seq: list[tuple[str, str, 
     back.apply_fill(BTC, "sell", 0.5, 321.0, 0.1, 10**9)
     p.apply_fill(BTC, "sell", 0.5, 321.0, 0.1, 10**9)
     assert back.snapshot() == p.snapshot(), "the restored portfolio goes on exactly like the original"
+
+
+def _day_of_trading(p: Portfolio, i: int) -> None:
+    """Mark ``i`` of three days of 15-minute marks: round trips on day one, flat after."""
+    if i < 96 and i % 8 == 0:
+        p.apply_fill(BTC, "buy", 1.0, 100.0 + i, 0.1, i * 15 * 60_000)
+    if i < 96 and i % 8 == 4:
+        p.apply_fill(BTC, "sell", 1.0, 101.0 + i * 1.5, 0.1, i * 15 * 60_000)
+    p.mark({BTC: 100.0 + i}, i * 15 * 60_000)
+
+
+def test_rows_carry_the_state_as_deltas_and_rebuild_it_exactly() -> None:
+    p, rows = Portfolio(10_000.0), []
+    for i in range(3 * 24 * 4):
+        _day_of_trading(p, i)
+        rows.append(json.loads(json.dumps(p.row_state())))
+        if i in (50, 95):
+            assert state_from_rows(rows) == p.to_state()
+    assert state_from_rows(rows) == p.to_state() and p.closed == 12 and len(p.hist_ts) == 1
+    changed = [k for k, r in enumerate(rows) if r["trade_returns"] is not None]
+    assert len(changed) == 12 and all(len(json.dumps(r)) < 1_000 for r in rows), "unchanged returns not repeated"
+    assert state_from_rows(rows[changed[-1]:]) == p.to_state(), "the rows since the last round trip suffice"
+    with pytest.raises(ValueError, match="trade returns"):
+        state_from_rows(rows[changed[-1] + 1:])
+    back = Portfolio.from_state(state_from_rows(rows[:60]))
+    for k in range(60, len(rows)):  # restored from rows, it writes the same rows
+        _day_of_trading(back, k)
+        assert back.row_state() == rows[k]
