@@ -36,7 +36,9 @@ class GnnRunner:
         self._next = 0  # ring slot of the next bar
         self._held = 0  # bars held, at most window
         x = next(i for i in self.sess.get_inputs() if i.name == "x")
-        self.nodes = np.zeros((1, n, int(x.shape[2])), np.float32)
+        if not isinstance(x.shape[2], int):
+            raise ValueError(f"the GAT graph's input x {x.shape} has no fixed feature count for its buffers")
+        self.nodes = np.zeros((1, n, x.shape[2]), np.float32)
         self._adj = np.zeros((1, n, n), np.float32)
         self._prob = np.zeros((1, n), np.float32)
         self._binding = self.sess.io_binding()  # reads and writes the buffers above in place
