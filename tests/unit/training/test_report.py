@@ -22,7 +22,7 @@ from training.report import (
 )
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
-TINY_LSTM = {"window": 6, "hidden": 4, "layers": 1, "dropout": 0.0, "batch_size": 512, "max_epochs": 1,
+TINY_LSTM = {"bptt": 6, "burn_in": 6, "segment": 48, "hidden": 4, "layers": 1, "dropout": 0.0, "batch_size": 16, "max_epochs": 1,
              "patience": 1, "num_threads": 1}
 TINY_GNN = {"hidden": 4, "heads": 1, "batch_size": 256, "max_epochs": 1, "patience": 1, "num_threads": 1}
 
