@@ -328,8 +328,7 @@ class CloseBarrier:
 
     def _release(self) -> list[Close]:
         out: list[Close] = []
-        while self.bars:
-            t = min(self.bars)
+        for t in sorted(self.bars):
             got = self.bars[t]
             if len(got) < len(self.symbols) and not all(self.newest.get(s, -1) > t for s in self.symbols):
                 break

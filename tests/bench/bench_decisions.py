@@ -24,7 +24,9 @@ symbols, quick lightgbm/lstm/gnn/ensemble and the tactical policy).
    (``CloseBarrier.on_items``: row-wise members and the ensemble graph in one
    session run, the GNN's bar times batched too (``ModelBank.batch_graph``, equal
    within 1e-6), the LSTM stepped bar by bar).
-   Baseline in the same run: the scoring step alone, bar by bar.
+   Baseline in the same run: the scoring step alone, bar by bar.  Each mode also prints
+   microseconds per close of its stages: close barrier + scoring, the decision step
+   (``DecisionStep.on_closes``: the closes one call settles, one kill-switch read) and the sink.
 
 Not a test; machines here are noisy: compare ratios.
 """
@@ -175,34 +177,57 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
                 step.on_row(r)
         return time.perf_counter() - t0
 
-    def full(chunk: int) -> float:
-        """Scoring, decisions and the sink; ``chunk`` bar times of rows at once (1 = bar by bar, streaming)."""
+    def full(chunk: int) -> tuple[float, dict[str, float]]:
+        """Scoring, decisions and the sink; ``chunk`` bar times of rows at once (1 = bar by bar, streaming).
+
+        Returns the seconds taken and the seconds of each stage (close barrier with scoring,
+        decision step, sink).
+        """
         bank = bank_factory()
         bank.batch_graph = chunk > 1  # history mode: the GNN's bar times in one session run too
         step, decide = barrier(symbols, bank), decision_step(settings)
         sink = DecisionSink(settings).build("decisions", 0, 1)
-        t0 = time.perf_counter()
+        spent = dict.fromkeys(STAGES, 0.0)
+        clock = time.perf_counter
+        t0 = clock()
         out: list[Any] = []
         for i in range(0, len(per_time), chunk):
             part = per_time[i:i + chunk]
+            t1 = clock()
             settled = step.on_items([it for rows, bars in part for it in (*bars, *rows)])
+            t2 = clock()
             out += [p for c in settled for p in c.predictions]
             out += decide_closes(decide, settled)
+            t3 = clock()
+            spent["scoring"] += t2 - t1
+            spent["decisions"] += t3 - t2
             if len(out) >= args.sink_batch:
                 sink.write_batch(out)
                 out = []
+                spent["sink"] += clock() - t3
+        t4 = clock()
         sink.write_batch(out)
         sink.close()
-        return time.perf_counter() - t0
+        spent["sink"] += clock() - t4
+        return clock() - t0, spent
 
     base = min(scoring_only() for _ in range(args.repeat))
-    streaming = min(full(1) for _ in range(args.repeat))
-    batched = min(full(args.chunk) for _ in range(args.repeat))
+    streaming = min((full(1) for _ in range(args.repeat)), key=lambda r: r[0])
+    batched = min((full(args.chunk) for _ in range(args.repeat)), key=lambda r: r[0])
+    closes = len({b.ts for _, bars in per_time for b in bars})
     what = "scoring + decisions + sink"
-    return [Row("2 replay", f"{what}, bar by bar, {settings.profile}", n_bars / streaming, "bars/s",
-                "scoring only, bar by bar", n_bars / base, ">= 20,000 bars/s"),
-            Row("2 replay", f"{what}, {args.chunk} bar times per scoring call, {settings.profile}",
-                n_bars / batched, "bars/s", "scoring only, bar by bar", n_bars / base, ">= 20,000 bars/s")]
+    out = []
+    for mode, (took, spent) in ((f"bar by bar, {settings.profile}", streaming),
+                                (f"{args.chunk} bar times per scoring call, {settings.profile}", batched)):
+        out.append(Row("2 replay", f"{what}, {mode}", n_bars / took, "bars/s", "scoring only, bar by bar",
+                       n_bars / base, ">= 20,000 bars/s"))
+        out += [Row("2 replay", f"per close ({len(symbols)} bars): {STAGES[k]}, {mode}", v / closes * 1e6, "us")
+                for k, v in spent.items()]
+    return out
+
+
+STAGES = {"scoring": "close barrier + scoring (ensemble, members, policy)",
+          "decisions": "decision step (broker, risk, portfolio, orders)", "sink": "decision sink"}
 
 
 def main(argv: list[str] | None = None) -> int:
