@@ -119,6 +119,7 @@ class ScoringStep:
         self.confidence_threshold: float | None = None if thr is None else float(thr)
         self._models: dict[str, Any] = dict(s.get("models", {}))
         self._policy_cols: tuple[tuple[str, ...], list[int] | None] | None = None
+        self._costs: tuple[Any, tuple[float, float, float]] | None = None
         self.bank: ModelBank | None = None
         if bank is not None:
             self.attach(bank)
@@ -221,7 +222,9 @@ class ScoringStep:
         if policy is None:
             return np.full(len(symbols), np.nan)
         rl = _rl_observation()
-        costs = policy_costs(policy)
+        if self._costs is None or self._costs[0] is not policy:  # once per loaded policy (swaps replace it)
+            self._costs = (policy, policy_costs(policy))
+        costs = self._costs[1]
         names = tuple(policy.features)
         cols = self._policy_columns(names)
         # The policy's features as float32, taken from the feed matrix (the same doubles, rounded once).
@@ -236,7 +239,7 @@ class ScoringStep:
                                                    saved["target"]) if saved else PolicyBook(rl.TacticalBook()))
             obs.append(book.step(float(rows[s].get("ret_1", 0.0)), feats[i], costs))
         act = np.asarray(policy.act(np.stack(obs)), np.float64).reshape(len(symbols), -1)[:, 0]
-        act = np.clip(act, -1.0, 1.0)
+        act = np.minimum(np.maximum(act, -1.0), 1.0)  # np.clip, without its Python-level dispatch
         for s, a in zip(symbols, act.tolist(), strict=True):
             self.books[s].target = a
         return act
