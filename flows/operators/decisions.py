@@ -12,15 +12,18 @@ interleaving, and works through bar closes in time order.  At each close ``T``:
    and an approved change becomes an :class:`~flows.execution.orders.OrderIntent`
    whose client order id derives from strategy, symbol, bar time and leg, so a
    replayed decision never places a second order;
-3. a ``portfolio_state`` row and a one-line status are emitted.
+3. a ``portfolio_state`` row (its ``full`` state is :meth:`flows.portfolio.Portfolio.row_state`,
+   the exact state with the equity history and trade returns as deltas) and a
+   one-line status are emitted.
 
-The live flow hands over settled closes (:meth:`DecisionStep.on_close`; the
+The live flow hands over settled closes (:meth:`DecisionStep.on_closes`; the
 scoring step's :class:`~flows.operators.scoring.CloseBarrier` decides from the data
 alone whether a close's predictions will come, so trades never depend on timing).
 Fed bars and predictions separately (:meth:`on_bar`, :meth:`on_predictions`, e.g. a
 backtest that has both in order), a close ``T`` is worked once all symbols' bars of
 ``T`` and its predictions are in, or once bars two closes later are in.  The kill
-switch is read through a callable once per close.
+switch is read through a callable once per close, or once for the closes one call of
+:meth:`on_closes` works (settled by one input, all worked at the same moment).
 Snapshots hold the portfolio, risk engine and broker snapshots plus buffers.
 """
 
