@@ -49,3 +49,28 @@ def test_rows_are_upserted_and_published(migrated_dsn, redis_url) -> None:
     assert entries[0]["ts"] == "2024-06-03T07:33:20+00:00" and entries[0]["prob_up"] == 0.58
     (_, port_doc), = r.xrange("cryptostream:portfolio_state", count=1)
     assert orjson.loads(port_doc[b"data"])["state"] == {"cash": 9_000.0}
+
+
+def test_an_order_changed_twice_in_a_batch_is_stored_once_in_its_last_state(migrated_dsn, redis_url) -> None:
+    from flows.execution.orders import Order, OrderIntent, OrderStatus, client_order_id
+
+    url = redis_url.rsplit("/", 1)[0] + "/9"
+    settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
+                                  "REDIS_URL": url})
+    r = redis.Redis.from_url(url)
+    r.delete("cryptostream:orders")
+    intent = OrderIntent("cs", "SOL/USDT", "buy", 1.0, "market", None, None, TS, "entry", "test")
+    cid = client_order_id("cs", "SOL/USDT", TS, "entry")
+    placed, filled = Order(cid, intent, OrderStatus.NEW, updated_ts=TS), \
+        Order(cid, intent, OrderStatus.FILLED, 1.0, 20.0, updated_ts=TS + 60_000)
+    part = DecisionSink(settings).build("decisions", 0, 1)
+    part.write_batch([placed, filled])
+    canceled = Order("cs.SOL/USDT.other.e", intent, OrderStatus.CANCELED, updated_ts=TS)
+    part.write_batch([filled, canceled])  # the stored key again, with a new one
+    part.close()
+    with psycopg.connect(migrated_dsn) as conn:
+        rows = conn.execute("SELECT client_order_id, status FROM orders WHERE symbol = 'SOL/USDT' "
+                            "ORDER BY client_order_id").fetchall()
+    assert rows == [(cid, "FILLED"), ("cs.SOL/USDT.other.e", "CANCELED")]
+    events = [orjson.loads(f[b"data"])["status"] for _, f in r.xrange("cryptostream:orders")]
+    assert events == ["NEW", "FILLED", "FILLED", "CANCELED"], "every change is an event"
