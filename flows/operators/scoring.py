@@ -152,8 +152,13 @@ class ScoringStep:
         # A bar time is given up on (scored with the symbols it has) once every symbol has delivered
         # a complete later bar time (bar and cross-asset rows run apart in a batch), or once
         # ``max_pending`` later bar times wait: arrival order across symbols then never changes the output.
+        if not pending:
+            return []
+        n_symbols, first = len(self.symbols), min(pending)
+        if len(pending) <= self.max_pending and not len(done.get(first, ())) == len(pending[first]) == n_symbols \
+                and first >= min([latest.get(s, -1) for s in self.symbols]):
+            return []  # the oldest bar time waits: nothing to score (the loop below would stop at once)
         passed = min([latest.get(s, -1) for s in self.symbols])
-        n_symbols = len(self.symbols)
         ready: list[tuple[int, dict[str, dict[str, float]]]] = []
         for ts in sorted(pending):
             got, fed = pending[ts], done.get(ts, ())
@@ -331,9 +336,10 @@ class CloseBarrier:
 
     def _release(self) -> list[Close]:
         out: list[Close] = []
+        n_symbols, newest = len(self.symbols), self.newest
         for t in sorted(self.bars):
             got = self.bars[t]
-            if len(got) < len(self.symbols) and not all(self.newest.get(s, -1) > t for s in self.symbols):
+            if len(got) < n_symbols and not all([newest.get(s, -1) > t for s in self.symbols]):
                 break
             if self.expected.get(t) and self.scoring.scored_until < t and len(self.bars) <= self.max_pending:
                 break
