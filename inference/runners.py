@@ -13,9 +13,10 @@ Without a feed, ``x`` is taken to be in the manifest's own order.
 
 Registry conventions (written by ``training/train.py``):
 
-* ``lstm``: ``step.onnx`` (inputs x, h, c; outputs prob, h_out, c_out) and
-  ``extra = {"window": int, ...}``; scored by
-  :class:`inference.lstm_stream.LstmStreamRunner` (per-symbol state).
+* ``lstm``: ``step.onnx`` (inputs x [B, F], h, c; outputs prob, h_out, c_out),
+  ``seq.onnx`` (x [B, T, F], h, c; outputs prob [B, T], h_out, c_out) and
+  ``extra = {"burn_in": int, "bptt": int, "segment": int, ...}``; scored by
+  :class:`inference.lstm_stream.LstmStreamRunner` (one carried state per symbol).
 * ``gnn``: ``model.onnx`` (inputs x [B, N, F], adj [B, N, N]; output prob) and
   ``extra = {"symbols": [...], "graph": {"return_col", "window", "threshold"}}``;
   all symbols of a bar in one call (a symbol absent from a bar gets zero features
