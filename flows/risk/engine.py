@@ -133,6 +133,8 @@ class RiskEngine:
         bad = self._invalid(price, target_fraction, confidence)
         if bad:
             return RiskDecision(held, 0.0, (Rejection(symbol, ts, "invalid_input", bad, math.nan, 0.0),))
+        if target_fraction == 0.0 and symbol not in positions:
+            return RiskDecision(0.0, 0.0, ())  # flat and asked to stay flat: no rule can cut a change of 0
         equity = float(snap.equity)
         cut = _Cut(symbol, ts, held, self._sized(symbol, target_fraction, confidence, price, vol, equity,
                                                   snap.trade_returns or ()))

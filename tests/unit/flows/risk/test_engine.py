@@ -215,6 +215,11 @@ def test_kill_switch_blocks_increases_allows_reductions_and_flattens() -> None:
     flat = RiskEngine(RiskConfig.model_validate({**doc, "kill_switch": {"flatten": True}}))
     out = flat.decide("BTC/USDT", 5 * TF, 1.0, 1.0, 100.0, math.nan, snap, True)
     assert out.target_qty == 0.0 and out.approved_qty_delta == -5.0 and out.rejections[0].rule == "kill_switch"
+    # A flat symbol asked to stay flat: nothing to trade and nothing cut, whatever blocks it (no ETH bar yet).
+    assert flat.decide("ETH/USDT", 5 * TF, 0.0, 1.0, 50.0, math.nan, snap, True) == (0.0, 0.0, ())
+    assert [r.rule for r in flat.decide("ETH/USDT", 5 * TF, 0.5, 1.0, 50.0, math.nan, snap, False).rejections] == \
+        ["stale_data"]
+    assert flat.decide("BTC/USDT", 5 * TF, 0.0, 1.0, 100.0, math.nan, snap, False).approved_qty_delta == -5.0
 
 
 def test_invalid_inputs_trade_nothing_and_say_which_field() -> None:
