@@ -107,9 +107,21 @@ class TacticalBook:
 
     def observation(self, features: np.ndarray, close: float) -> np.ndarray:
         """Return :func:`tactical_observation` of ``features`` and this book at ``close``."""
+        n = features.shape[0]
+        out = np.empty(n + 5, np.float32)
+        out[:n] = features
+        out[n:] = self.state(close)
+        return out
+
+    def state(self, close: float) -> tuple[float, float, float, float, float]:
+        """Return the observation's state terms at ``close`` (:data:`TACTICAL_STATE`, ``bars_held`` as log1p).
+
+        A caller stacking several books' observations writes these rows next to the features
+        (float32 the same way :func:`tactical_observation` rounds them).
+        """
         eq, units = self.equity, self.units
         pos, upnl = (units * close / eq, units * (close - self.entry_price) / eq) if eq > 0.0 else (0.0, 0.0)
-        return tactical_observation(features, pos, upnl, self.last_change, self.bars_held, 1.0 - eq / self.peak)
+        return pos, upnl, self.last_change, math.log1p(self.bars_held), 1.0 - eq / self.peak
 
 
 def strategic_observation(features: np.ndarray, weights: np.ndarray, regime: np.ndarray | None) -> np.ndarray:

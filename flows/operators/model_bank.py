@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -25,6 +25,15 @@ from inference.runners import EnsembleScorer, GnnGraphRunner
 from inference.scorer import ModelScore, to_signal
 
 STATELESS = frozenset({"lightgbm"})  # row-wise members: any batch of rows in one session run
+
+
+class Scores(NamedTuple):
+    """Scores of consecutive bar times, flat over their rows (bar time after bar time)."""
+
+    members: dict[str, np.ndarray]  # family -> P(up), in the runners' order
+    probability: np.ndarray  # the ensemble's P(up)
+    confidence: np.ndarray
+    signal: np.ndarray  # int8: -1 no signal, 0 bearish, 1 bullish
 
 
 class Policy(Protocol):
@@ -175,41 +184,54 @@ class ModelBank:
 
     def score_many(self, feeds: Sequence[Mapping[str, np.ndarray]],
                    times: Sequence[int] | None = None) -> list[dict[str, ModelScore]]:
-        """Score consecutive bar times at once (history, catch-up): same results as :meth:`score` per bar.
+        """Score consecutive bar times at once (history, catch-up): each bar time's :class:`ModelScore` per family.
+
+        The same scores as :meth:`score_rows`, split by bar time, with the members' confidence and
+        signal too.
+        """
+        if not feeds:
+            return []
+        syms = [tuple(f) for f in feeds]
+        xs = [np.stack([np.asarray(f[s], np.float64) for s in sy]) for f, sy in zip(feeds, syms, strict=True)]
+        s = self.score_rows(syms, xs, times)
+        thr = self.ensemble.scorer.confidence_threshold
+        scored = {f: (p, *to_signal(p, thr)) for f, p in s.members.items()}
+        scored["ensemble"] = (s.probability, s.confidence, s.signal)
+        cuts = np.cumsum([0, *(len(sy) for sy in syms)]).tolist()
+        return [{f: ModelScore(sy, v[0][a:b], v[1][a:b], v[2][a:b]) for f, v in scored.items()}
+                for sy, a, b in zip(syms, cuts, cuts[1:], strict=False)]
+
+    def score_rows(self, syms: Sequence[tuple[str, ...]], xs: Sequence[np.ndarray],
+                   times: Sequence[int] | None = None) -> Scores:
+        """Score consecutive bar times at once: their symbols and feed matrices ``[symbols, feed]``.
 
         Row-wise members (:data:`STATELESS`) and the ensemble graph run once over every row of
         every bar time; stateful members (streaming LSTM, GNN window) step bar by bar in order,
         or, in history mode (:attr:`batch_graph`), score all the bar times in one go.
         ``times`` (bar closes, ms) let the streaming LSTM restart a symbol after a gap in its bars.
+        Returns the scores flat over the rows, bar time after bar time.
         """
-        if not feeds:
-            return []
         ens = self.ensemble
-        syms = [tuple(f) for f in feeds]
-        xs = [np.stack([np.asarray(f[s], np.float64) for s in sy]) for f, sy in zip(feeds, syms, strict=True)]
-        cuts = np.cumsum([0, *(len(sy) for sy in syms)])
         probs: dict[str, np.ndarray] = {}
+        flat_x = xs[0] if len(xs) == 1 else np.concatenate(xs)
         for fam, runner in ens.scorer.runners.items():
             if fam in STATELESS:
-                flat = tuple(s for sy in syms for s in sy)
-                probs[fam] = np.asarray(runner.score(flat, np.concatenate(xs)), np.float64)
+                flat = syms[0] if len(syms) == 1 else tuple(s for sy in syms for s in sy)
+                probs[fam] = np.asarray(runner.score(flat, flat_x), np.float64)
             elif self.batch_graph and isinstance(runner, GnnGraphRunner):
                 probs[fam] = gnn_many(runner, syms, xs)
             elif self.batch_graph and isinstance(runner, LstmRunner) and len(syms) > 1:
                 probs[fam] = np.concatenate(runner.history(syms, xs, times))
+            elif len(syms) == 1:
+                probs[fam] = np.asarray(runner.score(syms[0], xs[0], bar_ts=None if times is None else times[0]),
+                                        np.float64)
             else:
                 at = list(times) if times is not None else [None] * len(syms)
                 probs[fam] = np.concatenate([np.asarray(runner.score(sy, x, bar_ts=t), np.float64)
                                              for sy, x, t in zip(syms, xs, at, strict=True)])
         members = np.stack([probs[f] for f in ens.members], axis=1)
         p, conf, sig = ens.session.run(["prob", "confidence", "signal"], {"probs": members})
-        scored = {f: (probs[f], *to_signal(probs[f], ens.scorer.confidence_threshold)) for f in probs}
-        scored["ensemble"] = (np.asarray(p, np.float64), np.asarray(conf, np.float64), np.asarray(sig, np.int8))
-        out = []
-        for i, sy in enumerate(syms):
-            a, b = cuts[i], cuts[i + 1]
-            out.append({f: ModelScore(sy, v[0][a:b], v[1][a:b], v[2][a:b]) for f, v in scored.items()})
-        return out
+        return Scores(probs, np.asarray(p, np.float64), np.asarray(conf, np.float64), np.asarray(sig, np.int8))
 
     def snapshot(self) -> dict[str, Any]:
         """Return the stateful runners' state as plain data (LSTM per-symbol states, GNN return window)."""

@@ -64,13 +64,17 @@ class PolicyBook:
         """Wrap a ``TacticalBook``; ``close`` is the index at the last bar, ``target`` the last action."""
         self.book, self.close, self.target = book, close, target
 
-    def step(self, ret_1: float, features: np.ndarray, costs: tuple[float, float, float]) -> np.ndarray:
-        """Execute the last target at this bar's open, mark its close, return the observation."""
-        self.book.execute(self.target, self.close, *costs)
+    def step(self, ret_1: float, costs: tuple[float, float, float]) -> tuple[float, float, float, float, float]:
+        """Execute the last target at this bar's open, mark its close, return the observation's state terms.
+
+        The observation is the policy's features followed by these terms, as
+        :meth:`inference.rl_observation.TacticalBook.observation` builds it.
+        """
+        book = self.book
+        book.execute(self.target, self.close, *costs)
         self.close *= math.exp(ret_1)
-        self.book.mark(self.close)
-        obs: np.ndarray = self.book.observation(features, self.close)
-        return obs
+        book.mark(self.close)
+        return book.state(self.close)  # type: ignore[no-any-return]
 
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data."""
@@ -183,36 +187,32 @@ class ScoringStep:
         if self.bank is None:
             raise RuntimeError("ScoringStep.score needs a ModelBank: call attach() first")
         self.bank.maybe_swap()
-        take, todo, xs, feeds = self._take, [], [], []
+        take, todo, xs = self._take, [], []
         for ts, rows in times:
-            symbols = [s for s in self.symbols if s in rows]
+            symbols = tuple([s for s in self.symbols if s in rows])
             if not symbols:
                 continue
-            x = np.array([take(rows[s]) for s in symbols], np.float64)  # [symbols, feed]
             todo.append((ts, rows, symbols))
-            xs.append(x)
-            feeds.append(dict(zip(symbols, x, strict=True)))
-        out: list[Prediction] = []
-        scored = self.bank.score_many(feeds, [t[0] for t in todo])
-        for (ts, rows, symbols), x, scores in zip(todo, xs, scored, strict=True):
-            out += self._predictions(ts, rows, symbols, x, scores)
-        return out
-
-    def _predictions(self, ts: int, rows: dict[str, dict[str, float]], symbols: list[str], x: np.ndarray,
-                     scores: dict[str, Any]) -> list[Prediction]:
-        targets = self._policy(symbols, rows, x)
-        versions = self.bank.versions() if self.bank is not None else {}
-        ens = scores["ensemble"]
-        signals = ens.signal if self.confidence_threshold is None else to_signal(
-            np.asarray(ens.probability, np.float64), self.confidence_threshold)[1]
-        members = [(f, scores[f].probability.tolist()) for f in scores if f != "ensemble"]
-        prob, conf, sig = ens.probability.tolist(), ens.confidence.tolist(), np.asarray(signals).tolist()
-        tf, tgt = self.timeframe, targets.tolist()
-        out = []
-        for i, s in enumerate(symbols):
-            r = rows[s]
-            out.append(Prediction(s, tf, ts, {f: v[i] for f, v in members}, prob[i], conf[i], int(sig[i]), tgt[i],
-                                  versions, float(r.get("ret_1", 0.0)), float(r.get("rv_15", 0.0))))
+            xs.append(np.array([take(rows[s]) for s in symbols], np.float64))  # [symbols, feed]
+        if not todo:
+            return []
+        scored = self.bank.score_rows([t[2] for t in todo], xs, [t[0] for t in todo])
+        # Flat over every row of every bar time: one tolist per column instead of one per bar time.
+        prob, conf = scored.probability.tolist(), scored.confidence.tolist()
+        sig = (scored.signal if self.confidence_threshold is None else to_signal(
+            np.asarray(scored.probability, np.float64), self.confidence_threshold)[1]).tolist()
+        fams = tuple(scored.members)
+        cols = [v.tolist() for v in scored.members.values()]
+        members = [dict(zip(fams, m, strict=True)) for m in zip(*cols, strict=True)] if fams else [{} for _ in prob]
+        versions, tf, out, k = self.bank.versions(), self.timeframe, [], 0
+        for (ts, rows, symbols), x in zip(todo, xs, strict=True):
+            tgt = self._policy(symbols, rows, x).tolist()
+            for i, s in enumerate(symbols):
+                r = rows[s]
+                out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k],
+                                      sig[k], tgt[i], versions, float(r.get("ret_1", 0.0)),
+                                      float(r.get("rv_15", 0.0))))
+                k += 1
         return out
 
     def _policy_columns(self, names: tuple[str, ...]) -> list[int] | None:
@@ -222,32 +222,41 @@ class ScoringStep:
             self._policy_cols = (names, [index[f] for f in names] if all(f in index for f in names) else None)
         return self._policy_cols[1]
 
-    def _policy(self, symbols: list[str], rows: dict[str, dict[str, float]], x: np.ndarray) -> np.ndarray:
+    def _policy(self, symbols: tuple[str, ...], rows: dict[str, dict[str, float]], x: np.ndarray) -> np.ndarray:
         policy = self.bank.policy if self.bank is not None else None
         if policy is None:
             return np.full(len(symbols), np.nan)
-        rl = _rl_observation()
         if self._costs is None or self._costs[0] is not policy:  # once per loaded policy (swaps replace it)
             self._costs = (policy, policy_costs(policy))
         costs = self._costs[1]
         names = tuple(policy.features)
         cols = self._policy_columns(names)
-        # The policy's features as float32, taken from the feed matrix (the same doubles, rounded once).
-        feats = x[:, cols].astype(np.float32) if cols is not None else np.array(
-            [[rows[s][f] for f in names] for s in symbols], np.float32)
-        obs = []
-        for i, s in enumerate(symbols):
-            book = self.books.get(s)
-            if book is None:
-                saved = self._books_saved.pop(s, None)
-                book = self.books[s] = (PolicyBook(rl.TacticalBook.restore(saved["book"]), saved["close"],
-                                                   saved["target"]) if saved else PolicyBook(rl.TacticalBook()))
-            obs.append(book.step(float(rows[s].get("ret_1", 0.0)), feats[i], costs))
-        act = np.asarray(policy.act(np.stack(obs)), np.float64).reshape(len(symbols), -1)[:, 0]
+        # Each symbol's observation as TacticalBook.observation builds it: its features, then the book's
+        # state terms, written into one float32 matrix (the same roundings, no array per symbol).
+        n_feat = len(names)
+        obs = np.empty((len(symbols), n_feat + 5), np.float32)
+        if cols is not None:
+            obs[:, :n_feat] = x[:, cols]  # the policy's features from the feed matrix (the same doubles)
+        else:
+            obs[:, :n_feat] = [[rows[s][f] for f in names] for s in symbols]
+        books, state = self.books, []
+        for s in symbols:
+            book = books.get(s) or self._book(s)
+            state.append(book.step(float(rows[s].get("ret_1", 0.0)), costs))
+        obs[:, n_feat:] = state
+        act = np.asarray(policy.act(obs), np.float64).reshape(len(symbols), -1)[:, 0]
         act = np.minimum(np.maximum(act, -1.0), 1.0)  # np.clip, without its Python-level dispatch
         for s, a in zip(symbols, act.tolist(), strict=True):
-            self.books[s].target = a
+            books[s].target = a
         return act
+
+    def _book(self, symbol: str) -> PolicyBook:
+        """Return a symbol's policy book, restored from the snapshot or new (a symbol's first scored bar)."""
+        rl = _rl_observation()
+        saved = self._books_saved.pop(symbol, None)
+        book = self.books[symbol] = (PolicyBook(rl.TacticalBook.restore(saved["book"]), saved["close"],
+                                                saved["target"]) if saved else PolicyBook(rl.TacticalBook()))
+        return book
 
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data."""

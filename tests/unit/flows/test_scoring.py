@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import ScoringStep
 from flows.records import FeatureRow
+from inference.rl_observation import TacticalBook
 from inference.runners import EnsembleScorer
 from tests.unit.inference.test_runners import SERVICES, registered  # noqa: F401  (module fixture)
 from tests.unit.training.test_lstm import FEATS
@@ -231,3 +234,58 @@ def test_close_barrier_snapshot_round_trip(reg) -> None:
     assert [(c.ts, c.bars) for c in got] == [(c.ts, c.bars) for c in want]
     np.testing.assert_array_equal([p.probability for c in got for p in c.predictions],
                                   [p.probability for c in want for p in c.predictions])
+
+
+class _LinearPolicy:
+    """A deterministic tactical policy over (f1, ret_1) and the book's state: records what it was given."""
+
+    features = ("f1", "ret_1")
+
+    def __init__(self) -> None:
+        self.manifest = SimpleNamespace(version="t", config={"env": {"fee_rate": 0.001, "slippage": 0.0005,
+                                                                     "min_trade": 0.02}})
+        self.seen: list[np.ndarray] = []
+        self.w = np.linspace(-3.0, 3.0, 7).astype(np.float32)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        self.seen.append(obs.copy())
+        return np.array([[self.target(o)] for o in obs])
+
+    def target(self, o: np.ndarray) -> float:
+        return float(np.tanh(o @ self.w + np.float32(0.3))) * 1.5  # beyond [-1, 1] sometimes: clipped
+
+
+def test_policy_observations_equal_a_tactical_book_per_symbol_bit_for_bit(reg) -> None:
+    """Every symbol's observation and target: its own TacticalBook on the return index, stepped alone."""
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    b = bank(root)
+    b.policy = policy = _LinearPolicy()
+    step = ScoringStep(symbols, "1h", b)
+    rows = [r for _, rs in feature_rows(held) for r in rs]
+    half = len(rows) // 2
+    preds = step.on_rows(rows[:half])
+    step = pickle.loads(pickle.dumps(step))  # the books go through a snapshot halfway
+    step.attach(b)
+    preds += step.on_rows(rows[half:])
+    books = {s: (TacticalBook(), 1.0, 0.0) for s in symbols}
+    costs = (0.001, 0.0005, 0.02)
+    seen = iter(o for obs in policy.seen for o in obs)
+    traded = 0
+    for p in preds:
+        book, close, target = books[p.symbol]
+        book.execute(target, close, *costs)
+        close *= math.exp(p.ret_1)
+        book.mark(close)
+        want = book.observation(np.array([held_value(held, p, "f1"), p.ret_1], np.float32), close)
+        got = next(seen)
+        assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
+        assert p.rl_target == min(max(policy.target(want), -1.0), 1.0)
+        traded += book.units != 0.0
+        books[p.symbol] = (book, close, p.rl_target)
+    assert next(seen, None) is None and traded > 50
+
+
+def held_value(held, p, column: str) -> float:
+    row = held[(held.symbol == p.symbol) & (held.event_timestamp.astype("int64") // 1_000_000 == p.ts)]
+    return float(row[column].iloc[0])
