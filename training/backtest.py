@@ -98,21 +98,24 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     for rec in operator_records(streams, timeframe):
         if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
             first_open.setdefault(rec.symbol, rec.open)
-        for close in barrier.on_items((rec,)):
-            if start_ms is not None and close.ts <= start_ms:
-                continue  # warm-up: features and model state only
-            _record(result, step, close, first_open)
+        closes = barrier.on_items((rec,))
+        if start_ms is not None:
+            closes = [c for c in closes if c.ts > start_ms]  # warm-up: features and model state only
+        if closes:
+            _record(result, step, closes, first_open)
     return result
 
 
-def _record(result: BacktestResult, step: DecisionStep, close: Close, first: dict[str, float]) -> None:
-    for item in step.on_close(close.ts, close.bars, close.predictions):
+def _record(result: BacktestResult, step: DecisionStep, closes: list[Close], first: dict[str, float]) -> None:
+    """Work the closes one record settled together (as the flow's decision step does) and keep the results."""
+    bars = {c.ts: c.bars for c in closes}
+    for item in step.on_closes(closes):
         if isinstance(item, Fill):
             result.fills.append(item)
         elif isinstance(item, PortfolioRow):
             result.times.append(item.ts)
             result.equity.append(float(item.state["equity"]))
-            last = {b.symbol: b.close for b in close.bars}
+            last = {b.symbol: b.close for b in bars[item.ts]}
             rel = [last[s] / p for s, p in first.items() if s in last]
             result.benchmark.append(sum(rel) / len(rel) if rel else 1.0)
 

@@ -22,11 +22,13 @@ symbols, quick lightgbm/lstm/gnn/ensemble and the tactical policy).
    TimescaleDB + Redis streams in ``timescale``); bars (symbol-bars) per second,
    bar by bar (the streaming path) and with ``--chunk`` bar times per scoring call
    (``CloseBarrier.on_items``: row-wise members and the ensemble graph in one
-   session run, the GNN's bar times batched too (``ModelBank.batch_graph``, equal
-   within 1e-6), the LSTM stepped bar by bar).
+   session run; in history mode (``ModelBank.batch_graph``) the GNN's bar times in
+   one session run too and the stateful LSTM's in one ``seq.onnx`` call per run of
+   consecutive bars (``LstmStreamRunner.history``), both equal within float rounding).
    Baseline in the same run: the scoring step alone, bar by bar.  Each mode also prints
    microseconds per close of its stages: close barrier + scoring, the decision step
    (``DecisionStep.on_closes``: the closes one call settles, one kill-switch read) and the sink.
+   Each timed run starts from an empty decision store (a first replay of that history).
 
 Not a test; machines here are noisy: compare ratios.
 """
@@ -118,6 +120,25 @@ def barrier(symbols: tuple[str, ...], bank: ModelBank) -> CloseBarrier:
     return CloseBarrier(ScoringStep(symbols, "1m", bank), WARMUP)
 
 
+def empty_store(settings: Settings, run: int) -> Settings:
+    """Return settings whose decision store holds no rows yet (``run`` numbers the timed runs).
+
+    Every timed replay writes its rows for the first time, as a replay of new history does;
+    over the previous run's rows every batch would take the store's merge path (a restart's
+    replay of what is stored already).
+    """
+    if settings.profile != "timescale":
+        return settings.model_copy(update={"data_dir": settings.data_dir / f"replay-{run}"})
+    import psycopg
+    import redis
+
+    assert settings.timescale_dsn is not None and settings.redis_url is not None
+    with psycopg.connect(settings.timescale_dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute("TRUNCATE predictions, orders, fills, risk_events, portfolio_state")
+    redis.Redis.from_url(settings.redis_url.get_secret_value()).flushdb()  # the scratch db (--redis-db)
+    return settings
+
+
 def decide_closes(decide: DecisionStep, closes: list[Close]) -> list[Any]:
     """Work settled closes as the flow's decision step does (the closes one input settles together)."""
     return decide.on_closes(closes)
@@ -177,6 +198,8 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
                 step.on_row(r)
         return time.perf_counter() - t0
 
+    runs = [0]
+
     def full(chunk: int) -> tuple[float, dict[str, float]]:
         """Scoring, decisions and the sink; ``chunk`` bar times of rows at once (1 = bar by bar, streaming).
 
@@ -186,7 +209,8 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
         bank = bank_factory()
         bank.batch_graph = chunk > 1  # history mode: the GNN's bar times in one session run too
         step, decide = barrier(symbols, bank), decision_step(settings)
-        sink = DecisionSink(settings).build("decisions", 0, 1)
+        runs[0] += 1
+        sink = DecisionSink(empty_store(settings, runs[0])).build("decisions", 0, 1)
         spent = dict.fromkeys(STAGES, 0.0)
         clock = time.perf_counter
         t0 = clock()
