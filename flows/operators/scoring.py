@@ -141,15 +141,16 @@ class ScoringStep:
 
     def on_rows(self, rows: Iterable[FeatureRow]) -> list[Prediction]:
         """Take feature rows (a batch, a stretch of history); score every bar time they make ready at once."""
-        pending, latest, complete, done = self.pending, self.latest, self._complete, self._done
+        pending, latest, done, scored = self.pending, self.latest, self._done, self.scored_until
+        n_feed, feed_keys = self._n_feed, self._feed_keys
         for row in rows:
             ts = row.ts
-            if ts <= self.scored_until:
+            if ts <= scored:
                 continue  # a replayed row of a bar time already scored
             sym = row.symbol
             values = pending.setdefault(ts, {}).setdefault(sym, {})
             values.update(row.values)
-            if complete(values):
+            if len(values) >= n_feed and feed_keys <= values.keys():  # self._complete, inline
                 done.setdefault(ts, set()).add(sym)
                 if ts > latest.get(sym, -1):
                     latest[sym] = ts

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +236,10 @@ def _arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
     cols, schema = COLUMNS[table], SCHEMAS[table]
     arrays = []
     for c, values in zip(cols, zip(*rows, strict=True), strict=True):
-        if c in JSON_COLUMNS:
-            values = tuple(None if v is None else v.decode() for v in values)
-        arrays.append(pa.array(values, schema.field(c).type))
+        if c in JSON_COLUMNS:  # the encoded JSON bytes, as text (UTF-8 checked by the cast)
+            arrays.append(pa.array(values, pa.binary()).cast(pa.string()))
+        else:
+            arrays.append(pa.array(values, schema.field(c).type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -281,15 +283,8 @@ def write_parquet(root: Path, table: str, rows: list[tuple[Any, ...]],
 
 def _in_order_and_unique(rows: list[tuple[Any, ...]], ts_at: int, key_at: list[int]) -> bool:
     """Return whether rows are in time order with distinct keys (then the key merge leaves them as they are)."""
-    seen: set[tuple[Any, ...]] = set()
-    last = None
-    for r in rows:
-        t = r[ts_at]
-        if last is not None and t < last:
-            return False
-        last = t
-        seen.add(tuple([r[i] for i in key_at]))
-    return len(seen) == len(rows)
+    ts = list(map(itemgetter(ts_at), rows))
+    return ts == sorted(ts) and len(set(map(itemgetter(*key_at), rows))) == len(rows)
 
 
 def _read(path: Path, cache: dict[Path, tuple[pa.Table, os.stat_result]] | None) -> pa.Table | None:
