@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import psycopg
+import pytest
 import redis
 
 from flows.operators.decisions import PortfolioRow
@@ -74,3 +75,23 @@ def test_an_order_changed_twice_in_a_batch_is_stored_once_in_its_last_state(migr
     assert rows == [(cid, "FILLED"), ("cs.SOL/USDT.other.e", "CANCELED")]
     events = [orjson.loads(f[b"data"])["status"] for _, f in r.xrange("cryptostream:orders")]
     assert events == ["NEW", "FILLED", "FILLED", "CANCELED"], "every change is an event"
+
+
+def test_a_batch_the_database_refuses_raises_and_publishes_nothing(migrated_dsn, redis_url) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/9"
+    settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
+                                  "REDIS_URL": url})
+    r = redis.Redis.from_url(url)
+    r.delete("cryptostream:predictions", "cryptostream:portfolio_state")
+    bad = records()
+    bad[1] = bad[1]._replace(symbol=None)  # predictions.symbol is NOT NULL
+    part = DecisionSink(settings).build("decisions", 0, 1)
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        part.write_batch(bad)
+    assert r.xlen("cryptostream:predictions") == 0 and r.xlen("cryptostream:portfolio_state") == 0
+    part.write_batch(records())  # the writer goes on after a refused batch
+    part.close()
+    assert r.xlen("cryptostream:predictions") == 2
+    with psycopg.connect(migrated_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM predictions WHERE ts = to_timestamp(%s / 1000.0)",
+                            (TS,)).fetchone() == (2,)
