@@ -22,7 +22,6 @@ from inference.graph import correlation_adjacency
 from inference.lstm_stream import LstmRunner
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from inference.runners import EnsembleScorer, GnnGraphRunner
-from inference.scorer import ModelScore, to_signal
 
 STATELESS = frozenset({"lightgbm"})  # row-wise members: any batch of rows in one session run
 
@@ -181,25 +180,6 @@ class ModelBank:
             self.policy = load_policy(self.root, self.policy_family, self.policy_version)
         self.swaps += 1
         return True
-
-    def score_many(self, feeds: Sequence[Mapping[str, np.ndarray]],
-                   times: Sequence[int] | None = None) -> list[dict[str, ModelScore]]:
-        """Score consecutive bar times at once (history, catch-up): each bar time's :class:`ModelScore` per family.
-
-        The same scores as :meth:`score_rows`, split by bar time, with the members' confidence and
-        signal too.
-        """
-        if not feeds:
-            return []
-        syms = [tuple(f) for f in feeds]
-        xs = [np.stack([np.asarray(f[s], np.float64) for s in sy]) for f, sy in zip(feeds, syms, strict=True)]
-        s = self.score_rows(syms, xs, times)
-        thr = self.ensemble.scorer.confidence_threshold
-        scored = {f: (p, *to_signal(p, thr)) for f, p in s.members.items()}
-        scored["ensemble"] = (s.probability, s.confidence, s.signal)
-        cuts = np.cumsum([0, *(len(sy) for sy in syms)]).tolist()
-        return [{f: ModelScore(sy, v[0][a:b], v[1][a:b], v[2][a:b]) for f, v in scored.items()}
-                for sy, a, b in zip(syms, cuts, cuts[1:], strict=False)]
 
     def score_rows(self, syms: Sequence[tuple[str, ...]], xs: Sequence[np.ndarray],
                    times: Sequence[int] | None = None) -> Scores:
