@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -58,8 +60,23 @@ def open_store(settings: Settings) -> FeatureStore:
     """Return a FeatureStore for the settings (the repository must have been applied)."""
     from feast import FeatureStore
 
-    os.environ.update(feast_environment(settings))
-    return FeatureStore(repo_path=str(settings.feast_repo), fs_yaml_file=profile_yaml(settings))
+    with _environment(feast_environment(settings)):  # Feast expands the yaml's ${VARS} while loading it
+        return FeatureStore(repo_path=str(settings.feast_repo), fs_yaml_file=profile_yaml(settings))
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block only, so opening a store changes no later ``load_settings``."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def apply(settings: Settings) -> None:
