@@ -25,7 +25,7 @@ from flows.operators.model_bank import ModelBank, SwapWatch, has_models
 from flows.operators.scoring import Close, CloseBarrier, ScoringStep
 from flows.records import Bar, FeatureRow
 from flows.settings import Settings, timeframe_ms
-from flows.sinks.decisions import DecisionSink
+from flows.sinks.decisions import PARTITION, DecisionSink
 
 
 def swap_watch(settings: Settings) -> SwapWatch:
@@ -116,7 +116,8 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     keyed_in = op.key_on("portfolio_key", closes, lambda _: "portfolio")
     out = op.key_rm("unkey_decisions", op.stateful_flat_map("decisions", keyed_in, decision_step(settings)))
     records = op.filter("decision_records", out, lambda r: not isinstance(r, Status))
-    op.output("decision_store", op.merge("to_decision_store", flat_preds, records), DecisionSink(settings))
+    to_store = op.merge("to_decision_store", flat_preds, records)
+    op.output("decision_store", op.key_on("decision_store_key", to_store, lambda _: PARTITION), DecisionSink(settings))
     op.output("status", op.filter_map("status_lines", out, lambda r: r if isinstance(r, Status) else None),
               StatusPrinter())
     return True

@@ -5,10 +5,17 @@
 every record is published to a Redis stream ``cryptostream:<table>``
 (``XADD ... MAXLEN ~ N``, one entry per record, added by a server-side script in one
 round trip per batch) for dashboards and other consumers.  JSON columns are encoded
-once, for both stores.  ``local`` profile:
-one parquet file per table and UTC day under ``<data_dir>/decisions/<table>/``,
+once, for both stores.  The rows are encoded on the flow's thread and written by
+one writer thread, so a batch's database and Redis work overlaps the scoring of the
+next: at most one batch is in flight, batches land in order, and the sink is a
+stateful Bytewax partition whose ``snapshot`` waits for the batch in flight, so
+every record of an epoch is stored before the epoch's recovery snapshot commits
+(a restart resumes after what is stored; a write that failed raises at the next
+``write_batch``, ``snapshot`` or ``close``, before its epoch commits).  ``local``
+profile: one parquet file per table and UTC day under ``<data_dir>/decisions/<table>/``,
 merged on the table's key with the offline store's upsert (newest row wins) and
-replaced atomically.  Either way a replayed batch rewrites the same rows.
+replaced atomically, written when ``write_batch`` is called.  Either way a replayed
+batch rewrites the same rows.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -24,7 +32,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.operators.decisions import PortfolioRow
 from flows.operators.scoring import Prediction
@@ -180,7 +188,7 @@ return #ARGV - 1
 XADD_CHUNK = 1000  # entries per script call: keeps each call short for other Redis clients
 
 
-class _Timescale(StatelessSinkPartition[Any]):
+class _Timescale(StatefulSinkPartition[Any, None]):
     def __init__(self, settings: Settings, maxlen: int) -> None:
         import psycopg
         import redis
@@ -195,9 +203,27 @@ class _Timescale(StatelessSinkPartition[Any]):
         set_json_dumps(_orjson_passthrough, context=self.conn)  # jsonb columns: the rows' encoded bytes
         self.redis = redis.Redis.from_url(settings.redis_url.get_secret_value())
         self.xadd_many = self.redis.register_script(_XADD_MANY)
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-sink")
+        self.pending: Future[None] | None = None
 
     def write_batch(self, items: list[Any]) -> None:
+        """Encode the batch here, wait for the batch in flight, then hand this one to the writer thread."""
         tables = rows_by_table(items, self.run_id, self.mode)
+        docs = {table: stream_docs(table, rows) for table, rows in tables.items()}
+        self.flush()
+        self.pending = self.writer.submit(self._write, tables, docs)
+
+    def flush(self) -> None:
+        """Wait for the batch in flight; raise what its write raised."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def snapshot(self) -> None:
+        """Everything written so far is stored before Bytewax commits the epoch (nothing else to resume from)."""
+        self.flush()
+
+    def _write(self, tables: dict[str, list[tuple[Any, ...]]], docs: dict[str, list[bytes]]) -> None:
         with self.conn.transaction():
             for table, rows in tables.items():
                 # The last version of each key only (an order placed and filled within the batch): what the
@@ -206,19 +232,22 @@ class _Timescale(StatelessSinkPartition[Any]):
         # One round trip per batch: each table's entries added server-side, in order, by one script call
         # per XADD_CHUNK (the same entries as one XADD each, without a reply per entry).
         pipe = self.redis.pipeline(transaction=False)
-        for table, rows in tables.items():
-            docs = stream_docs(table, rows)
-            for i in range(0, len(docs), XADD_CHUNK):
-                self.xadd_many(keys=[f"cryptostream:{table}"], args=[self.maxlen, *docs[i:i + XADD_CHUNK]],
+        for table, entries in docs.items():
+            for i in range(0, len(entries), XADD_CHUNK):
+                self.xadd_many(keys=[f"cryptostream:{table}"], args=[self.maxlen, *entries[i:i + XADD_CHUNK]],
                                client=pipe)
         pipe.execute()
 
     def close(self) -> None:
-        self.conn.close()
-        self.redis.close()
+        try:
+            self.flush()
+        finally:
+            self.writer.shutdown()
+            self.conn.close()
+            self.redis.close()
 
 
-class _Parquet(StatelessSinkPartition[Any]):
+class _Parquet(StatefulSinkPartition[Any, None]):
     def __init__(self, settings: Settings) -> None:
         self.root = Path(settings.data_dir) / "decisions"
         self.run_id, self.mode = settings.run_id(), settings.mode
@@ -227,6 +256,9 @@ class _Parquet(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         for table, rows in rows_by_table(items, self.run_id, self.mode).items():
             write_parquet(self.root, table, rows, self.files)
+
+    def snapshot(self) -> None:
+        """Each batch is in its files when ``write_batch`` returns: nothing to wait for or resume from."""
 
     def close(self) -> None:
         self.files.clear()
@@ -298,15 +330,35 @@ def _read(path: Path, cache: dict[Path, tuple[pa.Table, os.stat_result]] | None)
     return pq.read_table(path)
 
 
-class DecisionSink(DynamicSink[Any]):
-    """Write decision records to the profile's store (and Redis streams in ``timescale``)."""
+PARTITION = "decisions"  # one partition: the decision records of every timeframe, in the order they come
+
+
+class DecisionSink(FixedPartitionedSink[Any, None]):
+    """Write decision records to the profile's store (and Redis streams in ``timescale``).
+
+    Items are ``(key, record)`` pairs (any key: there is one partition).  The partition
+    is stateful only so that Bytewax calls its ``snapshot`` at every epoch, which waits
+    for the write in flight; it resumes from nothing (the stores are upserted by key).
+    """
 
     def __init__(self, settings: Settings, stream_maxlen: int = 100_000) -> None:
-        """Remember the settings; connections open per worker in :meth:`build`."""
+        """Remember the settings; connections open in :meth:`build_part`."""
         self.settings, self.stream_maxlen = settings, stream_maxlen
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
-        """Open this worker's writer."""
+    def list_parts(self) -> list[str]:
+        """The single partition (every worker can open it; Bytewax places it on one)."""
+        return [PARTITION]
+
+    def part_fn(self, item_key: str) -> int:
+        """Every key goes to the single partition."""
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> StatefulSinkPartition[Any, None]:
+        """Open the profile's writer."""
+        return self.open()
+
+    def open(self) -> StatefulSinkPartition[Any, None]:
+        """Return a writer outside a dataflow (tests, benchmarks, backtests): ``write_batch`` records, then ``close``."""
         if self.settings.profile == "timescale":
             return _Timescale(self.settings, self.stream_maxlen)
         return _Parquet(self.settings)

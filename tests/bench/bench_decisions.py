@@ -210,7 +210,7 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
         bank.batch_graph = chunk > 1  # history mode: the GNN's bar times in one session run too
         step, decide = barrier(symbols, bank), decision_step(settings)
         runs[0] += 1
-        sink = DecisionSink(empty_store(settings, runs[0])).build("decisions", 0, 1)
+        sink = DecisionSink(empty_store(settings, runs[0])).open()
         spent = dict.fromkeys(STAGES, 0.0)
         clock = time.perf_counter
         t0 = clock()

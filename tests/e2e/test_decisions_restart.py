@@ -49,6 +49,26 @@ def _predictions(var: Path) -> pd.DataFrame:
     return _table(var, "predictions")[cols].sort_values(["ts", "symbol"]).reset_index(drop=True)
 
 
+def kill_twice_and_finish(ex, env: dict[str, str], recovery: Path) -> None:
+    """Run the flow with recovery, SIGKILL it at 70 % and 85 % of the replay, then run it to the end."""
+    args = ("-r", str(recovery), "-s", "1", "-b", "30")
+    total = len(ex.data.timeline)
+    for share in (0.7, 0.85):  # models score from ~61 of 120 bars: both kills land after warm-up
+        proc = _flow(env, *args)
+        deadline = time.monotonic() + 120
+        while ex.engine.cursor < total * share and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        if proc.poll() is not None:
+            pytest.fail("the flow ended before it could be killed: " + proc.stderr.read().decode()[-3000:])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert ex.engine.cursor < total, "kill landed after the replay ended"
+    proc = _flow(env, *args)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
+
+
 @pytest.fixture(scope="module")
 def reference(shared_data, registry, tmp_path_factory) -> Path:  # noqa: F811
     tmp = tmp_path_factory.mktemp("reference")
@@ -71,22 +91,7 @@ def test_sigkill_twice_and_restart_gives_the_same_decisions(shared_data, registr
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = _env(tmp_path / "var", copy_feature_repo(tmp_path), ex, registry)
         feast_store.apply(load_settings(env=env))
-        args = ("-r", str(recovery), "-s", "1", "-b", "30")
-        total = len(ex.data.timeline)
-        for share in (0.7, 0.85):  # models score from ~61 of 120 bars: both kills land after warm-up
-            proc = _flow(env, *args)
-            deadline = time.monotonic() + 120
-            while ex.engine.cursor < total * share and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.3)
-            if proc.poll() is not None:
-                pytest.fail("the flow ended before it could be killed: " + proc.stderr.read().decode()[-3000:])
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            assert ex.engine.cursor < total, "kill landed after the replay ended"
-        proc = _flow(env, *args)
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err.decode()[-3000:]
+        kill_twice_and_finish(ex, env, recovery)
     got, want = _predictions(tmp_path / "var"), _predictions(reference)
     assert len(want) > 3 * 40
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-12)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import bytewax.operators as op
 import orjson
 import psycopg
 import pytest
 import redis
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+from bytewax.testing import TestingSource, run_main
 
 from flows.operators.decisions import PortfolioRow
 from flows.operators.scoring import Prediction
 from flows.settings import load_settings
-from flows.sinks.decisions import DecisionSink
+from flows.sinks.decisions import PARTITION, DecisionSink
 
 TS = 1_717_400_000_000
 
@@ -30,9 +42,13 @@ def test_rows_are_upserted_and_published(migrated_dsn, redis_url) -> None:
                                   "REDIS_URL": url})
     r = redis.Redis.from_url(url)
     r.delete("cryptostream:predictions", "cryptostream:portfolio_state")
-    part = DecisionSink(settings).build("decisions", 0, 1)
+    part = DecisionSink(settings).open()
     part.write_batch(records())
     part.write_batch(records())  # a replayed batch: same rows, no duplicates
+    part.snapshot()  # what Bytewax calls before it commits an epoch: both batches are stored by then
+    with psycopg.connect(migrated_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM predictions").fetchone() == (2,)
+    assert r.xlen("cryptostream:predictions") == 4
     part.close()
     with psycopg.connect(migrated_dsn) as conn:
         preds = conn.execute("SELECT symbol, model, model_version, prob_up, signal, payload FROM predictions "
@@ -64,7 +80,7 @@ def test_an_order_changed_twice_in_a_batch_is_stored_once_in_its_last_state(migr
     cid = client_order_id("cs", "SOL/USDT", TS, "entry")
     placed, filled = Order(cid, intent, OrderStatus.NEW, updated_ts=TS), \
         Order(cid, intent, OrderStatus.FILLED, 1.0, 20.0, updated_ts=TS + 60_000)
-    part = DecisionSink(settings).build("decisions", 0, 1)
+    part = DecisionSink(settings).open()
     part.write_batch([placed, filled])
     canceled = Order("cs.SOL/USDT.other.e", intent, OrderStatus.CANCELED, updated_ts=TS)
     part.write_batch([filled, canceled])  # the stored key again, with a new one
@@ -77,7 +93,7 @@ def test_an_order_changed_twice_in_a_batch_is_stored_once_in_its_last_state(migr
     assert events == ["NEW", "FILLED", "FILLED", "CANCELED"], "every change is an event"
 
 
-def test_a_batch_the_database_refuses_raises_and_publishes_nothing(migrated_dsn, redis_url) -> None:
+def test_a_refused_batch_raises_by_its_snapshot_and_publishes_nothing(migrated_dsn, redis_url) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/9"
     settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
                                   "REDIS_URL": url})
@@ -85,9 +101,10 @@ def test_a_batch_the_database_refuses_raises_and_publishes_nothing(migrated_dsn,
     r.delete("cryptostream:predictions", "cryptostream:portfolio_state")
     bad = records()
     bad[1] = bad[1]._replace(symbol=None)  # predictions.symbol is NOT NULL
-    part = DecisionSink(settings).build("decisions", 0, 1)
+    part = DecisionSink(settings).open()
+    part.write_batch(bad)  # handed to the writer thread; its error comes back at the epoch's snapshot at the latest
     with pytest.raises(psycopg.errors.NotNullViolation):
-        part.write_batch(bad)
+        part.snapshot()
     assert r.xlen("cryptostream:predictions") == 0 and r.xlen("cryptostream:portfolio_state") == 0
     part.write_batch(records())  # the writer goes on after a refused batch
     part.close()
@@ -95,3 +112,63 @@ def test_a_batch_the_database_refuses_raises_and_publishes_nothing(migrated_dsn,
     with psycopg.connect(migrated_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM predictions WHERE ts = to_timestamp(%s / 1000.0)",
                             (TS,)).fetchone() == (2,)
+
+
+class _HeldSink(DecisionSink):
+    """The real timescale sink whose writer thread waits for ``release`` before its first write."""
+
+    def __init__(self, settings, release: threading.Event) -> None:
+        super().__init__(settings)
+        self.release = release
+
+    def build_part(self, step_id, for_part, resume_state):
+        part = super().build_part(step_id, for_part, resume_state)
+        write = part._write
+
+        def held(*args):
+            self.release.wait(30)
+            write(*args)
+
+        part._write = held
+        return part
+
+
+def _committed(recovery: Path) -> int:
+    with sqlite3.connect(recovery / "part-0.sqlite3") as db:
+        row = db.execute("SELECT max(commit_epoch) FROM commits").fetchone()
+    return row[0] or 0
+
+
+def test_no_epoch_commits_while_its_batch_is_still_being_written(migrated_dsn, redis_url, tmp_path) -> None:
+    """The sink's snapshot waits for the batch in flight, so Bytewax cannot commit an epoch before its rows are stored.
+
+    Every item is its own epoch.  While the writer thread holds the first batch, no epoch
+    may commit (without the wait in ``snapshot``, epoch 1 commits with its rows unwritten,
+    and a kill then would lose them for good: the restart resumes after epoch 1).
+    """
+    settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
+                                  "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/9"})
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    items = [r._replace(ts=TS + 60_000 * i) for i in range(12) for r in records()]
+    release = threading.Event()
+    flow = Dataflow("held_sink")
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(items)), lambda _: PARTITION)
+    op.output("out", keyed, _HeldSink(settings, release))
+    runner = threading.Thread(target=run_main, args=(flow,),
+                              kwargs={"epoch_interval": timedelta(0), "recovery_config": RecoveryConfig(recovery)})
+    runner.start()
+    try:
+        time.sleep(3)
+        held_at = _committed(recovery)
+        with psycopg.connect(migrated_dsn) as conn:
+            stored = conn.execute("SELECT count(*) FROM predictions").fetchone()[0]
+    finally:
+        release.set()
+        runner.join(60)
+    assert stored == 0, "the writer was held: nothing can be stored yet"
+    assert held_at == 0, f"epoch {held_at} committed while its rows were not stored"
+    assert _committed(recovery) > 10, "once written, the epochs commit"
+    with psycopg.connect(migrated_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == 24

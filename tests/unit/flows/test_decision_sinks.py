@@ -17,7 +17,7 @@ from tests.integration.test_decision_store import TS, records
 
 def test_parquet_rows_per_table_and_replay_is_idempotent(tmp_path) -> None:
     settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path)})
-    part = DecisionSink(settings).build("decisions", 0, 1)
+    part = DecisionSink(settings).open()
     part.write_batch(records())
     part.write_batch(records())
     preds = pq.read_table(next((tmp_path / "decisions" / "predictions").glob("*.parquet"))).to_pylist()
@@ -48,10 +48,10 @@ def test_batches_in_time_order_replays_and_outside_rewrites_give_the_merged_rows
     b = [_pred("BTC/USDT", 1, 0.7), _pred("BTC/USDT", 1, 0.71), _order(0, OrderStatus.FILLED, TS + 60_000)]
     c = [_pred("ETH/USDT", 2, 0.3)]
     settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path / "live")})
-    part = DecisionSink(settings).build("decisions", 0, 1)
+    part = DecisionSink(settings).open()
     for batch in (a, b, a[:2], c):  # later bar times (appended), an update of an older order, a replay
         part.write_batch(batch)
-    one = DecisionSink(load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path / "one")})).build("decisions", 0, 1)
+    one = DecisionSink(load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path / "one")})).open()
     one.write_batch([*a, *b, *a[:2], *c])  # everything merged at once
     for table in ("predictions", "orders"):
         assert _rows(tmp_path / "live", table) == _rows(tmp_path / "one", table)
