@@ -25,8 +25,8 @@ from flows.execution.orders import OrderIntent, OrderStatus, client_order_id
 from flows.execution.venue import load_keys
 from flows.records import Bar
 from flows.settings import ExchangeSettings, SettingsError
-from infra.replay_exchange import make_binance, running_replay
-from tests.unit.infra.replay_support import make_candles
+from infra.replay_exchange import make_binance
+from tests.unit.infra.replay_support import signed_replay
 
 SYM, H = "ABC/USDT", 3_600_000
 KEY, SECRET = "k-live-test", "s3cret-never-logged"
@@ -64,11 +64,7 @@ class Market:
 
 @pytest.fixture
 def market(tmp_path: Path) -> Iterator[Market]:
-    candles = make_candles(48, H)
-    path = tmp_path / "ABC_USDT-1h.csv"
-    candles.to_csv(path, index=False)
-    with running_replay(path, speed=0, rest_horizon="all", api_key=KEY, api_secret=SECRET,
-                        balances={"USDT": 10_000.0, "ABC": 50.0}) as ex:
+    with signed_replay(tmp_path, 48, KEY, SECRET, {"USDT": 10_000.0, "ABC": 50.0}) as (ex, candles):
         m = Market(ex, candles)
         m.seek(1)
         yield m
@@ -271,10 +267,7 @@ def test_keys_from_a_secrets_file(tmp_path: Path) -> None:
 
 
 def test_a_stopped_exchange_is_survived_and_orders_are_refused_with_the_reason(tmp_path: Path) -> None:
-    candles = make_candles(8, H)
-    path = tmp_path / "ABC_USDT-1h.csv"
-    candles.to_csv(path, index=False)
-    with running_replay(path, speed=0, rest_horizon="all", api_key=KEY, api_secret=SECRET) as ex:
+    with signed_replay(tmp_path, 8, KEY, SECRET) as (ex, candles):
         m = Market(ex, candles)
         broker = m.broker()
         broker.on_bar(m.bar(0))

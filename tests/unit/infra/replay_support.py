@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -31,3 +33,20 @@ def make_candles(n: int, interval_ms: int, seed: int = 1, start_ms: int = 1_704_
     high[4], low[4] = max(high[4], open_[4]), min(low[4], open_[4])
     ts = start_ms + interval_ms * np.arange(n)
     return pd.DataFrame({"ts": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume})
+
+
+@contextmanager
+def signed_replay(tmp_path: Path, hours: int, key: str, secret: str, balances: Mapping[str, float] | None = None
+                  ) -> Iterator[tuple[Any, pd.DataFrame]]:
+    """Run a replay exchange of ``hours`` synthetic 1h ABC/USDT candles that takes signed orders.
+
+    Yields the running exchange and its candles; the account starts with ``balances`` (or the exchange's default).
+    """
+    from infra.replay_exchange import running_replay
+
+    candles = make_candles(hours, 3_600_000)
+    path = tmp_path / "ABC_USDT-1h.csv"
+    candles.to_csv(path, index=False)
+    account: dict[str, Any] = {} if balances is None else {"balances": dict(balances)}
+    with running_replay(path, speed=0, rest_horizon="all", api_key=key, api_secret=secret, **account) as ex:
+        yield ex, candles

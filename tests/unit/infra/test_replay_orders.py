@@ -13,9 +13,8 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 import requests
-from replay_support import make_candles
+from replay_support import signed_replay
 
-from infra.replay_exchange import running_replay
 from infra.replay_exchange.config import ReplayConfig
 
 KEY, SECRET, H = "key-1", "secret-1", 3_600_000
@@ -56,11 +55,7 @@ class Api:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    candles = make_candles(24, H)
-    path = tmp_path / "ABC_USDT-1h.csv"
-    candles.to_csv(path, index=False)
-    with running_replay(path, speed=0, rest_horizon="all", api_key=KEY, api_secret=SECRET,
-                        balances={"USDT": 1000.0, "ABC": 2.0}) as ex:
+    with signed_replay(tmp_path, 24, KEY, SECRET, {"USDT": 1000.0, "ABC": 2.0}) as (ex, candles):
         a = Api(ex, int(candles.ts.iloc[0]))
         a.seek(1)
         yield a
