@@ -36,11 +36,15 @@ def records() -> list:
     return [*preds, PortfolioRow(TS, state)]
 
 
-def test_rows_are_upserted_and_published(migrated_dsn, redis_url) -> None:
-    url = redis_url.rsplit("/", 1)[0] + "/9"
-    settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
-                                  "REDIS_URL": url})
-    r = redis.Redis.from_url(url)
+@pytest.fixture
+def settings(migrated_dsn, redis_url):
+    """Settings of the timescale profile on the scratch database and Redis db 9."""
+    return load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
+                              "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/9"})
+
+
+def test_rows_are_upserted_and_published(settings, migrated_dsn) -> None:
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
     r.delete("cryptostream:predictions", "cryptostream:portfolio_state")
     part = DecisionSink(settings).open()
     part.write_batch(records())
@@ -68,13 +72,10 @@ def test_rows_are_upserted_and_published(migrated_dsn, redis_url) -> None:
     assert orjson.loads(port_doc[b"data"])["state"] == {"cash": 9_000.0}
 
 
-def test_an_order_changed_twice_in_a_batch_is_stored_once_in_its_last_state(migrated_dsn, redis_url) -> None:
+def test_an_order_changed_twice_in_a_batch_is_stored_once_in_its_last_state(settings, migrated_dsn) -> None:
     from flows.execution.orders import Order, OrderIntent, OrderStatus, client_order_id
 
-    url = redis_url.rsplit("/", 1)[0] + "/9"
-    settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
-                                  "REDIS_URL": url})
-    r = redis.Redis.from_url(url)
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
     r.delete("cryptostream:orders")
     intent = OrderIntent("cs", "SOL/USDT", "buy", 1.0, "market", None, None, TS, "entry", "test")
     cid = client_order_id("cs", "SOL/USDT", TS, "entry")
@@ -93,11 +94,8 @@ def test_an_order_changed_twice_in_a_batch_is_stored_once_in_its_last_state(migr
     assert events == ["NEW", "FILLED", "FILLED", "CANCELED"], "every change is an event"
 
 
-def test_a_refused_batch_raises_by_its_snapshot_and_publishes_nothing(migrated_dsn, redis_url) -> None:
-    url = redis_url.rsplit("/", 1)[0] + "/9"
-    settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
-                                  "REDIS_URL": url})
-    r = redis.Redis.from_url(url)
+def test_a_refused_batch_raises_by_its_snapshot_and_publishes_nothing(settings, migrated_dsn) -> None:
+    r = redis.Redis.from_url(settings.redis_url.get_secret_value())
     r.delete("cryptostream:predictions", "cryptostream:portfolio_state")
     bad = records()
     bad[1] = bad[1]._replace(symbol=None)  # predictions.symbol is NOT NULL
@@ -139,15 +137,13 @@ def _committed(recovery: Path) -> int:
     return row[0] or 0
 
 
-def test_no_epoch_commits_while_its_batch_is_still_being_written(migrated_dsn, redis_url, tmp_path) -> None:
+def test_no_epoch_commits_while_its_batch_is_still_being_written(settings, migrated_dsn, tmp_path) -> None:
     """The sink's snapshot waits for the batch in flight, so Bytewax cannot commit an epoch before its rows are stored.
 
     Every item is its own epoch.  While the writer thread holds the first batch, no epoch
     may commit (without the wait in ``snapshot``, epoch 1 commits with its rows unwritten,
     and a kill then would lose them for good: the restart resumes after epoch 1).
     """
-    settings = load_settings(env={"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
-                                  "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/9"})
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
