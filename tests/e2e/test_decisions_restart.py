@@ -12,10 +12,8 @@ portfolio row equals the reference's.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +22,11 @@ import pytest
 from flows import feast_store
 from flows.settings import load_settings
 from infra.replay_exchange.server import running_replay
-from tests.conftest import PROJECT_ROOT, copy_feature_repo
+from tests.conftest import copy_feature_repo
 from tests.e2e.test_paper_decisions import LIVE, SYMBOLS, _files, _table, registry  # noqa: F401
+from tests.e2e.test_recovery import _flow, kill_at_and_finish
+
+KILLS = (0.7, 0.85)  # models score from ~61 of 120 bars: both kills land after warm-up
 
 
 def _env(var: Path, repo: Path, ex, reg: Path) -> dict[str, str]:
@@ -39,34 +40,9 @@ def _env(var: Path, repo: Path, ex, reg: Path) -> dict[str, str]:
             "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "4"}
 
 
-def _flow(env: dict[str, str], *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bytewax.run", "flows.live", *args]
-    return subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def _predictions(var: Path) -> pd.DataFrame:
     cols = ["symbol", "ts", "model_version", "prob_up", "confidence", "signal", "payload"]
     return _table(var, "predictions")[cols].sort_values(["ts", "symbol"]).reset_index(drop=True)
-
-
-def kill_twice_and_finish(ex, env: dict[str, str], recovery: Path) -> None:
-    """Run the flow with recovery, SIGKILL it at 70 % and 85 % of the replay, then run it to the end."""
-    args = ("-r", str(recovery), "-s", "1", "-b", "30")
-    total = len(ex.data.timeline)
-    for share in (0.7, 0.85):  # models score from ~61 of 120 bars: both kills land after warm-up
-        proc = _flow(env, *args)
-        deadline = time.monotonic() + 120
-        while ex.engine.cursor < total * share and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        if proc.poll() is not None:
-            pytest.fail("the flow ended before it could be killed: " + proc.stderr.read().decode()[-3000:])
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert ex.engine.cursor < total, "kill landed after the replay ended"
-    proc = _flow(env, *args)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +67,7 @@ def test_sigkill_twice_and_restart_gives_the_same_decisions(shared_data, registr
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = _env(tmp_path / "var", copy_feature_repo(tmp_path), ex, registry)
         feast_store.apply(load_settings(env=env))
-        kill_twice_and_finish(ex, env, recovery)
+        kill_at_and_finish(ex, env, recovery, KILLS)
     got, want = _predictions(tmp_path / "var"), _predictions(reference)
     assert len(want) > 3 * 40
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-12)

@@ -45,6 +45,27 @@ def _flow(env: dict[str, str], *args: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def kill_at_and_finish(ex, env: dict[str, str], recovery: Path, shares: tuple[float, ...]) -> None:
+    """Run ``flows.live`` with recovery, SIGKILL it once the replay has handed out each share of its
+    trades, restart it each time, then let the last run reach the end (exit 0)."""
+    args = ("-r", str(recovery), "-s", "1", "-b", "30")
+    total = len(ex.data.timeline)
+    for share in shares:
+        proc = _flow(env, *args)
+        deadline = time.monotonic() + 120
+        while ex.engine.cursor < total * share and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let some of it flow through and a snapshot or two be taken
+        if proc.poll() is not None:
+            pytest.fail("the flow ended before it could be killed: " + proc.stderr.read().decode()[-3000:])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert ex.engine.cursor < total, "kill landed after the replay ended"
+    proc = _flow(env, *args)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
+
+
 def _read(var: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for t in TABLES:
@@ -90,21 +111,7 @@ def test_sigkill_at_several_points_and_restart_gives_same_tables(files, referenc
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = _env(tmp_path / "var", repo, ex)
         feast_store.apply(load_settings(env=env))
-        args = ("-r", str(recovery), "-s", "1", "-b", "30")
-        total = len(ex.data.timeline)
-        for quarter in (1, 2, 3):
-            proc = _flow(env, *args)
-            deadline = time.monotonic() + 120
-            while ex.engine.cursor < total * quarter // 4 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.3)  # let some of it flow through and a snapshot or two be taken
-            assert proc.poll() is None, "the flow ended before it could be killed"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            assert ex.engine.cursor < total, "kill landed after the replay ended"
-        proc = _flow(env, *args)
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err.decode()[-3000:]
+        kill_at_and_finish(ex, env, recovery, (0.25, 0.5, 0.75))
     got = _read(tmp_path / "var")
     for t in TABLES:
         pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)

@@ -24,8 +24,9 @@ from flows import feast_store
 from flows.settings import load_settings
 from infra.replay_exchange.server import running_replay
 from tests.conftest import copy_feature_repo
-from tests.e2e.test_decisions_restart import _env, _predictions, kill_twice_and_finish, reference  # noqa: F401
+from tests.e2e.test_decisions_restart import KILLS, _env, _predictions, reference  # noqa: F401
 from tests.e2e.test_paper_decisions import LIVE, SYMBOLS, _files, _table, registry  # noqa: F401
+from tests.e2e.test_recovery import kill_at_and_finish
 
 
 def _stored(dsn: str, query: str) -> pd.DataFrame:
@@ -46,7 +47,7 @@ def test_sigkill_twice_with_the_timescale_sink_loses_and_repeats_nothing(
         env = {**_env(tmp_path / "var", copy_feature_repo(tmp_path), ex, registry),
                "CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn, "REDIS_URL": url}
         feast_store.apply(load_settings(env=env))
-        kill_twice_and_finish(ex, env, recovery)
+        kill_at_and_finish(ex, env, recovery, KILLS)
     want = _predictions(reference)
     got = _stored(migrated_dsn, "SELECT symbol, ts, model_version, prob_up, confidence, signal, payload "
                                 "FROM predictions ORDER BY ts, symbol")
