@@ -88,7 +88,7 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
         settings = settings.model_copy(update={"symbols": symbols})
     sc = settings.scoring
     bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family, sc.policy_version)
-    bank.batch_graph = True
+    bank.history_mode = True
     barrier = CloseBarrier(ScoringStep(symbols, timeframe, bank, confidence_threshold=sc.confidence_threshold),
                            WARMUP)
     deps = build_deps(settings)

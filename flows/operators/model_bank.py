@@ -139,7 +139,7 @@ class ModelBank:
         self._swap = False
         # history mode: the GNN's bar times in one session run, the LSTM's in one seq.onnx call per run of
         # consecutive bars (float-close to bar by bar, not bitwise)
-        self.batch_graph = False
+        self.history_mode = False
         self._versions: dict[str, str] | None = None
         self.swaps = 0
 
@@ -187,7 +187,7 @@ class ModelBank:
 
         Row-wise members (:data:`STATELESS`) and the ensemble graph run once over every row of
         every bar time; stateful members (streaming LSTM, GNN window) step bar by bar in order,
-        or, in history mode (:attr:`batch_graph`), score all the bar times in one go.
+        or, in history mode (:attr:`history_mode`), score all the bar times in one go.
         ``times`` (bar closes, ms) let the streaming LSTM restart a symbol after a gap in its bars.
         Returns the scores flat over the rows, bar time after bar time.
         """
@@ -198,9 +198,9 @@ class ModelBank:
             if fam in STATELESS:
                 flat = syms[0] if len(syms) == 1 else tuple(s for sy in syms for s in sy)
                 probs[fam] = np.asarray(runner.score(flat, flat_x), np.float64)
-            elif self.batch_graph and isinstance(runner, GnnGraphRunner):
+            elif self.history_mode and isinstance(runner, GnnGraphRunner):
                 probs[fam] = gnn_many(runner, syms, xs)
-            elif self.batch_graph and isinstance(runner, LstmRunner) and len(syms) > 1:
+            elif self.history_mode and isinstance(runner, LstmRunner) and len(syms) > 1:
                 probs[fam] = np.concatenate(runner.history(syms, xs, times))
             elif len(syms) == 1:
                 probs[fam] = np.asarray(runner.score(syms[0], xs[0], bar_ts=None if times is None else times[0]),

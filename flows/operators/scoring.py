@@ -159,11 +159,7 @@ class ScoringStep:
         # ``max_pending`` later bar times wait: arrival order across symbols then never changes the output.
         if not pending:
             return []
-        n_symbols, first = len(self.symbols), min(pending)
-        if len(pending) <= self.max_pending and not len(done.get(first, ())) == len(pending[first]) == n_symbols \
-                and first >= min([latest.get(s, -1) for s in self.symbols]):
-            return []  # the oldest bar time waits: nothing to score (the loop below would stop at once)
-        passed = min([latest.get(s, -1) for s in self.symbols])
+        n_symbols, passed = len(self.symbols), min([latest.get(s, -1) for s in self.symbols])
         ready: list[tuple[int, dict[str, dict[str, float]]]] = []
         for ts in sorted(pending):
             got, fed = pending[ts], done.get(ts, ())

@@ -24,6 +24,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -79,19 +80,6 @@ def _num(x: Any) -> float | None:
     return None if x != x else x  # NaN -> NULL
 
 
-class _Utc:
-    """``flows.records.utc`` with the datetimes of a batch's few bar times made once."""
-
-    def __init__(self) -> None:
-        self.seen: dict[int, Any] = {}
-
-    def __call__(self, ts: int) -> Any:
-        out = self.seen.get(ts)
-        if out is None:
-            out = self.seen[ts] = utc(ts)
-        return out
-
-
 def _json(v: Any) -> bytes | None:
     """Encode a JSON column's value once (orjson: NaN becomes null); the stores take the bytes as they are."""
     return None if v is None else orjson.dumps(v)
@@ -103,7 +91,7 @@ def rows_by_table(items: Iterable[Any], run_id: str, mode: str) -> dict[str, lis
     JSON columns (:data:`JSON_COLUMNS`) hold their value encoded once, as JSON bytes.
     """
     out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    at = _Utc()
+    at = cache(utc)  # a batch's few bar times: each datetime made once
     preds, ports = out["predictions"], out["portfolio_state"]
     versions: dict[int, tuple[dict[str, str], orjson.Fragment]] = {}  # the bank's versions, encoded once
     for it in items:

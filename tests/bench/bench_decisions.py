@@ -22,7 +22,7 @@ symbols, quick lightgbm/lstm/gnn/ensemble and the tactical policy).
    TimescaleDB + Redis streams in ``timescale``); bars (symbol-bars) per second,
    bar by bar (the streaming path) and with ``--chunk`` bar times per scoring call
    (``CloseBarrier.on_items``: row-wise members and the ensemble graph in one
-   session run; in history mode (``ModelBank.batch_graph``) the GNN's bar times in
+   session run; in history mode (``ModelBank.history_mode``) the GNN's bar times in
    one session run too and the stateful LSTM's in one ``seq.onnx`` call per run of
    consecutive bars (``LstmStreamRunner.history``), both equal within float rounding).
    Baseline in the same run: the scoring step alone, bar by bar.  Each mode also prints
@@ -207,7 +207,7 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
         decision step, sink).
         """
         bank = bank_factory()
-        bank.batch_graph = chunk > 1  # history mode: the GNN's bar times in one session run too
+        bank.history_mode = chunk > 1  # the GNN and LSTM score a chunk's bar times in one go
         step, decide = barrier(symbols, bank), decision_step(settings)
         runs[0] += 1
         sink = DecisionSink(empty_store(settings, runs[0])).open()

@@ -163,7 +163,7 @@ def test_history_mode_batches_the_graph_model_and_stays_within_float_rounding(re
     rows = [r for _, rs in feature_rows(held) for r in rs]
     want = ScoringStep(symbols, "1h", bank(root)).on_rows(rows)
     b = bank(root)
-    b.batch_graph = True
+    b.history_mode = True
     step = ScoringStep(symbols, "1h", b)
     got = step.on_rows(rows[:90]) + step.on_rows(rows[90:])
     assert [(p.symbol, p.ts) for p in got] == [(p.symbol, p.ts) for p in want]
