@@ -19,6 +19,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from flows.heap import freeze_start_up_heap
 from flows.operators.decisions import DecisionStep, Status
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank, SwapWatch, has_models
@@ -50,6 +51,7 @@ def scoring_step(settings: Settings) -> Any:
             except ValueError:  # not the main thread: the swap key still works
                 pass
             print(f"scoring {tf} with {b.versions()}", file=sys.stderr, flush=True)
+            freeze_start_up_heap()  # the models stay for the worker's life: out of the collector's walks
         return holder["bank"]
 
     def step(state: CloseBarrier | None, item: Bar | FeatureRow) -> tuple[CloseBarrier, list[list[Close]]]:
@@ -77,6 +79,7 @@ def decision_step(settings: Settings) -> Any:
     def step(state: DecisionStep | None, closes: list[Close]) -> tuple[DecisionStep, list[Any]]:
         if "deps" not in holder:
             holder["deps"] = build_deps(settings)
+            freeze_start_up_heap()
         if state is None:
             state = DecisionStep(settings.symbols, timeframe_ms(tf), holder["deps"])
         elif state.deps is None:

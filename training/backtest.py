@@ -35,6 +35,7 @@ from flows.execution.orders import Fill
 from flows.operators.decisions import DecisionStep, PortfolioRow
 from flows.operators.decisions_wiring import build_deps
 from flows.operators.features import WARMUP
+from flows.heap import freeze_start_up_heap
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import Close, CloseBarrier, ScoringStep
 from flows.records import Bar, utc
@@ -94,6 +95,7 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     deps = build_deps(settings)
     deps.kill_active = lambda: False  # the live kill switch is not the backtest's business
     step = DecisionStep(symbols, timeframe_ms(timeframe), deps)
+    freeze_start_up_heap()  # models, risk and broker live for the whole replay
     result, first_open = BacktestResult(), dict[str, float]()
     for rec in operator_records(streams, timeframe):
         if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):

@@ -28,7 +28,10 @@ symbols, quick lightgbm/lstm/gnn/ensemble and the tactical policy).
    Baseline in the same run: the scoring step alone, bar by bar.  Each mode also prints
    microseconds per close of its stages: close barrier + scoring, the decision step
    (``DecisionStep.on_closes``: the closes one call settles, one kill-switch read) and the sink.
-   Each timed run starts from an empty decision store (a first replay of that history).
+   Each timed run starts from an empty decision store (a first replay of that history) and,
+   as the flow's workers do once their models are loaded, freezes the heap built so far
+   (``flows.heap.freeze_start_up_heap``; here that includes the precomputed input, which a
+   flow's source would not hold).
 
 Not a test; machines here are noisy: compare ratios.
 """
@@ -58,6 +61,7 @@ from bench_flow import (  # noqa: E402
     scratch_database,
 )
 
+from flows.heap import freeze_start_up_heap  # noqa: E402
 from flows.operators.cross_asset import CrossAssetStep  # noqa: E402
 from flows.operators.decisions import DecisionStep  # noqa: E402
 from flows.operators.features import WARMUP  # noqa: E402
@@ -150,6 +154,7 @@ def section_latency(args: argparse.Namespace, settings: Settings, bank: ModelBan
     warm = 75
     batches = minute_batches(symbols, warm + args.closes + 1)
     path, scoring, decide = Path5(symbols), barrier(symbols, bank), decision_step(settings)
+    freeze_start_up_heap()
     stages: dict[str, list[float]] = {"features": [], "scoring": [], "decisions": [], "total": []}
     last = symbols[-1]
     for closes, batch in batches:
@@ -192,6 +197,7 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
 
     def scoring_only() -> float:
         step = ScoringStep(symbols, "1m", bank_factory())
+        freeze_start_up_heap()
         t0 = time.perf_counter()
         for rows, _ in per_time:
             for r in rows:
@@ -211,6 +217,7 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
         step, decide = barrier(symbols, bank), decision_step(settings)
         runs[0] += 1
         sink = DecisionSink(empty_store(settings, runs[0])).open()
+        freeze_start_up_heap()  # as the flow's workers do once their models are loaded (flows.heap)
         spent = dict.fromkeys(STAGES, 0.0)
         clock = time.perf_counter
         t0 = clock()

@@ -10,6 +10,8 @@ portfolio rows against a cash/position ledger rebuilt from the fills alone.
 
 from __future__ import annotations
 
+import gc
+
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,8 +89,18 @@ def paper_run(shared_data, registry, tmp_path_factory) -> Path:
                "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay", "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "3"}
         settings = load_settings(env=env)
         feast_store.apply(settings)
+        gc.unfreeze()
         run_main(build_flow(settings))
+        FROZEN["objects"] = gc.get_freeze_count()
+        gc.unfreeze()
     return tmp / "var"
+
+
+FROZEN: dict[str, int] = {}  # objects the flow's workers froze once their models were loaded (flows.heap)
+
+
+def test_the_flow_freezes_its_start_up_heap_once_the_models_are_loaded(paper_run) -> None:
+    assert FROZEN["objects"] > 10_000  # models, settings, operators: out of the cyclic collector's walks
 
 
 def _table(var: Path, table: str) -> pd.DataFrame:
