@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from flows.execution.orders import Fill
+from flows.heap import freeze_start_up_heap
 from flows.operators.decisions import DecisionStep, PortfolioRow
 from flows.operators.decisions_wiring import build_deps
 from flows.operators.features import WARMUP
-from flows.heap import freeze_start_up_heap
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import Close, CloseBarrier, ScoringStep
 from flows.records import Bar, utc

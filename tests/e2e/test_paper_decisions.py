@@ -11,7 +11,6 @@ portfolio rows against a cash/position ledger rebuilt from the fills alone.
 from __future__ import annotations
 
 import gc
-
 import json
 from datetime import datetime, timezone
 from pathlib import Path
