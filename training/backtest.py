@@ -4,6 +4,7 @@ Usage::
 
     python -m training.backtest ../shared/data/binance-spot-1h/*.parquet --start 2024-01-01 --end 2025-01-01
     python -m training.backtest FILES... --registry var/registry --out reports/backtest
+    python -m training.backtest FILES... --chunk 256 --store --profile timescale
 
 Bars go through the same steps as ``python -m bytewax.run flows.live`` in the same
 order: symbol pipelines and the cross-asset step (``training.backfill.operator_records``),
@@ -12,8 +13,10 @@ the tactical policy), and the decision step with the settings' risk engine, pape
 broker and portfolio (``flows.operators.decisions_wiring.build_deps``).  Bars before
 ``--start`` only warm the features and the models' state up; trading starts at
 ``--start``.  Deterministic: the same files, registry and settings give the same
-trades.  Prints a summary against equal-weight buy-and-hold over the same bars and
-writes ``equity.csv``, ``fills.csv``, ``summary.json`` and ``equity.png`` under ``--out``.
+trades.  ``--chunk N`` scores N bar times per call (:mod:`flows.replay`; faster, equal
+to the default within float rounding); ``--store`` writes the decision records to the
+profile's store as the live flow does.  Prints a summary against equal-weight
+buy-and-hold over the same bars and writes ``equity.csv``, ``fills.csv``, ``summary.json`` and ``equity.png`` under ``--out``.
 
 The registry's models must have been trained on data before ``--start`` for the
 result to be out of sample; the command prints the ensemble's training window so
@@ -39,7 +42,9 @@ from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import Close, CloseBarrier, ScoringStep
 from flows.records import Bar, utc
+from flows.replay import DecisionReplay, bar_time_chunks
 from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+from flows.sinks.decisions import DecisionSink
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from training.backfill import _files, _ms, operator_records
 
@@ -82,36 +87,45 @@ def curve_stats(curve: list[float], per_year: float) -> dict[str, float]:
 
 
 def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
-                 start_ms: int | None) -> BacktestResult:
-    """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on."""
+                 start_ms: int | None, chunk: int = 1, store: bool = False) -> BacktestResult:
+    """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on.
+
+    ``chunk`` bar times go to the scoring step at once (:class:`flows.replay.DecisionReplay`:
+    1 scores exactly as the live flow does; more is faster, equal within float rounding).
+    ``store`` writes every decision record of the traded closes (predictions, orders, fills,
+    risk events, portfolio state) to the settings' profile's decision store.
+    """
     symbols = tuple(streams)
     if symbols != tuple(settings.symbols):
         settings = settings.model_copy(update={"symbols": symbols})
     sc = settings.scoring
     bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family, sc.policy_version)
-    bank.history_mode = True
+    bank.history_mode = chunk > 1
     barrier = CloseBarrier(ScoringStep(symbols, timeframe, bank, confidence_threshold=sc.confidence_threshold),
                            WARMUP)
     deps = build_deps(settings)
     deps.kill_active = lambda: False  # the live kill switch is not the backtest's business
     step = DecisionStep(symbols, timeframe_ms(timeframe), deps)
+    replay = DecisionReplay(barrier, step, DecisionSink(settings).open() if store else None)
     freeze_start_up_heap()  # models, risk and broker live for the whole replay
     result, first_open = BacktestResult(), dict[str, float]()
-    for rec in operator_records(streams, timeframe):
-        if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
-            first_open.setdefault(rec.symbol, rec.open)
-        closes = barrier.on_items((rec,))
-        if start_ms is not None:
-            closes = [c for c in closes if c.ts > start_ms]  # warm-up: features and model state only
-        if closes:
-            _record(result, step, closes, first_open)
+    try:
+        for records in bar_time_chunks(operator_records(streams, timeframe), chunk, timeframe_ms(timeframe)):
+            for rec in records:
+                if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
+                    first_open.setdefault(rec.symbol, rec.open)
+            closes, out = replay.feed(records, trade_after=start_ms)  # earlier closes: warm-up only
+            if closes:
+                _record(result, closes, out, first_open)
+    finally:
+        replay.close()
     return result
 
 
-def _record(result: BacktestResult, step: DecisionStep, closes: list[Close], first: dict[str, float]) -> None:
-    """Work the closes one record settled together (as the flow's decision step does) and keep the results."""
+def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: dict[str, float]) -> None:
+    """Keep the fills and the per-close equity of what the decision step made of ``closes``."""
     bars = {c.ts: c.bars for c in closes}
-    for item in step.on_closes(closes):
+    for item in out:
         if isinstance(item, Fill):
             result.fills.append(item)
         elif isinstance(item, PortfolioRow):
@@ -171,16 +185,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--registry", type=Path, help="model registry (default: the settings' scoring.registry)")
     p.add_argument("--out", type=Path, default=Path("var/backtest"), help="directory for the outputs")
     p.add_argument("--config", help="settings YAML (else $CRYPTOSTREAM_CONFIG)")
+    p.add_argument("--chunk", type=int, default=1,
+                   help="bar times per scoring call: 1 scores exactly as the live flow (default); more (e.g. 256) "
+                        "scores history in batches, faster and equal within float rounding")
+    p.add_argument("--store", action="store_true",
+                   help="also write predictions, orders, fills, risk events and portfolio state to the "
+                        "profile's decision store")
+    p.add_argument("--profile", choices=("local", "timescale"), default="local",
+                   help="store of --store: parquet under data_dir (local) or TimescaleDB + Redis streams")
     a = p.parse_args(argv)
+    if a.chunk < 1:
+        p.error("--chunk must be at least 1")
     try:
-        overrides: dict[str, Any] = {"profile": "local"}
+        overrides: dict[str, Any] = {"profile": a.profile}
         settings = load_settings(a.config, **overrides)
         if a.registry is not None:
             settings = settings.model_copy(update={"scoring": settings.scoring.model_copy(
                 update={"registry": a.registry})})
         streams, tf = _files(a.paths, None, _ms(a.end))
         print(_window(settings, tf), flush=True)
-        result = run_backtest(settings, streams, tf, _ms(a.start))
+        result = run_backtest(settings, streams, tf, _ms(a.start), chunk=a.chunk, store=a.store)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -191,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['fills']} fills, fees {summary['fees']:,.2f}")
     print(f"strategy      return {s['total_return']:+.2%}  sharpe {s['sharpe']:+.2f}  max drawdown {s['max_drawdown']:.2%}")
     print(f"buy and hold  return {b['total_return']:+.2%}  sharpe {b['sharpe']:+.2f}  max drawdown {b['max_drawdown']:.2%}")
+    if a.store:
+        print(f"decision records stored ({settings.profile} profile, run id {settings.run_id()})")
     print(f"written under {a.out}")
     return 0
 

@@ -18,7 +18,8 @@ symbols, quick lightgbm/lstm/gnn/ensemble and the tactical policy).
    order intents); p50/p99 of each stage and of the sum.  Baseline: the features
    stage alone (what bench_flow section 3 calls compute only).
 2. Historical replay.  Precomputed feature rows and bars of ``--bars`` bar times
-   through the close barrier (scoring), the decision step and the decision sink (parquet in ``local``,
+   through the replay loop of ``python -m training.backtest --store`` (``flows.replay.DecisionReplay``):
+   the close barrier (scoring), the decision step and the decision sink (parquet in ``local``,
    TimescaleDB + Redis streams in ``timescale``); bars (symbol-bars) per second,
    bar by bar (the streaming path) and with ``--chunk`` bar times per scoring call
    (``CloseBarrier.on_items``: row-wise members and the ensemble graph in one
@@ -68,8 +69,9 @@ from flows.operators.features import WARMUP  # noqa: E402
 from flows.operators.model_bank import ModelBank, has_models  # noqa: E402
 from flows.operators.parse import exchange_symbol, parse_messages  # noqa: E402
 from flows.operators.pipeline import SymbolPipeline  # noqa: E402
-from flows.operators.scoring import Close, CloseBarrier, ScoringStep  # noqa: E402
+from flows.operators.scoring import CloseBarrier, ScoringStep  # noqa: E402
 from flows.records import Bar, BarReturn, FeatureRow  # noqa: E402
+from flows.replay import DecisionReplay  # noqa: E402
 from flows.settings import Settings, load_settings  # noqa: E402
 
 
@@ -143,11 +145,6 @@ def empty_store(settings: Settings, run: int) -> Settings:
     return settings
 
 
-def decide_closes(decide: DecisionStep, closes: list[Close]) -> list[Any]:
-    """Work settled closes as the flow's decision step does (the closes one input settles together)."""
-    return decide.on_closes(closes)
-
-
 def section_latency(args: argparse.Namespace, settings: Settings, bank: ModelBank) -> list[Row]:
     """Bar close (first trade past the boundary) to order intent, per stage."""
     symbols = settings.symbols
@@ -163,7 +160,7 @@ def section_latency(args: argparse.Namespace, settings: Settings, bank: ModelBan
         t1 = time.perf_counter()
         settled = scoring.on_items([*bars, *rows])
         t2 = time.perf_counter()
-        decide_closes(decide, settled)
+        decide.on_closes(settled)  # the closes one input settles, together, as the flow's decision step does
         t3 = time.perf_counter()
         if closes and batch[0] == last and batch[1] >= T0 + warm * 60_000 and any(c.predictions for c in settled):
             for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
@@ -205,42 +202,26 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
         return time.perf_counter() - t0
 
     runs = [0]
+    records = [[it for it in (*bars, *rows)] for rows, bars in per_time]  # one list per bar time
 
     def full(chunk: int) -> tuple[float, dict[str, float]]:
-        """Scoring, decisions and the sink; ``chunk`` bar times of rows at once (1 = bar by bar, streaming).
+        """The replay loop of ``training.backtest --store`` (:class:`flows.replay.DecisionReplay`).
 
+        ``chunk`` bar times of records per scoring call (1 = bar by bar, as the live flow scores).
         Returns the seconds taken and the seconds of each stage (close barrier with scoring,
         decision step, sink).
         """
         bank = bank_factory()
         bank.history_mode = chunk > 1  # the GNN and LSTM score a chunk's bar times in one go
-        step, decide = barrier(symbols, bank), decision_step(settings)
         runs[0] += 1
-        sink = DecisionSink(empty_store(settings, runs[0])).open()
+        replay = DecisionReplay(barrier(symbols, bank), decision_step(settings),
+                                DecisionSink(empty_store(settings, runs[0])).open(), args.sink_batch)
         freeze_start_up_heap()  # as the flow's workers do once their models are loaded (flows.heap)
-        spent = dict.fromkeys(STAGES, 0.0)
-        clock = time.perf_counter
-        t0 = clock()
-        out: list[Any] = []
-        for i in range(0, len(per_time), chunk):
-            part = per_time[i:i + chunk]
-            t1 = clock()
-            settled = step.on_items([it for rows, bars in part for it in (*bars, *rows)])
-            t2 = clock()
-            out += [p for c in settled for p in c.predictions]
-            out += decide_closes(decide, settled)
-            t3 = clock()
-            spent["scoring"] += t2 - t1
-            spent["decisions"] += t3 - t2
-            if len(out) >= args.sink_batch:
-                sink.write_batch(out)
-                out = []
-                spent["sink"] += clock() - t3
-        t4 = clock()
-        sink.write_batch(out)
-        sink.close()
-        spent["sink"] += clock() - t4
-        return clock() - t0, spent
+        t0 = time.perf_counter()
+        for i in range(0, len(records), chunk):
+            replay.feed([it for r in records[i:i + chunk] for it in r])
+        replay.close()
+        return time.perf_counter() - t0, replay.spent
 
     base = min(scoring_only() for _ in range(args.repeat))
     streaming = min((full(1) for _ in range(args.repeat)), key=lambda r: r[0])
@@ -252,12 +233,12 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
                                 (f"{args.chunk} bar times per scoring call, {settings.profile}", batched)):
         out.append(Row("2 replay", f"{what}, {mode}", n_bars / took, "bars/s", "scoring only, bar by bar",
                        n_bars / base, ">= 20,000 bars/s"))
-        out += [Row("2 replay", f"per close ({len(symbols)} bars): {STAGES[k]}, {mode}", v / closes * 1e6, "us")
+        out += [Row("2 replay", f"per close ({len(symbols)} bars): {STAGE_NAMES[k]}, {mode}", v / closes * 1e6, "us")
                 for k, v in spent.items()]
     return out
 
 
-STAGES = {"scoring": "close barrier + scoring (ensemble, members, policy)",
+STAGE_NAMES = {"scoring": "close barrier + scoring (ensemble, members, policy)",
           "decisions": "decision step (broker, risk, portfolio, orders)", "sink": "decision sink"}
 
 

@@ -1,0 +1,93 @@
+"""``python -m training.backtest --chunk N --store``: history scored in chunks, every decision record stored.
+
+Real 5m candles of three symbols (``../shared/data``) and the e2e registry trained on
+the two weeks before.  The chunked replay (:class:`flows.replay.DecisionReplay`, 64 bar
+times per scoring call, the bank in history mode) must trade like the bar-by-bar
+backtest (the live flow's scoring) within float rounding, and the store must hold
+exactly what the run traded: every fill, one portfolio row and one prediction per
+symbol per traded close, each client order id once.  Both profiles: parquet
+(``local``) and TimescaleDB + Redis streams (``timescale``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+import redis
+
+from flows.settings import load_settings
+from tests.e2e.test_paper_decisions import SYMBOLS, _files, _table, registry  # noqa: F401
+from training.backfill import _files as candle_streams
+from training.backtest import run_backtest
+
+WARM = datetime(2024, 5, 31, tzinfo=timezone.utc)  # a day of warm-up for features and model state
+START = datetime(2024, 6, 1, tzinfo=timezone.utc)
+END = datetime(2024, 6, 4, tzinfo=timezone.utc)
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _settings(registry_root: Path, var: Path, **env: str):
+    return load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(var), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS),
+                              "CRYPTOSTREAM_SCORING__REGISTRY": str(registry_root),
+                              "CRYPTOSTREAM_SCORING__POLICY_FAMILY": "",
+                              "CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "0",
+                              "CRYPTOSTREAM_RISK__SIZING__MIN_REBALANCE_FRACTION": "0", **env})
+
+
+def _stored(profile: str, var: Path, dsn: str | None, table: str) -> pd.DataFrame:
+    if profile == "local":
+        return _table(var, table)
+    with psycopg.connect(dsn) as conn:
+        cur = conn.execute(f"SELECT * FROM {table}")  # noqa: S608  (fixed table names)
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+
+
+@pytest.mark.parametrize("profile", ["local", "timescale"])
+def test_a_chunked_backtest_trades_like_bar_by_bar_and_stores_what_it_traded(
+        profile, shared_data, registry, request, tmp_path) -> None:  # noqa: F811
+    files = _files(shared_data)
+    env, dsn = {}, None
+    if profile == "timescale":
+        dsn = request.getfixturevalue("migrated_dsn")
+        url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + "/11"
+        redis.Redis.from_url(url).flushdb()
+        env = {"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": dsn, "REDIS_URL": url}
+
+    exact = run_backtest(_settings(registry, tmp_path / "exact"), candle_streams(files, _ms(WARM), _ms(END))[0],
+                         "5m", _ms(START))
+    var = tmp_path / "var"
+    chunked = run_backtest(_settings(registry, var, **env), candle_streams(files, _ms(WARM), _ms(END))[0],
+                           "5m", _ms(START), chunk=64, store=True)
+
+    closes = len(chunked.times)
+    assert closes == len(exact.times) == 3 * 288 and chunked.times == exact.times
+    assert len(chunked.fills) >= 10
+    assert [(f.client_order_id, f.symbol, f.side) for f in chunked.fills] == \
+        [(f.client_order_id, f.symbol, f.side) for f in exact.fills]
+    for a, b in zip(chunked.fills, exact.fills, strict=True):
+        assert (a.qty, a.price, a.fee) == pytest.approx((b.qty, b.price, b.fee), rel=1e-9)
+    assert chunked.equity == pytest.approx(exact.equity, rel=1e-9)
+
+    fills = _stored(profile, var, dsn, "fills")
+    assert sorted(fills.client_order_id) == sorted(f.client_order_id for f in chunked.fills)
+    assert sorted(fills.qty) == pytest.approx(sorted(f.qty for f in chunked.fills), rel=1e-12)
+    port = _stored(profile, var, dsn, "portfolio_state").sort_values("ts")
+    assert len(port) == closes
+    assert port.equity.tolist() == pytest.approx(chunked.equity, rel=1e-12)
+    preds = _stored(profile, var, dsn, "predictions")
+    assert len(preds) == len(SYMBOLS) * closes
+    assert not preds.duplicated(["symbol", "ts"]).any()
+    orders = _stored(profile, var, dsn, "orders")
+    assert orders.client_order_id.is_unique
+    assert set(fills.client_order_id) <= set(orders.client_order_id)
+    if profile == "timescale":  # every record also published on the Redis streams
+        r = redis.Redis.from_url(env["REDIS_URL"])
+        assert r.xlen("cryptostream:predictions") == len(preds)
+        assert r.xlen("cryptostream:fills") == len(fills)
