@@ -16,7 +16,8 @@ broker and portfolio (``flows.operators.decisions_wiring.build_deps``).  Bars be
 trades.  ``--chunk N`` scores N bar times per call (:mod:`flows.replay`; faster, equal
 to the default within float rounding); ``--store`` writes the decision records to the
 profile's store as the live flow does.  Prints a summary against equal-weight
-buy-and-hold over the same bars and writes ``equity.csv``, ``fills.csv``, ``summary.json`` and ``equity.png`` under ``--out``.
+buy-and-hold over the same bars and writes ``equity.csv``, ``fills.csv``,
+``summary.json`` and ``equity.png`` under ``--out``.
 
 The registry's models must have been trained on data before ``--start`` for the
 result to be out of sample; the command prints the ensemble's training window so

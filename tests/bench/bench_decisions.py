@@ -202,7 +202,7 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
         return time.perf_counter() - t0
 
     runs = [0]
-    records = [[it for it in (*bars, *rows)] for rows, bars in per_time]  # one list per bar time
+    records = [[*bars, *rows] for rows, bars in per_time]  # one list per bar time
 
     def full(chunk: int) -> tuple[float, dict[str, float]]:
         """The replay loop of ``training.backtest --store`` (:class:`flows.replay.DecisionReplay`).
@@ -239,7 +239,7 @@ def section_replay(args: argparse.Namespace, settings: Settings, bank_factory: A
 
 
 STAGE_NAMES = {"scoring": "close barrier + scoring (ensemble, members, policy)",
-          "decisions": "decision step (broker, risk, portfolio, orders)", "sink": "decision sink"}
+               "decisions": "decision step (broker, risk, portfolio, orders)", "sink": "decision sink"}
 
 
 def main(argv: list[str] | None = None) -> int:
