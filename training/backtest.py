@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.chunk < 1:
         p.error("--chunk must be at least 1")
     try:
-        overrides: dict[str, Any] = {"profile": a.profile}
+        overrides: dict[str, Any] = {"profile": a.profile if a.store else "local"}  # nothing else needs services
         settings = load_settings(a.config, **overrides)
         if a.registry is not None:
             settings = settings.model_copy(update={"scoring": settings.scoring.model_copy(
