@@ -8,8 +8,8 @@ collections again and again.  :func:`freeze_start_up_heap` collects once and mov
 everything alive at that point to the permanent generation (:func:`gc.freeze`), so
 later collections walk only what was allocated since.  Frozen objects are still
 freed by reference counting; only a reference cycle among them is never collected
-(a model swap drops the old runners, which hold no cycles that matter: a few
-sessions at most, once per swap).
+(what a model swap drops stays in memory if it holds cycles: at most the old
+runners' sessions, once per swap).
 
 Measured on the historical replay (``tests/bench/bench_decisions.py``): about 15 %
 of a replay's time went to full collections walking the start-up heap.

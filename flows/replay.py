@@ -41,7 +41,7 @@ def bar_time_chunks(records: Iterable[Bar | FeatureRow], chunk: int,
     times = 0
     last: int | None = None
     for rec in records:
-        close = rec.ts + tf_ms if type(rec) is Bar else rec.ts
+        close = rec.ts + tf_ms if isinstance(rec, Bar) else rec.ts
         if close != last:
             if times == chunk:
                 yield out
