@@ -19,7 +19,8 @@ from inference import graph as inference_graph
 from inference.manifest import resolve_version_dir, verify
 from inference.runners import GnnGraphRunner
 from inference.scorer import open_session
-from tests.unit.training.test_lstm import FEATS, SYMBOLS, synth
+from tests.unit.inference.test_runners import synth_split
+from tests.unit.training.test_lstm import FEATS, SYMBOLS
 from training.export.torch_onnx import export_gnn
 from training.models import graph as training_graph
 from training.models.gnn import GnnClassifier, GnnConfig
@@ -34,11 +35,7 @@ FEED = ["f2", "x_extra", "ret_1", "f1"]  # wider than the model's features and i
 def gat(tmp_path_factory):
     """A GAT trained briefly on three synthetic assets, registered; returns (version dir, later bars)."""
     root = tmp_path_factory.mktemp("registry")
-    frame = synth(200)
-    frame["fwd_ret"] = frame.groupby("symbol")["ret_1"].shift(-1).fillna(0.0)
-    times = frame.event_timestamp.unique()
-    fit = frame[frame.event_timestamp < times[150]].reset_index(drop=True)
-    held = frame[frame.event_timestamp >= times[150]].reset_index(drop=True)
+    fit, held = synth_split(200, 150)
     model = GnnClassifier(FEATS, GnnConfig(hidden=8, heads=2, max_epochs=2, patience=1, batch_size=32, seed=1),
                           GRAPH).fit(fit)
     gs = model.graphs(held, "label")

@@ -50,14 +50,19 @@ def lstm_extra(model: LstmClassifier) -> dict[str, int]:
     return {"burn_in": c.burn_in, "bptt": c.bptt, "segment": c.segment, "best_epoch": model.best_epoch}
 
 
+def synth_split(n: int, cut: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Synthetic bars of three assets (``n`` bar times) with ``fwd_ret``; (fit, held) split at the ``cut``-th time."""
+    frame = synth(n)
+    frame["fwd_ret"] = frame.groupby("symbol")["ret_1"].shift(-1).fillna(0.0)
+    times = frame.event_timestamp.unique()
+    fit, held = frame[frame.event_timestamp < times[cut]], frame[frame.event_timestamp >= times[cut]]
+    return fit.reset_index(drop=True), held.reset_index(drop=True)
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
-    frame = synth(260)
-    frame["fwd_ret"] = frame.groupby("symbol")["ret_1"].shift(-1).fillna(0.0)
-    times = frame.event_timestamp.unique()
-    fit, held = frame[frame.event_timestamp < times[200]], frame[frame.event_timestamp >= times[200]]
-    fit, held = fit.reset_index(drop=True), held.reset_index(drop=True)
+    fit, held = synth_split(260, 200)
 
     lstm = LstmClassifier(FEATS, LSTM_CFG).fit(fit)
     seqs = lstm.sequences(held, 20)
