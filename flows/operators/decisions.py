@@ -131,10 +131,6 @@ class DecisionStep:
             print(f"reconcile: {note}", file=sys.stderr, flush=True)
         self.deps = deps
 
-    def on_close(self, ts: int, bars: Sequence[Bar], preds: Sequence[Prediction]) -> list[Any]:
-        """Work one settled close (the live flow: :class:`flows.operators.scoring.CloseBarrier` settles them)."""
-        return self.on_closes((Close(ts, tuple(bars), tuple(preds)),))
-
     def on_closes(self, closes: Sequence[Close]) -> list[Any]:
         """Work closes the barrier settled together, oldest first; the kill switch is read once for them.
 
