@@ -73,7 +73,7 @@ def attach_labels(bars: pd.DataFrame, timeframe: str, horizon: int) -> pd.DataFr
         out.append(frame[np.isfinite(fwd)])
     labels = pd.concat(out, ignore_index=True) if out else pd.DataFrame(
         columns=["symbol", "event_timestamp", "fwd_ret"])
-    labels["label"] = (labels["fwd_ret"] > 0).astype(np.int8)
+    labels["label"] = (labels["fwd_ret"] > 0).astype(np.int64)  # int64: every offline store takes it (int8 became "tinyint")
     return labels
 
 
@@ -90,6 +90,8 @@ def build_training_set(settings: Settings, symbols: tuple[str, ...], timeframe: 
     store = open_store(settings)
     fs = store.get_feature_service(service)
     frame = store.get_historical_features(entity_df=labels, features=fs).to_df()
+    # Offline stores differ in timestamp resolution (DuckDB returns microseconds): one dtype for every profile.
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
     frame = frame.sort_values(["event_timestamp", "symbol"]).reset_index(drop=True)
     return frame.dropna().reset_index(drop=True)  # rows before warm-up have no features: dropped
 
