@@ -164,9 +164,11 @@ def train_lightgbm(settings: Settings, symbols: list[str], start: str, end: str,
            "CRYPTOSTREAM_PROFILE": settings.profile, "CRYPTOSTREAM_DATA_DIR": str(settings.data_dir)}
     if settings.timescale_dsn is not None:
         env["TIMESCALE_DSN"] = settings.timescale_dsn.get_secret_value()
-    cmd = [sys.executable, "-c", "import resource, runpy, sys; sys.argv = ['training.train'] + sys.argv[1:]\n"
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report this process's peak.
+    cmd = [sys.executable, "-c", "import runpy, sys; sys.argv = ['training.train'] + sys.argv[1:]\n"
            "try:\n    runpy.run_module('training.train', run_name='__main__')\n"
-           "finally:\n    print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)",
+           "finally:\n    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+           "    print('peak_rss_kb', hwm[0], file=sys.stderr)",
            "lightgbm", "--symbols", *symbols, "--timeframe", "1h", "--start", start, "--end", end,
            "--registry", str(tmp / f"registry-{settings.profile}"), "--seed", "7"]
     t0 = time.perf_counter()
