@@ -1,10 +1,11 @@
 """Point-in-time sets on both profiles: the same real bars give the same training set, row for row.
 
-The same real 1h candles are backfilled into the embedded profile (parquet, Feast's
-DuckDB store) and into TimescaleDB (``flows.stores.feast_timescale``); the training
-sets of ``training.datasets`` must be equal exactly, and an analyst's entity frame
-with extra columns of every common dtype comes back whole from both, equal to an
-independent as-of join (pandas ``merge_asof`` with Feast's ttl rule).
+The same real 1h candles are backfilled into the embedded profile (parquet,
+``flows.stores.feast_parquet``) and into TimescaleDB (``flows.stores.feast_timescale``);
+the training sets of ``training.datasets`` must be equal exactly, and an analyst's
+entity frame with extra columns of every common dtype comes back whole from both,
+with the features of an independent as-of join (pandas ``merge_asof`` with Feast's
+ttl rule) and of Feast's own DuckDB and PostgreSQL offline stores.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def test_an_analyst_entity_frame_with_extra_columns_comes_back_whole_on_both_pro
         got = got.sort_values(["row", "event_timestamp"], kind="stable").reset_index(drop=True)
         for c in extra:  # every extra column comes back with its values and dtype
             want = entity.sort_values("row", kind="stable").reset_index(drop=True)[c]
-            if c == "decided_at":  # DuckDB hands timestamps back in microseconds: same instants
+            if c == "decided_at":  # Feast's DuckDB store hands timestamps back in microseconds: same instants
                 pd.testing.assert_series_equal(pd.to_datetime(got[c], utc=True).astype(want.dtype), want,
                                                check_names=False)
             else:
@@ -154,6 +155,15 @@ def test_an_analyst_entity_frame_with_extra_columns_comes_back_whole_on_both_pro
                                           reference.drop_duplicates("row").set_index("row")
                                           .loc[got["row"], list(names)].to_numpy(float), err_msg=name)
 
+    # Feast's own stores (DuckDB for local, PostgreSQL for timescale) give the same features
+    for name, settings in profiles.items():
+        keys = entity[["row", "symbol", "event_timestamp"]]  # Feast's PostgreSQL store cannot take int8 ("tinyint")
+        theirs = _stock_store(settings).get_historical_features(entity_df=keys, features=refs).to_df()
+        theirs = theirs.sort_values(["row", "event_timestamp"], kind="stable").reset_index(drop=True)
+        names = [*BAR_FEATURES, *CROSS_FEATURES]
+        np.testing.assert_array_equal(theirs[names].to_numpy(float), tables[name][names].to_numpy(float),
+                                      err_msg=name)
+
     # full feature names: the same values under "<view>__<feature>"
     store = feast_store.open_store(profiles["timescale"])
     full = store.get_historical_features(entity_df=entity, features=refs, full_feature_names=True).to_df()
@@ -167,5 +177,21 @@ def _history(settings: Settings, table: str) -> pd.DataFrame:
 
     files = sorted(offline_dir(settings.data_dir, table, "1h").glob("*.parquet"))
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    df["ts"] = pd.to_datetime(df["ts"], utc=True).astype("datetime64[ns, UTC]")
     return df
+
+
+def _stock_store(settings: Settings):
+    """The profile's repository opened with Feast's own offline store instead of the project's plugin."""
+    from feast import FeatureStore
+
+    yaml = feast_store.profile_yaml(settings)
+    text = yaml.read_text()
+    for plugin, stock in (("flows.stores.feast_parquet.ParquetOfflineStore", "duckdb"),
+                          ("flows.stores.feast_timescale.TimescaleOfflineStore", "postgres")):
+        text = text.replace(f"type: {plugin}", f"type: {stock}")
+    assert "flows.stores" not in text
+    path = yaml.with_name("stock.yaml")
+    path.write_text(text)
+    with feast_store._environment(feast_store.feast_environment(settings)):
+        return FeatureStore(repo_path=str(settings.feast_repo), fs_yaml_file=path)
