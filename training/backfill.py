@@ -35,8 +35,9 @@ import numpy as np
 from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, BarReturn, FeatureRow
-from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.history import HistorySink
+from flows.timeframes import timeframe_ms
 
 log = logging.getLogger("training.backfill")
 

@@ -35,9 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.operators.decisions import PortfolioRow
-from flows.operators.scoring import Prediction
-from flows.records import utc
+from flows.records import PortfolioRow, Prediction, utc
 from flows.settings import Settings
 from flows.sinks.parquet_store import _upsert
 
@@ -109,7 +107,7 @@ def rows_by_table(items: Iterable[Any], run_id: str, mode: str) -> dict[str, lis
                           s.get("net_exposure"), s.get("drawdown"), s.get("realized_pnl"), s.get("unrealized_pnl"),
                           s.get("daily_pnl"), orjson.dumps(s.get("positions", {})), s.get("leverage"),
                           _json(s.get("full"))))
-        elif hasattr(it, "trade_id") and hasattr(it, "liquidity"):  # flows.execution.orders.Fill
+        elif hasattr(it, "trade_id") and hasattr(it, "liquidity"):  # flows.records.Fill
             out["fills"].append((str(it.trade_id), it.client_order_id, at(it.ts), it.symbol, it.side, it.qty,
                                  it.price, it.fee, it.fee_asset, it.liquidity, run_id))
         elif hasattr(it, "rule") and hasattr(it, "allowed"):  # flows.risk Rejection

@@ -95,7 +95,8 @@ from flows.operators.cross_asset import CrossAssetStep  # noqa: E402
 from flows.operators.parse import exchange_symbol, parse_messages  # noqa: E402
 from flows.operators.pipeline import SymbolPipeline  # noqa: E402
 from flows.records import Bar, BarReturn, FeatureRow  # noqa: E402
-from flows.settings import Settings, load_settings, timeframe_ms  # noqa: E402
+from flows.settings import Settings, load_settings  # noqa: E402
+from flows.timeframes import timeframe_ms  # noqa: E402
 
 SYMBOL_POOL = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "DOGE/USDT", "AVAX/USDT",
                "LINK/USDT", "LTC/USDT", "TRX/USDT", "BCH/USDT", "ADA/USDT")
