@@ -154,13 +154,13 @@ class _ChunkWriter:
 
 
 def _files(paths: list[Path], start_ms: int | None, end_ms: int | None) -> tuple[dict[str, Iterable[Bar]], str]:
-    from infra.replay_exchange.candles import CandleFile, read_candles
+    from flows.sources.candle_files import CandleFile, read_candles
 
     streams: dict[str, Iterable[Bar]] = {}
     timeframes = set()
     for path in paths:
         cf = CandleFile.from_path(path)
-        symbol = f"{cf.base}/{cf.quote}"
+        symbol = cf.symbol
         df = read_candles(path, start_ms, end_ms)
         log.info("%s: %d candles of %s (OHLCV only: VWAP = typical price, imbalance 0)", path.name, len(df), symbol)
         streams[symbol] = bars_from_frame(symbol, cf.interval, df)

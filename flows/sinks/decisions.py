@@ -1,7 +1,7 @@
 """Decision sinks: predictions, orders, fills, risk events and portfolio state.
 
 ``timescale`` profile: each batch is upserted into the hypertables (``sql/migrations``
-0003, 0004, 0008) through ``infra.pgcopy.copy_upsert`` in one transaction, then
+0003, 0004, 0008) through ``flows.stores.pgcopy.copy_upsert`` in one transaction, then
 every record is published to a Redis stream ``cryptostream:<table>``
 (``XADD ... MAXLEN ~ N``, one entry per record, added by a server-side script in one
 round trip per batch) for dashboards and other consumers.  JSON columns are encoded
@@ -179,7 +179,7 @@ class _Timescale(StatefulSinkPartition[Any, None]):
         import psycopg
         import redis
 
-        from infra.pgcopy import copy_upsert
+        from flows.stores.pgcopy import copy_upsert
 
         assert settings.timescale_dsn is not None and settings.redis_url is not None
         self.copy_upsert, self.run_id, self.mode, self.maxlen = copy_upsert, settings.run_id(), settings.mode, maxlen

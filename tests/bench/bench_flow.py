@@ -699,7 +699,7 @@ def section_backfill(args: argparse.Namespace, tmp: Path, stack: contextlib.Exit
     """Section 4: the 10 five-minute files through run_backfill into TimescaleDB."""
     import training.backfill as backfill
     from flows.sinks.history import HistorySink
-    from infra.replay_exchange.candles import CandleFile, read_candles
+    from flows.sources.candle_files import CandleFile, read_candles
 
     files = sorted(Path(args.data, "binance-spot-5m-2024").glob("*.parquet"))
     if not files:
