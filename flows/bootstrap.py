@@ -2,7 +2,8 @@
 
 On a fresh machine ``python -m flows.main`` calls :func:`bootstrap`, which
 
-1. starts a replay exchange with a seeded synthetic market of the days *before*
+1. starts a replay exchange (``python -m infra.replay_exchange``, its own process)
+   with a seeded synthetic market of the days *before*
    the live replay (``bootstrap_days``), REST horizon ``all``;
 2. backfills its 1m klines through ccxt into the profile's offline store
    (``python -m training.backfill exchange ...``);
@@ -16,15 +17,14 @@ holds an ensemble is left alone, so later runs skip all of it.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from flows.exchange.replay_process import control, replay_process
 from flows.operators.model_bank import has_models
 from flows.settings import Settings
 
@@ -59,20 +59,16 @@ def bootstrap(settings: Settings, env: dict[str, str], days: float = 2.0, seed: 
     if has_models(root, "1m"):
         print(f"bootstrap: registry {root} holds models, skipping training", flush=True)
         return False
-    from infra.replay_exchange.server import running_replay
-
     start, end = history_window(days)
     full = {**os.environ, **env}
     py = sys.executable
     symbols = list(settings.symbols)
     iso = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
-    with running_replay(None, speed=0, seed=seed, synthetic=settings.symbols, rest_horizon="all",
-                        start=start, end=end, synthetic_rate=0.5) as ex:
+    replay = ["--synthetic", ",".join(settings.symbols), "--seed", str(seed), "--speed", "max",
+              "--rest-horizon", "all", "--start", iso[0], "--end", iso[1], "--rate", "0.5"]
+    with replay_process(replay, env=full) as ex:
         # Move the replay clock to the end so that every bar of the window counts as closed.
-        req = urllib.request.Request(f"{ex.http_url}/replay/control", method="POST", data=json.dumps(
-            {"action": "seek", "time": int(end.timestamp() * 1000)}).encode(),
-            headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=30).read()
+        control(ex.http_url, "seek", time=int(end.timestamp() * 1000))
         ex_env = {**full, "CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url}
         _run([py, "-m", "training.backfill", "exchange", "--symbols", *symbols, "--timeframe", "1m",
               "--start", iso[0], "--end", iso[1]], ex_env, f"backfill {days:g} days of 1m klines from the replay")

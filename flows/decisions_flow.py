@@ -20,13 +20,14 @@ from bytewax.dataflow import Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.heap import freeze_start_up_heap
-from flows.operators.decisions import DecisionStep, Status
+from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank, SwapWatch, has_models
-from flows.operators.scoring import Close, CloseBarrier, ScoringStep
-from flows.records import Bar, FeatureRow
-from flows.settings import Settings, timeframe_ms
+from flows.operators.scoring import CloseBarrier, ScoringStep
+from flows.records import Bar, Close, FeatureRow, Status
+from flows.settings import Settings
 from flows.sinks.decisions import PARTITION, DecisionSink
+from flows.timeframes import timeframe_ms
 
 
 def swap_watch(settings: Settings) -> SwapWatch:

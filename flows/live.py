@@ -27,11 +27,12 @@ from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import exchange_symbol, parse_messages
 from flows.operators.pipeline import Output, SymbolPipeline
 from flows.records import Bar, BarReturn, DeadLetter, FeatureRow
-from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.console import BarPrinter
 from flows.sinks.feast_online import FeastOnlineSink
 from flows.sinks.history import HistorySink
 from flows.sources.binance_ws import BinanceTradeSource, RawBatch
+from flows.timeframes import timeframe_ms
 
 
 def symbol_step(settings: Settings):

@@ -25,28 +25,26 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from flows import feast_store
 from flows.bootstrap import bootstrap, registry_summary
+from flows.exchange.replay_process import replay_process, speed_arg
 from flows.feature_catalog import BAR_FEATURES, view_name
 from flows.settings import Settings, SettingsError, load_settings
 
 
 @contextlib.contextmanager
 def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
-    """Yield the exchange URL settings for the flow, starting a replay exchange when none is set."""
+    """Yield the exchange URL settings for the flow, starting a replay exchange process when none is set."""
     if settings.exchange.ws_url:
         yield {}
         return
-    from infra.replay_exchange.server import running_replay
-
     replay = settings.replay
-    source = [replay.data] if replay.data else None
-    extra: dict[str, Any] = {} if replay.data else {"synthetic": settings.symbols}
+    source = ["--data", str(replay.data)] if replay.data else ["--synthetic", ",".join(settings.symbols)]
     # One connection per symbol: start the replay clock once every symbol is subscribed.
-    with running_replay(source, speed=replay.speed, seed=replay.seed, port=replay.port,
-                        wait_for_streams=len(settings.symbols), **extra) as ex:
+    args = [*source, "--speed", speed_arg(replay.speed), "--seed", str(replay.seed),
+            "--wait-for-streams", str(len(settings.symbols))]
+    with replay_process(args, port=replay.port) as ex:
         print(f"replay exchange: {ex.http_url} ({'data ' + str(replay.data) if replay.data else 'synthetic market'}, "
               f"speed {replay.speed or 'max'})", flush=True)
         # The replay accepts any API key; gap filling through historicalTrades sends one.

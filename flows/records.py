@@ -8,7 +8,7 @@ which keeps the per-trade path free of object allocation.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Trade(NamedTuple):
@@ -71,3 +71,101 @@ class BarReturn(NamedTuple):
     timeframe: str
     ts: int
     ret_1: float
+
+
+class OrderIntent(NamedTuple):
+    """An order the decision step wants placed (quantities in base units, prices in quote)."""
+
+    strategy: str
+    symbol: str
+    side: str
+    qty: float
+    order_type: str
+    limit_price: float | None
+    stop_price: float | None
+    bar_ts: int
+    leg: str
+    reason: str
+
+
+class Fill(NamedTuple):
+    """One execution of an order; ``fee`` is in the quote currency whatever ``fee_asset`` was charged."""
+
+    trade_id: str
+    client_order_id: str
+    ts: int
+    symbol: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    fee_asset: str
+    liquidity: str
+
+
+class Prediction(NamedTuple):
+    """One symbol's scores at a bar close (``ts``, ms)."""
+
+    symbol: str
+    timeframe: str
+    ts: int
+    probabilities: dict[str, float]  # member family -> P(up) (NaN while warming up)
+    probability: float  # ensemble P(up)
+    confidence: float  # |p - 0.5| * 2
+    signal: int  # -1 no signal, 0 bearish, 1 bullish (inference.scorer.to_signal)
+    rl_target: float  # policy target position in [-1, 1]; NaN without a policy
+    versions: dict[str, str]
+    ret_1: float
+    volatility: float  # rv_15 of the bar features
+
+
+class Close(NamedTuple):
+    """One settled bar close of the trading timeframe: its bars (symbol order) and predictions."""
+
+    ts: int
+    bars: tuple[Bar, ...]
+    predictions: tuple[Prediction, ...]
+
+
+class PortfolioRow(NamedTuple):
+    """The portfolio after close ``ts`` (ms) as plain data (``Portfolio.snapshot()`` fields)."""
+
+    ts: int
+    state: dict[str, Any]
+
+
+class Status(NamedTuple):
+    """One status line per close: the figures it shows (:attr:`text` formats them when printed)."""
+
+    ts: int
+    equity: float
+    drawdown: float
+    fills: int
+    positions: tuple[tuple[str, float], ...]  # (symbol, qty) in configured order
+    signals: tuple[tuple[str, Any], ...]  # (symbol, (p_up, rl target, target fraction) or None)
+
+    @property
+    def text(self) -> str:
+        """Return the line: time, equity, drawdown, fills, positions and the last signal per symbol."""
+        shown = " ".join(f"{s.split('/')[0]}={q:.4g}" for s, q in self.positions)
+        sig = " ".join(f"{s.split('/')[0]}:{_signal_text(v)}" for s, v in self.signals)
+        return (f"{utc(self.ts):%Y-%m-%d %H:%M} equity={self.equity:,.2f} dd={self.drawdown:.2%} "
+                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]")
+
+
+def _signal_text(v: Any) -> str:
+    if v is None:
+        return "-"
+    p, rl, target = v
+    rl_text = "" if rl != rl else f" rl{rl:+.2f}"  # NaN: no policy
+    return f"p{p:.2f}{rl_text}>{target:+.2f}"
+
+
+class Decided(NamedTuple):
+    """One prediction's decision: the target fraction, the risk decision, the order intent if any."""
+
+    prediction: Prediction
+    target_fraction: float
+    target_qty: float
+    qty_delta: float
+    reasons: tuple[str, ...]

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from flows.operators.decisions import DecisionStep
-from flows.operators.scoring import Close, CloseBarrier
-from flows.records import Bar, FeatureRow
+from flows.operators.scoring import CloseBarrier
+from flows.records import Bar, Close, FeatureRow
 
 STAGES = ("scoring", "decisions", "sink")  # what :attr:`DecisionReplay.spent` times
 

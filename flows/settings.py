@@ -25,26 +25,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from flows.errors import (
+    SettingsError as SettingsError,  # re-exported: callers catch flows.settings.SettingsError
+)
 from flows.execution.config import ExecutionConfig
 from flows.risk.config import RiskConfig
+from flows.timeframes import TIMEFRAME_RE
 
 ENV_PREFIX = "CRYPTOSTREAM_"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TIMEFRAME_RE = re.compile(r"^[1-9][0-9]*[smhd]$")
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,10}$")
-_TIMEFRAME_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _LIST_FIELDS = {"symbols", "timeframes"}
-
-
-class SettingsError(ValueError):
-    """Raised when configuration is invalid; the message names each bad field."""
-
-
-def timeframe_ms(timeframe: str) -> int:
-    """Return the length of a timeframe such as ``"1m"`` or ``"4h"`` in milliseconds."""
-    if not TIMEFRAME_RE.match(timeframe):
-        raise SettingsError(f"timeframe {timeframe!r} is invalid; use <n><s|m|h|d>, e.g. 1m, 5m, 1h")
-    return int(timeframe[:-1]) * _TIMEFRAME_UNIT_MS[timeframe[-1]]
 
 
 class _Frozen(BaseModel):

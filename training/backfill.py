@@ -35,8 +35,9 @@ import numpy as np
 from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, BarReturn, FeatureRow
-from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.history import HistorySink
+from flows.timeframes import timeframe_ms
 
 log = logging.getLogger("training.backfill")
 
@@ -153,13 +154,13 @@ class _ChunkWriter:
 
 
 def _files(paths: list[Path], start_ms: int | None, end_ms: int | None) -> tuple[dict[str, Iterable[Bar]], str]:
-    from infra.replay_exchange.candles import CandleFile, read_candles
+    from flows.sources.candle_files import CandleFile, read_candles
 
     streams: dict[str, Iterable[Bar]] = {}
     timeframes = set()
     for path in paths:
         cf = CandleFile.from_path(path)
-        symbol = f"{cf.base}/{cf.quote}"
+        symbol = cf.symbol
         df = read_candles(path, start_ms, end_ms)
         log.info("%s: %d candles of %s (OHLCV only: VWAP = typical price, imbalance 0)", path.name, len(df), symbol)
         streams[symbol] = bars_from_frame(symbol, cf.interval, df)

@@ -35,17 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.execution.orders import Fill
 from flows.heap import freeze_start_up_heap
-from flows.operators.decisions import DecisionStep, PortfolioRow
+from flows.operators.decisions import DecisionStep
 from flows.operators.decisions_wiring import build_deps
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank
-from flows.operators.scoring import Close, CloseBarrier, ScoringStep
-from flows.records import Bar, utc
+from flows.operators.scoring import CloseBarrier, ScoringStep
+from flows.records import Bar, Close, Fill, PortfolioRow, utc
 from flows.replay import DecisionReplay, bar_time_chunks
-from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.decisions import DecisionSink
+from flows.timeframes import timeframe_ms
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from training.backfill import _files, _ms, operator_records
 

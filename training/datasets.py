@@ -27,7 +27,8 @@ import pandas as pd
 
 from flows.feast_store import open_store
 from flows.feature_catalog import offline_dir
-from flows.settings import Settings, SettingsError, load_settings, timeframe_ms
+from flows.settings import Settings, SettingsError, load_settings
+from flows.timeframes import timeframe_ms
 
 
 def load_bars(settings: Settings, symbols: tuple[str, ...], timeframe: str,

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 
 import ccxt
 
+from flows.exchange.binance import make_binance
 from flows.records import Bar
-from flows.settings import Settings, timeframe_ms
-from infra.replay_exchange.client import make_binance
+from flows.settings import Settings
+from flows.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 PAGE = 1000

@@ -122,13 +122,13 @@ def load_candles(data_dir: Path, symbols: Sequence[str] = (), start: str | None 
     Raises:
         SettingsError: no candle files, mixed timeframes, or a requested symbol without a file.
     """
-    from infra.replay_exchange.candles import CandleFile, read_candles
+    from flows.sources.candle_files import CANDLE_EXTS, CandleFile, read_candles
 
     ms = [None if t is None else int(pd.Timestamp(t, tz="UTC").value // 1_000_000) for t in (start, end)]
     frames, tfs = {}, set()
-    for path in sorted(p for p in Path(data_dir).iterdir() if p.suffix in (".parquet", ".csv", ".feather")):
+    for path in sorted(p for p in Path(data_dir).iterdir() if p.suffix in CANDLE_EXTS):
         cf = CandleFile.from_path(path)
-        symbol = f"{cf.base}/{cf.quote}"
+        symbol = cf.symbol
         if symbols and symbol not in symbols:
             continue
         frames[symbol] = read_candles(path, ms[0], ms[1])

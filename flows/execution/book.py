@@ -19,10 +19,13 @@ the oldest forgotten first, so the book and its snapshot stay bounded.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flows.execution.config import ExecutionConfig
-from flows.execution.orders import Fill, Order, OrderIntent, client_order_id
+from flows.execution.orders import Order, client_order_id
+from flows.records import Fill, OrderIntent
+
+if TYPE_CHECKING:
+    from flows.execution.config import ExecutionConfig
 
 LEGS = ("stop_loss", "take_profit")
 KEEP_FINISHED = 2_000  # a replay after a restart starts at the last snapshot, far fewer orders back

@@ -36,17 +36,15 @@ import ccxt
 from flows.execution.book import OrderBook
 from flows.execution.config import ExecutionConfig
 from flows.execution.orders import (
-    Fill,
     IllegalTransition,
     Order,
-    OrderIntent,
     OrderStatus,
     base_quote,
     client_order_id,
     validate_intent,
 )
 from flows.execution.venue import intent_from_report, make_client
-from flows.records import Bar
+from flows.records import Bar, Fill, OrderIntent
 from flows.settings import ExchangeSettings
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ import hashlib
 import re
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
-from flows.records import Bar
+from flows.records import Bar, Fill, OrderIntent
 
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit", "stop_market", "stop_limit", "take_profit", "take_profit_limit")
@@ -30,36 +30,6 @@ CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 _STRATEGY_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,15}/[A-Z0-9]{1,10}$")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-class OrderIntent(NamedTuple):
-    """An order the decision step wants placed (quantities in base units, prices in quote)."""
-
-    strategy: str
-    symbol: str
-    side: str
-    qty: float
-    order_type: str
-    limit_price: float | None
-    stop_price: float | None
-    bar_ts: int
-    leg: str
-    reason: str
-
-
-class Fill(NamedTuple):
-    """One execution of an order; ``fee`` is in the quote currency whatever ``fee_asset`` was charged."""
-
-    trade_id: str
-    client_order_id: str
-    ts: int
-    symbol: str
-    side: str
-    qty: float
-    price: float
-    fee: float
-    fee_asset: str
-    liquidity: str
 
 
 class OrderStatus(str, Enum):

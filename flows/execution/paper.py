@@ -34,21 +34,15 @@ allowed).  Orders filled by a bar may be followed by protective legs (see
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.execution.book import OrderBook
-from flows.execution.config import ExecutionConfig
-from flows.execution.orders import (
-    Fill,
-    Order,
-    OrderIntent,
-    OrderStatus,
-    base_quote,
-    client_order_id,
-    validate_intent,
-)
-from flows.records import Bar
-from flows.settings import timeframe_ms
+from flows.execution.orders import Order, OrderStatus, base_quote, client_order_id, validate_intent
+from flows.records import Bar, Fill, OrderIntent
+from flows.timeframes import timeframe_ms
+
+if TYPE_CHECKING:  # the settings models (pydantic) load only when a default config is built
+    from flows.execution.config import ExecutionConfig
 
 _FALLING = {("stop", "sell"), ("take", "buy")}
 _PRIORITY = {"stop_loss": 0, "entry": 1, "exit": 1, "take_profit": 2}
@@ -72,7 +66,11 @@ class PaperBroker:
 
     def __init__(self, config: ExecutionConfig | None = None,
                  initial_balances: Mapping[str, float] | None = None) -> None:
-        self.config = config or ExecutionConfig()
+        if config is None:
+            from flows.execution.config import ExecutionConfig
+
+            config = ExecutionConfig()
+        self.config = config
         self.book = OrderBook()
         self._balances: dict[str, float] = {k: float(v) for k, v in (initial_balances or {}).items()}
         self.arrival: dict[str, int] = {}

@@ -18,7 +18,8 @@ from typing import Any
 import ccxt
 
 from flows.execution.config import ExecutionConfig
-from flows.execution.orders import LEG_CODES, OrderIntent, client_order_id
+from flows.execution.orders import LEG_CODES, client_order_id
+from flows.records import OrderIntent
 from flows.settings import ExchangeSettings, SettingsError
 
 _FROM_BINANCE = {"STOP_LOSS": "stop_market", "STOP_LOSS_LIMIT": "stop_limit", "TAKE_PROFIT": "take_profit",
@@ -73,7 +74,7 @@ class Redact(logging.Filter):
 
 def make_client(config: ExecutionConfig, exchange: ExchangeSettings) -> ccxt.Exchange:
     """Return the signed ccxt binance client (on the replay exchange when ``exchange.http_url`` is set)."""
-    from infra.replay_exchange.client import make_binance
+    from flows.exchange.binance import make_binance
 
     key, secret = load_keys(exchange, config.live.secrets_file)
     ccxt_log, redact = logging.getLogger("ccxt.base.exchange"), Redact(key, secret)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flows.records import Bar, Trade
-from flows.settings import timeframe_ms
+from flows.timeframes import timeframe_ms
 
 # Accumulator slots of an open bar, kept as a list for speed.
 _O, _H, _L, _C, _V, _QV, _N, _TB = range(8)

@@ -9,7 +9,7 @@ interleaving, and works through bar closes in time order.  At each close ``T``:
    the risk engine's breakers, and the portfolio is marked at the closes;
 2. each prediction of ``T`` becomes a target fraction (``flows.risk.signals.combine``),
    the risk engine sizes and limits it (rejections are kept with their reasons),
-   and an approved change becomes an :class:`~flows.execution.orders.OrderIntent`
+   and an approved change becomes an :class:`~flows.records.OrderIntent`
    whose client order id derives from strategy, symbol, bar time and leg, so a
    replayed decision never places a second order;
 3. a ``portfolio_state`` row (its ``full`` state is :meth:`flows.portfolio.Portfolio.row_state`,
@@ -32,56 +32,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-from flows.operators.scoring import Close, Prediction
-from flows.records import Bar
-
-
-class PortfolioRow(NamedTuple):
-    """The portfolio after close ``ts`` (ms) as plain data (``Portfolio.snapshot()`` fields)."""
-
-    ts: int
-    state: dict[str, Any]
-
-
-class Status(NamedTuple):
-    """One status line per close: the figures it shows (:attr:`text` formats them when printed)."""
-
-    ts: int
-    equity: float
-    drawdown: float
-    fills: int
-    positions: tuple[tuple[str, float], ...]  # (symbol, qty) in configured order
-    signals: tuple[tuple[str, Any], ...]  # (symbol, (p_up, rl target, target fraction) or None)
-
-    @property
-    def text(self) -> str:
-        """Return the line: time, equity, drawdown, fills, positions and the last signal per symbol."""
-        from flows.records import utc
-
-        shown = " ".join(f"{s.split('/')[0]}={q:.4g}" for s, q in self.positions)
-        sig = " ".join(f"{s.split('/')[0]}:{_signal_text(v)}" for s, v in self.signals)
-        return (f"{utc(self.ts):%Y-%m-%d %H:%M} equity={self.equity:,.2f} dd={self.drawdown:.2%} "
-                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]")
-
-
-def _signal_text(v: Any) -> str:
-    if v is None:
-        return "-"
-    p, rl, target = v
-    rl_text = "" if rl != rl else f" rl{rl:+.2f}"  # NaN: no policy
-    return f"p{p:.2f}{rl_text}>{target:+.2f}"
-
-
-class Decided(NamedTuple):
-    """One prediction's decision: the target fraction, the risk decision, the order intent if any."""
-
-    prediction: Prediction
-    target_fraction: float
-    target_qty: float
-    qty_delta: float
-    reasons: tuple[str, ...]
+from flows.records import Bar, Close, Decided, PortfolioRow, Prediction, Status
 
 
 @dataclass

@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from flows.operators.decisions import DecisionDeps
-from flows.operators.scoring import Prediction
+from flows.records import Prediction
 from flows.settings import Settings
 
 _DIRECTION = {1: 1, 0: -1}
@@ -42,8 +42,8 @@ def broker(settings: Settings) -> Any:
 
 def build_deps(settings: Settings) -> DecisionDeps:
     """Return the portfolio, risk engine, broker, signal combination, intent builder and kill switch."""
-    from flows.execution.orders import OrderIntent
     from flows.portfolio import Portfolio
+    from flows.records import OrderIntent
     from flows.risk.engine import RiskEngine
     from flows.risk.kill_switch import from_settings
     from flows.risk.signals import combine

@@ -44,7 +44,7 @@ from operator import mul, sub
 from typing import Any
 
 from flows.records import Bar
-from flows.settings import timeframe_ms
+from flows.timeframes import timeframe_ms
 
 RET_LAGS = (1, 5, 15, 60)
 RV_WINDOWS = (15, 60)

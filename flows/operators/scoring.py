@@ -25,29 +25,13 @@ import importlib
 import math
 from collections.abc import Iterable
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from flows.operators.model_bank import ModelBank, feed_features
-from flows.records import Bar, FeatureRow
+from flows.records import Bar, Close, FeatureRow, Prediction
 from inference.scorer import to_signal
-
-
-class Prediction(NamedTuple):
-    """One symbol's scores at a bar close (``ts``, ms)."""
-
-    symbol: str
-    timeframe: str
-    ts: int
-    probabilities: dict[str, float]  # member family -> P(up) (NaN while warming up)
-    probability: float  # ensemble P(up)
-    confidence: float  # |p - 0.5| * 2
-    signal: int  # -1 no signal, 0 bearish, 1 bullish (inference.scorer.to_signal)
-    rl_target: float  # policy target position in [-1, 1]; NaN without a policy
-    versions: dict[str, str]
-    ret_1: float
-    volatility: float  # rv_15 of the bar features
 
 
 class PolicyBook:
@@ -272,14 +256,6 @@ class ScoringStep:
         self.__init__(tuple(snap["symbols"]), snap["timeframe"], None, snap)  # type: ignore[misc]
 
 
-class Close(NamedTuple):
-    """One settled bar close of the trading timeframe: its bars (symbol order) and predictions."""
-
-    ts: int
-    bars: tuple[Bar, ...]
-    predictions: tuple[Prediction, ...]
-
-
 class CloseBarrier:
     """Release bar closes in time order, each with its bars and its predictions, or none when none will come.
 
@@ -304,7 +280,7 @@ class CloseBarrier:
     def __init__(self, scoring: ScoringStep, warmup: int, state: dict[str, Any] | None = None,
                  max_pending: int = 1000) -> None:
         """Wrap ``scoring`` (same symbols and timeframe); ``state`` is a :meth:`snapshot`."""
-        from flows.settings import timeframe_ms
+        from flows.timeframes import timeframe_ms
 
         self.scoring, self.warmup = scoring, warmup
         self.symbols, self.tf_ms = scoring.symbols, timeframe_ms(scoring.timeframe)

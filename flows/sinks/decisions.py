@@ -1,7 +1,7 @@
 """Decision sinks: predictions, orders, fills, risk events and portfolio state.
 
 ``timescale`` profile: each batch is upserted into the hypertables (``sql/migrations``
-0003, 0004, 0008) through ``infra.pgcopy.copy_upsert`` in one transaction, then
+0003, 0004, 0008) through ``flows.stores.pgcopy.copy_upsert`` in one transaction, then
 every record is published to a Redis stream ``cryptostream:<table>``
 (``XADD ... MAXLEN ~ N``, one entry per record, added by a server-side script in one
 round trip per batch) for dashboards and other consumers.  JSON columns are encoded
@@ -35,9 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.operators.decisions import PortfolioRow
-from flows.operators.scoring import Prediction
-from flows.records import utc
+from flows.records import PortfolioRow, Prediction, utc
 from flows.settings import Settings
 from flows.sinks.parquet_store import _upsert
 
@@ -109,7 +107,7 @@ def rows_by_table(items: Iterable[Any], run_id: str, mode: str) -> dict[str, lis
                           s.get("net_exposure"), s.get("drawdown"), s.get("realized_pnl"), s.get("unrealized_pnl"),
                           s.get("daily_pnl"), orjson.dumps(s.get("positions", {})), s.get("leverage"),
                           _json(s.get("full"))))
-        elif hasattr(it, "trade_id") and hasattr(it, "liquidity"):  # flows.execution.orders.Fill
+        elif hasattr(it, "trade_id") and hasattr(it, "liquidity"):  # flows.records.Fill
             out["fills"].append((str(it.trade_id), it.client_order_id, at(it.ts), it.symbol, it.side, it.qty,
                                  it.price, it.fee, it.fee_asset, it.liquidity, run_id))
         elif hasattr(it, "rule") and hasattr(it, "allowed"):  # flows.risk Rejection
@@ -181,7 +179,7 @@ class _Timescale(StatefulSinkPartition[Any, None]):
         import psycopg
         import redis
 
-        from infra.pgcopy import copy_upsert
+        from flows.stores.pgcopy import copy_upsert
 
         assert settings.timescale_dsn is not None and settings.redis_url is not None
         self.copy_upsert, self.run_id, self.mode, self.maxlen = copy_upsert, settings.run_id(), settings.mode, maxlen

@@ -6,7 +6,7 @@ snapshot right after, and a row still buffered at a crash would be lost for good
 since the resumed flow does not emit it again.  Bulk jobs outside Bytewax (the
 backfill) buffer and flush at the end.  ``timescale``: the hypertables,
 through COPY into a staging table and an upsert on the natural key
-(``infra.pgcopy``), one transaction per batch.  Either way the writes are
+(``flows.stores.pgcopy``), one transaction per batch.  Either way the writes are
 idempotent, so a replay or a restart never duplicates a row.
 """
 
@@ -79,7 +79,7 @@ class _TimescalePartition(StatelessSinkPartition[Row]):
     def __init__(self, settings: Settings) -> None:
         import psycopg
 
-        from infra.pgcopy import copy_upsert
+        from flows.stores.pgcopy import copy_upsert
 
         assert settings.timescale_dsn is not None
         self.copy_upsert = copy_upsert

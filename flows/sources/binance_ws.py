@@ -62,7 +62,7 @@ class RestFiller:
     """Fetch trades by id from the exchange's REST API through ccxt, as websocket-format messages."""
 
     def __init__(self, http_url: str | None, ws_url: str | None, api_key: str) -> None:
-        from infra.replay_exchange.client import make_binance
+        from flows.exchange.binance import make_binance
 
         # historicalTrades wants an API key header (a read-only key is enough); never logged.
         self.exchange = make_binance(http_url, ws_url, enableRateLimit=True, apiKey=api_key)

@@ -2,13 +2,12 @@
 
 ``python -m infra.replay_exchange --data PATH --speed 60 --port 9000`` serves
 REST (``/api/v3/...``) and websocket trade streams (``/ws``, ``/stream``) on
-one port; ccxt and ccxt.pro reach it through :func:`make_binance`.  Data
+one port; ccxt and ccxt.pro reach it like Binance with its URLs moved onto
+the replay's host (``flows.exchange.binance.make_binance`` does that).  Data
 modes: recorded messages (``.gz``), candle files expanded into trades, or a
 seeded synthetic market.  See ``server.py`` for the endpoints, ``engine.py``
 for the replay clock and ``faults.py`` for fault injection.
 """
-
-from typing import Any
 
 from infra.replay_exchange.config import ReplayConfig, load_data
 from infra.replay_exchange.faults import CORRUPT_KINDS, FaultConfig, FaultRecord
@@ -18,7 +17,6 @@ from infra.replay_exchange.tape import MarketData, TradeTape
 
 __all__ = [
     "CORRUPT_KINDS",
-    "SPOT_OPTIONS",
     "FaultConfig",
     "FaultRecord",
     "MarketData",
@@ -26,17 +24,7 @@ __all__ = [
     "ReplayExchange",
     "SyntheticConfig",
     "TradeTape",
-    "binance_urls",
     "load_data",
-    "make_binance",
     "running_replay",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Import the ccxt helpers on first use, so the server starts without importing ccxt."""
-    if name in ("SPOT_OPTIONS", "binance_urls", "make_binance"):
-        from infra.replay_exchange import client
-
-        return getattr(client, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

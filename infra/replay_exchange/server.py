@@ -55,7 +55,7 @@ class ReplayExchange:
 
     Example:
         >>> async with ReplayExchange("data/BTC_USDT-1h.parquet", speed=0) as ex:  # doctest: +SKIP
-        ...     exchange = make_binance(ex.http_url, pro=True)
+        ...     exchange = make_binance(ex.http_url, pro=True)  # flows.exchange.binance
     """
 
     def __init__(self, source: Source = None, *, config: ReplayConfig | None = None, **overrides: Any) -> None:

@@ -20,9 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from flows.execution.config import ExecutionConfig  # noqa: E402
-from flows.execution.orders import OrderIntent  # noqa: E402
 from flows.execution.paper import PaperBroker  # noqa: E402
-from flows.records import Bar  # noqa: E402
+from flows.records import (
+    Bar,  # noqa: E402
+    OrderIntent,  # noqa: E402
+)
 
 T0, M = 1_722_470_400_000, 60_000
 
@@ -68,7 +70,8 @@ def paper_section(n: int) -> None:
 def replay_section(calls: int) -> None:
     from replay_support import make_candles
 
-    from infra.replay_exchange import make_binance, running_replay
+    from flows.exchange.binance import make_binance
+    from infra.replay_exchange import running_replay
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ABC_USDT-1h.csv"

@@ -95,7 +95,8 @@ from flows.operators.cross_asset import CrossAssetStep  # noqa: E402
 from flows.operators.parse import exchange_symbol, parse_messages  # noqa: E402
 from flows.operators.pipeline import SymbolPipeline  # noqa: E402
 from flows.records import Bar, BarReturn, FeatureRow  # noqa: E402
-from flows.settings import Settings, load_settings, timeframe_ms  # noqa: E402
+from flows.settings import Settings, load_settings  # noqa: E402
+from flows.timeframes import timeframe_ms  # noqa: E402
 
 SYMBOL_POOL = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "DOGE/USDT", "AVAX/USDT",
                "LINK/USDT", "LTC/USDT", "TRX/USDT", "BCH/USDT", "ADA/USDT")
@@ -698,7 +699,7 @@ def section_backfill(args: argparse.Namespace, tmp: Path, stack: contextlib.Exit
     """Section 4: the 10 five-minute files through run_backfill into TimescaleDB."""
     import training.backfill as backfill
     from flows.sinks.history import HistorySink
-    from infra.replay_exchange.candles import CandleFile, read_candles
+    from flows.sources.candle_files import CandleFile, read_candles
 
     files = sorted(Path(args.data, "binance-spot-5m-2024").glob("*.parquet"))
     if not files:

@@ -28,8 +28,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from flows.stores.pgcopy import copy_rows, copy_upsert  # noqa: E402
 from infra.db import ensure_database, migrate  # noqa: E402
-from infra.pgcopy import copy_rows, copy_upsert  # noqa: E402
 
 COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "quote_volume",
            "trade_count", "vwap", "taker_buy_volume")

@@ -40,7 +40,7 @@ import websockets
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from infra.replay_exchange import make_binance  # noqa: E402
+from flows.exchange.binance import make_binance  # noqa: E402
 
 STREAM = "btcusdt@trade"
 Client = Callable[[str, str, int], Awaitable[float]]  # -> seconds to receive n trades

@@ -19,8 +19,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSource, run_main
 
-from flows.operators.decisions import PortfolioRow
-from flows.operators.scoring import Prediction
+from flows.records import PortfolioRow, Prediction
 from flows.settings import load_settings
 from flows.sinks.decisions import PARTITION, DecisionSink
 
@@ -73,7 +72,8 @@ def test_rows_are_upserted_and_published(settings, migrated_dsn) -> None:
 
 
 def test_an_order_changed_twice_in_a_batch_is_stored_once_in_its_last_state(settings, migrated_dsn) -> None:
-    from flows.execution.orders import Order, OrderIntent, OrderStatus, client_order_id
+    from flows.execution.orders import Order, OrderStatus, client_order_id
+    from flows.records import OrderIntent
 
     r = redis.Redis.from_url(settings.redis_url.get_secret_value())
     r.delete("cryptostream:orders")

@@ -19,13 +19,13 @@ import pandas as pd
 import pytest
 import requests
 
+from flows.exchange.binance import make_binance
 from flows.execution.config import ExecutionConfig, LiveConfig
 from flows.execution.live import LiveBroker
-from flows.execution.orders import OrderIntent, OrderStatus, client_order_id
+from flows.execution.orders import OrderStatus, client_order_id
 from flows.execution.venue import load_keys
-from flows.records import Bar
+from flows.records import Bar, OrderIntent
 from flows.settings import ExchangeSettings, SettingsError
-from infra.replay_exchange import make_binance
 from tests.unit.infra.replay_support import signed_replay
 
 SYM, H = "ABC/USDT", 3_600_000
@@ -280,10 +280,10 @@ def test_a_stopped_exchange_is_survived_and_orders_are_refused_with_the_reason(t
 
 def test_the_decision_step_trades_live_and_a_replayed_decision_places_nothing_twice(market: Market, tmp_path: Path) -> None:
     """DecisionStep + real portfolio and risk engine + LiveBroker (from the settings) on the replay exchange."""
-    from flows.execution.orders import Fill, Order
-    from flows.operators.decisions import DecisionStep, PortfolioRow
+    from flows.execution.orders import Order
+    from flows.operators.decisions import DecisionStep
     from flows.operators.decisions_wiring import build_deps
-    from flows.operators.scoring import Prediction
+    from flows.records import Fill, PortfolioRow, Prediction
     from flows.settings import load_settings
 
     env = {"CRYPTOSTREAM_MODE": "live", "CRYPTOSTREAM_SYMBOLS": SYM, "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h",

@@ -1,4 +1,4 @@
-"""infra.pgcopy on a real TimescaleDB: idempotent bulk upserts through both paths."""
+"""flows.stores.pgcopy on a real TimescaleDB: idempotent bulk upserts through both paths."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra.pgcopy import copy_rows, copy_upsert, primary_key
+from flows.stores.pgcopy import copy_rows, copy_upsert, primary_key
 
 pytestmark = pytest.mark.integration
 

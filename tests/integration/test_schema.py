@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from flows.stores.pgcopy import copy_upsert
 from infra.db import MIGRATIONS_DIR, migrate
-from infra.pgcopy import copy_upsert
 
 pytestmark = pytest.mark.integration
 

@@ -89,8 +89,8 @@ def _quick_start(src: Path, symbol: str, timeframe: str, end: str | None) -> str
     """Return the start that leaves ``QUICK_BARS`` bars (plus the operators' warm-up) before the data's end."""
     import pandas as pd
 
-    from flows.settings import timeframe_ms
-    from infra.replay_exchange.candles import read_candles
+    from flows.sources.candle_files import read_candles
+    from flows.timeframes import timeframe_ms
 
     path = next(iter(sorted(src.glob(f"{symbol.replace('/', '_')}-{timeframe}.*"))))
     last = pd.Timestamp(int(read_candles(path)["ts"].iloc[-1]), unit="ms", tz="UTC")

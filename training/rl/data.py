@@ -24,7 +24,7 @@ import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES
 from flows.records import Bar, FeatureRow
-from flows.settings import timeframe_ms
+from flows.timeframes import timeframe_ms
 
 log = logging.getLogger("training.rl.data")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from flows.execution.orders import Order, OrderIntent, OrderStatus, client_order_id
-from flows.operators.scoring import Prediction
+from flows.execution.orders import Order, OrderStatus, client_order_id
+from flows.records import OrderIntent, Prediction
 from flows.settings import load_settings
 from flows.sinks.decisions import DecisionSink
 from tests.integration.test_decision_store import TS, records

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from flows.execution.orders import Fill, Order, OrderStatus, client_order_id
-from flows.operators.decisions import Decided, DecisionStep, PortfolioRow, Status
+from flows.execution.orders import Order, OrderStatus, client_order_id
+from flows.operators.decisions import DecisionStep
 from flows.operators.decisions_wiring import build_deps
-from flows.operators.scoring import Prediction
-from flows.records import Bar
+from flows.records import Bar, Decided, Fill, PortfolioRow, Prediction, Status
 from flows.risk.engine import Rejection
 from flows.risk.kill_switch import FileKillSwitch
 from flows.settings import Settings, load_settings

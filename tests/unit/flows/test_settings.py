@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.settings import SettingsError, load_settings, timeframe_ms
+from flows.settings import SettingsError, load_settings
+from flows.timeframes import timeframe_ms
 
 
 def test_defaults_are_the_embedded_local_profile() -> None:

@@ -16,7 +16,8 @@ import pytest
 import websockets
 from replay_support import run
 
-from infra.replay_exchange import ReplayExchange, binance_urls, make_binance, running_replay
+from flows.exchange.binance import binance_urls, make_binance
+from infra.replay_exchange import ReplayExchange, running_replay
 
 PRO_OPTIONS = {"tradesLimit": 1_000_000}  # keep every trade between two watch calls at speed max
 

@@ -14,7 +14,8 @@ import orjson
 import websockets
 from replay_support import run
 
-from infra.replay_exchange import ReplayExchange, make_binance
+from flows.exchange.binance import make_binance
+from infra.replay_exchange import ReplayExchange
 from infra.replay_exchange.__main__ import parse_args
 
 

@@ -14,7 +14,8 @@ import pytest
 import websockets
 from replay_support import run
 
-from infra.replay_exchange import FaultConfig, ReplayExchange, make_binance
+from flows.exchange.binance import make_binance
+from infra.replay_exchange import FaultConfig, ReplayExchange
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 PRO_OPTIONS = {"tradesLimit": 1_000_000}

@@ -15,11 +15,11 @@ from flows.execution.orders import (
     TRANSITIONS,
     IllegalTransition,
     Order,
-    OrderIntent,
     OrderStatus,
     client_order_id,
     validate_intent,
 )
+from flows.records import OrderIntent
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 strategies = st.text(_UPPER + _UPPER.lower()[:26] + "_-", min_size=1, max_size=16)

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from flows.execution.config import ExecutionConfig, SlippageConfig
-from flows.execution.orders import OrderIntent, OrderStatus, client_order_id
+from flows.execution.orders import OrderStatus, client_order_id
 from flows.execution.paper import PaperBroker
-from flows.records import Bar
+from flows.records import Bar, OrderIntent
 
 M, T = 60_000, 1_722_470_400_000  # 1m bars; a decision at close T
 SLIP = SlippageConfig(base_bps=2.0, impact_bps=50.0, impact_exponent=0.5, volatility_coef=0.05, max_bps=200.0)

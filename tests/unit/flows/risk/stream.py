@@ -7,8 +7,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from flows.operators.scoring import Prediction
-from flows.records import Bar
+from flows.records import Bar, Prediction
 
 TF = 60_000
 

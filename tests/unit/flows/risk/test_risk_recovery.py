@@ -11,9 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from flows.operators.decisions import DecisionStep, PortfolioRow
+from flows.operators.decisions import DecisionStep
 from flows.operators.decisions_wiring import build_deps
 from flows.portfolio import state_from_rows
+from flows.records import PortfolioRow
 from flows.risk.engine import Rejection
 from flows.settings import load_settings
 from tests.unit.flows.risk import stream

@@ -1,10 +1,10 @@
-"""ccxt ``binance`` clients configured for the spot endpoints, optionally on the replay exchange.
+"""ccxt ``binance`` clients configured for the spot endpoints, optionally on another host.
 
 Production and tests build their exchange the same way::
 
     make_binance()                                   # the real Binance, REST (sync)
     make_binance(pro=True)                           # the real Binance, ccxt.pro websockets
-    make_binance("http://127.0.0.1:9000", pro=True)  # the replay exchange
+    make_binance("http://127.0.0.1:9000", pro=True)  # the replay exchange (infra/replay_exchange)
 
 With a base URL, every URL in ccxt's ``urls["api"]`` (``public``/``private``
 = ``/api/v3``, ``v1``, ``sapi``, ``fapi*`` ..., and ccxt.pro's ``ws`` map) keeps
