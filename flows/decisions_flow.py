@@ -27,14 +27,12 @@ from flows.operators.scoring import Close, CloseBarrier, ScoringStep
 from flows.records import Bar, FeatureRow
 from flows.settings import Settings, timeframe_ms
 from flows.sinks.decisions import PARTITION, DecisionSink
+from flows.stores import open_stores
 
 
 def swap_watch(settings: Settings) -> SwapWatch:
     """Return the per-bar swap check of the profile (Redis key or a file under ``data_dir``)."""
-    key = settings.scoring.swap_key
-    if settings.profile == "timescale" and settings.redis_url is not None:
-        return SwapWatch.for_redis(settings.redis_url.get_secret_value(), key)
-    return SwapWatch.for_file(settings.data_dir / key.replace(":", "_"))
+    return SwapWatch(open_stores(settings).swap_trigger().read)
 
 
 def scoring_step(settings: Settings) -> Any:

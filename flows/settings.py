@@ -33,6 +33,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TIMEFRAME_RE = re.compile(r"^[1-9][0-9]*[smhd]$")
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,10}$")
 _TIMEFRAME_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+PROFILE_SERVERS: dict[str, tuple[str, ...]] = {"local": (), "timescale": ("TIMESCALE_DSN", "REDIS_URL")}  # what each needs
 _LIST_FIELDS = {"symbols", "timeframes"}
 
 
@@ -176,14 +177,14 @@ class Settings(_Frozen):
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def require_servers(self) -> None:
-        """Fail unless the connection settings the ``timescale`` profile needs are present."""
-        if self.profile == "timescale":
-            missing = [n for n, v in (("TIMESCALE_DSN", self.timescale_dsn), ("REDIS_URL", self.redis_url)) if v is None]
-            if missing:
-                raise SettingsError(
-                    f"profile 'timescale' needs {', '.join(missing)}; run `set -a; eval \"$(infra/up)\"; set +a` "
-                    "or set them to your servers"
-                )
+        """Fail unless the connection settings the profile needs (:data:`PROFILE_SERVERS`) are present."""
+        values = {"TIMESCALE_DSN": self.timescale_dsn, "REDIS_URL": self.redis_url}
+        missing = [n for n in PROFILE_SERVERS[self.profile] if values[n] is None]
+        if missing:
+            raise SettingsError(
+                f"profile {self.profile!r} needs {', '.join(missing)}; run `set -a; eval \"$(infra/up)\"; set +a` "
+                "or set them to your servers"
+            )
 
 
     def registry_root(self) -> Path:

@@ -21,8 +21,8 @@ from flows.operators.decisions_wiring import build_deps
 from flows.operators.scoring import Prediction
 from flows.records import Bar
 from flows.risk.engine import Rejection
-from flows.risk.kill_switch import FileKillSwitch
 from flows.settings import Settings, load_settings
+from flows.stores.files import FileKillSwitch
 
 TF = 60_000
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
