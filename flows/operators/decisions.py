@@ -86,7 +86,7 @@ class Decided(NamedTuple):
 
 @dataclass
 class DecisionDeps:
-    """The components the step drives (built by :func:`flows.operators.decisions_wiring.build_deps`)."""
+    """The components the step drives (built by :func:`flows.wiring.build_deps`)."""
 
     portfolio: Any  # flows.portfolio.Portfolio
     risk: Any  # flows.risk.engine.RiskEngine

@@ -17,12 +17,12 @@ import pytest
 
 from flows.execution.orders import Fill, Order, OrderStatus, client_order_id
 from flows.operators.decisions import Decided, DecisionStep, PortfolioRow, Status
-from flows.operators.decisions_wiring import build_deps
 from flows.operators.scoring import Prediction
 from flows.records import Bar
 from flows.risk.engine import Rejection
 from flows.settings import Settings, load_settings
 from flows.stores.files import FileKillSwitch
+from flows.wiring import build_deps
 
 TF = 60_000
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
