@@ -1,6 +1,7 @@
 """Feast definitions: entity, sources, feature views and versioned feature services.
 
-The same definitions serve both profiles; only the batch sources change:
+The same definitions serve both profiles; only the batch sources change (chosen by the
+profile's stores, ``flows.stores.Stores.feast_source``):
 
 * ``local``: parquet directories under ``<data_dir>/offline/`` written by the flow
   and the backfill (``FileSource``).
@@ -18,11 +19,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
-from feast.data_format import ParquetFormat
-from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
-    PostgreSQLSource,
-)
+from feast import Entity, FeatureService, FeatureView, Field, PushSource
 from feast.types import Float64, String
 from feast.value_type import ValueType
 
@@ -31,10 +28,10 @@ from flows.feature_catalog import (
     CROSS_FEATURES,
     FEATURE_SERVICE_VERSION,
     FEATURE_TIMEFRAMES,
-    offline_dir,
     view_name,
 )
 from flows.settings import load_settings
+from flows.stores import open_stores
 
 settings = load_settings()
 
@@ -47,21 +44,7 @@ symbol = Entity(
 
 
 def _batch_source(table: str, timeframe: str):
-    name = view_name(table, timeframe)
-    if settings.profile == "timescale":
-        return PostgreSQLSource(
-            name=f"{name}_source",
-            query=f"SELECT * FROM {table} WHERE timeframe = '{timeframe}'",
-            timestamp_field="ts",
-            created_timestamp_column="created_at",
-        )
-    return FileSource(
-        name=f"{name}_source",
-        path=str(offline_dir(settings.data_dir, table, timeframe)),
-        file_format=ParquetFormat(),
-        timestamp_field="ts",
-        created_timestamp_column="created_at",
-    )
+    return open_stores(settings).feast_source(table, timeframe)
 
 
 def _view(table: str, timeframe: str, features: tuple[str, ...]) -> tuple[FeatureView, PushSource]:

@@ -11,7 +11,6 @@ flow runs features only and says so.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
@@ -22,20 +21,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from flows.heap import freeze_start_up_heap
 from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
-from flows.operators.model_bank import ModelBank, SwapWatch, has_models
+from flows.operators.model_bank import ModelBank, has_models
 from flows.operators.scoring import CloseBarrier, ScoringStep
 from flows.records import Bar, Close, FeatureRow, Status
 from flows.settings import Settings
 from flows.sinks.decisions import PARTITION, DecisionSink
 from flows.timeframes import timeframe_ms
-
-
-def swap_watch(settings: Settings) -> SwapWatch:
-    """Return the per-bar swap check of the profile (Redis key or a file under ``data_dir``)."""
-    key = settings.scoring.swap_key
-    if settings.profile == "timescale" and settings.redis_url is not None:
-        return SwapWatch.for_redis(settings.redis_url.get_secret_value(), key)
-    return SwapWatch.for_file(settings.data_dir / key.replace(":", "_"))
+from flows.wiring import build_deps, swap_on_sighup, swap_watch
 
 
 def scoring_step(settings: Settings) -> Any:
@@ -47,10 +39,7 @@ def scoring_step(settings: Settings) -> Any:
         if "bank" not in holder:
             b = ModelBank(settings.registry_root(), tf, sc.ensemble_version, sc.policy_family, sc.policy_version)
             holder["bank"], holder["watch"] = b, swap_watch(settings)
-            try:
-                signal.signal(signal.SIGHUP, b.request_swap)
-            except ValueError:  # not the main thread: the swap key still works
-                pass
+            swap_on_sighup(b.request_swap)
             print(f"scoring {tf} with {b.versions()}", file=sys.stderr, flush=True)
             freeze_start_up_heap()  # the models stay for the worker's life: out of the collector's walks
         return holder["bank"]
@@ -72,8 +61,6 @@ def scoring_step(settings: Settings) -> Any:
 
 def decision_step(settings: Settings) -> Any:
     """Return the stateful decision step (one key: the portfolio)."""
-    from flows.operators.decisions_wiring import build_deps
-
     tf = settings.trading_timeframe()
     holder: dict[str, Any] = {}
 

@@ -2,8 +2,9 @@
 
 ``feature_repo/feature_store.yaml`` is the ``local`` profile; ``timescale.yaml``
 and ``timescale-redis.yaml`` read their connection values from the environment.
-This module derives those values from the settings' ``TIMESCALE_DSN`` and
-``REDIS_URL`` so every component opens the same store the CLI does.
+The profile's stores (:func:`flows.stores.open_stores`) name the yaml and derive those
+values from the settings' ``TIMESCALE_DSN`` and ``REDIS_URL``, so every component opens
+the same store the CLI does.
 """
 
 from __future__ import annotations
@@ -15,44 +16,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from flows.settings import Settings, SettingsError
+from flows.stores import open_stores
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 def profile_yaml(settings: Settings) -> Path:
     """Return the feature_store yaml of the settings' profile and online store."""
-    repo = settings.feast_repo
-    if settings.profile == "local":
-        return repo / "feature_store.yaml"
-    return repo / ("timescale-redis.yaml" if settings.feast_online == "redis" else "timescale.yaml")
+    return settings.feast_repo / open_stores(settings).feast_yaml
 
 
 def feast_environment(settings: Settings) -> dict[str, str]:
     """Return the environment variables the profile's yaml reads."""
     env = {"CRYPTOSTREAM_PROFILE": settings.profile, "CRYPTOSTREAM_DATA_DIR": str(settings.data_dir),
            "CRYPTOSTREAM_FEAST_REPO": str(settings.feast_repo)}
-    if settings.profile == "timescale":
-        settings.require_servers()
-        assert settings.timescale_dsn is not None and settings.redis_url is not None
-        from psycopg.conninfo import conninfo_to_dict
-
-        pg = conninfo_to_dict(settings.timescale_dsn.get_secret_value())
-        env.update(
-            TIMESCALE_HOST=str(pg.get("host", "127.0.0.1")),
-            TIMESCALE_PORT=str(pg.get("port", "5432")),
-            TIMESCALE_DB=str(pg.get("dbname", "postgres")),
-            TIMESCALE_USER=str(pg.get("user", "postgres")),
-            TIMESCALE_PASSWORD=str(pg.get("password", "")),
-        )
-        redis = urlparse(settings.redis_url.get_secret_value())
-        db = (redis.path or "/0").lstrip("/") or "0"
-        conn = f"{redis.hostname}:{redis.port or 6379},db={db}"
-        if redis.password:
-            conn += f",password={redis.password}"
-        env["FEAST_REDIS_CONNECTION"] = conn
+    env.update(open_stores(settings).feast_environment())
     return env
 
 

@@ -31,6 +31,7 @@ from flows.bootstrap import bootstrap, registry_summary
 from flows.exchange.replay_process import replay_process, speed_arg
 from flows.feature_catalog import BAR_FEATURES, view_name
 from flows.settings import Settings, SettingsError, load_settings
+from flows.stores import open_stores
 
 
 @contextlib.contextmanager
@@ -102,8 +103,7 @@ def summary(settings: Settings, counts: Counter[str], took: float) -> None:
         shown = "not warm yet (features need 61 bars)" if vals["rsi_14"] is None else \
             " ".join(f"{k}={v:.5g}" for k, v in vals.items())
         print(f"  Feast online {view_name('bar_features', tf)}[{symbol}]: {shown}")
-    print(f"  {len(BAR_FEATURES)} bar features per symbol; history under {settings.data_dir / 'offline'}"
-          if settings.profile == "local" else "  history in TimescaleDB")
+    print(open_stores(settings).describe(len(BAR_FEATURES)))
 
 
 def main(argv: list[str] | None = None) -> int:

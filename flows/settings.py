@@ -35,6 +35,7 @@ from flows.timeframes import TIMEFRAME_RE
 ENV_PREFIX = "CRYPTOSTREAM_"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,10}$")
+PROFILE_SERVERS: dict[str, tuple[str, ...]] = {"local": (), "timescale": ("TIMESCALE_DSN", "REDIS_URL")}  # what each needs
 _LIST_FIELDS = {"symbols", "timeframes"}
 
 
@@ -167,14 +168,14 @@ class Settings(_Frozen):
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def require_servers(self) -> None:
-        """Fail unless the connection settings the ``timescale`` profile needs are present."""
-        if self.profile == "timescale":
-            missing = [n for n, v in (("TIMESCALE_DSN", self.timescale_dsn), ("REDIS_URL", self.redis_url)) if v is None]
-            if missing:
-                raise SettingsError(
-                    f"profile 'timescale' needs {', '.join(missing)}; run `set -a; eval \"$(infra/up)\"; set +a` "
-                    "or set them to your servers"
-                )
+        """Fail unless the connection settings the profile needs (:data:`PROFILE_SERVERS`) are present."""
+        values = {"TIMESCALE_DSN": self.timescale_dsn, "REDIS_URL": self.redis_url}
+        missing = [n for n in PROFILE_SERVERS[self.profile] if values[n] is None]
+        if missing:
+            raise SettingsError(
+                f"profile {self.profile!r} needs {', '.join(missing)}; run `set -a; eval \"$(infra/up)\"; set +a` "
+                "or set them to your servers"
+            )
 
 
     def registry_root(self) -> Path:

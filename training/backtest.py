@@ -10,7 +10,7 @@ Bars go through the same steps as ``python -m bytewax.run flows.live`` in the sa
 order: symbol pipelines and the cross-asset step (``training.backfill.operator_records``),
 the close barrier with the scoring step (registered ensemble and, when registered,
 the tactical policy), and the decision step with the settings' risk engine, paper
-broker and portfolio (``flows.operators.decisions_wiring.build_deps``).  Bars before
+broker and portfolio (``flows.wiring.build_deps``).  Bars before
 ``--start`` only warm the features and the models' state up; trading starts at
 ``--start``.  Deterministic: the same files, registry and settings give the same
 trades.  ``--chunk N`` scores N bar times per call (:mod:`flows.replay`; faster, equal
@@ -37,7 +37,6 @@ from typing import Any
 
 from flows.heap import freeze_start_up_heap
 from flows.operators.decisions import DecisionStep
-from flows.operators.decisions_wiring import build_deps
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import CloseBarrier, ScoringStep
@@ -46,6 +45,7 @@ from flows.replay import DecisionReplay, bar_time_chunks
 from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.decisions import DecisionSink
 from flows.timeframes import timeframe_ms
+from flows.wiring import build_deps
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from training.backfill import _files, _ms, operator_records
 

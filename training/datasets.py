@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from flows.feast_store import open_store
-from flows.feature_catalog import offline_dir
 from flows.settings import Settings, SettingsError, load_settings
+from flows.stores import open_stores
 from flows.timeframes import timeframe_ms
 
 
@@ -36,26 +36,9 @@ def load_bars(settings: Settings, symbols: tuple[str, ...], timeframe: str,
               columns: Sequence[str] = ("symbol", "ts", "open", "close")) -> pd.DataFrame:
     """Read stored bars (open time ``ts``) of the symbols between start and end from the offline store.
 
-    ``columns`` are columns of ``bars`` (``flows.sinks.tables.BAR_COLUMNS`` for all of them).
+    ``columns`` are columns of ``bars`` (``flows.stores.schema.BAR_COLUMNS`` for all of them).
     """
-    cols = list(columns)
-    if settings.profile == "timescale":
-        import psycopg
-
-        assert settings.timescale_dsn is not None
-        with psycopg.connect(settings.timescale_dsn.get_secret_value()) as conn:
-            cur = conn.execute(
-                f"SELECT {', '.join(cols)} FROM bars WHERE timeframe = %s AND symbol = ANY(%s) "
-                "AND ts >= %s AND ts < %s ORDER BY symbol, ts",
-                (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
-            df = pd.DataFrame(cur.fetchall(), columns=cols)
-    else:
-        files = [f for s in symbols for f in offline_dir(settings.data_dir, "bars", timeframe)
-                 .glob(f"{s.replace('/', '_')}-*.parquet")]
-        if not files:
-            return pd.DataFrame(columns=cols)
-        df = pd.concat([pd.read_parquet(f, columns=cols) for f in files])
-        df = df[(df.ts >= start) & (df.ts < end)].sort_values(["symbol", "ts"])
+    df = open_stores(settings).history_reader().bars(symbols, timeframe, start, end, columns)
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     return df.reset_index(drop=True)
 

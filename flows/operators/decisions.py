@@ -39,7 +39,7 @@ from flows.records import Bar, Close, Decided, PortfolioRow, Prediction, Status
 
 @dataclass
 class DecisionDeps:
-    """The components the step drives (built by :func:`flows.operators.decisions_wiring.build_deps`)."""
+    """The components the step drives (built by :func:`flows.wiring.build_deps`)."""
 
     portfolio: Any  # flows.portfolio.Portfolio
     risk: Any  # flows.risk.engine.RiskEngine

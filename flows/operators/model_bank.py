@@ -236,35 +236,3 @@ class ModelBank:
             if "gnn" in st:
                 inner = runner.runner  # type: ignore[attr-defined]
                 inner.returns = np.asarray(st["gnn"], np.float64)
-
-
-class SwapWatch:
-    """Per-bar check of a swap key: a Redis key (``timescale`` profile) or a file (``local``).
-
-    Returns True from :meth:`changed` when the key's value (or the file's content) differs
-    from the value seen at the previous check; the first check only records it.
-    """
-
-    def __init__(self, read: Any) -> None:
-        """Watch ``read()``, a callable returning the key's current value (or ``None``)."""
-        self.read = read
-        self.last = read()
-
-    @classmethod
-    def for_file(cls, path: Path) -> SwapWatch:
-        """Watch a file's content (absent = ``None``)."""
-        return cls(lambda: path.read_bytes() if path.is_file() else None)
-
-    @classmethod
-    def for_redis(cls, url: str, key: str) -> SwapWatch:
-        """Watch a Redis key's value."""
-        import redis
-
-        client = redis.Redis.from_url(url)
-        return cls(lambda: client.get(key))
-
-    def changed(self) -> bool:
-        """Return whether the value moved since the last check."""
-        value = self.read()
-        moved, self.last = value != self.last, value
-        return moved

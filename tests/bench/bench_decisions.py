@@ -116,7 +116,7 @@ def ensure_registry(root: Path, symbols: tuple[str, ...], tmp: Path) -> None:
 
 def decision_step(settings: Settings) -> DecisionStep:
     """Return a decision step on the paper broker."""
-    from flows.operators.decisions_wiring import build_deps
+    from flows.wiring import build_deps
 
     return DecisionStep(settings.symbols, 60_000, build_deps(settings))
 

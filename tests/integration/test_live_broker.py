@@ -282,9 +282,9 @@ def test_the_decision_step_trades_live_and_a_replayed_decision_places_nothing_tw
     """DecisionStep + real portfolio and risk engine + LiveBroker (from the settings) on the replay exchange."""
     from flows.execution.orders import Order
     from flows.operators.decisions import DecisionStep
-    from flows.operators.decisions_wiring import build_deps
     from flows.records import Fill, PortfolioRow, Prediction
     from flows.settings import load_settings
+    from flows.wiring import build_deps
 
     env = {"CRYPTOSTREAM_MODE": "live", "CRYPTOSTREAM_SYMBOLS": SYM, "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h",
            "CRYPTOSTREAM_DATA_DIR": str(tmp_path), "CRYPTOSTREAM_EXCHANGE__HTTP_URL": market.ex.http_url,

@@ -219,7 +219,7 @@ def stored_market_data(settings: Settings, symbols: Sequence[str], timeframe: st
     """
     import pandas as pd
 
-    from flows.sinks.tables import BAR_COLUMNS
+    from flows.stores.schema import BAR_COLUMNS
     from training.datasets import load_bars
 
     t0 = pd.Timestamp(start or "1970-01-01", tz="UTC")

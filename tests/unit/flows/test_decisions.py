@@ -17,11 +17,11 @@ import pytest
 
 from flows.execution.orders import Order, OrderStatus, client_order_id
 from flows.operators.decisions import DecisionStep
-from flows.operators.decisions_wiring import build_deps
 from flows.records import Bar, Decided, Fill, PortfolioRow, Prediction, Status
 from flows.risk.engine import Rejection
-from flows.risk.kill_switch import FileKillSwitch
 from flows.settings import Settings, load_settings
+from flows.stores.files import FileKillSwitch
+from flows.wiring import build_deps
 
 TF = 60_000
 SYMBOLS = ("BTC/USDT", "ETH/USDT")

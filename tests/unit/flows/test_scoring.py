@@ -174,7 +174,7 @@ def test_history_mode_batches_the_graph_model_and_stays_within_float_rounding(re
 
 
 def test_swap_watch_fires_once_per_change_of_the_key_file(tmp_path) -> None:
-    from flows.operators.model_bank import SwapWatch
+    from flows.wiring import SwapWatch
 
     key = tmp_path / "swap"
     watch = SwapWatch.for_file(key)

@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 from flows.operators.decisions import DecisionStep
-from flows.operators.decisions_wiring import build_deps
 from flows.risk.engine import Rejection
-from flows.risk.kill_switch import FileKillSwitch, KillStatus, RedisKillSwitch, from_settings, main
+from flows.risk.kill_switch import KillStatus, from_settings, main
 from flows.settings import Settings, load_settings
+from flows.stores.files import FileKillSwitch
+from flows.stores.redis import RedisKillSwitch
+from flows.wiring import build_deps
 from tests.unit.flows.risk import stream
 
 TF = stream.TF

@@ -12,11 +12,11 @@ import orjson
 import pytest
 
 from flows.operators.decisions import DecisionStep
-from flows.operators.decisions_wiring import build_deps
 from flows.portfolio import state_from_rows
 from flows.records import PortfolioRow
 from flows.risk.engine import Rejection
 from flows.settings import load_settings
+from flows.wiring import build_deps
 from tests.unit.flows.risk import stream
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")

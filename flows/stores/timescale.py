@@ -1,0 +1,104 @@
+"""The ``timescale`` profile's stores: the hypertables of ``sql/migrations`` through psycopg 3.
+
+Writes go through COPY into a staging table and an upsert on the natural key
+(``flows.stores.pgcopy.copy_upsert``), one transaction per batch, so a replay or a restart
+never duplicates a row.  JSON columns arrive encoded (bytes) and are sent as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from flows.stores.base import Tables
+from flows.stores.schema import COLUMNS, TABLES, last_per_key
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _orjson_passthrough(obj: Any) -> bytes:
+    """psycopg's JSON dumps: bytes are JSON already encoded by the decision sink."""
+    return obj if isinstance(obj, bytes) else orjson.dumps(obj)
+
+
+def connect(dsn: str) -> Any:
+    """Return a psycopg connection whose jsonb parameters may be encoded JSON bytes."""
+    import psycopg
+    from psycopg.types.json import set_json_dumps
+
+    conn = psycopg.connect(dsn)
+    set_json_dumps(_orjson_passthrough, context=conn)
+    return conn
+
+
+class TimescaleHistory:
+    """History writer: each :meth:`write` is one transaction (nothing buffered)."""
+
+    def __init__(self, dsn: str) -> None:
+        from flows.stores.pgcopy import copy_upsert
+
+        self.copy_upsert = copy_upsert
+        self.conn = connect(dsn)
+
+    def write(self, tables: Tables) -> None:
+        """Upsert every table's rows in one transaction."""
+        with self.conn.transaction():
+            for table, rows in tables.items():
+                self.copy_upsert(self.conn, table, COLUMNS[table], rows, TABLES[table].write_key)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+class TimescaleDecisions(TimescaleHistory):
+    """Decision writer: each :meth:`write` is one transaction, run by the sink's writer thread."""
+
+    background = True
+
+    def write(self, tables: Tables) -> None:
+        """Upsert every table's rows in one transaction."""
+        with self.conn.transaction():
+            for table, rows in tables.items():
+                # The last version of each key only (an order placed and filled within the batch): what the
+                # merge would keep, and the plain COPY then goes through unless the key is stored already.
+                self.copy_upsert(self.conn, table, COLUMNS[table], last_per_key(table, rows), TABLES[table].key)
+
+
+class TimescaleReader:
+    """Reads bars and decision records from TimescaleDB (one connection per call)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+             columns: Sequence[str]) -> pd.DataFrame:
+        """Return the bars with open time in [start, end), sorted by symbol and time."""
+        import pandas as pd
+        import psycopg
+
+        cols = list(columns)
+        with psycopg.connect(self.dsn) as conn:
+            cur = conn.execute(
+                f"SELECT {', '.join(cols)} FROM bars WHERE timeframe = %s AND symbol = ANY(%s) "
+                "AND ts >= %s AND ts < %s ORDER BY symbol, ts",
+                (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def table(self, table: str) -> pd.DataFrame:
+        """Return every stored row of a decision table, sorted by time."""
+        import pandas as pd
+        import psycopg
+        from psycopg import sql
+
+        cols = list(COLUMNS[table])
+        q = sql.SQL("SELECT {} FROM {} ORDER BY ts").format(
+            sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(table))
+        with psycopg.connect(self.dsn) as conn:
+            return pd.DataFrame(conn.execute(q).fetchall(), columns=cols)
