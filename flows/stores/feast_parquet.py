@@ -107,7 +107,7 @@ class ParquetRetrievalJob(RetrievalJob):
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
             con.register("ent", ent)
-            table = con.execute(self._query).to_arrow_table()
+            table = con.sql(self._query).to_arrow_table()
         return attach(self._req, table)
 
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
