@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flows.execution.costs import COSTS
 from flows.operators.cross_asset import CROSS_FEATURES
 from flows.operators.features import FEATURES as BAR_FEATURES
 from flows.records import FeatureRow
@@ -88,7 +89,7 @@ class ReportConfig:
     holdout_start: str = "2024-01-01"
     folds: int = 5
     horizon: int = 1
-    fee_bps: float = 10.0
+    fee_bps: float = COSTS.fee_bps
     seed: int = 7
     threads: int = 1  # LightGBM threads (2 OpenMP threads ran 2-4x slower here when other jobs shared the cores)
     lstm: dict[str, Any] = field(default_factory=lambda: {
