@@ -14,9 +14,9 @@ import orjson
 import pandas as pd
 import pytest
 import websockets
-from replay_support import run
 
 from infra.replay_exchange import ReplayExchange, binance_urls, make_binance, running_replay
+from tests.kit.replay import run
 
 PRO_OPTIONS = {"tradesLimit": 1_000_000}  # keep every trade between two watch calls at speed max
 

@@ -12,10 +12,10 @@ import aiohttp
 import numpy as np
 import orjson
 import websockets
-from replay_support import run
 
 from infra.replay_exchange import ReplayExchange, make_binance
 from infra.replay_exchange.__main__ import parse_args
+from tests.kit.replay import run
 
 
 def synthetic(**settings: Any) -> ReplayExchange:

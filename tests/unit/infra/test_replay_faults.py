@@ -12,9 +12,9 @@ import ccxt
 import orjson
 import pytest
 import websockets
-from replay_support import run
 
 from infra.replay_exchange import FaultConfig, ReplayExchange, make_binance
+from tests.kit.replay import run
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 PRO_OPTIONS = {"tradesLimit": 1_000_000}

@@ -24,7 +24,7 @@ from flows.operators.decisions_wiring import build_deps
 from flows.risk.engine import Rejection
 from flows.risk.kill_switch import FileKillSwitch, KillStatus, RedisKillSwitch, from_settings, main
 from flows.settings import Settings, load_settings
-from tests.unit.flows.risk import stream
+from tests.kit import risk_stream as stream
 
 TF = stream.TF
 SYMBOLS = ("BTC/USDT", "ETH/USDT")

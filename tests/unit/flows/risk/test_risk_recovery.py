@@ -16,7 +16,7 @@ from flows.operators.decisions_wiring import build_deps
 from flows.portfolio import state_from_rows
 from flows.risk.engine import Rejection
 from flows.settings import load_settings
-from tests.unit.flows.risk import stream
+from tests.kit import risk_stream as stream
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 N, CUT = 120, 70

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from inference.policy import PolicyRunner
-from tests.unit.training.rl.test_agents import tiny
+from tests.kit.rl import tiny
 from training.rl.agents import FAMILIES, make_agent
 from training.rl.data import MarketData, synthetic_market_data
 from training.rl.evaluate import (
