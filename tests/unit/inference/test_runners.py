@@ -102,12 +102,25 @@ def test_ensemble_scorer_with_a_wider_feed(registered, tmp_path) -> None:  # noq
     assert (sig == want_s).mean() > 0.99  # float32 members can flip a signal sitting on the threshold
 
 
-def test_inference_graph_equals_training_graph() -> None:
+def test_correlation_adjacency_equals_an_independent_numpy_computation() -> None:
     r = np.random.default_rng(0).normal(size=(7, 30, 5))
-    r[0, :, 2] = 0.0
-    r[1, 3, 1] = np.nan
-    np.testing.assert_array_equal(inference_graph.correlation_adjacency(r, 0.2),
-                                  training_graph.correlation_adjacency(r, 0.2))
+    r[0, :, 2] = 0.0  # a constant series: no edges
+    r[1, 3, 1] = np.nan  # missing: a zero return
+    r[2, :, 3] = r[2, :, 0] * -2.0 + 1e-3  # perfectly anti-correlated with asset 0
+    got = inference_graph.correlation_adjacency(r, 0.2)
+    assert training_graph.correlation_adjacency is inference_graph.correlation_adjacency  # one definition
+    want = np.empty((7, 5, 5))
+    for k, window in enumerate(np.nan_to_num(r)):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.nan_to_num(np.corrcoef(window, rowvar=False), nan=0.0)
+        corr[np.abs(corr) < 0.2] = 0.0
+        np.fill_diagonal(corr, 1.0)
+        want[k] = corr
+    assert got.dtype == np.float32 and got.shape == (7, 5, 5)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert (got == np.swapaxes(got, -1, -2)).all()
+    assert got[0, 2].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+    assert got[2, 0, 3] == pytest.approx(-1.0, abs=1e-6)
 
 
 def test_no_training_library_when_loading_runners() -> None:
