@@ -34,12 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from flows.settings import Settings
 from inference.policy import PolicyRunner
 from inference.scorer import to_signal
 from training.metrics import periods_per_year
 from training.rl.agents import FAMILIES
 from training.rl.data import MarketData
 from training.rl.envs.execution import MARKET_ALL, ExecutionEnv
+from training.rl.job import RlJob
 from training.rl.runs import execution_schedule, make_env
 
 Strategy = Callable[[int, np.ndarray], Any]  # (bar t, observation) -> action
@@ -346,7 +348,7 @@ def _header(level: str, runner: PolicyRunner, md: MarketData, test: MarketData) 
             f"{m.parity.max_abs_diff:.2e} on {m.parity.rows} held-out observations\n")
 
 
-def policy_data(runner: PolicyRunner, a: Any, settings: Any, symbols: tuple[str, ...] | None = None,
+def policy_data(runner: PolicyRunner, a: RlJob, settings: Settings, symbols: tuple[str, ...] | None = None,
                  timeframe: str | None = None, start: str | None = None) -> MarketData:
     """Load the candles and features a policy observes (its run's range unless given), regime included."""
     from training.rl.data import load_market_data, with_regime
@@ -368,14 +370,11 @@ def policy_data(runner: PolicyRunner, a: Any, settings: Any, symbols: tuple[str,
     return md
 
 
-def evaluate_cli(a: Any, settings: Any) -> Path:
-    """``python -m training.rl evaluate LEVEL``: evaluate the registered policy and write the report."""
+def evaluate_cli(a: RlJob, settings: Settings) -> Path:
+    """``python -m training.rl evaluate LEVEL``: evaluate the registered policy and write the report (a level, not
+    ``hierarchy``: :func:`training.rl.hierarchy_report.hierarchy_cli` composes the three)."""
     import pandas as pd
 
-    if a.level == "hierarchy":
-        from training.rl.hierarchy_report import hierarchy_cli
-
-        return hierarchy_cli(a, settings)
     runner = PolicyRunner.from_registry(a.registry, FAMILIES[a.level], a.version)
     m = runner.manifest
     md = policy_data(runner, a, settings)

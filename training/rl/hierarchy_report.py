@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flows.settings import Settings
 from inference.policy import PolicyRunner
 from training.metrics import periods_per_year
 from training.rl.agents import FAMILIES
@@ -31,6 +32,7 @@ from training.rl.evaluate import (
     write_report,
 )
 from training.rl.hierarchy import HierarchicalSystem, HierarchyConfig, HierarchyResult
+from training.rl.job import RlJob
 from training.rl.runs import candle_source, env_configs
 
 
@@ -68,7 +70,7 @@ def evaluate_hierarchy(strategic: PolicyRunner, tactical: PolicyRunner, executio
     return table, curves
 
 
-def hierarchy_cli(a: Any, settings: Any) -> Path:
+def hierarchy_cli(a: RlJob, settings: Settings) -> Path:
     """Load the three latest policies and their data, evaluate, and add a section to the report."""
     runners = {lv: PolicyRunner.from_registry(a.registry, FAMILIES[lv]) for lv in ("strategic", "tactical", "execution")}
     s, x = runners["strategic"], runners["execution"]
