@@ -20,14 +20,14 @@ import pandas as pd
 from flows.settings import Settings
 from inference.policy import PolicyRunner
 from training.metrics import periods_per_year
+from training.plots import plot_curves
+from training.render import markdown_table
 from training.rl.agents import FAMILIES
 from training.rl.data import MarketData
 from training.rl.evaluate import (
     buy_and_hold,
     equity_metrics,
     first_test_row,
-    markdown_table,
-    plot_curves,
     policy_data,
     write_report,
 )
