@@ -1,8 +1,8 @@
 """Correlation adjacency of asset returns, numpy only, for the scorer.
 
-The same function as ``training.models.graph.correlation_adjacency`` (which the
-GAT is trained on), kept here so the scoring path imports no training module;
-``tests/unit/inference/test_runners.py`` checks that the two agree bit for bit.
+The one definition: ``training.models.graph`` (which the GAT is trained on) imports
+it from here, so the scoring path imports no training module;
+``tests/unit/inference/test_runners.py`` checks it against ``np.corrcoef``.
 :func:`window_adjacency` is the streaming GAT's per-bar form of it (one window, fewer
 numpy calls), equal bit for bit too (``tests/unit/inference/test_gnn_stream.py``).
 """

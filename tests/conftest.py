@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.kit.repo import PROJECT_ROOT
+
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
@@ -18,13 +19,3 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def copy_feature_repo(dest: Path) -> Path:
-    """Copy the Feast repository (definitions and profiles, not its data) so tests never touch the user's stores."""
-    import shutil
-
-    repo = dest / "feature_repo"
-    repo.mkdir(parents=True)
-    for f in (PROJECT_ROOT / "feature_repo").iterdir():
-        if f.is_file() and f.suffix in (".py", ".yaml"):
-            shutil.copy(f, repo / f.name)
-    return repo

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from flows.execution.costs import COSTS
+
 YEAR = pd.Timedelta(days=365.25)
 METRICS = ("accuracy", "log_loss", "roc_auc", "brier", "sharpe", "turnover", "n")
 
@@ -36,7 +38,7 @@ METRICS = ("accuracy", "log_loss", "roc_auc", "brier", "sharpe", "turnover", "n"
 class TradingConfig:
     """Sign-trading settings for the Sharpe ratio: fee per unit position change, bar and holding horizon."""
 
-    fee_bps: float = 10.0
+    fee_bps: float = COSTS.fee_bps
     timeframe: str = "1h"
     horizon: int = 1
 

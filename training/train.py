@@ -30,9 +30,9 @@ import argparse
 import io
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,34 @@ from training.validation import WalkForward, WalkForwardConfig
 FAMILIES = ("lightgbm", "lstm", "gnn", "ensemble")
 MEMBERS = ("lightgbm", "lstm", "gnn")
 KEYS = ("symbol", "event_timestamp", "label", "fwd_ret")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One ``python -m training.train`` run, built from the command line and the settings in :func:`main`."""
+
+    family: str
+    registry: Path
+    log_dir: Path
+    work_dir: Path
+    symbols: tuple[str, ...] = ()
+    timeframe: str = "1h"
+    start: str | None = None
+    end: str | None = None
+    horizon: int = 1
+    seed: int = 7
+    folds: int = 5
+    epochs: int = 30
+    hidden: int = 32
+    bptt: int = 32
+    burn_in: int = 32
+    segment: int = 512
+    graph_window: int = 60
+    members: tuple[str, ...] = MEMBERS
+    method: Literal["fixed", "performance", "confidence"] = "performance"
+    metric: Literal["roc_auc", "sharpe"] = "roc_auc"
+    weights: tuple[float, ...] | None = None
+    threshold: float = 0.1
 
 
 def service_for(family: str, timeframe: str) -> str:
@@ -90,7 +118,7 @@ def walk_forward(frame: pd.DataFrame, splitter: WalkForward, trading: TradingCon
     return folds, pd.concat(oos, ignore_index=True)
 
 
-def _train_lightgbm(a: argparse.Namespace, frame: pd.DataFrame, features: list[str], splitter: WalkForward
+def _train_lightgbm(a: TrainJob, frame: pd.DataFrame, features: list[str], splitter: WalkForward
                     ) -> tuple[dict[str, bytes], OnnxExport, list[dict[str, Any]], pd.DataFrame,
                                dict[str, Any], dict[str, Any]]:
     from training.export.lightgbm_onnx import export_lightgbm
@@ -107,7 +135,7 @@ def _train_lightgbm(a: argparse.Namespace, frame: pd.DataFrame, features: list[s
              "gain": {k: float(v) for k, v in model.feature_importance().items()}})
 
 
-def _train_torch(a: argparse.Namespace, frame: pd.DataFrame, features: list[str], splitter: WalkForward,
+def _train_torch(a: TrainJob, frame: pd.DataFrame, features: list[str], splitter: WalkForward,
                  trading: TradingConfig) -> tuple[dict[str, bytes], OnnxExport, list[dict[str, Any]],
                                                   pd.DataFrame, dict[str, Any], dict[str, Any]]:
     from training.export.torch_onnx import export_gnn, export_lstm_seq, export_lstm_step
@@ -158,8 +186,10 @@ def _train_torch(a: argparse.Namespace, frame: pd.DataFrame, features: list[str]
             {"symbols": list(symbols), "graph": asdict(graph), "best_epoch": gnn.best_epoch})
 
 
-def train_member(a: argparse.Namespace, settings: Settings) -> Manifest:
+def train_member(a: TrainJob, settings: Settings) -> Manifest:
     """Train, validate, export and register one of lightgbm / lstm / gnn."""
+    if not (a.symbols and a.start and a.end):
+        raise SettingsError("--symbols, --start and --end are required to train a model")
     from training.datasets import build_training_set
 
     service = service_for(a.family, a.timeframe)
@@ -188,7 +218,7 @@ def train_member(a: argparse.Namespace, settings: Settings) -> Manifest:
                       parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows), extra=extra)
 
 
-def train_ensemble(a: argparse.Namespace) -> Manifest:
+def train_ensemble(a: TrainJob) -> Manifest:
     """Build, evaluate, export and register the ensemble of the latest member models."""
     from training.export.ensemble_onnx import export_ensemble
     from training.models.ensemble import Ensemble, EnsembleConfig, performance_weights
@@ -259,17 +289,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
-    a = parse_args(argv)
+    ns = parse_args(argv)
     try:
-        settings = load_settings(a.config)
-        a.registry = a.registry or default_root(settings.data_dir)
-        a.log_dir = a.log_dir or Path(settings.data_dir) / "logs"
-        a.work_dir = Path(settings.data_dir) / "work"
+        settings = load_settings(ns.config)
+        a = TrainJob(family=ns.family, registry=Path(ns.registry or default_root(settings.data_dir)),
+                     log_dir=Path(ns.log_dir or Path(settings.data_dir) / "logs"),
+                     work_dir=Path(settings.data_dir) / "work", symbols=tuple(ns.symbols),
+                     timeframe=ns.timeframe, start=ns.start, end=ns.end, horizon=ns.horizon, seed=ns.seed,
+                     folds=ns.folds, epochs=ns.epochs, hidden=ns.hidden, bptt=ns.bptt, burn_in=ns.burn_in,
+                     segment=ns.segment, graph_window=ns.graph_window, members=tuple(ns.members),
+                     method=ns.method, metric=ns.metric,
+                     weights=None if ns.weights is None else tuple(ns.weights), threshold=ns.threshold)
         if a.family == "ensemble":
             m = train_ensemble(a)
         else:
-            if not (a.symbols and a.start and a.end):
-                raise SettingsError("--symbols, --start and --end are required to train a model")
             m = train_member(a, settings)
     except (SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,6 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.execution.costs import COSTS
+
+_SLIP = COSTS.paper_slippage
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -24,13 +28,13 @@ class SlippageConfig(_Frozen):
     ``range`` is the fill bar's ``(high - low) / open``; the sum is capped at ``max_bps``.
     """
 
-    base_bps: float = Field(1.0, ge=0.0, le=1_000.0, description="fixed half-spread cost in basis points")
-    impact_bps: float = Field(50.0, ge=0.0, le=10_000.0,
+    base_bps: float = Field(_SLIP.base_bps, ge=0.0, le=1_000.0, description="fixed half-spread cost in basis points")
+    impact_bps: float = Field(_SLIP.impact_bps, ge=0.0, le=10_000.0,
                               description="impact in bps when the order is the whole bar's volume")
-    impact_exponent: float = Field(0.5, gt=0.0, le=2.0, description="0.5 = square-root impact, 1 = linear")
-    volatility_coef: float = Field(0.05, ge=0.0, le=1.0,
+    impact_exponent: float = Field(_SLIP.impact_exponent, gt=0.0, le=2.0, description="0.5 = square-root impact, 1 = linear")
+    volatility_coef: float = Field(_SLIP.volatility_coef, ge=0.0, le=1.0,
                                    description="fraction of the bar's high-low range added as slippage")
-    max_bps: float = Field(200.0, ge=0.0, le=10_000.0, description="cap on the total slippage")
+    max_bps: float = Field(_SLIP.max_bps, ge=0.0, le=10_000.0, description="cap on the total slippage")
 
 
 class LiveConfig(_Frozen):
@@ -55,8 +59,8 @@ class ExecutionConfig(_Frozen):
     default_order_type: Literal["market", "limit"] = Field("market", description="type of entry orders")
     limit_offset_bps: float = Field(0.0, ge=0.0, le=1_000.0, description="entry limit price this far inside "
                                     "the last close (buy below, sell above) when the intent has none")
-    maker_fee: float = Field(0.001, ge=0.0, le=0.05, description="fraction of notional (Binance spot 0.1%)")
-    taker_fee: float = Field(0.001, ge=0.0, le=0.05, description="fraction of notional (Binance spot 0.1%)")
+    maker_fee: float = Field(COSTS.maker_fee, ge=0.0, le=0.05, description="fraction of notional (Binance spot 0.1%)")
+    taker_fee: float = Field(COSTS.taker_fee, ge=0.0, le=0.05, description="fraction of notional (Binance spot 0.1%)")
     slippage: SlippageConfig = SlippageConfig()
     latency_ms: int = Field(0, ge=0, le=3_600_000, description="paper: order reaches the market this long "
                             "after the decision; inside a bar the price is interpolated open->close")

@@ -105,7 +105,7 @@ def ensure_registry(root: Path, symbols: tuple[str, ...], tmp: Path) -> None:
         return
     from flows import feast_store
     from flows.bootstrap import bootstrap
-    from tests.conftest import copy_feature_repo
+    from tests.kit.repo import copy_feature_repo
 
     copy_feature_repo(tmp)
     settings = flow_settings(symbols, tmp, CRYPTOSTREAM_SCORING__REGISTRY=str(root))

@@ -68,10 +68,9 @@ def paper_section(n: int) -> None:
 
 
 def replay_section(calls: int) -> None:
-    from replay_support import make_candles
-
     from flows.exchange.binance import make_binance
     from infra.replay_exchange import running_replay
+    from tests.kit.replay import make_candles
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ABC_USDT-1h.csv"
@@ -99,7 +98,6 @@ def main() -> None:
     p.add_argument("--bars", type=int, default=50_000)
     p.add_argument("--calls", type=int, default=200)
     a = p.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "infra"))
     paper_section(a.bars)
     replay_section(a.calls)
 

@@ -546,7 +546,7 @@ def prepared_stores(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitS
     import redis
 
     from flows import feast_store
-    from tests.conftest import copy_feature_repo
+    from tests.kit.repo import copy_feature_repo
 
     dsn = stack.enter_context(scratch_database(_base_dsn(args), "online"))
     redis_url = f"redis://{args.redis_host}/{args.redis_db}"
@@ -866,7 +866,7 @@ def section_memory(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitSt
     from flows.settings import load_settings as _load
     from infra.replay_exchange.server import running_replay
     from infra.replay_exchange.synthetic import DEFAULT_SYMBOLS
-    from tests.conftest import copy_feature_repo
+    from tests.kit.repo import copy_feature_repo
 
     symbols = tuple(DEFAULT_SYMBOLS[: args.mem_symbols])
     base = tmp / "memory"

@@ -18,7 +18,7 @@ Usage::
    early stopping per fold on a slice of its training side, ``--threads`` threads),
    on the 5 assets' 1h features (~187,000 rows) and the 10 assets' 5m features
    (~720,000 rows).  Features come from the flow's operators
-   (``training.report.feature_frame``; its time is printed but not counted).  Each
+   (``training.walkforward_report.feature_frame``; its time is printed but not counted).  Each
    training runs in a child process that reads the features from parquet; its peak
    RSS is ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` taken by a small launcher
    process after the child exits (not by this process: its own size would leak in
@@ -47,7 +47,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
-from training.report import BAR_ONLY, BOTH, feature_frame, load_candles  # noqa: E402
+from training.walkforward_report import BAR_ONLY, BOTH, feature_frame, load_candles  # noqa: E402
 
 SERVICES = {"lightgbm_1h_v1": BOTH, "lstm_1h_v1": BAR_ONLY, "gnn_1h_v1": BOTH}
 MEMBERS = ("lightgbm", "lstm", "gnn")

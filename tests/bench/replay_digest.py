@@ -77,7 +77,7 @@ def ensure_registry(root: Path, data: Path, work: Path) -> None:
         return
     print(f"training a 5m registry into {root} (once)", file=sys.stderr, flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    from tests.conftest import copy_feature_repo
+    from tests.kit.repo import copy_feature_repo
 
     files = trimmed_files(data, work / "train-files", *TRAIN)
     env = {**os.environ, "CRYPTOSTREAM_DATA_DIR": str(work / "var"), "CRYPTOSTREAM_PROFILE": "local",

@@ -15,13 +15,13 @@ from bytewax.testing import TestingSource, run_main
 from flows import feast_store
 from flows.feature_catalog import BAR_FEATURES
 from flows.live import build_flow
-from tests.conftest import copy_feature_repo
-from tests.unit.flows.test_live_flow import (
+from tests.kit.live_flow import (
     REPO,  # noqa: F401  (the module's repo registry)
     SYMBOLS,
     market,
     settings_for,
 )
+from tests.kit.repo import copy_feature_repo
 
 
 def _free_port() -> int:

@@ -21,7 +21,7 @@ from flows.live import build_flow
 from flows.settings import load_settings
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
-from tests.conftest import copy_feature_repo
+from tests.kit.repo import copy_feature_repo
 from training.backfill import run_backfill
 from training.klines import exchange_streams
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,54 +26,19 @@ from flows.settings import load_settings
 from inference.runners import EnsembleScorer
 from inference.scorer import to_signal
 from infra.replay_exchange.server import running_replay
-from tests.conftest import copy_feature_repo
-from training.backfill import bars_from_frame, run_backfill
-
-SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
-TRAIN = (datetime(2024, 5, 20, tzinfo=timezone.utc), datetime(2024, 6, 1, tzinfo=timezone.utc))
-LIVE = (datetime(2024, 6, 1, tzinfo=timezone.utc), datetime(2024, 6, 1, 10, tzinfo=timezone.utc))
-
-
-def _files(shared: Path) -> list[Path]:
-    return [shared / "binance-spot-5m-2024" / f"{s.replace('/', '_')}-5m.parquet" for s in SYMBOLS]
-
-
-@pytest.fixture(scope="module")
-def registry(shared_data, tmp_path_factory) -> Path:
-    """Backfill the training window into a scratch store and train every model on it by CLI."""
-    from training.train import main as train
-
-    tmp = tmp_path_factory.mktemp("train")
-    env = {"CRYPTOSTREAM_DATA_DIR": str(tmp / "var"), "CRYPTOSTREAM_FEAST_REPO": str(copy_feature_repo(tmp)),
-           "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS)}
-    settings = load_settings(env=env)
-    streams = {}
-    for s, f in zip(SYMBOLS, _files(shared_data), strict=True):
-        df = pd.read_parquet(f)
-        df = df[(df.ts >= TRAIN[0]) & (df.ts < TRAIN[1])].copy()
-        df["ts"] = (df.ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
-        streams[s] = bars_from_frame(s, "5m", df.reset_index(drop=True))
-    run_backfill(settings, streams, "5m")
-    feast_store.apply(settings)
-    root = tmp / "registry"
-    window = ["--symbols", *SYMBOLS, "--timeframe", "5m", "--start", TRAIN[0].isoformat(),
-              "--end", TRAIN[1].isoformat(), "--registry", str(root), "--seed", "3", "--folds", "2"]
-    mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        mp.setenv(k, v)
-    try:
-        assert train(["lightgbm", *window]) == 0
-        assert train(["lstm", *window, "--epochs", "2", "--hidden", "8", "--bptt", "8", "--burn-in", "8",
-                      "--segment", "64"]) == 0
-        assert train(["gnn", *window, "--epochs", "2", "--hidden", "8", "--graph-window", "30"]) == 0
-        assert train(["ensemble", "--registry", str(root), "--method", "fixed"]) == 0
-    finally:
-        mp.undo()
-    return root
+from tests.kit.paper import (
+    LIVE,
+    SYMBOLS,
+    registry,  # noqa: F401  (fixtures)
+)
+from tests.kit.paper import candle_files as _files
+from tests.kit.paper import decision_table as _table
+from tests.kit.repo import copy_feature_repo
+from training.backfill import bars_from_frame
 
 
 @pytest.fixture(scope="module")
-def paper_run(shared_data, registry, tmp_path_factory) -> Path:
+def paper_run(shared_data, registry, tmp_path_factory) -> Path:  # noqa: F811
     """Run the live flow in paper mode over the replay window; return its data dir."""
     tmp = tmp_path_factory.mktemp("paper")
     with running_replay(_files(shared_data), speed=0, start=LIVE[0], end=LIVE[1], seed=5) as ex:
@@ -102,9 +66,6 @@ def test_the_flow_freezes_its_start_up_heap_once_the_models_are_loaded(paper_run
     assert FROZEN["objects"] > 10_000  # models, settings, operators: out of the cyclic collector's walks
 
 
-def _table(var: Path, table: str) -> pd.DataFrame:
-    files = sorted((var / "decisions" / table).glob("*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files]).reset_index(drop=True) if files else pd.DataFrame()
 
 
 def _offline(var: Path, view: str) -> pd.DataFrame:
@@ -112,7 +73,7 @@ def _offline(var: Path, view: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(f) for f in files])
 
 
-def test_stored_predictions_equal_an_independent_recomputation(paper_run, registry) -> None:
+def test_stored_predictions_equal_an_independent_recomputation(paper_run, registry) -> None:  # noqa: F811
     preds = _table(paper_run, "predictions").sort_values(["ts", "symbol"]).reset_index(drop=True)
     feats = _offline(paper_run, "bar_features").merge(
         _offline(paper_run, "cross_asset_features").drop(columns=["created_at", "timeframe"]), on=["symbol", "ts"])
@@ -182,7 +143,7 @@ def test_orders_fills_and_portfolio_agree_with_predictions_bars_and_a_ledger(pap
     assert held == pytest.approx({k: v for k, v in pos.items() if abs(v) > 1e-12}, rel=1e-9)
 
 
-def test_backtest_of_the_same_candles_trades_exactly_like_the_live_paper_flow(shared_data, registry, paper_run,
+def test_backtest_of_the_same_candles_trades_exactly_like_the_live_paper_flow(shared_data, registry, paper_run,  # noqa: F811
                                                                                tmp_path) -> None:
     """``python -m training.backtest`` runs the flow's steps in-process: same bars in, same fills out.
 

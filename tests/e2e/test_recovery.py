@@ -11,10 +11,8 @@ leave the same bars and features.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +22,9 @@ import pytest
 from flows import feast_store
 from flows.settings import load_settings
 from infra.replay_exchange.server import running_replay
-from tests.conftest import PROJECT_ROOT, copy_feature_repo
+from tests.kit.recovery import kill_at_and_finish
+from tests.kit.recovery import run_flow as _flow
+from tests.kit.repo import copy_feature_repo
 
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
 END = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
@@ -40,30 +40,8 @@ def _env(var: Path, repo: Path, ex) -> dict[str, str]:
             "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "4"}
 
 
-def _flow(env: dict[str, str], *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bytewax.run", "flows.live", *args]
-    return subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def kill_at_and_finish(ex, env: dict[str, str], recovery: Path, shares: tuple[float, ...]) -> None:
-    """Run ``flows.live`` with recovery, SIGKILL it once the replay has handed out each share of its
-    trades, restart it each time, then let the last run reach the end (exit 0)."""
-    args = ("-r", str(recovery), "-s", "1", "-b", "30")
-    total = len(ex.data.timeline)
-    for share in shares:
-        proc = _flow(env, *args)
-        deadline = time.monotonic() + 120
-        while ex.engine.cursor < total * share and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # let some of it flow through and a snapshot or two be taken
-        if proc.poll() is not None:
-            pytest.fail("the flow ended before it could be killed: " + proc.stderr.read().decode()[-3000:])
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert ex.engine.cursor < total, "kill landed after the replay ended"
-    proc = _flow(env, *args)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()[-3000:]
 
 
 def _read(var: Path) -> dict[str, pd.DataFrame]:

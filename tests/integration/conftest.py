@@ -28,6 +28,15 @@ from infra.db import ensure_database, migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INFRA_UP = PROJECT_ROOT / "infra" / "up"
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration ``integration`` (``-m "not integration"`` skips them)."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
 
 
 def parse_settings(stdout: str) -> dict[str, str]:

@@ -20,7 +20,12 @@ import pytest
 import redis
 
 from flows.settings import load_settings
-from tests.e2e.test_paper_decisions import SYMBOLS, _files, _table, registry  # noqa: F401
+from tests.kit.paper import (
+    SYMBOLS,
+    registry,  # noqa: F401  (fixtures)
+)
+from tests.kit.paper import candle_files as _files
+from tests.kit.paper import decision_table as _table
 from training.backfill import _files as candle_streams
 from training.backtest import run_backtest
 

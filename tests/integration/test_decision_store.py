@@ -19,20 +19,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSource, run_main
 
-from flows.records import PortfolioRow, Prediction
 from flows.settings import load_settings
 from flows.sinks.decisions import PARTITION, DecisionSink
-
-TS = 1_717_400_000_000
-
-
-def records() -> list:
-    preds = [Prediction(s, "1m", TS, {"lightgbm": 0.6, "lstm": float("nan")}, 0.58, 0.16, 1, 0.25,
-                        {"ensemble": "v1", "lightgbm": "v2"}, 0.001, 0.01) for s in ("BTC/USDT", "ETH/USDT")]
-    state = {"equity": 10_010.0, "cash": 9_000.0, "gross_exposure": 1_010.0, "net_exposure": 1_010.0,
-             "drawdown": 0.0, "realized_pnl": 0.0, "unrealized_pnl": 10.0, "daily_pnl": 10.0,
-             "positions": {"BTC/USDT": 0.015}, "leverage": 0.1, "full": {"cash": 9_000.0}}
-    return [*preds, PortfolioRow(TS, state)]
+from tests.kit.decision_records import TS, records
 
 
 @pytest.fixture

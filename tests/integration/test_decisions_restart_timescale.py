@@ -23,10 +23,13 @@ import redis
 from flows import feast_store
 from flows.settings import load_settings
 from infra.replay_exchange.server import running_replay
-from tests.conftest import copy_feature_repo
-from tests.e2e.test_decisions_restart import KILLS, _env, _predictions, reference  # noqa: F401
-from tests.e2e.test_paper_decisions import LIVE, SYMBOLS, _files, _table, registry  # noqa: F401
-from tests.e2e.test_recovery import kill_at_and_finish
+from tests.kit.paper import KILLS, LIVE, SYMBOLS, reference, registry  # noqa: F401  (fixtures)
+from tests.kit.paper import candle_files as _files
+from tests.kit.paper import decision_table as _table
+from tests.kit.paper import paper_env as _env
+from tests.kit.paper import stored_predictions as _predictions
+from tests.kit.recovery import kill_at_and_finish
+from tests.kit.repo import copy_feature_repo
 
 
 def _stored(dsn: str, query: str) -> pd.DataFrame:

@@ -17,8 +17,8 @@ from flows import feast_store
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES
 from flows.live import build_flow
 from flows.settings import load_settings
-from tests.conftest import copy_feature_repo
-from tests.unit.flows.test_live_flow import SYMBOLS, market
+from tests.kit.live_flow import SYMBOLS, market
+from tests.kit.repo import copy_feature_repo
 
 
 @pytest.fixture(params=["postgres", "redis"])

@@ -36,7 +36,7 @@ from psycopg.conninfo import make_conninfo
 
 from flows.bootstrap import history_window
 from infra.db import ensure_database, migrate
-from tests.conftest import PROJECT_ROOT, copy_feature_repo
+from tests.kit.repo import PROJECT_ROOT, copy_feature_repo
 
 pytestmark = pytest.mark.integration
 FAMILIES = ("lightgbm", "lstm", "gnn", "ensemble", "rl_tactical")

@@ -26,7 +26,7 @@ from flows.execution.orders import OrderStatus, client_order_id
 from flows.execution.venue import load_keys
 from flows.records import Bar, OrderIntent
 from flows.settings import ExchangeSettings, SettingsError
-from tests.unit.infra.replay_support import signed_replay
+from tests.kit.replay import signed_replay
 
 SYM, H = "ABC/USDT", 3_600_000
 KEY, SECRET = "k-live-test", "s3cret-never-logged"

@@ -25,7 +25,7 @@ from flows import feast_store
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES
 from flows.settings import Settings, load_settings
 from infra.db import ensure_database, migrate
-from tests.conftest import copy_feature_repo
+from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame, run_backfill
 from training.datasets import build_training_set, load_bars
 

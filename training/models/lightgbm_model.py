@@ -29,6 +29,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from flows.execution.costs import COSTS
 from training.metrics import TradingConfig, fold_metrics, mean_metrics
 from training.validation import WalkForward
 
@@ -50,7 +51,7 @@ class LightGBMConfig:
     max_rounds: int = 2000
     valid_frac: float = 0.2
     timeframe: str = "1h"
-    fee_bps: float = 10.0
+    fee_bps: float = COSTS.fee_bps
 
     def __post_init__(self) -> None:
         if self.objective not in ("binary", "regression"):

@@ -32,6 +32,7 @@ import numpy as np
 
 from flows.settings import Settings, SettingsError, load_settings
 from training.export import ExportRejected
+from training.rl.job import RlJob
 
 LEVELS = ("strategic", "tactical", "execution")  # as training.rl.agents.LEVELS, without importing torch here
 
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_run_data(a: argparse.Namespace, settings: Settings) -> Any:
+def load_run_data(a: RlJob, settings: Settings) -> Any:
     """Load the run's MarketData (files or offline store), features of :func:`rl_features`."""
     from training.rl.data import load_market_data, with_regime
     from training.rl.runs import TIMEFRAMES, candle_source, rl_features, stored_market_data
@@ -105,7 +106,7 @@ def _iso(ns: int) -> str:
     return pd.Timestamp(int(ns), tz="UTC").isoformat()
 
 
-def train(a: argparse.Namespace, settings: Settings) -> Path:
+def train(a: RlJob, settings: Settings) -> Path:
     """Train a level's agent and save it (with its run record and held-out observations) to the work dir."""
     from training.rl.agents import save_agent, train_agent
     from training.rl.data import split_by_time
@@ -122,6 +123,8 @@ def train(a: argparse.Namespace, settings: Settings) -> Path:
     md = load_run_data(a, settings)
     train_md, valid_md, test_md = split_by_time(md, *SPLITS)
     level = a.level
+    if level == "hierarchy":
+        raise SettingsError("'hierarchy' is for evaluate only: train and export each level")
     train_env, _ = make_env(level, train_md, a.seed, evaluation=False, quick=a.quick)
     valid_env, n_valid = make_env(level, valid_md, a.seed, evaluation=True, quick=a.quick,
                                   episodes_per_asset=10 if a.quick else 50)
@@ -152,7 +155,7 @@ def train(a: argparse.Namespace, settings: Settings) -> Path:
     return out
 
 
-def export(a: argparse.Namespace) -> Any:
+def export(a: RlJob) -> Any:
     """Export the work dir's agent of a level to ONNX (parity-checked) and register it."""
     from training.rl.agents import FAMILIES, load_agent
     from training.rl.export import export_policy, register_policy
@@ -181,18 +184,25 @@ def export(a: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
-    a = _parser().parse_args(argv)
+    ns = _parser().parse_args(argv)
     try:
-        settings = load_settings(a.config)
-        a.registry = a.registry or settings.registry_root()
-        a.work_dir = a.work_dir or Path(settings.data_dir) / "work" / "rl"
-        a.log_dir = a.log_dir or Path(settings.data_dir) / "logs"
+        settings = load_settings(ns.config)
+        a = RlJob(command=ns.command, level=ns.level, registry=Path(ns.registry or settings.registry_root()),
+                  work_dir=ns.work_dir or Path(settings.data_dir) / "work" / "rl",
+                  log_dir=ns.log_dir or Path(settings.data_dir) / "logs", data_dir=ns.data_dir,
+                  symbols=None if ns.symbols is None else tuple(ns.symbols), timeframe=ns.timeframe,
+                  start=ns.start, end=ns.end, regime_dir=ns.regime_dir, seed=ns.seed, timesteps=ns.timesteps,
+                  quick=ns.quick, version=ns.version, report_dir=ns.report_dir, no_progress=ns.no_progress)
         if a.level == "hierarchy" and a.command != "evaluate":
             raise SettingsError("'hierarchy' is for evaluate only: train and export each level")
         if a.command == "train":
             train(a, settings)
         elif a.command == "export":
             export(a)
+        elif a.level == "hierarchy":
+            from training.rl.hierarchy_report import hierarchy_cli
+
+            hierarchy_cli(a, settings)
         else:
             from training.rl.evaluate import evaluate_cli
 

@@ -34,12 +34,16 @@ from typing import Any
 
 import numpy as np
 
+from flows.settings import Settings
 from inference.policy import PolicyRunner
 from inference.scorer import to_signal
 from training.metrics import periods_per_year
+from training.plots import plot_curves, plot_shortfalls
+from training.render import markdown_table, short
 from training.rl.agents import FAMILIES
 from training.rl.data import MarketData
 from training.rl.envs.execution import MARKET_ALL, ExecutionEnv
+from training.rl.job import RlJob
 from training.rl.runs import execution_schedule, make_env
 
 Strategy = Callable[[int, np.ndarray], Any]  # (bar t, observation) -> action
@@ -259,57 +263,6 @@ def evaluate_execution(runner: PolicyRunner, md: MarketData, test_start: str, pe
     return table, shortfalls
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "n/a" if not math.isfinite(v) else f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    return str(v)
-
-
-def markdown_table(rows: dict[str, dict[str, Any]], first: str = "strategy") -> str:
-    """Return a markdown table: one row per key, one column per metric."""
-    cols = list(dict.fromkeys(c for r in rows.values() for c in r))  # union, first-seen order
-    lines = [f"| {first} | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    lines += [f"| {name} | " + " | ".join(_fmt(r[c]) if c in r else "-" for c in cols) + " |"
-              for name, r in rows.items()]
-    return "\n".join(lines)
-
-
-def plot_curves(curves: dict[str, np.ndarray], path: Path, title: str, xlabel: str) -> None:
-    """Save equity curves (normalised to 1) as a small PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
-    for name, e in curves.items():
-        ax.plot(e, label=name, lw=1.6 if name == "policy" else 0.9)
-    ax.set(title=title, xlabel=xlabel, ylabel="equity (start = 1)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_shortfalls(shortfalls: dict[str, np.ndarray], path: Path) -> None:
-    """Save shortfall distributions (bps) as a small PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
-    lo, hi = np.percentile(np.concatenate(list(shortfalls.values())), [1, 99])
-    for name, s in shortfalls.items():
-        ax.hist(np.clip(s, lo, hi), bins=40, range=(lo, hi), alpha=0.5, label=f"{name} (mean {s.mean():.1f})")
-    ax.set(title="implementation shortfall per parent order", xlabel="bps of arrival notional", ylabel="orders")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def write_report(report_dir: Path, level: str, body: str) -> Path:
     """Write ``<level>.md`` and rebuild ``REPORT.md`` from the levels present."""
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -342,11 +295,11 @@ def _header(level: str, runner: PolicyRunner, md: MarketData, test: MarketData) 
             f"{'; regime inputs: ' + ', '.join(m.extra['regime']) if m.extra.get('regime') else ''}\n"
             f"- training: {m.metrics.get('timesteps')} environment steps, stopped early: "
             f"{m.metrics.get('stopped_early')}, best validation episode reward "
-            f"{_fmt(float(val.get('best_mean_reward', math.nan)))}; export parity max |diff| "
+            f"{short(float(val.get('best_mean_reward', math.nan)))}; export parity max |diff| "
             f"{m.parity.max_abs_diff:.2e} on {m.parity.rows} held-out observations\n")
 
 
-def policy_data(runner: PolicyRunner, a: Any, settings: Any, symbols: tuple[str, ...] | None = None,
+def policy_data(runner: PolicyRunner, a: RlJob, settings: Settings, symbols: tuple[str, ...] | None = None,
                  timeframe: str | None = None, start: str | None = None) -> MarketData:
     """Load the candles and features a policy observes (its run's range unless given), regime included."""
     from training.rl.data import load_market_data, with_regime
@@ -368,14 +321,11 @@ def policy_data(runner: PolicyRunner, a: Any, settings: Any, symbols: tuple[str,
     return md
 
 
-def evaluate_cli(a: Any, settings: Any) -> Path:
-    """``python -m training.rl evaluate LEVEL``: evaluate the registered policy and write the report."""
+def evaluate_cli(a: RlJob, settings: Settings) -> Path:
+    """``python -m training.rl evaluate LEVEL``: evaluate the registered policy and write the report (a level, not
+    ``hierarchy``: :func:`training.rl.hierarchy_report.hierarchy_cli` composes the three)."""
     import pandas as pd
 
-    if a.level == "hierarchy":
-        from training.rl.hierarchy_report import hierarchy_cli
-
-        return hierarchy_cli(a, settings)
     runner = PolicyRunner.from_registry(a.registry, FAMILIES[a.level], a.version)
     m = runner.manifest
     md = policy_data(runner, a, settings)

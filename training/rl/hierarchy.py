@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flows.execution.costs import COSTS
 from inference.rl_observation import strategic_observation, strategic_weights, tactical_observation
 from training.rl.data import MarketData
 from training.rl.envs.execution import ExecutionConfig, ExecutionEnv
@@ -45,8 +46,8 @@ class HierarchyConfig:
     logit_scale: float = 5.0
     use_regime: bool = True
     min_order: float = 0.01  # position changes below this fraction of equity are not traded
-    fee_rate: float = 0.001  # fills without an execution agent
-    slippage: float = 0.0005
+    fee_rate: float = COSTS.taker_fee  # fills without an execution agent
+    slippage: float = COSTS.flat_slippage
 
     def __post_init__(self) -> None:
         if not (isinstance(self.rebalance_bars, int) and self.rebalance_bars >= 1):

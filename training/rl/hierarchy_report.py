@@ -17,20 +17,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flows.settings import Settings
 from inference.policy import PolicyRunner
 from training.metrics import periods_per_year
+from training.plots import plot_curves
+from training.render import markdown_table
 from training.rl.agents import FAMILIES
 from training.rl.data import MarketData
 from training.rl.evaluate import (
     buy_and_hold,
     equity_metrics,
     first_test_row,
-    markdown_table,
-    plot_curves,
     policy_data,
     write_report,
 )
 from training.rl.hierarchy import HierarchicalSystem, HierarchyConfig, HierarchyResult
+from training.rl.job import RlJob
 from training.rl.runs import candle_source, env_configs
 
 
@@ -68,7 +70,7 @@ def evaluate_hierarchy(strategic: PolicyRunner, tactical: PolicyRunner, executio
     return table, curves
 
 
-def hierarchy_cli(a: Any, settings: Any) -> Path:
+def hierarchy_cli(a: RlJob, settings: Settings) -> Path:
     """Load the three latest policies and their data, evaluate, and add a section to the report."""
     runners = {lv: PolicyRunner.from_registry(a.registry, FAMILIES[lv]) for lv in ("strategic", "tactical", "execution")}
     s, x = runners["strategic"], runners["execution"]

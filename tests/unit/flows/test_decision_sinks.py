@@ -12,7 +12,7 @@ from flows.execution.orders import Order, OrderStatus, client_order_id
 from flows.records import OrderIntent, Prediction
 from flows.settings import load_settings
 from flows.sinks.decisions import DecisionSink
-from tests.integration.test_decision_store import TS, records
+from tests.kit.decision_records import TS, records
 
 
 def test_parquet_rows_per_table_and_replay_is_idempotent(tmp_path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from flows import feast_store
 from flows.settings import load_settings
-from tests.conftest import copy_feature_repo
+from tests.kit.repo import copy_feature_repo
 
 LEAKABLE = ("CRYPTOSTREAM_PROFILE", "CRYPTOSTREAM_DATA_DIR", "CRYPTOSTREAM_FEAST_REPO", "TIMESCALE_HOST",
             "TIMESCALE_PORT", "TIMESCALE_DB", "TIMESCALE_USER", "TIMESCALE_PASSWORD", "FEAST_REDIS_CONNECTION")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import orjson
@@ -16,35 +15,8 @@ from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import parse_messages
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, BarReturn, FeatureRow
-from flows.settings import load_settings
-from tests.conftest import copy_feature_repo
-
-SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
-T0 = 1_700_000_000_000
-
-
-def market(minutes: int = 90, seed: int = 5) -> list[tuple[str, int, list[bytes]]]:
-    """Raw websocket batches for three symbols; a few duplicates and garbage lines mixed in."""
-    rng = random.Random(seed)
-    price = {"BTC/USDT": 60_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
-    tid = dict.fromkeys(SYMBOLS, 1000)
-    out = []
-    for m in range(minutes):
-        common = rng.gauss(0, 0.002)
-        for sym in SYMBOLS:
-            msgs = []
-            for k in range(rng.randint(3, 12)):
-                tid[sym] += 1
-                price[sym] *= 1 + common / 4 + rng.gauss(0, 0.001)
-                msgs.append(orjson.dumps({"e": "trade", "E": 0, "s": sym.replace("/", ""), "t": tid[sym],
-                                          "p": f"{price[sym]:.6f}", "q": f"{rng.uniform(0.01, 2):.4f}",
-                                          "T": T0 + m * 60_000 + k * 4_000 + rng.randint(0, 3_000),
-                                          "m": rng.random() < 0.5}))
-            if m % 17 == 3:
-                msgs.append(msgs[0])  # a duplicate
-                msgs.append(b'{"e":"trade","s":')  # malformed
-            out.append((sym, T0 + m * 60_000, msgs))
-    return out
+from tests.kit.live_flow import REPO, SYMBOLS, market, settings_for
+from tests.kit.repo import copy_feature_repo
 
 
 def read_table(var: Path, name: str) -> list[dict]:
@@ -54,12 +26,8 @@ def read_table(var: Path, name: str) -> list[dict]:
     return sorted(rows, key=lambda r: (r["symbol"], r["ts"]))
 
 
-REPO: dict[str, Path] = {}
 
 
-def settings_for(tmp: Path):
-    return load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS),
-                              "CRYPTOSTREAM_FEAST_REPO": str(REPO["path"])})
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from flows.operators.scoring import ScoringStep
 from flows.records import FeatureRow
 from inference.rl_observation import TacticalBook
 from inference.runners import EnsembleScorer
-from tests.unit.inference.test_runners import SERVICES, registered  # noqa: F401  (module fixture)
-from tests.unit.training.test_lstm import FEATS
+from tests.kit.lstm_data import FEATS
+from tests.kit.registries import SERVICES, registered  # noqa: F401  (module fixture)
 from training.export.ensemble_onnx import export_ensemble
 from training.models.ensemble import Ensemble, EnsembleConfig
 from training.registry import Parity, save_model

@@ -12,8 +12,8 @@ import pytest
 from inference.lstm_stream import LstmRunner
 from inference.manifest import ManifestError
 from inference.scorer import Scorer, bar_ms
-from tests.unit.inference.test_runners import LSTM_CFG, SERVICES, registered  # noqa: F401 - fixture
-from tests.unit.training.test_lstm import FEATS, SYMBOLS
+from tests.kit.lstm_data import FEATS, SYMBOLS
+from tests.kit.registries import LSTM_CFG, SERVICES, registered  # noqa: F401 - fixture
 
 B = LSTM_CFG.burn_in  # bars after a zero state without a prediction
 HOUR_MS = 3_600_000

@@ -19,8 +19,8 @@ from inference import graph as inference_graph
 from inference.manifest import resolve_version_dir, verify
 from inference.runners import GnnGraphRunner
 from inference.scorer import open_session
-from tests.unit.inference.test_runners import synth_split
-from tests.unit.training.test_lstm import FEATS, SYMBOLS
+from tests.kit.lstm_data import FEATS, SYMBOLS
+from tests.kit.registries import synth_split
 from training.export.torch_onnx import export_gnn
 from training.models import graph as training_graph
 from training.models.gnn import GnnClassifier, GnnConfig

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -14,73 +13,26 @@ import pytest
 from inference import graph as inference_graph
 from inference.runners import EnsembleScorer
 from inference.scorer import Scorer
-from tests.unit.training.test_lstm import FEATS, synth
+from tests.kit.lstm_data import FEATS
+from tests.kit.registries import (
+    LSTM_CFG,
+    SERVICES,
+    registered,  # noqa: F401  (fixtures)
+    )
 from training.export.ensemble_onnx import export_ensemble
-from training.export.lightgbm_onnx import export_lightgbm
-from training.export.torch_onnx import export_gnn, export_lstm_seq, export_lstm_step
 from training.models import graph as training_graph
 from training.models.ensemble import Ensemble, EnsembleConfig
-from training.models.gnn import GnnClassifier, GnnConfig
-from training.models.graph import GraphConfig
-from training.models.lightgbm_model import LightGBMConfig, LightGBMModel
-from training.models.lstm import LstmClassifier, LstmConfig
-from training.registry import Parity, frame_hash, save_model
+from training.registry import Parity, save_model
 
-SERVICES = {"lightgbm_1h_v1": FEATS, "lstm_1h_v1": FEATS, "gnn_1h_v1": FEATS}
 FEED = ["f2", "x_extra", "ret_1", "f1"]  # a wider vector in another order: runners pick by name
-LSTM_CFG = LstmConfig(bptt=6, burn_in=6, segment=48, hidden=8, layers=2, dropout=0.1, max_epochs=3, patience=2,
-                      batch_size=16)
-GNN_CFG = GnnConfig(hidden=8, heads=2, max_epochs=3, patience=2, batch_size=32)
-GRAPH = GraphConfig(window=10, threshold=0.3)
-LGB_CFG = LightGBMConfig(params={"num_leaves": 7, "min_data_in_leaf": 20}, max_rounds=50, seed=3)
 
 
-def _save(root, family, files, service, features, exp, fit, extra, config):
-    return save_model(root, family, files=files, feature_service=service, features=features,
-                      train_start=fit.event_timestamp.min(), train_end=fit.event_timestamp.max(),
-                      data_hash=frame_hash(fit, features), seeds={"seed": 0}, config=config,
-                      metrics={"folds": [], "mean": {}},
-                      parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows), extra=extra,
-                      now=lambda: datetime(2024, 1, 1, tzinfo=UTC))
 
 
-def lstm_extra(model: LstmClassifier) -> dict[str, int]:
-    """The manifest ``extra`` of an LSTM, as ``training.train`` writes it."""
-    c = model.config
-    return {"burn_in": c.burn_in, "bptt": c.bptt, "segment": c.segment, "best_epoch": model.best_epoch}
 
 
-def synth_split(n: int, cut: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Synthetic bars of three assets (``n`` bar times) with ``fwd_ret``; (fit, held) split at the ``cut``-th time."""
-    frame = synth(n)
-    frame["fwd_ret"] = frame.groupby("symbol")["ret_1"].shift(-1).fillna(0.0)
-    times = frame.event_timestamp.unique()
-    fit, held = frame[frame.event_timestamp < times[cut]], frame[frame.event_timestamp >= times[cut]]
-    return fit.reset_index(drop=True), held.reset_index(drop=True)
 
 
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
-    fit, held = synth_split(260, 200)
-
-    lstm = LstmClassifier(FEATS, LSTM_CFG).fit(fit)
-    seqs = lstm.sequences(held, 20)
-    exp, seq = export_lstm_step(lstm, seqs), export_lstm_seq(lstm, seqs)
-    _save(root, "lstm", {"step.onnx": exp.onnx, "seq.onnx": seq.onnx}, "lstm_1h_v1", FEATS, exp, fit,
-          lstm_extra(lstm), asdict(LSTM_CFG))
-
-    gnn = GnnClassifier(FEATS, GNN_CFG, GRAPH).fit(fit)
-    gs = gnn.graphs(held, "label")
-    exp = export_gnn(gnn, gs.x, gs.adj)
-    _save(root, "gnn", {"model.onnx": exp.onnx}, "gnn_1h_v1", FEATS, exp, fit,
-          {"symbols": list(gnn.symbols), "graph": asdict(GRAPH)}, asdict(GNN_CFG))
-
-    lgbm = LightGBMModel(LGB_CFG).fit_final(fit, 30, FEATS)
-    exp = export_lightgbm(lgbm, held[FEATS].to_numpy())
-    _save(root, "lightgbm", {"model.onnx": exp.onnx}, "lightgbm_1h_v1", FEATS, exp, fit, {}, LGB_CFG.to_dict())
-    return root, held, {"lstm": lstm.predict_proba(held), "gnn": gnn.predict_proba(held),
-                        "lightgbm": lgbm.predict_proba(held[FEATS])}
 
 
 def _bars(held: pd.DataFrame, feed: list[str]):
@@ -89,7 +41,7 @@ def _bars(held: pd.DataFrame, feed: list[str]):
         yield bar.index.to_numpy(), {s: r for s, r in zip(bar.symbol, bar[feed].to_numpy(), strict=True)}
 
 
-def test_lstm_and_gnn_from_the_registry_equal_the_native_models(registered) -> None:
+def test_lstm_and_gnn_from_the_registry_equal_the_native_models(registered) -> None:  # noqa: F811
     root, held, native = registered
     scorer = Scorer.from_registry(root, ["lightgbm", "lstm", "gnn"], SERVICES)
     got = {f: np.full(len(held), np.nan) for f in native}
@@ -103,7 +55,7 @@ def test_lstm_and_gnn_from_the_registry_equal_the_native_models(registered) -> N
     assert np.isfinite(got["lstm"]).sum() == len(held) - 3 * LSTM_CFG.burn_in
 
 
-def test_an_lstm_of_the_windowed_design_is_refused_at_load(registered, tmp_path) -> None:
+def test_an_lstm_of_the_windowed_design_is_refused_at_load(registered, tmp_path) -> None:  # noqa: F811
     import shutil
 
     from inference.lstm_stream import LstmRunner
@@ -122,7 +74,7 @@ def test_an_lstm_of_the_windowed_design_is_refused_at_load(registered, tmp_path)
         LstmRunner(m, d)
 
 
-def test_ensemble_scorer_with_a_wider_feed(registered, tmp_path) -> None:
+def test_ensemble_scorer_with_a_wider_feed(registered, tmp_path) -> None:  # noqa: F811
     import shutil
 
     root, held, native = registered
@@ -150,12 +102,25 @@ def test_ensemble_scorer_with_a_wider_feed(registered, tmp_path) -> None:
     assert (sig == want_s).mean() > 0.99  # float32 members can flip a signal sitting on the threshold
 
 
-def test_inference_graph_equals_training_graph() -> None:
+def test_correlation_adjacency_equals_an_independent_numpy_computation() -> None:
     r = np.random.default_rng(0).normal(size=(7, 30, 5))
-    r[0, :, 2] = 0.0
-    r[1, 3, 1] = np.nan
-    np.testing.assert_array_equal(inference_graph.correlation_adjacency(r, 0.2),
-                                  training_graph.correlation_adjacency(r, 0.2))
+    r[0, :, 2] = 0.0  # a constant series: no edges
+    r[1, 3, 1] = np.nan  # missing: a zero return
+    r[2, :, 3] = r[2, :, 0] * -2.0 + 1e-3  # perfectly anti-correlated with asset 0
+    got = inference_graph.correlation_adjacency(r, 0.2)
+    assert training_graph.correlation_adjacency is inference_graph.correlation_adjacency  # one definition
+    want = np.empty((7, 5, 5))
+    for k, window in enumerate(np.nan_to_num(r)):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.nan_to_num(np.corrcoef(window, rowvar=False), nan=0.0)
+        corr[np.abs(corr) < 0.2] = 0.0
+        np.fill_diagonal(corr, 1.0)
+        want[k] = corr
+    assert got.dtype == np.float32 and got.shape == (7, 5, 5)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert (got == np.swapaxes(got, -1, -2)).all()
+    assert got[0, 2].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+    assert got[2, 0, 3] == pytest.approx(-1.0, abs=1e-6)
 
 
 def test_no_training_library_when_loading_runners() -> None:

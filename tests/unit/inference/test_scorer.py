@@ -11,7 +11,7 @@ import pytest
 
 from inference.manifest import ManifestError
 from inference.scorer import FeatureMismatch, Scorer, to_signal
-from tests.unit.training.test_lightgbm import CFG, FEATURES, synthetic_frame
+from tests.kit.lightgbm_data import CFG, FEATURES, synthetic_frame
 from training.export.lightgbm_onnx import export_lightgbm
 from training.models.lightgbm_model import LightGBMModel
 from training.registry import Parity, frame_hash, save_model, version_dir

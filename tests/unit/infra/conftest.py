@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from replay_support import make_candles
+
+from tests.kit.replay import make_candles
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DATA = PROJECT_ROOT / ".." / "shared" / "data"

@@ -14,10 +14,10 @@ import orjson
 import pandas as pd
 import pytest
 import websockets
-from replay_support import run
 
 from flows.exchange.binance import binance_urls, make_binance
 from infra.replay_exchange import ReplayExchange, running_replay
+from tests.kit.replay import run
 
 PRO_OPTIONS = {"tradesLimit": 1_000_000}  # keep every trade between two watch calls at speed max
 

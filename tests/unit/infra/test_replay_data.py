@@ -10,12 +10,12 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from replay_support import make_candles
 
 from infra.replay_exchange import ReplayConfig, load_data
 from infra.replay_exchange.candles import CandleFile, expand_candles, read_candles
 from infra.replay_exchange.klines import select_klines
 from infra.replay_exchange.tape import TradeTape
+from tests.kit.replay import make_candles
 
 
 def assert_candles_reproduced(tape: TradeTape) -> None:

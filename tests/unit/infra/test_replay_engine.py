@@ -12,11 +12,11 @@ import aiohttp
 import numpy as np
 import orjson
 import websockets
-from replay_support import run
 
 from flows.exchange.binance import make_binance
 from infra.replay_exchange import ReplayExchange
 from infra.replay_exchange.__main__ import parse_args
+from tests.kit.replay import run
 
 
 def synthetic(**settings: Any) -> ReplayExchange:

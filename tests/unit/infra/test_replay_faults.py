@@ -12,10 +12,10 @@ import ccxt
 import orjson
 import pytest
 import websockets
-from replay_support import run
 
 from flows.exchange.binance import make_binance
 from infra.replay_exchange import FaultConfig, ReplayExchange
+from tests.kit.replay import run
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 PRO_OPTIONS = {"tradesLimit": 1_000_000}

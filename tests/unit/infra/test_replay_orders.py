@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 import requests
-from replay_support import signed_replay
 
 from infra.replay_exchange.config import ReplayConfig
+from tests.kit.replay import signed_replay
 
 KEY, SECRET, H = "key-1", "secret-1", 3_600_000
 

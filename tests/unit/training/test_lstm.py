@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from inference.lstm_stream import LstmStreamRunner
+from tests.kit.lstm_data import CFG, FEATS, SYMBOLS, gappy, synth
 from training.models import lstm as lstm_module
 from training.models.lstm import (
     LstmClassifier,
@@ -22,28 +23,11 @@ from training.models.lstm import (
 )
 from training.models.torch_common import time_split
 
-FEATS = ["ret_1", "f1", "f2"]
-SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 HOUR = pd.Timedelta("1h")
 
 
-def synth(n: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Three correlated assets; the label depends on the next return and on f1."""
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC")
-    common = rng.normal(size=n)
-    parts = []
-    for s in SYMBOLS:
-        r = 0.6 * common + 0.8 * rng.normal(size=n)
-        d = pd.DataFrame({"ret_1": r, "f1": rng.normal(size=n), "f2": 5 + 3 * rng.normal(size=n)})
-        d["label"] = (np.r_[r[1:], 0] + d["f1"] > 0).astype(np.int8)
-        d["symbol"], d["event_timestamp"] = s, ts
-        parts.append(d)
-    return pd.concat(parts).sort_values(["event_timestamp", "symbol"]).reset_index(drop=True)
 
 
-CFG = LstmConfig(bptt=8, burn_in=8, segment=48, hidden=8, layers=2, dropout=0.1, max_epochs=4, patience=2,
-                 batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +40,6 @@ def model(frame: pd.DataFrame) -> LstmClassifier:
     return LstmClassifier(FEATS, CFG).fit(frame)
 
 
-def gappy(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` without one ETH bar (index 100 of its rows) and without SOL's bars 40-42."""
-    eth = frame.index[frame.symbol == "ETH/USDT"][100]
-    sol = frame.index[frame.symbol == "SOL/USDT"][40:43]
-    return frame.drop(index=[eth, *sol]).reset_index(drop=True)
 
 
 def test_same_seed_gives_identical_predictions(frame: pd.DataFrame, model: LstmClassifier) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from training.metrics import roc_auc
 from training.models.ensemble import performance_weights
-from training.report import (
+from training.report import write_report
+from training.walkforward_report import (
     MEMBERS,
     MODELS,
     ReportConfig,
@@ -18,7 +19,6 @@ from training.report import (
     baselines,
     ensemble_weights,
     run,
-    write_report,
 )
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")

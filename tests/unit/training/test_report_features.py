@@ -8,9 +8,9 @@ import pytest
 
 from flows import feast_store
 from flows.settings import load_settings
-from tests.conftest import copy_feature_repo
+from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame, run_backfill
-from training.report import BOTH, feature_frame, load_candles
+from training.walkforward_report import BOTH, feature_frame, load_candles
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 

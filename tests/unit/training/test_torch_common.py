@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.unit.training.test_lstm import CFG, FEATS, synth
+from tests.kit.lstm_data import CFG, FEATS, synth
 from training.models.lstm import LstmClassifier, LstmConfig
 from training.models.torch_common import MetricLog
 

@@ -8,7 +8,7 @@ import pytest
 
 from inference.gnn_stream import GnnRunner
 from inference.lstm_stream import LstmStreamRunner
-from tests.unit.training.test_lstm import gappy, synth  # one synthetic market for the torch tests
+from tests.kit.lstm_data import gappy, synth  # one synthetic market for the torch tests
 from training.export.torch_onnx import (
     ExportRejected,
     export_gnn,

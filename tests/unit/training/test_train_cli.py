@@ -8,7 +8,7 @@ import pytest
 from flows import feast_store
 from flows.settings import load_settings
 from inference.manifest import read_manifest
-from tests.conftest import copy_feature_repo
+from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame, run_backfill
 
 ASSETS = ("BTC", "ETH", "SOL")

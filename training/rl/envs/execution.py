@@ -31,6 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from flows.execution.costs import COSTS, EXECUTION_HALF_SPREAD, EXECUTION_MAKER_FEE
 from inference.rl_observation import execution_observation
 from training.rl.data import MarketData
 from training.rl.envs.common import check_range, episode_start
@@ -48,11 +49,11 @@ class ExecutionConfig:
     volume_window: int = 48  # bars in the trailing mean volume
     slice_multiples: tuple[float, ...] = (0.5, 1.0, 2.0)
     limit_offsets: tuple[float, ...] = (0.0, 0.0005, 0.001)  # below (buy) / above (sell) the bar's open
-    half_spread: float = 0.0001
+    half_spread: float = EXECUTION_HALF_SPREAD
     impact: float = 0.005  # market orders: extra cost per unit of q / mean bar volume
     limit_participation: float = 0.1  # a limit order fills at most this share of the bar's volume
-    taker_fee: float = 0.001
-    maker_fee: float = 0.0002
+    taker_fee: float = COSTS.taker_fee
+    maker_fee: float = EXECUTION_MAKER_FEE  # a maker-discount tier, on purpose: see flows.execution.costs
     leftover_penalty: float = 0.002  # on the notional still open at the deadline
     random_start: bool = True
 

@@ -23,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from flows.execution.costs import COSTS
 from inference.rl_observation import strategic_observation, strategic_weights
 from training.rl.data import MarketData
 from training.rl.envs.common import DifferentialSharpe, check_range, episode_start
@@ -33,8 +34,8 @@ class StrategicConfig:
     """Settings of :class:`StrategicEnv`."""
 
     initial_equity: float = 10_000.0
-    fee_rate: float = 0.001
-    slippage: float = 0.0005
+    fee_rate: float = COSTS.taker_fee
+    slippage: float = COSTS.flat_slippage
     rebalance_bars: int = 24  # k: daily on 1h bars
     long_only: bool = True
     gross_cap: float = 1.0  # long-short: sum |w| <= gross_cap

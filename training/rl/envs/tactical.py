@@ -28,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from flows.execution.costs import COSTS
 from inference.rl_observation import TacticalBook
 from training.rl.data import MarketData
 from training.rl.envs.common import DifferentialSharpe, check_episode, check_range, episode_start
@@ -38,8 +39,8 @@ class TacticalConfig:
     """Settings of :class:`TacticalEnv` (fractions are of price or equity)."""
 
     initial_equity: float = 10_000.0
-    fee_rate: float = 0.001  # taker fee on traded notional
-    slippage: float = 0.0005  # adverse fraction of the open price per trade
+    fee_rate: float = COSTS.taker_fee  # taker fee on traded notional
+    slippage: float = COSTS.flat_slippage  # adverse fraction of the open price per trade
     max_position: float = 1.0  # |exposure| cap; action 1 means max_position
     allow_short: bool = True
     min_trade: float = 0.0  # rebalance only when the target moves the exposure by more than this

@@ -26,7 +26,7 @@ from flows.settings import Settings, load_settings
 from flows.stores.files import FileKillSwitch
 from flows.stores.redis import RedisKillSwitch
 from flows.wiring import build_deps
-from tests.unit.flows.risk import stream
+from tests.kit import risk_stream as stream
 
 TF = stream.TF
 SYMBOLS = ("BTC/USDT", "ETH/USDT")

@@ -17,7 +17,7 @@ from flows.records import PortfolioRow
 from flows.risk.engine import Rejection
 from flows.settings import load_settings
 from flows.wiring import build_deps
-from tests.unit.flows.risk import stream
+from tests.kit import risk_stream as stream
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 N, CUT = 120, 70

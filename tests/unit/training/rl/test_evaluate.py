@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 
 from inference.policy import PolicyRunner
-from tests.unit.training.rl.test_agents import tiny
+from tests.kit.rl import tiny
+from training.plots import plot_curves
+from training.render import markdown_table
 from training.rl.agents import FAMILIES, make_agent
 from training.rl.data import MarketData, synthetic_market_data
 from training.rl.evaluate import (
     evaluate_execution,
     evaluate_strategic,
     evaluate_tactical,
-    markdown_table,
-    plot_curves,
     write_report,
 )
 from training.rl.export import export_policy, register_policy

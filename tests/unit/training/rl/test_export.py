@@ -12,7 +12,7 @@ import pytest
 from inference.manifest import ManifestError
 from inference.policy import PolicyRunner
 from inference.scorer import FeatureMismatch
-from tests.unit.training.rl.test_agents import envs, held_out, market, tiny
+from tests.kit.rl import envs, held_out, market, tiny
 from training.export import ExportRejected
 from training.rl.agents import FAMILIES, deterministic_actions, train_agent
 from training.rl.export import export_policy, register_policy

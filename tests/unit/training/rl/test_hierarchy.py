@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inference.rl_observation import strategic_weights
-from tests.unit.training.rl.test_agents import envs, tiny
+from tests.kit.rl import envs, tiny
 from training.rl.agents import deterministic_actions, make_agent
 from training.rl.data import synthetic_market_data
 from training.rl.envs.execution import ExecutionConfig, ExecutionEnv

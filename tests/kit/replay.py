@@ -1,4 +1,4 @@
-"""Helpers shared by the replay exchange tests (imported by name; pytest puts this folder on sys.path)."""
+"""Replay exchange fixtures: candle files, signed replay servers, an event-loop runner."""
 
 from __future__ import annotations
 

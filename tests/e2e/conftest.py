@@ -1,0 +1,16 @@
+"""End-to-end fixtures: every test under tests/e2e carries the ``e2e`` marker (``-m "not e2e"`` skips them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test collected from this directory ``e2e``."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)

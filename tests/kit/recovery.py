@@ -1,0 +1,39 @@
+"""Run ``flows.live`` as a process and SIGKILL it at chosen shares of a replay, then let it finish."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.kit.repo import PROJECT_ROOT
+
+
+def run_flow(env: dict[str, str], *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "bytewax.run", "flows.live", *args]
+    return subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def kill_at_and_finish(ex, env: dict[str, str], recovery: Path, shares: tuple[float, ...]) -> None:
+    """Run ``flows.live`` with recovery, SIGKILL it once the replay has handed out each share of its
+    trades, restart it each time, then let the last run reach the end (exit 0)."""
+    args = ("-r", str(recovery), "-s", "1", "-b", "30")
+    total = len(ex.data.timeline)
+    for share in shares:
+        proc = run_flow(env, *args)
+        deadline = time.monotonic() + 120
+        while ex.engine.cursor < total * share and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let some of it flow through and a snapshot or two be taken
+        if proc.poll() is not None:
+            pytest.fail("the flow ended before it could be killed: " + proc.stderr.read().decode()[-3000:])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert ex.engine.cursor < total, "kill landed after the replay ended"
+    proc = run_flow(env, *args)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
