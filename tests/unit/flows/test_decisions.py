@@ -3,7 +3,7 @@
 Bar closes are worked in time order once every symbol's bar and the close's
 predictions are in; orders decided at a close fill on the next bar at its open
 (plus the broker's slippage and taker fee); the kill switch is read once per
-close; a pickled step restored onto fresh components continues exactly like an
+close; a step rebuilt from its pickled snapshot onto fresh components continues exactly like an
 uninterrupted one.
 """
 
@@ -110,7 +110,7 @@ def test_snapshot_round_trip_continues_like_an_uninterrupted_run(settings: Setti
     want = feed(DecisionStep(SYMBOLS, TF, build_deps(settings)), events)
     first = DecisionStep(SYMBOLS, TF, build_deps(settings))
     got = feed(first, events[:13])
-    restored = pickle.loads(pickle.dumps(first))
+    restored = DecisionStep.from_snapshot(pickle.loads(pickle.dumps(first.snapshot())))
     assert restored.deps is None
     restored.attach(build_deps(settings))
     got += feed(restored, events[13:])
