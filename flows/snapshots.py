@@ -38,3 +38,25 @@ def check_snapshot(snap: Any, kind: str, version: int) -> Mapping[str, Any]:
         raise SnapshotError(f"expected a {kind} snapshot of version {version}; got kind {snap.get('kind')!r}, "
                             f"version {snap.get('version')!r}")
     return snap
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def plain_violations(snap: Any, path: str = "$") -> list[str]:
+    """Return where ``snap`` holds something other than plain data (``[]``: all plain), as ``$.key[i]`` paths.
+
+    Plain data is what JSON could hold: dicts with string or integer keys, lists, tuples and
+    scalars of the builtin types (a NamedTuple or a numpy value is not).
+    """
+    kind = type(snap)
+    if kind in _SCALARS:
+        return []
+    if kind is dict:
+        out = [f"{path} key {k!r}" for k in snap if type(k) not in (str, int)]
+        for k, v in snap.items():
+            out += plain_violations(v, f"{path}.{k}")
+        return out
+    if kind in (list, tuple):
+        return [bad for i, v in enumerate(snap) for bad in plain_violations(v, f"{path}[{i}]")]
+    return [f"{path}: {kind.__module__}.{kind.__qualname__}"]
