@@ -45,7 +45,7 @@ def old_snapshot_error(step_id: str, exc: SnapshotError) -> SnapshotError:
     return SnapshotError(
         f"step {step_id!r}: the recovery directory {where} holds a snapshot in a format this version cannot "
         f"read ({exc}). Delete it and re-create it with `python -m bytewax.recovery {where} N` (N partitions, "
-        "as before); the flow then starts afresh (the exchange source fills the gap from REST where configured)")
+        "as before); the flow then starts afresh (exchange.fill_since fetches history from a time first)")
 
 
 class _StepLogic(StatefulLogic[V, W, dict[str, Any]], Generic[V, W, S]):
