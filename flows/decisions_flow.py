@@ -24,6 +24,7 @@ from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank, has_models
 from flows.operators.scoring import CloseBarrier, ScoringStep
 from flows.records import Bar, Close, FeatureRow, Status
+from flows.recovery import recoverable
 from flows.settings import Settings
 from flows.sinks.decisions import PARTITION, DecisionSink
 from flows.timeframes import timeframe_ms
@@ -31,7 +32,11 @@ from flows.wiring import build_deps, swap_on_sighup, swap_watch
 
 
 def scoring_step(settings: Settings) -> Any:
-    """Return the stateful scoring barrier; the models load once per worker, SIGHUP or the swap key reloads them."""
+    """Return the scoring barrier's step; the models load once per worker, SIGHUP or the swap key reloads them.
+
+    Bytewax keeps the barrier's plain snapshot (:mod:`flows.recovery`); a restored barrier gets the
+    worker's models at its first item.
+    """
     sc, tf = settings.scoring, settings.trading_timeframe()
     holder: dict[str, Any] = {}
 
@@ -60,7 +65,7 @@ def scoring_step(settings: Settings) -> Any:
 
 
 def decision_step(settings: Settings) -> Any:
-    """Return the stateful decision step (one key: the portfolio)."""
+    """Return the decision step (one key: the portfolio); a restored step gets the worker's components."""
     tf = settings.trading_timeframe()
     holder: dict[str, Any] = {}
 
@@ -102,10 +107,12 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     rows = op.filter("scoring_rows", features, lambda r: r.timeframe == tf)
     inputs: Stream[Any] = op.merge("scoring_inputs", trade_bars, rows)
     keyed = op.key_on("scoring_key", inputs, lambda r: r.timeframe)
-    closes = op.key_rm("unkey_scoring", op.stateful_flat_map("scoring", keyed, scoring_step(settings)))
+    closes = op.key_rm("unkey_scoring", recoverable("scoring", keyed, CloseBarrier.from_snapshot,
+                                                    scoring_step(settings)))
     flat_preds = op.flat_map("predictions", closes, lambda cs: [p for c in cs for p in c.predictions])
     keyed_in = op.key_on("portfolio_key", closes, lambda _: "portfolio")
-    out = op.key_rm("unkey_decisions", op.stateful_flat_map("decisions", keyed_in, decision_step(settings)))
+    out = op.key_rm("unkey_decisions", recoverable("decisions", keyed_in, DecisionStep.from_snapshot,
+                                                   decision_step(settings)))
     records = op.filter("decision_records", out, lambda r: not isinstance(r, Status))
     to_store = op.merge("to_decision_store", flat_preds, records)
     op.output("decision_store", op.key_on("decision_store_key", to_store, lambda _: PARTITION), DecisionSink(settings))

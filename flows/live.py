@@ -27,6 +27,7 @@ from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import exchange_symbol, parse_messages
 from flows.operators.pipeline import Output, SymbolPipeline
 from flows.records import Bar, BarReturn, DeadLetter, FeatureRow
+from flows.recovery import recoverable
 from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.console import BarPrinter
 from flows.sinks.feast_online import FeastOnlineSink
@@ -36,7 +37,7 @@ from flows.timeframes import timeframe_ms
 
 
 def symbol_step(settings: Settings):
-    """Return the stateful per-symbol step (state: a :class:`SymbolPipeline`)."""
+    """Return the per-symbol step (a :class:`SymbolPipeline`; Bytewax keeps its snapshot, :mod:`flows.recovery`)."""
     tfs, lateness, fill = settings.bars.timeframes, settings.bars.allowed_lateness_ms, settings.bars.fill_empty
 
     def step(pipe: SymbolPipeline | None, item: tuple[str, list]) -> tuple[SymbolPipeline, list[Output]]:
@@ -49,7 +50,7 @@ def symbol_step(settings: Settings):
 
 
 def cross_step(settings: Settings):
-    """Return the stateful cross-asset step, keyed by timeframe."""
+    """Return the cross-asset step, keyed by timeframe (a :class:`CrossAssetStep`; Bytewax keeps its snapshot)."""
 
     def step(state: CrossAssetStep | None, ret: BarReturn) -> tuple[CrossAssetStep, list[FeatureRow]]:
         if state is None:
@@ -63,11 +64,12 @@ def cross_step(settings: Settings):
 def add_features(flow: Dataflow, trades: Stream[tuple[str, tuple[str, list]]], settings: Settings,
                  ) -> tuple[Stream[Any], Stream[FeatureRow]]:
     """Wire the per-symbol and cross-asset steps; return (all records, feature rows)."""
-    out = op.stateful_flat_map("symbol_pipeline", trades, symbol_step(settings))
+    out = recoverable("symbol_pipeline", trades, SymbolPipeline.from_snapshot, symbol_step(settings))
     records = op.key_rm("unkey", out)
     rets = op.filter_map("bar_returns", records, lambda r: r if isinstance(r, BarReturn) else None)
     keyed = op.key_on("by_timeframe", rets, lambda r: r.timeframe)
-    cross = op.key_rm("unkey_cross", op.stateful_flat_map("cross_asset", keyed, cross_step(settings)))
+    cross = op.key_rm("unkey_cross", recoverable("cross_asset", keyed, CrossAssetStep.from_snapshot,
+                                                 cross_step(settings)))
     symbol_rows = op.filter_map("symbol_features", records, lambda r: r if isinstance(r, FeatureRow) else None)
     return records, op.merge("features", symbol_rows, cross)
 

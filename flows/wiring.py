@@ -18,8 +18,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from flows.execution.orders import Broker
 from flows.operators.decisions import DecisionDeps
-from flows.records import Prediction
+from flows.records import OrderIntent, Prediction
+from flows.risk.signals import TargetPosition
 from flows.settings import Settings
 from flows.stores import open_stores
 from flows.stores.files import SwapFile
@@ -32,7 +34,7 @@ def ml_direction(signal: int) -> int:
     return _DIRECTION.get(int(signal), 0)
 
 
-def broker(settings: Settings) -> Any:
+def broker(settings: Settings) -> Broker:
     """Return the paper broker, or the live broker through ccxt in ``mode=live`` (guard checked)."""
     config = settings.execution
     if config.broker == "live":
@@ -49,7 +51,6 @@ def broker(settings: Settings) -> Any:
 def build_deps(settings: Settings) -> DecisionDeps:
     """Return the portfolio, risk engine, broker, signal combination, intent builder and kill switch."""
     from flows.portfolio import Portfolio
-    from flows.records import OrderIntent
     from flows.risk.engine import RiskEngine
     from flows.risk.signals import combine
 
@@ -57,11 +58,11 @@ def build_deps(settings: Settings) -> DecisionDeps:
     order_type = settings.execution.default_order_type
     switch = open_stores(settings).kill_switch()
 
-    def combine_one(p: Prediction) -> Any:
+    def combine_one(p: Prediction) -> TargetPosition:
         rl = None if math.isnan(p.rl_target) else p.rl_target
         return combine(p.probability, p.confidence, ml_direction(p.signal), rl, None, None, rules)
 
-    def intent(p: Prediction, qty_delta: float, price: float) -> Any:
+    def intent(p: Prediction, qty_delta: float, price: float) -> OrderIntent:
         side = "buy" if qty_delta > 0 else "sell"
         return OrderIntent(strategy, p.symbol, side, abs(qty_delta), order_type, None, None, p.ts, "entry",
                            f"p={p.probability:.3f} conf={p.confidence:.3f} rl={p.rl_target:.2f} @{price:g}")

@@ -197,6 +197,9 @@ class Broker(Protocol):
     def reconcile(self) -> list[str]:
         """Bring local state in line with the venue; return the differences found and fixed."""
 
+    def drain_updates(self) -> list[Order]:
+        """Return the order changes (placements, fills, cancels, legs) since the last call."""
+
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data (no secrets)."""
 

@@ -33,12 +33,16 @@ from itertools import repeat
 from operator import mul, sub
 from typing import Any
 
+from flows.snapshots import check_snapshot
+
 CROSS_FEATURES: tuple[str, ...] = ("corr_btc_60", "beta_btc_60", "ret_rel_xs")
 WINDOW = 60
 
 
 class CrossAssetStep:
     """Join per-symbol one-bar returns by bar time and add cross-asset features."""
+
+    VERSION = 1  # of the snapshot's layout
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class CrossAssetStep:
         self.symbols = symbols
         self.reference = reference if reference in symbols else symbols[0]
         self.tf_ms = tf_ms
+        self.max_wait_bars = max_wait_bars
         self.max_wait_ms = None if max_wait_bars is None else max_wait_bars * tf_ms
         s = state or {}
         self.pending: dict[int, dict[str, float]] = {int(k): dict(v) for k, v in s.get("pending", {}).items()}
@@ -60,9 +65,18 @@ class CrossAssetStep:
         self.newest: int = s.get("newest", -1)
         self.emitted_until: int = s.get("emitted_until", -1)
 
+    @classmethod
+    def from_snapshot(cls, snap: Any) -> CrossAssetStep:
+        """Rebuild a step from :meth:`snapshot` (see :mod:`flows.snapshots`)."""
+        s = check_snapshot(snap, "cross_asset", cls.VERSION)
+        wait = s["max_wait_bars"]
+        return cls(tuple(s["symbols"]), s["reference"], int(s["tf_ms"]), None if wait is None else int(wait), dict(s))
+
     def snapshot(self) -> dict[str, Any]:
-        """Return the state as plain data."""
-        return {"pending": {k: dict(v) for k, v in self.pending.items()},
+        """Return the state as plain data (its configuration included: a resumed run goes on with it)."""
+        return {"kind": "cross_asset", "version": self.VERSION, "symbols": list(self.symbols),
+                "reference": self.reference, "tf_ms": self.tf_ms, "max_wait_bars": self.max_wait_bars,
+                "pending": {k: dict(v) for k, v in self.pending.items()},
                 "history": {k: list(v) for k, v in self.history.items()},
                 "newest": self.newest, "emitted_until": self.emitted_until}
 

@@ -24,7 +24,7 @@ backtest that has both in order), a close ``T`` is worked once all symbols' bars
 ``T`` and its predictions are in, or once bars two closes later are in.  The kill
 switch is read through a callable once per close, or once for the closes one call of
 :meth:`on_closes` works (settled by one input, all worked at the same moment).
-Snapshots hold the portfolio, risk engine and broker snapshots plus buffers.
+Snapshots (:mod:`flows.snapshots`) hold the portfolio, risk engine and broker states plus buffers.
 """
 
 from __future__ import annotations
@@ -32,25 +32,100 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from flows.records import Bar, Close, Decided, PortfolioRow, Prediction, Status
+from flows.execution.orders import Broker
+from flows.records import Bar, Close, Decided, OrderIntent, PortfolioRow, Prediction, Status
+from flows.snapshots import check_snapshot
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from flows.portfolio import PortfolioSnapshot
+    from flows.risk.config import RiskConfig
+    from flows.risk.engine import RiskDecision
+    from flows.risk.signals import TargetPosition
+    from flows.stores.base import KillStatus
+
+
+class Portfolio(Protocol):
+    """What the decision step needs from the portfolio (:class:`flows.portfolio.Portfolio`)."""
+
+    def apply_fill(self, symbol: str, side: str, qty: float, price: float, fee: float, ts: int) -> None:
+        """Book a fill."""
+        ...
+
+    def mark(self, prices: Mapping[str, float], ts: int) -> None:
+        """Mark the positions at the closes of bar close ``ts``."""
+        ...
+
+    def snapshot(self) -> PortfolioSnapshot:
+        """Return the current figures (equity, positions, drawdown, ...)."""
+        ...
+
+    def row_state(self) -> dict[str, Any]:
+        """Return the state of a ``portfolio_state`` row."""
+        ...
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the exact state as plain data."""
+        ...
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Self:
+        """Rebuild a portfolio from :meth:`to_state`."""
+        ...
+
+
+class RiskEngine(Protocol):
+    """What the decision step needs from the risk engine (:class:`flows.risk.engine.RiskEngine`)."""
+
+    config: RiskConfig
+
+    def on_bar(self, symbol: str, ts: int, ret: float) -> None:
+        """Feed a closed bar's return to the breakers and correlations."""
+        ...
+
+    def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
+               portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None) -> RiskDecision:
+        """Return the approved position and change of ``symbol``, with the rejections."""
+        ...
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the state as plain data."""
+        ...
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], config: RiskConfig | None = None) -> Self:
+        """Rebuild an engine from :meth:`to_state` (``config`` overrides the saved one)."""
+        ...
+
+
+def _never_killed() -> bool:
+    return False
 
 
 @dataclass
 class DecisionDeps:
-    """The components the step drives (built by :func:`flows.wiring.build_deps`)."""
+    """The components the step drives (built by :func:`flows.wiring.build_deps`).
 
-    portfolio: Any  # flows.portfolio.Portfolio
-    risk: Any  # flows.risk.engine.RiskEngine
-    broker: Any  # flows.execution.orders.Broker
-    combine: Callable[[Prediction], Any]  # prediction -> TargetPosition(fraction, reasons)
-    intent: Callable[[Prediction, float, float], Any]  # (prediction, qty_delta, price) -> OrderIntent
-    kill_active: Callable[[], Any] = field(default=lambda: False)  # truthy when engaged; may carry ``flatten``
+    The network is behind these: the broker places orders (the paper broker in memory, the
+    live broker through ccxt) and ``kill_active`` reads the kill switch (a file, a Redis key,
+    or :class:`flows.stores.memory.MemoryKillSwitch`), so the logic tests without I/O.
+    """
+
+    portfolio: Portfolio
+    risk: RiskEngine
+    broker: Broker
+    combine: Callable[[Prediction], TargetPosition]  # prediction -> target fraction with its reasons
+    intent: Callable[[Prediction, float, float], OrderIntent]  # (prediction, qty_delta, price) -> intent
+    kill_active: Callable[[], KillStatus | bool] = field(default=_never_killed)  # truthy when engaged
 
 
 class DecisionStep:
     """Work through bar closes in order: fills, marks, decisions, orders, portfolio rows."""
+
+    VERSION = 1  # of the snapshot's layout
 
     def __init__(self, symbols: Sequence[str], tf_ms: int, deps: DecisionDeps | None = None,
                  state: Mapping[str, Any] | None = None) -> None:
@@ -178,18 +253,19 @@ class DecisionStep:
             d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price))
         return out
 
+    @classmethod
+    def from_snapshot(cls, snap: Any, deps: DecisionDeps | None = None) -> DecisionStep:
+        """Rebuild a step from :meth:`snapshot`; its components are attached per worker (``deps`` or :meth:`attach`)."""
+        s = check_snapshot(snap, "decisions", cls.VERSION)
+        return cls(tuple(s["symbols"]), int(s["tf_ms"]), deps, s)
+
     def snapshot(self) -> dict[str, Any]:
-        """Return the state as plain data (portfolio, risk and broker snapshots, buffers)."""
-        saved: dict[str, Any] = self._saved or {"portfolio": self.deps.portfolio.to_state(), "risk": self.deps.risk.to_state(),
-                                "broker": self.deps.broker.snapshot()}
-        return {"symbols": list(self.symbols), "tf_ms": self.tf_ms, **saved, "bars": {str(t): {s: tuple(b) for s, b in v.items()} for t, v in self.bars.items()},
+        """Return the state as plain data (portfolio, risk and broker snapshots, buffers); no connection."""
+        d = self.deps
+        saved: dict[str, Any] = self._saved or {
+            "portfolio": d.portfolio.to_state(), "risk": d.risk.to_state(), "broker": d.broker.snapshot()}
+        return {"kind": "decisions", "version": self.VERSION, "symbols": list(self.symbols), "tf_ms": self.tf_ms,
+                **saved, "bars": {str(t): {s: tuple(b) for s, b in v.items()} for t, v in self.bars.items()},
                 "preds": {str(t): [tuple(p) for p in v] for t, v in self.preds.items()},
                 "done_until": self.done_until, "last_signal": dict(self.last_signal), "prices": dict(self.prices),
                 "fills": self.fills}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Bytewax pickles operator state: plain data only; the broker's connection stays with the worker.
-        return self.snapshot()
-
-    def __setstate__(self, snap: dict[str, Any]) -> None:
-        self.__init__(tuple(snap["symbols"]), int(snap["tf_ms"]), None, snap)  # type: ignore[misc]

@@ -106,6 +106,15 @@ class RecentIds:
             if first[0] == first[1]:
                 self.runs.popleft()
 
+    @classmethod
+    def from_runs(cls, runs: Iterable[Sequence[int]], top: int | None) -> RecentIds:
+        """Rebuild the set from its runs in arrival order and its ``top`` (as :meth:`Deduper.snapshot` keeps them)."""
+        out = cls()
+        for start, end in runs:
+            out.add_new(int(start), int(end))
+        out.top = None if top is None else int(top)
+        return out
+
     def copy(self) -> RecentIds:
         """Return an independent copy."""
         twin = RecentIds()
@@ -118,20 +127,19 @@ class Deduper:
     """Per-symbol trade id memory."""
 
     def __init__(self, capacity: int = 200_000, state: dict[str, Any] | None = None) -> None:
-        self.capacity = capacity
-        self.ids = RecentIds((state or {}).get("ids", ()))
+        """Remember ``capacity`` ids; ``state`` is a :meth:`snapshot` (or ``{"ids": [...]}``, ids in arrival order)."""
+        s = state or {}
+        self.capacity = int(s.get("capacity", capacity))
+        self.ids = RecentIds.from_runs(s["runs"], s.get("top")) if "runs" in s else RecentIds(s.get("ids", ()))
 
     def snapshot(self) -> dict[str, Any]:
-        """Return the state as plain data."""
-        return {"ids": list(self.ids)}
+        """Return the state as plain data: the runs of ids, not the ids.
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Deduper:
-        # Bytewax snapshots a stateful step's state with copy.deepcopy at every epoch
-        # (with or without recovery); runs and bitmasks are ints, so copying the
-        # containers is a full deep copy, without deepcopy's per-object bookkeeping.
-        twin = Deduper.__new__(Deduper)
-        twin.capacity, twin.ids = self.capacity, self.ids.copy()
-        return twin
+        Bytewax takes the snapshot at every epoch (with or without recovery); an exchange's ids
+        are consecutive, so the last 200,000 ids of a symbol are a run or a few.
+        """
+        ids = self.ids
+        return {"capacity": self.capacity, "runs": [[start, end] for start, end in ids.runs], "top": ids.top}
 
     def update(self, trades: list[Trade]) -> tuple[list[Trade], list[Trade]]:
         """Return (new trades in (time, id) order, duplicates)."""

@@ -16,12 +16,15 @@ from flows.operators.bars import BarBuilder
 from flows.operators.dedupe import Deduper
 from flows.operators.features import FeatureEngine
 from flows.records import Bar, BarReturn, DeadLetter, FeatureRow, Trade
+from flows.snapshots import check_snapshot
 
 Output = Bar | FeatureRow | BarReturn | DeadLetter
 
 
 class SymbolPipeline:
     """Everything the flow computes for one symbol."""
+
+    VERSION = 1  # of the snapshot's layout
 
     def __init__(
         self,
@@ -34,15 +37,26 @@ class SymbolPipeline:
         s = state or {}
         self.symbol = symbol
         self.timeframes = timeframes
+        self.allowed_lateness_ms, self.fill_empty = allowed_lateness_ms, fill_empty
         self.deduper = Deduper(state=s.get("dedupe"))
         self.bars = {tf: BarBuilder(symbol, tf, allowed_lateness_ms, fill_empty, s.get("bars", {}).get(tf))
                      for tf in timeframes}
         self.features = {tf: FeatureEngine(tf, s.get("features", {}).get(tf)) for tf in timeframes}
         self.prev_close: dict[str, float] = dict(s.get("prev_close", {}))
 
+    @classmethod
+    def from_snapshot(cls, snap: Any) -> SymbolPipeline:
+        """Rebuild a pipeline from :meth:`snapshot` (see :mod:`flows.snapshots`)."""
+        s = check_snapshot(snap, "symbol_pipeline", cls.VERSION)
+        return cls(s["symbol"], tuple(s["timeframes"]), int(s["allowed_lateness_ms"]), bool(s["fill_empty"]),
+                   dict(s))
+
     def snapshot(self) -> dict[str, Any]:
-        """Return the state as plain data."""
+        """Return the state as plain data (its configuration included: a resumed run goes on with it)."""
         return {
+            "kind": "symbol_pipeline", "version": self.VERSION, "symbol": self.symbol,
+            "timeframes": list(self.timeframes),
+            "allowed_lateness_ms": self.allowed_lateness_ms, "fill_empty": self.fill_empty,
             "dedupe": self.deduper.snapshot(),
             "bars": {tf: b.snapshot() for tf, b in self.bars.items()},
             "features": {tf: f.snapshot() for tf, f in self.features.items()},

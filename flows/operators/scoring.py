@@ -14,9 +14,9 @@ shared ``inference.rl_observation.TacticalBook``: the last target executed at th
 bar's open with the training fees and slippage, marked at its close).  The risk
 engine and the portfolio downstream decide what is actually traded.
 
-Snapshots are plain data: pending rows, the policy book and the stateful runners'
-state (LSTM per symbol, GNN return window); the models themselves are attached
-per worker (:meth:`ScoringStep.attach`).
+Snapshots are plain data (:mod:`flows.snapshots`): pending rows, the policy book and
+the stateful runners' state (LSTM per symbol, GNN return window); the models themselves
+are attached per worker (:meth:`ScoringStep.attach`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 
 from flows.operators.model_bank import ModelBank, feed_features
 from flows.records import Bar, Close, FeatureRow, Prediction
+from flows.snapshots import check_snapshot
 from inference.scorer import to_signal
 
 
@@ -77,6 +78,8 @@ def policy_costs(policy: Any) -> tuple[float, float, float]:
 
 class ScoringStep:
     """Join one timeframe's feature rows by bar time and score complete bar times."""
+
+    VERSION = 1  # of the snapshot's layout
 
     def __init__(self, symbols: tuple[str, ...], timeframe: str, bank: ModelBank | None = None,
                  state: dict[str, Any] | None = None, feed: list[str] | None = None,
@@ -239,21 +242,21 @@ class ScoringStep:
                                                 saved["target"]) if saved else PolicyBook(rl.TacticalBook()))
         return book
 
+    @classmethod
+    def from_snapshot(cls, snap: Any, bank: ModelBank | None = None) -> ScoringStep:
+        """Rebuild a step from :meth:`snapshot`; the models are attached per worker (``bank`` or :meth:`attach`)."""
+        s = check_snapshot(snap, "scoring", cls.VERSION)
+        return cls(tuple(s["symbols"]), s["timeframe"], bank, dict(s))
+
     def snapshot(self) -> dict[str, Any]:
-        """Return the state as plain data."""
-        return {"symbols": list(self.symbols), "timeframe": self.timeframe, "feed": self.feed,
+        """Return the state as plain data (the models' runner state included, the models not)."""
+        return {"kind": "scoring", "version": self.VERSION,
+                "symbols": list(self.symbols), "timeframe": self.timeframe, "feed": list(self.feed),
                 "scored_until": self.scored_until, "latest": dict(self.latest), "max_pending": self.max_pending,
                 "confidence_threshold": self.confidence_threshold,
-                "pending": {str(t): rows for t, rows in self.pending.items()},
+                "pending": {str(t): {sym: dict(v) for sym, v in rows.items()} for t, rows in self.pending.items()},
                 "books": {**self._books_saved, **{s: b.snapshot() for s, b in self.books.items()}},
                 "models": self.bank.snapshot() if self.bank is not None else self._models}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Bytewax pickles operator state: keep it plain data, the sessions stay with the worker.
-        return self.snapshot()
-
-    def __setstate__(self, snap: dict[str, Any]) -> None:
-        self.__init__(tuple(snap["symbols"]), snap["timeframe"], None, snap)  # type: ignore[misc]
 
 
 class CloseBarrier:
@@ -276,6 +279,8 @@ class CloseBarrier:
     ``max_pending`` closes waiting bound the memory if features stop arriving
     (e.g. the cross-asset reference symbol is not streamed).
     """
+
+    VERSION = 1  # of the snapshot's layout
 
     def __init__(self, scoring: ScoringStep, warmup: int, state: dict[str, Any] | None = None,
                  max_pending: int = 1000) -> None:
@@ -334,18 +339,17 @@ class CloseBarrier:
             del self.preds[t]  # predictions of a close released without them (bounded memory)
         return out
 
+    @classmethod
+    def from_snapshot(cls, snap: Any, bank: ModelBank | None = None) -> CloseBarrier:
+        """Rebuild a barrier and its scoring step from :meth:`snapshot` (see :mod:`flows.snapshots`)."""
+        s = check_snapshot(snap, "close_barrier", cls.VERSION)
+        return cls(ScoringStep.from_snapshot(s["scoring"], bank), int(s["warmup"]), dict(s))
+
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data (the scoring step's included)."""
-        return {"scoring": self.scoring.snapshot(), "warmup": self.warmup, "max_pending": self.max_pending,
+        return {"kind": "close_barrier", "version": self.VERSION, "scoring": self.scoring.snapshot(),
+                "warmup": self.warmup, "max_pending": self.max_pending,
                 "bars": {str(t): {s: tuple(b) for s, b in v.items()} for t, v in self.bars.items()},
                 "expected": {str(t): v for t, v in self.expected.items()},
                 "preds": {str(t): [tuple(p) for p in v] for t, v in self.preds.items()},
                 "count": dict(self.count), "newest": dict(self.newest), "released": self.released}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.snapshot()
-
-    def __setstate__(self, snap: dict[str, Any]) -> None:
-        scoring = ScoringStep.__new__(ScoringStep)
-        scoring.__setstate__(snap["scoring"])
-        self.__init__(scoring, int(snap["warmup"]), snap)  # type: ignore[misc]

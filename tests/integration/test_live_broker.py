@@ -318,8 +318,7 @@ def test_the_decision_step_trades_live_and_a_replayed_decision_places_nothing_tw
     held = sum((1 if f.side == "buy" else -1) * f.qty for f in fills)
     assert rows[-1].state["positions"].get(SYM, 0.0) == pytest.approx(held)
     # Restart from the snapshot taken before bar 3 and replay bars 3..: nothing reaches the exchange twice.
-    again = DecisionStep.__new__(DecisionStep)
-    again.__setstate__(saved)
+    again = DecisionStep.from_snapshot(saved)
     again.attach(build_deps(settings))
     for k in range(3, len(probs)):
         again.on_bar(market.bar(k))

@@ -3,12 +3,13 @@
 Bar closes are worked in time order once every symbol's bar and the close's
 predictions are in; orders decided at a close fill on the next bar at its open
 (plus the broker's slippage and taker fee); the kill switch is read once per
-close; a pickled step restored onto fresh components continues exactly like an
+close; a step rebuilt from its pickled snapshot onto fresh components continues exactly like an
 uninterrupted one.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ from typing import Any
 import pytest
 
 from flows.execution.orders import Order, OrderStatus, client_order_id
+from flows.execution.paper import PaperBroker
 from flows.operators.decisions import DecisionStep
 from flows.records import Bar, Decided, Fill, PortfolioRow, Prediction, Status
 from flows.risk.engine import Rejection
 from flows.settings import Settings, load_settings
+from flows.snapshots import plain_violations
 from flows.stores.files import FileKillSwitch
+from flows.stores.memory import MemoryKillSwitch
 from flows.wiring import build_deps
 
 TF = 60_000
@@ -110,9 +114,75 @@ def test_snapshot_round_trip_continues_like_an_uninterrupted_run(settings: Setti
     want = feed(DecisionStep(SYMBOLS, TF, build_deps(settings)), events)
     first = DecisionStep(SYMBOLS, TF, build_deps(settings))
     got = feed(first, events[:13])
-    restored = pickle.loads(pickle.dumps(first))
+    restored = DecisionStep.from_snapshot(pickle.loads(pickle.dumps(first.snapshot())))
     assert restored.deps is None
     restored.attach(build_deps(settings))
     got += feed(restored, events[13:])
     assert len(of(Fill, want)) >= 4
     assert repr(got) == repr(want)  # by repr: the predictions' NaN rl_target (no policy) is never == itself
+
+
+def test_snapshot_is_plain_data_and_from_snapshot_continues_identically(settings: Settings) -> None:
+    events: list[Any] = []
+    for k in range(10):
+        events += [pred(s, k, (k // 3 + i) % 2, confidence=0.3 + 0.05 * k) for i, s in enumerate(SYMBOLS)]
+        events += [bar(s, k, 100.0 + 3 * k + i) for i, s in enumerate(SYMBOLS)]
+
+    def feed(step: DecisionStep, evs: list[Any]) -> list[Any]:
+        return [o for e in evs for o in (step.on_bar(e) if isinstance(e, Bar) else step.on_predictions([e]))]
+
+    want = feed(DecisionStep(SYMBOLS, TF, build_deps(settings)), events)
+    first = DecisionStep(SYMBOLS, TF, build_deps(settings))
+    got = feed(first, events[:21])  # a close with its predictions in and a bar missing
+    snap = first.snapshot()
+    kept = repr(snap)
+    assert plain_violations(snap) == [] and snap["version"] == DecisionStep.VERSION
+    assert snap["preds"] and snap["broker"]["kind"] == "paper"
+    feed(first, events[21:])
+    assert repr(snap) == kept, "the snapshot shares no container with the running step"
+    restored = DecisionStep.from_snapshot(json.loads(json.dumps(snap)), build_deps(settings))  # JSON is enough
+    got += feed(restored, events[21:])
+    assert len(of(Fill, want)) >= 4
+    assert repr(got) == repr(want)  # by repr: the predictions' NaN rl_target (no policy) is never == itself
+
+
+def test_the_memory_kill_switch_leaves_only_risk_reducing_orders_from_the_next_close(settings: Settings) -> None:
+    """The paper broker and the in-memory switch: no I/O between the decision logic and its checks."""
+    engage_after = 3  # closes 0-3 bullish at low confidence (a long), 4-6 at high (more), then bearish (a short)
+
+    def run(switch: MemoryKillSwitch | None) -> tuple[dict[int, list[Order]], dict[int, dict[str, float]], list]:
+        deps = build_deps(settings)
+        assert isinstance(deps.broker, PaperBroker)
+        if switch is not None:
+            deps.kill_active = switch.status
+        step = DecisionStep(SYMBOLS, TF, deps)
+        placed, held, out = {}, {}, []
+        for k in range(12):
+            sig, conf = (1, 0.3) if k < 4 else (1, 0.9) if k < 7 else (0, 0.9)
+            items = step.on_predictions([pred(s, k, sig, conf) for s in SYMBOLS])
+            items += [o for i, s in enumerate(SYMBOLS) for o in step.on_bar(bar(s, k, 100.0 * (i + 1) + k))]
+            placed[k] = [o for o in of(Order, items) if o.intent.bar_ts == (k + 1) * TF and o.status == OrderStatus.NEW]
+            held[k] = dict(step.deps.portfolio.snapshot().positions)  # at the close's decisions (fills came first)
+            out += items
+            if switch is not None and k == engage_after:
+                switch.engage("test", flatten=False)
+        return placed, held, out
+
+    control, control_held, _ = run(None)
+    assert {(o.intent.symbol, o.intent.side) for o in control[4]} == {(s, "buy") for s in SYMBOLS}, "adds risk"
+    assert all(q < 0 for q in control_held[8].values()), "without the switch the bearish turn goes short"
+    switch = MemoryKillSwitch(clock_ms=lambda: 7)
+    placed, held, out = run(switch)
+    assert switch.status() == (True, "test", False, 7) and switch.where() == "memory"
+    assert [placed[k] for k in range(engage_after + 1)] == [control[k] for k in range(engage_after + 1)]
+    after = [(k, o) for k in range(engage_after + 1, 12) for o in placed[k]]
+    assert after, "the bearish turn still sells down to flat"
+    for k, o in after:
+        pos = held[k].get(o.intent.symbol, 0.0)
+        assert pos != 0.0 and (o.intent.side == "sell") == (pos > 0) and o.intent.qty <= abs(pos) + 1e-12, \
+            f"close {k}: {o.intent.side} {o.intent.qty} of {o.intent.symbol} held {pos} adds risk"
+    assert held[11] == {} or not any(held[11].values()), "flat at the end, never short"
+    blocked = [r for r in out if isinstance(r, Rejection) and r.bar_ts == (engage_after + 2) * TF]
+    assert {(r.symbol, r.rule) for r in blocked} == {(s, "kill_switch") for s in SYMBOLS}
+    switch.release()
+    assert not switch.active() and not switch.status()

@@ -1,4 +1,4 @@
-"""Recovery: the decision step pickled mid-run (as Bytewax snapshots it) and restored with fresh components
+"""Recovery: the decision step's snapshot pickled mid-run (as Bytewax keeps it) and restored with fresh components
 (portfolio, risk engine, paper broker from ``build_deps``) goes on exactly like an uninterrupted run; the
 stored ``portfolio_state`` rows rebuild the portfolio's exact state."""
 
@@ -40,7 +40,7 @@ def test_restored_step_continues_exactly(tmp_path: Path) -> None:
     states: list[dict[str, Any]] = []  # every row's stored state, through JSON as the sinks store it
     for c, bars, preds in stream.closes(SYMBOLS, N, signal):
         if c == CUT:
-            cut = pickle.loads(pickle.dumps(cut))
+            cut = DecisionStep.from_snapshot(pickle.loads(pickle.dumps(cut.snapshot())))
             cut.attach(build_deps(settings))
         for step, out in ((ref, want), (cut, got)):
             items = [x for b in bars for x in step.on_bar(b)] + step.on_predictions(preds)
