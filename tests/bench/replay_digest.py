@@ -18,6 +18,10 @@ Models: ``--registry DIR`` (default /tmp/digest_registry).  When it holds no 5m 
 filled once by the project's CLIs (backfill of the 12 days before the replay from the same
 files, quick lightgbm / lstm / gnn / ensemble as ``flows.bootstrap.QUICK``, the tactical policy
 with ``training.rl train --quick`` and ``export``), so the same registry serves every later run.
+Comparing two checkouts: every record carries the run id, a hash of the effective settings, and
+those include ``feast_repo`` (the checkout's own path) and the work directory; so run both with
+the same ``CRYPTOSTREAM_FEAST_REPO`` and ``--work``, one after the other, e.g.
+``CRYPTOSTREAM_FEAST_REPO=/work/main/feature_repo ... replay_digest.py --work /tmp/digest_work``.
 Not a test: a before / after check.
 """
 
@@ -121,7 +125,7 @@ def table_digest(root: Path, table: str) -> tuple[int, str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=Path("/work/shared/data/binance-spot-5m-2024"))
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "binance-spot-5m-2024")
     p.add_argument("--registry", type=Path, default=Path("/tmp/digest_registry"))
     p.add_argument("--work", type=Path, default=Path("/tmp/replay_digest_work"))
     a = p.parse_args()
