@@ -42,7 +42,12 @@ class SizingConfig(_Frozen):
                                   "method=fixed_fraction")
     kelly_cap: float = Field(0.25, gt=0.0, le=1.0, description="full Kelly fraction clipped to [0, kelly_cap] "
                              "before the multiple (seed: 25 %)")
-    min_trades: int = Field(20, ge=1, description="closed trades needed before Kelly uses them; fewer -> the prior")
+    prior_trades: float = Field(20.0, ge=0.0, description="weight of the prior in closed trades: Kelly's win "
+                                "rate, mean win and mean loss are shrunk toward the prior by this many "
+                                "pseudo-trades (0 = the raw record)")
+    probation_fraction: float = Field(0.25, ge=0.0, le=1.0, description="when the record's Kelly is not "
+                                      "positive, size at this fraction of the prior's Kelly (keeps trading small "
+                                      "so the record can recover; 0 = stop, which can lock out for good)")
     lookback_trades: int = Field(100, ge=1, description="most recent closed trades Kelly is estimated from")
     prior_win_rate: float = Field(0.5, ge=0.0, le=1.0, description="prior win probability (seed)")
     prior_avg_win: float = Field(0.02, gt=0.0, description="prior mean winning trade return (seed)")

@@ -37,7 +37,7 @@ def configs(draw: Any) -> RiskConfig:
                    "fixed_fraction": draw(st.floats(0.05, 1.0)),
                    "stop_loss_pct": draw(st.one_of(st.none(), st.floats(0.005, 0.2))),
                    "max_position_fraction": draw(st.floats(0.05, 3.0)),
-                   "min_rebalance_fraction": draw(st.floats(0.0, 0.05)), "min_trades": 5},
+                   "min_rebalance_fraction": draw(st.floats(0.0, 0.05)), "prior_trades": 5},
         "limits": {"max_position_fraction": draw(st.floats(0.05, 1.5)),
                    "max_gross_leverage": draw(st.floats(0.2, 3.0)),
                    "max_correlated_fraction": draw(st.floats(0.1, 2.0)),
