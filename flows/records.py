@@ -143,14 +143,16 @@ class Status(NamedTuple):
     fills: int
     positions: tuple[tuple[str, float], ...]  # (symbol, qty) in configured order
     signals: tuple[tuple[str, Any], ...]  # (symbol, (p_up, rl target, target fraction) or None)
+    halts: tuple[tuple[str, str], ...] = ()  # (rule, phase) of every halt not active
 
     @property
     def text(self) -> str:
-        """Return the line: time, equity, drawdown, fills, positions and the last signal per symbol."""
+        """Return the line: time, equity, drawdown, fills, positions, the last signal per symbol, halts if any."""
         shown = " ".join(f"{s.split('/')[0]}={q:.4g}" for s, q in self.positions)
         sig = " ".join(f"{s.split('/')[0]}:{_signal_text(v)}" for s, v in self.signals)
+        halted = (" HALTS[" + " ".join(f"{r}={p}" for r, p in self.halts) + "]") if self.halts else ""
         return (f"{utc(self.ts):%Y-%m-%d %H:%M} equity={self.equity:,.2f} dd={self.drawdown:.2%} "
-                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]")
+                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]{halted}")
 
 
 def _signal_text(v: Any) -> str:

@@ -91,6 +91,14 @@ class RiskEngine(Protocol):
         """Return the approved position and change of ``symbol``, with the rejections."""
         ...
 
+    def drain_events(self) -> list[Any]:
+        """Return and forget the portfolio's halts and releases since the last call."""
+        ...
+
+    def halt_phases(self) -> dict[str, str]:
+        """Return rule -> phase of every halt not active."""
+        ...
+
     def to_state(self) -> dict[str, Any]:
         """Return the state as plain data."""
         ...
@@ -229,6 +237,7 @@ class DecisionStep:
             order = self._order
             for p in sorted(preds, key=lambda p: order[p.symbol]) if len(preds) > 1 else preds:
                 out += self._decide(p, kill)
+            out += risk.drain_events()  # halts and releases of the whole portfolio (risk events)
         out += broker.drain_updates()  # every order change (placement, fill, cancel, protective legs)
         snap = portfolio.snapshot()
         state = snap._asdict()
@@ -236,7 +245,8 @@ class DecisionStep:
         out.append(PortfolioRow(t, state))
         out.append(Status(t, snap.equity, snap.drawdown, self.fills,
                           tuple((s, snap.positions.get(s, 0.0)) for s in self.symbols),
-                          tuple((s, self.last_signal.get(s)) for s in self.symbols)))
+                          tuple((s, self.last_signal.get(s)) for s in self.symbols),
+                          tuple(sorted(risk.halt_phases().items()))))
         return out
 
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:

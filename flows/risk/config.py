@@ -71,10 +71,16 @@ class LimitsConfig(_Frozen):
     max_position_fraction: float = Field(0.25, gt=0.0, le=10.0, description="max |position| value / equity "
                                          "per symbol")
     max_gross_leverage: float = Field(1.0, gt=0.0, le=20.0, description="max sum of |position values| / equity")
-    max_drawdown: float = Field(0.15, gt=0.0, le=1.0, description="from the equity peak; beyond it only "
-                                "risk-reducing orders (go-live gate: 15 %)")
+    max_drawdown: float = Field(0.15, gt=0.0, le=1.0, description="from the equity peak (from the release "
+                                "after a halt); reaching it halts new risk for halt_cooldown_bars, then "
+                                "probation (go-live gate: 15 %)")
     max_daily_loss: float = Field(0.05, gt=0.0, le=1.0, description="loss over a rolling 24 h as a fraction of "
-                                  "the equity 24 h ago; beyond it only risk-reducing orders")
+                                  "the equity 24 h ago; reaching it halts as max_drawdown does")
+    halt_cooldown_bars: int = Field(24, ge=0, description="bars a drawdown or daily-loss halt allows only "
+                                    "risk-reducing orders before probation (flows/risk/halts.py)")
+    probation_bars: int = Field(72, ge=0, description="bars of probation after a halt's cooldown: sizes scaled by "
+                                "probation_scale, the limit measured from the release; then full size")
+    probation_scale: float = Field(0.25, gt=0.0, le=1.0, description="size multiple during probation")
     max_correlated_fraction: float = Field(0.5, gt=0.0, le=20.0, description="max sum of |position values| / "
                                            "equity over a symbol and the symbols correlated with it")
     groups: dict[str, str] = Field(default_factory=dict, description="symbol -> group; symbols of one group are "

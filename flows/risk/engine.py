@@ -9,9 +9,11 @@
 2. **Kill switch**: engaged -> no risk-increasing change (``kill_switch``); with
    ``flatten`` (config, or the switch's own flag) the target is 0.
 3. **Blocks**: a tripped breaker (``stale_data``, ``price_gap``,
-   ``volatility_spike``), drawdown from peak at or past ``max_drawdown``, loss
-   over the rolling 24 h at or past ``max_daily_loss`` of the equity 24 h ago,
-   or equity at or below 0 (``equity``): only risk-reducing changes.
+   ``volatility_spike``), a halted drawdown or daily-loss rule
+   (:mod:`flows.risk.halts`: reached ``max_drawdown`` from the peak or
+   ``max_daily_loss`` over 24 h; released after ``halt_cooldown_bars`` into
+   probation at ``probation_scale`` size), or equity at or below 0
+   (``equity``): only risk-reducing changes.
 4. **Caps** (:mod:`flows.risk.limits`): ``max_position``, ``max_gross_leverage``,
    ``max_correlated_exposure`` clip the target into ``[-cap, cap]``.
 5. **Rebalance band**: a change smaller than ``min_rebalance_fraction`` of equity
@@ -33,8 +35,11 @@ from typing import Any, NamedTuple
 
 from flows.risk.breakers import Breakers
 from flows.risk.config import RiskConfig
+from flows.risk.halts import HaltRules, Halts
 from flows.risk.limits import Correlations, cap_qty, gross_of
-from flows.risk.sizing import annual_vol, kelly_fraction, position_fraction
+from flows.risk.sizing import KellyEstimate, annual_vol, kelly_estimate, position_fraction
+
+PORTFOLIO = "*"  # the symbol of a risk event about the whole portfolio (a halt or a release)
 
 
 class Rejection(NamedTuple):
@@ -104,7 +109,12 @@ class RiskEngine:
         self.config = config or RiskConfig()
         self.breakers = Breakers(self.config.breakers)
         self.correlations = Correlations(self.config.limits)
-        self._kelly: tuple[tuple[float, ...], float] | None = None
+        lim = self.config.limits
+        self.halts = Halts(HaltRules(lim.max_drawdown, lim.max_daily_loss, lim.halt_cooldown_bars,
+                                     lim.probation_bars, lim.probation_scale))
+        self.kelly_halted = False
+        self._events: list[Rejection] = []
+        self._kelly: tuple[tuple[float, ...], KellyEstimate] | None = None
 
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
         """Feed a closed bar (open time ``ts``, ms) and its return to the breakers and correlations."""
@@ -136,7 +146,8 @@ class RiskEngine:
         if target_fraction == 0.0 and symbol not in positions:
             return RiskDecision(0.0, 0.0, ())  # flat and asked to stay flat: no rule can cut a change of 0
         equity = float(snap.equity)
-        cut = _Cut(symbol, ts, held, self._sized(symbol, target_fraction, confidence, price, vol, equity,
+        self._advance_halts(ts, snap, equity)
+        cut = _Cut(symbol, ts, held, self._sized(symbol, ts, target_fraction, confidence, price, vol, equity,
                                                   snap.trade_returns or ()))
         if kill:
             if cfg.kill_switch.flatten or getattr(kill, "flatten", False):
@@ -164,27 +175,54 @@ class RiskEngine:
             return f"confidence must be a number in [0, 1], got {confidence!r}"
         return ""
 
-    def _sized(self, symbol: str, target_fraction: float, confidence: float, price: float, vol: float,
+    def _sized(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
                equity: float, trade_returns: Any) -> float:
         scfg = self.config.sizing
         if target_fraction == 0.0 or equity <= 0:
             return 0.0
         given = vol / math.sqrt(scfg.vol_window_bars) if math.isfinite(vol) and vol > 0 else None
         yearly = annual_vol(given or self.breakers.bar_vol(symbol), scfg, self.breakers.bar_ms)
-        frac = position_fraction(self._kelly_of(trade_returns), confidence, yearly, scfg)
+        frac = position_fraction(self._kelly_of(ts, trade_returns), confidence, yearly, scfg) * self.halts.scale()
         return max(-1.0, min(1.0, target_fraction)) * frac * equity / price
 
-    def _kelly_of(self, trade_returns: Any) -> float:
+    def _kelly_of(self, ts: int, trade_returns: Any) -> float:
         # One Kelly estimate per set of closed trades (the snapshots of a close share it).
         last = self._kelly
         if last is not None and last[0] == trade_returns:
-            return last[1]
-        value = kelly_fraction(tuple(trade_returns), self.config.sizing)
-        self._kelly = (tuple(trade_returns), value)
-        return value
+            return last[1].fraction
+        est = kelly_estimate(tuple(trade_returns), self.config.sizing)
+        self._kelly = (tuple(trade_returns), est)
+        if est.halted != self.kelly_halted:
+            self.kelly_halted = est.halted
+            n = len(trade_returns)
+            text = (f"Kelly of the last {n} trades shrunk toward the prior is {est.raw:+.3f}: sizing at the floor, "
+                    f"{self.config.sizing.probation_fraction:.0%} of the prior's Kelly" if est.halted else
+                    f"Kelly of the last {n} trades is {est.raw:+.3f} again: sizing from the record")
+            self._events.append(Rejection(PORTFOLIO, ts, "kelly:" + ("halt" if est.halted else "release"), text,
+                                          0.0, 0.0))
+        return est.fraction
+
+    def _advance_halts(self, ts: int, snap: Any, equity: float) -> None:
+        """Feed the drawdown and daily-loss halts this close's equity; queue their transitions as risk events."""
+        dd = float(getattr(snap, "drawdown", 0.0) or 0.0)
+        peak = getattr(snap, "peak_equity", None) or (equity / (1.0 - dd) if dd < 1.0 else None)
+        daily = float(getattr(snap, "daily_pnl", 0.0) or 0.0)
+        for e in self.halts.on_close(ts, equity, daily, self.breakers.bar_ms or 60_000, peak):
+            self._events.append(Rejection(PORTFOLIO, ts, f"{e.rule}:{e.kind}", e.reason, 0.0, 0.0))
+
+    def drain_events(self) -> list[Rejection]:
+        """Return and forget the halts and releases since the last call (risk events of the whole portfolio)."""
+        out, self._events = self._events, []
+        return out
+
+    def halt_phases(self) -> dict[str, str]:
+        """Return rule -> phase of every halt not active (``kelly`` while sizing at the floor)."""
+        phases = self.halts.phases()
+        if self.kelly_halted:
+            phases["kelly"] = "floor"
+        return phases
 
     def _blocks(self, cut: _Cut, snap: Any, equity: float) -> None:
-        lim = self.config.limits
         tripped = self.breakers.tripped(cut.symbol, cut.ts)
         if tripped:
             for rule, reasons in self._by_rule(tripped).items():
@@ -192,14 +230,8 @@ class RiskEngine:
         if equity <= 0:
             cut.block("equity", lambda: f"equity {equity:,.2f} is not positive")
             return
-        dd = float(getattr(snap, "drawdown", 0.0) or 0.0)
-        if dd >= lim.max_drawdown:
-            cut.block("max_drawdown", lambda: f"drawdown {dd:.2%} from peak reached the limit {lim.max_drawdown:.2%}")
-        daily = float(getattr(snap, "daily_pnl", 0.0) or 0.0)
-        start = equity - daily
-        if daily < 0 and start > 0 and -daily / start >= lim.max_daily_loss:
-            cut.block("max_daily_loss",
-                      lambda: f"24 h loss {-daily / start:.2%} reached the limit {lim.max_daily_loss:.2%}")
+        for rule, reason in self.halts.blocked().items():
+            cut.block(rule, reason)
 
     @staticmethod
     def _by_rule(tripped: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -239,7 +271,8 @@ class RiskEngine:
     def to_state(self) -> dict[str, Any]:
         """Return the engine's state (config, breakers, return windows) as plain data."""
         return {"config": self.config.model_dump(mode="json"), "breakers": self.breakers.to_state(),
-                "returns": self.correlations.to_state()}
+                "returns": self.correlations.to_state(), "halts": self.halts.to_state(),
+                "kelly_halted": self.kelly_halted}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], config: RiskConfig | None = None) -> RiskEngine:
@@ -247,4 +280,7 @@ class RiskEngine:
         out = cls(config or RiskConfig.model_validate(state["config"]))
         out.breakers.restore(state["breakers"])
         out.correlations.restore(state["returns"])
+        if "halts" in state:  # snapshots from before the halts: rules active, as they were
+            out.halts = Halts.from_state(out.halts.rules, state["halts"])
+            out.kelly_halted = bool(state["kelly_halted"])
         return out

@@ -24,10 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 DAY_MS = 86_400_000
 RULES = ("max_drawdown", "max_daily_loss")
+
+
+def _utc(ms: int) -> str:
+    return f"{datetime.fromtimestamp(ms / 1000, tz=timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 class HaltEvent(NamedTuple):
@@ -111,7 +116,8 @@ class Halts:
 
     def blocked(self) -> dict[str, str]:
         """Return rule -> reason for every halted rule (only risk-reducing orders while any is)."""
-        return {r: f"{r} halt: cooldown until {st.until} ms" for r, st in self.state.items() if st.phase == "halted"}
+        return {r: f"{r} halted: only risk-reducing orders until {_utc(st.until)}, then probation"
+                for r, st in self.state.items() if st.phase == "halted"}
 
     def scale(self) -> float:
         """Return the size multiple: ``probation_scale`` while any rule is on probation, else 1."""

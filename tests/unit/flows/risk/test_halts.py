@@ -58,3 +58,43 @@ def test_state_round_trips_as_plain_data() -> None:
     again = Halts.from_state(RULES, json.loads(json.dumps(h.to_state())))
     assert again.to_state() == h.to_state()
     assert run(again, [80.0] * 30, start=4) == run(h, [80.0] * 30, start=4)
+
+
+def test_the_engine_halts_on_drawdown_resumes_small_after_the_cooldown_and_reports_every_step() -> None:
+    """A losing run into the drawdown limit, then a profitable regime: trading resumes (it used to stay out)."""
+    from flows.portfolio import Portfolio
+    from flows.risk.config import RiskConfig
+    from flows.risk.engine import PORTFOLIO, RiskEngine
+
+    cfg = RiskConfig.model_validate({"breakers": {"gap_sigma": 1e6, "spike_ratio": 1e6, "stale_bars": 1000},
+                                     "sizing": {"method": "fixed_fraction", "fixed_fraction": 1.0,
+                                                "max_position_fraction": 1.0},
+                                     "limits": {"max_position_fraction": 1.0, "max_correlated_fraction": 1.0,
+                                                "max_daily_loss": 0.5}})  # the drawdown rule halts first
+    eng, book = RiskEngine(cfg), Portfolio(10_000.0)
+    price, events, traded, held = 100.0, [], {}, {}
+    path = [-0.03] * 10 + [0.0] * 30 + [0.01] * 120  # down 26 % (the book about 20 %), flat, then up
+    for hour, r in enumerate(path):
+        ts = hour * H
+        price *= 1 + r
+        eng.on_bar("BTC/USDT", ts - H, r)
+        book.mark({"BTC/USDT": price}, ts)
+        d = eng.decide("BTC/USDT", ts, 1.0, 1.0, price, 0.01, book.snapshot(), False)
+        if d.approved_qty_delta:
+            side = "buy" if d.approved_qty_delta > 0 else "sell"
+            book.apply_fill("BTC/USDT", side, abs(d.approved_qty_delta), price, 0.0, ts)
+            traded[hour] = d.approved_qty_delta
+        snap = book.snapshot()
+        held[hour] = snap.positions.get("BTC/USDT", 0.0) * price / snap.equity
+        drained = eng.drain_events()
+        assert all(e.symbol == PORTFOLIO and e.reason for e in drained)
+        events += [(hour, e.rule) for e in drained]
+    halt = next(h for h, rule in events if rule == "max_drawdown:halt")
+    probation = next(h for h, rule in events if rule == "max_drawdown:probation")
+    release = next(h for h, rule in events if rule == "max_drawdown:release")
+    assert probation == halt + 24 and release == probation + 72
+    assert not any(q > 0 for h, q in traded.items() if halt <= h < probation), "new risk while halted"
+    assert any(q > 0 for h, q in traded.items() if h >= probation), "trading never resumed"
+    assert max(held[h] for h in range(probation, release)) <= 0.25 + 1e-9  # probation: a quarter of full size
+    assert max(held[h] for h in range(release, len(path))) > 0.5  # then full size again
+    assert eng.halt_phases() == {}
