@@ -21,10 +21,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from flows import feast_store
 from flows.feast_store import open_store
 from flows.settings import Settings, SettingsError, load_settings
 from flows.stores import open_stores
@@ -61,6 +63,54 @@ def attach_labels(bars: pd.DataFrame, timeframe: str, horizon: int) -> pd.DataFr
     return labels
 
 
+def _stale_views(settings: Settings, store: Any, service: Any) -> list[str]:
+    """Return the service's views whose registered batch source is not where this profile keeps the history."""
+    stores, stale = open_stores(settings), []
+    for proj in service.feature_view_projections:
+        view = store.get_feature_view(proj.name)
+        table, tf = view.tags.get("table"), view.tags.get("timeframe")
+        if not table or not tf:
+            continue
+        want, have = _where(stores.feast_source(table, tf)), _where(view.batch_source)
+        if want != have:
+            stale.append(f"{proj.name} reads {have}, this profile writes {want}")
+    return stale
+
+
+def _where(source: Any) -> str:
+    """Return a batch source's location: a file source's path, else its table query."""
+    return str(getattr(source, "path", None) or source.get_table_query_string())
+
+
+def registered_service(settings: Settings, service: str) -> tuple[Any, Any]:
+    """Return the profile's FeatureStore and the feature service, registering the repository first if needed.
+
+    ``feast apply`` runs (once, saying so on stderr) when the service is not registered yet,
+    or when the registry was applied with another data directory (its views would read
+    files this profile no longer writes, and the set would come back empty).
+    """
+    from feast.errors import FeatureServiceNotFoundException
+
+    store = open_store(settings)
+    try:
+        fs = store.get_feature_service(service)
+        stale = _stale_views(settings, store, fs)
+        why = f"the registry was applied for other paths ({'; '.join(stale)})" if stale else ""
+    except FeatureServiceNotFoundException:
+        why = f"feature service {service!r} is not registered yet"
+    if not why:
+        return store, fs
+    print(f"training.datasets: {why}: running feast apply for profile {settings.profile}", file=sys.stderr)
+    feast_store.apply(settings)
+    store = open_store(settings)
+    try:
+        fs = store.get_feature_service(service)
+    except FeatureServiceNotFoundException:
+        names = sorted(s.name for s in store.list_feature_services())
+        raise SettingsError(f"feature service {service!r} does not exist; the repository defines {names}") from None
+    return store, fs
+
+
 def build_training_set(settings: Settings, symbols: tuple[str, ...], timeframe: str, start: str, end: str,
                        service: str, horizon: int = 1) -> pd.DataFrame:
     """Build the point-in-time training frame: features at each decision time plus labels after it."""
@@ -71,8 +121,7 @@ def build_training_set(settings: Settings, symbols: tuple[str, ...], timeframe: 
     bars = load_bars(settings, symbols, timeframe, t0, t1 + horizon * tf)
     labels = attach_labels(bars, timeframe, horizon)
     labels = labels[(labels.event_timestamp >= t0) & (labels.event_timestamp < t1)]
-    store = open_store(settings)
-    fs = store.get_feature_service(service)
+    store, fs = registered_service(settings, service)
     frame = store.get_historical_features(entity_df=labels, features=fs).to_df()
     # Offline stores differ in timestamp resolution (DuckDB returns microseconds): one dtype for every profile.
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")

@@ -89,3 +89,24 @@ def test_labels_use_only_prices_after_the_decision_time(sets) -> None:
     pd.testing.assert_series_equal(base.loc[decided_from_t, "label"], past.loc[decided_from_t, "label"])
     before = base.index.get_level_values("event_timestamp") < t
     assert not np.allclose(base.loc[before, "fwd_ret"], past.loc[before, "fwd_ret"]), "the perturbation must bite"
+
+
+def test_a_training_set_before_feast_apply_and_after_the_data_dir_moves_registers_the_repository(
+        shared_data, tmp_path, capsys) -> None:
+    """Never applied: apply and go on (was a raw FeatureServiceNotFoundException); moved data dir: re-apply (was 0 rows)."""
+    frames = {s: df.iloc[:200] for s, df in _frames(shared_data).items()}
+    repo = copy_feature_repo(tmp_path)
+    t0 = pd.Timestamp(frames["BTC/USDT"].ts.iloc[0], unit="ms", tz="UTC")
+    sizes = []
+    for where in ("first", "moved"):
+        settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path / where),
+                                      "CRYPTOSTREAM_FEAST_REPO": str(repo)})
+        run_backfill(settings, {s: bars_from_frame(s, "1h", df) for s, df in frames.items()}, "1h")
+        ds = build_training_set(settings, tuple(frames), "1h", str(t0), str(t0 + 190 * H), "lightgbm_1h_v1")
+        sizes.append(len(ds))
+        err = capsys.readouterr().err
+        assert "running feast apply" in err
+        assert ("not registered yet" in err) if where == "first" else ("applied for other paths" in err)
+    assert sizes[0] == sizes[1] > 3 * 100
+    again = build_training_set(settings, tuple(frames), "1h", str(t0), str(t0 + 190 * H), "lightgbm_1h_v1")
+    assert len(again) == sizes[1] and "feast apply" not in capsys.readouterr().err  # registered now: no apply
