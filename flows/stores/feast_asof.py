@@ -25,6 +25,16 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 ROW = "_cs_row"  # the entity frame's row number in what the engine sees
 
 
+def quote(name: str) -> str:
+    """Return a SQL identifier in double quotes (PostgreSQL and DuckDB)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def utc_iso(t: datetime) -> str:
+    """Return a time as an ISO string in UTC (for a timestamptz literal)."""
+    return pd.Timestamp(t).tz_convert("UTC").isoformat()
+
+
 @dataclass(frozen=True)
 class View:
     """One feature view as the join needs it (source column names, the output names, the ttl)."""

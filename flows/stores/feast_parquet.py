@@ -30,7 +30,7 @@ from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineS
 from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.offline_stores.offline_store import RetrievalJob
 
-from flows.stores.feast_asof import ROW, Request, View, attach, entity_keys, request
+from flows.stores.feast_asof import ROW, Request, View, attach, entity_keys, quote, request, utc_iso
 
 PLUGIN: Final = "flows.stores.feast_parquet.ParquetOfflineStore"  # the offline_store type in the yaml
 
@@ -39,14 +39,6 @@ class ParquetOfflineStoreConfig(DuckDBOfflineStoreConfig):
     """Settings: those of Feast's ``duckdb`` offline store."""
 
     type: Literal["flows.stores.feast_parquet.ParquetOfflineStore"] = PLUGIN  # type: ignore[assignment]
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(t: datetime) -> str:
-    return f"TIMESTAMPTZ '{pd.Timestamp(t).tz_convert('UTC').isoformat()}'"
 
 
 def _parquet_scan(source: FileSource, repo_path: Path | None) -> str:
@@ -58,25 +50,25 @@ def _parquet_scan(source: FileSource, repo_path: Path | None) -> str:
 
 def as_of_query(views: tuple[View, ...], scans: list[str], timestamp_col: str, lo: datetime, hi: datetime) -> str:
     """Return the DuckDB as-of join of table ``ent`` with every view: ``ROW`` and the features, in row order."""
-    ets = _quote(timestamp_col)
+    ets = quote(timestamp_col)
     ctes, selects, joins = [], [f"ent.{ROW}"], []
     for i, (v, scan) in enumerate(zip(views, scans, strict=True)):
-        ts = _quote(v.timestamp_field)
-        keys = ", ".join(f"{_quote(src)} AS _k{j}" for j, (src, _) in enumerate(v.keys))
-        feats = ", ".join(f"{_quote(src)} AS {_quote(out)}" for src, out in v.features)
-        where = [f"CAST({ts} AS TIMESTAMPTZ) <= {_literal(hi)}"]
+        ts = quote(v.timestamp_field)
+        keys = ", ".join(f"{quote(src)} AS _k{j}" for j, (src, _) in enumerate(v.keys))
+        feats = ", ".join(f"{quote(src)} AS {quote(out)}" for src, out in v.features)
+        where = [f"CAST({ts} AS TIMESTAMPTZ) <= TIMESTAMPTZ '{utc_iso(hi)}'"]
         if v.ttl_s:
-            where.append(f"CAST({ts} AS TIMESTAMPTZ) >= {_literal(lo - timedelta(seconds=v.ttl_s))}")
+            where.append(f"CAST({ts} AS TIMESTAMPTZ) >= TIMESTAMPTZ '{utc_iso(lo - timedelta(seconds=v.ttl_s))}'")
         newest = ""
         if v.created_field:  # one row per key and time: the newest created
-            part = ", ".join([_quote(src) for src, _ in v.keys] + [ts])
-            newest = f" QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {_quote(v.created_field)} DESC) = 1"
+            part = ", ".join([quote(src) for src, _ in v.keys] + [ts])
+            newest = f" QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {quote(v.created_field)} DESC) = 1"
         ctes.append(f"f{i} AS (SELECT {keys + ', ' if keys else ''}CAST({ts} AS TIMESTAMPTZ) AS _ts, {feats} "
                     f"FROM {scan} WHERE {' AND '.join(where)}{newest})")
-        on = [f"ent.{_quote(key)} = f{i}._k{j}" for j, (_, key) in enumerate(v.keys)] + [f"ent.{ets} >= f{i}._ts"]
+        on = [f"ent.{quote(key)} = f{i}._k{j}" for j, (_, key) in enumerate(v.keys)] + [f"ent.{ets} >= f{i}._ts"]
         ctes.append(f"j{i} AS (SELECT ent.{ROW}, f{i}.* FROM ent ASOF LEFT JOIN f{i} ON {' AND '.join(on)})")
         fresh = f"j{i}._ts >= ent.{ets} - INTERVAL {v.ttl_s} SECOND" if v.ttl_s else f"j{i}._ts IS NOT NULL"
-        selects += [f"CASE WHEN {fresh} THEN j{i}.{_quote(out)} END AS {_quote(out)}" for _, out in v.features]
+        selects += [f"CASE WHEN {fresh} THEN j{i}.{quote(out)} END AS {quote(out)}" for _, out in v.features]
         joins.append(f"JOIN j{i} ON j{i}.{ROW} = ent.{ROW}")
     return (f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM ent {' '.join(joins)} "
             f"ORDER BY ent.{ROW}")

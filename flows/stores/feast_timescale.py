@@ -50,7 +50,7 @@ from feast.infra.offline_stores.offline_store import RetrievalJob
 from feast.infra.utils.postgres.connection_utils import _get_conn
 from feast.type_map import pg_type_code_to_arrow
 
-from flows.stores.feast_asof import ROW, Request, View, attach, entity_keys, request
+from flows.stores.feast_asof import ROW, Request, View, attach, entity_keys, quote, request, utc_iso
 
 PLUGIN: Final = "flows.stores.feast_timescale.TimescaleOfflineStore"  # the offline_store type in the yaml
 
@@ -60,14 +60,6 @@ class TimescaleOfflineStoreConfig(PostgreSQLOfflineStoreConfig):
 
     # Feast names a plugin store by its class path; the base class allows only "postgres".
     type: Literal["flows.stores.feast_timescale.TimescaleOfflineStore"] = PLUGIN  # type: ignore[assignment]
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(t: datetime) -> str:
-    return f"'{pd.Timestamp(t).tz_convert('UTC').isoformat()}'::timestamptz"
 
 
 def as_of_query(views: tuple[View, ...], entity_table: str, timestamp_col: str, lo: datetime, hi: datetime) -> str:
@@ -83,19 +75,19 @@ def as_of_query(views: tuple[View, ...], entity_table: str, timestamp_col: str, 
     row (Feast's rule: feature time >= entity time - ttl).
     """
     ctes, selects, joins = [], [f"e.{ROW}"], []
-    ets = _quote(timestamp_col)
+    ets = quote(timestamp_col)
     for i, v in enumerate(views):
-        ts = _quote(v.timestamp_field)
-        order = [f"sub.{_quote(src)}" for src, _ in v.keys] + [f"sub.{ts}"]
+        ts = quote(v.timestamp_field)
+        order = [f"sub.{quote(src)}" for src, _ in v.keys] + [f"sub.{ts}"]
         if v.created_field:
-            order.append(f"sub.{_quote(v.created_field)}")
-        window = [f"sub.{ts} <= {_literal(hi)}"]
+            order.append(f"sub.{quote(v.created_field)}")
+        window = [f"sub.{ts} <= '{utc_iso(hi)}'::timestamptz"]
         if v.ttl_s:
-            window.append(f"sub.{ts} >= {_literal(lo - timedelta(seconds=v.ttl_s))}")
-        cols = [f"sub.{_quote(src)} AS {_quote(out)}" for src, out in v.features]
-        selects += [f"f{i}.{_quote(out)}" for _, out in v.features]
-        kf = ", ".join(f"sub.{_quote(src)} AS _k{j}" for j, (src, _) in enumerate(v.keys))
-        ke = ", ".join(f"e.{_quote(key)}" for _, key in v.keys)
+            window.append(f"sub.{ts} >= '{utc_iso(lo - timedelta(seconds=v.ttl_s))}'::timestamptz")
+        cols = [f"sub.{quote(src)} AS {quote(out)}" for src, out in v.features]
+        selects += [f"f{i}.{quote(out)}" for _, out in v.features]
+        kf = ", ".join(f"sub.{quote(src)} AS _k{j}" for j, (src, _) in enumerate(v.keys))
+        ke = ", ".join(f"e.{quote(key)}" for _, key in v.keys)
         part = ", ".join(f"_k{j}" for j in range(len(v.keys)))
         ctes.append(
             f"f{i} AS MATERIALIZED (SELECT row_number() OVER (ORDER BY {', '.join(order)}) AS _fid, "
@@ -105,12 +97,12 @@ def as_of_query(views: tuple[View, ...], entity_table: str, timestamp_col: str, 
             f"m{i} AS (SELECT _row, _ets, max(_fid) OVER ({'PARTITION BY ' + part + ' ' if part else ''}"
             f"ORDER BY _ets, _side ROWS UNBOUNDED PRECEDING) AS _last FROM ("
             f"SELECT {part + ', ' if part else ''}_ts AS _ets, 0 AS _side, _fid, NULL::bigint AS _row FROM f{i} "
-            f"UNION ALL SELECT {ke + ', ' if ke else ''}e.{ets}, 1, NULL, e.{ROW} FROM {_quote(entity_table)} AS e"
+            f"UNION ALL SELECT {ke + ', ' if ke else ''}e.{ets}, 1, NULL, e.{ROW} FROM {quote(entity_table)} AS e"
             f") AS u)")
         ttl = f" AND f{i}._ts >= m{i}._ets - interval '{v.ttl_s} seconds'" if v.ttl_s else ""
         joins.append(f"JOIN m{i} ON m{i}._row = e.{ROW} LEFT JOIN f{i} ON f{i}._fid = m{i}._last{ttl}")
     return (("WITH " + ", ".join(ctes) + " " if ctes else "")
-            + f"SELECT {', '.join(selects)} FROM {_quote(entity_table)} AS e "
+            + f"SELECT {', '.join(selects)} FROM {quote(entity_table)} AS e "
             + " ".join(joins) + f" ORDER BY e.{ROW}")
 
 
@@ -120,10 +112,10 @@ def _entity_upload(req: Request) -> tuple[str, bytes]:
     ddl = [f"{ROW} bigint NOT NULL"]
     for key in req.keys:
         kind = frame[key].dtype.kind
-        ddl.append(f"{_quote(key)} {'bigint' if kind in 'iu' else 'double precision' if kind == 'f' else 'text'}")
+        ddl.append(f"{quote(key)} {'bigint' if kind in 'iu' else 'double precision' if kind == 'f' else 'text'}")
     ts = frame[req.timestamp_col].dt.tz_convert(None).to_numpy()
     frame[req.timestamp_col] = np.datetime_as_string(ts.astype("datetime64[us]"), unit="us", timezone="UTC")
-    ddl.append(f"{_quote(req.timestamp_col)} timestamptz NOT NULL")
+    ddl.append(f"{quote(req.timestamp_col)} timestamptz NOT NULL")
     buf = io.StringIO()
     frame.to_csv(buf, index=False, header=False)
     return ", ".join(ddl), buf.getvalue().encode()
@@ -150,10 +142,10 @@ class TimescaleRetrievalJob(PostgreSQLRetrievalJob):
             # JIT compiles one plan node per hypertable chunk (seconds over years of history)
             # for a query that runs in about a second without it.
             cur.execute("SET LOCAL jit = off")
-            cur.execute(f"CREATE TEMP TABLE {_quote(self._table)} ({ddl}) ON COMMIT DROP")
-            with cur.copy(f"COPY {_quote(self._table)} FROM STDIN (FORMAT csv)") as copy:
+            cur.execute(f"CREATE TEMP TABLE {quote(self._table)} ({ddl}) ON COMMIT DROP")
+            with cur.copy(f"COPY {quote(self._table)} FROM STDIN (FORMAT csv)") as copy:
                 copy.write(rows)
-            cur.execute(f"ANALYZE {_quote(self._table)}")
+            cur.execute(f"ANALYZE {quote(self._table)}")
             cur.execute(f"SELECT * FROM ({self._query}) AS q LIMIT 0")
             assert cur.description is not None
             names = [c.name for c in cur.description]
