@@ -49,3 +49,14 @@ def test_the_rule_catches_each_kind_of_offence(tmp_path: Path) -> None:
     f.write_text(src)
     bad = _offences(f, {"replay_support"})
     assert len(bad) == 4 and all("tests.kit" not in b for b in bad)
+
+
+def test_no_two_test_modules_share_a_file_name() -> None:
+    """The test folders are not packages: pytest imports each module by its base name, so two would collide."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for f in sorted(TESTS.rglob("test_*.py")):
+        if f.name in seen:
+            clashes.append(f"{seen[f.name].relative_to(TESTS)} and {f.relative_to(TESTS)}")
+        seen.setdefault(f.name, f)
+    assert not clashes, "test modules with the same file name: " + "; ".join(clashes)

@@ -94,4 +94,4 @@ def test_an_old_directory_of_pickled_live_objects_is_refused_by_name(tmp_path: P
         exc = exc.__cause__ or exc.__context__
     text = "\n".join(chain)
     assert f"the recovery directory {db} holds a snapshot in a format this version cannot read" in text
-    assert f"python -m bytewax.recovery {db} N" in text and "test_recovery.Summer (a live object pickled" in text
+    assert f"python -m bytewax.recovery {db} N" in text and f"{Summer.__module__}.Summer (a live object pickled" in text
