@@ -156,18 +156,40 @@ class _ChunkWriter:
 def _files(paths: list[Path], start_ms: int | None, end_ms: int | None) -> tuple[dict[str, Iterable[Bar]], str]:
     from flows.sources.candle_files import CandleFile, read_candles
 
-    streams: dict[str, Iterable[Bar]] = {}
+    frames: dict[str, list[tuple[Path, Any]]] = {}
     timeframes = set()
     for path in paths:
         cf = CandleFile.from_path(path)
-        symbol = cf.symbol
         df = read_candles(path, start_ms, end_ms)
-        log.info("%s: %d candles of %s (OHLCV only: VWAP = typical price, imbalance 0)", path.name, len(df), symbol)
-        streams[symbol] = bars_from_frame(symbol, cf.interval, df)
+        log.info("%s: %d candles of %s (OHLCV only: VWAP = typical price, imbalance 0)", path.name, len(df), cf.symbol)
+        frames.setdefault(cf.symbol, []).append((path, df))
         timeframes.add(cf.interval)
     if len(timeframes) != 1:
         raise SettingsError(f"files mix timeframes {sorted(timeframes)}; backfill one timeframe at a time")
-    return streams, timeframes.pop()
+    tf = timeframes.pop()
+    streams: dict[str, Iterable[Bar]] = {}
+    for symbol, parts in frames.items():
+        df = parts[0][1] if len(parts) == 1 else _joined(symbol, parts)
+        streams[symbol] = bars_from_frame(symbol, tf, df)
+    return streams, tf
+
+
+def _joined(symbol: str, parts: list[tuple[Path, Any]]) -> Any:
+    """Concatenate several files of one symbol in time order; a bar time in two files must hold the same candle."""
+    import pandas as pd
+
+    df = pd.concat([d for _, d in parts], ignore_index=True).sort_values("ts", kind="stable")
+    twice = df[df.duplicated("ts", keep=False)]
+    clash = twice.groupby("ts").nunique(dropna=False).gt(1).any(axis=1)
+    if clash.any():
+        first = pd.Timestamp(int(clash[clash].index[0]), unit="ms", tz="UTC")
+        names = ", ".join(p.name for p, _ in parts)
+        raise SettingsError(f"{symbol}: files {names} hold different candles for {first} (and "
+                            f"{int(clash.sum()) - 1} more bar times); pass one of them, or fix the data")
+    out = df.drop_duplicates("ts").reset_index(drop=True)
+    log.info("%s: %d files joined into %d candles (%d bar times were in more than one)", symbol, len(parts),
+             len(out), len(df) - len(out))
+    return out
 
 
 def _ms(text: str | None) -> int | None:

@@ -58,6 +58,7 @@ class BacktestResult:
     equity: list[float] = field(default_factory=list)
     benchmark: list[float] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
+    run_id: str = ""  # the run id stamped on every stored record
 
     def summary(self, tf_ms: int) -> dict[str, Any]:
         """Return total return, annualized Sharpe, max drawdown and costs, for the strategy and buy-and-hold."""
@@ -109,7 +110,7 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     step = DecisionStep(symbols, timeframe_ms(timeframe), deps)
     replay = DecisionReplay(barrier, step, DecisionSink(settings).open() if store else None)
     freeze_start_up_heap()  # models, risk and broker live for the whole replay
-    result, first_open = BacktestResult(), dict[str, float]()
+    result, first_open = BacktestResult(run_id=settings.run_id()), dict[str, float]()
     try:
         for records in bar_time_chunks(operator_records(streams, timeframe), chunk, timeframe_ms(timeframe)):
             for rec in records:
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"strategy      return {s['total_return']:+.2%}  sharpe {s['sharpe']:+.2f}  max drawdown {s['max_drawdown']:.2%}")
     print(f"buy and hold  return {b['total_return']:+.2%}  sharpe {b['sharpe']:+.2f}  max drawdown {b['max_drawdown']:.2%}")
     if a.store:
-        print(f"decision records stored ({settings.profile} profile, run id {settings.run_id()})")
+        print(f"decision records stored ({settings.profile} profile, run id {result.run_id})")
     print(f"written under {a.out}")
     return 0
 

@@ -85,6 +85,7 @@ def test_a_chunked_backtest_trades_like_bar_by_bar_and_stores_what_it_traded(
     assert sorted(fills.qty) == pytest.approx(sorted(f.qty for f in chunked.fills), rel=1e-12)
     port = _stored(profile, var, dsn, "portfolio_state").sort_values("ts")
     assert len(port) == closes
+    assert set(port.run_id) == set(fills.run_id) == {chunked.run_id}  # the run id the CLI prints
     assert port.equity.tolist() == pytest.approx(chunked.equity, rel=1e-12)
     preds = _stored(profile, var, dsn, "predictions")
     assert len(preds) == len(SYMBOLS) * closes
