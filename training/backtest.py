@@ -15,9 +15,13 @@ broker and portfolio (``flows.wiring.build_deps``).  Bars before
 ``--start``.  Deterministic: the same files, registry and settings give the same
 trades.  ``--chunk N`` scores N bar times per call (:mod:`flows.replay`; faster, equal
 to the default within float rounding); ``--store`` writes the decision records to the
-profile's store as the live flow does.  Prints a summary against equal-weight
-buy-and-hold over the same bars and writes ``equity.csv``, ``fills.csv``,
-``summary.json`` and ``equity.png`` under ``--out``.
+profile's store as the live flow does.  Several files of one symbol are joined in
+time order (bar times in more than one must agree).  Prints, after fees, the
+strategy's figures (:mod:`training.performance`: return, Sharpe, drawdown, round
+trips, win rate, profit factor) beside equal-weight buy-and-hold, volatility-targeted
+buy-and-hold and cash over the same bars, and every halt and release the risk engine
+reported; writes ``equity.csv``, ``fills.csv``, ``summary.json`` and ``equity.png``
+under ``--out``.
 
 The registry's models must have been trained on data before ``--start`` for the
 result to be out of sample; the command prints the ensemble's training window so
@@ -28,12 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from flows.heap import freeze_start_up_heap
 from flows.operators.decisions import DecisionStep
@@ -42,6 +47,7 @@ from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import CloseBarrier, ScoringStep
 from flows.records import Bar, Close, Fill, PortfolioRow, utc
 from flows.replay import DecisionReplay, bar_time_chunks
+from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.decisions import DecisionSink
 from flows.timeframes import timeframe_ms
@@ -59,33 +65,36 @@ class BacktestResult:
     benchmark: list[float] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
     run_id: str = ""  # the run id stamped on every stored record
+    halts: list[Rejection] = field(default_factory=list)  # the risk engine's portfolio events, in order
 
-    def summary(self, tf_ms: int) -> dict[str, Any]:
-        """Return total return, annualized Sharpe, max drawdown and costs, for the strategy and buy-and-hold."""
-        per_year = 365 * 86_400_000 / tf_ms
-        out: dict[str, Any] = {"bars": len(self.times), "fills": len(self.fills),
+    def summary(self, timeframe: str, vol_target: float = 0.2, vol_bars: int = 24 * 30) -> dict[str, Any]:
+        """Return the strategy's figures (``training.performance``) beside buy-and-hold, vol-targeted and cash.
+
+        ``halts``: every halt, probation and release the risk engine reported, in order.
+        """
+        from training import performance as perf
+
+        out: dict[str, Any] = {"bars": len(self.times), "fills": len(self.fills), "run_id": self.run_id,
                                "fees": sum(f.fee for f in self.fills),
-                               "traded_notional": sum(f.qty * f.price for f in self.fills)}
-        if self.times:
-            out["start"], out["end"] = str(utc(self.times[0])), str(utc(self.times[-1]))
-        for name, curve in (("strategy", self.equity), ("buy_and_hold", self.benchmark)):
-            out[name] = curve_stats(curve, per_year)
+                               "traded_notional": sum(f.qty * f.price for f in self.fills),
+                               "halts": [{"ts": str(utc(h.bar_ts)), "rule": h.rule, "reason": h.reason}
+                                         for h in self.halts]}
+        if not self.times:
+            return out
+        out["start"], out["end"] = str(utc(self.times[0])), str(utc(self.times[-1]))
+        index = pd.DatetimeIndex([utc(t) for t in self.times])
+        e0 = self.equity[0]
+        basket = pd.Series(self.benchmark, index=index)
+        curves = {"strategy": pd.Series(self.equity, index=index), "buy_and_hold": e0 * basket,
+                  "vol_target_buy_and_hold": perf.vol_targeted(basket, timeframe, vol_target, vol_bars, e0),
+                  "cash": pd.Series(e0, index=index, dtype=float)}
+        for name, curve in curves.items():
+            out[name] = perf.metrics(curve, timeframe).as_dict()
+        fills = pd.DataFrame({"ts": [utc(f.ts) for f in self.fills], "symbol": [f.symbol for f in self.fills],
+                              "qty": [f.qty if f.side == "buy" else -f.qty for f in self.fills],
+                              "price": [f.price for f in self.fills], "fee": [f.fee for f in self.fills]})
+        out["strategy"].update(perf.trade_stats(perf.round_trips(fills)))
         return out
-
-
-def curve_stats(curve: list[float], per_year: float) -> dict[str, float]:
-    """Return total return, annualized Sharpe of per-bar returns (0 when flat) and max drawdown of a curve."""
-    if len(curve) < 2:
-        return {"total_return": 0.0, "sharpe": 0.0, "max_drawdown": 0.0}
-    rets = [b / a - 1.0 for a, b in zip(curve, curve[1:], strict=False)]
-    mean = sum(rets) / len(rets)
-    sd = math.sqrt(sum((r - mean) ** 2 for r in rets) / max(len(rets) - 1, 1))
-    peak, mdd = curve[0], 0.0
-    for v in curve:
-        peak = max(peak, v)
-        mdd = max(mdd, 1.0 - v / peak)
-    return {"total_return": curve[-1] / curve[0] - 1.0,
-            "sharpe": mean / sd * math.sqrt(per_year) if sd > 0 else 0.0, "max_drawdown": mdd}
 
 
 def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
@@ -130,6 +139,8 @@ def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: 
     for item in out:
         if isinstance(item, Fill):
             result.fills.append(item)
+        elif isinstance(item, Rejection) and item.symbol == PORTFOLIO:
+            result.halts.append(item)
         elif isinstance(item, PortfolioRow):
             result.times.append(item.ts)
             result.equity.append(float(item.state["equity"]))
@@ -210,13 +221,23 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = result.summary(timeframe_ms(tf))
+    summary = result.summary(tf)
     write_outputs(a.out, result, summary)
-    s, b = summary["strategy"], summary["buy_and_hold"]
     print(f"{summary.get('start', '-')} .. {summary.get('end', '-')}: {summary['bars']} closes, "
-          f"{summary['fills']} fills, fees {summary['fees']:,.2f}")
-    print(f"strategy      return {s['total_return']:+.2%}  sharpe {s['sharpe']:+.2f}  max drawdown {s['max_drawdown']:.2%}")
-    print(f"buy and hold  return {b['total_return']:+.2%}  sharpe {b['sharpe']:+.2f}  max drawdown {b['max_drawdown']:.2%}")
+          f"{summary['fills']} fills, fees {summary['fees']:,.2f} (figures after fees)")
+    for name in ("strategy", "buy_and_hold", "vol_target_buy_and_hold", "cash"):
+        if name in summary:
+            m = summary[name]
+            print(f"{name:<24} return {m['total_return']:+.2%}  sharpe {m['sharpe']:+.2f}  "
+                  f"max drawdown {m['max_drawdown']:.2%}")
+    if "win_rate" in summary.get("strategy", {}):
+        m = summary["strategy"]
+        print(f"round trips {m['round_trips']:.0f}  win rate {m['win_rate']:.1%}  profit factor "
+              f"{m['profit_factor']:.2f}  mean holding {m['avg_holding_hours']:.1f} h")
+    for h in summary["halts"]:
+        print(f"risk {h['rule']} at {h['ts']}: {h['reason']}")
+    if not summary["halts"]:
+        print("risk: trading was never halted")
     if a.store:
         print(f"decision records stored ({settings.profile} profile, run id {result.run_id})")
     print(f"written under {a.out}")

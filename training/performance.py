@@ -217,11 +217,21 @@ def benchmarks(close: pd.DataFrame, timeframe: str, vol_target: float, vol_bars:
     bars (known before the bar; at most fully invested, no leverage, no costs).
     """
     basket = (close / close.iloc[0]).mean(axis=1)
+    return {"buy_and_hold": capital * basket, "vol_target_buy_and_hold": vol_targeted(basket, timeframe, vol_target,
+                                                                                      vol_bars, capital),
+            "cash": pd.Series(capital, index=close.index, dtype=float)}
+
+
+def vol_targeted(basket: pd.Series, timeframe: str, vol_target: float, vol_bars: int, capital: float) -> pd.Series:
+    """Return the equity of holding ``basket`` scaled each bar to the annual ``vol_target`` (known before the bar).
+
+    The weight is ``min(1, vol_target / realised)`` with the realised volatility of the
+    previous ``vol_bars`` bars; 0 until that window fills.  No leverage, no costs.
+    """
     r = basket.pct_change().fillna(0.0)
     realised = r.rolling(vol_bars).std().shift(1) * math.sqrt(bars_per_year(timeframe))
     weight = (vol_target / realised).clip(upper=1.0).fillna(0.0)
-    return {"buy_and_hold": capital * basket, "vol_target_buy_and_hold": capital * (1 + weight * r).cumprod(),
-            "cash": pd.Series(capital, index=close.index, dtype=float)}
+    return capital * (1 + weight * r).cumprod()
 
 
 def summary(equity: pd.Series, timeframe: str, fills: pd.DataFrame | None = None,
