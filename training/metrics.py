@@ -13,10 +13,11 @@ non-overlapping decisions are traded: times whose offset from the fold's first
 time is a multiple of ``horizon`` bars.  The portfolio return per decision time
 is the equal-weight mean over the symbols decided then.
 
-Annualisation: crypto trades 24/7, so a year has ``365.25 * 24 h / (horizon * bar)``
-holding periods (8766 for 1h bars, horizon 1) and
-``sharpe = mean / std * sqrt(periods_per_year)`` of the per-period portfolio
-returns (sample std, ddof=1; NaN when fewer than 2 periods or zero variance).
+Annualisation and the ratio are :mod:`training.performance`'s (the one convention):
+a 24/7 year of ``365 * 24 h / (horizon * bar)`` holding periods (8760 for 1h bars,
+horizon 1; this module used 365.25 days before) and
+``sharpe = mean / std * sqrt(periods_per_year)`` of the per-period portfolio returns
+(sample std, ddof=1; NaN when fewer than 2 periods or zero variance).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from flows.execution.costs import COSTS
+from training.performance import bars_per_year, sharpe_ratio
 
-YEAR = pd.Timedelta(days=365.25)
 METRICS = ("accuracy", "log_loss", "roc_auc", "brier", "sharpe", "turnover", "n")
 
 
@@ -45,7 +46,7 @@ class TradingConfig:
 
 def periods_per_year(timeframe: str, horizon: int = 1) -> float:
     """Return holding periods per 24/7 year for a bar length and horizon (bars)."""
-    return float(YEAR / (pd.Timedelta(timeframe) * horizon))
+    return bars_per_year(timeframe) / horizon
 
 
 def accuracy(y: ArrayLike, p: ArrayLike) -> float:
@@ -91,13 +92,7 @@ def sign_trading_returns(p: ArrayLike, fwd_ret: ArrayLike, symbols: Sequence[str
 
 def sharpe(returns: pd.Series | np.ndarray, timeframe: str, horizon: int = 1) -> float:
     """Return the annualised Sharpe ratio of per-period returns (see module docstring)."""
-    r = np.asarray(returns, np.float64)
-    if len(r) < 2:
-        return float("nan")
-    sd = r.std(ddof=1)
-    if not np.isfinite(sd) or sd == 0:
-        return float("nan")
-    return float(r.mean() / sd * np.sqrt(periods_per_year(timeframe, horizon)))
+    return sharpe_ratio(returns, periods_per_year(timeframe, horizon))
 
 
 def fold_metrics(y: ArrayLike, p: ArrayLike, fwd_ret: ArrayLike, symbols: Sequence[str] | ArrayLike,

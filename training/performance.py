@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,21 @@ SECONDS_PER_YEAR = 365 * 86400
 def bars_per_year(timeframe: str) -> float:
     """Return the bars in a year of a 24/7 market for a timeframe such as ``1h`` or ``5m``."""
     return SECONDS_PER_YEAR / pd.Timedelta(timeframe).total_seconds()
+
+
+def sharpe_ratio(returns: Any, per_year: float, min_vol: float = 0.0) -> float:
+    """Return the annualised Sharpe ratio of per-period returns: ``mean / std(ddof=1) * sqrt(per_year)``.
+
+    NaN when there are fewer than 2 returns or the annualised volatility is at or below
+    ``min_vol`` (0: only a curve without variance); the one implementation every report uses.
+    """
+    r = np.asarray(returns, np.float64)
+    if len(r) < 2:
+        return math.nan
+    sd = float(r.std(ddof=1))
+    if not math.isfinite(sd) or sd * math.sqrt(per_year) <= min_vol:
+        return math.nan
+    return float(r.mean() / sd * math.sqrt(per_year))
 
 
 def returns_of(equity: pd.Series) -> pd.Series:
@@ -74,16 +90,17 @@ def metrics(equity: pd.Series, timeframe: str) -> Metrics:
         return Metrics(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
     total = float(equity.iloc[-1] / equity.iloc[0] - 1.0)
     cagr = (1.0 + total) ** (per_year / n) - 1.0 if total > -1.0 else -1.0
-    sd = float(r.std(ddof=1)) if n > 1 else 0.0
+    ratio = sharpe_ratio(r, per_year)
     mean = float(r.mean())
     downside = math.sqrt(float((r[r < 0] ** 2).sum()) / n)
     dd = drawdown_of(equity)
     mdd = float(dd.min())
     bars = _longest_underwater(dd)
     days = bars * pd.Timedelta(timeframe).total_seconds() / 86400
+    sd = float(r.std(ddof=1)) if n > 1 else 0.0
     return Metrics(
         bars=n, total_return=total, cagr=cagr, volatility=sd * math.sqrt(per_year),
-        sharpe=mean / sd * math.sqrt(per_year) if sd > 0 else 0.0,
+        sharpe=ratio if math.isfinite(ratio) else 0.0,  # a curve without variance: no risk-adjusted return, 0
         sortino=mean / downside * math.sqrt(per_year) if downside > 0 else 0.0,
         calmar=cagr / -mdd if mdd < 0 else 0.0,
         max_drawdown=mdd, max_drawdown_bars=bars, max_drawdown_days=days)

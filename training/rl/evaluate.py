@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from flows.settings import Settings
 from inference.policy import PolicyRunner
 from inference.scorer import to_signal
 from training.metrics import periods_per_year
+from training.performance import drawdown_of, sharpe_ratio
 from training.plots import plot_curves, plot_shortfalls
 from training.render import markdown_table, short
 from training.rl.agents import FAMILIES
@@ -54,12 +56,11 @@ def equity_metrics(equity: np.ndarray, periods: float, fees: float = 0.0, traded
     e = np.asarray(equity, np.float64)
     r = e[1:] / e[:-1] - 1.0
     years = len(r) / periods
-    sd = float(np.std(r, ddof=1)) if len(r) > 1 else 0.0
     return {"total_return": float(e[-1] / e[0] - 1.0),
             "annual_return": float((e[-1] / e[0]) ** (1.0 / years) - 1.0) if years > 0 else math.nan,
             # no Sharpe for an (almost) riskless curve: cash's rounding-level moves are not a ratio worth printing
-            "sharpe": float(np.mean(r) / sd * math.sqrt(periods)) if sd * math.sqrt(periods) > 1e-3 else math.nan,
-            "max_drawdown": float(np.max(1.0 - e / np.maximum.accumulate(e))),
+            "sharpe": sharpe_ratio(r, periods, min_vol=1e-3),
+            "max_drawdown": -float(drawdown_of(pd.Series(e)).min()),
             "fees_pct": 100.0 * fees / float(e[0]), "turnover": traded / float(np.mean(e))}
 
 

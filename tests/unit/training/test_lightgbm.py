@@ -85,8 +85,8 @@ def test_metrics_known_values() -> None:
         sign_trading_returns,
     )
 
-    assert periods_per_year("1h") == pytest.approx(8766.0)
-    assert periods_per_year("1h", 4) == pytest.approx(8766.0 / 4)
+    assert periods_per_year("1h") == pytest.approx(8760.0)  # training.performance: 365 days of 24 h
+    assert periods_per_year("1h", 4) == pytest.approx(8760.0 / 4)
     assert roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
     assert np.isnan(roc_auc([1, 1], [0.2, 0.3]))
     t = pd.date_range("2024-01-01", periods=4, freq="h", tz="UTC")
@@ -103,7 +103,7 @@ def test_metrics_known_values() -> None:
                      TradingConfig(fee_bps=10))
     assert m["accuracy"] == 0.5 and m["brier"] == pytest.approx((0.16 + 0.49 + 0.04 + 0.36) / 4)
     r = rets.to_numpy()
-    assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * np.sqrt(8766.0))
+    assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * np.sqrt(8760.0))
 
 
 def test_onnx_export_parity_on_held_out_rows(frame) -> None:
