@@ -114,6 +114,7 @@ class RiskEngine:
                                      lim.probation_bars, lim.probation_scale))
         self.kelly_halted = False
         self._events: list[Rejection] = []
+        self._halts_ts: int | None = None  # the close the halts were last fed
         self._kelly: tuple[tuple[float, ...], KellyEstimate] | None = None
 
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
@@ -203,7 +204,13 @@ class RiskEngine:
         return est.fraction
 
     def _advance_halts(self, ts: int, snap: Any, equity: float) -> None:
-        """Feed the drawdown and daily-loss halts this close's equity; queue their transitions as risk events."""
+        """Feed the drawdown and daily-loss halts this close's equity; queue their transitions as risk events.
+
+        Once per close: every symbol decided at ``ts`` sees the same portfolio snapshot.
+        """
+        if ts == self._halts_ts:
+            return
+        self._halts_ts = ts
         dd = float(getattr(snap, "drawdown", 0.0) or 0.0)
         peak = getattr(snap, "peak_equity", None) or (equity / (1.0 - dd) if dd < 1.0 else None)
         daily = float(getattr(snap, "daily_pnl", 0.0) or 0.0)
