@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class BacktestResult:
     fills: list[Fill] = field(default_factory=list)
     run_id: str = ""  # the run id stamped on every stored record
     halts: list[Rejection] = field(default_factory=list)  # the risk engine's portfolio events, in order
+    # seconds per stage: features (bars through the operators), scoring, decisions, sink, other (bookkeeping)
+    spent: dict[str, float] = field(default_factory=dict)
 
     def summary(self, timeframe: str, vol_target: float = 0.2, vol_bars: int = 24 * 30) -> dict[str, Any]:
         """Return the strategy's figures (``training.performance``) beside buy-and-hold, vol-targeted and cash.
@@ -120,8 +123,15 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     replay = DecisionReplay(barrier, step, DecisionSink(settings).open() if store else None)
     freeze_start_up_heap()  # models, risk and broker live for the whole replay
     result, first_open = BacktestResult(run_id=settings.run_id()), dict[str, float]()
+    clock, features, t_start = time.perf_counter, 0.0, time.perf_counter()
+    chunks = bar_time_chunks(operator_records(streams, timeframe), chunk, timeframe_ms(timeframe))
     try:
-        for records in bar_time_chunks(operator_records(streams, timeframe), chunk, timeframe_ms(timeframe)):
+        while True:
+            t0 = clock()
+            records = next(chunks, None)
+            features += clock() - t0
+            if records is None:
+                break
             for rec in records:
                 if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
                     first_open.setdefault(rec.symbol, rec.open)
@@ -130,6 +140,8 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
                 _record(result, closes, out, first_open)
     finally:
         replay.close()
+    result.spent = {"features": features, **replay.spent}
+    result.spent["other"] = clock() - t_start - sum(result.spent.values())
     return result
 
 
