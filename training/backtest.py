@@ -55,6 +55,7 @@ from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from training.backfill import _files, _ms, operator_records
+from training.history_features import history_records
 
 
 @dataclass
@@ -124,7 +125,9 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     freeze_start_up_heap()  # models, risk and broker live for the whole replay
     result, first_open = BacktestResult(run_id=settings.run_id()), dict[str, float]()
     clock, features, t_start = time.perf_counter, 0.0, time.perf_counter()
-    chunks = bar_time_chunks(operator_records(streams, timeframe), chunk, timeframe_ms(timeframe))
+    # bar by bar: the flow's streaming operators; in chunks: the same records from whole arrays (bit for bit)
+    records_of = operator_records if chunk == 1 else history_records
+    chunks = bar_time_chunks(records_of(streams, timeframe), chunk, timeframe_ms(timeframe))
     try:
         while True:
             t0 = clock()

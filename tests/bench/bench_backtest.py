@@ -21,7 +21,9 @@ on the candle files and ``training.rl export tactical``.  A few minutes on 2 cor
 Each repeat times, in this order:
 
 1. *features*: the candle files through the flow's operators alone
-   (``training.backfill.operator_records``: bars, per-symbol features, cross-asset);
+   (``training.backfill.operator_records``: bars, per-symbol features, cross-asset), and
+   the same records from whole arrays (``training.history_features.history_records``, what
+   the backtest uses with ``--chunk`` above 1);
 2. the backtest with ``--chunk N`` (``training.backtest.run_backtest``: files, features,
    close barrier with scoring (ensemble with LightGBM, LSTM, graph model; the tactical
    policy), decision step with risk, paper broker and portfolio), end to end, with the
@@ -53,6 +55,7 @@ from flows.operators.model_bank import has_models  # noqa: E402
 from flows.settings import Settings, load_settings  # noqa: E402
 from training.backfill import _files, _ms, operator_records  # noqa: E402
 from training.backtest import BacktestResult, run_backtest  # noqa: E402
+from training.history_features import history_records  # noqa: E402
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT")
 DATA = ROOT.parent / "shared" / "data" / "binance-spot-5m-2024"
@@ -114,11 +117,11 @@ def settings_for(registry: Path, out: Path, symbols: tuple[str, ...]) -> Setting
                               "CRYPTOSTREAM_EXCHANGE__FILL_GAPS": "false"})
 
 
-def features_only(paths: list[Path], end_ms: int | None) -> tuple[float, int]:
-    """Time the candle files through the operators alone; return (seconds, symbol-bars)."""
+def features_only(paths: list[Path], end_ms: int | None, records: Any = operator_records) -> tuple[float, int]:
+    """Time the candle files through ``records`` (the operators, or the whole-array path) alone: (seconds, bars)."""
     t0 = time.perf_counter()
     streams, tf = _files(paths, None, end_ms)
-    bars = sum(1 for r in operator_records(streams, tf) if type(r).__name__ == "Bar")
+    bars = sum(1 for r in records(streams, tf) if type(r).__name__ == "Bar")
     return time.perf_counter() - t0, bars
 
 
@@ -167,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_for(args.registry, Path(tmp), symbols)
         for i in range(args.repeat):
             f_s, n = features_only(paths, end_ms)
+            h_s, _ = features_only(paths, end_ms, history_records)
             t_n, res_n = backtest(settings, paths, end_ms, args.chunk)
-            row: dict[str, Any] = {"features only": f_s, "n": n, f"chunk {args.chunk}": t_n, "spent": res_n.spent,
-                                   "fills": len(res_n.fills)}
+            row: dict[str, Any] = {"features only": f_s, "history features": h_s, "n": n,
+                                   f"chunk {args.chunk}": t_n, "spent": res_n.spent, "fills": len(res_n.fills)}
             if not args.no_baseline:
                 t_1, res_1 = backtest(settings, paths, end_ms, 1)
                 row["chunk 1"], row["spent 1"], row["check"] = t_1, res_1.spent, same_trades(res_n, res_1)
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if "chunk 1" in rows[0]:
         lines.append(("baseline: backtest --chunk 1, end to end", [r["chunk 1"] for r in rows]))
         lines += [(f"  stage {k}", [r["spent 1"][k] for r in rows]) for k in rows[0]["spent 1"] if k != "sink"]
-    lines.append(("features only (operator_records)", [r["features only"] for r in rows]))
+    lines.append(("features only, streaming operators", [r["features only"] for r in rows]))
+    lines.append(("features only, whole arrays (history_records)", [r["history features"] for r in rows]))
     for name, secs in lines:
         print(f"{name:<44}" + "".join(f"{fmt(n, s):>12}" for s in secs))
     if "chunk 1" in rows[0]:
