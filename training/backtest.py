@@ -135,7 +135,7 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
             features += clock() - t0
             if records is None:
                 break
-            for rec in records:
+            for rec in records if len(first_open) < len(symbols) else ():
                 if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
                     first_open.setdefault(rec.symbol, rec.open)
             closes, out = replay.feed(records, trade_after=start_ms)  # earlier closes: warm-up only

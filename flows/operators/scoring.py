@@ -94,6 +94,8 @@ class ScoringStep:
         s = state or {}
         self.feed = list(feed or s.get("feed") or (bank.feed if bank is not None else feed_features()))
         self._feed_keys, self._n_feed, self._take = frozenset(self.feed), len(self.feed), itemgetter(*self.feed)
+        self._feed_index = {f: i for i, f in enumerate(self.feed)}
+        self._names: tuple[str, ...] = ()
         self.pending: dict[int, dict[str, dict[str, float]]] = {
             int(t): {sym: dict(v) for sym, v in rows.items()} for t, rows in s.get("pending", {}).items()}
         self._done: dict[int, set[str]] = {}  # bar time -> symbols whose feed features are all pending
@@ -171,15 +173,21 @@ class ScoringStep:
         if self.bank is None:
             raise RuntimeError("ScoringStep.score needs a ModelBank: call attach() first")
         self.bank.maybe_swap()
-        take, todo, xs = self._take, [], []
+        take, todo, flat = self._take, [], []
         for ts, rows in times:
             symbols = tuple([s for s in self.symbols if s in rows])
             if not symbols:
                 continue
             todo.append((ts, rows, symbols))
-            xs.append(np.array([take(rows[s]) for s in symbols], np.float64))  # [symbols, feed]
+            flat += [take(rows[s]) for s in symbols]
         if not todo:
             return []
+        # One matrix for every row of every bar time, cut into views per bar time ([symbols, feed] each).
+        x_all = np.array(flat, np.float64)
+        xs, k = [], 0
+        for _, _, symbols in todo:
+            xs.append(x_all[k:k + len(symbols)])
+            k += len(symbols)
         scored = self.bank.score_rows([t[2] for t in todo], xs, [t[0] for t in todo])
         # Flat over every row of every bar time: one tolist per column instead of one per bar time.
         prob, conf = scored.probability.tolist(), scored.confidence.tolist()
@@ -188,14 +196,16 @@ class ScoringStep:
         fams = tuple(scored.members)
         cols = [v.tolist() for v in scored.members.values()]
         members = [dict(zip(fams, m, strict=True)) for m in zip(*cols, strict=True)] if fams else [{} for _ in prob]
+        i_ret, i_rv = self._feed_index.get("ret_1"), self._feed_index.get("rv_15")
+        rets = x_all[:, i_ret].tolist() if i_ret is not None else None
+        rvs = x_all[:, i_rv].tolist() if i_rv is not None else None
         versions, tf, out, k = self.bank.versions(), self.timeframe, [], 0
         for (ts, rows, symbols), x in zip(todo, xs, strict=True):
-            tgt = self._policy(symbols, rows, x).tolist()
+            tgt = self._policy(symbols, rows, x, None if rets is None else rets[k:k + len(symbols)])
             for i, s in enumerate(symbols):
-                r = rows[s]
-                out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k],
-                                      sig[k], tgt[i], versions, float(r.get("ret_1", 0.0)),
-                                      float(r.get("rv_15", 0.0))))
+                out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k], sig[k], tgt[i], versions,
+                                      rets[k] if rets is not None else float(rows[s].get("ret_1", 0.0)),
+                                      rvs[k] if rvs is not None else float(rows[s].get("rv_15", 0.0))))
                 k += 1
         return out
 
@@ -206,14 +216,19 @@ class ScoringStep:
             self._policy_cols = (names, [index[f] for f in names] if all(f in index for f in names) else None)
         return self._policy_cols[1]
 
-    def _policy(self, symbols: tuple[str, ...], rows: dict[str, dict[str, float]], x: np.ndarray) -> np.ndarray:
+    def _policy(self, symbols: tuple[str, ...], rows: dict[str, dict[str, float]], x: np.ndarray,
+                rets: list[float] | None = None) -> list[float]:
+        """Return the policy's targets of one bar time's symbols (NaN without a policy); step their books.
+
+        ``rets``: the symbols' ``ret_1`` (the feed's column), else read from ``rows``.
+        """
         policy = self.bank.policy if self.bank is not None else None
         if policy is None:
-            return np.full(len(symbols), np.nan)
+            return [math.nan] * len(symbols)
         if self._costs is None or self._costs[0] is not policy:  # once per loaded policy (swaps replace it)
             self._costs = (policy, policy_costs(policy))
-        costs = self._costs[1]
-        names = tuple(policy.features)
+            self._names = tuple(policy.features)
+        costs, names = self._costs[1], self._names
         cols = self._policy_columns(names)
         # Each symbol's observation as TacticalBook.observation builds it: its features, then the book's
         # state terms, written into one float32 matrix (the same roundings, no array per symbol).
@@ -223,16 +238,17 @@ class ScoringStep:
             obs[:, :n_feat] = x[:, cols]  # the policy's features from the feed matrix (the same doubles)
         else:
             obs[:, :n_feat] = [[rows[s][f] for f in names] for s in symbols]
-        books, state = self.books, []
-        for s in symbols:
-            book = books.get(s) or self._book(s)
-            state.append(book.step(float(rows[s].get("ret_1", 0.0)), costs))
-        obs[:, n_feat:] = state
-        act = np.asarray(policy.act(obs), np.float64).reshape(len(symbols), -1)[:, 0]
-        act = np.minimum(np.maximum(act, -1.0), 1.0)  # np.clip, without its Python-level dispatch
-        for s, a in zip(symbols, act.tolist(), strict=True):
+        if rets is None:
+            rets = [float(rows[s].get("ret_1", 0.0)) for s in symbols]
+        books = self.books
+        obs[:, n_feat:] = [(books.get(s) or self._book(s)).step(r, costs) for s, r in zip(symbols, rets, strict=True)]
+        act = policy.act(obs)
+        # the first action of each row as a double, clipped to [-1, 1] (NaN stays NaN, as np.clip keeps it)
+        out = [min(max(a, -1.0), 1.0) for a in (act[:, 0] if act.ndim == 2 else act.reshape(len(symbols), -1)[:, 0])
+               .tolist()]
+        for s, a in zip(symbols, out, strict=True):
             books[s].target = a
-        return act
+        return out
 
     def _book(self, symbol: str) -> PolicyBook:
         """Return a symbol's policy book, restored from the snapshot or new (a symbol's first scored bar)."""
