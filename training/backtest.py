@@ -31,6 +31,7 @@ that can be checked.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -128,6 +129,10 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     # bar by bar: the flow's streaming operators; in chunks: the same records from whole arrays (bit for bit)
     records_of = operator_records if chunk == 1 else history_records
     chunks = bar_time_chunks(records_of(streams, timeframe), chunk, timeframe_ms(timeframe))
+    # The replay allocates millions of small acyclic records (bars, rows, predictions); as in the backfill,
+    # the cyclic collector is paused for it instead of walking them again and again (8-10 % of a run).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         while True:
             t0 = clock()
@@ -143,6 +148,8 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
                 _record(result, closes, out, first_open)
     finally:
         replay.close()
+        if gc_was_enabled:
+            gc.enable()
     result.spent = {"features": features, **replay.spent}
     result.spent["other"] = clock() - t_start - sum(result.spent.values())
     return result
