@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.operators.model_bank import ModelBank, feed_features
+from flows.operators.model_bank import ModelBank, Policy, feed_features
 from flows.records import Bar, Close, FeatureRow, Prediction
 from flows.snapshots import check_snapshot
 from inference.scorer import to_signal
@@ -200,8 +200,11 @@ class ScoringStep:
         rets = x_all[:, i_ret].tolist() if i_ret is not None else None
         rvs = x_all[:, i_rv].tolist() if i_rv is not None else None
         versions, tf, out, k = self.bank.versions(), self.timeframe, [], 0
+        obs_all = self._observations(x_all)
         for (ts, rows, symbols), x in zip(todo, xs, strict=True):
-            tgt = self._policy(symbols, rows, x, None if rets is None else rets[k:k + len(symbols)])
+            n = len(symbols)
+            tgt = self._policy(symbols, rows, x, None if rets is None else rets[k:k + n],
+                               None if obs_all is None else obs_all[k:k + n])
             for i, s in enumerate(symbols):
                 out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k], sig[k], tgt[i], versions,
                                       rets[k] if rets is not None else float(rows[s].get("ret_1", 0.0)),
@@ -216,28 +219,50 @@ class ScoringStep:
             self._policy_cols = (names, [index[f] for f in names] if all(f in index for f in names) else None)
         return self._policy_cols[1]
 
+    def _policy_setup(self, policy: Policy) -> tuple[tuple[float, float, float], tuple[str, ...]]:
+        if self._costs is None or self._costs[0] is not policy:  # once per loaded policy (swaps replace it)
+            self._costs = (policy, policy_costs(policy))
+            self._names = tuple(policy.features)
+        return self._costs[1], self._names
+
+    def _observations(self, x_all: np.ndarray) -> np.ndarray | None:
+        """Return float32 observations ``[rows, features + 5]`` with the policy's features filled from the feed.
+
+        None without a policy or when the feed lacks some of its features; the state terms are written
+        bar time by bar time (:meth:`_policy`), each from the books the previous one left.
+        """
+        policy = self.bank.policy if self.bank is not None else None
+        if policy is None:
+            return None
+        names = self._policy_setup(policy)[1]
+        cols = self._policy_columns(names)
+        if cols is None:
+            return None
+        obs = np.empty((len(x_all), len(names) + 5), np.float32)
+        obs[:, :len(names)] = x_all[:, cols]  # the policy's features from the feed matrix (the same doubles)
+        return obs
+
     def _policy(self, symbols: tuple[str, ...], rows: dict[str, dict[str, float]], x: np.ndarray,
-                rets: list[float] | None = None) -> list[float]:
+                rets: list[float] | None = None, obs: np.ndarray | None = None) -> list[float]:
         """Return the policy's targets of one bar time's symbols (NaN without a policy); step their books.
 
-        ``rets``: the symbols' ``ret_1`` (the feed's column), else read from ``rows``.
+        ``rets``: the symbols' ``ret_1`` (the feed's column), else read from ``rows``; ``obs``: their
+        rows of :meth:`_observations`, else built here.
         """
         policy = self.bank.policy if self.bank is not None else None
         if policy is None:
             return [math.nan] * len(symbols)
-        if self._costs is None or self._costs[0] is not policy:  # once per loaded policy (swaps replace it)
-            self._costs = (policy, policy_costs(policy))
-            self._names = tuple(policy.features)
-        costs, names = self._costs[1], self._names
-        cols = self._policy_columns(names)
+        costs, names = self._policy_setup(policy)
         # Each symbol's observation as TacticalBook.observation builds it: its features, then the book's
         # state terms, written into one float32 matrix (the same roundings, no array per symbol).
         n_feat = len(names)
-        obs = np.empty((len(symbols), n_feat + 5), np.float32)
-        if cols is not None:
-            obs[:, :n_feat] = x[:, cols]  # the policy's features from the feed matrix (the same doubles)
-        else:
-            obs[:, :n_feat] = [[rows[s][f] for f in names] for s in symbols]
+        if obs is None:
+            cols = self._policy_columns(names)
+            obs = np.empty((len(symbols), n_feat + 5), np.float32)
+            if cols is not None:
+                obs[:, :n_feat] = x[:, cols]
+            else:
+                obs[:, :n_feat] = [[rows[s][f] for f in names] for s in symbols]
         if rets is None:
             rets = [float(rows[s].get("ret_1", 0.0)) for s in symbols]
         books = self.books
