@@ -181,7 +181,8 @@ def render(verdict: Verdict) -> str:
              "| criterion | value | threshold | result | note |", "|---|---|---|---|---|"]
     for c in verdict.criteria:
         v = "n/a" if c.value is None else f"{c.value:.4g}"
-        lines.append(f"| {c.name} | {v} | {c.op} {c.threshold:g} | {'PASS' if c.passed else 'FAIL'} | {c.note} |")
+        result = "not judged" if "not judged" in c.note else "PASS" if c.passed else "FAIL"
+        lines.append(f"| {c.name} | {v} | {c.op} {c.threshold:g} | {result} | {c.note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -191,6 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tuning", type=Path, help="directory of python -m training.tune (its trials deflate the Sharpe)")
     p.add_argument("--config", help="settings YAML of the deployment (else $CRYPTOSTREAM_CONFIG)")
     p.add_argument("--registry", type=Path, help="registry of the deployed models (default: the settings')")
+    p.add_argument("--set", action="append", default=[], dest="sets",
+                   help="override a setting as the walk-forward did: a.b.c=value")
     p.add_argument("--paper-run", action="append", dest="paper_runs", help="judge only these paper run ids")
     p.add_argument("--no-paper", action="store_true", help="skip the paper record (its criteria then fail)")
     p.add_argument("--dry-run", action="store_true", help="print the verdict; write nothing into the registry")
@@ -206,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     cfg = GateConfig(**{f.name: getattr(a, f.name) for f in fields(GateConfig)})
     try:
-        settings = load_settings(a.config)
+        from training.walkforward import nested, parse_set
+
+        settings = load_settings(a.config, **nested(parse_set(a.sets)))
         if a.registry is not None:
             settings = settings.model_copy(update={"scoring": settings.scoring.model_copy(
                 update={"registry": a.registry})})
