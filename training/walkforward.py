@@ -80,6 +80,12 @@ class WalkForwardJob:
     chunk: int = 256
     config: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted settings path -> value
+    models_dir: Path | None = None  # where features and window registries live (default: out); shared by tuning
+
+    @property
+    def work(self) -> Path:
+        """Return the directory of the backfilled features and the windows' registries."""
+        return self.models_dir or self.out
 
 
 def windows(job: WalkForwardJob, timeframe: str) -> list[Window]:
@@ -148,7 +154,7 @@ def job_settings(job: WalkForwardJob, **extra: Any) -> Settings:
     The Feast repository is copied under ``<out>`` (definitions only) so the run never
     touches the user's Feast registry.
     """
-    repo = job.out / "feature_repo"
+    repo = job.work / "feature_repo"
     if not (repo / "feature_store.yaml").is_file():
         import shutil
 
@@ -158,7 +164,7 @@ def job_settings(job: WalkForwardJob, **extra: Any) -> Settings:
         for f in (PROJECT_ROOT / "feature_repo").iterdir():
             if f.is_file() and f.suffix in (".py", ".yaml"):
                 shutil.copy(f, repo / f.name)
-    return load_settings(job.config, **_merged(nested(job.overrides), {"data_dir": job.out / "var",
+    return load_settings(job.config, **_merged(nested(job.overrides), {"data_dir": job.work / "var",
                                                                        "feast_repo": repo, "profile": "local"},
                                                extra))
 
@@ -177,7 +183,7 @@ def prepare(job: WalkForwardJob, settings: Settings) -> tuple[str, tuple[str, ..
 
     streams, tf = _files(list(job.paths), None, None)
     symbols = tuple(streams)
-    marker = job.out / "var" / "backfilled.json"
+    marker = job.work / "var" / "backfilled.json"
     want = {"paths": sorted(str(p) for p in job.paths), "timeframe": tf}
     if not marker.is_file() or json.loads(marker.read_text()) != want:
         run_backfill(settings.model_copy(update={"symbols": symbols}), streams, tf)
@@ -192,16 +198,21 @@ def train_window(job: WalkForwardJob, settings: Settings, w: Window, tf: str, sy
     from training.train import TrainJob, train_ensemble, train_member
 
     done = registry / "trained.json"
+    params = {"train_start": w.train_start.isoformat(), "train_end": w.train_end.isoformat(), "symbols": symbols,
+              "horizon": job.horizon, "folds": job.folds, "seed": job.seed, "threshold": job.threshold,
+              "paths": sorted(str(p) for p in job.paths)}
     if done.is_file():
-        return dict(json.loads(done.read_text()))
-    a = TrainJob(family="lightgbm", registry=registry, log_dir=job.out / "var" / "logs", work_dir=job.out / "var"
+        saved = json.loads(done.read_text())
+        if saved.get("params") == json.loads(json.dumps(params)):
+            return dict(saved["versions"])  # trained for exactly this window and these parameters: reuse
+    a = TrainJob(family="lightgbm", registry=registry, log_dir=job.work / "var" / "logs", work_dir=job.work / "var"
                  / "work", symbols=symbols, timeframe=tf, start=w.train_start.isoformat(),
                  end=w.train_end.isoformat(), horizon=job.horizon, seed=job.seed, folds=job.folds,
                  members=("lightgbm",), threshold=job.threshold)
     lgb = train_member(a, settings)
     ens = train_ensemble(replace(a, family="ensemble"))
     versions = {"lightgbm": lgb.version, "ensemble": ens.version}
-    done.write_text(json.dumps(versions))
+    done.write_text(json.dumps({"params": params, "versions": versions}))
     return versions
 
 
@@ -301,6 +312,7 @@ def run(job: WalkForwardJob) -> tuple[list[WindowResult], dict[str, Any]]:
     from training.backtest import write_outputs
 
     job.out.mkdir(parents=True, exist_ok=True)
+    job.work.mkdir(parents=True, exist_ok=True)
     settings = job_settings(job)
     tf, symbols = prepare(job, settings)
     settings = settings.model_copy(update={"symbols": symbols, "bars": settings.bars.model_copy(
@@ -308,7 +320,7 @@ def run(job: WalkForwardJob) -> tuple[list[WindowResult], dict[str, Any]]:
     results: list[WindowResult] = []
     cash = settings.initial_cash
     for w in windows(job, tf):
-        registry = job.out / "registry" / f"window-{w.k}"
+        registry = job.work / "registry" / f"window-{w.k}"
         versions = train_window(job, settings, w, tf, symbols, registry)
         result, fee = trade_window(job, settings, w, tf, registry, cash)
         results.append(WindowResult(w, result, versions, fee))
@@ -323,7 +335,7 @@ def run(job: WalkForwardJob) -> tuple[list[WindowResult], dict[str, Any]]:
                     decision_config_hash(settings), "strategy_name": strategy_name(settings),
                     "windows": [{"window": wr.window.k, **wr.versions} for wr in results],
                     "job": {k: (str(v) if isinstance(v, Path) else v) for k, v in job.__dict__.items()
-                            if k not in ("paths", "overrides")} | {"overrides": dict(job.overrides)}})
+                            if k not in ("paths", "overrides", "models_dir")} | {"overrides": dict(job.overrides)}})
     write_outputs(job.out, combined, summary)
     rows = pd.DataFrame([window_row(wr, tf) for wr in results])
     rows.to_csv(job.out / "windows.csv", index=False)
