@@ -89,13 +89,21 @@ def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequen
     n_nodes, n_feat = len(runner.symbols), len(runner.manifest.features)
     nodes = np.zeros((len(xs), n_nodes, n_feat))
     rets = np.full((len(xs), n_nodes), np.nan)
-    for b, (sy, x) in enumerate(zip(syms, xs, strict=True)):
+    same = all(sy == syms[0] for sy in syms)  # history: every bar time with the same symbols
+    for b, (sy, x) in enumerate(zip(syms, xs, strict=True)) if not same else ():
         x = x if runner.cols is None else x[:, runner.cols]
         rows = [(r, index[s]) for r, s in enumerate(sy) if s in index]
         if rows:
             r_idx, n_idx = map(list, zip(*rows, strict=True))
             nodes[b, n_idx] = x[r_idx]
             rets[b, n_idx] = x[r_idx, runner.ret_idx]
+    rows0 = [(r, index[s]) for r, s in enumerate(syms[0]) if s in index] if same else []
+    if rows0:  # the same placement for every bar time, in one assignment (the same values)
+        x3 = np.stack(xs)
+        x3 = x3 if runner.cols is None else x3[:, :, runner.cols]
+        r_idx, n_idx = map(list, zip(*rows0, strict=True))
+        nodes[:, n_idx] = x3[:, r_idx]
+        rets[:, n_idx] = x3[:, r_idx, runner.ret_idx]
     held = g.returns
     hist = np.vstack([held, rets])
     first = len(held)  # hist row of the first new bar
@@ -108,6 +116,8 @@ def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequen
         feats = np.nan_to_num(nodes[ok].astype(np.float32))
         p[ok] = g.sess.run(["prob"], {"x": feats, "adj": adj})[0].astype(np.float64)
     g.returns = hist[-g.window:]
+    if same and all(s in index for s in syms[0]):
+        return p[:, [index[s] for s in syms[0]]].reshape(-1)
     out = np.full(sum(len(sy) for sy in syms), np.nan)
     k = 0
     for b, sy in enumerate(syms):

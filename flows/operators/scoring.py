@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.operators.model_bank import ModelBank, feed_features
+from flows.operators.model_bank import ModelBank, Policy, feed_features
 from flows.records import Bar, Close, FeatureRow, Prediction
 from flows.snapshots import check_snapshot
 from inference.scorer import to_signal
@@ -94,6 +94,8 @@ class ScoringStep:
         s = state or {}
         self.feed = list(feed or s.get("feed") or (bank.feed if bank is not None else feed_features()))
         self._feed_keys, self._n_feed, self._take = frozenset(self.feed), len(self.feed), itemgetter(*self.feed)
+        self._feed_index = {f: i for i, f in enumerate(self.feed)}
+        self._names: tuple[str, ...] = ()
         self.pending: dict[int, dict[str, dict[str, float]]] = {
             int(t): {sym: dict(v) for sym, v in rows.items()} for t, rows in s.get("pending", {}).items()}
         self._done: dict[int, set[str]] = {}  # bar time -> symbols whose feed features are all pending
@@ -171,15 +173,21 @@ class ScoringStep:
         if self.bank is None:
             raise RuntimeError("ScoringStep.score needs a ModelBank: call attach() first")
         self.bank.maybe_swap()
-        take, todo, xs = self._take, [], []
+        take, todo, flat = self._take, [], []
         for ts, rows in times:
             symbols = tuple([s for s in self.symbols if s in rows])
             if not symbols:
                 continue
             todo.append((ts, rows, symbols))
-            xs.append(np.array([take(rows[s]) for s in symbols], np.float64))  # [symbols, feed]
+            flat += [take(rows[s]) for s in symbols]
         if not todo:
             return []
+        # One matrix for every row of every bar time, cut into views per bar time ([symbols, feed] each).
+        x_all = np.array(flat, np.float64)
+        xs, k = [], 0
+        for _, _, symbols in todo:
+            xs.append(x_all[k:k + len(symbols)])
+            k += len(symbols)
         scored = self.bank.score_rows([t[2] for t in todo], xs, [t[0] for t in todo])
         # Flat over every row of every bar time: one tolist per column instead of one per bar time.
         prob, conf = scored.probability.tolist(), scored.confidence.tolist()
@@ -188,14 +196,19 @@ class ScoringStep:
         fams = tuple(scored.members)
         cols = [v.tolist() for v in scored.members.values()]
         members = [dict(zip(fams, m, strict=True)) for m in zip(*cols, strict=True)] if fams else [{} for _ in prob]
+        i_ret, i_rv = self._feed_index.get("ret_1"), self._feed_index.get("rv_15")
+        rets = x_all[:, i_ret].tolist() if i_ret is not None else None
+        rvs = x_all[:, i_rv].tolist() if i_rv is not None else None
         versions, tf, out, k = self.bank.versions(), self.timeframe, [], 0
+        obs_all = self._observations(x_all)
         for (ts, rows, symbols), x in zip(todo, xs, strict=True):
-            tgt = self._policy(symbols, rows, x).tolist()
+            n = len(symbols)
+            tgt = self._policy(symbols, rows, x, None if rets is None else rets[k:k + n],
+                               None if obs_all is None else obs_all[k:k + n])
             for i, s in enumerate(symbols):
-                r = rows[s]
-                out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k],
-                                      sig[k], tgt[i], versions, float(r.get("ret_1", 0.0)),
-                                      float(r.get("rv_15", 0.0))))
+                out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k], sig[k], tgt[i], versions,
+                                      rets[k] if rets is not None else float(rows[s].get("ret_1", 0.0)),
+                                      rvs[k] if rvs is not None else float(rows[s].get("rv_15", 0.0))))
                 k += 1
         return out
 
@@ -206,33 +219,61 @@ class ScoringStep:
             self._policy_cols = (names, [index[f] for f in names] if all(f in index for f in names) else None)
         return self._policy_cols[1]
 
-    def _policy(self, symbols: tuple[str, ...], rows: dict[str, dict[str, float]], x: np.ndarray) -> np.ndarray:
-        policy = self.bank.policy if self.bank is not None else None
-        if policy is None:
-            return np.full(len(symbols), np.nan)
+    def _policy_setup(self, policy: Policy) -> tuple[tuple[float, float, float], tuple[str, ...]]:
         if self._costs is None or self._costs[0] is not policy:  # once per loaded policy (swaps replace it)
             self._costs = (policy, policy_costs(policy))
-        costs = self._costs[1]
-        names = tuple(policy.features)
+            self._names = tuple(policy.features)
+        return self._costs[1], self._names
+
+    def _observations(self, x_all: np.ndarray) -> np.ndarray | None:
+        """Return float32 observations ``[rows, features + 5]`` with the policy's features filled from the feed.
+
+        None without a policy or when the feed lacks some of its features; the state terms are written
+        bar time by bar time (:meth:`_policy`), each from the books the previous one left.
+        """
+        policy = self.bank.policy if self.bank is not None else None
+        if policy is None:
+            return None
+        names = self._policy_setup(policy)[1]
         cols = self._policy_columns(names)
+        if cols is None:
+            return None
+        obs = np.empty((len(x_all), len(names) + 5), np.float32)
+        obs[:, :len(names)] = x_all[:, cols]  # the policy's features from the feed matrix (the same doubles)
+        return obs
+
+    def _policy(self, symbols: tuple[str, ...], rows: dict[str, dict[str, float]], x: np.ndarray,
+                rets: list[float] | None = None, obs: np.ndarray | None = None) -> list[float]:
+        """Return the policy's targets of one bar time's symbols (NaN without a policy); step their books.
+
+        ``rets``: the symbols' ``ret_1`` (the feed's column), else read from ``rows``; ``obs``: their
+        rows of :meth:`_observations`, else built here.
+        """
+        policy = self.bank.policy if self.bank is not None else None
+        if policy is None:
+            return [math.nan] * len(symbols)
+        costs, names = self._policy_setup(policy)
         # Each symbol's observation as TacticalBook.observation builds it: its features, then the book's
         # state terms, written into one float32 matrix (the same roundings, no array per symbol).
         n_feat = len(names)
-        obs = np.empty((len(symbols), n_feat + 5), np.float32)
-        if cols is not None:
-            obs[:, :n_feat] = x[:, cols]  # the policy's features from the feed matrix (the same doubles)
-        else:
-            obs[:, :n_feat] = [[rows[s][f] for f in names] for s in symbols]
-        books, state = self.books, []
-        for s in symbols:
-            book = books.get(s) or self._book(s)
-            state.append(book.step(float(rows[s].get("ret_1", 0.0)), costs))
-        obs[:, n_feat:] = state
-        act = np.asarray(policy.act(obs), np.float64).reshape(len(symbols), -1)[:, 0]
-        act = np.minimum(np.maximum(act, -1.0), 1.0)  # np.clip, without its Python-level dispatch
-        for s, a in zip(symbols, act.tolist(), strict=True):
+        if obs is None:
+            cols = self._policy_columns(names)
+            obs = np.empty((len(symbols), n_feat + 5), np.float32)
+            if cols is not None:
+                obs[:, :n_feat] = x[:, cols]
+            else:
+                obs[:, :n_feat] = [[rows[s][f] for f in names] for s in symbols]
+        if rets is None:
+            rets = [float(rows[s].get("ret_1", 0.0)) for s in symbols]
+        books = self.books
+        obs[:, n_feat:] = [(books.get(s) or self._book(s)).step(r, costs) for s, r in zip(symbols, rets, strict=True)]
+        act = policy.act(obs)
+        # the first action of each row as a double, clipped to [-1, 1] (NaN stays NaN, as np.clip keeps it)
+        out = [min(max(a, -1.0), 1.0) for a in (act[:, 0] if act.ndim == 2 else act.reshape(len(symbols), -1)[:, 0])
+               .tolist()]
+        for s, a in zip(symbols, out, strict=True):
             books[s].target = a
-        return act
+        return out
 
     def _book(self, symbol: str) -> PolicyBook:
         """Return a symbol's policy book, restored from the snapshot or new (a symbol's first scored bar)."""

@@ -1,0 +1,204 @@
+"""Benchmark: ``training.backtest`` end to end on real 5m candles, symbol-bars per second per stage.
+
+Usage::
+
+    .venv/bin/python tests/bench/bench_backtest.py                  # 5 symbols, January 2024 (44.6k symbol-bars)
+    .venv/bin/python tests/bench/bench_backtest.py --full           # 5 symbols x ~72k bars (2024-01-01 .. 09-06)
+    .venv/bin/python tests/bench/bench_backtest.py --repeat 3 --chunk 256
+
+Data: ``--data`` (default ``../shared/data/binance-spot-5m-2024``), the five symbols
+BTC, ETH, SOL, XRP, DOGE against USDT.  This is a speed benchmark, not research: the
+models only have to exist and be of the shape the flow scores (the speed does not
+depend on their quality).
+
+Models: ``--registry DIR`` (default ``var/bench_registry_5m``); if it holds no 5m
+ensemble, it is built once with the commands a user would type, in a scratch
+``local`` profile: ``training.backfill files`` of the January 5m candles,
+``training.train`` lightgbm / lstm / gnn with the main job's quick flags
+(``flows.bootstrap.QUICK``) and the ensemble, ``training.rl train tactical --quick``
+on the candle files and ``training.rl export tactical``.  A few minutes on 2 cores.
+
+Each repeat times, in this order:
+
+1. *features*: the candle files through the flow's operators alone
+   (``training.backfill.operator_records``: bars, per-symbol features, cross-asset), and
+   the same records from whole arrays (``training.history_features.history_records``, what
+   the backtest uses with ``--chunk`` above 1);
+2. the backtest with ``--chunk N`` (``training.backtest.run_backtest``: files, features,
+   close barrier with scoring (ensemble with LightGBM, LSTM, graph model; the tactical
+   policy), decision step with risk, paper broker and portfolio), end to end, with the
+   seconds of each stage as the run measured them (``BacktestResult.spent``);
+3. the baseline: the same backtest with ``--chunk 1`` (bar time by bar time, as the
+   live flow scores).
+
+Symbol-bars/s of a stage = symbol-bars of the run / seconds spent in that stage.
+Checks on every run: the chunked backtest's fills and equity equal the bar by bar
+one's within float rounding (as ``tests/unit/flows/test_replay.py`` asserts).
+Not a test; machines here are noisy: compare ratios within one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT)]
+
+from flows.operators.model_bank import has_models  # noqa: E402
+from flows.settings import Settings, load_settings  # noqa: E402
+from training.backfill import _files, _ms, operator_records  # noqa: E402
+from training.backtest import BacktestResult, run_backtest  # noqa: E402
+from training.history_features import history_records  # noqa: E402
+
+SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT")
+DATA = ROOT.parent / "shared" / "data" / "binance-spot-5m-2024"
+TRAIN = ("2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z")  # what the quick models see (speed only)
+STAGES = ("features", "scoring", "decisions")
+
+
+def log(msg: str) -> None:
+    """Print a progress line to stderr."""
+    print(f"[bench_backtest {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def files(data: Path, symbols: tuple[str, ...]) -> list[Path]:
+    """Return the 5m candle file of each symbol."""
+    return [data / f"{s.replace('/', '_')}-5m.parquet" for s in symbols]
+
+
+def ensure_registry(root: Path, data: Path, symbols: tuple[str, ...]) -> None:
+    """Build a 5m registry with every member and the tactical policy into ``root`` unless it has a 5m ensemble."""
+    if has_models(root, "5m"):
+        return
+    from flows.bootstrap import QUICK
+    from tests.kit.repo import copy_feature_repo
+
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        copy_feature_repo(tmp)
+        env = {**os.environ, "CRYPTOSTREAM_PROFILE": "local", "CRYPTOSTREAM_DATA_DIR": str(tmp),
+               "CRYPTOSTREAM_FEAST_REPO": str(tmp / "feature_repo"), "CRYPTOSTREAM_SYMBOLS": ",".join(symbols),
+               "CRYPTOSTREAM_BARS__TIMEFRAMES": "5m", "CRYPTOSTREAM_EXCHANGE__FILL_GAPS": "false",
+               "PYTHONPATH": str(ROOT)}
+        py = sys.executable
+        window = ["--symbols", *symbols, "--timeframe", "5m", "--start", TRAIN[0], "--end", TRAIN[1],
+                  "--registry", str(root), "--seed", "7"]
+        steps = [
+            ([str(Path(py).with_name("feast")), "-c", str(tmp / "feature_repo"), "apply"], "feast apply"),
+            ([py, "-m", "training.backfill", "files", *map(str, files(data, symbols)), "--start", TRAIN[0],
+              "--end", TRAIN[1]], "backfill January 5m"),
+            *[([py, "-m", "training.train", fam, *window, *QUICK[fam]], f"train {fam}")
+              for fam in ("lightgbm", "lstm", "gnn")],
+            ([py, "-m", "training.train", "ensemble", "--registry", str(root), *QUICK["ensemble"]], "train ensemble"),
+            ([py, "-m", "training.rl", "train", "tactical", "--quick", "--data-dir", str(data), "--timeframe", "5m",
+              "--symbols", *symbols, "--end", TRAIN[1], "--registry", str(root), "--no-progress"], "train tactical"),
+            ([py, "-m", "training.rl", "export", "tactical", "--registry", str(root)], "export tactical"),
+        ]
+        for cmd, what in steps:
+            t0 = time.perf_counter()
+            log(f"registry: {what} ...")
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
+            if done.returncode != 0:
+                raise SystemExit(f"{what} failed:\n{(done.stderr or done.stdout)[-3000:]}")
+            log(f"registry: {what} done in {time.perf_counter() - t0:.0f} s")
+
+
+def settings_for(registry: Path, out: Path, symbols: tuple[str, ...]) -> Settings:
+    """Settings of the backtest: local profile, scratch data dir, the bench registry, 5m scoring."""
+    return load_settings(env={"CRYPTOSTREAM_SYMBOLS": ",".join(symbols), "CRYPTOSTREAM_DATA_DIR": str(out),
+                              "CRYPTOSTREAM_BARS__TIMEFRAMES": "5m", "CRYPTOSTREAM_SCORING__REGISTRY": str(registry),
+                              "CRYPTOSTREAM_EXCHANGE__FILL_GAPS": "false"})
+
+
+def features_only(paths: list[Path], end_ms: int | None, records: Any = operator_records) -> tuple[float, int]:
+    """Time the candle files through ``records`` (the operators, or the whole-array path) alone: (seconds, bars)."""
+    t0 = time.perf_counter()
+    streams, tf = _files(paths, None, end_ms)
+    bars = sum(1 for r in records(streams, tf) if type(r).__name__ == "Bar")
+    return time.perf_counter() - t0, bars
+
+
+def backtest(settings: Settings, paths: list[Path], end_ms: int | None, chunk: int) -> tuple[float, BacktestResult]:
+    """Time ``run_backtest`` end to end (reading the files included); return (seconds, result)."""
+    t0 = time.perf_counter()
+    streams, tf = _files(paths, None, end_ms)
+    result = run_backtest(settings, streams, tf, None, chunk=chunk)
+    return time.perf_counter() - t0, result
+
+
+def same_trades(a: BacktestResult, b: BacktestResult) -> str:
+    """Return how far two runs' fills and equity are apart (``equal`` when bit for bit)."""
+    if len(a.fills) != len(b.fills) or a.times != b.times:
+        return f"DIFFERENT: {len(a.fills)} vs {len(b.fills)} fills, {len(a.times)} vs {len(b.times)} closes"
+    de = max((abs(x - y) / max(abs(y), 1.0) for x, y in zip(a.equity, b.equity, strict=True)), default=0.0)
+    dq = max((abs(x.qty - y.qty) / max(abs(y.qty), 1e-12) for x, y in zip(a.fills, b.fills, strict=True)),
+             default=0.0)
+    sides = all(x.side == y.side and x.symbol == y.symbol and x.ts == y.ts for x, y in zip(a.fills, b.fills,
+                                                                                            strict=True))
+    return "equal" if de == dq == 0.0 and sides else f"{'same' if sides else 'DIFFERENT'} fills, " \
+        f"max rel diff equity {de:.1e}, qty {dq:.1e}"
+
+
+def fmt(bars: int, seconds: float) -> str:
+    """Symbol-bars per second, thousands separated."""
+    return f"{bars / seconds:>10,.0f}" if seconds > 0 else "         -"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, build or reuse the registry, time the runs, print the table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--registry", type=Path, default=ROOT / "var" / "bench_registry_5m")
+    p.add_argument("--end", default="2024-02-01T00:00:00Z", help="end of the slice (exclusive)")
+    p.add_argument("--full", action="store_true", help="every bar of the files (~72k bar times)")
+    p.add_argument("--chunk", type=int, default=256, help="bar times per scoring call of the timed backtest")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-baseline", action="store_true", help="skip the --chunk 1 baseline")
+    args = p.parse_args(argv)
+    symbols = SYMBOLS
+    ensure_registry(args.registry, args.data, symbols)
+    paths, end_ms = files(args.data, symbols), None if args.full else _ms(args.end)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings_for(args.registry, Path(tmp), symbols)
+        for i in range(args.repeat):
+            f_s, n = features_only(paths, end_ms)
+            h_s, _ = features_only(paths, end_ms, history_records)
+            t_n, res_n = backtest(settings, paths, end_ms, args.chunk)
+            row: dict[str, Any] = {"features only": f_s, "history features": h_s, "n": n,
+                                   f"chunk {args.chunk}": t_n, "spent": res_n.spent, "fills": len(res_n.fills)}
+            if not args.no_baseline:
+                t_1, res_1 = backtest(settings, paths, end_ms, 1)
+                row["chunk 1"], row["spent 1"], row["check"] = t_1, res_1.spent, same_trades(res_n, res_1)
+            rows.append(row)
+            log(f"repeat {i + 1}: {n} symbol-bars; features only {n / f_s:,.0f}/s; chunk {args.chunk} "
+                f"{n / t_n:,.0f}/s" + (f"; chunk 1 {n / row['chunk 1']:,.0f}/s ({row['check']})"
+                                      if "chunk 1" in row else ""))
+    n = rows[0]["n"]
+    print(f"\ntraining.backtest, {len(symbols)} symbols x {n // len(symbols):,} 5m bars = {n:,} symbol-bars "
+          f"{rows[0]['fills']} fills, registry {args.registry}")
+    print(f"{'run':<44}" + "".join(f"{'repeat ' + str(i + 1):>12}" for i in range(len(rows))) + "   (symbol-bars/s)")
+    lines = [(f"backtest --chunk {args.chunk}, end to end", [r[f"chunk {args.chunk}"] for r in rows])]
+    lines += [(f"  stage {k}", [r["spent"][k] for r in rows]) for k in rows[0]["spent"] if k != "sink"]
+    if "chunk 1" in rows[0]:
+        lines.append(("baseline: backtest --chunk 1, end to end", [r["chunk 1"] for r in rows]))
+        lines += [(f"  stage {k}", [r["spent 1"][k] for r in rows]) for k in rows[0]["spent 1"] if k != "sink"]
+    lines.append(("features only, streaming operators", [r["features only"] for r in rows]))
+    lines.append(("features only, whole arrays (history_records)", [r["history features"] for r in rows]))
+    for name, secs in lines:
+        print(f"{name:<44}" + "".join(f"{fmt(n, s):>12}" for s in secs))
+    if "chunk 1" in rows[0]:
+        ratios = " ".join(f"{r['chunk 1'] / r[f'chunk {args.chunk}']:.2f}x" for r in rows)
+        print(f"chunk {args.chunk} vs chunk 1 (same run): {ratios}; trades: {rows[-1]['check']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

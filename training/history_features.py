@@ -1,0 +1,242 @@
+"""The flow's features of stored history, computed over whole arrays: what the operators give, faster.
+
+The live flow computes features bar by bar (:class:`flows.operators.features.FeatureEngine`
+per symbol, :class:`flows.operators.cross_asset.CrossAssetStep` across symbols).  A
+backtest already holds every bar of every symbol, so :func:`history_records` computes
+the same features per symbol over whole numpy arrays and yields the same records in the
+same order as :func:`training.backfill.operator_records`: each bar, the cross-asset rows
+of a bar time after the bar that completes it, the bar's feature row.
+
+Bit for bit, not within a tolerance (``tests/unit/training/test_history_features.py``
+checks every value with ``==`` on real candles and on edge cases): element-wise
+arithmetic is IEEE-rounded alike in numpy and Python; the logarithms go through
+``math.log`` (numpy's differs in the last bit on ~4 % of inputs); every window sum adds
+the window's elements oldest first, as Python's ``sum`` does over a deque, one vector
+addition per window position; the recursive means (EMAs, Wilder means) run in one plain
+loop per symbol.
+
+The cross-asset step emits a bar time once every symbol has delivered its return
+(``max_wait_bars`` off, as in the backfill and the backtest).  Over history that is the
+leading run of bar times where every symbol has a return: the first bar time some
+symbol lacks is never completed, and the step waits on it for the rest of the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from flows.operators.cross_asset import CROSS_FEATURES, WINDOW
+from flows.operators.features import (
+    _A9,
+    _A12,
+    _A26,
+    _AW,
+    _DAY_MS,
+    _EPOCH_WEEKDAY,
+    FEATURES,
+    RET_LAGS,
+    RV_WINDOWS,
+    WARMUP,
+    _time_of_day,
+    _weekday,
+)
+from flows.records import Bar, FeatureRow
+from flows.timeframes import timeframe_ms
+
+_CLOSE, _HIGH, _LOW, _VOLUME, _COUNT, _VWAP, _TAKER = 6, 4, 5, 7, 9, 10, 11  # Bar fields
+
+
+def window_sums(x: np.ndarray, w: int) -> np.ndarray:
+    """Return ``out[k] = x[k] + x[k+1] + ... + x[k+w-1]`` added in that order (Python's ``sum``), along axis 0."""
+    k = len(x) - w + 1
+    acc = x[0:k] + 0.0  # sum() starts from 0: 0 + (-0.0) is 0.0
+    for j in range(1, w):
+        acc += x[j:j + k]
+    return acc
+
+
+def window_mean_std(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Return (mean, population std, first index) over windows of ``w`` as ``features._mean_std`` computes them."""
+    k = len(x) - w + 1
+    m = window_sums(x, w) / w
+    d = x[0:k] - m
+    acc = d * d + 0.0
+    for j in range(1, w):
+        d = x[j:j + k] - m
+        acc += d * d
+    return m, np.sqrt(acc / w), w - 1
+
+
+def _logs(ratios: np.ndarray) -> np.ndarray:
+    log = math.log
+    return np.array([log(r) for r in ratios.tolist()], np.float64)
+
+
+def _recursive(c: np.ndarray, h: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return the EMAs of ``FeatureEngine.update`` per bar: macd, signal, Wilder gain, loss, ATR."""
+    n = len(c)
+    cl, hi, low = c.tolist(), h.tolist(), lo.tolist()
+    e12 = e26 = cl[0]
+    m = e12 - e26
+    s = m
+    g = ls = a = 0.0
+    mac, sg, gn, lss, at = [m], [s], [0.0], [0.0], [0.0]
+    prev = cl[0]
+    for i in range(1, n):
+        x = cl[i]
+        change = x - prev
+        up = change if change > 0 else 0.0
+        down = -change if change < 0 else 0.0
+        hh, ll = hi[i], low[i]
+        tr = max(hh - ll, abs(hh - prev), abs(ll - prev))
+        if i == 1:
+            g, ls, a = up, down, tr
+        else:
+            g = g + _AW * (up - g)
+            ls = ls + _AW * (down - ls)
+            a = a + _AW * (tr - a)
+        e12 = e12 + _A12 * (x - e12)
+        e26 = e26 + _A26 * (x - e26)
+        m = e12 - e26
+        s = s + _A9 * (m - s)
+        mac.append(m)
+        sg.append(s)
+        gn.append(g)
+        lss.append(ls)
+        at.append(a)
+        prev = x
+    return tuple(np.array(v, np.float64) for v in (mac, sg, gn, lss, at))
+
+
+def bar_features(bars: list[Bar], tf_ms: int) -> np.ndarray:
+    """Return the features (columns ``FEATURES``) of bars ``WARMUP - 1`` onwards: ``[len(bars) - 60, 22]``."""
+    n = len(bars)
+    if n < WARMUP:
+        return np.empty((0, len(FEATURES)))
+    cols = list(zip(*bars, strict=True))
+    c, h, lo, v = (np.array(cols[i], np.float64) for i in (_CLOSE, _HIGH, _LOW, _VOLUME))
+    vwap, taker, count = np.array(cols[_VWAP], np.float64), np.array(cols[_TAKER], np.float64), \
+        np.array(cols[_COUNT], np.float64)
+    ts = np.array(cols[2], np.int64)
+    first = WARMUP - 1
+    cw = c[first:]
+    f = np.empty((n - first, len(FEATURES)))
+    at = {name: i for i, name in enumerate(FEATURES)}
+    for k in RET_LAGS:
+        f[:, at[f"ret_{k}"]] = _logs(cw / c[first - k:n - k])
+    r = np.concatenate(([0.0], _logs(c[1:] / c[:-1])))
+    sq = r * r
+    for w in RV_WINDOWS:
+        f[:, at[f"rv_{w}"]] = np.sqrt(window_sums(sq[1:], w)[first - w:])  # sq[1:]: bar 1 has the first return
+    macd, sig, gain, loss, atr = (a[first:] for a in _recursive(c, h, lo))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = np.where(loss == 0.0, 100.0, 100.0 - 100.0 / (1.0 + gain / loss))
+        f[:, at["rsi_14"]] = np.where((gain == 0.0) & (loss == 0.0), 50.0, rsi)
+        f[:, at["macd"]], f[:, at["macd_signal"]], f[:, at["macd_hist"]] = macd, sig, macd - sig
+        m, s, o = window_mean_std(c, 20)
+        m, s = m[first - o:], s[first - o:]
+        f[:, at["bb_pctb"]] = np.where(s == 0.0, 0.5, (cw - (m - 2 * s)) / (4 * s))
+        f[:, at["bb_bandwidth"]] = 4 * s / m
+        f[:, at["atr_14"]] = atr / cw
+        vm, vs, o = window_mean_std(v, 60)
+        vm, vs, vw = vm[first - o:], vs[first - o:], v[first:]
+        f[:, at["volume_z_60"]] = np.where(vs == 0.0, 0.0, (vw - vm) / vs)
+        vwp = vwap[first:]
+        f[:, at["vwap_dist"]] = (cw - vwp) / vwp
+        tb = taker[first:]
+        f[:, at["taker_imbalance"]] = np.where(vw == 0.0, 0.0, (2 * tb - vw) / vw)
+    f[:, at["trade_count"]] = count[first:]
+    f[:, at["hl_range"]] = (h[first:] - lo[first:]) / cw
+    close_ms = ts[first:] + tf_ms
+    f[:, [at["hour_sin"], at["hour_cos"]]] = _table(close_ms % _DAY_MS, _time_of_day)
+    f[:, [at["dow_sin"], at["dow_cos"]]] = _table((close_ms // _DAY_MS + _EPOCH_WEEKDAY) % 7, _weekday)
+    return f
+
+
+def _table(keys: np.ndarray, fn: Any) -> np.ndarray:
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return np.array([fn(int(u)) for u in uniq], np.float64).reshape(-1, 2)[inv]
+
+
+def cross_features(rets: np.ndarray, order: list[int], ref: int) -> np.ndarray:
+    """Return ``[T, S, 3]`` cross-asset features of aligned returns ``[T, S]`` (NaN before the window is full).
+
+    ``order``: the symbols' columns in arrival order (the sum of a bar time's returns is taken in it);
+    ``ref``: the reference symbol's column.
+    """
+    t_n, s_n = rets.shape
+    out = np.full((t_n, s_n, len(CROSS_FEATURES)), np.nan)
+    total = rets[:, order[0]] + 0.0
+    for j in order[1:]:
+        total = total + rets[:, j]
+    out[:, :, 2] = rets - (total / s_n)[:, None]
+    if t_n < WINDOW:
+        return out
+    k = t_n - WINDOW + 1
+    mean = window_sums(rets, WINDOW) / WINDOW  # [k, S]
+    my = mean[:, ref:ref + 1]
+    sxy = np.zeros((k, s_n))
+    sxx = np.zeros((k, s_n))
+    for j in range(WINDOW):
+        dx = rets[j:j + k] - mean
+        dy = rets[j:j + k, ref:ref + 1] - my
+        sxy += dx * dy
+        sxx += dx * dx
+    syy = sxx[:, ref:ref + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.where((sxx == 0.0) | (syy == 0.0), 0.0, sxy / np.sqrt(sxx * syy))
+        beta = np.where(syy == 0.0, 0.0, sxy / syy)
+    out[WINDOW - 1:, :, 0], out[WINDOW - 1:, :, 1] = corr, beta
+    return out
+
+
+def history_records(streams: dict[str, Iterable[Bar]], timeframe: str,
+                    reference: str = "BTC/USDT") -> Iterator[Any]:
+    """Yield what :func:`training.backfill.operator_records` yields for these bars, bit for bit, in its order."""
+    symbols = tuple(streams)
+    tf_ms = timeframe_ms(timeframe)
+    bars = {s: list(b) for s, b in streams.items()}
+    feats = {s: bar_features(b, tf_ms) for s, b in bars.items()}
+    cross = _cross_rows(symbols, bars, tf_ms, reference if reference in symbols else symbols[0])
+    last_sym = max(symbols)  # of a bar time's symbols, the merge delivers this one last
+    names, cnames = FEATURES, CROSS_FEATURES
+    keyed = [(b.ts, s, i) for s in symbols for i, b in enumerate(bars[s])]
+    keyed.sort()
+    first = WARMUP - 1
+    for ts, sym, i in keyed:
+        bar = bars[sym][i]
+        yield bar
+        close = ts + tf_ms
+        if sym == last_sym and close in cross:
+            for s, values in cross.pop(close):
+                yield FeatureRow("cross_asset_features", s, timeframe, close, dict(zip(cnames, values, strict=True)))
+        if i >= first:
+            yield FeatureRow("bar_features", sym, timeframe, close,
+                             dict(zip(names, feats[sym][i - first].tolist(), strict=True)))
+
+
+def _cross_rows(symbols: tuple[str, ...], bars: dict[str, list[Bar]], tf_ms: int,
+                reference: str) -> dict[int, list[tuple[str, list[float]]]]:
+    """Return close time -> the cross-asset step's rows (symbol, values) of that bar time, in symbol order."""
+    returns: dict[str, dict[int, float]] = {}
+    log = math.log
+    for s in symbols:
+        b = bars[s]
+        returns[s] = {cur.ts + tf_ms: log(cur.close / prev.close) for prev, cur in zip(b, b[1:], strict=False)}
+    times = sorted(set().union(*(r.keys() for r in returns.values())))
+    done = 0
+    for t in times:  # the leading bar times every symbol delivered (the step waits on the first one missing)
+        if not all(t in returns[s] for s in symbols):
+            break
+        done += 1
+    times = times[:done]
+    if not times:
+        return {}
+    rets = np.array([[returns[s][t] for s in symbols] for t in times], np.float64)
+    arrival = sorted(range(len(symbols)), key=lambda j: symbols[j])
+    x = cross_features(rets, arrival, symbols.index(reference)).tolist()
+    return {t: [(s, x[k][j]) for j, s in enumerate(symbols)] for k, t in enumerate(times[WINDOW - 1:], WINDOW - 1)}
