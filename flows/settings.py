@@ -29,6 +29,8 @@ from flows.errors import (
     SettingsError as SettingsError,  # re-exported: callers catch flows.settings.SettingsError
 )
 from flows.execution.config import ExecutionConfig
+from flows.operators.bars import MAX_EMPTY_BARS
+from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
 from flows.timeframes import TIMEFRAME_RE
 
@@ -86,6 +88,8 @@ class BarSettings(_Frozen):
     timeframes: tuple[str, ...] = ("1m",)
     allowed_lateness_ms: int = Field(0, ge=0, le=3_600_000)
     fill_empty: bool = True
+    max_empty_bars: int = Field(MAX_EMPTY_BARS, ge=0, le=100_000, description="empty bars one trade may close "
+                                "at most; a longer gap stays open (a dead letter says so)")
 
     @field_validator("timeframes", mode="before")
     @classmethod
@@ -141,6 +145,8 @@ class Settings(_Frozen):
     exchange: ExchangeSettings = ExchangeSettings()
     replay: ReplaySettings = ReplaySettings()
     bars: BarSettings = BarSettings()
+    trade_time: TradeTimeConfig = Field(TradeTimeConfig(), description="plausible trade times "
+                                        "(flows/operators/trade_time.py)")
     scoring: ScoringSettings = ScoringSettings()
     risk: RiskConfig = Field(RiskConfig(), description="sizing, limits, breakers, kill switch (flows/risk/config.py)")
     execution: ExecutionConfig = Field(ExecutionConfig(), description="broker, fees, slippage, live guard "
