@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -42,7 +43,7 @@ _LIST_FIELDS = {"symbols", "timeframes"}
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every float finite
 
 
 class ExchangeSettings(_Frozen):
@@ -62,6 +63,13 @@ class ExchangeSettings(_Frozen):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("must be a UTC time with its offset, e.g. 2024-08-08T23:54:00Z")
+        return value
+
+    @field_validator("api_key", "api_secret")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty (unset it instead, or set the key)")
         return value
 
     @field_validator("http_url", "ws_url")
@@ -224,9 +232,9 @@ def check_live_guard(settings: Settings, execution: ExecutionConfig | None = Non
     if not live.confirm:
         problems.append("execution.live.confirm (env CRYPTOSTREAM_EXECUTION__LIVE__CONFIRM) must be true to "
                         "trade real money")
-    if not live.max_capital:
+    if live.max_capital is None or not 0.0 < live.max_capital < math.inf:  # also NaN
         problems.append("execution.live.max_capital (env CRYPTOSTREAM_EXECUTION__LIVE__MAX_CAPITAL) must cap the "
-                        "capital in quote currency")
+                        "capital in quote currency (a finite amount above 0)")
     secrets_file = live.secrets_file
     has_keys = settings.exchange.api_key is not None and settings.exchange.api_secret is not None
     if not has_keys and secrets_file is None:
