@@ -285,6 +285,38 @@ def _env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(parts).upper()
 
 
+# Names whose values are never shown, known setting or not (URLs may carry a password).
+_SECRET_NAME = re.compile(r"key|secret|passw|passphrase|token|dsn|url|credential|auth|private|cookie|signature",
+                          re.IGNORECASE)
+
+
+def _secret_field(loc: tuple[Any, ...]) -> bool:
+    """Return True if ``loc`` names a secret: a ``SecretStr`` field, or a name that looks secret."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, str) and _SECRET_NAME.search(part):
+            return True
+        field = model.model_fields.get(part) if isinstance(part, str) and model is not None else None
+        if field is None:
+            model = None
+            continue
+        if "SecretStr" in str(field.annotation):
+            return True
+        model = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation,
+                                                                                      BaseModel) else None
+    return False
+
+
+def _masked(value: Any) -> Any:
+    """Return ``value`` with the values of secret-looking keys masked, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: "<secret>" if isinstance(k, str) and _SECRET_NAME.search(k) else _masked(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return value
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -293,7 +325,13 @@ def _describe(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "is not a known setting"
-        shown = "<secret>" if "dsn" in field or "url" in field or "key" in field else repr(e.get("input"))
+        value = e.get("input")
+        if _secret_field(loc):
+            shown = "<secret>"
+            if isinstance(value, (str, int, float)) and str(value).strip():
+                msg = msg.replace(str(value), "<secret>")  # a message may quote its input
+        else:
+            shown = repr(_masked(value))
         lines.append(f"  {field} (env {_env_name(loc)}) = {shown}: {msg}")
     return "invalid settings:\n" + "\n".join(lines)
 
