@@ -19,7 +19,7 @@ _SLIP = COSTS.paper_slippage
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every float finite
 
 
 class SlippageConfig(_Frozen):
