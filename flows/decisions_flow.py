@@ -18,6 +18,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from flows.go_live import OVERRIDE_RULE, GoLive, check_go_live, with_override
 from flows.heap import freeze_start_up_heap
 from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
@@ -25,6 +26,7 @@ from flows.operators.model_bank import ModelBank, has_models
 from flows.operators.scoring import CloseBarrier, ScoringStep
 from flows.records import Bar, Close, FeatureRow, Status
 from flows.recovery import recoverable
+from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings
 from flows.sinks.decisions import PARTITION, DecisionSink
 from flows.timeframes import timeframe_ms
@@ -64,8 +66,12 @@ def scoring_step(settings: Settings) -> Any:
     return step
 
 
-def decision_step(settings: Settings) -> Any:
-    """Return the decision step (one key: the portfolio); a restored step gets the worker's components."""
+def decision_step(settings: Settings, go_live: GoLive | None = None) -> Any:
+    """Return the decision step (one key: the portfolio); a restored step gets the worker's components.
+
+    With ``go_live`` overridden (:mod:`flows.go_live`), the first close worked after start
+    carries the risk event ``go_live:override`` and every status line shows it.
+    """
     tf = settings.trading_timeframe()
     holder: dict[str, Any] = {}
 
@@ -77,9 +83,23 @@ def decision_step(settings: Settings) -> Any:
             state = DecisionStep(settings.symbols, timeframe_ms(tf), holder["deps"])
         elif state.deps is None:
             state.attach(holder["deps"])
-        return state, state.on_closes(closes)
+        out = state.on_closes(closes)
+        return state, _with_override(out, go_live, holder) if go_live is not None and go_live.overridden else out
 
     return step
+
+
+def _with_override(out: list[Any], go_live: GoLive, holder: dict[str, Any]) -> list[Any]:
+    """Add the override's risk event once (at the first close worked) and show it on the status lines."""
+    marked: list[Any] = []
+    for r in out:
+        if isinstance(r, Status):
+            if "override_recorded" not in holder:
+                holder["override_recorded"] = True
+                marked.append(Rejection(PORTFOLIO, r.ts, OVERRIDE_RULE, go_live.event_reason(), 0.0, 0.0))
+            r = r._replace(halts=tuple(sorted(with_override(dict(r.halts), go_live).items())))
+        marked.append(r)
+    return marked
 
 
 class StatusPrinter(DynamicSink[Status]):
@@ -103,6 +123,7 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
         print(f"no {tf} ensemble in the registry {root}: running features only "
               "(python -m flows.main bootstraps one)", file=sys.stderr, flush=True)
         return False
+    go_live = check_go_live(settings)  # mode=live: refuses unless the deployment passed the gate (or override)
     trade_bars = op.filter("trading_bars", bars, lambda b: b.timeframe == tf)
     rows = op.filter("scoring_rows", features, lambda r: r.timeframe == tf)
     inputs: Stream[Any] = op.merge("scoring_inputs", trade_bars, rows)
@@ -112,7 +133,7 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     flat_preds = op.flat_map("predictions", closes, lambda cs: [p for c in cs for p in c.predictions])
     keyed_in = op.key_on("portfolio_key", closes, lambda _: "portfolio")
     out = op.key_rm("unkey_decisions", recoverable("decisions", keyed_in, DecisionStep.from_snapshot,
-                                                   decision_step(settings)))
+                                                   decision_step(settings, go_live)))
     records = op.filter("decision_records", out, lambda r: not isinstance(r, Status))
     to_store = op.merge("to_decision_store", flat_preds, records)
     op.output("decision_store", op.key_on("decision_store_key", to_store, lambda _: PARTITION), DecisionSink(settings))

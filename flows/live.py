@@ -39,11 +39,13 @@ from flows.timeframes import timeframe_ms
 def symbol_step(settings: Settings):
     """Return the per-symbol step (a :class:`SymbolPipeline`; Bytewax keeps its snapshot, :mod:`flows.recovery`)."""
     tfs, lateness, fill = settings.bars.timeframes, settings.bars.allowed_lateness_ms, settings.bars.fill_empty
+    cap, tt = settings.bars.max_empty_bars, settings.trade_time
 
     def step(pipe: SymbolPipeline | None, item: tuple[str, list]) -> tuple[SymbolPipeline, list[Output]]:
         symbol, trades = item
         if pipe is None:
-            pipe = SymbolPipeline(symbol, tfs, lateness, fill)
+            pipe = SymbolPipeline(symbol, tfs, lateness, fill, max_empty_bars=cap, max_jump_ms=tt.max_jump_ms,
+                                  confirm_trades=tt.confirm_trades)
         return pipe, pipe.on_trades(trades)
 
     return step
@@ -94,7 +96,7 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
 
     def parse(batch: RawBatch) -> tuple[str, tuple[list, list[DeadLetter]]]:
         symbol, received_ms, msgs = batch
-        trades, dead = parse_messages(msgs, symbols, received_ms)
+        trades, dead = parse_messages(msgs, symbols, received_ms, trade_time=settings.trade_time)
         return symbol, (trades, dead)
 
     parsed = op.map("parse", raw, parse)

@@ -30,6 +30,7 @@ from flows import feast_store
 from flows.bootstrap import bootstrap, registry_summary
 from flows.exchange.replay_process import replay_process, speed_arg
 from flows.feature_catalog import BAR_FEATURES, view_name
+from flows.go_live import check_go_live
 from flows.settings import Settings, SettingsError, load_settings
 from flows.stores import open_stores
 
@@ -135,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not a.no_bootstrap:
         bootstrap(settings, {**feast_store.feast_environment(settings)})
+    try:
+        check_go_live(settings)  # mode=live: the deployed versions must carry a passing verdict (flows.go_live)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     t0 = time.monotonic()
     with exchange_for(settings) as env:
         env = {**env, "CRYPTOSTREAM_DURATION_S": str(duration)}

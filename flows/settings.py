@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -29,6 +30,8 @@ from flows.errors import (
     SettingsError as SettingsError,  # re-exported: callers catch flows.settings.SettingsError
 )
 from flows.execution.config import ExecutionConfig
+from flows.operators.bars import MAX_EMPTY_BARS
+from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
 from flows.timeframes import TIMEFRAME_RE
 
@@ -40,7 +43,7 @@ _LIST_FIELDS = {"symbols", "timeframes"}
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every float finite
 
 
 class ExchangeSettings(_Frozen):
@@ -60,6 +63,13 @@ class ExchangeSettings(_Frozen):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("must be a UTC time with its offset, e.g. 2024-08-08T23:54:00Z")
+        return value
+
+    @field_validator("api_key", "api_secret")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty (unset it instead, or set the key)")
         return value
 
     @field_validator("http_url", "ws_url")
@@ -86,6 +96,8 @@ class BarSettings(_Frozen):
     timeframes: tuple[str, ...] = ("1m",)
     allowed_lateness_ms: int = Field(0, ge=0, le=3_600_000)
     fill_empty: bool = True
+    max_empty_bars: int = Field(MAX_EMPTY_BARS, ge=0, le=100_000, description="empty bars one trade may close "
+                                "at most; a longer gap stays open (a dead letter says so)")
 
     @field_validator("timeframes", mode="before")
     @classmethod
@@ -141,6 +153,8 @@ class Settings(_Frozen):
     exchange: ExchangeSettings = ExchangeSettings()
     replay: ReplaySettings = ReplaySettings()
     bars: BarSettings = BarSettings()
+    trade_time: TradeTimeConfig = Field(TradeTimeConfig(), description="plausible trade times "
+                                        "(flows/operators/trade_time.py)")
     scoring: ScoringSettings = ScoringSettings()
     risk: RiskConfig = Field(RiskConfig(), description="sizing, limits, breakers, kill switch (flows/risk/config.py)")
     execution: ExecutionConfig = Field(ExecutionConfig(), description="broker, fees, slippage, live guard "
@@ -218,9 +232,9 @@ def check_live_guard(settings: Settings, execution: ExecutionConfig | None = Non
     if not live.confirm:
         problems.append("execution.live.confirm (env CRYPTOSTREAM_EXECUTION__LIVE__CONFIRM) must be true to "
                         "trade real money")
-    if not live.max_capital:
+    if live.max_capital is None or not 0.0 < live.max_capital < math.inf:  # also NaN
         problems.append("execution.live.max_capital (env CRYPTOSTREAM_EXECUTION__LIVE__MAX_CAPITAL) must cap the "
-                        "capital in quote currency")
+                        "capital in quote currency (a finite amount above 0)")
     secrets_file = live.secrets_file
     has_keys = settings.exchange.api_key is not None and settings.exchange.api_secret is not None
     if not has_keys and secrets_file is None:
@@ -271,6 +285,38 @@ def _env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(parts).upper()
 
 
+# Names whose values are never shown, known setting or not (URLs may carry a password).
+_SECRET_NAME = re.compile(r"key|secret|passw|passphrase|token|dsn|url|credential|auth|private|cookie|signature",
+                          re.IGNORECASE)
+
+
+def _secret_field(loc: tuple[Any, ...]) -> bool:
+    """Return True if ``loc`` names a secret: a ``SecretStr`` field, or a name that looks secret."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, str) and _SECRET_NAME.search(part):
+            return True
+        field = model.model_fields.get(part) if isinstance(part, str) and model is not None else None
+        if field is None:
+            model = None
+            continue
+        if "SecretStr" in str(field.annotation):
+            return True
+        model = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation,
+                                                                                      BaseModel) else None
+    return False
+
+
+def _masked(value: Any) -> Any:
+    """Return ``value`` with the values of secret-looking keys masked, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: "<secret>" if isinstance(k, str) and _SECRET_NAME.search(k) else _masked(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return value
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -279,7 +325,13 @@ def _describe(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "is not a known setting"
-        shown = "<secret>" if "dsn" in field or "url" in field or "key" in field else repr(e.get("input"))
+        value = e.get("input")
+        if _secret_field(loc):
+            shown = "<secret>"
+            if isinstance(value, (str, int, float)) and str(value).strip():
+                msg = msg.replace(str(value), "<secret>")  # a message may quote its input
+        else:
+            shown = repr(_masked(value))
         lines.append(f"  {field} (env {_env_name(loc)}) = {shown}: {msg}")
     return "invalid settings:\n" + "\n".join(lines)
 

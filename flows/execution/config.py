@@ -19,7 +19,7 @@ _SLIP = COSTS.paper_slippage
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every float finite
 
 
 class SlippageConfig(_Frozen):
@@ -48,6 +48,9 @@ class LiveConfig(_Frozen):
     recv_window_ms: int = Field(5_000, ge=100, le=60_000, description="Binance recvWindow of signed requests")
     timeout_ms: int = Field(10_000, ge=100, le=120_000, description="ccxt request timeout")
     trades_limit: int = Field(500, ge=1, le=1_000, description="most own trades fetched per poll and symbol")
+    gate_override_reason: str | None = Field(None, min_length=10, description="start mode=live without a "
+                                             "passing go-live verdict (python -m training.gate), for this "
+                                             "reason; recorded as the risk event go_live:override")
     cancel_after_bars: int | None = Field(None, ge=1, description="cancel entry orders still open after this "
                                           "many bars; None = leave them")
 

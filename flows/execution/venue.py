@@ -48,7 +48,7 @@ def load_keys(exchange: ExchangeSettings, secrets_file: Path | None) -> tuple[st
     except (OSError, ValueError) as exc:
         raise SettingsError(f"execution.live.secrets_file {path}: cannot read it as "
                             f"{'TOML' if path.suffix == '.toml' else 'JSON'} ({type(exc).__name__})") from None
-    missing = [k for k in ("api_key", "api_secret") if not isinstance(doc.get(k), str) or not doc[k]]
+    missing = [k for k in ("api_key", "api_secret") if not isinstance(doc.get(k), str) or not doc[k].strip()]
     if missing:
         raise SettingsError(f"execution.live.secrets_file {path}: missing {' and '.join(missing)}")
     return doc["api_key"], doc["api_secret"]

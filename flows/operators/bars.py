@@ -7,7 +7,10 @@ trade past the boundary closes the bar.  A trade for a bar that is still open
 amends it, even when it arrives out of order.  A trade for a bar already closed
 is *late*: it is returned to the caller, never silently dropped, so the flow can
 count and keep it.  Gaps between trades become empty bars at the last close
-(volume 0) so every symbol has one bar per period.
+(volume 0) so every symbol has one bar per period, at most ``max_empty_bars`` in
+a row: past that the gap stays open (recorded in :attr:`BarBuilder.unfilled`),
+so one implausible trade time cannot make millions of bars.  A gap in the
+stream is the websocket source's to fill from REST, not the bar builder's.
 
 The state is plain data (:meth:`BarBuilder.snapshot`) for Bytewax recovery.
 """
@@ -22,6 +25,7 @@ from flows.timeframes import timeframe_ms
 
 # Accumulator slots of an open bar, kept as a list for speed.
 _O, _H, _L, _C, _V, _QV, _N, _TB = range(8)
+MAX_EMPTY_BARS = 1440  # a day of 1m bars
 
 
 class BarBuilder:
@@ -34,12 +38,16 @@ class BarBuilder:
         allowed_lateness_ms: int = 0,
         fill_empty: bool = True,
         state: dict[str, Any] | None = None,
+        max_empty_bars: int = MAX_EMPTY_BARS,
     ) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
         self.tf_ms = timeframe_ms(timeframe)
         self.lateness_ms = allowed_lateness_ms
         self.fill_empty = fill_empty
+        self.max_empty_bars = max_empty_bars
+        # gaps [start, end) left without empty bars (more than max_empty_bars); the caller drains it
+        self.unfilled: list[tuple[int, int]] = []
         state = state or {}
         # open bars by start time; values are [o, h, l, c, v, qv, n, taker_buy_v]
         self.open: dict[int, list[float]] = {int(k): list(v) for k, v in state.get("open", {}).items()}
@@ -112,23 +120,33 @@ class BarBuilder:
         return self._close_through(self.watermark)
 
     def _close_through(self, watermark: int) -> list[Bar]:
-        tf, lateness, out = self.tf_ms, self.lateness_ms, []
+        tf, lateness = self.tf_ms, self.lateness_ms
+        out: list[Bar] = []
+        due = watermark - lateness - tf  # a bar starting at or before this is due
+        due_end = (due // tf + 1) * tf  # the start of the first bar not due
         while True:
             t = self.closed_until
             if t is None or self.last_close is None or not self.fill_empty:
                 if not self.open:
                     break
                 t = min(self.open)
-            if t + tf + lateness > watermark:
+            if t > due:
                 break
             acc = self.open.pop(t, None)
             if acc is None:
                 c = self.last_close
                 assert c is not None  # an empty bar is only filled after a real one closed
-                out.append(Bar(self.symbol, self.timeframe, t, c, c, c, c, 0.0, 0.0, 0, c, 0.0))
-            else:
-                out.append(Bar(self.symbol, self.timeframe, t, acc[_O], acc[_H], acc[_L], acc[_C],
-                               acc[_V], acc[_QV], int(acc[_N]), acc[_QV] / acc[_V], acc[_TB]))
-                self.last_close = acc[_C]
+                # The run of empty bars up to the next open bar or the first bar not due.
+                end = min(min(self.open), due_end) if self.open else due_end
+                stop = min(end, t + self.max_empty_bars * tf)
+                sym, tfname = self.symbol, self.timeframe
+                out.extend(Bar(sym, tfname, s, c, c, c, c, 0.0, 0.0, 0, c, 0.0) for s in range(t, stop, tf))
+                if stop < end:
+                    self.unfilled.append((stop, end))
+                self.closed_until = end
+                continue
+            out.append(Bar(self.symbol, self.timeframe, t, acc[_O], acc[_H], acc[_L], acc[_C],
+                           acc[_V], acc[_QV], int(acc[_N]), acc[_QV] / acc[_V], acc[_TB]))
+            self.last_close = acc[_C]
             self.closed_until = t + tf
         return out

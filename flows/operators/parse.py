@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import orjson
 
+from flows.operators.trade_time import DEFAULT_TRADE_TIME, TradeTimeConfig
 from flows.records import DeadLetter, Trade
 
 _REQUIRED = ("s", "t", "p", "q", "T", "m")
@@ -36,15 +37,19 @@ def parse_messages(
     symbols: Mapping[str, str],
     received_ms: int,
     source: str = "binance.ws",
+    trade_time: TradeTimeConfig = DEFAULT_TRADE_TIME,
 ) -> tuple[list[Trade], list[DeadLetter]]:
     """Parse a batch of raw websocket messages into trades and dead letters.
 
     Args:
         raw: message payloads exactly as the websocket delivered them.
         symbols: exchange symbol (``BTCUSDT``) to ccxt symbol (``BTC/USDT``).
-        received_ms: receive time, stamped on dead letters.
+        received_ms: receive time (the host's clock), stamped on dead letters; a trade time
+            more than ``trade_time.max_ahead_ms`` after it is refused.
         source: name of the source, stamped on dead letters.
+        trade_time: the plausible trade times (see :mod:`flows.operators.trade_time`).
     """
+    first_ts, last_ts = trade_time.min_ts, received_ms + trade_time.max_ahead_ms
     trades: list[Trade] = []
     dead: list[DeadLetter] = []
     loads, append = orjson.loads, trades.append
@@ -72,16 +77,17 @@ def parse_messages(
         except (KeyError, TypeError, ValueError):
             ok = False
         else:  # the comparisons are also False for NaN
-            ok = 0.0 < price < _INF and 0.0 < qty < _INF and ts > 0
+            ok = 0.0 < price < _INF and 0.0 < qty < _INF and first_ts <= ts <= last_ts
         if ok:
             append(_new_trade(Trade, (symbol, trade_id, ts, price, qty, maker)))
         else:
             sym = symbols.get(doc.get("s", "")) if isinstance(doc.get("s"), str) else None
-            dead.append(DeadLetter(source, sym, received_ms, _refusal(doc, symbols), _text(msg)))
+            dead.append(DeadLetter(source, sym, received_ms, _refusal(doc, symbols, trade_time, received_ms),
+                                   _text(msg)))
     return trades, dead
 
 
-def _refusal(doc: dict, symbols: Mapping[str, str]) -> str:
+def _refusal(doc: dict, symbols: Mapping[str, str], trade_time: TradeTimeConfig, received_ms: int) -> str:
     """Return why a trade event failed the happy path of :func:`parse_messages`."""
     missing = [k for k in _REQUIRED if k not in doc]
     if missing:
@@ -101,6 +107,12 @@ def _refusal(doc: dict, symbols: Mapping[str, str]) -> str:
         return f"bad quantity: {doc['q']!r}"
     if ts <= 0:
         return f"bad trade time: {doc['T']!r}"
+    if ts < trade_time.min_ts:
+        return (f"implausible trade time: {doc['T']!r} is before trade_time.min_trade_time "
+                f"{trade_time.min_trade_time:%Y-%m-%dT%H:%M:%SZ} (seconds instead of milliseconds?)")
+    if ts > received_ms + trade_time.max_ahead_ms:
+        return (f"implausible trade time: {doc['T']!r} is {(ts - received_ms) / 1000:,.0f} s ahead of the receive "
+                f"clock (trade_time.max_ahead_ms={trade_time.max_ahead_ms}; microseconds, or the host clock is off?)")
     raise AssertionError(f"trade refused for no reason: {doc!r}")  # the two checks above must agree
 
 

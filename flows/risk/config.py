@@ -18,7 +18,7 @@ KELLY_MULTIPLIER = {"full_kelly": 1.0, "half_kelly": 0.5, "quarter_kelly": 0.25}
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every float finite
 
 
 def _pairs(value: Any, what: str) -> Any:

@@ -178,3 +178,26 @@ def test_backtest_of_the_same_candles_trades_exactly_like_the_live_paper_flow(sh
     summary = json.loads((tmp_path / "bt" / "summary.json").read_text())
     assert summary["fills"] > 0 and set(summary) >= {"strategy", "buy_and_hold", "fees"}
     assert (tmp_path / "bt" / "equity.png").stat().st_size > 1000
+
+
+def test_the_gates_paper_record_finds_the_run_and_its_replay_fills_exactly(paper_run, registry) -> None:  # noqa: F811
+    """training.paper_record: days, halts and a backtest replay of the bars the paper run stored."""
+    from flows.stores import open_stores
+    from training.paper_record import paper_record
+
+    env = {"CRYPTOSTREAM_DATA_DIR": str(paper_run), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS),
+           "CRYPTOSTREAM_BARS__TIMEFRAMES": "5m", "CRYPTOSTREAM_SCORING__REGISTRY": str(registry),
+           "CRYPTOSTREAM_SCORING__POLICY_FAMILY": "", "CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "0",
+           "CRYPTOSTREAM_RISK__SIZING__MIN_REBALANCE_FRACTION": "0"}
+    settings = load_settings(env=env)
+    stores = open_stores(settings)
+    decisions, history = stores.decision_reader(), stores.history_reader()
+    version = str(_table(paper_run, "predictions").model_version.iloc[0])
+    rec = paper_record(settings, decisions, history, version)
+    port = _table(paper_run, "portfolio_state")
+    span = (port.ts.max() - port.ts.min()) / pd.Timedelta(days=1)
+    assert len(rec.runs) == 1 and rec.days == pytest.approx(span) and rec.breaches == ()
+    assert rec.paper_fills >= 10 and rec.replay_fills == rec.paper_fills and rec.fill_deviation_bps == 0.0
+    other = load_settings(env={**env, "CRYPTOSTREAM_RISK__SIZING__METHOD": "fixed_fraction"})
+    assert paper_record(other, decisions, history, version).fill_deviation_bps > 1.0  # other sizing: other fills
+    assert paper_record(settings, decisions, history, "not-deployed").runs == ()

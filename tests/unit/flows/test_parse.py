@@ -10,6 +10,7 @@ from flows.operators.parse import parse_messages
 SYMBOLS = {"BTCUSDT": "BTC/USDT", "ETHUSDT": "ETH/USDT"}
 GOOD = {"e": "trade", "E": 1723161255343, "s": "BTCUSDT", "t": 3735683259, "p": "61837.63000000",
         "q": "0.02000000", "T": 1723161255342, "m": True, "M": True}
+RECEIVED = GOOD["T"] + 5  # the host clock when the batch arrived (trade times far from it are refused)
 
 
 def _msg(**changes) -> bytes:
@@ -19,7 +20,7 @@ def _msg(**changes) -> bytes:
 
 def test_raw_and_combined_stream_forms_parse() -> None:
     combined = orjson.dumps({"stream": "btcusdt@trade", "data": GOOD})
-    trades, dead = parse_messages([_msg(), combined], SYMBOLS, 0)
+    trades, dead = parse_messages([_msg(), combined], SYMBOLS, RECEIVED)
     assert dead == []
     assert len(trades) == 2
     t = trades[0]
@@ -52,9 +53,9 @@ def test_subscription_ack_is_not_a_dead_letter() -> None:
     ],
 )
 def test_bad_messages_become_dead_letters_with_reason(raw: bytes, reason: str) -> None:
-    trades, dead = parse_messages([raw, _msg()], SYMBOLS, 42)
+    trades, dead = parse_messages([raw, _msg()], SYMBOLS, RECEIVED)
     assert len(trades) == 1, "a bad message must not stop the good one after it"
     assert len(dead) == 1
     assert dead[0].reason.startswith(reason)
-    assert dead[0].ts == 42
+    assert dead[0].ts == RECEIVED
     assert dead[0].payload == raw.decode()

@@ -1,0 +1,108 @@
+"""Backtest overfitting: the deflated Sharpe ratio and the probability of backtest overfitting.
+
+- :func:`probabilistic_sharpe` (Bailey & López de Prado 2012): the probability that the
+  true Sharpe ratio exceeds a benchmark ``sr0``, given the observed per-period Sharpe
+  ratio, the sample length and the returns' skewness and kurtosis.
+- :func:`expected_max_sharpe` (Bailey & López de Prado 2014, eq. 10 with the
+  Euler-Mascheroni constant): the largest Sharpe ratio ``n`` independent trials with
+  Sharpe variance ``var`` are expected to show by luck alone.
+- :func:`deflated_sharpe`: the observed Sharpe ratio against that expected maximum:
+  ``excess = SR - SR0`` and ``probability = PSR(SR0)`` (the DSR).
+- :func:`pbo_cscv` (Bailey, Borwein, López de Prado & Zhu 2015): combinatorially
+  symmetric cross-validation over a matrix of trial returns; the probability of
+  backtest overfitting is the share of splits where the in-sample best trial ranks
+  below the median out of sample.
+
+All Sharpe ratios here are per period (not annualised) unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import NamedTuple
+
+import numpy as np
+from scipy import stats
+
+EULER_GAMMA = 0.5772156649015329
+
+
+class Deflated(NamedTuple):
+    """The deflated Sharpe ratio of one series (per period)."""
+
+    sharpe: float  # observed
+    sr0: float  # expected maximum of the trials under no skill
+    excess: float  # sharpe - sr0
+    probability: float  # DSR: P(true Sharpe > sr0)
+
+
+def probabilistic_sharpe(sharpe: float, n_obs: int, skew: float, kurtosis: float, sr0: float = 0.0) -> float:
+    """Return P(true Sharpe > ``sr0``) for an observed per-period ``sharpe`` over ``n_obs`` returns.
+
+    ``kurtosis`` is the plain (not excess) kurtosis: 3 for normal returns.
+    """
+    if n_obs < 2:
+        return float("nan")
+    denom = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
+    if denom <= 0:
+        return float("nan")
+    return float(stats.norm.cdf((sharpe - sr0) * math.sqrt(n_obs - 1) / math.sqrt(denom)))
+
+
+def expected_max_sharpe(n_trials: int, sharpe_var: float) -> float:
+    """Return the Sharpe ratio the best of ``n_trials`` skill-less trials is expected to show."""
+    if n_trials <= 1 or sharpe_var <= 0:
+        return 0.0
+    z1 = stats.norm.ppf(1.0 - 1.0 / n_trials)
+    z2 = stats.norm.ppf(1.0 - 1.0 / (n_trials * math.e))
+    return float(math.sqrt(sharpe_var) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2))
+
+
+def deflated_sharpe(returns: np.ndarray, n_trials: int, trial_sharpe_std: float) -> Deflated:
+    """Return the deflated Sharpe ratio of per-period ``returns`` picked as the best of ``n_trials``.
+
+    ``trial_sharpe_std``: the standard deviation of the trials' per-period Sharpe ratios.
+    """
+    r = np.asarray(returns, dtype=float)
+    r = r[np.isfinite(r)]
+    sd = float(r.std(ddof=1)) if len(r) > 1 else 0.0
+    if sd == 0.0:
+        return Deflated(0.0, 0.0, 0.0, float("nan"))
+    sr = float(r.mean() / sd)
+    sr0 = expected_max_sharpe(n_trials, trial_sharpe_std**2)
+    skew = float(stats.skew(r))
+    kurt = float(stats.kurtosis(r, fisher=False))
+    return Deflated(sr, sr0, sr - sr0, probabilistic_sharpe(sr, len(r), skew, kurt, sr0))
+
+
+def pbo_cscv(returns: np.ndarray, n_splits: int = 16) -> float:
+    """Return the probability of backtest overfitting of trials ``returns`` (rows: periods, columns: trials).
+
+    The rows are cut into ``n_splits`` (even) blocks; every half of the blocks is in
+    sample once, the rest out of sample.  For each split the trial with the best
+    in-sample Sharpe ratio is ranked out of sample; the PBO is the share of splits where
+    its relative rank ``w`` gives a logit ``log(w / (1 - w)) <= 0`` (below the median).
+    """
+    m = np.asarray(returns, dtype=float)
+    if m.ndim != 2 or m.shape[1] < 2:
+        raise ValueError("returns must be periods x trials with at least two trials")
+    if n_splits % 2 or n_splits < 2:
+        raise ValueError("n_splits must be even and at least 2")
+    blocks = np.array_split(np.arange(m.shape[0]), n_splits)
+    n_trials = m.shape[1]
+    below = total = 0
+    for chosen in combinations(range(n_splits), n_splits // 2):
+        ins = np.concatenate([blocks[i] for i in chosen])
+        oos = np.concatenate([blocks[i] for i in range(n_splits) if i not in chosen])
+        best = int(np.argmax(_sharpes(m[ins])))
+        oos_sr = _sharpes(m[oos])
+        rank = float(stats.rankdata(oos_sr)[best]) / (n_trials + 1)  # in (0, 1)
+        below += math.log(rank / (1.0 - rank)) <= 0.0
+        total += 1
+    return below / total
+
+
+def _sharpes(m: np.ndarray) -> np.ndarray:
+    sd = m.std(axis=0, ddof=1)
+    return np.where(sd > 0, m.mean(axis=0) / np.where(sd > 0, sd, 1.0), 0.0)
