@@ -137,6 +137,15 @@ class ScoringSettings(_Frozen):
         return value
 
 
+class StrategySettings(_Frozen):
+    """Which strategy decides the trades (:mod:`flows.strategies`), and its parameters."""
+
+    name: str = Field("legacy", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_]*)?$",
+                      description="built-in (legacy, default, trend) or a user's class as package.module:Class")
+    params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters, validated by "
+                                   "its Params model at start")
+
+
 class Settings(_Frozen):
     """Settings of one run of the system."""
 
@@ -160,6 +169,7 @@ class Settings(_Frozen):
     execution: ExecutionConfig = Field(ExecutionConfig(), description="broker, fees, slippage, live guard "
                                        "(flows/execution/config.py)")
     initial_cash: float = Field(10_000.0, gt=0.0, description="paper portfolio starting cash (quote currency)")
+    strategy: StrategySettings = Field(StrategySettings(), description="decision logic (flows/strategies)")
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -367,6 +377,11 @@ def load_settings(
         doc = loaded
     doc = _merge(_merge(doc, _env_tree(env)), {k: v for k, v in overrides.items() if v is not None})
     try:
-        return Settings.model_validate(doc)
+        settings = Settings.model_validate(doc)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    # the strategy is checked once the settings are: it may import the user's module
+    from flows.strategies.load import check_strategy
+
+    check_strategy(settings)
+    return settings

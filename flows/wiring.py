@@ -6,14 +6,14 @@ ccxt client, the kill switch of the profile's stores), the model swap watch (the
 profile's swap key, read once per bar time) and the SIGHUP handler that asks the model
 bank for a swap.
 
-Signal mapping: the scorer's ensemble signal is ``-1`` (no signal: confidence
-below the threshold), ``0`` (bearish) or ``1`` (bullish); the combination rules
-take a direction ``-1`` short, ``0`` none, ``+1`` long.
+The decisions come from the configured strategy (``strategy.name``,
+:func:`flows.strategies.load.build_strategy`); a strategy that sizes itself
+(``Strategy.sizing = "vol_target"``) gets a risk engine with that sizing method,
+every limit, halt, breaker and the kill switch as configured.
 """
 
 from __future__ import annotations
 
-import math
 import signal
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,10 @@ from typing import Any
 from flows.execution.orders import Broker
 from flows.operators.decisions import DecisionDeps
 from flows.records import OrderIntent, Prediction
-from flows.risk.signals import TargetPosition
 from flows.settings import Settings
 from flows.stores import open_stores
 from flows.stores.files import SwapFile
-
-_DIRECTION = {1: 1, 0: -1}
-
-
-def ml_direction(signal: int) -> int:
-    """Map the scorer's signal (-1 none, 0 bearish, 1 bullish) to a direction (-1, 0, +1)."""
-    return _DIRECTION.get(int(signal), 0)
+from flows.strategies.legacy import ml_direction as ml_direction  # re-exported
 
 
 def broker(settings: Settings) -> Broker:
@@ -49,26 +42,26 @@ def broker(settings: Settings) -> Broker:
 
 
 def build_deps(settings: Settings) -> DecisionDeps:
-    """Return the portfolio, risk engine, broker, signal combination, intent builder and kill switch."""
+    """Return the portfolio, risk engine, broker, strategy, intent builder and kill switch."""
     from flows.portfolio import Portfolio
     from flows.risk.engine import RiskEngine
-    from flows.risk.signals import combine
+    from flows.strategies.load import build_strategy
 
-    rules, strategy = settings.risk.signals, settings.scoring.strategy
+    strategy = settings.scoring.strategy
     order_type = settings.execution.default_order_type
     switch = open_stores(settings).kill_switch()
-
-    def combine_one(p: Prediction) -> TargetPosition:
-        rl = None if math.isnan(p.rl_target) else p.rl_target
-        return combine(p.probability, p.confidence, ml_direction(p.signal), rl, None, None, rules)
+    decide = build_strategy(settings)
+    risk = settings.risk
+    if decide.sizing is not None and risk.sizing.method != decide.sizing:
+        risk = risk.model_copy(update={"sizing": risk.sizing.model_copy(update={"method": decide.sizing})})
 
     def intent(p: Prediction, qty_delta: float, price: float) -> OrderIntent:
         side = "buy" if qty_delta > 0 else "sell"
         return OrderIntent(strategy, p.symbol, side, abs(qty_delta), order_type, None, None, p.ts, "entry",
                            f"p={p.probability:.3f} conf={p.confidence:.3f} rl={p.rl_target:.2f} @{price:g}")
 
-    return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(settings.risk), broker(settings), combine_one,
-                        intent, switch.status)
+    return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(risk), broker(settings), decide, intent,
+                        switch.status)
 
 
 class SwapWatch:

@@ -54,6 +54,17 @@ class CostModel:
         return self.taker_fee * 1e4
 
 
+def round_trip_cost(taker_fee: float = BINANCE_SPOT_FEE,
+                    base_slippage_bps: float = SlippageModel.base_bps) -> float:
+    """Return the fraction of notional a position costs in and out: twice (taker fee + base slippage).
+
+    The cost-aware strategies (:mod:`flows.strategies`) compare expected edges with it;
+    the paper broker's impact and volatility slippage come on top for large or
+    volatile fills.
+    """
+    return 2.0 * (taker_fee + base_slippage_bps / 1e4)
+
+
 #: The project's default costs.
 COSTS = CostModel()
 

@@ -7,8 +7,10 @@ interleaving, and works through bar closes in time order.  At each close ``T``:
 1. every symbol's bar that closed at ``T`` goes to the broker (the paper broker
    fills resting orders against it), fills go to the portfolio, the bar goes to
    the risk engine's breakers, and the portfolio is marked at the closes;
-2. each prediction of ``T`` becomes a target fraction (``flows.risk.signals.combine``),
-   the risk engine sizes and limits it (rejections are kept with their reasons),
+2. each prediction of ``T`` becomes a target fraction: the configured strategy
+   (:mod:`flows.strategies`) gets a :class:`~flows.strategies.base.Context` (features,
+   predictions, regime, portfolio, position, price) and returns a target; the risk
+   engine sizes and limits it (rejections are kept with their reasons),
    and an approved change becomes an :class:`~flows.records.OrderIntent`
    whose client order id derives from strategy, symbol, bar time and leg, so a
    replayed decision never places a second order;
@@ -24,7 +26,8 @@ backtest that has both in order), a close ``T`` is worked once all symbols' bars
 ``T`` and its predictions are in, or once bars two closes later are in.  The kill
 switch is read through a callable once per close, or once for the closes one call of
 :meth:`on_closes` works (settled by one input, all worked at the same moment).
-Snapshots (:mod:`flows.snapshots`) hold the portfolio, risk engine and broker states plus buffers.
+Snapshots (:mod:`flows.snapshots`) hold the portfolio, risk engine, broker and strategy states plus
+buffers; a snapshot of another strategy (by class) restores everything but the strategy's own state.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flows.execution.orders import Broker
 from flows.records import Bar, Close, Decided, OrderIntent, PortfolioRow, Prediction, Status
 from flows.snapshots import check_snapshot
+from flows.strategies.base import Context, Strategy, features_of
 
 if TYPE_CHECKING:
     from typing import Self
@@ -44,7 +48,6 @@ if TYPE_CHECKING:
     from flows.portfolio import PortfolioSnapshot
     from flows.risk.config import RiskConfig
     from flows.risk.engine import RiskDecision
-    from flows.risk.signals import TargetPosition
     from flows.stores.base import KillStatus
 
 
@@ -109,6 +112,12 @@ class RiskEngine(Protocol):
         ...
 
 
+def strategy_id(strategy: Strategy) -> str:
+    """Return ``module:Class`` of a strategy (a snapshot's strategy state belongs to that class)."""
+    cls = type(strategy)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def _never_killed() -> bool:
     return False
 
@@ -125,7 +134,7 @@ class DecisionDeps:
     portfolio: Portfolio
     risk: RiskEngine
     broker: Broker
-    combine: Callable[[Prediction], TargetPosition]  # prediction -> target fraction with its reasons
+    strategy: Strategy  # context -> target fraction with its reasons (flows.strategies)
     intent: Callable[[Prediction, float, float], OrderIntent]  # (prediction, qty_delta, price) -> intent
     kill_active: Callable[[], KillStatus | bool] = field(default=_never_killed)  # truthy when engaged
 
@@ -133,7 +142,7 @@ class DecisionDeps:
 class DecisionStep:
     """Work through bar closes in order: fills, marks, decisions, orders, portfolio rows."""
 
-    VERSION = 1  # of the snapshot's layout
+    VERSION = 2  # of the snapshot's layout (2: the strategy's state)
 
     def __init__(self, symbols: Sequence[str], tf_ms: int, deps: DecisionDeps | None = None,
                  state: Mapping[str, Any] | None = None) -> None:
@@ -150,7 +159,7 @@ class DecisionStep:
             k: tuple(v) for k, v in s.get("last_signal", {}).items()}  # type: ignore[misc]
         self.prices: dict[str, float] = dict(s.get("prices", {}))
         self.fills: int = int(s.get("fills", 0))
-        self._saved: dict[str, Any] = {k: s[k] for k in ("portfolio", "risk", "broker") if k in s}
+        self._saved: dict[str, Any] = {k: s[k] for k in ("portfolio", "risk", "broker", "strategy") if k in s}
         self._order = {sym: i for i, sym in enumerate(self.symbols)}
         self.deps: DecisionDeps = None  # type: ignore[assignment]  # set by attach()
         if deps is not None:
@@ -162,6 +171,12 @@ class DecisionStep:
             deps.portfolio = type(deps.portfolio).from_state(self._saved["portfolio"])
             deps.risk = type(deps.risk).from_state(self._saved["risk"], deps.risk.config)  # today's limits
             deps.broker.restore(self._saved["broker"])
+            saved, name = self._saved["strategy"], strategy_id(deps.strategy)
+            if saved["class"] == name:
+                deps.strategy.from_state(saved["state"])
+            else:
+                print(f"decisions: the snapshot's strategy {saved['class']} is not {name}: its state starts fresh",
+                      file=sys.stderr, flush=True)
             self._saved = {}
         for note in deps.broker.reconcile():  # the live broker: orders, fills, balances vs the exchange
             print(f"reconcile: {note}", file=sys.stderr, flush=True)
@@ -252,9 +267,14 @@ class DecisionStep:
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:
         d = self.deps
         price = self.prices[p.symbol]
-        target = d.combine(p)
-        dec = d.risk.decide(p.symbol, p.ts, target.fraction, p.confidence, price, p.volatility,
-                            d.portfolio.snapshot(), kill, None)
+        snap = d.portfolio.snapshot()
+        rl = p.rl_target
+        strategy = d.strategy
+        target = strategy.decide(Context(p.symbol, p.ts, price, snap.positions.get(p.symbol, 0.0), snap.equity,
+                                         features_of(p), p.probability, p.confidence, p.signal,
+                                         None if rl != rl else rl, None, getattr(p, "horizon", None), snap, p))
+        confidence = p.confidence if strategy.sizing is None else 1.0  # a strategy that sizes itself: no scaling
+        dec = d.risk.decide(p.symbol, p.ts, target.fraction, confidence, price, p.volatility, snap, kill, None)
         out: list[Any] = list(dec.rejections)
         out.append(Decided(p, float(target.fraction), float(dec.target_qty), float(dec.approved_qty_delta),
                            tuple(target.reasons)))
@@ -273,7 +293,8 @@ class DecisionStep:
         """Return the state as plain data (portfolio, risk and broker snapshots, buffers); no connection."""
         d = self.deps
         saved: dict[str, Any] = self._saved or {
-            "portfolio": d.portfolio.to_state(), "risk": d.risk.to_state(), "broker": d.broker.snapshot()}
+            "portfolio": d.portfolio.to_state(), "risk": d.risk.to_state(), "broker": d.broker.snapshot(),
+            "strategy": {"class": strategy_id(d.strategy), "state": d.strategy.to_state()}}
         return {"kind": "decisions", "version": self.VERSION, "symbols": list(self.symbols), "tf_ms": self.tf_ms,
                 **saved, "bars": {str(t): {s: tuple(b) for s, b in v.items()} for t, v in self.bars.items()},
                 "preds": {str(t): [tuple(p) for p in v] for t, v in self.preds.items()},

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-KellyMethod = Literal["full_kelly", "half_kelly", "quarter_kelly", "fixed_fraction"]
+KellyMethod = Literal["full_kelly", "half_kelly", "quarter_kelly", "fixed_fraction", "vol_target"]
 KELLY_MULTIPLIER = {"full_kelly": 1.0, "half_kelly": 0.5, "quarter_kelly": 0.25}
 
 
@@ -37,7 +37,10 @@ def _pairs(value: Any, what: str) -> Any:
 class SizingConfig(_Frozen):
     """Position sizing after the seed's ``PositionSizer`` (half Kelly, prior 50 % wins of +2 % / -1 %)."""
 
-    method: KellyMethod = Field("half_kelly", description="Kelly multiple: full, half, quarter, or a fixed fraction")
+    method: KellyMethod = Field("half_kelly", description="Kelly multiple: full, half, quarter, a fixed fraction, "
+                                "or vol_target: the strategy's fraction is the position as a fraction of equity "
+                                "(no Kelly, no confidence; capped at max_position_fraction); a strategy that "
+                                "sizes itself (flows/strategies) sets it")
     fixed_fraction: float = Field(0.02, gt=0.0, le=1.0, description="fraction of equity per position with "
                                   "method=fixed_fraction")
     kelly_cap: float = Field(0.25, gt=0.0, le=1.0, description="full Kelly fraction clipped to [0, kelly_cap] "

@@ -2,10 +2,14 @@
 
 :meth:`RiskEngine.decide` works in this order for one symbol at one bar close:
 
-1. **Sizing** (:mod:`flows.risk.sizing`): ``target_fraction`` (from
-   :func:`flows.risk.signals.combine`) times the Kelly position fraction
+1. **Sizing** (:mod:`flows.risk.sizing`): ``target_fraction`` (from the strategy,
+   :mod:`flows.strategies`) times the Kelly position fraction
    (recent closed trades of the portfolio, confidence, volatility target, cap)
-   times equity, in base units at ``price``.
+   times equity, in base units at ``price``.  With ``sizing.method = vol_target``
+   the fraction is the position as a fraction of equity (the strategy sized it),
+   capped at ``sizing.max_position_fraction``; a target within 1e-9 (relative) of
+   the held quantity is the held quantity, so a strategy that holds (returns the
+   current exposure) trades nothing.  A halt's probation scales both.
 2. **Kill switch**: engaged -> no risk-increasing change (``kill_switch``); with
    ``flatten`` (config, or the switch's own flag) the target is 0.
 3. **Blocks**: a tripped breaker (``stale_data``, ``price_gap``,
@@ -148,8 +152,10 @@ class RiskEngine:
             return RiskDecision(0.0, 0.0, ())  # flat and asked to stay flat: no rule can cut a change of 0
         equity = float(snap.equity)
         self._advance_halts(ts, snap, equity)
-        cut = _Cut(symbol, ts, held, self._sized(symbol, ts, target_fraction, confidence, price, vol, equity,
-                                                  snap.trade_returns or ()))
+        sized = self._sized(symbol, ts, target_fraction, confidence, price, vol, equity, snap.trade_returns or ())
+        if cfg.sizing.method == "vol_target" and abs(sized - held) <= 1e-9 * abs(held):
+            sized = held  # the strategy holds: float noise of exposure * equity / price is no order
+        cut = _Cut(symbol, ts, held, sized)
         if kill:
             if cfg.kill_switch.flatten or getattr(kill, "flatten", False):
                 cut.to("kill_switch", "kill switch engaged: flatten", 0.0, 0.0)
@@ -181,6 +187,9 @@ class RiskEngine:
         scfg = self.config.sizing
         if target_fraction == 0.0 or equity <= 0:
             return 0.0
+        if scfg.method == "vol_target":  # the strategy's own size, as a fraction of equity
+            cap = scfg.max_position_fraction
+            return max(-cap, min(cap, target_fraction)) * self.halts.scale() * equity / price
         given = vol / math.sqrt(scfg.vol_window_bars) if math.isfinite(vol) and vol > 0 else None
         yearly = annual_vol(given or self.breakers.bar_vol(symbol), scfg, self.breakers.bar_ms)
         frac = position_fraction(self._kelly_of(ts, trade_returns), confidence, yearly, scfg) * self.halts.scale()

@@ -1,0 +1,1 @@
+"""Strategies: the decision logic between the models and the risk engine (:mod:`flows.strategies.base`)."""
