@@ -114,6 +114,8 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     symbols = tuple(streams)
     if symbols != tuple(settings.symbols):
         settings = settings.model_copy(update={"symbols": symbols})
+    if settings.trading_timeframe() != timeframe:  # the strategy measures holding times in the traded bars
+        settings = settings.model_copy(update={"scoring": settings.scoring.model_copy(update={"timeframe": timeframe})})
     sc = settings.scoring
     bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family, sc.policy_version)
     bank.history_mode = chunk > 1

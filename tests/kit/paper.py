@@ -28,23 +28,27 @@ def candle_files(shared: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def registry(shared_data, tmp_path_factory) -> Path:
     """Backfill the training window into a scratch store and train every model on it by CLI."""
+    return train_registry(tmp_path_factory.mktemp("train"), candle_files(shared_data), "5m", TRAIN)
+
+
+def train_registry(tmp: Path, files: list[Path], timeframe: str, span: tuple[datetime, datetime]) -> Path:
+    """Backfill ``span`` of the candle files into a scratch store and train every model on it by CLI."""
     from training.train import main as train
 
-    tmp = tmp_path_factory.mktemp("train")
     env = {"CRYPTOSTREAM_DATA_DIR": str(tmp / "var"), "CRYPTOSTREAM_FEAST_REPO": str(copy_feature_repo(tmp)),
            "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS)}
     settings = load_settings(env=env)
     streams = {}
-    for s, f in zip(SYMBOLS, candle_files(shared_data), strict=True):
+    for s, f in zip(SYMBOLS, files, strict=True):
         df = pd.read_parquet(f)
-        df = df[(df.ts >= TRAIN[0]) & (df.ts < TRAIN[1])].copy()
+        df = df[(df.ts >= span[0]) & (df.ts < span[1])].copy()
         df["ts"] = (df.ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
-        streams[s] = bars_from_frame(s, "5m", df.reset_index(drop=True))
-    run_backfill(settings, streams, "5m")
+        streams[s] = bars_from_frame(s, timeframe, df.reset_index(drop=True))
+    run_backfill(settings, streams, timeframe)
     feast_store.apply(settings)
     root = tmp / "registry"
-    window = ["--symbols", *SYMBOLS, "--timeframe", "5m", "--start", TRAIN[0].isoformat(),
-              "--end", TRAIN[1].isoformat(), "--registry", str(root), "--seed", "3", "--folds", "2"]
+    window = ["--symbols", *SYMBOLS, "--timeframe", timeframe, "--start", span[0].isoformat(),
+              "--end", span[1].isoformat(), "--registry", str(root), "--seed", "3", "--folds", "2"]
     mp = pytest.MonkeyPatch()
     for k, v in env.items():
         mp.setenv(k, v)

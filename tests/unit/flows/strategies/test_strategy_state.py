@@ -34,7 +34,7 @@ def events(n: int) -> list[tuple[list[Bar], list[Prediction]]]:
             bars.append(Bar(sym, "1m", k * TF, px, px * 1.002, px * 0.998, px, 50.0, 50.0 * px, 10, px, 25.0))
             p = 0.5 + 0.3 * math.sin(k / 2 + 2 * i)
             preds.append(Prediction(sym, "1m", (k + 1) * TF, {}, p, abs(p - 0.5) * 2, int(p > 0.5), math.nan, {},
-                                    0.0, 0.004))
+                                    0.001 * math.cos(k / 2 + 2 * i), 0.004))
         out.append((bars, preds))
     return out
 
@@ -54,7 +54,8 @@ def fills(out: list[Any]) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize(("name", "params"), [("tests.kit.strategies:SignHold", {"hold_bars": "3"}),
                                               ("default", {"min_hold_bars": "2", "enter_multiple": "0.2"}),
-                                              ("trend", {"fast_bars": "2", "slow_bars": "4", "band": "0"})])
+                                              ("trend", {"fast_bars": "2", "slow_bars": "4", "band": "0"}),
+                                              ("flows.strategies.template:MyStrategy", {"min_hold_bars": "2"})])
 def test_a_step_restored_from_its_pickled_snapshot_trades_exactly_like_an_uninterrupted_one(
         tmp_path: Path, name: str, params: dict[str, str]) -> None:
     evs = events(40)
