@@ -319,6 +319,7 @@ def combine(results: Sequence[WindowResult]) -> Any:
             level *= r.benchmark[-1]
         out.fills += r.fills
         out.halts += r.halts
+        out.positions += r.positions
     return out
 
 
@@ -357,7 +358,14 @@ def run(job: WalkForwardJob) -> tuple[list[WindowResult], dict[str, Any]]:
     write_outputs(job.out, combined, summary)
     rows = pd.DataFrame([window_row(wr, tf) for wr in results])
     rows.to_csv(job.out / "windows.csv", index=False)
-    (job.out / "REPORT.md").write_text(report(job, rows, summary))
+    text = report(job, rows, summary)
+    (job.out / "REPORT.md").write_text(text)
+    win = text.split("## Windows (after fees)", 1)[1].split("## Combined", 1)[0]
+    (job.out / "windows.section.md").write_text("# Walk-forward windows (after fees)\n" + win)
+    if combined.times:
+        from training.tearsheet import render_tearsheet
+
+        render_tearsheet(job.out, tf, f"Walk-forward {job.start} .. {job.end}, out of sample")
     return results, summary
 
 
