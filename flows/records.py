@@ -117,6 +117,7 @@ class Prediction(NamedTuple):
     versions: dict[str, str]
     ret_1: float
     volatility: float  # rv_15 of the bar features
+    horizon: int = 1  # bars the ensemble's label looks ahead (its manifest's horizon)
 
 
 class Close(NamedTuple):

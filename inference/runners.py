@@ -178,6 +178,15 @@ class EnsembleScorer:
                                       runners=runner_factories(feed))
         return cls(scorer, m, members, open_session((d / ENSEMBLE_FILE).read_bytes()))
 
+    @property
+    def horizon(self) -> int:
+        """Return the bars the ensemble's label looks ahead (its manifest, else its first member's config, else 1)."""
+        h = self.manifest.extra.get("horizon")
+        if h is None and self.members:  # registries from before the ensemble recorded it
+            member = getattr(self.scorer.runners.get(self.members[0]), "manifest", None)
+            h = member.config.get("horizon") if member is not None else None
+        return int(h or 1)
+
     def score(self, rows: Mapping[str, np.ndarray], bar_ts: int | None = None) -> dict[str, ModelScore]:
         """Score one bar: every member's :class:`ModelScore` and ``"ensemble"`` from the ensemble graph.
 

@@ -30,7 +30,7 @@ import argparse
 import io
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +75,7 @@ class TrainJob:
     metric: Literal["roc_auc", "sharpe"] = "roc_auc"
     weights: tuple[float, ...] | None = None
     threshold: float = 0.1
+    calibrate: bool = True  # ensemble: Platt's map fitted on the members' out-of-sample rows
 
 
 def service_for(family: str, timeframe: str) -> str:
@@ -241,6 +242,8 @@ def train_ensemble(a: TrainJob) -> Manifest:
     assert joined is not None
     joined = joined.sort_values(["event_timestamp", "symbol"]).reset_index(drop=True)
     probs = joined[list(members)].to_numpy(np.float64)
+    calibration, check = calibrate_on(ens.predict_raw(probs), joined["label"].to_numpy(), a.calibrate)
+    ens = Ensemble(replace(cfg, calibration=calibration))
     exp = export_ensemble(ens, probs)
     p = ens.predict_proba(probs)
     ok = np.isfinite(p)
@@ -254,9 +257,43 @@ def train_ensemble(a: TrainJob) -> Manifest:
                       features=members, train_start=ts.min(), train_end=ts.max(),
                       data_hash=frame_hash(joined, members),
                       seeds={m: mans[m].seeds.get("seed", 0) for m in members}, config=cfg.to_dict(),
-                      metrics={"folds": [], "mean": metrics, "note": "on the members' out-of-sample rows"},
+                      metrics={"folds": [], "mean": metrics, "note": "on the members' out-of-sample rows",
+                               "calibration": check},
                       parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
-                      extra={"members": {m: mans[m].version for m in members}, "ensemble": cfg.to_dict()})
+                      extra={"members": {m: mans[m].version for m in members}, "ensemble": ens.config.to_dict(),
+                             "horizon": horizon})
+
+
+def calibrate_on(raw: np.ndarray, label: np.ndarray, enabled: bool = True, fit_share: float = 0.7
+                 ) -> tuple[tuple[float, float], dict[str, Any]]:
+    """Fit Platt's map on the out-of-sample rows; return it and an honest check of it.
+
+    The check fits the map on the first ``fit_share`` of the rows (in time order) and
+    scores the rest: Brier score and log loss before and after.  The map exported is
+    then fitted on every row.  ``enabled=False`` returns the identity.
+    """
+    from training.models.ensemble import calibrate, fit_platt
+
+    if not enabled:
+        return (1.0, 0.0), {}
+    ok = np.isfinite(raw)
+    r, y = raw[ok], label[ok].astype(np.float64)
+    cut = int(len(r) * fit_share)
+    if cut < 100 or len(r) - cut < 100:
+        return (1.0, 0.0), {"note": "too few out-of-sample rows to calibrate: none"}
+    held = calibrate(r[cut:], fit_platt(r[:cut], y[:cut]))
+
+    def brier(q: np.ndarray) -> float:
+        return float(np.mean((q - y[cut:]) ** 2))
+
+    def logloss(q: np.ndarray) -> float:
+        q = np.clip(q, 1e-12, 1 - 1e-12)
+        return float(-np.mean(y[cut:] * np.log(q) + (1 - y[cut:]) * np.log(1 - q)))
+
+    a, b = fit_platt(r, y)
+    return (a, b), {"slope": a, "intercept": b, "rows_checked": float(len(r) - cut),
+                    "brier_raw": brier(r[cut:]), "brier_calibrated": brier(held),
+                    "logloss_raw": logloss(r[cut:]), "logloss_calibrated": logloss(held)}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -284,6 +321,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--metric", choices=("roc_auc", "sharpe"), default="roc_auc")
     p.add_argument("--weights", type=float, nargs="+", help="fixed/confidence base weights (default equal)")
     p.add_argument("--threshold", type=float, default=0.1, help="ensemble minimum confidence for a signal")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="ensemble: export the raw weighted probability (no Platt map)")
     return p.parse_args(argv)
 
 
@@ -299,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      folds=ns.folds, epochs=ns.epochs, hidden=ns.hidden, bptt=ns.bptt, burn_in=ns.burn_in,
                      segment=ns.segment, graph_window=ns.graph_window, members=tuple(ns.members),
                      method=ns.method, metric=ns.metric,
-                     weights=None if ns.weights is None else tuple(ns.weights), threshold=ns.threshold)
+                     weights=None if ns.weights is None else tuple(ns.weights), threshold=ns.threshold,
+                     calibrate=not ns.no_calibration)
         if a.family == "ensemble":
             m = train_ensemble(a)
         else:

@@ -200,6 +200,7 @@ class ScoringStep:
         rets = x_all[:, i_ret].tolist() if i_ret is not None else None
         rvs = x_all[:, i_rv].tolist() if i_rv is not None else None
         versions, tf, out, k = self.bank.versions(), self.timeframe, [], 0
+        horizon = self.bank.ensemble.horizon
         obs_all = self._observations(x_all)
         for (ts, rows, symbols), x in zip(todo, xs, strict=True):
             n = len(symbols)
@@ -208,7 +209,7 @@ class ScoringStep:
             for i, s in enumerate(symbols):
                 out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k], sig[k], tgt[i], versions,
                                       rets[k] if rets is not None else float(rows[s].get("ret_1", 0.0)),
-                                      rvs[k] if rvs is not None else float(rows[s].get("rv_15", 0.0))))
+                                      rvs[k] if rvs is not None else float(rows[s].get("rv_15", 0.0)), horizon))
                 k += 1
         return out
 

@@ -19,11 +19,11 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from training.export import TOLERANCE, ExportRejected, OnnxExport
-from training.models.ensemble import Ensemble
+from training.models.ensemble import EPS, Ensemble
 
 OPSET = 17
 INPUT = "probs"
-OUTPUTS = ("prob", "confidence", "signal")
+OUTPUTS = ("prob", "confidence", "signal", "prob_raw")  # prob: calibrated; prob_raw: before the map
 
 
 def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
@@ -60,7 +60,20 @@ def to_onnx(ensemble: Ensemble) -> bytes:
         n("Greater", ["s", "zero"], ["s_ok"]),
         n("Where", ["s_ok", "s", "one"], ["s_safe"]),
         n("Div", ["num", "s_safe"], ["ratio"]),
-        n("Where", ["s_ok", "ratio", "nan"], [OUTPUTS[0]]),
+        n("Where", ["s_ok", "ratio", "nan"], [OUTPUTS[3]]),
+    ]
+    a, b = cfg.calibration
+    if (a, b) == (1.0, 0.0):
+        nodes.append(n("Identity", [OUTPUTS[3]], [OUTPUTS[0]]))
+    else:  # Platt's map on the logit of the clipped probability; NaN rows stay NaN
+        init += [_const("eps", np.array(EPS)), _const("one_eps", np.array(1.0 - EPS)),
+                 _const("cal_a", np.array(a)), _const("cal_b", np.array(b))]
+        nodes += [n("IsNaN", [OUTPUTS[3]], ["raw_nan"]), n("Where", ["raw_nan", "half", OUTPUTS[3]], ["raw_z"]),
+                  n("Max", ["raw_z", "eps"], ["q_lo"]), n("Min", ["q_lo", "one_eps"], ["q"]),
+                  n("Sub", ["one", "q"], ["q1"]), n("Div", ["q", "q1"], ["odds"]), n("Log", ["odds"], ["logit"]),
+                  n("Mul", ["logit", "cal_a"], ["za"]), n("Add", ["za", "cal_b"], ["z"]),
+                  n("Sigmoid", ["z"], ["cal"]), n("Where", ["raw_nan", "nan", "cal"], [OUTPUTS[0]])]
+    nodes += [
         n("Sub", [OUTPUTS[0], "half"], ["d"]), n("Abs", ["d"], ["ad"]),
         n("Mul", ["ad", "two"], [OUTPUTS[1]]),
         n("Greater", [OUTPUTS[0], "half"], ["up"]),
@@ -73,10 +86,12 @@ def to_onnx(ensemble: Ensemble) -> bytes:
         [helper.make_tensor_value_info(INPUT, TensorProto.DOUBLE, ["N", m])],
         [helper.make_tensor_value_info(OUTPUTS[0], TensorProto.DOUBLE, ["N"]),
          helper.make_tensor_value_info(OUTPUTS[1], TensorProto.DOUBLE, ["N"]),
-         helper.make_tensor_value_info(OUTPUTS[2], TensorProto.INT64, ["N"])], init)
+         helper.make_tensor_value_info(OUTPUTS[2], TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info(OUTPUTS[3], TensorProto.DOUBLE, ["N"])], init)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="cryptostream-ensemble")
-    proto.doc_string = f"ensemble {cfg.method} of {','.join(cfg.members)}; weights {list(cfg.weights)}"
+    proto.doc_string = (f"ensemble {cfg.method} of {','.join(cfg.members)}; weights {list(cfg.weights)}; "
+                        f"calibration {list(cfg.calibration)}")
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
@@ -87,7 +102,7 @@ def onnx_predict(onnx_bytes: bytes, probs: np.ndarray) -> tuple[np.ndarray, np.n
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-    prob, conf, sig = sess.run(list(OUTPUTS), {INPUT: np.asarray(probs, np.float64)})
+    prob, conf, sig = sess.run(list(OUTPUTS[:3]), {INPUT: np.asarray(probs, np.float64)})
     return prob, conf, sig
 
 

@@ -88,6 +88,7 @@ class EnsembleConfig:
     method: Method = "fixed"
     threshold: float = 0.1
     source: dict[str, Any] = field(default_factory=dict)  # where the weights came from (metric, means)
+    calibration: tuple[float, float] = (1.0, 0.0)  # Platt map on the logit: slope, intercept ((1, 0): none)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -100,17 +101,57 @@ class EnsembleConfig:
             raise ValueError("threshold must be in [0, 1]")
         object.__setattr__(self, "members", tuple(self.members))
         object.__setattr__(self, "weights", tuple(float(v) for v in normalise(self.weights)))
+        object.__setattr__(self, "calibration", (float(self.calibration[0]), float(self.calibration[1])))
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain JSON-able data."""
         return {"members": list(self.members), "weights": list(self.weights), "method": self.method,
-                "threshold": self.threshold, "source": dict(self.source)}
+                "threshold": self.threshold, "source": dict(self.source), "calibration": list(self.calibration)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EnsembleConfig:
         """Inverse of :meth:`to_dict`."""
+        a, b = d.get("calibration", (1.0, 0.0))  # registries from before calibration: none
         return cls(tuple(d["members"]), tuple(d["weights"]), d["method"], float(d["threshold"]),
-                   dict(d.get("source", {})))
+                   dict(d.get("source", {})), (float(a), float(b)))
+
+
+EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before the logit
+
+
+def calibrate(p: np.ndarray, calibration: tuple[float, float]) -> np.ndarray:
+    """Return ``sigmoid(a * logit(p) + b)`` (Platt's map); the identity for ``(1, 0)``; NaN stays NaN."""
+    p = np.asarray(p, np.float64)
+    a, b = calibration
+    if (a, b) == (1.0, 0.0):
+        return p
+    q = np.clip(p, EPS, 1.0 - EPS)
+    with np.errstate(invalid="ignore"):
+        return 1.0 / (1.0 + np.exp(-(a * np.log(q / (1.0 - q)) + b)))
+
+
+def fit_platt(p: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """Fit Platt's map ``P(y=1) = sigmoid(a * logit(p) + b)`` by Newton's method on the log loss.
+
+    Two parameters and a monotone map: with ~10^5 rows of a weak signal it cannot overfit
+    the way an isotonic step function can, and it keeps the ranking (AUC) unchanged.
+    """
+    ok = np.isfinite(p)
+    q = np.clip(np.asarray(p, np.float64)[ok], EPS, 1.0 - EPS)
+    x = np.log(q / (1.0 - q))
+    t = np.asarray(y, np.float64)[ok]
+    w = np.array([1.0, 0.0])
+    for _ in range(iterations):
+        z = w[0] * x + w[1]
+        s = 1.0 / (1.0 + np.exp(-z))
+        g = np.array([((s - t) * x).sum(), (s - t).sum()])
+        h = s * (1.0 - s)
+        hess = np.array([[(h * x * x).sum(), (h * x).sum()], [(h * x).sum(), h.sum()]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, g)
+        w = w - step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])
 
 
 def confidence(p: np.ndarray) -> np.ndarray:
@@ -135,6 +176,10 @@ class Ensemble:
         self.weights = np.asarray(config.weights, np.float64)
 
     def predict_proba(self, p: np.ndarray) -> np.ndarray:
+        """Return the calibrated ensemble P(up) ``[N]`` (:func:`calibrate` of :meth:`predict_raw`)."""
+        return calibrate(self.predict_raw(p), self.config.calibration)
+
+    def predict_raw(self, p: np.ndarray) -> np.ndarray:
         """Return ensemble P(up) ``[N]`` for member probabilities ``[N, M]`` (NaN where no member is usable)."""
         p = np.asarray(p, np.float64)
         if p.ndim != 2 or p.shape[1] != len(self.weights):
@@ -151,6 +196,6 @@ class Ensemble:
             return np.where(s > 0, num / np.where(s > 0, s, 1.0), np.nan)
 
     def predict(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return (probability, confidence, signal) for member probabilities ``[N, M]``."""
+        """Return (calibrated probability, confidence, signal) for member probabilities ``[N, M]``."""
         prob = self.predict_proba(p)
         return prob, confidence(prob), predict_with_threshold(prob, self.config.threshold)

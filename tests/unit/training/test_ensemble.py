@@ -89,7 +89,7 @@ def test_onnx_export_matches_native_on_held_out_rows(method) -> None:
     p[11, :] = [0.6, 0.55, 0.45]  # ensemble confidence exactly near the threshold
     ens = Ensemble(EnsembleConfig(MEMBERS, (0.5, 0.2, 0.3), method, threshold=0.1))
     exp = export_ensemble(ens, p)
-    assert exp.max_abs_diff <= 1e-5 and exp.checked_rows == 500 and exp.outputs == ("prob", "confidence", "signal")
+    assert exp.max_abs_diff <= 1e-5 and exp.checked_rows == 500 and exp.outputs == ("prob", "confidence", "signal", "prob_raw")
     prob, conf, sig = onnx_predict(exp.onnx, p)
     nprob, nconf, nsig = ens.predict(p)
     np.testing.assert_allclose(prob, nprob, atol=1e-12, equal_nan=True)
