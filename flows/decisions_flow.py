@@ -31,6 +31,7 @@ from flows.settings import Settings
 from flows.sinks.decisions import PARTITION, DecisionSink
 from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps, swap_on_sighup, swap_watch
+from inference.manifest import ManifestError, resolve_version_dir, verify
 
 
 def scoring_step(settings: Settings) -> Any:
@@ -116,9 +117,32 @@ class _Print(StatelessSinkPartition[Status]):
             print(f"status {s.text}", flush=True)
 
 
+def verify_deployment(settings: Settings) -> None:
+    """Stop at start, naming the file, when a deployed model's manifest or files were tampered with.
+
+    The workers load the models later, where a :class:`ManifestError` would end the flow with a
+    traceback; an empty registry (no ensemble registered) is not an error: the flow runs features only.
+
+    Raises:
+        ManifestError: a manifest is malformed or a file does not match its sha256.
+    """
+    root, sc = settings.registry_root(), settings.scoring
+    if not (root / "ensemble").is_dir():
+        return
+    try:
+        ensemble = verify(resolve_version_dir(root, "ensemble", sc.ensemble_version))
+        for family, version in ensemble.extra.get("members", {}).items():
+            verify(resolve_version_dir(root, family, version))
+        if sc.policy_family and (root / sc.policy_family).is_dir():
+            verify(resolve_version_dir(root, sc.policy_family, sc.policy_version))
+    except ManifestError as exc:
+        raise ManifestError(f"scoring.registry {root}: {exc}") from None
+
+
 def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[FeatureRow]) -> bool:
     """Wire scoring and decisions; return False (features only) when the registry has no models."""
     root, tf = settings.registry_root(), settings.trading_timeframe()
+    verify_deployment(settings)
     if not has_models(root, tf):
         print(f"no {tf} ensemble in the registry {root}: running features only "
               "(python -m flows.main bootstraps one)", file=sys.stderr, flush=True)

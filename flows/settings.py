@@ -256,10 +256,13 @@ def check_live_guard(settings: Settings, execution: ExecutionConfig | None = Non
         raise SettingsError("mode=live refused:\n  " + "\n  ".join(problems))
 
 
-def _split(value: Any) -> Any:
+def _split(value: Any) -> list[Any]:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
-    return list(value) if isinstance(value, (list, tuple)) else value
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ValueError(f"{value!r} is not a list; write a YAML list or a comma-separated string, e.g. "
+                     "BTC/USDT,ETH/USDT or 1m,5m")
 
 
 def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:

@@ -23,13 +23,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows.errors import SettingsError
+
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "latest"
 SCHEMA_VERSION = 1
 
 
-class ManifestError(ValueError):
-    """A manifest is missing, malformed, or its files do not match their hashes."""
+class ManifestError(SettingsError):
+    """A manifest is missing, malformed, or its files do not match their hashes.
+
+    A :class:`~flows.errors.SettingsError`: the configured registry cannot be used, so every
+    program that loads models stops at start with the message (naming the file), not a traceback.
+    """
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,15 @@ class Manifest:
             raw["outputs"] = tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in raw["outputs"])
             raw["parity"] = Parity(**raw["parity"])
             m = cls(**raw)
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"malformed manifest: {exc}") from exc
+            for name, kind in (("files", dict), ("config", dict), ("extra", dict), ("seeds", dict),
+                               ("metrics", dict)):
+                if not isinstance(getattr(m, name), kind):
+                    raise TypeError(f"{name} is not a mapping")
+            if not all(isinstance(f, str) for f in m.features) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in m.files.items()):
+                raise TypeError("features and files must hold strings")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+            raise ManifestError(f"malformed manifest: {type(exc).__name__}: {exc}") from None
         if m.feature_hash != feature_hash(m.features):
             raise ManifestError(f"{m.family}/{m.version}: feature_hash does not match the feature list")
         return m
@@ -147,8 +160,18 @@ def resolve_version_dir(root: str | Path, family: str, version: str = "latest") 
 
 
 def read_manifest(version_dir: str | Path) -> Manifest:
-    """Read ``manifest.json`` of a version directory (no hash check; see :func:`verify`)."""
-    return Manifest.from_json((Path(version_dir) / MANIFEST_FILE).read_text())
+    """Read ``manifest.json`` of a version directory (no hash check; see :func:`verify`).
+
+    Raises:
+        ManifestError: naming the file, when it cannot be read or is malformed.
+    """
+    path = Path(version_dir) / MANIFEST_FILE
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"))
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: {exc} (re-register the model, e.g. python -m training.train)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from None
 
 
 def verify(version_dir: str | Path) -> Manifest:

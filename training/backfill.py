@@ -159,8 +159,11 @@ def _files(paths: list[Path], start_ms: int | None, end_ms: int | None) -> tuple
     frames: dict[str, list[tuple[Path, Any]]] = {}
     timeframes = set()
     for path in paths:
-        cf = CandleFile.from_path(path)
-        df = read_candles(path, start_ms, end_ms)
+        try:
+            cf = CandleFile.from_path(path)
+            df = read_candles(path, start_ms, end_ms)
+        except ValueError as exc:  # it names the file; SettingsError: every job that reads files prints it
+            raise SettingsError(str(exc)) from None
         log.info("%s: %d candles of %s (OHLCV only: VWAP = typical price, imbalance 0)", path.name, len(df), cf.symbol)
         frames.setdefault(cf.symbol, []).append((path, df))
         timeframes.add(cf.interval)

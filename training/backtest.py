@@ -69,6 +69,9 @@ class BacktestResult:
     fills: list[Fill] = field(default_factory=list)
     run_id: str = ""  # the run id stamped on every stored record
     halts: list[Rejection] = field(default_factory=list)  # the risk engine's portfolio events, in order
+    # position value (quote currency, signed) per symbol at each close, marked at the latest closes
+    positions: list[dict[str, float]] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)  # the latest close of each symbol
     # seconds per stage: features (bars through the operators), scoring, decisions, sink, other (bookkeeping)
     spent: dict[str, float] = field(default_factory=dict)
 
@@ -171,10 +174,13 @@ def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: 
             last = {b.symbol: b.close for b in bars[item.ts]}
             rel = [last[s] / p for s, p in first.items() if s in last]
             result.benchmark.append(sum(rel) / len(rel) if rel else 1.0)
+            result.marks.update(last)
+            held = item.state.get("positions", {})
+            result.positions.append({s: float(q) * result.marks.get(s, 0.0) for s, q in held.items() if q})
 
 
 def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) -> None:
-    """Write equity.csv, fills.csv, summary.json and equity.png under ``out``."""
+    """Write equity.csv, fills.csv, positions.csv (value per symbol per close), summary.json and equity.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,6 +197,11 @@ def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) ->
               f"{f.liquidity}" for f in result.fills]
     (out / "fills.csv").write_text("\n".join(fills) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    symbols = sorted({s for p in result.positions for s in p})
+    rows = ["ts," + ",".join(symbols)]
+    rows += [f"{utc(t).isoformat()}," + ",".join(f"{p.get(s, 0.0):.6f}" for s in symbols)
+             for t, p in zip(result.times, result.positions, strict=True)]
+    (out / "positions.csv").write_text("\n".join(rows) + "\n")
     fig, ax = plt.subplots(figsize=(8, 3.5), dpi=80)
     when: Any = [utc(t) for t in result.times]  # matplotlib plots datetimes
     ax.plot(when, [e / e0 for e in result.equity], label="strategy")
@@ -228,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", action="store_true",
                    help="also write predictions, orders, fills, risk events and portfolio state to the "
                         "profile's decision store")
+    p.add_argument("--no-tearsheet", action="store_true", help="do not write tearsheet.html and its plots")
     p.add_argument("--profile", choices=("local", "timescale"), default="local",
                    help="store of --store: parquet under data_dir (local) or TimescaleDB + Redis streams")
     a = p.parse_args(argv)
@@ -247,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = result.summary(tf)
     write_outputs(a.out, result, summary)
+    if not a.no_tearsheet and result.times:
+        from training.tearsheet import render_tearsheet
+
+        print(f"tearsheet: {render_tearsheet(a.out, tf)}")
     print(f"{summary.get('start', '-')} .. {summary.get('end', '-')}: {summary['bars']} closes, "
           f"{summary['fills']} fills, fees {summary['fees']:,.2f} (figures after fees)")
     for name in ("strategy", "buy_and_hold", "vol_target_buy_and_hold", "cash"):

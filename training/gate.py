@@ -240,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "gate.json").write_text(verdict.to_json() + "\n")
     (out / "gate.md").write_text(text)
+    (out / "gate.section.md").write_text("# Go-live gate\n" + text)
+    if (out / "tearsheet.html").is_file() and (out / "equity.csv").is_file():
+        from training.tearsheet import render_tearsheet
+
+        print(f"tearsheet re-rendered with the verdict: {render_tearsheet(out)}")
     if not a.dry_run:
         root = settings.registry_root()
         dirs = [resolve_version_dir(root, f, versions[f]) for f in judged_families(settings, versions)]

@@ -89,20 +89,27 @@ def pbo_cscv(returns: np.ndarray, n_splits: int = 16) -> float:
         raise ValueError("returns must be periods x trials with at least two trials")
     if n_splits % 2 or n_splits < 2:
         raise ValueError("n_splits must be even and at least 2")
-    blocks = np.array_split(np.arange(m.shape[0]), n_splits)
+    # per block and trial: count, sum and sum of squares; a split's Sharpe ratios come from their sums
+    blocks = np.array_split(m, n_splits)
+    n = np.array([len(b) for b in blocks], dtype=float)
+    s1 = np.stack([b.sum(axis=0) for b in blocks])
+    s2 = np.stack([(b * b).sum(axis=0) for b in blocks])
     n_trials = m.shape[1]
     below = total = 0
     for chosen in combinations(range(n_splits), n_splits // 2):
-        ins = np.concatenate([blocks[i] for i in chosen])
-        oos = np.concatenate([blocks[i] for i in range(n_splits) if i not in chosen])
-        best = int(np.argmax(_sharpes(m[ins])))
-        oos_sr = _sharpes(m[oos])
+        ins = np.zeros(n_splits, dtype=bool)
+        ins[list(chosen)] = True
+        best = int(np.argmax(_sharpes(n[ins].sum(), s1[ins].sum(axis=0), s2[ins].sum(axis=0))))
+        oos_sr = _sharpes(n[~ins].sum(), s1[~ins].sum(axis=0), s2[~ins].sum(axis=0))
         rank = float(stats.rankdata(oos_sr)[best]) / (n_trials + 1)  # in (0, 1)
         below += math.log(rank / (1.0 - rank)) <= 0.0
         total += 1
     return below / total
 
 
-def _sharpes(m: np.ndarray) -> np.ndarray:
-    sd = m.std(axis=0, ddof=1)
-    return np.where(sd > 0, m.mean(axis=0) / np.where(sd > 0, sd, 1.0), 0.0)
+def _sharpes(count: float, total: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Return each column's mean / sample standard deviation from its count, sum and sum of squares."""
+    mean = total / count
+    var = np.maximum(squares - count * mean * mean, 0.0) / max(count - 1.0, 1.0)
+    sd = np.sqrt(var)
+    return np.where(sd > 0, mean / np.where(sd > 0, sd, 1.0), 0.0)

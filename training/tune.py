@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from flows.settings import SettingsError
-from training.walkforward import WalkForwardJob, nested, run
+from training.walkforward import WalkForwardJob, merged, nested, run
 
 TRAIN_PARAMS = ("horizon", "threshold")  # train.<name>: the models' parameters a trial may change
 
@@ -159,7 +159,9 @@ def write_report(base: WalkForwardJob, trials: pd.DataFrame, figures: Mapping[st
     best = trials.loc[trials["sharpe"].idxmax()]
     params = {d.path: (best[d.path].item() if hasattr(best[d.path], "item") else best[d.path]) for d in space}
     settings = {k: v for k, v in params.items() if not k.startswith("train.")}
-    (base.out / "best.yaml").write_text(yaml.safe_dump(nested({**base.overrides, **settings}), sort_keys=True))
+    doc = yaml.safe_load(Path(base.config).read_text()) if base.config else {}
+    (base.out / "best.yaml").write_text(yaml.safe_dump(merged(doc or {}, nested({**base.overrides, **settings})),
+                                                       sort_keys=True))
     (base.out / "best.json").write_text(json.dumps({"params": params, **figures}, indent=2, default=float) + "\n")
     table = trials.sort_values("trial").to_markdown(index=False, floatfmt=".4f")
     pbo = figures["pbo"]

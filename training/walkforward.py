@@ -164,16 +164,17 @@ def job_settings(job: WalkForwardJob, **extra: Any) -> Settings:
         for f in (PROJECT_ROOT / "feature_repo").iterdir():
             if f.is_file() and f.suffix in (".py", ".yaml"):
                 shutil.copy(f, repo / f.name)
-    return load_settings(job.config, **_merged(nested(job.overrides), {"data_dir": job.work / "var",
+    return load_settings(job.config, **merged(nested(job.overrides), {"data_dir": job.work / "var",
                                                                        "feast_repo": repo, "profile": "local"},
                                                extra))
 
 
-def _merged(*docs: Mapping[str, Any]) -> dict[str, Any]:
+def merged(*docs: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the documents merged key by key (nested mappings merged, later values win)."""
     out: dict[str, Any] = {}
     for d in docs:
         for k, v in d.items():
-            out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+            out[k] = merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
 
 
@@ -260,6 +261,21 @@ def trade_window(job: WalkForwardJob, settings: Settings, w: Window, tf: str, re
     return result, fee_total
 
 
+def before_fees(result: Any, timeframe: str) -> dict[str, float]:
+    """Return the figures of the equity curve with every fee paid so far added back (before fees)."""
+    import numpy as np
+
+    from training import performance as perf
+
+    fills = sorted(result.fills, key=lambda f: f.ts)
+    paid = np.cumsum([f.fee for f in fills]) if fills else np.zeros(0)
+    at = np.searchsorted(np.array([f.ts for f in fills], dtype=np.int64), np.array(result.times, dtype=np.int64),
+                         side="right")
+    added = np.where(at > 0, paid[np.maximum(at - 1, 0)] if len(paid) else 0.0, 0.0)
+    curve = pd.Series(np.asarray(result.equity) + added, index=pd.to_datetime(result.times, unit="ms", utc=True))
+    return perf.metrics(curve, timeframe).as_dict()
+
+
 def window_row(wr: WindowResult, tf: str) -> dict[str, Any]:
     """Return the ``windows.csv`` row of one traded window."""
     from training import performance as perf
@@ -303,6 +319,7 @@ def combine(results: Sequence[WindowResult]) -> Any:
             level *= r.benchmark[-1]
         out.fills += r.fills
         out.halts += r.halts
+        out.positions += r.positions
     return out
 
 
@@ -331,6 +348,8 @@ def run(job: WalkForwardJob) -> tuple[list[WindowResult], dict[str, Any]]:
               f"{w.test_end:%Y-%m-%d} return {row['return']:+.2%} fills {row['fills']}", flush=True)
     combined = combine(results)
     summary = combined.summary(tf, settings.risk.sizing.vol_target)
+    if combined.times:
+        summary["strategy_before_fees"] = before_fees(combined, tf)
     summary.update({"timeframe": tf, "data_hash": data_hash(job.paths), "decision_config_hash":
                     decision_config_hash(settings), "strategy_name": strategy_name(settings),
                     "windows": [{"window": wr.window.k, **wr.versions} for wr in results],
@@ -339,7 +358,14 @@ def run(job: WalkForwardJob) -> tuple[list[WindowResult], dict[str, Any]]:
     write_outputs(job.out, combined, summary)
     rows = pd.DataFrame([window_row(wr, tf) for wr in results])
     rows.to_csv(job.out / "windows.csv", index=False)
-    (job.out / "REPORT.md").write_text(report(job, rows, summary))
+    text = report(job, rows, summary)
+    (job.out / "REPORT.md").write_text(text)
+    win = text.split("## Windows (after fees)", 1)[1].split("## Combined", 1)[0]
+    (job.out / "windows.section.md").write_text("# Walk-forward windows (after fees)\n" + win)
+    if combined.times:
+        from training.tearsheet import render_tearsheet
+
+        render_tearsheet(job.out, tf, f"Walk-forward {job.start} .. {job.end}, out of sample")
     return results, summary
 
 
@@ -349,7 +375,8 @@ def report(job: WalkForwardJob, rows: pd.DataFrame, summary: Mapping[str, Any]) 
 
     keep = ("total_return", "cagr", "volatility", "sharpe", "sortino", "max_drawdown")
     table = format_table({n: {k: summary[n][k] for k in keep} for n in
-                          ("strategy", "buy_and_hold", "vol_target_buy_and_hold", "cash") if n in summary})
+                          ("strategy", "strategy_before_fees", "buy_and_hold", "vol_target_buy_and_hold", "cash")
+                          if n in summary})
     cols = ["window", "test_start", "test_end", "return", "sharpe", "max_drawdown", "fills", "fees", "round_trips",
             "win_rate", "buy_and_hold_return"]
     win = rows[[c for c in cols if c in rows]].to_markdown(index=False, floatfmt=".4f")

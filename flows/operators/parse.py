@@ -5,6 +5,14 @@ form (``{"stream":"btcusdt@trade","data":{...}}``).  Anything that is not a
 valid trade of a known symbol becomes a :class:`DeadLetter` with its reason; the
 caller routes those to the dead-letter table and counts them.
 
+A trade must follow Binance's trade schema exactly: ``t`` and ``T`` JSON
+integers, ``m`` a JSON boolean, ``p`` and ``q`` strings of plain decimal digits
+(``"61837.63000000"``: no sign, exponent, underscore, blank or non-ASCII digit,
+all of which Python's ``float`` would take).  Price and quantity must lie in
+:data:`PRICE_RANGE` and :data:`QTY_RANGE`, so every value derived from trades
+(quote volume, VWAP, features) stays finite, and the trade time must be plausible
+(:mod:`flows.operators.trade_time`).
+
 This is the flow's hottest loop (every trade passes once), so the happy path
 is inlined in :func:`parse_messages` and only a message that fails it is
 examined again by :func:`_refusal` to name the reason.
@@ -12,7 +20,6 @@ examined again by :func:`_refusal` to name the reason.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import orjson
@@ -21,7 +28,14 @@ from flows.operators.trade_time import DEFAULT_TRADE_TIME, TradeTimeConfig
 from flows.records import DeadLetter, Trade
 
 _REQUIRED = ("s", "t", "p", "q", "T", "m")
-_INF = math.inf
+# Bounds that keep sums, ratios and squares of prices and sizes far from overflow and
+# underflow (Binance's smallest tick and step are 1e-8; its largest prices ~1e6).
+PRICE_RANGE = (1e-12, 1e12)
+QTY_RANGE = (1e-12, 1e15)
+MAX_TRADE_ID = 2**63 - 1  # a BIGINT
+_LO_P, _HI_P = PRICE_RANGE
+_LO_Q, _HI_Q = QTY_RANGE
+_DECIMAL = "0123456789."  # str.strip of these leaves nothing of a plain decimal
 # ``Trade(...)`` runs namedtuple's generated Python ``__new__``; ``tuple.__new__``
 # builds the identical object in C, about half the cost per trade.
 _new_trade = tuple.__new__
@@ -52,34 +66,42 @@ def parse_messages(
     first_ts, last_ts = trade_time.min_ts, received_ms + trade_time.max_ahead_ms
     trades: list[Trade] = []
     dead: list[DeadLetter] = []
-    loads, append = orjson.loads, trades.append
+    loads, append, new_trade = orjson.loads, trades.append, _new_trade
+    kind, is_int, is_bool, lo_p, hi_p, lo_q, hi_q, top = type, int, bool, _LO_P, _HI_P, _LO_Q, _HI_Q, MAX_TRADE_ID
     for msg in raw:
         try:
             doc = loads(msg)
         except orjson.JSONDecodeError as exc:
             dead.append(DeadLetter(source, None, received_ms, f"malformed json: {exc}", _text(msg)))
             continue
-        if isinstance(doc, dict) and "data" in doc and "stream" in doc:
-            doc = doc["data"]
-        if not isinstance(doc, dict):
-            dead.append(DeadLetter(source, None, received_ms, "not a json object", _text(msg)))
-            continue
-        if doc.get("e") != "trade":
-            if "result" in doc and "id" in doc:  # subscription acknowledgement
+        if type(doc) is not dict or doc.get("e") != "trade":  # the raw stream's trade passes on at once
+            if isinstance(doc, dict) and "data" in doc and "stream" in doc:
+                doc = doc["data"]
+            if not isinstance(doc, dict):
+                dead.append(DeadLetter(source, None, received_ms, "not a json object", _text(msg)))
                 continue
-            dead.append(DeadLetter(source, None, received_ms, f"not a trade event: {doc.get('e')!r}", _text(msg)))
-            continue
-        # Happy path: any missing field, unknown symbol or malformed number raises here.
+            if doc.get("e") != "trade":
+                if "result" in doc and "id" in doc:  # subscription acknowledgement
+                    continue
+                dead.append(DeadLetter(source, None, received_ms, f"not a trade event: {doc.get('e')!r}",
+                                       _text(msg)))
+                continue
+        # Happy path: any missing field, unknown symbol, wrong type or malformed number fails here.
         try:
             symbol = symbols[doc["s"]]
-            trade_id, ts, price, qty = int(doc["t"]), int(doc["T"]), float(doc["p"]), float(doc["q"])
-            maker = bool(doc["m"])
-        except (KeyError, TypeError, ValueError):
+            trade_id, ts, p, q, maker = doc["t"], doc["T"], doc["p"], doc["q"], doc["m"]
+            # type(...) is int: a bool is not an id.  Only ASCII digits and dots (float takes far more);
+            # p and q are checked as one string, float() below finds a misplaced dot in either.
+            pq = p + q
+            ok = (kind(trade_id) is is_int and kind(ts) is is_int and kind(maker) is is_bool
+                  and pq.isascii() and pq.replace(".", "").isdigit())
+            if ok:
+                price, qty = float(p), float(q)
+                ok = lo_p <= price <= hi_p and lo_q <= qty <= hi_q and 0 <= trade_id <= top and first_ts <= ts <= last_ts
+        except (KeyError, TypeError, ValueError, AttributeError):  # AttributeError: p + q of two numbers
             ok = False
-        else:  # the comparisons are also False for NaN
-            ok = 0.0 < price < _INF and 0.0 < qty < _INF and first_ts <= ts <= last_ts
         if ok:
-            append(_new_trade(Trade, (symbol, trade_id, ts, price, qty, maker)))
+            append(new_trade(Trade, (symbol, trade_id, ts, price, qty, maker)))
         else:
             sym = symbols.get(doc.get("s", "")) if isinstance(doc.get("s"), str) else None
             dead.append(DeadLetter(source, sym, received_ms, _refusal(doc, symbols, trade_time, received_ms),
@@ -94,24 +116,28 @@ def _refusal(doc: dict, symbols: Mapping[str, str], trade_time: TradeTimeConfig,
         return f"missing fields: {','.join(missing)}"
     if not isinstance(doc["s"], str) or doc["s"] not in symbols:
         return f"unknown symbol: {doc['s']!r}"
-    try:
-        price = float(doc["p"])
-        qty = float(doc["q"])
-        int(doc["t"])
-        ts = int(doc["T"])
-    except (TypeError, ValueError) as exc:
-        return f"bad number: {exc}"
-    if not math.isfinite(price) or price <= 0.0:
-        return f"bad price: {doc['p']!r}"
-    if not math.isfinite(qty) or qty <= 0.0:
-        return f"bad quantity: {doc['q']!r}"
-    if ts <= 0:
-        return f"bad trade time: {doc['T']!r}"
+    tid, ts, maker = doc["t"], doc["T"], doc["m"]
+    if type(tid) is not int or not 0 <= tid <= MAX_TRADE_ID:
+        return f"bad trade id: {tid!r} (a JSON integer from 0)"
+    if type(ts) is not int or ts <= 0:
+        return f"bad trade time: {ts!r} (a JSON integer of ms since the epoch)"
+    if type(maker) is not bool:
+        return f"bad buyer-is-maker flag m: {maker!r} (JSON true or false)"
+    for key, what, (lo, hi) in (("p", "price", PRICE_RANGE), ("q", "quantity", QTY_RANGE)):
+        text = doc[key]
+        if type(text) is not str or text.strip(_DECIMAL):
+            return f"bad {what}: {text!r} (a string of decimal digits, e.g. \"61837.63\")"
+        try:
+            value = float(text)
+        except ValueError:
+            return f"bad {what}: {text!r} (a string of decimal digits, e.g. \"61837.63\")"
+        if not lo <= value <= hi:
+            return f"bad {what}: {text!r} (outside [{lo:g}, {hi:g}])"
     if ts < trade_time.min_ts:
-        return (f"implausible trade time: {doc['T']!r} is before trade_time.min_trade_time "
+        return (f"implausible trade time: {ts!r} is before trade_time.min_trade_time "
                 f"{trade_time.min_trade_time:%Y-%m-%dT%H:%M:%SZ} (seconds instead of milliseconds?)")
     if ts > received_ms + trade_time.max_ahead_ms:
-        return (f"implausible trade time: {doc['T']!r} is {(ts - received_ms) / 1000:,.0f} s ahead of the receive "
+        return (f"implausible trade time: {ts!r} is {(ts - received_ms) / 1000:,.0f} s ahead of the receive "
                 f"clock (trade_time.max_ahead_ms={trade_time.max_ahead_ms}; microseconds, or the host clock is off?)")
     raise AssertionError(f"trade refused for no reason: {doc!r}")  # the two checks above must agree
 

@@ -9,10 +9,12 @@ Two checks, each against a clock the bad trade cannot move:
   ``T=2**64`` never reaches the bar builder;
 * :class:`TradeTimeGuard`, per symbol, holds a trade more than
   :attr:`TradeTimeConfig.max_jump_ms` after the symbol's latest trade until
-  :attr:`TradeTimeConfig.confirm_trades` such trades (distinct ids, within
-  ``max_jump_ms`` of each other) agree: then the jump is real (a quiet market, a
-  replay of a recording with a hole) and they go on; a trade near the latest one
-  arriving first refutes them, and they become dead letters with the reason.
+  :attr:`TradeTimeConfig.confirm_trades` such trades (distinct ids, none more than
+  ``max_jump_ms`` before another held one) agree: then the jump is real (a quiet
+  or sparse market, a replay of a recording with a hole) and they go on; a trade
+  near the latest one arriving first refutes those still far ahead of it, and a
+  held trade far ahead of a later held one is refuted too: dead letters with the
+  reason.
   This catches a trade one day ahead in a replay, where the host's clock is far
   from the data's.
 
@@ -92,19 +94,22 @@ class TradeTimeGuard:
         for t in trades:
             ts = t[2]
             if last is None or ts <= last + jump:
-                if held:  # the stream went on near the latest trade: the held ones were outliers
-                    dead.extend(self._refuse(h, last) for h in held)
-                    held = []
                 ok.append(t)
                 if last is None or ts > last:
                     last = ts
+                if held:  # the stream went on near its latest trade: held trades near it go on, the rest were outliers
+                    near = [h for h in held if h.ts <= last + jump]
+                    dead.extend(self._refuse(h, last) for h in held if h.ts > last + jump)
+                    ok.extend(near)
+                    last = max([last, *(h.ts for h in near)])
+                    held = []
                 continue
             if any(h.trade_id == t.trade_id for h in held):
                 dead.append(DeadLetter("trade_time", t.symbol, ts, "duplicate trade id", repr(tuple(t))))
                 continue
-            if held and not (max(h.ts for h in held) - jump <= ts <= min(h.ts for h in held) + jump):
-                dead.extend(self._refuse(h, last) for h in held)  # a jump of its own: the earlier ones were alone
-                held = []
+            # A held trade far ahead of this one (also past the latest) is alone in its jump.
+            dead.extend(self._refuse(h, last) for h in held if h.ts > ts + jump)
+            held = [h for h in held if h.ts <= ts + jump]
             held.append(t)
             if len(held) >= self.confirm_trades:  # confirmed: the market really moved on
                 ok.extend(held)

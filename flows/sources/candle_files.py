@@ -65,11 +65,17 @@ def read_candles(path: Path, start_ms: int | None = None, end_ms: int | None = N
         end_ms: Keep candles opening before this time.
 
     Raises:
-        ValueError: On missing columns, unsorted or duplicate times, or candles
-            whose high/low do not bound open and close.
+        ValueError: naming the file: when it is missing or unreadable (truncated), on missing
+            columns, unsorted or duplicate times, or candles whose high/low do not bound open and close.
     """
     readers = {".parquet": pd.read_parquet, ".feather": pd.read_feather}
-    df = readers.get(path.suffix, pd.read_csv)(path)
+    try:
+        df = readers.get(path.suffix, pd.read_csv)(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' parser errors are ValueErrors
+        raise ValueError(f"{path}: cannot read it as a {path.suffix.lstrip('.') or 'CSV'} candle file "
+                         f"(truncated or not that format?): {exc}") from None
     tcol = next((c for c in _TIME_COLUMNS if c in df.columns), None)
     missing = [c for c in OHLCV if c not in df.columns]
     if tcol is None or missing:

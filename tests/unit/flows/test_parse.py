@@ -48,7 +48,7 @@ def test_subscription_ack_is_not_a_dead_letter() -> None:
         (_msg(p="-5.0"), "bad price"),
         (_msg(q="0.0"), "bad quantity"),
         (_msg(q="nan"), "bad quantity"),
-        (_msg(p="abc"), "bad number"),
+        (_msg(p="abc"), "bad price"),
         (_msg(T=0), "bad trade time"),
     ],
 )

@@ -44,7 +44,8 @@ def _run(pipe: SymbolPipeline, trades: list[Trade], batch: int = 7) -> tuple[lis
 
 @pytest.mark.parametrize(("ts", "why"), [
     (T0 * 1000, "ahead of the receive clock"),  # microseconds
-    (2**64, "ahead of the receive clock"),
+    (2**64, "bad trade time"),  # JSON reads it as a float: not an integer of ms
+    (2**63 - 1, "ahead of the receive clock"),
     (T0 + DAY, "ahead of the receive clock"),
     (1, "before trade_time.min_trade_time"),
     (T0 // 1000, "before trade_time.min_trade_time"),  # seconds
@@ -53,7 +54,7 @@ def test_parser_refuses_trade_times_far_from_the_receive_clock(ts: int, why: str
     trades, dead = parse_messages([_msg(7, ts), _msg(8, T0)], SYMBOLS, T0 + 5)
     assert [t.trade_id for t in trades] == [8]
     (d,) = dead
-    assert d.reason.startswith("implausible trade time") and why in d.reason, d.reason
+    assert d.reason.startswith(("implausible trade time", "bad trade time")) and why in d.reason, d.reason
     assert d.ts == T0 + 5  # stamped with the receive time, not the bad one
 
 
@@ -81,6 +82,24 @@ def test_a_jump_confirmed_by_later_trades_is_real_and_fills_its_empty_bars() -> 
     assert dead == []
     assert [b.ts for b in bars] == list(range(T0, T0 + 10 * M + 2 * 3_600_000 + 9 * M, M))
     assert sum(b.trade_count for b in bars) == 20 * 4 - 4  # all but the last open bar's
+
+
+def test_a_sparse_symbol_trading_less_often_than_max_jump_loses_nothing() -> None:
+    sparse = [Trade("BTC/USDT", i, T0 + i * 20 * M, 100.0 + i, 1.0, False) for i in range(12)]  # every 20 min
+    pipe = SymbolPipeline("BTC/USDT", ("1m",))
+    bars, dead = _run(pipe, sparse, batch=1)
+    assert dead == []
+    # Trades go on in threes (confirm_trades): 9 in closed bars, one in the open bar, two still held.
+    assert sum(b.trade_count for b in bars) == 9 and [t.trade_id for t in pipe.guard.held] == [10, 11]
+
+
+def test_a_trade_far_ahead_of_a_real_jump_is_refuted_and_the_jump_kept() -> None:
+    tape = _tape(5)
+    after = _tape(5, start=T0 + 5 * M + 3_600_000, first_id=21)
+    bad = Trade("BTC/USDT", 20, T0 + DAY, 1.0, 1.0, False)
+    bars, dead = _run(SymbolPipeline("BTC/USDT", ("1m",)), [*tape, bad, *after], batch=1)
+    assert [d.ts for d in dead] == [T0 + DAY]
+    assert bars[-1].ts == T0 + 5 * M + 3_600_000 + 3 * M and len(bars) == 5 + 60 + 4
 
 
 def test_empty_bars_one_trade_closes_are_capped_and_the_gap_is_reported() -> None:

@@ -53,6 +53,8 @@ def test_a_two_window_run_concatenates_out_of_sample_equity(shared_data: Path, t
     for k, v in enumerate(versions):
         assert (out / "registry" / f"window-{k}" / "ensemble" / v / "manifest.json").is_file()
     assert not (user / "registry").exists()
+    before, after = summary["strategy_before_fees"], summary["strategy"]
+    assert before["total_return"] > after["total_return"]  # it paid fees
     settings = load_settings(env={"CRYPTOSTREAM_SYMBOLS": "BTC/USDT,ETH/USDT", "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h",
                                   "CRYPTOSTREAM_SCORING__POLICY_FAMILY": "",
                                   "CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "0.05"})
