@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -73,8 +73,7 @@ class StrategyEnv:
     confidence_threshold: float
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """One symbol at one closed bar: what :meth:`Strategy.decide` sees.
 
     ``features`` is the bar's feature row as far as the decision step has it: today the

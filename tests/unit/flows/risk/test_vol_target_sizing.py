@@ -7,7 +7,6 @@ import pytest
 from flows.risk.config import RiskConfig
 from flows.risk.engine import RiskEngine
 
-
 T = 120_000  # the close decided: after two 1m bars, so the stale-data breaker has seen the symbol
 
 
