@@ -128,7 +128,7 @@ def backtest_criteria(equity: pd.DataFrame, fills: pd.DataFrame, windows: pd.Dat
                  f"Sharpe less the best of {trials.n} trials expected by luck ({trials.source})"),
            judge("deflated_sharpe_probability", deflated.probability, ">=", cfg.min_dsr,
                  "P(true Sharpe > that bar)"),
-           judge("max_drawdown", -m.max_drawdown, "<", cfg.max_drawdown, "fall from the peak, as a fraction"),
+           judge("max_drawdown", abs(m.max_drawdown), "<", cfg.max_drawdown, "fall from the peak, as a fraction"),
            judge("win_rate", trades["win_rate"] if trades["round_trips"] else None, ">", cfg.min_win_rate,
                  f"{trades['round_trips']:.0f} round trips after fees")]
     bars_per_day = per_year / 365.0
