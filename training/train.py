@@ -233,14 +233,7 @@ def train_ensemble(a: TrainJob) -> Manifest:
     cfg = EnsembleConfig(members, tuple(weights), a.method, a.threshold,
                          {"metric": a.metric, "means": {m: mans[m].metrics["mean"] for m in members}})
     ens = Ensemble(cfg)
-    joined: pd.DataFrame | None = None
-    for m in members:
-        o = _read_oos(Path(a.registry), mans[m]).rename(columns={"p": m})
-        o = o[["symbol", "event_timestamp", "label", "fwd_ret", m]]
-        joined = o if joined is None else joined.merge(o, on=["symbol", "event_timestamp", "label", "fwd_ret"],
-                                                       how="outer")
-    assert joined is not None
-    joined = joined.sort_values(["event_timestamp", "symbol"]).reset_index(drop=True)
+    joined = joined_oos(Path(a.registry), mans, members)
     probs = joined[list(members)].to_numpy(np.float64)
     calibration, check = calibrate_on(ens.predict_raw(probs), joined["label"].to_numpy(), a.calibrate)
     ens = Ensemble(replace(cfg, calibration=calibration))
@@ -262,6 +255,19 @@ def train_ensemble(a: TrainJob) -> Manifest:
                       parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
                       extra={"members": {m: mans[m].version for m in members}, "ensemble": ens.config.to_dict(),
                              "horizon": horizon})
+
+
+def joined_oos(registry: Path, mans: dict[str, Manifest], members: Sequence[str]) -> pd.DataFrame:
+    """Return the members' out-of-sample predictions joined on (symbol, time), in time order."""
+    joined: pd.DataFrame | None = None
+    for m in members:
+        o = _read_oos(registry, mans[m]).rename(columns={"p": m})
+        o = o[["symbol", "event_timestamp", "label", "fwd_ret", m]]
+        joined = o if joined is None else joined.merge(o, on=["symbol", "event_timestamp", "label", "fwd_ret"],
+                                                       how="outer")
+    if joined is None:
+        raise SettingsError("an ensemble needs at least one member")
+    return joined.sort_values(["event_timestamp", "symbol"]).reset_index(drop=True)
 
 
 def calibrate_on(raw: np.ndarray, label: np.ndarray, enabled: bool = True, fit_share: float = 0.7
