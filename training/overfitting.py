@@ -40,13 +40,15 @@ class Deflated(NamedTuple):
 def probabilistic_sharpe(sharpe: float, n_obs: int, skew: float, kurtosis: float, sr0: float = 0.0) -> float:
     """Return P(true Sharpe > ``sr0``) for an observed per-period ``sharpe`` over ``n_obs`` returns.
 
-    ``kurtosis`` is the plain (not excess) kurtosis: 3 for normal returns.
+    ``kurtosis`` is the plain (not excess) kurtosis: 3 for normal returns.  When the sample skew
+    and kurtosis make the Sharpe ratio's variance estimate negative (very sparse returns), the
+    normal case is used.
     """
     if n_obs < 2:
         return float("nan")
     denom = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
-    if denom <= 0:
-        return float("nan")
+    if denom <= 0:  # sample moments of very sparse returns can make the variance estimate negative:
+        denom = 1.0 + sharpe**2 / 2.0  # fall back to normal returns (skew 0, kurtosis 3)
     return float(stats.norm.cdf((sharpe - sr0) * math.sqrt(n_obs - 1) / math.sqrt(denom)))
 
 

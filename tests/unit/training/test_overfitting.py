@@ -46,3 +46,10 @@ def test_pbo_refuses_bad_shapes() -> None:
         pbo_cscv(np.zeros((100, 1)))
     with pytest.raises(ValueError, match="even"):
         pbo_cscv(np.zeros((100, 3)), 5)
+
+
+def test_sample_moments_that_break_the_variance_fall_back_to_normal_returns() -> None:
+    # skew -40 at a Sharpe of -0.05 makes 1 - skew * SR + (kurt - 1) / 4 * SR^2 negative
+    p = probabilistic_sharpe(-0.05, 1000, -40.0, 200.0)
+    assert p == pytest.approx(probabilistic_sharpe(-0.05, 1000, 0.0, 3.0))
+    assert 0.0 <= p <= 1.0
