@@ -69,8 +69,9 @@ def deflated_sharpe(returns: np.ndarray, n_trials: int, trial_sharpe_std: float)
     r = np.asarray(returns, dtype=float)
     r = r[np.isfinite(r)]
     sd = float(r.std(ddof=1)) if len(r) > 1 else 0.0
-    if sd == 0.0:
-        return Deflated(0.0, 0.0, 0.0, float("nan"))
+    if sd == 0.0:  # a curve that never moved (no trades) shows no skill: probability 0
+        sr0 = expected_max_sharpe(n_trials, trial_sharpe_std**2)
+        return Deflated(0.0, sr0, -sr0, 0.0)
     sr = float(r.mean() / sd)
     sr0 = expected_max_sharpe(n_trials, trial_sharpe_std**2)
     skew = float(stats.skew(r))

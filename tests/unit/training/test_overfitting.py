@@ -53,3 +53,8 @@ def test_sample_moments_that_break_the_variance_fall_back_to_normal_returns() ->
     p = probabilistic_sharpe(-0.05, 1000, -40.0, 200.0)
     assert p == pytest.approx(probabilistic_sharpe(-0.05, 1000, 0.0, 3.0))
     assert 0.0 <= p <= 1.0
+
+
+def test_a_flat_curve_shows_no_skill() -> None:
+    d = deflated_sharpe(np.zeros(500), 10, 0.05)
+    assert d.sharpe == 0.0 and d.probability == 0.0 and d.sr0 > 0 and d.excess == -d.sr0
