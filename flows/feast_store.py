@@ -59,6 +59,23 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def ensure_applied(settings: Settings) -> bool:
+    """Run ``feast apply`` when a view the flow writes is not registered (a first run); return whether it did.
+
+    Without it the flow's online sink met an unknown view after warm-up (issue 17, defect 6).
+    """
+    from flows.feature_catalog import view_name
+
+    needed = {view_name(t, tf) for t in ("bar_features", "cross_asset_features") for tf in settings.bars.timeframes}
+    missing = needed - {v.name for v in open_store(settings).list_feature_views()}
+    if not missing:
+        return False
+    print(f"feast: views {', '.join(sorted(missing))} are not registered in {settings.feast_repo}: running feast "
+          f"apply for profile {settings.profile}", file=sys.stderr, flush=True)
+    apply(settings)
+    return True
+
+
 def apply(settings: Settings) -> None:
     """Run ``feast apply`` for the settings' profile, as a user would."""
     env = {**os.environ, **feast_environment(settings)}

@@ -82,6 +82,9 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
     if unsupported:
         raise SettingsError(f"bars.timeframes: {sorted(unsupported)} have no Feast views; "
                             f"accepted: {', '.join(FEATURE_TIMEFRAMES)}")
+    from flows import feast_store
+
+    feast_store.ensure_applied(settings)  # a first run without `feast apply` registers the views itself
     symbols = {exchange_symbol(s): s for s in settings.symbols}
     flow = Dataflow("live")
     ex = settings.exchange

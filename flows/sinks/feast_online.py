@@ -25,7 +25,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from flows.feast_store import open_store
 from flows.feature_catalog import view_name
 from flows.records import FeatureRow
-from flows.settings import Settings
+from flows.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from feast import FeatureView
@@ -60,7 +60,10 @@ class OnlineRows:
         out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for r in rows:
             view = view_name(r.table, r.timeframe)
-            names = self._features[view]  # KeyError: a view this repository does not define
+            names = self._features.get(view)
+            if names is None:
+                raise SettingsError(f"feature view {view!r} is not registered in the Feast repository: run "
+                                    "feast apply (flows.live does when it starts)")
             ts = _EPOCH + timedelta(milliseconds=r.ts)
             entity = key(join_keys=["symbol"], entity_values=[value(string_val=r.symbol)])
             out[view].append((entity, {n: value(double_val=r.values[n]) for n in names}, ts, ts))

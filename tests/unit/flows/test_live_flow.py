@@ -15,6 +15,7 @@ from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import parse_messages
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, BarReturn, FeatureRow
+from flows.settings import load_settings
 from tests.kit.live_flow import REPO, SYMBOLS, market, settings_for
 from tests.kit.repo import copy_feature_repo
 
@@ -100,3 +101,19 @@ def test_abort_and_resume_from_snapshot_gives_same_tables(tmp_path, feast_applie
     run_main(flow, epoch_interval=None, recovery_config=rc)  # stops at ABORT
     run_main(build_flow(settings_for(crashed), TestingSource(with_abort)), recovery_config=rc)
     assert _tables(clean) == _tables(crashed)
+
+
+def test_a_first_run_without_feast_apply_registers_the_views_itself(tmp_path, feast_applied, capsys) -> None:
+    """Issue 17, defect 6: the online sink used to die after warm-up on an unregistered view."""
+    from flows import feast_store
+
+    repo = copy_feature_repo(tmp_path / "fresh")
+    settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path / "var"),
+                                  "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS), "CRYPTOSTREAM_FEAST_REPO": str(repo)})
+    run_main(build_flow(settings, TestingSource(market())))
+    assert "are not registered" in capsys.readouterr().err
+    store = feast_store.open_store(settings)
+    rows = store.get_online_features(features=["bar_features_1m:rsi_14"],
+                                     entity_rows=[{"symbol": s} for s in SYMBOLS]).to_dict()
+    assert all(v is not None for v in rows["rsi_14"])
+    assert feast_store.ensure_applied(settings) is False  # registered now: nothing to do
