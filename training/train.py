@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,6 +76,7 @@ class TrainJob:
     weights: tuple[float, ...] | None = None
     threshold: float = 0.1
     calibrate: bool = True  # ensemble: Platt's map fitted on the members' out-of-sample rows
+    lgb_params: Mapping[str, Any] = field(default_factory=dict)  # LightGBM parameters over DEFAULT_PARAMS
 
 
 def service_for(family: str, timeframe: str) -> str:
@@ -123,9 +124,10 @@ def _train_lightgbm(a: TrainJob, frame: pd.DataFrame, features: list[str], split
                     ) -> tuple[dict[str, bytes], OnnxExport, list[dict[str, Any]], pd.DataFrame,
                                dict[str, Any], dict[str, Any]]:
     from training.export.lightgbm_onnx import export_lightgbm
-    from training.models.lightgbm_model import LightGBMConfig, LightGBMModel
+    from training.models.lightgbm_model import DEFAULT_PARAMS, LightGBMConfig, LightGBMModel
 
-    cfg = LightGBMConfig(horizon=a.horizon, seed=a.seed, timeframe=a.timeframe)
+    cfg = LightGBMConfig(horizon=a.horizon, seed=a.seed, timeframe=a.timeframe,
+                         params={**DEFAULT_PARAMS, **a.lgb_params})
     model = LightGBMModel(cfg)
     cv = model.cross_validate(frame, splitter, features)
     model.fit_final(frame, cv.best_iterations, features)

@@ -43,6 +43,7 @@ from flows.settings import SettingsError
 from training.walkforward import WalkForwardJob, merged, nested, run
 
 TRAIN_PARAMS = ("horizon", "threshold")  # train.<name>: the models' parameters a trial may change
+LGB_PREFIX = "train.lgb."  # train.lgb.<name>: a LightGBM parameter (num_leaves, learning_rate, ...)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ def parse_space(items: Sequence[str]) -> list[Dimension]:
         if not sep or not path or kind not in ("float", "int", "log", "choice"):
             raise SettingsError(f"--space {item!r}: write path=float:LOW:HIGH, int:LOW:HIGH, log:LOW:HIGH or "
                                 "choice:A,B")
-        if path.startswith("train.") and path.split(".", 1)[1] not in TRAIN_PARAMS:
-            raise SettingsError(f"--space {item!r}: the models' parameters are train.{', train.'.join(TRAIN_PARAMS)}")
+        if path.startswith("train.") and not path.startswith(LGB_PREFIX) and path.split(".", 1)[1] not in TRAIN_PARAMS:
+            raise SettingsError(f"--space {item!r}: the models' parameters are train.{', train.'.join(TRAIN_PARAMS)}"
+                                f" and {LGB_PREFIX}<LightGBM parameter>")
         if kind == "choice":
             out.append(Dimension(path, kind, choices=tuple(yaml.safe_load(c) for c in rest.split(","))))
             continue
@@ -94,10 +96,13 @@ def parse_space(items: Sequence[str]) -> list[Dimension]:
 
 def trial_job(base: WalkForwardJob, params: Mapping[str, Any], out: Path) -> WalkForwardJob:
     """Return the walk-forward of one trial: its settings overrides and model parameters, shared models."""
-    train = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("train.")}
+    lgb = {k[len(LGB_PREFIX):]: v for k, v in params.items() if k.startswith(LGB_PREFIX)}
+    train = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("train.") and k not in
+             {LGB_PREFIX + n for n in lgb}}
     settings = {k: v for k, v in params.items() if not k.startswith("train.")}
-    job = replace(base, overrides={**base.overrides, **settings}, **train)
-    key = hashlib.sha256(json.dumps({k: getattr(job, k) for k in TRAIN_PARAMS}, sort_keys=True).encode())
+    job = replace(base, overrides={**base.overrides, **settings}, lgb_params={**base.lgb_params, **lgb}, **train)
+    key = hashlib.sha256(json.dumps({**{k: getattr(job, k) for k in TRAIN_PARAMS}, "lgb": dict(job.lgb_params)},
+                                    sort_keys=True).encode())
     return replace(job, out=out, models_dir=base.out / f"models-{key.hexdigest()[:10]}")
 
 

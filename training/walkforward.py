@@ -81,6 +81,7 @@ class WalkForwardJob:
     config: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted settings path -> value
     models_dir: Path | None = None  # where features and window registries live (default: out); shared by tuning
+    lgb_params: Mapping[str, Any] = field(default_factory=dict)  # LightGBM parameters over its defaults
 
     @property
     def work(self) -> Path:
@@ -201,6 +202,7 @@ def train_window(job: WalkForwardJob, settings: Settings, w: Window, tf: str, sy
     done = registry / "trained.json"
     params = {"train_start": w.train_start.isoformat(), "train_end": w.train_end.isoformat(), "symbols": symbols,
               "horizon": job.horizon, "folds": job.folds, "seed": job.seed, "threshold": job.threshold,
+              "lgb_params": dict(sorted(job.lgb_params.items())),
               "paths": sorted(str(p) for p in job.paths)}
     if done.is_file():
         saved = json.loads(done.read_text())
@@ -209,7 +211,7 @@ def train_window(job: WalkForwardJob, settings: Settings, w: Window, tf: str, sy
     a = TrainJob(family="lightgbm", registry=registry, log_dir=job.work / "var" / "logs", work_dir=job.work / "var"
                  / "work", symbols=symbols, timeframe=tf, start=w.train_start.isoformat(),
                  end=w.train_end.isoformat(), horizon=job.horizon, seed=job.seed, folds=job.folds,
-                 members=("lightgbm",), threshold=job.threshold)
+                 members=("lightgbm",), threshold=job.threshold, lgb_params=dict(job.lgb_params))
     lgb = train_member(a, settings)
     ens = train_ensemble(replace(a, family="ensemble"))
     versions = {"lightgbm": lgb.version, "ensemble": ens.version}
@@ -354,7 +356,7 @@ def run(job: WalkForwardJob) -> tuple[list[WindowResult], dict[str, Any]]:
                     decision_config_hash(settings), "strategy_name": strategy_name(settings),
                     "windows": [{"window": wr.window.k, **wr.versions} for wr in results],
                     "job": {k: (str(v) if isinstance(v, Path) else v) for k, v in job.__dict__.items()
-                            if k not in ("paths", "overrides", "models_dir")} | {"overrides": dict(job.overrides)}})
+                            if k not in ("paths", "overrides", "models_dir", "lgb_params")} | {"overrides": dict(job.overrides), "lgb_params": dict(job.lgb_params)}})
     write_outputs(job.out, combined, summary)
     rows = pd.DataFrame([window_row(wr, tf) for wr in results])
     rows.to_csv(job.out / "windows.csv", index=False)
@@ -407,10 +409,11 @@ def parse_args(argv: Sequence[str] | None) -> WalkForwardJob:
     p.add_argument("--chunk", type=int, default=256, help="bar times per scoring call (1: exactly as live)")
     p.add_argument("--config", help="settings YAML of the strategy and risk (else $CRYPTOSTREAM_CONFIG)")
     p.add_argument("--set", action="append", default=[], dest="sets", help="override a setting: a.b.c=value")
+    p.add_argument("--lgb", action="append", default=[], help="a LightGBM parameter: num_leaves=31 (repeat)")
     a = p.parse_args(argv)
     return WalkForwardJob(tuple(a.paths), a.out, a.train_start, a.start, a.end, a.every, a.every_bars,
                           a.rolling_days, a.horizon, a.embargo_bars, a.folds, a.seed, a.threshold, a.chunk, a.config,
-                          parse_set(a.sets))
+                          parse_set(a.sets), lgb_params=parse_set(a.lgb))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

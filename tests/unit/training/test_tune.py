@@ -30,7 +30,10 @@ def test_trials_share_models_unless_they_change_model_parameters(tmp_path: Path)
     a = trial_job(base, {"scoring.confidence_threshold": 0.1}, tmp_path / "t0")
     b = trial_job(base, {"scoring.confidence_threshold": 0.2}, tmp_path / "t1")
     c = trial_job(base, {"train.horizon": 4}, tmp_path / "t2")
+    d = trial_job(base, {"train.lgb.num_leaves": 15}, tmp_path / "t3")
     assert a.models_dir == b.models_dir != c.models_dir and c.horizon == 4
+    assert d.lgb_params == {"num_leaves": 15} and d.models_dir not in (a.models_dir, c.models_dir)
+    assert parse_space(["train.lgb.learning_rate=log:0.01:0.2"])[0].kind == "log"
     assert a.overrides == {"scoring.confidence_threshold": 0.1}
 
 

@@ -42,7 +42,7 @@ def test_a_two_window_run_concatenates_out_of_sample_equity(shared_data: Path, t
     monkeypatch.setenv("CRYPTOSTREAM_DATA_DIR", str(user))  # the user's registry must stay untouched
     assert main([*map(str, files), "--train-start", "2021-01-01", "--start", "2021-07-01", "--end", "2021-09-01",
                  "--every", "month", "--folds", "2", "--out", str(out), "--set", "scoring.policy_family=",
-                 "--set", "scoring.confidence_threshold=0.05"]) == 0
+                 "--set", "scoring.confidence_threshold=0.05", "--lgb", "num_leaves=15"]) == 0
     rows = pd.read_csv(out / "windows.csv")
     assert list(rows.window) == [0, 1] and (rows.fills > 0).all()
     eq = pd.read_csv(out / "equity.csv")
@@ -52,6 +52,8 @@ def test_a_two_window_run_concatenates_out_of_sample_equity(shared_data: Path, t
     versions = [w["ensemble"] for w in summary["windows"]]
     for k, v in enumerate(versions):
         assert (out / "registry" / f"window-{k}" / "ensemble" / v / "manifest.json").is_file()
+        lgb = json.loads(next((out / "registry" / f"window-{k}" / "lightgbm").glob("*/manifest.json")).read_text())
+        assert lgb["config"]["model"]["params"]["num_leaves"] == 15
     assert not (user / "registry").exists()
     before, after = summary["strategy_before_fees"], summary["strategy"]
     assert before["total_return"] > after["total_return"]  # it paid fees
