@@ -5,6 +5,8 @@ exchange websocket (one partition per symbol, batches of raw messages)
 -> per symbol: dedupe, event-time bars for every timeframe, features
 -> cross-asset step (all symbols of one bar time, keyed by timeframe)
 -> sinks: history (TimescaleDB or parquet), Feast online store, console
+-> with ``monitoring.metrics_port`` set, every stage counted and timed on /metrics
+   (:mod:`flows.monitoring.metrics`; one call per batch, never per trade)
 -> when the registry holds models (``flows.decisions_flow``): scoring of the trading
    timeframe's bar times, decisions (risk, broker, portfolio), decision sinks.
 
@@ -16,6 +18,7 @@ message naming the field.
 from __future__ import annotations
 
 import sys
+from time import perf_counter
 from typing import Any
 
 import bytewax.operators as op
@@ -23,6 +26,9 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from flows.feature_catalog import FEATURE_TIMEFRAMES
+from flows.monitoring.hooks import measured_parse, time_features
+from flows.monitoring.metrics import FlowMetrics
+from flows.monitoring.metrics import start as start_metrics
 from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import exchange_symbol, parse_messages
 from flows.operators.pipeline import Output, SymbolPipeline
@@ -32,12 +38,16 @@ from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.console import BarPrinter
 from flows.sinks.feast_online import FeastOnlineSink
 from flows.sinks.history import HistorySink
+from flows.sinks.metrics import timed
 from flows.sources.binance_ws import BinanceTradeSource, RawBatch
 from flows.timeframes import timeframe_ms
 
 
-def symbol_step(settings: Settings):
-    """Return the per-symbol step (a :class:`SymbolPipeline`; Bytewax keeps its snapshot, :mod:`flows.recovery`)."""
+def symbol_step(settings: Settings, metrics: FlowMetrics | None = None):
+    """Return the per-symbol step (a :class:`SymbolPipeline`; Bytewax keeps its snapshot, :mod:`flows.recovery`).
+
+    With ``metrics``, each batch is counted and timed (bars and features apart).
+    """
     tfs, lateness, fill = settings.bars.timeframes, settings.bars.allowed_lateness_ms, settings.bars.fill_empty
     cap, tt = settings.bars.max_empty_bars, settings.trade_time
 
@@ -48,10 +58,23 @@ def symbol_step(settings: Settings):
                                   confirm_trades=tt.confirm_trades)
         return pipe, pipe.on_trades(trades)
 
-    return step
+    if metrics is None:
+        return step
+
+    def measured(pipe: SymbolPipeline | None, item: tuple[str, list]) -> tuple[SymbolPipeline, list[Output]]:
+        clock = time_features(pipe) if pipe is not None else None  # a new pipeline's first batch: features untimed
+        t0 = perf_counter()
+        pipe, out = step(pipe, item)
+        took = perf_counter() - t0
+        metrics.on_pipeline(out, took, clock.take() if clock is not None else 0.0)
+        if clock is None:
+            time_features(pipe)
+        return pipe, out
+
+    return measured
 
 
-def cross_step(settings: Settings):
+def cross_step(settings: Settings, metrics: FlowMetrics | None = None):
     """Return the cross-asset step, keyed by timeframe (a :class:`CrossAssetStep`; Bytewax keeps its snapshot)."""
 
     def step(state: CrossAssetStep | None, ret: BarReturn) -> tuple[CrossAssetStep, list[FeatureRow]]:
@@ -60,18 +83,27 @@ def cross_step(settings: Settings):
         rows = state.update(ret.symbol, ret.ts, ret.ret_1)
         return state, [FeatureRow("cross_asset_features", sym, ret.timeframe, ts, f) for sym, ts, f in rows]
 
-    return step
+    if metrics is None:
+        return step
+
+    def measured(state: CrossAssetStep | None, ret: BarReturn) -> tuple[CrossAssetStep, list[FeatureRow]]:
+        t0 = perf_counter()
+        state, rows = step(state, ret)
+        metrics.on_cross_asset(rows, perf_counter() - t0)
+        return state, rows
+
+    return measured
 
 
 def add_features(flow: Dataflow, trades: Stream[tuple[str, tuple[str, list]]], settings: Settings,
-                 ) -> tuple[Stream[Any], Stream[FeatureRow]]:
+                 metrics: FlowMetrics | None = None) -> tuple[Stream[Any], Stream[FeatureRow]]:
     """Wire the per-symbol and cross-asset steps; return (all records, feature rows)."""
-    out = recoverable("symbol_pipeline", trades, SymbolPipeline.from_snapshot, symbol_step(settings))
+    out = recoverable("symbol_pipeline", trades, SymbolPipeline.from_snapshot, symbol_step(settings, metrics))
     records = op.key_rm("unkey", out)
     rets = op.filter_map("bar_returns", records, lambda r: r if isinstance(r, BarReturn) else None)
     keyed = op.key_on("by_timeframe", rets, lambda r: r.timeframe)
     cross = op.key_rm("unkey_cross", recoverable("cross_asset", keyed, CrossAssetStep.from_snapshot,
-                                                 cross_step(settings)))
+                                                 cross_step(settings, metrics)))
     symbol_rows = op.filter_map("symbol_features", records, lambda r: r if isinstance(r, FeatureRow) else None)
     return records, op.merge("features", symbol_rows, cross)
 
@@ -86,6 +118,7 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
 
     feast_store.ensure_applied(settings)  # a first run without `feast apply` registers the views itself
     symbols = {exchange_symbol(s): s for s in settings.symbols}
+    metrics = start_metrics(settings.monitoring, settings.risk.limits.max_drawdown)  # None: port 0, no hooks
     flow = Dataflow("live")
     ex = settings.exchange
     since = int(ex.fill_since.timestamp() * 1000) if ex.fill_since else None
@@ -102,16 +135,16 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
         trades, dead = parse_messages(msgs, symbols, received_ms, trade_time=settings.trade_time)
         return symbol, (trades, dead)
 
-    parsed = op.map("parse", raw, parse)
+    parsed = op.map("parse", raw, parse if metrics is None else measured_parse(parse, metrics))
     trades = op.filter_map_value("trades", parsed, lambda v: (v[0][0].symbol, v[0]) if v[0] else None)
-    records, features = add_features(flow, trades, settings)
+    records, features = add_features(flow, trades, settings, metrics)
     dead = op.flat_map("parse_dead_letters", parsed, lambda kv: kv[1][1])
     history = op.filter_map("history_rows", records,
                             lambda r: r if isinstance(r, (Bar, FeatureRow, DeadLetter)) else None)
     cross_rows = op.filter("cross_rows", features, lambda r: r.table == "cross_asset_features")
     to_history: Stream[Any] = op.merge("to_history", history, cross_rows, dead)
-    op.output("history", to_history, HistorySink(settings))
-    op.output("feast_online", features, FeastOnlineSink(settings))
+    op.output("history", to_history, timed(HistorySink(settings), "history", metrics))
+    op.output("feast_online", features, timed(FeastOnlineSink(settings), "feast_online", metrics))
     bars = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, Bar) else None)
     from flows.decisions_flow import add_decisions
 

@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from flows.monitoring.metrics import current as current_metrics
 from flows.operators.parse import exchange_symbol
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
             return
         msgs = await loop.run_in_executor(None, self.filler.trades_from, self.market_id, start, first_new_id)
         self.filled += len(msgs)
+        if (metrics := current_metrics()) is not None:
+            metrics.on_gap_fill(self.symbol, len(msgs))
         if msgs:
             log.info("%s: filled %d trades from REST (ids %d..)", self.symbol, len(msgs), start)
         self._buf.extend(msgs)
@@ -191,6 +194,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
                         await ws.send_bytes(orjson.dumps({"method": "SUBSCRIBE", "params": [self.stream], "id": 1}))
                         if connected_before:
                             self.reconnects += 1
+                            if (metrics := current_metrics()) is not None:
+                                metrics.on_reconnect(self.symbol)
                         connected_before, backoff = True, 0.1
                         await self._pump(ws)
                 except (OSError, aiohttp.ClientError, ConnectionError) as exc:

@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics of the flow (:mod:`flows.monitoring.metrics`), their settings and hooks."""
