@@ -10,8 +10,10 @@ serve the process collector, and needs a directory cleaned between runs.
 
 Instrumentation cost stays off the per-trade path: the flow calls these methods
 once per batch of websocket messages, per closed bar, per settled close and per sink
-batch, never per trade, and every labelled child is looked up once and cached in a
-dict (``Counter.labels`` takes a lock and hashes its labels).  With
+batch, never per trade.  What is reported per batch goes into per-thread dicts
+without locks (:mod:`flows.monitoring.sharded`), summed when ``/metrics`` is read;
+the rarer metrics are prometheus-client's own, each labelled child looked up once
+and cached (``Counter.labels`` takes a lock and hashes its labels).  With
 ``monitoring.metrics_port`` 0, :func:`current` is None and the flow skips every hook.
 
 Metric names start with ``cryptostream_``; README "Monitoring" lists them.
@@ -25,11 +27,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
 from flows.monitoring.config import MonitoringConfig
+from flows.monitoring.sharded import ShardedMetrics
 from flows.records import Bar, DeadLetter, FeatureRow, Fill, PortfolioRow, Status
 
 STAGES = ("parse", "bars", "features", "cross_asset", "scoring", "decision", "sink")
@@ -67,29 +70,26 @@ class FlowMetrics:
         """Register the metrics on ``registry`` (a fresh one by default)."""
         r = self.registry = registry if registry is not None else CollectorRegistry()
         self._lock = threading.Lock()  # the few read-modify-write updates (reasons, halts, model versions)
-        self.messages = _Children(Counter("cryptostream_messages", "websocket messages received", ["symbol"],
-                                          registry=r))
-        self.trades = _Children(Counter("cryptostream_trades", "trades parsed from the messages", ["symbol"],
-                                        registry=r))
-        self.last_received = _Children(Gauge("cryptostream_last_trade_received_timestamp_seconds",
-                                             "receive time (host clock) of the latest batch with trades",
-                                             ["symbol"], registry=r))
+        # Reported per batch: kept per thread without locks (flows.monitoring.sharded), merged at each scrape.
+        hot = self.hot = ShardedMetrics(BUCKETS)
+        hot.declare("cryptostream_messages", "counter", "websocket messages received", ["symbol"])
+        hot.declare("cryptostream_trades", "counter", "trades parsed from the messages", ["symbol"])
+        hot.declare("cryptostream_last_trade_received_timestamp_seconds", "max_gauge",
+                    "receive time (host clock) of the latest batch with trades", ["symbol"])
+        hot.declare("cryptostream_dead_letters", "counter", "dead letters by stage and reason", ["source", "reason"])
+        hot.declare("cryptostream_bars", "counter", "closed bars", ["symbol", "timeframe"])
+        hot.declare("cryptostream_feature_rows", "counter", "feature rows computed", ["table", "timeframe"])
+        hot.declare("cryptostream_stage_seconds", "histogram", "seconds one batch spent in a stage", ["stage"])
+        hot.declare("cryptostream_sink_seconds", "histogram", "seconds of one sink write_batch", ["sink"])
+        r.register(hot)
+        self._reasons: dict[str, set[str]] = {}
+        # Reported per reconnect, per close or per swap: prometheus-client's own metrics.
         self.reconnects = _Children(Counter("cryptostream_ws_reconnects", "websocket reconnects", ["symbol"],
                                             registry=r))
         self.gap_fills = _Children(Counter("cryptostream_gap_fills", "REST gap fills that fetched trades",
                                            ["symbol"], registry=r))
         self.gap_fill_trades = _Children(Counter("cryptostream_gap_fill_trades", "trades fetched by REST gap fills",
                                                  ["symbol"], registry=r))
-        self.dead_letters = _Children(Counter("cryptostream_dead_letters", "dead letters by stage and reason",
-                                              ["source", "reason"], registry=r))
-        self._reasons: dict[str, set[str]] = {}
-        self.bars = _Children(Counter("cryptostream_bars", "closed bars", ["symbol", "timeframe"], registry=r))
-        self.feature_rows = _Children(Counter("cryptostream_feature_rows", "feature rows computed",
-                                              ["table", "timeframe"], registry=r))
-        self.stage = _Children(Histogram("cryptostream_stage_seconds", "seconds one batch spent in a stage",
-                                         ["stage"], buckets=BUCKETS, registry=r))
-        self.sink = _Children(Histogram("cryptostream_sink_seconds", "seconds of one sink write_batch", ["sink"],
-                                        buckets=BUCKETS, registry=r))
         self.orders = _Children(Counter("cryptostream_orders", "order updates by status (NEW: placed)",
                                         ["status"], registry=r))
         self.fills = _Children(Counter("cryptostream_fills", "fills", ["symbol", "side"], registry=r))
@@ -118,13 +118,14 @@ class FlowMetrics:
     def on_parsed(self, symbol: str, messages: int, trades: int, dead: list[DeadLetter], received_ms: int,
                   seconds: float) -> None:
         """Count one parsed batch of ``symbol``'s messages."""
-        self.messages(symbol).inc(messages)
+        hot, key = self.hot, (symbol,)
+        hot.inc("cryptostream_messages", key, messages)
         if trades:
-            self.trades(symbol).inc(trades)
-            self.last_received(symbol).set(received_ms / 1000.0)
+            hot.inc("cryptostream_trades", key, trades)
+            hot.set_max("cryptostream_last_trade_received_timestamp_seconds", key, received_ms / 1000.0)
         if dead:
             self.on_dead_letters(dead)
-        self.stage("parse").observe(seconds)
+        hot.observe("cryptostream_stage_seconds", ("parse",), seconds)
 
     def on_reconnect(self, symbol: str) -> None:
         """Count a websocket reconnect."""
@@ -148,39 +149,40 @@ class FlowMetrics:
                         if len(seen) >= MAX_REASONS:
                             reason = "other"
                         seen.add(reason)
-            self.dead_letters(d.source, reason).inc()
+            self.hot.inc("cryptostream_dead_letters", (d.source, reason))
 
     # ---- per-symbol pipeline and cross-asset step (once per batch)
 
     def on_pipeline(self, outputs: list[Any], seconds: float, feature_seconds: float) -> None:
         """Count what one batch through a symbol pipeline produced; time bars and features apart."""
+        hot = self.hot
         if outputs:
             dead = []
             for r in outputs:
                 kind = type(r)
                 if kind is Bar:
-                    self.bars(r.symbol, r.timeframe).inc()
+                    hot.inc("cryptostream_bars", (r.symbol, r.timeframe))
                 elif kind is FeatureRow:
-                    self.feature_rows(r.table, r.timeframe).inc()
+                    hot.inc("cryptostream_feature_rows", (r.table, r.timeframe))
                 elif kind is DeadLetter:
                     dead.append(r)
             if dead:
                 self.on_dead_letters(dead)
-        self.stage("bars").observe(max(seconds - feature_seconds, 0.0))
+        hot.observe("cryptostream_stage_seconds", ("bars",), max(seconds - feature_seconds, 0.0))
         if feature_seconds:
-            self.stage("features").observe(feature_seconds)
+            hot.observe("cryptostream_stage_seconds", ("features",), feature_seconds)
 
     def on_cross_asset(self, rows: list[FeatureRow], seconds: float) -> None:
         """Count the cross-asset rows of one bar return."""
         if rows:
-            self.feature_rows(rows[0].table, rows[0].timeframe).inc(len(rows))
-        self.stage("cross_asset").observe(seconds)
+            self.hot.inc("cryptostream_feature_rows", (rows[0].table, rows[0].timeframe), len(rows))
+        self.hot.observe("cryptostream_stage_seconds", ("cross_asset",), seconds)
 
     # ---- scoring and decisions (once per settled close)
 
     def on_scoring(self, seconds: float) -> None:
         """Time one scoring of a settled close (or a group of closes)."""
-        self.stage("scoring").observe(seconds)
+        self.hot.observe("cryptostream_stage_seconds", ("scoring",), seconds)
 
     def on_models(self, versions: Mapping[str, str]) -> None:
         """Show the deployed versions (family -> version); versions no longer deployed drop to 0."""
@@ -221,7 +223,7 @@ class FlowMetrics:
             self.leverage.set(s.get("leverage") or 0.0)
         if last_status is not None:
             self._show_halts(last_status.halts)
-        self.stage("decision").observe(seconds)
+        self.hot.observe("cryptostream_stage_seconds", ("decision",), seconds)
 
     def _show_halts(self, halts: tuple[tuple[str, str], ...]) -> None:
         now = set(halts)
@@ -238,8 +240,8 @@ class FlowMetrics:
 
     def on_sink(self, name: str, seconds: float) -> None:
         """Time one ``write_batch`` of sink ``name``."""
-        self.sink(name).observe(seconds)
-        self.stage("sink").observe(seconds)
+        self.hot.observe("cryptostream_sink_seconds", (name,), seconds)
+        self.hot.observe("cryptostream_stage_seconds", ("sink",), seconds)
 
 
 _lock = threading.Lock()

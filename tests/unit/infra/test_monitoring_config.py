@@ -17,14 +17,15 @@ NAME = re.compile(r"\bcryptostream_[a-z_]+")
 
 
 def served_names() -> set[str]:
-    """Every sample name a fresh registry can serve (labelled metrics get one child each first)."""
-    m = FlowMetrics()
-    for metric in m.registry._names_to_collectors.values():  # touch a child so each family has samples
-        names = getattr(metric, "_labelnames", ())
-        if names:
-            metric.labels(*["x"] * len(names))
-    text = generate_latest(m.registry).decode()
-    return {line.split("{")[0].split()[0] for line in text.splitlines() if line and not line.startswith("#")}
+    """Every sample name the flow's registry serves (from its ``# TYPE`` lines, with the type's suffixes)."""
+    suffixes = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum"),
+                "info": ("_info",)}
+    out = set()
+    for line in generate_latest(FlowMetrics().registry).decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            out |= {name + s for s in suffixes.get(kind, ("",))}
+    return out
 
 
 def test_promtool_accepts_the_config_and_the_rules() -> None:
