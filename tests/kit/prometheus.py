@@ -33,6 +33,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def scrape(port: int) -> dict[str, float]:
+    """Return every sample of ``127.0.0.1:<port>/metrics`` as ``name{label=value,...}`` -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}"] = s.value
+    return out
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    """Return the sum of ``name``'s samples (from :func:`scrape`) that carry these label values."""
+    want = [f"{k}={v}" for k, v in labels.items()]
+    return sum(v for k, v in samples.items() if k.split("{")[0] == name and all(w in k for w in want))
+
+
 class Prometheus:
     """A running server's HTTP API."""
 

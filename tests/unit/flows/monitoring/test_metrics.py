@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import socket
-import urllib.request
 from collections import Counter
 
 import pytest
 from bytewax.testing import TestingSource, cluster_main, run_main
-from prometheus_client.parser import text_string_to_metric_families
 
 from flows.execution.orders import Order, OrderStatus
 from flows.live import build_flow
@@ -21,30 +19,8 @@ from flows.records import Bar, DeadLetter, FeatureRow, Fill, OrderIntent, Portfo
 from flows.risk.engine import Rejection
 from flows.settings import SettingsError, load_settings
 from tests.kit.live_flow import REPO, SYMBOLS, market, settings_for
+from tests.kit.prometheus import free_port, scrape, total
 from tests.kit.repo import copy_feature_repo
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Return every sample of /metrics as ``name{label=value,...}`` -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}"] = s.value
-    return out
-
-
-def total(samples: dict[str, float], name: str, **labels: str) -> float:
-    want = [f"{k}={v}" for k, v in labels.items()]
-    return sum(v for k, v in samples.items() if k.split("{")[0] == name and all(w in k for w in want))
 
 
 def value(m: FlowMetrics, name: str, **labels: str) -> float:
