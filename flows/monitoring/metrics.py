@@ -186,13 +186,7 @@ class FlowMetrics:
 
     def on_models(self, versions: Mapping[str, str]) -> None:
         """Show the deployed versions (family -> version); versions no longer deployed drop to 0."""
-        now = {(str(f), str(v)) for f, v in versions.items()}
-        with self._lock:
-            for key in self._models_on - now:
-                self.models(*key).set(0)
-            for key in now:
-                self.models(*key).set(1)
-            self._models_on = now
+        self._models_on = self._flags(self.models, self._models_on, {(str(f), str(v)) for f, v in versions.items()})
 
     def on_kill_switch(self, engaged: bool) -> None:
         """Show the kill switch's state as read by the decision step."""
@@ -221,20 +215,19 @@ class FlowMetrics:
             self.gross_exposure.set(s.get("gross_exposure") or 0.0)
             self.net_exposure.set(s.get("net_exposure") or 0.0)
             self.leverage.set(s.get("leverage") or 0.0)
-        if last_status is not None:
-            self._show_halts(last_status.halts)
+        if last_status is not None and set(last_status.halts) != self._halts_on:
+            self._halts_on = self._flags(self.halts, self._halts_on, set(last_status.halts))
         self.hot.observe("cryptostream_stage_seconds", ("decision",), seconds)
 
-    def _show_halts(self, halts: tuple[tuple[str, str], ...]) -> None:
-        now = set(halts)
-        if now == self._halts_on:
-            return
+    def _flags(self, gauge: _Children, before: set[tuple[str, str]], now: set[tuple[str, str]],
+               ) -> set[tuple[str, str]]:
+        """Set ``gauge`` to 1 for the label pairs in ``now``, to 0 for those only in ``before``; return ``now``."""
         with self._lock:
-            for key in self._halts_on - now:
-                self.halts(*key).set(0)
+            for key in before - now:
+                gauge(*key).set(0)
             for key in now:
-                self.halts(*key).set(1)
-            self._halts_on = now
+                gauge(*key).set(1)
+        return now
 
     # ---- sinks
 

@@ -21,8 +21,10 @@ from bytewax.outputs import (
 from flows.monitoring.metrics import FlowMetrics
 
 
-class _TimedStateless(StatelessSinkPartition[Any]):
-    def __init__(self, inner: StatelessSinkPartition[Any], name: str, metrics: FlowMetrics) -> None:
+class _Timed:
+    """What both partition wrappers do: time ``write_batch``, pass ``close`` through."""
+
+    def __init__(self, inner: Any, name: str, metrics: FlowMetrics) -> None:
         self.inner, self.name, self.metrics = inner, name, metrics
 
     def write_batch(self, items: list[Any]) -> None:
@@ -34,20 +36,13 @@ class _TimedStateless(StatelessSinkPartition[Any]):
         self.inner.close()
 
 
-class _TimedStateful(StatefulSinkPartition[Any, Any]):
-    def __init__(self, inner: StatefulSinkPartition[Any, Any], name: str, metrics: FlowMetrics) -> None:
-        self.inner, self.name, self.metrics = inner, name, metrics
+class _TimedStateless(_Timed, StatelessSinkPartition[Any]):
+    pass
 
-    def write_batch(self, values: list[Any]) -> None:
-        t0 = time.perf_counter()
-        self.inner.write_batch(values)
-        self.metrics.on_sink(self.name, time.perf_counter() - t0)
 
+class _TimedStateful(_Timed, StatefulSinkPartition[Any, Any]):
     def snapshot(self) -> Any:
         return self.inner.snapshot()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class TimedDynamicSink(DynamicSink[Any]):
