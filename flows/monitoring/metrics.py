@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -40,6 +41,8 @@ STAGES = ("parse", "bars", "features", "cross_asset", "scoring", "decision", "si
 BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
            2.5, 5.0, 10.0)
 MAX_REASONS = 64  # distinct dead-letter reasons per source; more are counted as "other"
+STAGE, SINK = "cryptostream_stage_seconds", "cryptostream_sink_seconds"
+_PARSE, _BARS, _FEATURES = ((STAGE, (s,)) for s in ("parse", "bars", "features"))  # hot cells' keys, made once
 
 
 def reason_class(reason: str) -> str:
@@ -72,15 +75,19 @@ class FlowMetrics:
         self._lock = threading.Lock()  # the few read-modify-write updates (reasons, halts, model versions)
         # Reported per batch: kept per thread without locks (flows.monitoring.sharded), merged at each scrape.
         hot = self.hot = ShardedMetrics(BUCKETS)
-        hot.declare("cryptostream_messages", "counter", "websocket messages received", ["symbol"])
-        hot.declare("cryptostream_trades", "counter", "trades parsed from the messages", ["symbol"])
-        hot.declare("cryptostream_last_trade_received_timestamp_seconds", "max_gauge",
-                    "receive time (host clock) of the latest batch with trades", ["symbol"])
-        hot.declare("cryptostream_dead_letters", "counter", "dead letters by stage and reason", ["source", "reason"])
-        hot.declare("cryptostream_bars", "counter", "closed bars", ["symbol", "timeframe"])
-        hot.declare("cryptostream_feature_rows", "counter", "feature rows computed", ["table", "timeframe"])
-        hot.declare("cryptostream_stage_seconds", "histogram", "seconds one batch spent in a stage", ["stage"])
-        hot.declare("cryptostream_sink_seconds", "histogram", "seconds of one sink write_batch", ["sink"])
+        hot.group("parse", ["symbol"], [
+            ("cryptostream_messages", "counter", "websocket messages received"),
+            ("cryptostream_trades", "counter", "trades parsed from the messages"),
+            ("cryptostream_last_trade_received_timestamp_seconds", "max_gauge",
+             "receive time (host clock) of the latest batch with trades")])
+        hot.group("dead", ["source", "reason"], [("cryptostream_dead_letters", "counter",
+                                                   "dead letters by stage and reason")])
+        hot.group("bars", ["symbol", "timeframe"], [("cryptostream_bars", "counter", "closed bars")])
+        hot.group("features", ["table", "timeframe"], [("cryptostream_feature_rows", "counter",
+                                                        "feature rows computed")])
+        hot.histogram(STAGE, ["stage"], "seconds one batch spent in a stage")
+        hot.histogram(SINK, ["sink"], "seconds of one sink write_batch")
+        self._keys: dict[Any, tuple[str, tuple[str, ...]]] = {}  # cell keys made once (labels -> key)
         r.register(hot)
         self._reasons: dict[str, set[str]] = {}
         # Reported per reconnect, per close or per swap: prometheus-client's own metrics.
@@ -118,14 +125,19 @@ class FlowMetrics:
     def on_parsed(self, symbol: str, messages: int, trades: int, dead: list[DeadLetter], received_ms: int,
                   seconds: float) -> None:
         """Count one parsed batch of ``symbol``'s messages."""
-        hot, key = self.hot, (symbol,)
-        hot.inc("cryptostream_messages", key, messages)
+        hot = self.hot
+        d = hot.shard()
+        key = self._keys.get(symbol) or self._keys.setdefault(symbol, ("parse", (symbol,)))
+        cell = d.get(key) or hot.new_cell(d, key)
+        cell[0] += messages
         if trades:
-            hot.inc("cryptostream_trades", key, trades)
-            hot.set_max("cryptostream_last_trade_received_timestamp_seconds", key, received_ms / 1000.0)
+            cell[1] += trades
+            cell[2] = received_ms / 1000.0
         if dead:
             self.on_dead_letters(dead)
-        hot.observe("cryptostream_stage_seconds", ("parse",), seconds)
+        h = d.get(_PARSE) or hot.new_cell(d, _PARSE)
+        h[bisect_left(BUCKETS, seconds)] += 1
+        h[-1] += seconds
 
     def on_reconnect(self, symbol: str) -> None:
         """Count a websocket reconnect."""
@@ -149,40 +161,43 @@ class FlowMetrics:
                         if len(seen) >= MAX_REASONS:
                             reason = "other"
                         seen.add(reason)
-            self.hot.inc("cryptostream_dead_letters", (d.source, reason))
+            self._inc("dead", (d.source, reason))
 
     # ---- per-symbol pipeline and cross-asset step (once per batch)
 
     def on_pipeline(self, outputs: list[Any], seconds: float, feature_seconds: float) -> None:
         """Count what one batch through a symbol pipeline produced; time bars and features apart."""
-        hot = self.hot
         if outputs:
             dead = []
             for r in outputs:
                 kind = type(r)
                 if kind is Bar:
-                    hot.inc("cryptostream_bars", (r.symbol, r.timeframe))
+                    self._inc("bars", (r.symbol, r.timeframe))
                 elif kind is FeatureRow:
-                    hot.inc("cryptostream_feature_rows", (r.table, r.timeframe))
+                    self._inc("features", (r.table, r.timeframe))
                 elif kind is DeadLetter:
                     dead.append(r)
             if dead:
                 self.on_dead_letters(dead)
-        hot.observe("cryptostream_stage_seconds", ("bars",), max(seconds - feature_seconds, 0.0))
+        d = self.hot.shard()
+        h = d.get(_BARS) or self.hot.new_cell(d, _BARS)
+        seconds = max(seconds - feature_seconds, 0.0)
+        h[bisect_left(BUCKETS, seconds)] += 1
+        h[-1] += seconds
         if feature_seconds:
-            hot.observe("cryptostream_stage_seconds", ("features",), feature_seconds)
+            self._observe(_FEATURES, feature_seconds)
 
     def on_cross_asset(self, rows: list[FeatureRow], seconds: float) -> None:
         """Count the cross-asset rows of one bar return."""
         if rows:
-            self.hot.inc("cryptostream_feature_rows", (rows[0].table, rows[0].timeframe), len(rows))
-        self.hot.observe("cryptostream_stage_seconds", ("cross_asset",), seconds)
+            self._inc("features", (rows[0].table, rows[0].timeframe), len(rows))
+        self._observe((STAGE, ("cross_asset",)), seconds)
 
     # ---- scoring and decisions (once per settled close)
 
     def on_scoring(self, seconds: float) -> None:
         """Time one scoring of a settled close (or a group of closes)."""
-        self.hot.observe("cryptostream_stage_seconds", ("scoring",), seconds)
+        self._observe((STAGE, ("scoring",)), seconds)
 
     def on_models(self, versions: Mapping[str, str]) -> None:
         """Show the deployed versions (family -> version); versions no longer deployed drop to 0."""
@@ -217,7 +232,7 @@ class FlowMetrics:
             self.leverage.set(s.get("leverage") or 0.0)
         if last_status is not None and set(last_status.halts) != self._halts_on:
             self._halts_on = self._flags(self.halts, self._halts_on, set(last_status.halts))
-        self.hot.observe("cryptostream_stage_seconds", ("decision",), seconds)
+        self._observe((STAGE, ("decision",)), seconds)
 
     def _flags(self, gauge: _Children, before: set[tuple[str, str]], now: set[tuple[str, str]],
                ) -> set[tuple[str, str]]:
@@ -233,8 +248,22 @@ class FlowMetrics:
 
     def on_sink(self, name: str, seconds: float) -> None:
         """Time one ``write_batch`` of sink ``name``."""
-        self.hot.observe("cryptostream_sink_seconds", (name,), seconds)
-        self.hot.observe("cryptostream_stage_seconds", ("sink",), seconds)
+        self._observe((SINK, (name,)), seconds)
+        self._observe((STAGE, ("sink",)), seconds)
+
+    # ---- per-thread cells (flows.monitoring.sharded)
+
+    def _inc(self, group: str, labels: tuple[str, ...], n: float = 1.0) -> None:
+        d = self.hot.shard()
+        key = (group, labels)
+        cell = d.get(key) or self.hot.new_cell(d, key)
+        cell[0] += n
+
+    def _observe(self, key: tuple[str, tuple[str, ...]], seconds: float) -> None:
+        d = self.hot.shard()
+        h = d.get(key) or self.hot.new_cell(d, key)
+        h[bisect_left(BUCKETS, seconds)] += 1
+        h[-1] += seconds
 
 
 _lock = threading.Lock()

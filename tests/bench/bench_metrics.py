@@ -14,8 +14,8 @@ messages per symbol, built before timing), its sinks swapped for counting sinks 
 ``bench_flow.py`` section 1, so the figure is the flow's own cost (sinks' I/O would
 hide the overhead).  *off*: ``monitoring.metrics_port`` 0 (no hooks); *on*: metrics
 served on a free loopback port, every hook live (and /metrics scraped once per run, at
-its end, to check the counts).  Runs alternate off, on, off, on, ... ``--rounds`` times
-so drift of a noisy machine hits both alike; the figure is each side's best run, and
+its end, to check the counts).  Each of ``--rounds`` rounds runs both, off first in even
+rounds and on first in odd ones, so drift of a noisy machine hits both alike; the figure is each side's best run, and
 the median of the per-round ratios is printed too, by wall clock and by the process's
 CPU time (all its threads, the /metrics server's included), which a loaded machine
 disturbs far less.  Batches of 1000 messages are what
@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             off: list[tuple[float, float]] = []
             on: list[tuple[float, float]] = []
             for r in range(args.rounds):
-                off.append(run_once(items, settings, 0))
-                on.append(run_once(items, settings, free_port()))
+                if r % 2:  # odd rounds run "on" first: neither side always follows the other
+                    on.append(run_once(items, settings, free_port()))
+                    off.append(run_once(items, settings, 0))
+                else:
+                    off.append(run_once(items, settings, 0))
+                    on.append(run_once(items, settings, free_port()))
                 log(f"batch {batch}, round {r + 1}: off {n / off[-1][0]:,.0f} trades/s ({n / off[-1][1]:,.0f} per CPU "
                     f"s), on {n / on[-1][0]:,.0f} trades/s ({n / on[-1][1]:,.0f} per CPU s)")
             for i, clock in ((0, "wall"), (1, "CPU")):
