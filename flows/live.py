@@ -17,6 +17,7 @@ message naming the field.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from time import perf_counter
 from typing import Any
@@ -26,7 +27,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from flows.feature_catalog import FEATURE_TIMEFRAMES
-from flows.monitoring.hooks import measured_parse, time_features
+from flows.monitoring.hooks import SAMPLE, measured_parse, time_features
 from flows.monitoring.metrics import FlowMetrics
 from flows.monitoring.metrics import start as start_metrics
 from flows.operators.cross_asset import CrossAssetStep
@@ -46,7 +47,8 @@ from flows.timeframes import timeframe_ms
 def symbol_step(settings: Settings, metrics: FlowMetrics | None = None):
     """Return the per-symbol step (a :class:`SymbolPipeline`; Bytewax keeps its snapshot, :mod:`flows.recovery`).
 
-    With ``metrics``, each batch is counted and timed (bars and features apart).
+    With ``metrics``, each batch is counted, and one in :data:`~flows.monitoring.hooks.SAMPLE` is timed
+    (bars and features apart).
     """
     tfs, lateness, fill = settings.bars.timeframes, settings.bars.allowed_lateness_ms, settings.bars.fill_empty
     cap, tt = settings.bars.max_empty_bars, settings.trade_time
@@ -61,7 +63,15 @@ def symbol_step(settings: Settings, metrics: FlowMetrics | None = None):
     if metrics is None:
         return step
 
+    tick = itertools.count()
+
     def measured(pipe: SymbolPipeline | None, item: tuple[str, list]) -> tuple[SymbolPipeline, list[Output]]:
+        if next(tick) % SAMPLE and pipe is not None:  # counted, not timed
+            pipe, out = step(pipe, item)
+            if out:
+                time_features(pipe).take()  # features of an untimed batch are not reported
+                metrics.on_pipeline(out, None, 0.0)
+            return pipe, out
         clock = time_features(pipe) if pipe is not None else None  # a new pipeline's first batch: features untimed
         t0 = perf_counter()
         pipe, out = step(pipe, item)

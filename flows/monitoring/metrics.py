@@ -123,8 +123,8 @@ class FlowMetrics:
     # ---- source and parse (once per batch of websocket messages)
 
     def on_parsed(self, symbol: str, messages: int, trades: int, dead: list[DeadLetter], received_ms: int,
-                  seconds: float) -> None:
-        """Count one parsed batch of ``symbol``'s messages."""
+                  seconds: float | None) -> None:
+        """Count one parsed batch of ``symbol``'s messages; ``seconds`` None: the batch was not timed."""
         hot = self.hot
         d = hot.shard()
         key = self._keys.get(symbol) or self._keys.setdefault(symbol, ("parse", (symbol,)))
@@ -135,9 +135,10 @@ class FlowMetrics:
             cell[2] = received_ms / 1000.0
         if dead:
             self.on_dead_letters(dead)
-        h = d.get(_PARSE) or hot.new_cell(d, _PARSE)
-        h[bisect_left(BUCKETS, seconds)] += 1
-        h[-1] += seconds
+        if seconds is not None:
+            h = d.get(_PARSE) or hot.new_cell(d, _PARSE)
+            h[bisect_left(BUCKETS, seconds)] += 1
+            h[-1] += seconds
 
     def on_reconnect(self, symbol: str) -> None:
         """Count a websocket reconnect."""
@@ -165,8 +166,8 @@ class FlowMetrics:
 
     # ---- per-symbol pipeline and cross-asset step (once per batch)
 
-    def on_pipeline(self, outputs: list[Any], seconds: float, feature_seconds: float) -> None:
-        """Count what one batch through a symbol pipeline produced; time bars and features apart."""
+    def on_pipeline(self, outputs: list[Any], seconds: float | None, feature_seconds: float) -> None:
+        """Count what one batch through a symbol pipeline produced; time bars and features apart (None: untimed)."""
         if outputs:
             dead = []
             for r in outputs:
@@ -179,6 +180,8 @@ class FlowMetrics:
                     dead.append(r)
             if dead:
                 self.on_dead_letters(dead)
+        if seconds is None:
+            return
         d = self.hot.shard()
         h = d.get(_BARS) or self.hot.new_cell(d, _BARS)
         seconds = max(seconds - feature_seconds, 0.0)
