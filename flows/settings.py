@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from flows.errors import (
     SettingsError as SettingsError,  # re-exported: callers catch flows.settings.SettingsError
@@ -187,6 +187,21 @@ class Settings(_Frozen):
             raise ValueError("symbols repeat")
         return tuple(values)
 
+    @model_validator(mode="after")
+    def _timeframes_served(self) -> Settings:
+        """Bars only of timeframes with Feast views; score a timeframe that bars are built for."""
+        from flows.feature_catalog import FEATURE_TIMEFRAMES
+
+        unserved = [tf for tf in self.bars.timeframes if tf not in FEATURE_TIMEFRAMES]
+        if unserved:
+            raise ValueError(f"bars.timeframes: {', '.join(unserved)} has no feature views; accepted: "
+                             f"{', '.join(FEATURE_TIMEFRAMES)} (flows/feature_catalog.py FEATURE_TIMEFRAMES)")
+        tf = self.scoring.timeframe
+        if tf is not None and tf not in self.bars.timeframes:
+            raise ValueError(f"scoring.timeframe: {tf} is not built (bars.timeframes is "
+                             f"{', '.join(self.bars.timeframes)}); add it there or score one of those")
+        return self
+
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
         doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts"})
@@ -339,6 +354,9 @@ def _describe(err: ValidationError) -> str:
         loc = tuple(e["loc"])
         field = ".".join(str(p) for p in loc)
         msg = e["msg"].removeprefix("Value error, ")
+        if not loc:  # a check across fields: its message names them
+            lines.append(f"  {msg}")
+            continue
         if e["type"] == "extra_forbidden":
             msg = "is not a known setting"
         value = e.get("input")
