@@ -66,3 +66,32 @@ def test_feast_serve_returns_online_features(tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_feast_ui_starts_and_lists_the_project(tmp_path) -> None:
+    """`feast ui` comes up (it used to die: No module named 'grpc_health') and shows the project's views."""
+    REPO["path"] = copy_feature_repo(tmp_path)
+    settings = settings_for(tmp_path / "var")
+    feast_store.apply(settings)
+    port = _free_port()
+    env = {**os.environ, **feast_store.feast_environment(settings)}
+    feast = str(Path(sys.executable).with_name("feast"))
+    proc = subprocess.Popen([feast, "-c", str(settings.feast_repo), "-f", str(feast_store.profile_yaml(settings)),
+                             "ui", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                projects = requests.get(f"http://127.0.0.1:{port}/projects-list.json", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "feast ui did not come up"
+                time.sleep(0.5)
+        assert projects.status_code == 200 and projects.json()["projects"][0]["id"] == "cryptostream"
+        page = requests.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
