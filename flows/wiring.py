@@ -84,14 +84,21 @@ class SwapWatch:
         """Watch ``read()``, a callable returning the key's current value (or ``None``)."""
         self.read = read
         self.last: Any = _UNREAD
+        self.unreadable = False
         self.changed()
 
     def _read(self) -> Any:
         try:
-            return self.read()
+            value = self.read()
         except StoreUnavailable as exc:
-            log.warning("model swap check skipped: %s", exc)
+            if not self.unreadable:
+                log.warning("model swap checks skipped until the swap key can be read again: %s", exc)
+            self.unreadable = True
             return _UNREAD
+        if self.unreadable:
+            log.warning("model swap key readable again")
+            self.unreadable = False
+        return value
 
     @classmethod
     def for_file(cls, path: Path) -> SwapWatch:
