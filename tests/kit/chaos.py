@@ -286,6 +286,8 @@ STORMS: dict[str, FaultConfig] = {
     "duplicate": FaultConfig(duplicate=0.05),
     "reorder": FaultConfig(reorder=0.05),
     "corrupt": FaultConfig(corrupt=0.02),
+    "every fault but corruption": FaultConfig(drop_every=200, stall_every=400, stall_seconds=0.3, duplicate=0.03,
+                                              reorder=0.03),
     "all at once": FaultConfig(drop_every=200, stall_every=400, stall_seconds=0.3, duplicate=0.03, reorder=0.03,
                                corrupt=0.01),
 }
@@ -450,31 +452,34 @@ def soak(tmp: Path, trades: int, sample_s: float = 10.0, rate: float = 40.0) -> 
         k, _, v = line.strip().partition("=")
         if k.startswith("CRYPTOSTREAM_EXCHANGE__"):
             urls[k] = v.strip()
-    env = {**os.environ, "CRYPTOSTREAM_DATA_DIR": str(tmp / "var"), "CRYPTOSTREAM_SYMBOLS": ",".join(symbols),
-           "CRYPTOSTREAM_FEAST_REPO": str(copy_feature_repo(tmp)), **urls,
-           "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay", "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "10"}
-    feast_store.apply(load_settings(env=env))
-    samples: list[dict[str, Any]] = []
-    t0 = time.monotonic()
-    proc = run_flow(env)
-    err: list[bytes] = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else b""), daemon=True)
-    reader.start()
-    while proc.poll() is None:
-        samples.append({"t_s": round(time.monotonic() - t0, 1), **process_figures(proc.pid)})
-        time.sleep(sample_s)
-    reader.join(5)
-    replay.terminate()
-    replay.wait(10)
+    try:
+        env = {**os.environ, "CRYPTOSTREAM_DATA_DIR": str(tmp / "var"), "CRYPTOSTREAM_SYMBOLS": ",".join(symbols),
+               "CRYPTOSTREAM_FEAST_REPO": str(copy_feature_repo(tmp)), **urls,
+               "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay", "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "10"}
+        feast_store.apply(load_settings(env=env))
+        samples: list[dict[str, Any]] = []
+        t0 = time.monotonic()
+        proc = run_flow(env)
+        err: list[bytes] = []
+        reader = threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else b""), daemon=True)
+        reader.start()
+        while proc.poll() is None:
+            samples.append({"t_s": round(time.monotonic() - t0, 1), **process_figures(proc.pid)})
+            time.sleep(sample_s)
+        reader.join(5)
+    finally:
+        replay.terminate()
+        replay.wait(10)
     bars = local_bars(tmp / "var")
     row = Row(f"soak: {trades / 1e6:g}M synthetic trades at max speed (local profile, features flow)")
     out = Outcome(error="" if proc.returncode == 0 else b"".join(err).decode()[-500:])
     row.add(out)
     n = int(bars.trade_count.sum()) if len(bars) else 0
-    rss = [s["rss_mb"] for s in samples if s["rss_mb"]]
-    row.note = (f"{n:,} trades in bars in {time.monotonic() - t0:.0f} s; RSS {min(rss):.0f}-{max(rss):.0f} MB, "
-                f"threads {max(s['threads'] for s in samples)}, open files {max(s['open_files'] for s in samples)} "
-                f"(max)") if rss else "no samples"
+    warm = [s for s in samples if s["t_s"] >= 60 and s["rss_mb"]] or samples
+    row.note = (f"{n:,} trades in bars in {time.monotonic() - t0:.0f} s; after the first minute RSS "
+                f"{warm[0]['rss_mb']:.0f} -> {warm[-1]['rss_mb']:.0f} MB (max {max(s['rss_mb'] for s in warm):.0f}), "
+                f"threads {warm[0]['threads']} -> {warm[-1]['threads']}, open files {warm[0]['open_files']} -> "
+                f"{warm[-1]['open_files']}") if warm else "no samples"
     return print_row(row), samples
 
 
