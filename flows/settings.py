@@ -42,6 +42,7 @@ from flows.monitoring.alerts import AlertSettings
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
+from flows.stores.config import StoreConfig
 from flows.timeframes import TIMEFRAME_RE
 
 ENV_PREFIX = "CRYPTOSTREAM_"
@@ -181,6 +182,8 @@ class Settings(_Frozen):
     strategy: StrategySettings = Field(StrategySettings(), description="decision logic (flows/strategies)")
     alerts: AlertSettings = Field(AlertSettings(), description="webhook / Telegram alerts "
                                   "(flows/monitoring/alerts.py)")
+    stores: StoreConfig = Field(StoreConfig(), description="riding out a TimescaleDB or Redis outage "
+                                "(flows/stores/config.py)")
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -212,7 +215,7 @@ class Settings(_Frozen):
 
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
-        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts"})
+        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
