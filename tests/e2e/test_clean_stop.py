@@ -26,6 +26,7 @@ import pytest
 from flows import feast_store
 from flows.settings import load_settings
 from infra.replay_exchange.server import running_replay
+from tests.kit.processes import live_in_group, still_running
 from tests.kit.repo import PROJECT_ROOT, copy_feature_repo
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
@@ -64,11 +65,8 @@ def _wait_for_bars(var: Path, proc: subprocess.Popen, n: int = 4, timeout: float
 
 def _assert_gone(procs: list[psutil.Process]) -> None:
     """Every process and every process group they led has ended."""
-    alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    alive = still_running(procs) + [q for p in procs for q in live_in_group(p.pid)]
     assert alive == [], f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
-    for p in procs:
-        with pytest.raises(ProcessLookupError):
-            os.killpg(p.pid, 0)
 
 
 def _assert_flushed_and_secret_free(var: Path, out: str, sig: signal.Signals) -> dict:
