@@ -30,6 +30,7 @@ from pathlib import Path
 
 from flows import feast_store
 from flows.bootstrap import bootstrap, registry_summary
+from flows.cli import HelpFormatter
 from flows.exchange.replay_process import replay_process, speed_arg
 from flows.feature_catalog import BAR_FEATURES, view_name
 from flows.go_live import check_go_live
@@ -141,7 +142,8 @@ def summary(settings: Settings, counts: Counter[str], took: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the job."""
-    p = argparse.ArgumentParser(prog="python -m flows.main", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m flows.main", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     p.add_argument("--config", help="settings YAML (else $CRYPTOSTREAM_CONFIG)")
     p.add_argument("--duration", type=float, help="seconds to run (default 90; 0 = until Ctrl-C)")
     p.add_argument("--data", type=Path, help="replay these recorded messages or candle files")
