@@ -10,7 +10,9 @@ exchange websocket (one partition per symbol, batches of raw messages)
 
 Settings come from the environment and ``$CRYPTOSTREAM_CONFIG`` (see
 ``flows/settings.py``); invalid settings stop the program at import with a
-message naming the field.
+message naming the field (exit 2).  Logs go to the console and ``<data_dir>/trading.log``
+(:mod:`flows.monitoring.logging`); SIGINT or SIGTERM stops the flow cleanly and it prints
+its summary at exit (:mod:`flows.lifecycle`).
 """
 
 from __future__ import annotations

@@ -8,10 +8,14 @@ It registers the Feast repository of the active profile (``feast apply``),
 bootstraps an empty model registry (``flows/bootstrap.py``: history from a replay
 exchange, quick training of every model and the tactical policy), starts a replay exchange on a free loopback port unless ``exchange.ws_url`` is
 set (then it streams from that exchange), runs ``python -m bytewax.run
-flows.live`` exactly as a user would (paper mode by default), echoes one status line
-per bar (equity, positions, last signal; each closed bar while features warm up), and
+flows.live`` exactly as a user would (paper mode by default; its status line per bar
+close goes to ``<data_dir>/trading.log``, and to the console with ``--log-level INFO``), and
 ends with a summary: bars, decisions, the last portfolio status, dead letters, and the
 latest features read back from the Feast online store.
+
+The replay exchange and the flow run in process groups of their own
+(:mod:`flows.lifecycle`): Ctrl-C or SIGTERM is forwarded to the flow, which stops cleanly
+(no new orders, sinks flushed, its summary), then both groups are ended; exit code 0.
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[s
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         end_group(proc)  # the flow has ended (or this process is failing): nothing of its group stays
+    if stops and proc.returncode == EXIT_FORCED:
+        raise SystemExit(EXIT_FORCED)  # a second signal forced the stop: the flow said so
     if proc.returncode != 0:
         raise SystemExit(f"flows.live exited with {proc.returncode}")
     doc = json.loads(done.read_text()) if done.is_file() else {}
