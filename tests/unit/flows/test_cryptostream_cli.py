@@ -39,7 +39,7 @@ def test_every_verb_of_the_issue_maps_to_a_module(capsys) -> None:
     assert main(["nope"]) == 2 and "unknown verb 'nope'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("verb", ["backfill", "backtest", "walkforward", "tune", "gate", "trade", "kill-switch",
+@pytest.mark.parametrize("verb", ["backfill", "backtest", "walkforward", "tune", "gate", "trade", "live", "kill-switch",
                                   "registry", "db", "download-data"])
 def test_each_verb_passes_help_through_to_its_module(capsys, verb: str) -> None:
     out = _help(capsys, verb)
