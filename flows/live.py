@@ -10,11 +10,14 @@ exchange websocket (one partition per symbol, batches of raw messages)
 
 Settings come from the environment and ``$CRYPTOSTREAM_CONFIG`` (see
 ``flows/settings.py``); invalid settings stop the program at import with a
-message naming the field.
+message naming the field (exit 2).  Logs go to the console and ``<data_dir>/trading.log``
+(:mod:`flows.monitoring.logging`); SIGINT or SIGTERM stops the flow cleanly and it prints
+its summary at exit (:mod:`flows.lifecycle`).
 """
 
 from __future__ import annotations
 
+import atexit
 import sys
 from typing import Any
 
@@ -23,6 +26,8 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from flows.feature_catalog import FEATURE_TIMEFRAMES
+from flows.lifecycle import EXIT_USAGE, install_stop_handlers, stop_requested, write_summary
+from flows.monitoring.logging import configure_logging, model_secrets
 from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import exchange_symbol, parse_messages
 from flows.operators.pipeline import Output, SymbolPipeline
@@ -94,7 +99,7 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
                             "key is enough: Binance's historicalTrades wants one), or set exchange.fill_gaps=false")
     key = ex.api_key.get_secret_value() if ex.api_key else None
     source = source or BinanceTradeSource(settings.symbols, ex.ws_url, settings.duration_s, ex.http_url, key,
-                                          ex.fill_gaps, since, ex.idle_stop_s)
+                                          ex.fill_gaps, since, ex.idle_stop_s, should_stop=stop_requested)
     raw = op.input("exchange_ws", flow, source)
 
     def parse(batch: RawBatch) -> tuple[str, tuple[list, list[DeadLetter]]]:
@@ -125,10 +130,15 @@ def _flow_from_environment() -> Dataflow:
         settings = load_settings()
         settings.require_servers()
         settings.require_live_guard()
-        return build_flow(settings)
+        path = configure_logging(settings.log, settings.data_dir, model_secrets(settings))
+        install_stop_handlers()  # SIGINT/SIGTERM: a clean stop (flows.lifecycle)
+        flow = build_flow(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_USAGE) from None
+    atexit.register(write_summary, settings.data_dir, settings.symbols,
+                    {"log file": str(path), "outputs": str(settings.data_dir), "run": settings.run_id()})
+    return flow
 
 
 def __getattr__(name: str) -> Dataflow:

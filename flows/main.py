@@ -8,17 +8,23 @@ It registers the Feast repository of the active profile (``feast apply``),
 bootstraps an empty model registry (``flows/bootstrap.py``: history from a replay
 exchange, quick training of every model and the tactical policy), starts a replay exchange on a free loopback port unless ``exchange.ws_url`` is
 set (then it streams from that exchange), runs ``python -m bytewax.run
-flows.live`` exactly as a user would (paper mode by default), echoes one status line
-per bar (equity, positions, last signal; each closed bar while features warm up), and
+flows.live`` exactly as a user would (paper mode by default; its status line per bar
+close goes to ``<data_dir>/trading.log``, and to the console with ``--log-level INFO``), and
 ends with a summary: bars, decisions, the last portfolio status, dead letters, and the
 latest features read back from the Feast online store.
+
+The replay exchange and the flow run in process groups of their own
+(:mod:`flows.lifecycle`): Ctrl-C or SIGTERM is forwarded to the flow, which stops cleanly
+(no new orders, sinks flushed, its summary), then both groups are ended; exit code 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,11 +34,23 @@ from pathlib import Path
 
 from flows import feast_store
 from flows.bootstrap import bootstrap, registry_summary
+from flows.cli import HelpFormatter
 from flows.exchange.replay_process import replay_process, speed_arg
 from flows.feature_catalog import BAR_FEATURES, view_name
 from flows.go_live import check_go_live
+from flows.lifecycle import (
+    EXIT_FORCED,
+    EXIT_OK,
+    EXIT_USAGE,
+    child_group_kwargs,
+    end_group,
+    summary_path,
+)
+from flows.monitoring.logging import log_file
 from flows.settings import Settings, SettingsError, load_settings
 from flows.stores import open_stores
+
+STOP_GRACE_S = 120.0  # how long a stopping flow may take to flush before it is killed
 
 
 @contextlib.contextmanager
@@ -46,7 +64,7 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
     # One connection per symbol: start the replay clock once every symbol is subscribed.
     args = [*source, "--speed", speed_arg(replay.speed), "--seed", str(replay.seed),
             "--wait-for-streams", str(len(settings.symbols))]
-    with replay_process(args, port=replay.port) as ex:
+    with replay_process(args, port=replay.port, own_group=True) as ex:
         print(f"replay exchange: {ex.http_url} ({'data ' + str(replay.data) if replay.data else 'synthetic market'}, "
               f"speed {replay.speed or 'max'})", flush=True)
         # The replay accepts any API key; gap filling through historicalTrades sends one.
@@ -57,37 +75,56 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
 def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[str]:
     """Run ``python -m bytewax.run flows.live`` with these settings; return counts of bars per symbol.
 
-    ``counts["status"]`` counts status lines; the last one is kept under the key
-    ``"last status: <text>"``.
+    The flow runs in a process group of its own; a SIGINT or SIGTERM to this process is
+    forwarded to it, so it stops cleanly (no new orders, sinks flushed, its summary printed),
+    and whatever is left in its group is ended after it.  The counts come from the summary
+    the flow writes at exit (:func:`flows.lifecycle.write_summary`): ``counts["status"]``
+    counts bar closes decided, the last status line is kept under the key
+    ``"last status: <text>"`` and what stopped the flow under ``"stopped by: <what>"``.
     """
     cmd = [sys.executable, "-m", "bytewax.run", "flows.live"] + (["-w", str(workers)] if workers > 1 else [])
     full_env = {**os.environ, **feast_store.feast_environment(settings), **env}
-    counts: Counter[str] = Counter()
-    with subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, text=True) as proc:
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                print(line, end="", flush=True)
-                if line.startswith("bar "):
-                    counts[line.split()[2]] += 1
-                elif line.startswith("status "):
-                    counts["status"] += 1
-                    last = line[len("status "):].strip()
-                    for key in [k for k in counts if k.startswith("last status: ")]:
-                        del counts[key]
-                    counts["last status: " + last] = 1
-        except KeyboardInterrupt:
-            proc.terminate()
-        if proc.wait() != 0:
-            raise SystemExit(f"flows.live exited with {proc.returncode}")
+    done = summary_path(settings.data_dir)
+    done.unlink(missing_ok=True)
+    proc = subprocess.Popen(cmd, env=full_env, **child_group_kwargs())
+    stops: list[float] = []
+
+    def forward(signum: int, frame: object) -> None:
+        stops.append(time.monotonic())
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)  # the flow stops cleanly; a second signal forces it
+
+    handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1.0)
+            if stops and time.monotonic() - stops[0] > STOP_GRACE_S and proc.poll() is None:
+                print(f"flows.live still running {STOP_GRACE_S:.0f} s after the stop: killing it", flush=True)
+                end_group(proc, signal.SIGKILL)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        end_group(proc)  # the flow has ended (or this process is failing): nothing of its group stays
+    if stops and proc.returncode == EXIT_FORCED:
+        raise SystemExit(EXIT_FORCED)  # a second signal forced the stop: the flow said so
+    if proc.returncode != 0:
+        raise SystemExit(f"flows.live exited with {proc.returncode}")
+    doc = json.loads(done.read_text()) if done.is_file() else {}
+    counts: Counter[str] = Counter(doc.get("bars", {}))
+    counts["status"] = int(doc.get("closes", 0))
+    if doc.get("last_status"):
+        counts["last status: " + doc["last_status"]] = 1
+    counts["stopped by: " + str(doc.get("stopped_by", "unknown"))] = 1
     return counts
 
 
 def summary(settings: Settings, counts: Counter[str], took: float) -> None:
     """Print what the run produced and read the latest features back from Feast."""
-    print(f"\nsummary ({took:.0f} s, profile {settings.profile}, run {settings.run_id()}):")
+    stopped = next((k[len("stopped by: "):] for k in counts if k.startswith("stopped by: ")), "unknown")
+    print(f"\nsummary ({took:.0f} s, profile {settings.profile}, run {settings.run_id()}, stopped by {stopped}):")
     for symbol in settings.symbols:
-        print(f"  {symbol:<10} closed bars printed: {counts.get(symbol, 0)}")
+        print(f"  {symbol:<10} closed bars: {counts.get(symbol, 0)}")
     print(f"  models: {registry_summary(settings.registry_root())}")
     print(f"  bars decided (status lines, mode {settings.mode}): {counts.get('status', 0)}")
     last = next((k[len("last status: "):] for k in counts if k.startswith("last status: ")), None)
@@ -105,11 +142,14 @@ def summary(settings: Settings, counts: Counter[str], took: float) -> None:
             " ".join(f"{k}={v:.5g}" for k, v in vals.items())
         print(f"  Feast online {view_name('bar_features', tf)}[{symbol}]: {shown}")
     print(open_stores(settings).describe(len(BAR_FEATURES)))
+    print(f"  log: {log_file(settings.log, settings.data_dir)} (CRYPTOSTREAM_LOG__LEVEL=INFO shows a status line "
+          "per bar close here, DEBUG every bar)")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the job."""
-    p = argparse.ArgumentParser(prog="python -m flows.main", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m flows.main", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     p.add_argument("--config", help="settings YAML (else $CRYPTOSTREAM_CONFIG)")
     p.add_argument("--duration", type=float, help="seconds to run (default 90; 0 = until Ctrl-C)")
     p.add_argument("--data", type=Path, help="replay these recorded messages or candle files")
@@ -118,7 +158,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="Bytewax workers (-w)")
     p.add_argument("--mode", choices=("paper", "live"), help="paper (default) or live (needs the live settings)")
     p.add_argument("--no-bootstrap", action="store_true", help="do not train models into an empty registry")
+    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="the flow's console level (log.level): INFO = a status line per bar close, DEBUG = also "
+                   "every bar (default: the settings', WARNING)")
     a = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # until the flow runs, SIGTERM ends the job as Ctrl-C does
+    try:
+        return _run(a)
+    except KeyboardInterrupt:
+        print(f"interrupted before the flow ran (exit {EXIT_FORCED}); its child processes were ended",
+              file=sys.stderr, flush=True)
+        return EXIT_FORCED
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _run(a: argparse.Namespace) -> int:
     try:
         base = load_settings(a.config)
         replay = base.replay.model_dump()
@@ -133,14 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         feast_store.apply(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if not a.no_bootstrap:
         bootstrap(settings, {**feast_store.feast_environment(settings)})
     try:
         check_go_live(settings)  # mode=live: the deployed versions must carry a passing verdict (flows.go_live)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     t0 = time.monotonic()
     with exchange_for(settings) as env:
         env = {**env, "CRYPTOSTREAM_DURATION_S": str(duration)}
@@ -150,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
             env["CRYPTOSTREAM_SYMBOLS"] = a.symbols
         if a.config:
             env["CRYPTOSTREAM_CONFIG"] = str(Path(a.config).resolve())
+        if a.log_level:
+            env["CRYPTOSTREAM_LOG__LEVEL"] = a.log_level
         counts = run_flow(settings, env, a.workers)
     summary(settings, counts, time.monotonic() - t0)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from flows.errors import (
 )
 from flows.execution.config import ExecutionConfig
 from flows.monitoring.alerts import AlertSettings
+from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
@@ -184,6 +185,7 @@ class Settings(_Frozen):
                                   "(flows/monitoring/alerts.py)")
     stores: StoreConfig = Field(StoreConfig(), description="riding out a TimescaleDB or Redis outage "
                                 "(flows/stores/config.py)")
+    log: LogSettings = Field(LogSettings(), description="console and file logging (flows/monitoring/logging.py)")
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -215,7 +217,8 @@ class Settings(_Frozen):
 
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
-        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores"})
+        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores",
+                                                    "log"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

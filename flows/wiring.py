@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.execution.orders import Broker
+from flows.lifecycle import stop_requested
 from flows.operators.decisions import DecisionDeps
 from flows.records import OrderIntent, Prediction
 from flows.settings import Settings
@@ -65,7 +66,7 @@ def build_deps(settings: Settings) -> DecisionDeps:
                            f"p={p.probability:.3f} conf={p.confidence:.3f} rl={p.rl_target:.2f} @{price:g}")
 
     return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(risk), broker(settings), decide, intent,
-                        switch.status)
+                        switch.status, stop_requested)
 
 
 _UNREAD = object()  # the swap key's value before it could first be read

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from flows.cli import HelpFormatter
 from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, BarReturn, FeatureRow
@@ -211,12 +212,13 @@ def _ms(text: str | None) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the backfill."""
-    parser = argparse.ArgumentParser(prog="python -m training.backfill", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.backfill", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     parser.add_argument("--config", help="settings YAML (else $CRYPTOSTREAM_CONFIG)")
     sub = parser.add_subparsers(dest="source", required=True)
-    files = sub.add_parser("files", help="candle files: parquet, CSV or freqtrade feather, named BASE_QUOTE-TF.ext")
+    files = sub.add_parser("files", help="candle files: parquet, CSV or freqtrade feather, named BASE_QUOTE-TF.ext", formatter_class=HelpFormatter)
     files.add_argument("paths", nargs="+", type=Path)
-    exch = sub.add_parser("exchange", help="klines through ccxt REST (the replay exchange, or Binance)")
+    exch = sub.add_parser("exchange", help="klines through ccxt REST (the replay exchange, or Binance, formatter_class=HelpFormatter)")
     exch.add_argument("--symbols", nargs="+")
     exch.add_argument("--timeframe", default="1m")
     for p in (files, exch):

@@ -42,6 +42,7 @@ from typing import Any
 
 import pandas as pd
 
+from flows.cli import HelpFormatter
 from flows.heap import freeze_start_up_heap
 from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
@@ -226,7 +227,8 @@ def _window(settings: Settings, timeframe: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the backtest, print and write the results."""
-    p = argparse.ArgumentParser(prog="python -m training.backtest", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.backtest", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     p.add_argument("paths", nargs="+", type=Path, help="candle files (parquet, CSV, freqtrade feather)")
     p.add_argument("--start", help="first traded bar time, ISO 8601 UTC (earlier bars warm up)")
     p.add_argument("--end", help="end (exclusive), ISO 8601 UTC")

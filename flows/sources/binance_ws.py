@@ -104,8 +104,10 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         max_buffered: int = 20_000,
         clock: Callable[[], float] = time.time,
         poll_interval: timedelta = timedelta(milliseconds=5),
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.symbol = symbol
+        self.should_stop = should_stop  # a clean stop (flows.lifecycle): end the partition
         self.market_id = exchange_symbol(symbol)
         self.stream = self.market_id.lower() + "@trade"
         self.ws_url = ws_url.rstrip("/") + "/ws"
@@ -129,7 +131,7 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
     def next_batch(self) -> list[RawBatch]:
         if self._error is not None:
             raise RuntimeError(f"websocket reader for {self.symbol} failed") from self._error
-        if self.deadline is not None and self.clock() >= self.deadline:
+        if (self.deadline is not None and self.clock() >= self.deadline) or self.should_stop():
             raise StopIteration
         buf = self._buf
         if not buf:
@@ -240,8 +242,10 @@ class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
 
     def __init__(self, symbols: tuple[str, ...], ws_url: str | None, duration_s: float = 0.0,
                  http_url: str | None = None, api_key: str | None = None, fill_gaps: bool = True,
-                 fill_since_ms: int | None = None, idle_stop_s: float = 0.0) -> None:
+                 fill_since_ms: int | None = None, idle_stop_s: float = 0.0,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
         self.symbols = symbols
+        self.should_stop = should_stop
         self.ws_url = ws_url or BINANCE_WS
         self.http_url = http_url
         self.api_key = api_key
@@ -256,4 +260,5 @@ class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> WsPartition:
         filler = RestFiller(self.http_url, self.ws_url, self.api_key) if self.fill_gaps and self.api_key else None
         return WsPartition(for_part, self.ws_url, filler, self.deadline, last_id=resume_state,
-                           fill_since_ms=self.fill_since_ms, idle_stop_s=self.idle_stop_s)
+                           fill_since_ms=self.fill_since_ms, idle_stop_s=self.idle_stop_s,
+                           should_stop=self.should_stop)
