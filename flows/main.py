@@ -31,6 +31,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from flows import feast_store
 from flows.bootstrap import bootstrap, registry_summary
@@ -116,13 +119,41 @@ def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[s
     if doc.get("last_status"):
         counts["last status: " + doc["last_status"]] = 1
     counts["stopped by: " + str(doc.get("stopped_by", "unknown"))] = 1
+    if doc.get("run"):
+        counts["run: " + str(doc["run"])] = 1  # the run id the flow stamped on its rows
     return counts
 
 
-def summary(settings: Settings, counts: Counter[str], took: float) -> None:
+ONLINE_SHOWN = ("ret_1", "rsi_14", "rv_15")
+
+
+def online_features(settings: Settings) -> dict[str, Any]:
+    """Read the summary's features and their event times (s) from the Feast online store."""
+    tf = settings.bars.timeframes[0]
+    refs = [f"{view_name('bar_features', tf)}:{f}" for f in ONLINE_SHOWN]
+    online = feast_store.open_store(settings).get_online_features(
+        features=refs, entity_rows=[{"symbol": s} for s in settings.symbols])
+    return online.to_dict(include_event_timestamps=True)
+
+
+def _online_line(rows: dict[str, Any], i: int, before: dict[str, Any] | None) -> str:
+    """Describe one symbol's online features; say so when this run did not write them (values of an earlier run)."""
+    vals = {k: rows[k][i] for k in ONLINE_SHOWN}
+    if vals["rsi_14"] is None:
+        return "not warm yet (features need their warm-up bars)"
+    shown = " ".join(f"{k}={v:.5g}" for k, v in vals.items() if v is not None)
+    ts = rows.get("rsi_14__ts", [0] * (i + 1))[i]
+    if before is not None and before.get("rsi_14__ts", [None] * (i + 1))[i] == ts and ts:
+        when = pd.Timestamp(ts, unit="s", tz="UTC")
+        return f"{shown} (stale: bar of {when:%Y-%m-%d %H:%M} UTC from an earlier run; this run wrote none)"
+    return shown
+
+
+def summary(settings: Settings, counts: Counter[str], took: float, before: dict[str, Any] | None = None) -> None:
     """Print what the run produced and read the latest features back from Feast."""
     stopped = next((k[len("stopped by: "):] for k in counts if k.startswith("stopped by: ")), "unknown")
-    print(f"\nsummary ({took:.0f} s, profile {settings.profile}, run {settings.run_id()}, stopped by {stopped}):")
+    run = next((k[len("run: "):] for k in counts if k.startswith("run: ")), "unknown (the flow wrote no summary)")
+    print(f"\nsummary ({took:.0f} s, profile {settings.profile}, run {run}, stopped by {stopped}):")
     for symbol in settings.symbols:
         print(f"  {symbol:<10} closed bars: {counts.get(symbol, 0)}")
     print(f"  models: {registry_summary(settings.registry_root())}")
@@ -131,16 +162,10 @@ def summary(settings: Settings, counts: Counter[str], took: float) -> None:
     print(f"  last status: {last or 'none (features still warming up: the models need 61 bars)'}")
     dead = sum(1 for f in (settings.data_dir / "dead_letters").glob("*.jsonl") for _ in f.open())
     print(f"  dead letters (all runs, {settings.data_dir / 'dead_letters'}): {dead}")
-    store = feast_store.open_store(settings)
     tf = settings.bars.timeframes[0]
-    refs = [f"{view_name('bar_features', tf)}:{f}" for f in ("ret_1", "rsi_14", "rv_15")]
-    online = store.get_online_features(features=refs, entity_rows=[{"symbol": s} for s in settings.symbols])
-    rows = online.to_dict()
+    rows = online_features(settings)
     for i, symbol in enumerate(rows["symbol"]):
-        vals = {k: rows[k][i] for k in ("ret_1", "rsi_14", "rv_15")}
-        shown = "not warm yet (features need 61 bars)" if vals["rsi_14"] is None else \
-            " ".join(f"{k}={v:.5g}" for k, v in vals.items())
-        print(f"  Feast online {view_name('bar_features', tf)}[{symbol}]: {shown}")
+        print(f"  Feast online {view_name('bar_features', tf)}[{symbol}]: {_online_line(rows, i, before)}")
     print(open_stores(settings).describe(len(BAR_FEATURES)))
     print(f"  log: {log_file(settings.log, settings.data_dir)} (CRYPTOSTREAM_LOG__LEVEL=INFO shows a status line "
           "per bar close here, DEBUG every bar)")
@@ -198,6 +223,7 @@ def _run(a: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    before = online_features(settings)  # to tell this run's online features from an earlier run's
     t0 = time.monotonic()
     with exchange_for(settings) as env:
         env = {**env, "CRYPTOSTREAM_DURATION_S": str(duration)}
@@ -210,7 +236,7 @@ def _run(a: argparse.Namespace) -> int:
         if a.log_level:
             env["CRYPTOSTREAM_LOG__LEVEL"] = a.log_level
         counts = run_flow(settings, env, a.workers)
-    summary(settings, counts, time.monotonic() - t0)
+    summary(settings, counts, time.monotonic() - t0, before)
     return EXIT_OK
 
 
