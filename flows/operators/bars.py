@@ -12,13 +12,14 @@ a row: past that the gap stays open (recorded in :attr:`BarBuilder.unfilled`),
 so one implausible trade time cannot make millions of bars.  A gap in the
 stream is the websocket source's to fill from REST, not the bar builder's.
 
-Volumes are summed exactly, as integers of :data:`UNITS` (1e-8, Binance's smallest
-price tick and lot step): quantity ``q`` counts ``round(q * 1e8)`` units, quote volume
-``round(p * 1e8) * round(q * 1e8)`` units of 1e-16.  A float sum would depend on how
-trades are grouped; an exact one does not, so a bar rebuilt from aggregated trades (one
-price, one taker side, the summed quantity; :mod:`flows.sources.rest_fill`) equals the bar
-of the single trades bit for bit.  The floats of a closed bar are the correctly rounded
-quotients of those integers.
+Volumes are summed exactly, as integers: quantity ``q`` counts ``round(q * 1e8)`` units
+(Binance's lot step is at least 1e-8; a finer quantity, which Binance never sends, is
+rounded to it), quote volume ``round(p * 1e16) * round(q * 1e8)`` units of 1e-24 (any
+fixed integer of the price would do: the trades of one aggregate share their price).
+A float sum would depend on how trades are grouped; an exact one does not, so a bar
+rebuilt from aggregated trades (one price, one taker side, the summed quantity;
+:mod:`flows.sources.rest_fill`) equals the bar of the single trades bit for bit.  The
+floats of a closed bar are the correctly rounded quotients of those integers.
 
 The state is plain data (:meth:`BarBuilder.snapshot`) for Bytewax recovery.
 """
@@ -34,16 +35,17 @@ from flows.timeframes import timeframe_ms
 # Accumulator slots of an open bar, kept as a list for speed.
 _O, _H, _L, _C, _V, _QV, _N, _TB = range(8)
 MAX_EMPTY_BARS = 1440  # a day of 1m bars
-UNITS = 100_000_000  # quantities and prices count in steps of 1e-8 (see the module docstring)
-_SCALE = float(UNITS)
-_QV_UNITS = UNITS * UNITS
+UNITS = 100_000_000  # quantities count in steps of 1e-8 (see the module docstring)
+PRICE_UNITS = 10**16  # prices, in the quote volume
+_SCALE, _P_SCALE = float(UNITS), float(PRICE_UNITS)
+_QV_UNITS = UNITS * PRICE_UNITS
 
 
 def _to_units(acc: list) -> list:
     """Convert an open bar of a snapshot taken before exact sums (float volumes) to units."""
     acc = list(acc)
     acc[_V], acc[_TB] = round(acc[_V] * _SCALE), round(acc[_TB] * _SCALE)
-    acc[_QV] = round(acc[_QV] * _SCALE * _SCALE)
+    acc[_QV] = round(acc[_QV] * _SCALE * _P_SCALE)
     return acc
 
 
@@ -98,7 +100,7 @@ class BarBuilder:
         # the previous trade went to and skip the bar lookup and lateness test for it.
         lo = hi = 0
         acc: list = []
-        scale = _SCALE
+        scale, p_scale = _SCALE, _P_SCALE
         for tr in trades:
             _, _, ts, price, qty, buyer_is_maker = tr
             if not lo <= ts < hi:
@@ -121,7 +123,7 @@ class BarBuilder:
             acc[_C] = price
             units = round(qty * scale)
             acc[_V] += units
-            acc[_QV] += round(price * scale) * units
+            acc[_QV] += round(price * p_scale) * units
             acc[_N] += 1
             if not buyer_is_maker:
                 acc[_TB] += units
@@ -171,7 +173,7 @@ class BarBuilder:
             v, qv = acc[_V], acc[_QV]
             # int / int is correctly rounded; a bar of sub-unit trades only (none from Binance) has v = 0
             out.append(Bar(self.symbol, self.timeframe, t, acc[_O], acc[_H], acc[_L], acc[_C],
-                           v / UNITS, qv / _QV_UNITS, int(acc[_N]), qv / (v * UNITS) if v else acc[_C],
+                           v / UNITS, qv / _QV_UNITS, int(acc[_N]), qv / (v * PRICE_UNITS) if v else acc[_C],
                            acc[_TB] / UNITS))
             self.last_close = acc[_C]
             self.closed_until = t + tf

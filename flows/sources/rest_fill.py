@@ -132,7 +132,7 @@ class TradeFiller:
         from flows.exchange.binance import make_binance
 
         if exchange is None:
-            keys = {"apiKey": api_key} if api_key else {}  # never logged
+            keys: dict[str, Any] = {"apiKey": api_key} if api_key else {}  # never logged
             exchange = make_binance(http_url, ws_url, enableRateLimit=True, **keys)
         self.exchange = exchange
         self.exact = api_key is not None

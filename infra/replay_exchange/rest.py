@@ -42,7 +42,6 @@ from infra.replay_exchange.wire import (
     missing_param,
 )
 
-
 # Request weights of Binance's spot REST API (GET /api/v3/..., 2024 documentation).
 WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "uiKlines": 2, "trades": 25,
            "historicalTrades": 25, "aggTrades": 2}
