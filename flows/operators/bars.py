@@ -101,6 +101,7 @@ class BarBuilder:
         lo = hi = 0
         acc: list = []
         scale, p_scale = _SCALE, _P_SCALE
+        last_price, price_units = None, 0
         for tr in trades:
             _, _, ts, price, qty, buyer_is_maker = tr
             if not lo <= ts < hi:
@@ -122,8 +123,10 @@ class BarBuilder:
                 acc[_L] = price
             acc[_C] = price
             units = round(qty * scale)
+            if price != last_price:  # runs of one price are common (the fills of one order)
+                last_price, price_units = price, round(price * p_scale)
             acc[_V] += units
-            acc[_QV] += round(price * p_scale) * units
+            acc[_QV] += price_units * units
             acc[_N] += 1
             if not buyer_is_maker:
                 acc[_TB] += units
