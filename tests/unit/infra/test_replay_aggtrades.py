@@ -48,7 +48,7 @@ def test_aggregates_group_one_time_price_and_side_with_exact_sums(replay) -> Non
     rows = all_aggregates(b)
     assert [int(r["a"]) for r in rows] == list(range(int(rows[0]["a"]), int(rows[0]["a"]) + len(rows)))
     assert int(rows[0]["f"]) == tape.ids[0] and int(rows[-1]["l"]) == tape.ids[-1]
-    assert all(int(r["f"]) == int(p["l"]) + 1 for p, r in zip(rows, rows[1:]))  # every trade, once
+    assert all(int(r["f"]) == int(p["l"]) + 1 for p, r in zip(rows, rows[1:], strict=False))  # every trade, once
     assert sum(int(r["l"]) - int(r["f"]) > 0 for r in rows) > 3000  # real data: many multi-trade aggregates
     index = {int(i): k for k, i in enumerate(tape.ids)}
     for r in rows[:3000]:
@@ -57,7 +57,7 @@ def test_aggregates_group_one_time_price_and_side_with_exact_sums(replay) -> Non
         assert set(tape.price[lo:hi]) == {float(r["p"])}
         assert Decimal(r["q"]) == sum(Decimal(tape.qty_str(q)) for q in tape.qty[lo:hi])
     # neighbours differ in time, price or side (else they would be one aggregate)
-    assert all((p["T"], p["p"], p["m"]) != (r["T"], r["p"], r["m"]) for p, r in zip(rows, rows[1:]))
+    assert all((p["T"], p["p"], p["m"]) != (r["T"], r["p"], r["m"]) for p, r in zip(rows, rows[1:], strict=False))
 
 
 def test_from_id_times_limits_and_errors(replay) -> None:

@@ -15,7 +15,14 @@ import pytest
 from flows.operators.parse import parse_messages
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, FeatureRow, Trade
-from flows.sources.rest_fill import AggTrade, expand, known_quantities, trade_message, units_of, units_text
+from flows.sources.rest_fill import (
+    AggTrade,
+    expand,
+    known_quantities,
+    trade_message,
+    units_of,
+    units_text,
+)
 
 SYMBOLS = {"BTCUSDT": "BTC/USDT"}
 T0 = 1_723_161_600_000
