@@ -2,7 +2,7 @@
 
 Two ways to fill a gap of trade ids, both through ccxt's ``binance`` client:
 
-* ``aggTrades`` (public, no key; weight 2).  An aggregated trade ``{a, p, q, f, l, T, m}``
+* ``aggTrades`` (public, no key; weight 4).  An aggregated trade ``{a, p, q, f, l, T, m}``
   covers the trades ``f..l`` of one taker order at one price and one time, so each of its
   trades has price ``p``, time ``T`` and taker side ``m``; only the split of ``q`` among
   them is unknown.  :func:`expand` gives the trades of an aggregate that the stream
