@@ -36,7 +36,7 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.operators.parse import exchange_symbol
-from flows.sources.rest_fill import TradeFiller, known_quantities
+from flows.sources.rest_fill import TradeFiller, known_quantities, trade_docs
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +47,14 @@ _TAIL = 256  # handed-over messages kept for an exact aggTrades fill (an aggrega
 
 def last_trade_id(msgs: collections.deque[bytes | str] | list[bytes | str], look_back: int = 64) -> int | None:
     """Return the largest trade id among the last ``look_back`` messages (bad messages are skipped)."""
-    best = None
-    for msg in list(msgs)[-look_back:]:
-        try:
-            doc = orjson.loads(msg)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(doc, dict):
-            doc = doc.get("data", doc)
-            tid = doc.get("t") if isinstance(doc, dict) else None
-            if isinstance(tid, int) and (best is None or tid > best):
-                best = tid
-    return best
+    ids = [doc["t"] for doc in trade_docs(list(msgs)[-look_back:]) if isinstance(doc.get("t"), int)]
+    return max(ids) if ids else None
 
 
 def _trade_time(msgs: list[bytes | str], known_id: int) -> int | None:
     """Return the time ``T`` of trade ``known_id`` among ``msgs`` (None if it is not there)."""
-    for msg in reversed(msgs):
-        try:
-            doc = orjson.loads(msg)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(doc, dict):
-            doc = doc.get("data", doc)
-        if isinstance(doc, dict) and doc.get("t") == known_id and type(doc.get("T")) is int:
+    for doc in trade_docs(reversed(msgs)):
+        if doc.get("t") == known_id and type(doc.get("T")) is int:
             return int(doc["T"])
     return None
 

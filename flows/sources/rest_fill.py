@@ -22,7 +22,7 @@ validates REST replies like websocket messages.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -69,9 +69,8 @@ def trade_message(market_id: str, trade_id: int, ts: int, price: str, qty: str, 
                          "m": buyer_is_maker, "M": True})
 
 
-def known_quantities(msgs: Iterable[bytes | str]) -> dict[int, int]:
-    """Return ``{trade id: units}`` of the trade messages among ``msgs`` (others are skipped)."""
-    out: dict[int, int] = {}
+def trade_docs(msgs: Iterable[bytes | str]) -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects of websocket messages (a combined stream's ``data``), skipping anything else."""
     for msg in msgs:
         try:
             doc = orjson.loads(msg)
@@ -79,12 +78,19 @@ def known_quantities(msgs: Iterable[bytes | str]) -> dict[int, int]:
             continue
         if isinstance(doc, dict):
             doc = doc.get("data", doc)
-        if not isinstance(doc, dict) or type(doc.get("t")) is not int or not isinstance(doc.get("q"), str):
-            continue
-        try:
-            out[doc["t"]] = units_of(doc["q"])
-        except ValueError:
-            continue
+            if isinstance(doc, dict):
+                yield doc
+
+
+def known_quantities(msgs: Iterable[bytes | str]) -> dict[int, int]:
+    """Return ``{trade id: units}`` of the trade messages among ``msgs`` (others are skipped)."""
+    out: dict[int, int] = {}
+    for doc in trade_docs(msgs):
+        if type(doc.get("t")) is int and isinstance(doc.get("q"), str):
+            try:
+                out[doc["t"]] = units_of(doc["q"])
+            except ValueError:
+                continue
     return out
 
 
