@@ -16,6 +16,7 @@ message naming the field.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
@@ -62,7 +63,7 @@ def symbol_step(settings: Settings):
 def id_gap_step(settings: Settings, symbols: dict[str, str], api_key: str | None):
     """Return the hole-filling step (:class:`IdGapRepair`); its REST client is built once per worker."""
     ex = settings.exchange
-    clients: list[TradeFiller] = []
+    clients = threading.local()  # one ccxt client per worker thread
 
     def parse(msgs: list[bytes]) -> tuple[list, list[DeadLetter]]:
         return parse_messages(msgs, symbols, int(time.time() * 1000), source="binance.rest",
@@ -72,9 +73,10 @@ def id_gap_step(settings: Settings, symbols: dict[str, str], api_key: str | None
         symbol, trades = item
         if state is None:
             state = IdGapRepair(symbol)
-        if not clients:
-            clients.append(TradeFiller(ex.http_url, ex.ws_url, api_key))
-        out, dead = state.repair(trades, clients[0], parse)
+        filler = getattr(clients, "filler", None)
+        if filler is None:
+            filler = clients.filler = TradeFiller(ex.http_url, ex.ws_url, api_key)
+        out, dead = state.repair(trades, filler, parse)
         return state, [(symbol, out, dead)]
 
     return step

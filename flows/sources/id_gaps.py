@@ -19,6 +19,7 @@ pipeline's.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any, Protocol
 
 from flows.operators.parse import exchange_symbol
@@ -28,6 +29,7 @@ from flows.sources.rest_fill import units_of
 
 MAX_WINDOW_MS = 3_600_000  # aggTrades takes startTime..endTime of at most an hour
 _TAIL = 1000  # trades of the latest time kept (an aggregate is one time)
+_ID = itemgetter(1)  # Trade.trade_id
 
 
 class HoleFetcher(Protocol):
@@ -69,9 +71,15 @@ class IdGapRepair:
 
     def holes(self, trades: list[Trade]) -> list[tuple[int, int, int, int]]:
         """Return the holes ``(first id, last id, time before, time after)`` that ``trades`` reveal."""
+        if not trades:
+            return []
+        ids = list(map(_ID, trades))
+        first = ids[0]
+        if (self.last_id is None or first == self.last_id + 1) and ids == list(range(first, first + len(ids))):
+            return []  # the usual batch: the next ids in order
         out = []
         prev_id, prev_ts = self.last_id, self.last_ts
-        for t in sorted(trades, key=lambda t: t.trade_id):
+        for t in sorted(trades, key=_ID):
             tid = t.trade_id
             if prev_id is not None and prev_ts is not None and tid > prev_id + 1:
                 out.append((prev_id + 1, tid - 1, prev_ts, t.ts))
@@ -107,7 +115,7 @@ class IdGapRepair:
     def _remember(self, trades: list[Trade]) -> None:
         if not trades:
             return
-        top = max(trades, key=lambda t: t.trade_id)
+        top = max(trades, key=_ID)
         if self.last_id is not None and top.trade_id <= self.last_id:
             return
         if top.ts != self.last_ts:
