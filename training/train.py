@@ -31,6 +31,7 @@ import io
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,6 +139,20 @@ def _train_lightgbm(a: TrainJob, frame: pd.DataFrame, features: list[str], split
              "gain": {k: float(v) for k, v in model.feature_importance().items()}})
 
 
+def run_log_dir(parent: Path, seed: int) -> Path:
+    """Return a new TensorBoard directory for one training run: ``<parent>/<UTC time>-seed<seed>[-n]``.
+
+    Runs never share a directory, so TensorBoard shows each as its own run (the name changes no model).
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out, n = parent / f"{stamp}-seed{seed}", 1
+    while out.exists():
+        n += 1
+        out = parent / f"{stamp}-seed{seed}-{n}"
+    out.mkdir(parents=True)
+    return out
+
+
 def _train_torch(a: TrainJob, frame: pd.DataFrame, features: list[str], splitter: WalkForward,
                  trading: TradingConfig) -> tuple[dict[str, bytes], OnnxExport, list[dict[str, Any]],
                                                   pd.DataFrame, dict[str, Any], dict[str, Any]]:
@@ -147,7 +162,7 @@ def _train_torch(a: TrainJob, frame: pd.DataFrame, features: list[str], splitter
     from training.models.lstm import LstmClassifier, LstmConfig
 
     bar = pd.Timedelta(a.timeframe)
-    logs = Path(a.log_dir) / a.family
+    logs = run_log_dir(Path(a.log_dir) / a.family, a.seed)
     last_test = frame.iloc[splitter.splits()[-1].test]
     if a.family == "lstm":
         base = LstmConfig(bptt=a.bptt, burn_in=a.burn_in, segment=a.segment, hidden=a.hidden,

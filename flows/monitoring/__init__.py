@@ -1,0 +1,1 @@
+"""Operating the system: alerts and notifiers, metrics, logging, the dashboard."""
