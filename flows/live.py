@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import atexit
 import sys
+import threading
+import time
 from typing import Any
 
 import bytewax.operators as op
@@ -38,7 +40,14 @@ from flows.sinks.console import BarPrinter
 from flows.sinks.feast_online import FeastOnlineSink
 from flows.sinks.history import HistorySink
 from flows.sources.binance_ws import BinanceTradeSource, RawBatch
+from flows.sources.id_gaps import IdGapRepair
+from flows.sources.rest_fill import TradeFiller
 from flows.timeframes import timeframe_ms
+
+PUBLIC_FILL_NOTE = (
+    "exchange.fill_gaps: no exchange.api_key, so gaps are filled from Binance's public aggregated trades "
+    "(aggTrades, no key; bars and features equal those of the single trades). The per-trade fill "
+    "(historicalTrades) needs a read-only key: CRYPTOSTREAM_EXCHANGE__API_KEY")
 
 
 def symbol_step(settings: Settings):
@@ -52,6 +61,28 @@ def symbol_step(settings: Settings):
             pipe = SymbolPipeline(symbol, tfs, lateness, fill, max_empty_bars=cap, max_jump_ms=tt.max_jump_ms,
                                   confirm_trades=tt.confirm_trades)
         return pipe, pipe.on_trades(trades)
+
+    return step
+
+
+def id_gap_step(settings: Settings, symbols: dict[str, str], api_key: str | None):
+    """Return the hole-filling step (:class:`IdGapRepair`); its REST client is built once per worker."""
+    ex = settings.exchange
+    clients = threading.local()  # one ccxt client per worker thread
+
+    def parse(msgs: list[bytes]) -> tuple[list, list[DeadLetter]]:
+        return parse_messages(msgs, symbols, int(time.time() * 1000), source="binance.rest",
+                              trade_time=settings.trade_time)
+
+    def step(state: IdGapRepair | None, item: tuple[str, list]) -> tuple[IdGapRepair, list[tuple]]:
+        symbol, trades = item
+        if state is None:
+            state = IdGapRepair(symbol)
+        filler = getattr(clients, "filler", None)
+        if filler is None:
+            filler = clients.filler = TradeFiller(ex.http_url, ex.ws_url, api_key)
+        out, dead = state.repair(trades, filler, parse)
+        return state, [(symbol, out, dead)]
 
     return step
 
@@ -94,9 +125,9 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
     flow = Dataflow("live")
     ex = settings.exchange
     since = int(ex.fill_since.timestamp() * 1000) if ex.fill_since else None
-    if ex.fill_gaps and ex.api_key is None and source is None:
-        raise SettingsError("exchange.fill_gaps needs exchange.api_key (CRYPTOSTREAM_EXCHANGE__API_KEY; a read-only "
-                            "key is enough: Binance's historicalTrades wants one), or set exchange.fill_gaps=false")
+    repair = ex.fill_gaps and source is None  # a given source (tests, replays) has no REST behind it
+    if repair and ex.api_key is None:
+        print(PUBLIC_FILL_NOTE, file=sys.stderr)
     key = ex.api_key.get_secret_value() if ex.api_key else None
     source = source or BinanceTradeSource(settings.symbols, ex.ws_url, settings.duration_s, ex.http_url, key,
                                           ex.fill_gaps, since, ex.idle_stop_s, should_stop=stop_requested)
@@ -109,8 +140,13 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
 
     parsed = op.map("parse", raw, parse)
     trades = op.filter_map_value("trades", parsed, lambda v: (v[0][0].symbol, v[0]) if v[0] else None)
-    records, features = add_features(flow, trades, settings)
     dead = op.flat_map("parse_dead_letters", parsed, lambda kv: kv[1][1])
+    if repair:
+        # holes in the trade ids (a corrupted trade went to the dead letters): refetch them from REST
+        repaired = recoverable("id_gaps", trades, IdGapRepair.from_snapshot, id_gap_step(settings, symbols, key))
+        trades = op.map_value("repaired_trades", repaired, lambda v: (v[0], v[1]))
+        dead = op.merge("dead_letters", dead, op.flat_map("fill_dead_letters", repaired, lambda kv: kv[1][2]))
+    records, features = add_features(flow, trades, settings)
     history = op.filter_map("history_rows", records,
                             lambda r: r if isinstance(r, (Bar, FeatureRow, DeadLetter)) else None)
     cross_rows = op.filter("cross_rows", features, lambda r: r.table == "cross_asset_features")

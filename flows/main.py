@@ -70,9 +70,8 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
     with replay_process(args, port=replay.port, own_group=True) as ex:
         print(f"replay exchange: {ex.http_url} ({'data ' + str(replay.data) if replay.data else 'synthetic market'}, "
               f"speed {replay.speed or 'max'})", flush=True)
-        # The replay accepts any API key; gap filling through historicalTrades sends one.
-        yield {"CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url,
-               "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay-exchange"}
+        # No API key: gaps are filled from the public aggTrades, as for a user without one.
+        yield {"CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url}
 
 
 def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[str]:

@@ -310,7 +310,7 @@ def fault_storm(shared: Path, tmp: Path, want: dict[str, pd.DataFrame], name: st
         row.add(_run_and_compare(run_tmp, want, "local", {"SHARED": str(shared)}, body, speed=speed, faults=cfg))
         shutil.rmtree(run_tmp, ignore_errors=True)
     if name in ("corrupt", "all at once") and row.failures:
-        row.note = ("a corrupted trade goes to dead letters and is not refetched yet (defect 5): its bars differ"
+        row.note = ("a corrupted trade goes to dead letters and its id is refetched from REST (id_gaps); bars still differ"
                     + (f"; {row.note}" if row.note else ""))
     return print_row(row)
 
