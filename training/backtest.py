@@ -35,7 +35,7 @@ import gc
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from training.backfill import _files, _ms, operator_records
-from training.history_features import history_records
+from training.history_features import HistoryFeatures
 
 
 @dataclass
@@ -131,26 +131,15 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     freeze_start_up_heap()  # models, risk and broker live for the whole replay
     result, first_open = BacktestResult(run_id=settings.run_id()), dict[str, float]()
     clock, features, t_start = time.perf_counter, 0.0, time.perf_counter()
-    # bar by bar: the flow's streaming operators; in chunks: the same records from whole arrays (bit for bit)
-    records_of = operator_records if chunk == 1 else history_records
-    chunks = bar_time_chunks(records_of(streams, timeframe), chunk, timeframe_ms(timeframe))
     # The replay allocates millions of small acyclic records (bars, rows, predictions); as in the backfill,
     # the cyclic collector is paused for it instead of walking them again and again (8-10 % of a run).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        while True:
-            t0 = clock()
-            records = next(chunks, None)
-            features += clock() - t0
-            if records is None:
-                break
-            for rec in records if len(first_open) < len(symbols) else ():
-                if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
-                    first_open.setdefault(rec.symbol, rec.open)
-            closes, out = replay.feed(records, trade_after=start_ms)  # earlier closes: warm-up only
+        for closes, out in _replayed(replay, streams, timeframe, chunk, start_ms, first_open, len(symbols)):
             if closes:
                 _record(result, closes, out, first_open)
+        features = replay.spent.pop("features")
     finally:
         replay.close()
         if gc_was_enabled:
@@ -158,6 +147,51 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     result.spent = {"features": features, **replay.spent}
     result.spent["other"] = clock() - t_start - sum(result.spent.values())
     return result
+
+
+def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timeframe: str, chunk: int,
+              start_ms: int | None, first_open: dict[str, float], n_symbols: int) -> Iterator[tuple[list[Close], list[Any]]]:
+    """Feed the bars and their features to ``replay`` ``chunk`` bar times at a time; yield what each feed settled.
+
+    Bar by bar (``chunk`` 1): the records of the flow's streaming operators.  In chunks: the same
+    values from whole arrays (:class:`training.history_features.HistoryFeatures`, bit for bit);
+    a stretch where every symbol has its bar and every feature at every close goes in as one
+    matrix (:meth:`flows.replay.DecisionReplay.feed_history`), any other (warm-up, gaps) as
+    records.  Either way the barrier and the scoring step see the same values in the same
+    groups, so the trades are the same.  The seconds spent on features go to ``replay.spent``.
+    """
+    clock, tf_ms = time.perf_counter, timeframe_ms(timeframe)
+    replay.spent["features"] = 0.0
+    barrier = replay.barrier
+    if chunk == 1:
+        pieces: Iterator[Any] = bar_time_chunks(operator_records(streams, timeframe), 1, tf_ms)
+    else:
+        t0 = clock()
+        hist = HistoryFeatures(streams, timeframe)
+        matrices = hist.symbols == barrier.symbols and barrier.scoring.takes_matrix()
+        pieces = hist.chunks(chunk)
+        replay.spent["features"] += clock() - t0
+    while True:
+        t0 = clock()
+        piece = next(pieces, None)
+        if piece is None:
+            replay.spent["features"] += clock() - t0
+            return
+        if chunk > 1 and piece.regular and matrices and barrier.idle():
+            bars, x = hist.matrix(piece, barrier.scoring.feed)
+            replay.spent["features"] += clock() - t0
+            for got in bars if len(first_open) < n_symbols else ():
+                for b in got:
+                    if start_ms is None or b.ts >= start_ms:
+                        first_open.setdefault(b.symbol, b.open)
+            yield replay.feed_history(piece.closes, bars, x, trade_after=start_ms)
+            continue
+        records = piece if chunk == 1 else list(hist.records(piece.lo, piece.hi))
+        replay.spent["features"] += clock() - t0
+        for rec in records if len(first_open) < n_symbols else ():
+            if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
+                first_open.setdefault(rec.symbol, rec.open)
+        yield replay.feed(records, trade_after=start_ms)  # earlier closes: warm-up only
 
 
 def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: dict[str, float]) -> None:
