@@ -74,6 +74,7 @@ class BacktestResult:
     marks: dict[str, float] = field(default_factory=dict)  # the latest close of each symbol
     # seconds per stage: features (bars through the operators), scoring, decisions, sink, other (bookkeeping)
     spent: dict[str, float] = field(default_factory=dict)
+    matrix_closes: int = 0  # bar times the replay fed as feed matrices (the rest as records)
 
     def summary(self, timeframe: str, vol_target: float = 0.2, vol_bars: int = 24 * 30) -> dict[str, Any]:
         """Return the strategy's figures (``training.performance``) beside buy-and-hold, vol-targeted and cash.
@@ -106,11 +107,14 @@ class BacktestResult:
 
 
 def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
-                 start_ms: int | None, chunk: int = 1, store: bool = False) -> BacktestResult:
+                 start_ms: int | None, chunk: int = 1, store: bool = False, matrices: bool = True) -> BacktestResult:
     """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on.
 
     ``chunk`` bar times go to the scoring step at once (:class:`flows.replay.DecisionReplay`:
     1 scores exactly as the live flow does; more is faster, equal within float rounding).
+    ``matrices=False`` feeds every chunk as records (the path before the matrices, bit for bit
+    the same trades: the tests and the benchmark compare the two; ``matrix_closes`` of the
+    result counts the bar times that went as matrices).
     ``store`` writes every decision record of the traded closes (predictions, orders, fills,
     risk events, portfolio state) to the settings' profile's decision store.
     """
@@ -136,10 +140,11 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for closes, out in _replayed(replay, streams, timeframe, chunk, start_ms, first_open, len(symbols)):
+        tally = {"features": 0.0, "matrix_closes": 0}
+        for closes, out in _replayed(replay, streams, timeframe, chunk, start_ms, first_open, tally, matrices):
             if closes:
                 _record(result, closes, out, first_open)
-        features = replay.spent.pop("features")
+        features, result.matrix_closes = float(tally["features"]), int(tally["matrix_closes"])
     finally:
         replay.close()
         if gc_was_enabled:
@@ -150,7 +155,8 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
 
 
 def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timeframe: str, chunk: int,
-              start_ms: int | None, first_open: dict[str, float], n_symbols: int) -> Iterator[tuple[list[Close], list[Any]]]:
+              start_ms: int | None, first_open: dict[str, float], tally: dict[str, Any],
+              matrices: bool = True) -> Iterator[tuple[list[Close], list[Any]]]:
     """Feed the bars and their features to ``replay`` ``chunk`` bar times at a time; yield what each feed settled.
 
     Bar by bar (``chunk`` 1): the records of the flow's streaming operators.  In chunks: the same
@@ -158,36 +164,38 @@ def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timefra
     a stretch where every symbol has its bar and every feature at every close goes in as one
     matrix (:meth:`flows.replay.DecisionReplay.feed_history`), any other (warm-up, gaps) as
     records.  Either way the barrier and the scoring step see the same values in the same
-    groups, so the trades are the same.  The seconds spent on features go to ``replay.spent``.
+    groups, so the trades are the same.  ``tally`` counts the seconds spent on features and
+    the bar times that went as matrices.
     """
     clock, tf_ms = time.perf_counter, timeframe_ms(timeframe)
-    replay.spent["features"] = 0.0
+    n_symbols = len(replay.barrier.symbols)
     barrier = replay.barrier
     if chunk == 1:
         pieces: Iterator[Any] = bar_time_chunks(operator_records(streams, timeframe), 1, tf_ms)
     else:
         t0 = clock()
         hist = HistoryFeatures(streams, timeframe)
-        matrices = hist.symbols == barrier.symbols and barrier.scoring.takes_matrix()
+        matrices = matrices and hist.symbols == barrier.symbols and barrier.scoring.takes_matrix()
         pieces = hist.chunks(chunk)
-        replay.spent["features"] += clock() - t0
+        tally["features"] += clock() - t0
     while True:
         t0 = clock()
         piece = next(pieces, None)
         if piece is None:
-            replay.spent["features"] += clock() - t0
+            tally["features"] += clock() - t0
             return
         if chunk > 1 and piece.regular and matrices and barrier.idle():
             bars, x = hist.matrix(piece, barrier.scoring.feed)
-            replay.spent["features"] += clock() - t0
+            tally["features"] += clock() - t0
             for got in bars if len(first_open) < n_symbols else ():
                 for b in got:
                     if start_ms is None or b.ts >= start_ms:
                         first_open.setdefault(b.symbol, b.open)
+            tally["matrix_closes"] += len(piece.closes)
             yield replay.feed_history(piece.closes, bars, x, trade_after=start_ms)
             continue
         records = piece if chunk == 1 else list(hist.records(piece.lo, piece.hi))
-        replay.spent["features"] += clock() - t0
+        tally["features"] += clock() - t0
         for rec in records if len(first_open) < n_symbols else ():
             if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
                 first_open.setdefault(rec.symbol, rec.open)
