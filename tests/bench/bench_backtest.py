@@ -29,9 +29,14 @@ Each repeat times, in this order:
    policy), decision step with risk, paper broker and portfolio), end to end, with the
    seconds of each stage as the run measured them (``BacktestResult.spent``);
 3. the baseline: the same backtest with ``--chunk 1`` (bar time by bar time, as the
-   live flow scores).
+   live flow scores);
+4. on the first repeat, the check: the same chunks fed to the barrier as records
+   (``run_backtest(..., matrices=False)``, the path before the feed matrices), whose fills,
+   equity and positions must be identical (``==``) to the timed run's.
 
-Symbol-bars/s of a stage = symbol-bars of the run / seconds spent in that stage.
+Symbol-bars/s of a stage = symbol-bars of the run / seconds spent in that stage; the last
+table gives each stage's microseconds per symbol-bar (``other`` is the bookkeeping of
+``run_backtest``, ``reading files`` the candle files to bar records).
 Checks on every run: the chunked backtest's fills and equity equal the bar by bar
 one's within float rounding (as ``tests/unit/flows/test_replay.py`` asserts).
 Not a test; machines here are noisy: compare ratios within one invocation.
@@ -125,16 +130,23 @@ def features_only(paths: list[Path], end_ms: int | None, records: Any = operator
     return time.perf_counter() - t0, bars
 
 
-def backtest(settings: Settings, paths: list[Path], end_ms: int | None, chunk: int) -> tuple[float, BacktestResult]:
+def backtest(settings: Settings, paths: list[Path], end_ms: int | None, chunk: int,
+             matrices: bool = True) -> tuple[float, BacktestResult]:
     """Time ``run_backtest`` end to end (reading the files included); return (seconds, result)."""
     t0 = time.perf_counter()
     streams, tf = _files(paths, None, end_ms)
-    result = run_backtest(settings, streams, tf, None, chunk=chunk)
+    result = run_backtest(settings, streams, tf, None, chunk=chunk, matrices=matrices)
     return time.perf_counter() - t0, result
 
 
-def same_trades(a: BacktestResult, b: BacktestResult) -> str:
-    """Return how far two runs' fills and equity are apart (``equal`` when bit for bit)."""
+def same_trades(a: BacktestResult, b: BacktestResult, exact: bool = False) -> str:
+    """Return how far two runs' fills and equity are apart (``equal`` when bit for bit).
+
+    ``exact``: ``identical`` when every fill (all fields) and every equity value is ``==``, else ``DIFFERENT``.
+    """
+    if exact:
+        same = a.fills == b.fills and a.equity == b.equity and a.times == b.times and a.positions == b.positions
+        return ("identical" if same else "DIFFERENT") + f" ({len(a.fills)} fills, {len(a.times)} closes)"
     if len(a.fills) != len(b.fills) or a.times != b.times:
         return f"DIFFERENT: {len(a.fills)} vs {len(b.fills)} fills, {len(a.times)} vs {len(b.times)} closes"
     de = max((abs(x - y) / max(abs(y), 1.0) for x, y in zip(a.equity, b.equity, strict=True)), default=0.0)
@@ -161,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=256, help="bar times per scoring call of the timed backtest")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-baseline", action="store_true", help="skip the --chunk 1 baseline")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the records-path run (same chunks as records, not matrices) that checks bit-identity")
     args = p.parse_args(argv)
     symbols = SYMBOLS
     ensure_registry(args.registry, args.data, symbols)
@@ -177,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_baseline:
                 t_1, res_1 = backtest(settings, paths, end_ms, 1)
                 row["chunk 1"], row["spent 1"], row["check"] = t_1, res_1.spent, same_trades(res_n, res_1)
+            if i == 0 and not args.no_check:
+                t_r, res_r = backtest(settings, paths, end_ms, args.chunk, matrices=False)
+                row["records"], row["identical"] = t_r, same_trades(res_n, res_r, exact=True)
+                row["matrix share"] = res_n.matrix_closes / max(len(res_n.times), 1)
             rows.append(row)
             log(f"repeat {i + 1}: {n} symbol-bars; features only {n / f_s:,.0f}/s; chunk {args.chunk} "
                 f"{n / t_n:,.0f}/s" + (f"; chunk 1 {n / row['chunk 1']:,.0f}/s ({row['check']})"
@@ -197,6 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     if "chunk 1" in rows[0]:
         ratios = " ".join(f"{r['chunk 1'] / r[f'chunk {args.chunk}']:.2f}x" for r in rows)
         print(f"chunk {args.chunk} vs chunk 1 (same run): {ratios}; trades: {rows[-1]['check']}")
+    if "records" in rows[0]:
+        r0 = rows[0]
+        print(f"bar times fed as feed matrices: {r0['matrix share']:.1%}; the same chunks fed as records (the path "
+              f"before, same run): {n / r0['records']:,.0f}/s; fills and equity: {r0['identical']}")
+    best = min(rows, key=lambda r: r[f"chunk {args.chunk}"])
+    cost = {**best["spent"], "reading files": best[f"chunk {args.chunk}"] - sum(best["spent"].values())}
+    print(f"\nwhere the time goes (fastest repeat, --chunk {args.chunk}): microseconds per symbol-bar")
+    for k, v in cost.items():
+        if k != "sink":
+            print(f"  {k:<16}{v / n * 1e6:>8.2f}  ({v / best[f'chunk {args.chunk}']:.0%})")
+    print(f"  {'total':<16}{best[f'chunk {args.chunk}'] / n * 1e6:>8.2f}  = {fmt(n, best[f'chunk {args.chunk}']).strip()} "
+          "symbol-bars/s (target 50,000 = 20 us)")
     return 0
 
 
