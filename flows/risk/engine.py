@@ -142,7 +142,7 @@ class RiskEngine:
             correlations: other symbol -> correlation with ``symbol``; missing ones are estimated.
         """
         cfg = self.config
-        snap = portfolio_snapshot if isinstance(portfolio_snapshot, tuple) or not isinstance(
+        snap: Any = portfolio_snapshot if isinstance(portfolio_snapshot, tuple) or not isinstance(
             portfolio_snapshot, Mapping) else _Fields(portfolio_snapshot)  # a PortfolioSnapshot: no ABC check
         positions: Mapping[str, float] = snap.positions or {}
         held = float(positions.get(symbol, 0.0))
