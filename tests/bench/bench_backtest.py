@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python tests/bench/bench_backtest.py                  # 5 symbols, January 2024 (44.6k symbol-bars)
     .venv/bin/python tests/bench/bench_backtest.py --full           # 5 symbols x ~72k bars (2024-01-01 .. 09-06)
     .venv/bin/python tests/bench/bench_backtest.py --repeat 3 --chunk 256
+    .venv/bin/python tests/bench/bench_backtest.py --against ../before --pairs 3   # another checkout, A/B
 
 Data: ``--data`` (default ``../shared/data/binance-spot-5m-2024``), the five symbols
 BTC, ETH, SOL, XRP, DOGE against USDT.  This is a speed benchmark, not research: the
@@ -47,6 +48,7 @@ Not a test; machines here are noisy: compare ratios within one invocation.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -161,6 +163,43 @@ def same_trades(a: BacktestResult, b: BacktestResult, exact: bool = False) -> st
         f"max rel diff equity {de:.1e}, qty {dq:.1e}"
 
 
+_CHILD = """
+import json, sys, tempfile, time
+from pathlib import Path
+root, registry, data, end, chunk = sys.argv[1:6]
+sys.path[:0] = [root, root + "/tests/bench"]
+import bench_backtest as bb
+with tempfile.TemporaryDirectory() as tmp:
+    settings = bb.settings_for(Path(registry), Path(tmp), bb.SYMBOLS)
+    c0 = time.process_time()
+    wall, res = bb.backtest(settings, bb.files(Path(data), bb.SYMBOLS), None if end == "-" else int(end), int(chunk))
+    print(json.dumps({"wall": wall, "cpu": time.process_time() - c0, "fills": len(res.fills),
+                      "equity": repr(res.equity[-1]) if res.equity else "-", "bars": len(res.times)}))
+"""
+
+
+def against(other: Path, args: argparse.Namespace, end_ms: int | None, n: int) -> None:
+    """Time ``other``'s checkout and this one, alternating, each run in a fresh process; print both."""
+    out: dict[str, list[dict[str, Any]]] = {"other": [], "this": []}
+    for _ in range(args.pairs):
+        for name, root in (("other", other), ("this", ROOT)):
+            done = subprocess.run([sys.executable, "-c", _CHILD, str(root), str(args.registry), str(args.data),
+                                   "-" if end_ms is None else str(end_ms), str(args.chunk)], capture_output=True,
+                                  text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
+            out[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"\n{other} (other) against this checkout, --chunk {args.chunk}, alternating, a fresh process per run "
+          f"(load average {os.getloadavg()[0]:.1f}):")
+    for name in ("other", "this"):
+        runs = out[name]
+        print(f"  {name:<6} wall " + " ".join(f"{n / r['wall']:>8,.0f}" for r in runs) + "   CPU "
+              + " ".join(f"{n / r['cpu']:>8,.0f}" for r in runs) + f"  symbol-bars/s; {runs[0]['fills']} fills, "
+              f"last equity {runs[0]['equity']}")
+    ratios = " ".join(f"{o['cpu'] / t['cpu']:.2f}x" for o, t in zip(out["other"], out["this"], strict=True))
+    same = all(o["equity"] == t["equity"] and o["fills"] == t["fills"] for o, t in zip(out["other"], out["this"],
+                                                                                     strict=True))
+    print(f"  CPU time other / this, per pair: {ratios}; fills and last equity {'equal' if same else 'DIFFERENT'}")
+
+
 def fmt(bars: int, seconds: float) -> str:
     """Symbol-bars per second, thousands separated."""
     return f"{bars / seconds:>10,.0f}" if seconds > 0 else "         -"
@@ -176,12 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=256, help="bar times per scoring call of the timed backtest")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-baseline", action="store_true", help="skip the --chunk 1 baseline")
+    p.add_argument("--against", type=Path, help="another checkout (e.g. a worktree of the code before a change) "
+                   "to time against this one, alternating, in fresh processes (only that comparison runs)")
+    p.add_argument("--pairs", type=int, default=3, help="runs of each checkout with --against")
     p.add_argument("--no-check", action="store_true",
                    help="skip the records-path run (same chunks as records, not matrices) that checks bit-identity")
     args = p.parse_args(argv)
     symbols = SYMBOLS
     ensure_registry(args.registry, args.data, symbols)
     paths, end_ms = files(args.data, symbols), None if args.full else _ms(args.end)
+    if args.against is not None:
+        _, n = features_only(paths, end_ms, history_records)
+        against(args.against, args, end_ms, n)
+        return 0
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_for(args.registry, Path(tmp), symbols)
