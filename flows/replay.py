@@ -11,6 +11,10 @@ consecutive bars.  The decision step then works the settled closes in order (one
 kill-switch read for them), and every decision record goes to the profile's decision
 store (:class:`flows.sinks.decisions.DecisionSink`) in batches.
 
+A replay that holds the features as arrays hands whole regular bar times over as one feed
+matrix instead (:meth:`DecisionReplay.feed_history`, :meth:`CloseBarrier.on_history`): the same
+values scored in the same groups, without the feature rows' dicts.
+
 ``chunk=1`` scores bar time by bar time, exactly as the live flow does (bit for bit);
 a larger chunk gives the same predictions within float rounding of the batched graph
 runs.  Either way the same inputs give the same outputs.
