@@ -262,10 +262,12 @@ class DecisionStep:
         state = snap._asdict()
         state["full"] = portfolio.row_state()
         out.append(PortfolioRow(t, state))
+        held, signals = snap.positions, self.last_signal
+        phases = risk.halt_phases()
         out.append(Status(t, snap.equity, snap.drawdown, self.fills,
-                          tuple((s, snap.positions.get(s, 0.0)) for s in self.symbols),
-                          tuple((s, self.last_signal.get(s)) for s in self.symbols),
-                          tuple(sorted(risk.halt_phases().items()))))
+                          tuple([(s, held.get(s, 0.0)) for s in self.symbols]),
+                          tuple([(s, signals.get(s)) for s in self.symbols]),
+                          tuple(sorted(phases.items())) if phases else ()))
         return out
 
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:
