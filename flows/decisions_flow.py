@@ -18,7 +18,6 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.go_live import OVERRIDE_RULE, GoLive, check_go_live, with_override
 from flows.heap import freeze_start_up_heap
@@ -32,6 +31,7 @@ from flows.records import Bar, Close, FeatureRow, Status
 from flows.recovery import recoverable
 from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings
+from flows.sinks.console import StatusPrinter
 from flows.sinks.decisions import PARTITION, DecisionSink
 from flows.sinks.metrics import timed
 from flows.timeframes import timeframe_ms
@@ -131,20 +131,6 @@ def _with_override(out: list[Any], go_live: GoLive, holder: dict[str, Any]) -> l
             r = r._replace(halts=tuple(sorted(with_override(dict(r.halts), go_live).items())))
         marked.append(r)
     return marked
-
-
-class StatusPrinter(DynamicSink[Status]):
-    """Print one status line per bar close."""
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Status]:
-        """Return the printing partition."""
-        return _Print()
-
-
-class _Print(StatelessSinkPartition[Status]):
-    def write_batch(self, items: list[Status]) -> None:
-        for s in items:
-            print(f"status {s.text}", flush=True)
 
 
 def verify_deployment(settings: Settings) -> None:

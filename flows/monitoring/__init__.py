@@ -1,1 +1,1 @@
-"""Monitoring: Prometheus metrics of the flow (:mod:`flows.monitoring.metrics`), their settings and hooks."""
+"""Operating the system: alerts and notifiers, metrics, logging, the dashboard."""
