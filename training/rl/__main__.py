@@ -194,6 +194,7 @@ def export(a: RlJob) -> Any:
                         data_hash=run["data_hash"], seeds={"seed": int(run["seed"])}, config=config,
                         metrics=metrics, extra={"level": a.level, "symbols": run["symbols"],
                                                 "timeframe": run["timeframe"], "regime": run["regime"],
+                                                "ensemble_prob": run.get("ensemble_prob"),
                                                 "data": {"start": run["start"], "end": run["end"]},
                                                 "split": {k: run[k] for k in ("valid_start", "test_start",
                                                                               "test_end")}})
