@@ -54,7 +54,13 @@ def ensemble_oos_probability(registry: str | Path, version: str = "latest") -> t
         ValueError: the members' out-of-sample folds do not line up, or fewer than two folds.
     """
     from training.metrics import mean_metrics
-    from training.models.ensemble import Ensemble, EnsembleConfig, calibrate, fit_platt, performance_weights
+    from training.models.ensemble import (
+        Ensemble,
+        EnsembleConfig,
+        calibrate,
+        fit_platt,
+        performance_weights,
+    )
     from training.registry import load_manifest
 
     root = Path(registry)

@@ -15,8 +15,8 @@ from flows.settings import load_settings
 from inference.manifest import read_manifest, resolve_version_dir
 from inference.policy import PolicyRunner
 from inference.rl_observation import tactical_observation
-from training.backfill import bars_from_frame, run_backfill
 from tests.kit.ensembles import member_oos, register_ensemble, register_member
+from training.backfill import bars_from_frame, run_backfill
 from training.rl.__main__ import main
 from training.rl.data import load_market_data
 
