@@ -370,3 +370,18 @@ def test_a_policy_trained_on_the_ensemble_probability_sees_in_the_stream_what_it
                 obs, _, _, _, info = env.step(np.array([p.rl_target]))
                 traded += info["traded"] > 0.0
     assert traded > 100
+
+
+def test_without_an_ensemble_probability_the_signal_policy_gives_no_target_and_its_book_keeps_the_last(reg) -> None:
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))[:2]
+    b = bank(root)
+    b.policy = _SignalPolicy()
+    step = ScoringStep(symbols, "1h", b)
+    x = np.array([[0.01, 0.5, 5.0], [-0.02, -0.3, 4.0]])  # the feed: ret_1, f1, f2
+    first = step._policy(symbols, {}, x, [0.01, -0.02], None, np.array([0.6, 0.4]))
+    assert all(math.isfinite(t) and t != 0.0 for t in first)
+    second = step._policy(symbols, {}, x, [0.01, -0.02], None, np.array([np.nan, 0.5]))
+    assert math.isnan(second[0]) and math.isfinite(second[1])
+    assert step.books[symbols[0]].target == first[0] and step.books[symbols[1]].target == second[1]
+    assert math.isfinite(step.books[symbols[0]].book.equity)
