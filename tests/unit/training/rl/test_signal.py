@@ -75,7 +75,8 @@ def test_with_signal_aligns_by_decision_time_drops_rows_a_symbol_lacks_and_the_e
     env = TacticalEnv(out, asset=1, config=TacticalConfig(episode_bars=50))
     obs, _ = env.reset(options={"start": 3})
     n = md.features.shape[2]
-    assert obs.shape == (n + 1 + 5,) and obs[n] == out.signal[3, 1] and obs[:n].tobytes() == out.features[3, 1].tobytes()
+    assert obs.shape == (n + 1 + 5,) and obs[n] == out.signal[3, 1]  # type: ignore[index]
+    assert obs[:n].tobytes() == out.features[3, 1].tobytes()
     assert out.select(symbols=[md.symbols[1]]).signal[:, 0].tobytes() == out.signal[:, 1].tobytes()  # type: ignore[index]
     with pytest.raises(ValueError, match="has an ensemble probability for every symbol"):
         with_signal(md, frame[frame.symbol == md.symbols[0]])
