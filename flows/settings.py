@@ -153,7 +153,7 @@ class StrategySettings(_Frozen):
     """Which strategy decides the trades (:mod:`flows.strategies`), and its parameters."""
 
     name: str = Field("legacy", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_]*)?$",
-                      description="built-in (legacy, default, trend) or a user's class as package.module:Class")
+                      description="built-in (legacy, cost_aware, trend) or a user's class as package.module:Class")
     params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters, validated by "
                                    "its Params model at start")
 

@@ -12,7 +12,12 @@ The policy observation needs a position state.  The step keeps the policy's own
 book per symbol exactly as the tactical environment does in training (the
 shared ``inference.rl_observation.TacticalBook``: the last target executed at the
 bar's open with the training fees and slippage, marked at its close).  The risk
-engine and the portfolio downstream decide what is actually traded.
+engine and the portfolio downstream decide what is actually traded.  A policy trained
+with the ensemble's probability in its observation (manifest ``extra.ensemble_prob``,
+``python -m training.rl train tactical --ensemble-prob``) gets the ensemble's ``prob`` of
+the same symbol and bar between its features and the state terms, as the tactical
+environment builds it; where that probability is NaN (members warming up) the policy
+gives no target (NaN) and its book keeps the last one.
 
 Snapshots are plain data (:mod:`flows.snapshots`): pending rows, the policy book and
 the stateful runners' state (LSTM per symbol, GNN return window); the models themselves
@@ -70,6 +75,12 @@ def _rl_observation() -> Any:
     return importlib.import_module("inference.rl_observation")
 
 
+def policy_signal(policy: Any) -> bool:
+    """Return whether the policy observes the ensemble's probability (manifest ``extra.ensemble_prob``)."""
+    extra = getattr(getattr(policy, "manifest", None), "extra", None) or {}
+    return bool(extra.get("ensemble_prob"))
+
+
 def policy_costs(policy: Any) -> tuple[float, float, float]:
     """Return the (fee_rate, slippage, min_trade) the policy's environment was trained with."""
     env = dict(getattr(getattr(policy, "manifest", None), "config", None) or {}).get("env", {}) or {}
@@ -113,6 +124,7 @@ class ScoringStep:
         self._models: dict[str, Any] = dict(s.get("models", {}))
         self._policy_cols: tuple[tuple[str, ...], list[int] | None] | None = None
         self._costs: tuple[Any, tuple[float, float, float]] | None = None
+        self._signal = False  # the loaded policy observes the ensemble's probability
         self.bank: ModelBank | None = None
         if bank is not None:
             self.attach(bank)
@@ -233,10 +245,11 @@ class ScoringStep:
         versions, tf, out, k = self.bank.versions(), self.timeframe, [], 0
         horizon = self.bank.ensemble.horizon
         obs_all = self._observations(x_all)
+        p_all = scored.probability
         for (ts, rows, symbols), x in zip(todo, xs, strict=True):
             n = len(symbols)
             tgt = self._policy(symbols, rows, x, None if rets is None else rets[k:k + n],
-                               None if obs_all is None else obs_all[k:k + n])
+                               None if obs_all is None else obs_all[k:k + n], p_all[k:k + n])
             for i, s in enumerate(symbols):
                 out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k], sig[k], tgt[i], versions,
                                       rets[k] if rets is not None else float(rows[s].get("ret_1", 0.0)),
@@ -255,10 +268,11 @@ class ScoringStep:
         if self._costs is None or self._costs[0] is not policy:  # once per loaded policy (swaps replace it)
             self._costs = (policy, policy_costs(policy))
             self._names = tuple(policy.features)
+            self._signal = policy_signal(policy)
         return self._costs[1], self._names
 
     def _observations(self, x_all: np.ndarray) -> np.ndarray | None:
-        """Return float32 observations ``[rows, features + 5]`` with the policy's features filled from the feed.
+        """Return float32 observations ``[rows, features (+ 1) + 5]`` with the policy's features filled from the feed.
 
         None without a policy or when the feed lacks some of its features; the state terms are written
         bar time by bar time (:meth:`_policy`), each from the books the previous one left.
@@ -270,16 +284,18 @@ class ScoringStep:
         cols = self._policy_columns(names)
         if cols is None:
             return None
-        obs = np.empty((len(x_all), len(names) + 5), np.float32)
+        obs = np.empty((len(x_all), len(names) + self._signal + 5), np.float32)
         obs[:, :len(names)] = x_all[:, cols]  # the policy's features from the feed matrix (the same doubles)
         return obs
 
     def _policy(self, symbols: tuple[str, ...], rows: dict[str, dict[str, float]], x: np.ndarray,
-                rets: list[float] | None = None, obs: np.ndarray | None = None) -> list[float]:
+                rets: list[float] | None = None, obs: np.ndarray | None = None,
+                prob: np.ndarray | None = None) -> list[float]:
         """Return the policy's targets of one bar time's symbols (NaN without a policy); step their books.
 
         ``rets``: the symbols' ``ret_1`` (the feed's column), else read from ``rows``; ``obs``: their
-        rows of :meth:`_observations`, else built here.
+        rows of :meth:`_observations`, else built here; ``prob``: the ensemble's probability of each
+        symbol, observed by a policy trained with it.
         """
         policy = self.bank.policy if self.bank is not None else None
         if policy is None:
@@ -287,10 +303,10 @@ class ScoringStep:
         costs, names = self._policy_setup(policy)
         # Each symbol's observation as TacticalBook.observation builds it: its features, then the book's
         # state terms, written into one float32 matrix (the same roundings, no array per symbol).
-        n_feat = len(names)
+        n_feat, signal = len(names), self._signal
         if obs is None:
             cols = self._policy_columns(names)
-            obs = np.empty((len(symbols), n_feat + 5), np.float32)
+            obs = np.empty((len(symbols), n_feat + signal + 5), np.float32)
             if cols is not None:
                 obs[:, :n_feat] = x[:, cols]
             else:
@@ -298,13 +314,23 @@ class ScoringStep:
         if rets is None:
             rets = [float(rows[s].get("ret_1", 0.0)) for s in symbols]
         books = self.books
-        obs[:, n_feat:] = [(books.get(s) or self._book(s)).step(r, costs) for s, r in zip(symbols, rets, strict=True)]
+        obs[:, n_feat + signal:] = [(books.get(s) or self._book(s)).step(r, costs)
+                                    for s, r in zip(symbols, rets, strict=True)]
+        if signal:
+            if prob is None:
+                raise ValueError(f"policy {getattr(policy, 'manifest', None)} observes the ensemble's probability: "
+                                 "score through score_history")
+            obs[:, n_feat] = prob
         act = policy.act(obs)
         # the first action of each row as a double, clipped to [-1, 1] (NaN stays NaN, as np.clip keeps it)
         out = [min(max(a, -1.0), 1.0) for a in (act[:, 0] if act.ndim == 2 else act.reshape(len(symbols), -1)[:, 0])
                .tolist()]
-        for s, a in zip(symbols, out, strict=True):
-            books[s].target = a
+        missing = np.isnan(prob).tolist() if signal and prob is not None else None
+        for i, (s, a) in enumerate(zip(symbols, out, strict=True)):
+            if missing is not None and missing[i]:
+                out[i] = math.nan  # no probability yet: no target, the book keeps the last one
+            else:
+                books[s].target = a
         return out
 
     def _book(self, symbol: str) -> PolicyBook:

@@ -1,4 +1,4 @@
-"""The ``default`` strategy: change a position only when the expected edge beats the round-trip cost.
+"""The ``cost_aware`` strategy: change a position only when the expected edge beats the round-trip cost.
 
 Per symbol and closed bar, from the ensemble probability ``p`` and the bar's realised
 volatility ``sigma`` (per bar, from ``rv_15``):
@@ -39,7 +39,7 @@ _MEAN_ABS = math.sqrt(2.0 / math.pi)  # E|Z| of a standard normal
 
 
 class CostAwareParams(StrategyParams):
-    """Parameters of the ``default`` strategy (choose them on development folds only)."""
+    """Parameters of the ``cost_aware`` strategy (choose them on development folds only)."""
 
     horizon: int | None = Field(None, ge=1, description="bars the probability is about; unset = the "
                                 "prediction's horizon, else 1")
@@ -58,7 +58,7 @@ class CostAwareParams(StrategyParams):
 class CostAware(Strategy):
     """No-trade band with hysteresis, minimum holding time and volatility-targeted size."""
 
-    name = "default"
+    name = "cost_aware"
     Params = CostAwareParams
     sizing = "vol_target"
 

@@ -6,7 +6,7 @@ the RL policy's target by :func:`flows.risk.signals.combine` under
 ``risk.signals`` (:class:`~flows.risk.config.SignalRules`).  The risk engine sizes it
 with the configured Kelly family (Kelly x confidence x volatility target).  It has
 no parameters and no state.  Turning the sign of a one-bar prediction into a
-position turns over a large part of the book per bar; see ``default`` for a rule
+position turns over a large part of the book per bar; see ``cost_aware`` for a rule
 that pays its costs.
 """
 

@@ -1,13 +1,16 @@
 """Build the configured strategy: a built-in by name or a user's class by ``package.module:Class``.
 
 ``strategy.name`` (env ``CRYPTOSTREAM_STRATEGY__NAME``) selects it: ``legacy``,
-``default`` or ``trend`` (:data:`BUILTINS`), or the dotted path of a
+``cost_aware`` or ``trend`` (:data:`BUILTINS`), or the dotted path of a
 :class:`~flows.strategies.base.Strategy` subclass importable from the run's Python
 path, e.g. ``mystrats.momentum:Momentum``.  ``strategy.params`` (env
 ``CRYPTOSTREAM_STRATEGY__PARAMS__<NAME>``) is validated against the class's ``Params``
 model.  An unknown name, a class that is not a strategy or a bad parameter stops
 the run at start with a :class:`~flows.errors.SettingsError` naming the field
 (``strategy.name`` or ``strategy.params.<name>``) and its environment variable.
+The cost-aware strategy was registered as ``default`` until 2026-12; that name
+(:data:`RENAMED`) now stops the run naming the new one, rather than silently meaning
+something else.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from flows.strategies.trend import Trend
 #: the built-in strategies by ``strategy.name``
 BUILTINS: dict[str, type[Strategy]] = {c.name: c for c in (Legacy, CostAware, Trend)}
 _ENV = "CRYPTOSTREAM_STRATEGY__"
+#: former built-in names -> their current names (refused with a message naming the new one)
+RENAMED: dict[str, str] = {"default": "cost_aware"}
 
 
 def strategy_class(name: str) -> type[Strategy]:
@@ -35,6 +40,9 @@ def strategy_class(name: str) -> type[Strategy]:
     field = f"strategy.name (env {_ENV}NAME) = {name!r}"
     if name in BUILTINS:
         return BUILTINS[name]
+    if name in RENAMED:
+        raise SettingsError(f"{field}: the built-in strategy {name!r} was renamed {RENAMED[name]!r}; set "
+                            f"strategy.name: {RENAMED[name]} (env {_ENV}NAME={RENAMED[name]})")
     module, sep, attr = name.partition(":")
     if not sep or not module or not attr:
         raise SettingsError(f"{field}: not a built-in strategy ({', '.join(sorted(BUILTINS))}) nor a class path "

@@ -6,7 +6,7 @@ closes are seen, it holds long while the fast average is above the slow one by m
 than ``band`` (relative), short while below by more than ``band`` (with
 ``allow_short``; else flat), and keeps the side it has inside the band.  A side is
 held at least ``min_hold_bars`` bars.  The size is volatility-targeted like the
-``default`` strategy's (``sizing = "vol_target"``); model outputs are not used.
+``cost_aware`` strategy's (``sizing = "vol_target"``); model outputs are not used.
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ the held-out observations) and registers it as ``rl_<level>``.  ``evaluate`` run
 the registered policy on the test slice against the baselines and writes
 ``training/reports/rl/`` (``evaluate hierarchy``: the three registered policies composed).  ``--quick`` trains on the last bars with a small budget (the
 bootstrap's tactical policy, under a minute on 2 cores).
+
+``train tactical --ensemble-prob`` adds the registry's ensemble probability to the
+observation (``--ensemble-version``, default latest): on the training rows its
+out-of-sample, point-in-time value (``training.rl.signal``), only the bars that have one;
+the export records it in the manifest (``extra.ensemble_prob``) and the stream's scoring
+step then feeds the live ensemble's ``prob`` of the same bar.
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="latest", help="evaluate: registered policy version")
     p.add_argument("--report-dir", type=Path, default=Path("training/reports/rl"), help="evaluate: report directory")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--ensemble-prob", action="store_true",
+                   help="tactical: observe the ensemble's calibrated probability (out-of-sample, point in time)")
+    p.add_argument("--ensemble-version", default="latest", help="with --ensemble-prob: the ensemble version")
     return p
 
 
@@ -81,9 +90,19 @@ def load_run_data(a: RlJob, settings: Settings) -> Any:
         md = load_market_data(src, symbols, tf, start, a.end, features=rl_features(symbols))
     if a.regime_dir is not None and a.level == "strategic":
         md = with_regime(md, a.regime_dir)
+    if a.ensemble_prob:
+        md = attach_signal(md, a.registry, a.ensemble_version)
     if a.quick and md.n_bars > QUICK_BARS:
         md = md.take(slice(md.n_bars - QUICK_BARS, None))
     return md
+
+
+def attach_signal(md: Any, registry: Path, version: str) -> Any:
+    """Return ``md`` with the ensemble's point-in-time probability attached (its provenance in ``signal_source``)."""
+    from training.rl.signal import ensemble_oos_probability, with_signal
+
+    probs, record = ensemble_oos_probability(registry, version)
+    return with_signal(md, probs, record)
 
 
 def _quick_start(src: Path, symbol: str, timeframe: str, end: str | None) -> str:
@@ -148,7 +167,8 @@ def train(a: RlJob, settings: Settings) -> Path:
            "valid_start": _iso(valid_md.decision_times[0]), "test_start": _iso(test_md.decision_times[0]),
            "test_end": _iso(test_md.decision_times[-1]),
            "data_hash": arrays_hash(train_md.times, train_md.open, train_md.close, train_md.features),
-           "env": env_config_dict(level, a.quick), "train_seconds": round(time.perf_counter() - t0, 2)}
+           "env": env_config_dict(level, a.quick), "train_seconds": round(time.perf_counter() - t0, 2),
+           "ensemble_prob": None if md.signal is None else dict(md.signal_source or {})}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True))
     print(f"{level}: {res.timesteps} steps ({'stopped early' if res.stopped_early else 'full budget'}), "
           f"best validation reward {res.best_mean_reward:.4g} -> {out} in {run['train_seconds']} s")
@@ -174,6 +194,7 @@ def export(a: RlJob) -> Any:
                         data_hash=run["data_hash"], seeds={"seed": int(run["seed"])}, config=config,
                         metrics=metrics, extra={"level": a.level, "symbols": run["symbols"],
                                                 "timeframe": run["timeframe"], "regime": run["regime"],
+                                                "ensemble_prob": run.get("ensemble_prob"),
                                                 "data": {"start": run["start"], "end": run["end"]},
                                                 "split": {k: run[k] for k in ("valid_start", "test_start",
                                                                               "test_end")}})
@@ -192,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   log_dir=ns.log_dir or Path(settings.data_dir) / "logs", data_dir=ns.data_dir,
                   symbols=None if ns.symbols is None else tuple(ns.symbols), timeframe=ns.timeframe,
                   start=ns.start, end=ns.end, regime_dir=ns.regime_dir, seed=ns.seed, timesteps=ns.timesteps,
-                  quick=ns.quick, version=ns.version, report_dir=ns.report_dir, no_progress=ns.no_progress)
+                  quick=ns.quick, version=ns.version, report_dir=ns.report_dir, no_progress=ns.no_progress,
+                  ensemble_prob=ns.ensemble_prob, ensemble_version=ns.ensemble_version)
+        if a.ensemble_prob and (a.command, a.level) != ("train", "tactical"):
+            raise SettingsError("--ensemble-prob is an option of 'train tactical' (export and evaluate read it from "
+                                "the run and the manifest)")
         if a.level == "hierarchy" and a.command != "evaluate":
             raise SettingsError("'hierarchy' is for evaluate only: train and export each level")
         if a.command == "train":

@@ -55,6 +55,8 @@ class MarketData:
     feature_service: str
     regime: np.ndarray | None = None  # float32 [T, R], known at the bar's close
     regime_names: tuple[str, ...] = ()
+    signal: np.ndarray | None = None  # float32 [T, A]: the ensemble's probability at the bar's close (rl.signal)
+    signal_source: Mapping[str, Any] | None = None  # where ``signal`` came from (ensemble version, fits)
 
     def __post_init__(self) -> None:
         t, a, f = len(self.times), len(self.symbols), len(self.feature_names)
@@ -76,6 +78,9 @@ class MarketData:
         if self.regime is not None and (self.regime.shape != (t, len(self.regime_names))
                                         or self.regime.dtype != np.float32):
             raise ValueError(f"MarketData.regime must be float32 [{t}, {len(self.regime_names)}]")
+        if self.signal is not None and (self.signal.shape != (t, a) or self.signal.dtype != np.float32
+                                        or not np.isfinite(self.signal).all()):
+            raise ValueError(f"MarketData.signal must be finite float32 [{t}, {a}]")
 
     @property
     def n_bars(self) -> int:
@@ -97,7 +102,8 @@ class MarketData:
         return replace(self, times=self.times[rows], open=self.open[rows], high=self.high[rows],
                        low=self.low[rows], close=self.close[rows], volume=self.volume[rows],
                        features=self.features[rows],
-                       regime=None if self.regime is None else self.regime[rows])
+                       regime=None if self.regime is None else self.regime[rows],
+                       signal=None if self.signal is None else self.signal[rows])
 
     def select(self, symbols: Sequence[str] | None = None, features: Sequence[str] | None = None) -> MarketData:
         """Return a subset of assets and/or features, in the order given."""
@@ -107,7 +113,8 @@ class MarketData:
                        open=self.open[:, ai], high=self.high[:, ai], low=self.low[:, ai],
                        close=self.close[:, ai], volume=self.volume[:, ai],
                        features=np.ascontiguousarray(self.features[:, ai][:, :, fi]),
-                       feature_names=tuple(self.feature_names[i] for i in fi))
+                       feature_names=tuple(self.feature_names[i] for i in fi),
+                       signal=None if self.signal is None else np.ascontiguousarray(self.signal[:, ai]))
 
 
 def _index(names: tuple[str, ...], name: str, what: str) -> int:

@@ -319,6 +319,12 @@ def policy_data(runner: PolicyRunner, a: RlJob, settings: Settings, symbols: tup
         if a.regime_dir is None:
             raise ValueError(f"{m.family}/{m.version} observes regime inputs {m.extra['regime']}: pass --regime-dir")
         md = with_regime(md, a.regime_dir)
+    source = m.extra.get("ensemble_prob")
+    if source:  # the policy observes the ensemble's probability: its out-of-sample value, as in training
+        from training.rl.signal import ensemble_oos_probability, with_signal
+
+        probs, record = ensemble_oos_probability(a.registry, str(source["ensemble"]))
+        md = with_signal(md, probs, record)
     return md
 
 

@@ -35,3 +35,5 @@ class RlJob:
     version: str = "latest"
     report_dir: Path = Path("training/reports/rl")
     no_progress: bool = False
+    ensemble_prob: bool = False  # tactical: observe the ensemble's point-in-time probability (training.rl.signal)
+    ensemble_version: str = "latest"  # the registry's ensemble version it comes from

@@ -10,6 +10,7 @@ import shutil
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from flows.operators.model_bank import ModelBank
@@ -344,3 +345,85 @@ def test_whole_bar_times_as_a_matrix_give_what_their_records_give_bit_for_bit(re
         barrier = CloseBarrier(ScoringStep(symbols, "1h", bank(root)), 1)
         barrier.on_items(list(times[0][1]))
         barrier.on_history([times[1][0]], [times[1][1]], times[1][3])
+class _SignalPolicy(_LinearPolicy):
+    """The linear policy, trained (so says its manifest) with the ensemble's probability in its observation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.manifest.extra = {"ensemble_prob": {"ensemble": "v"}}
+        self.manifest.config["env"]["min_trade"] = 0.0
+        self.w = np.linspace(-3.0, 3.0, 8).astype(np.float32)
+
+    def target(self, o: np.ndarray) -> float:
+        return float(np.tanh(o @ self.w)) * 0.05  # small: the test's returns are of order one per bar
+
+
+def test_a_policy_trained_on_the_ensemble_probability_sees_in_the_stream_what_its_environment_built(reg) -> None:
+    """Parity: the TacticalEnv's observations (features, ensemble probability, book) on the same bars, bit for bit.
+
+    The environment gets the probabilities as training gets them (a ``symbol, event_timestamp, prob``
+    frame through ``with_signal``), here the ones the stream scored, so that any shift in time,
+    column or rounding between the two sides shows.
+    """
+    from training.rl.data import MarketData
+    from training.rl.envs.tactical import TacticalConfig, TacticalEnv
+    from training.rl.signal import with_signal
+
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    b = bank(root)
+    b.policy = policy = _SignalPolicy()
+    step = ScoringStep(symbols, "1h", b)
+    rows = [r for _, rs in feature_rows(held) for r in rs]
+    preds = step.on_rows(rows[:len(rows) // 2])
+    step = ScoringStep.from_snapshot(pickle.loads(pickle.dumps(step.snapshot())))
+    step.attach(b)
+    preds += step.on_rows(rows[len(rows) // 2:])
+    seen = [o for obs in policy.seen for o in obs]
+    assert len(seen) == len(preds)
+    # the training side: the same bars as MarketData (prices: the return index the stream's book uses)
+    wide = held.pivot(index="event_timestamp", columns="symbol")
+    ret = wide["ret_1"][list(symbols)].to_numpy(np.float64)
+    close, opn = np.empty_like(ret), np.empty_like(ret)
+    for a in range(len(symbols)):
+        c = 1.0
+        for t in range(len(ret)):
+            opn[t, a] = c
+            c *= math.exp(ret[t, a])
+            close[t, a] = c
+    times = wide.index.as_unit("ns").asi8 - 3_600 * 10**9
+    feats = np.stack([wide["f1"][list(symbols)].to_numpy(), ret], axis=2).astype(np.float32)
+    md = MarketData(symbols, "1h", times, opn, np.maximum(opn, close), np.minimum(opn, close), close,
+                    np.ones_like(close), feats, ("f1", "ret_1"), "test")
+    probs = pd.DataFrame([(p.symbol, pd.Timestamp(p.ts, unit="ms", tz="UTC"), p.probability) for p in preds],
+                         columns=["symbol", "event_timestamp", "prob"])
+    md = with_signal(md, probs)
+    assert md.n_bars == len(ret)
+    cfg = TacticalConfig(initial_equity=1.0, fee_rate=0.001, slippage=0.0005, min_trade=0.0)
+    traded = 0
+    for a, sym in enumerate(symbols):
+        stream = [(o, p) for o, p in zip(seen, preds, strict=True) if p.symbol == sym]
+        env = TacticalEnv(md, a, cfg)
+        obs, _ = env.reset()
+        for t, (got, p) in enumerate(stream):
+            assert got.shape == (2 + 1 + 5,) and got[2] == np.float32(p.probability)
+            assert got.tobytes() == obs.tobytes(), (sym, t, got, obs)
+            if t + 1 < len(stream):
+                obs, _, _, _, info = env.step(np.array([p.rl_target]))
+                traded += info["traded"] > 0.0
+    assert traded > 100
+
+
+def test_without_an_ensemble_probability_the_signal_policy_gives_no_target_and_its_book_keeps_the_last(reg) -> None:
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))[:2]
+    b = bank(root)
+    b.policy = _SignalPolicy()
+    step = ScoringStep(symbols, "1h", b)
+    x = np.array([[0.01, 0.5, 5.0], [-0.02, -0.3, 4.0]])  # the feed: ret_1, f1, f2
+    first = step._policy(symbols, {}, x, [0.01, -0.02], None, np.array([0.6, 0.4]))
+    assert all(math.isfinite(t) and t != 0.0 for t in first)
+    second = step._policy(symbols, {}, x, [0.01, -0.02], None, np.array([np.nan, 0.5]))
+    assert math.isnan(second[0]) and math.isfinite(second[1])
+    assert step.books[symbols[0]].target == first[0] and step.books[symbols[1]].target == second[1]
+    assert math.isfinite(step.books[symbols[0]].book.equity)

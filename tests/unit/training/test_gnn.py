@@ -112,3 +112,32 @@ def test_missing_asset_row_gets_no_prediction_and_no_loss(frame: pd.DataFrame,
     assert len(p) == len(gone)
     gs = model.graphs(gone, label="label")
     assert (~gs.present).sum() == 1
+
+
+def test_predicting_in_batches_gives_the_one_pass_probabilities(frame: pd.DataFrame, model: GnnClassifier) -> None:
+    gs = model.graphs(frame)
+    whole = model.predict_graphs(gs.x, gs.adj, batch=len(gs.x))
+    np.testing.assert_allclose(model.predict_graphs(gs.x, gs.adj, batch=7), whole, rtol=0, atol=1e-6)
+
+
+_PEAK = """
+import resource, numpy as np
+from training.models.gnn import GnnClassifier, GnnConfig, GnnNet
+m = GnnClassifier([f"f{i}" for i in range(25)], GnnConfig(hidden=32))
+m.net = GnnNet(25, 32, m.config.heads, 0.0).eval()
+x, adj = np.random.rand(37_500, 5, 25).astype(np.float32), np.ones((37_500, 5, 5), np.float32)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m.predict_graphs(x, adj)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def test_predicting_a_history_of_graphs_keeps_the_activations_small() -> None:
+    """Five assets' 37k hourly graphs: one forward pass over all of them added ~430 MB to training.train gnn's peak."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, check=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert float(out.stdout.strip()) < 150.0  # MB above the inputs

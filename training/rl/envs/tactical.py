@@ -17,6 +17,10 @@ Accounting (exact, per step; :class:`TacticalBook`, which the live flow can keep
 
 Reward = w_lr * log(E / E_prev) + w_dsr * DSR - w_dd * drawdown - w_to * turnover,
 each component in ``info``.
+
+Observation: the asset's market features, then (when ``md.signal`` is set,
+``python -m training.rl train tactical --ensemble-prob``) the ensemble's calibrated
+probability of the bar, then the book's state terms (``TACTICAL_STATE``).
 """
 
 from __future__ import annotations
@@ -80,7 +84,10 @@ class TacticalEnv(gym.Env[np.ndarray, np.ndarray]):
         self.md, self.asset, self.config = md, asset, config or TacticalConfig()
         self.steps_per_episode = check_episode("TacticalConfig", md.n_bars, self.config.episode_bars)
         self.symbol = md.symbols[asset]
-        self.features = np.ascontiguousarray(md.features[:, asset])  # [T, F] float32
+        # [T, F] float32, then the ensemble's probability when the data carries it ([T, F + 1]): the
+        # columns the stream's scoring step writes before the book's state terms
+        self.features = np.ascontiguousarray(md.features[:, asset] if md.signal is None else np.concatenate(
+            [md.features[:, asset], md.signal[:, asset, None]], axis=1))
         # python floats: scalar arithmetic on them is several times faster than on numpy scalars
         self._open: list[float] = md.open[:, asset].tolist()
         self._close: list[float] = md.close[:, asset].tolist()

@@ -1,4 +1,4 @@
-"""The ``default`` strategy: edge against the round-trip cost, band with hysteresis, minimum hold, vol target.
+"""The ``cost_aware`` strategy: edge against the round-trip cost, band with hysteresis, minimum hold, vol target.
 
 Contexts of 1h bars with ``rv_15 = 0.05`` (per-bar sigma 0.0129, annual 1.21); the
 round trip costs 22 bp (10 bp fee + 1 bp slippage, twice).

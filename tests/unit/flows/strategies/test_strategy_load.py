@@ -21,7 +21,7 @@ P = "CRYPTOSTREAM_STRATEGY__PARAMS__"
 
 def test_built_ins_by_name_and_a_users_class_by_dotted_path_with_params_from_the_environment() -> None:
     assert type(build_strategy(load_settings(env={}))) is Legacy  # the default setting
-    assert type(build_strategy(load_settings(env={N: "default"}))) is CostAware
+    assert type(build_strategy(load_settings(env={N: "cost_aware"}))) is CostAware
     s = build_strategy(load_settings(env={N: "trend", P + "FAST_BARS": "5", P + "ALLOW_SHORT": "true"}))
     assert type(s) is Trend and s.params.fast_bars == 5 and s.params.allow_short is True  # type: ignore[attr-defined]
     user = build_strategy(load_settings(env={N: "tests.kit.strategies:SignHold", P + "HOLD_BARS": "7"}))
@@ -37,16 +37,18 @@ def test_the_strategy_compares_with_the_configured_fees_and_slippage() -> None:
 
 
 @pytest.mark.parametrize(("env", "names"), [
-    ({N: "momentum"}, ["strategy.name (env CRYPTOSTREAM_STRATEGY__NAME) = 'momentum'", "default, legacy, trend"]),
+    ({N: "momentum"}, ["strategy.name (env CRYPTOSTREAM_STRATEGY__NAME) = 'momentum'", "cost_aware, legacy, trend"]),
     ({N: "no_such_module:X"}, ["strategy.name", "cannot import module 'no_such_module'"]),
     ({N: "tests.kit.strategies:Missing"}, ["strategy.name", "has no 'Missing'"]),
     ({N: "tests.kit.strategies:NotAStrategy"}, ["strategy.name", "not a subclass"]),
-    ({N: "default", P + "HORIZON": "0"},
+    ({N: "cost_aware", P + "HORIZON": "0"},
      ["strategy.params.horizon (env CRYPTOSTREAM_STRATEGY__PARAMS__HORIZON) = '0'", "greater than or equal to 1"]),
-    ({N: "default", P + "ENTER_MULTIPL": "2"},
+    ({N: "cost_aware", P + "ENTER_MULTIPL": "2"},
      ["strategy.params.enter_multipl (env CRYPTOSTREAM_STRATEGY__PARAMS__ENTER_MULTIPL)", "not a parameter"]),
     ({N: "trend", P + "FAST_BARS": "50"}, ["strategy.params", "fast_bars (50) must be below slow_bars (48)"]),
     ({N: "tests.kit.strategies:SignHold", P + "SIZE": "2"}, ["strategy.params.size", "less than or equal to 1"]),
+    ({N: "default"}, ["strategy.name (env CRYPTOSTREAM_STRATEGY__NAME) = 'default'", "renamed 'cost_aware'",
+                      "CRYPTOSTREAM_STRATEGY__NAME=cost_aware"]),
     ({N: "not a name"}, ["strategy.name (env CRYPTOSTREAM_STRATEGY__NAME)", "should match pattern"]),
 ])
 def test_an_unknown_strategy_or_a_bad_parameter_stops_at_start_naming_the_field(env: dict[str, str],
@@ -61,6 +63,6 @@ def test_a_strategy_that_sizes_itself_gets_vol_target_sizing_and_the_configured_
     base = {"CRYPTOSTREAM_DATA_DIR": str(tmp_path), "CRYPTOSTREAM_RISK__LIMITS__MAX_DRAWDOWN": "0.1"}
     legacy = build_deps(load_settings(env=base))
     assert legacy.risk.config.sizing.method == "half_kelly"
-    cost = build_deps(load_settings(env={**base, N: "default"}))
+    cost = build_deps(load_settings(env={**base, N: "cost_aware"}))
     assert cost.risk.config.sizing.method == "vol_target"
     assert cost.risk.config.limits == legacy.risk.config.limits and cost.risk.config.limits.max_drawdown == 0.1

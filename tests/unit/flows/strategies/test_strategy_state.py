@@ -53,7 +53,7 @@ def fills(out: list[Any]) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize(("name", "params"), [("tests.kit.strategies:SignHold", {"hold_bars": "3"}),
-                                              ("default", {"min_hold_bars": "2", "enter_multiple": "0.2"}),
+                                              ("cost_aware", {"min_hold_bars": "2", "enter_multiple": "0.2"}),
                                               ("trend", {"fast_bars": "2", "slow_bars": "4", "band": "0"}),
                                               ("flows.strategies.template:MyStrategy", {"min_hold_bars": "2"})])
 def test_a_step_restored_from_its_pickled_snapshot_trades_exactly_like_an_uninterrupted_one(

@@ -15,6 +15,7 @@ from flows.settings import load_settings
 from inference.manifest import read_manifest, resolve_version_dir
 from inference.policy import PolicyRunner
 from inference.rl_observation import tactical_observation
+from tests.kit.ensembles import member_oos, register_ensemble, register_member
 from training.backfill import bars_from_frame, run_backfill
 from training.rl.__main__ import main
 from training.rl.data import load_market_data
@@ -76,10 +77,36 @@ def test_quick_train_from_the_offline_store(shared_data: Path, data_dir: Path) -
     class A:
         data_dir, symbols, timeframe, start, end, level, quick, regime_dir = (None, SYMBOLS, "1h", None, None,
                                                                               "tactical", False, None)
+        ensemble_prob = False
 
     stored = load_run_data(A(), settings)
     np.testing.assert_array_equal(stored.times, files_md.times)  # same bars, same features as from the files
     np.testing.assert_allclose(stored.features, files_md.features, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.data
+def test_ensemble_prob_trains_on_the_out_of_sample_rows_and_the_manifest_says_so(shared_data: Path, data_dir: Path,
+                                                                                 capsys) -> None:
+    """``--ensemble-prob``: the observation gains the ensemble's column, the run and the manifest record it."""
+    root = data_dir / "registry"
+    times = pd.date_range("2024-02-20", "2024-05-01", freq="h", tz="UTC", inclusive="left")
+    register_member(root, "lightgbm", member_oos(times, SYMBOLS, 4, 1, 0.2), [0.55, 0.54, 0.56, 0.53])
+    register_ensemble(root, ["lightgbm"])
+    args = ["--data-dir", str(shared_data), "--symbols", *SYMBOLS, *WINDOW, "--quick", "--timesteps", "300",
+            "--no-progress", "--seed", "3"]
+    assert main(["train", "tactical", *args, "--ensemble-prob"]) == 0
+    run = json.loads((data_dir / "work" / "rl" / "tactical" / "run.json").read_text())
+    ensemble = (root / "ensemble" / "latest").read_text().strip()
+    assert run["ensemble_prob"]["ensemble"] == ensemble and run["ensemble_prob"]["calibrated"]
+    first_fold_end = times[-(-len(times) // 4)]  # fold 0 has no earlier fold: its bars are left out
+    assert pd.Timestamp(run["train_start"]) >= first_fold_end
+    assert main(["export", "tactical"]) == 0
+    runner = PolicyRunner.from_registry(root, "rl_tactical")
+    assert runner.manifest.extra["ensemble_prob"]["ensemble"] == ensemble
+    assert runner.observation_size == len(runner.features) + 1 + 5
+    capsys.readouterr()
+    assert main(["export", "tactical", "--ensemble-prob"]) == 2
+    assert "--ensemble-prob is an option of 'train tactical'" in capsys.readouterr().err
 
 
 def test_bad_input_exits_with_a_message(data_dir: Path, capsys) -> None:
