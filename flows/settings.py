@@ -30,6 +30,7 @@ from flows.errors import (
     SettingsError as SettingsError,  # re-exported: callers catch flows.settings.SettingsError
 )
 from flows.execution.config import ExecutionConfig
+from flows.monitoring.dashboard.config import DashboardConfig
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
@@ -170,6 +171,8 @@ class Settings(_Frozen):
                                        "(flows/execution/config.py)")
     initial_cash: float = Field(10_000.0, gt=0.0, description="paper portfolio starting cash (quote currency)")
     strategy: StrategySettings = Field(StrategySettings(), description="decision logic (flows/strategies)")
+    dashboard: DashboardConfig = Field(DashboardConfig(), description="the Streamlit dashboard "
+                                       "(flows/monitoring/dashboard); not part of the run id")
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -186,7 +189,7 @@ class Settings(_Frozen):
 
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
-        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange"})
+        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "dashboard"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

@@ -71,6 +71,7 @@ DECISIONS: dict[str, Table] = {
                              ("run_id", "ts"), json=frozenset({"positions", "state"})),
 }
 TABLES: dict[str, Table] = {**HISTORY, **DECISIONS}
+FEATURE_GROUPS: tuple[str, ...] = ("bars", "bar_features", "cross_asset_features")  # the dashboard's freshness rows
 COLUMNS: dict[str, tuple[str, ...]] = {t.name: t.columns for t in TABLES.values()}
 KEYS: dict[str, tuple[str, ...]] = {t.name: t.key for t in TABLES.values()}
 JSON_COLUMNS: frozenset[str] = frozenset().union(*(t.json for t in TABLES.values()))

@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics, logging setup, notifiers and the dashboard."""
