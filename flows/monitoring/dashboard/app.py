@@ -47,6 +47,6 @@ with st.sidebar:
                      format_func=lambda r: f"{r} (to {runs.set_index('run_id').at[r, 'last']:%Y-%m-%d %H:%M})")
     else:
         st.session_state["run"] = None
-    live()
 
 page.run()
+live()  # in the main area, below the page (a fragment's timer did not run in the sidebar)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class DashboardConfig(BaseModel):
@@ -21,3 +22,10 @@ class DashboardConfig(BaseModel):
     rows: int = Field(200, ge=1, le=100_000, description="rows at most in a table of recent records")
     report_dirs: tuple[Path, ...] = Field((), description="where backtest, walk-forward and gate reports are "
                                           "looked for (default: training/reports and data_dir)")
+
+    @field_validator("report_dirs", mode="before")
+    @classmethod
+    def _dirs(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment: comma-separated
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value

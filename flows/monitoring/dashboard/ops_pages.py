@@ -108,7 +108,8 @@ def models() -> None:
     if table.empty:
         st.info("No registered model (the main job's first run, or `python -m training.train`, registers some).")
         return
-    st.dataframe(table, hide_index=True)
+    first = ["family", "version", "latest", "verdicts"]
+    st.dataframe(table[first + [c for c in table.columns if c not in first]], hide_index=True)
     judged = table[table["verdicts"] != "none"]
     for fam, version in zip(judged["family"], judged["version"], strict=True):
         for verdict, path in files.read_verdicts(Path(root) / fam / version):

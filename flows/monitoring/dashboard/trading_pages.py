@@ -10,19 +10,25 @@ from flows.monitoring.dashboard import views
 from flows.monitoring.dashboard.context import context, query, run_id, token
 
 
-def _run_or_stop() -> tuple[str, str]:
+def _run() -> tuple[str, str] | None:
+    """Return the selected run and the change token, or say that nothing is stored (``None``).
+
+    No ``st.stop()``: the live check below the page must still run, so an empty store fills in.
+    """
     run = run_id()
     if run is None:
         st.info("No portfolio rows are stored yet: start a run (`python -m flows.main`) and this page fills in.")
-        st.stop()
-    assert run is not None
+        return None
     return run, token()
 
 
 def portfolio() -> None:
     """Equity, drawdown, exposure; P&L by day and by symbol."""
     st.header("Portfolio")
-    run, tok = _run_or_stop()
+    got = _run()
+    if got is None:
+        return
+    run, tok = got
     cfg = context().settings.dashboard
     state = query("latest_state", tok, run)
     curve = query("equity", tok, run, cfg.points)
@@ -35,7 +41,7 @@ def portfolio() -> None:
         c[4].metric("P&L 24 h", f"{(state['daily_pnl'] or 0.0):,.2f}")
         st.caption(f"run {run} · last row {state['ts']} · {len(curve)} chart points")
     st.subheader("Equity")
-    st.altair_chart(_curve(curve, "equity"), use_container_width=True)
+    st.altair_chart(_curve(curve, "equity"), width="stretch")
     left, right = st.columns(2)
     with left:
         st.subheader("Drawdown")
@@ -64,7 +70,10 @@ def _curve(df: pd.DataFrame, column: str) -> alt.Chart:
 def positions() -> None:
     """Open positions at the latest row."""
     st.header("Positions")
-    run, tok = _run_or_stop()
+    got = _run()
+    if got is None:
+        return
+    run, tok = got
     state = query("latest_state", tok, run)
     pos = views.positions(state)
     if pos.empty:
@@ -78,7 +87,10 @@ def positions() -> None:
 def orders_fills() -> None:
     """Recent orders; recent fills with slippage against the decision price."""
     st.header("Orders and fills")
-    run, tok = _run_or_stop()
+    got = _run()
+    if got is None:
+        return
+    run, tok = got
     ctx = context()
     rows = ctx.settings.dashboard.rows
     fills = views.slippage(query("fills", tok, run, rows, ctx.settings.trading_timeframe()))
@@ -99,7 +111,10 @@ def orders_fills() -> None:
 def predictions() -> None:
     """Recent predictions: probability and confidence of the ensemble and each member."""
     st.header("Predictions")
-    run, tok = _run_or_stop()
+    got = _run()
+    if got is None:
+        return
+    run, tok = got
     rows = context().settings.dashboard.rows
     preds = query("predictions", tok, run, rows)
     per_model = views.model_confidence(preds)
