@@ -20,7 +20,15 @@ import pytest
 from flows.settings import load_settings
 from flows.stores import open_stores
 from inference.verdict import write_verdict
-from tests.kit.dashboard_browser import browser, free_port, open_page, screenshot, see, serve, settle
+from tests.kit.dashboard_browser import (
+    browser,
+    free_port,
+    open_page,
+    screenshot,
+    see,
+    serve,
+    settle,
+)
 from tests.kit.dashboard_store import START, fill_store
 from tests.kit.verdicts import deployment, verdict
 
