@@ -51,8 +51,8 @@ def feature_rows(bars: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return out
 
 
-def decision_rows(bars: list[tuple[Any, ...]], state: dict[str, Any], run_id: str,
-                  decide_every: int) -> dict[str, list[tuple[Any, ...]]]:
+def decision_rows(bars: list[tuple[Any, ...]], state: dict[str, Any], run_id: str, decide_every: int,
+                  order_confidence: float = 0.1) -> dict[str, list[tuple[Any, ...]]]:
     """Return the decision tables' rows of a batch of bars (``state`` carries the book between batches)."""
     out: dict[str, list[tuple[Any, ...]]] = {t: [] for t in ("predictions", "orders", "fills", "risk_events",
                                                              "portfolio_state")}
@@ -88,7 +88,7 @@ def decision_rows(bars: list[tuple[Any, ...]], state: dict[str, Any], run_id: st
                 conf = abs(p - 0.5) * 2
                 out["predictions"].append((b[0], "1m", close_ts, "ensemble", "v7", p, conf, 1 if p > 0.5 else 0,
                                            payload, run_id))
-                if conf > 0.1:
+                if conf > order_confidence:
                     side = "buy" if p > 0.5 else "sell"
                     cid = f"cs-{b[0].replace('/', '')}-{int(close_ts.timestamp())}"
                     pending.append((cid, b[0], side, 0.5 / b[6] * 100, close_ts))
@@ -110,7 +110,7 @@ def decision_rows(bars: list[tuple[Any, ...]], state: dict[str, Any], run_id: st
 
 def fill_store(stores: Stores, symbols: Sequence[str], bars_per_symbol: int, run_id: str = "dash-run",
                decide_every: int = 1, initial_cash: float = 10_000.0, features_days: int = 1,
-               events: bool = False) -> int:
+               events: bool = False, order_confidence: float = 0.1) -> int:
     """Write bars, the last ``features_days`` of features and the decision tables; return the bars written.
 
     ``events`` also publishes the decision rows to the profile's event bus (Redis streams).
@@ -127,7 +127,7 @@ def fill_store(stores: Stores, symbols: Sequence[str], bars_per_symbol: int, run
                 tables["bar_features"] = feature_rows([b for b in day if b[2] >= feature_from])
             history.write(tables)
             history.flush()
-            rows = decision_rows(day, state, run_id, decide_every)
+            rows = decision_rows(day, state, run_id, decide_every, order_confidence)
             decisions.write(rows)
             if bus is not None:
                 bus.publish({t: bus.encode(t, r) for t, r in rows.items()})

@@ -1,9 +1,10 @@
 """Start the dashboard: ``python -m flows.monitoring.dashboard [--port N] [--address A] [--config FILE]``.
 
-Checks the settings first (a bad one stops here, naming the field), then replaces this
-process with ``streamlit run`` of :mod:`flows.monitoring.dashboard.app` on
-``dashboard.address:dashboard.port`` (127.0.0.1:8501 by default), headless, without
-usage statistics.  Exit codes: 0 after a normal stop, 2 for bad settings.
+Checks the settings first (a bad one stops here, naming the field), imports what the pages
+use (so the first visitor does not wait for pandas, pyarrow and altair to load), then runs
+``streamlit run`` of :mod:`flows.monitoring.dashboard.app` in this process on
+``dashboard.address:dashboard.port`` (127.0.0.1:8501 by default), headless, without usage
+statistics.  Exit codes: 0 after a normal stop (Ctrl-C, SIGTERM), 2 for bad settings.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ APP = Path(__file__).resolve().with_name("app.py")
 
 
 def streamlit_argv(address: str, port: int) -> list[str]:
-    """Return the command that serves the dashboard."""
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", address,
+    """Return the ``streamlit`` command line that serves the dashboard."""
+    return ["streamlit", "run", str(APP), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--theme.base", "light"]
 
@@ -48,11 +49,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = settings.dashboard
     print(f"dashboard: http://{cfg.address}:{cfg.port}/ (profile {settings.profile})", flush=True)
-    root = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    argv_ = streamlit_argv(cfg.address, cfg.port)
-    os.execve(argv_[0], argv_, env)
-    return 0  # not reached
+    os.environ.update(env)  # the app's load_settings() reads the same values
+    _preload(settings.profile)
+    from streamlit.web import cli
+
+    sys.argv = streamlit_argv(cfg.address, cfg.port)
+    try:
+        cli.main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _preload(profile: str) -> None:
+    """Import the pages' modules and the profile's store readers before the first visitor."""
+    import altair  # noqa: F401
+
+    import flows.monitoring.dashboard.ops_pages  # noqa: F401
+    import flows.monitoring.dashboard.trading_pages  # noqa: F401
+    import flows.stores.parquet_monitor  # noqa: F401
+
+    if profile == "timescale":
+        import flows.stores.redis  # noqa: F401
+        import flows.stores.timescale_monitor  # noqa: F401
 
 
 if __name__ == "__main__":
