@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from flows.feature_catalog import offline_dir
 from flows.stores.parquet import SCHEMAS
-from flows.stores.schema import COLUMNS, DECISIONS, FEATURE_GROUPS
+from flows.stores.schema import COLUMNS, DECISIONS, FEATURE_GROUPS, time_order
 from flows.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class ParquetMonitor:
     def _newest(self, table: str, run: str, limit: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Read day files newest first until ``limit`` rows of the run are found; return the last ``limit``."""
         cols = list(columns or COLUMNS[table])
+        cols += [c for c in time_order(table) if c not in cols]
         parts: list[pa.Table] = []
         found = 0
         for f in reversed(self._files(table)):
@@ -73,7 +74,7 @@ class ParquetMonitor:
                 break
         if not parts:
             return self._read(table, run, cols, []).to_pandas()
-        t = pa.concat_tables(reversed(parts)).sort_by([("ts", "ascending")])
+        t = pa.concat_tables(reversed(parts)).sort_by([(c, "ascending") for c in time_order(table)])
         return t.slice(max(0, t.num_rows - limit)).to_pandas()
 
     def runs(self) -> pd.DataFrame:

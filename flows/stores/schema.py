@@ -71,6 +71,12 @@ DECISIONS: dict[str, Table] = {
                              ("run_id", "ts"), json=frozenset({"positions", "state"})),
 }
 TABLES: dict[str, Table] = {**HISTORY, **DECISIONS}
+
+def time_order(table: str) -> tuple[str, ...]:
+    """Return the columns that order a table's rows in time: ``ts``, then the rest of its key (ties broken)."""
+    return ("ts", *(k for k in KEYS[table] if k != "ts"))
+
+
 FEATURE_GROUPS: tuple[str, ...] = ("bars", "bar_features", "cross_asset_features")  # the dashboard's freshness rows
 COLUMNS: dict[str, tuple[str, ...]] = {t.name: t.columns for t in TABLES.values()}
 KEYS: dict[str, tuple[str, ...]] = {t.name: t.key for t in TABLES.values()}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from flows.stores.schema import COLUMNS, DECISIONS, FEATURE_GROUPS
+from flows.stores.schema import COLUMNS, DECISIONS, FEATURE_GROUPS, time_order
 from flows.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
@@ -39,8 +39,11 @@ class TimescaleMonitor:
 
     def _newest(self, table: str, run: str, limit: int) -> pd.DataFrame:
         cols = COLUMNS[table]
-        q = sql.SQL("SELECT * FROM (SELECT {} FROM {} WHERE run_id = %s ORDER BY ts DESC LIMIT %s) t ORDER BY ts").format(
-            sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(table))
+        order = time_order(table)
+        q = sql.SQL("SELECT * FROM (SELECT {} FROM {} WHERE run_id = %s ORDER BY {} LIMIT %s) t ORDER BY {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(table),
+            sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in order),
+            sql.SQL(", ").join(map(sql.Identifier, order)))
         return self._query(q, (run, limit), cols)
 
     def runs(self) -> pd.DataFrame:
@@ -93,11 +96,11 @@ class TimescaleMonitor:
         tf = timedelta(milliseconds=timeframe_ms(timeframe))
         q = sql.SQL(
             "SELECT f.*, o.decided, b.close AS decision_price FROM "
-            "(SELECT {} FROM fills WHERE run_id = %s ORDER BY ts DESC LIMIT %s) f "
+            "(SELECT {} FROM fills WHERE run_id = %s ORDER BY ts DESC, fill_id DESC LIMIT %s) f "
             "LEFT JOIN LATERAL (SELECT min(ts) AS decided FROM orders o "
             "  WHERE o.client_order_id = f.client_order_id AND o.ts <= f.ts) o ON true "
             "LEFT JOIN bars b ON b.symbol = f.symbol AND b.timeframe = %s AND b.ts = o.decided - %s "
-            "ORDER BY f.ts").format(sql.SQL(", ").join(map(sql.Identifier, cols)))
+            "ORDER BY f.ts, f.fill_id").format(sql.SQL(", ").join(map(sql.Identifier, cols)))
         df = self._query(q, (run, limit, timeframe, tf), [*cols, "decided", "decision_price"])
         df["decision_price"] = df["decision_price"].astype(float)
         return df
