@@ -62,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _preload(profile: str) -> None:
-    """Import the pages' modules and the profile's store readers before the first visitor."""
+    """Import what the pages use and the profile's store readers before the first visitor.
+
+    Not the page modules themselves: their Streamlit caches are made when the runtime runs.
+    """
     import altair  # noqa: F401
 
-    import flows.monitoring.dashboard.ops_pages  # noqa: F401
-    import flows.monitoring.dashboard.trading_pages  # noqa: F401
+    import flows.monitoring.dashboard.files  # noqa: F401
+    import flows.monitoring.dashboard.views  # noqa: F401
     import flows.stores.parquet_monitor  # noqa: F401
 
     if profile == "timescale":
