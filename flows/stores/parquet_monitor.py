@@ -9,7 +9,6 @@ changes its directory's modification time.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 
 from flows.feature_catalog import offline_dir
 from flows.stores.parquet import SCHEMAS
-from flows.stores.schema import COLUMNS, DECISIONS, FEATURE_GROUPS, time_order
+from flows.stores.schema import COLUMNS, DECISIONS, FEATURE_GROUPS, last_row, time_order
 from flows.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
@@ -100,13 +99,7 @@ class ParquetMonitor:
 
     def latest_state(self, run: str) -> dict[str, Any] | None:
         """Return the run's last ``portfolio_state`` row with ``positions`` and ``state`` decoded."""
-        df = self._newest("portfolio_state", run, 1)
-        if df.empty:
-            return None
-        row: dict[str, Any] = df.iloc[-1].to_dict()
-        for c in DECISIONS["portfolio_state"].json:
-            row[c] = json.loads(row[c]) if isinstance(row[c], str) else row[c]
-        return row
+        return last_row("portfolio_state", self._newest("portfolio_state", run, 1))
 
     def symbol_flows(self, run: str) -> pd.DataFrame:
         """Return the run's fills summed per symbol (``bought``/``sold``: quote notional)."""

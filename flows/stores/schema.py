@@ -72,6 +72,18 @@ DECISIONS: dict[str, Table] = {
 }
 TABLES: dict[str, Table] = {**HISTORY, **DECISIONS}
 
+def last_row(table: str, frame: Any) -> dict[str, Any] | None:
+    """Return a frame's last row as a dict with the table's JSON columns decoded (``None`` when empty)."""
+    import json
+
+    if frame.empty:
+        return None
+    row: dict[str, Any] = frame.iloc[-1].to_dict()
+    for c in TABLES[table].json:
+        row[c] = json.loads(row[c]) if isinstance(row[c], (str, bytes)) else row[c]
+    return row
+
+
 def time_order(table: str) -> tuple[str, ...]:
     """Return the columns that order a table's rows in time: ``ts``, then the rest of its key (ties broken)."""
     return ("ts", *(k for k in KEYS[table] if k != "ts"))

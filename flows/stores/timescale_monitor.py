@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from flows.stores.schema import COLUMNS, DECISIONS, FEATURE_GROUPS, time_order
+from flows.stores.schema import COLUMNS, FEATURE_GROUPS, last_row, time_order
 from flows.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
@@ -72,13 +72,7 @@ class TimescaleMonitor:
 
     def latest_state(self, run: str) -> dict[str, Any] | None:
         """Return the run's last ``portfolio_state`` row (JSON columns decoded by psycopg)."""
-        df = self._newest("portfolio_state", run, 1)
-        if df.empty:
-            return None
-        row: dict[str, Any] = df.iloc[-1].to_dict()
-        for c in DECISIONS["portfolio_state"].json:
-            row[c] = json.loads(row[c]) if isinstance(row[c], (str, bytes)) else row[c]
-        return row
+        return last_row("portfolio_state", self._newest("portfolio_state", run, 1))
 
     def symbol_flows(self, run: str) -> pd.DataFrame:
         """Return the run's fills summed per symbol (``bought``/``sold``: quote notional)."""

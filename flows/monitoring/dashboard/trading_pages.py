@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -10,25 +13,29 @@ from flows.monitoring.dashboard import views
 from flows.monitoring.dashboard.context import context, query, run_id, token
 
 
-def _run() -> tuple[str, str] | None:
-    """Return the selected run and the change token, or say that nothing is stored (``None``).
+def of_run(title: str) -> Callable[[Callable[[str, str], None]], Callable[[], None]]:
+    """Make a page of the selected run: draw ``title``, then call the page with the run and the change token.
 
-    No ``st.stop()``: the live check below the page must still run, so an empty store fills in.
+    Without a stored run it says so and returns (no ``st.stop()``: the live check below the
+    page must still run, so an empty store fills in).
     """
-    run = run_id()
-    if run is None:
-        st.info("No portfolio rows are stored yet: start a run (`python -m flows.main`) and this page fills in.")
-        return None
-    return run, token()
+    def wrap(draw: Callable[[str, str], None]) -> Callable[[], None]:
+        @wraps(draw)
+        def page() -> None:
+            st.header(title)
+            run = run_id()
+            if run is None:
+                st.info("No portfolio rows are stored yet: start a run (`python -m flows.main`) and this page "
+                        "fills in.")
+                return
+            draw(run, token())
+        return page
+    return wrap
 
 
-def portfolio() -> None:
+@of_run("Portfolio")
+def portfolio(run: str, tok: str) -> None:
     """Equity, drawdown, exposure; P&L by day and by symbol."""
-    st.header("Portfolio")
-    got = _run()
-    if got is None:
-        return
-    run, tok = got
     cfg = context().settings.dashboard
     state = query("latest_state", tok, run)
     curve = query("equity", tok, run, cfg.points)
@@ -67,13 +74,9 @@ def _curve(df: pd.DataFrame, column: str) -> alt.Chart:
                                             y=alt.Y(f"{column}:Q", scale=alt.Scale(zero=False))).properties(height=260)
 
 
-def positions() -> None:
+@of_run("Positions")
+def positions(run: str, tok: str) -> None:
     """Open positions at the latest row."""
-    st.header("Positions")
-    got = _run()
-    if got is None:
-        return
-    run, tok = got
     state = query("latest_state", tok, run)
     pos = views.positions(state)
     if pos.empty:
@@ -84,13 +87,9 @@ def positions() -> None:
         st.caption(f"as of {state['ts']} · cash {state['cash']:,.2f} · equity {state['equity']:,.2f}")
 
 
-def orders_fills() -> None:
+@of_run("Orders and fills")
+def orders_fills(run: str, tok: str) -> None:
     """Recent orders; recent fills with slippage against the decision price."""
-    st.header("Orders and fills")
-    got = _run()
-    if got is None:
-        return
-    run, tok = got
     ctx = context()
     rows = ctx.settings.dashboard.rows
     fills = views.slippage(query("fills", tok, run, rows, ctx.settings.trading_timeframe()))
@@ -108,13 +107,9 @@ def orders_fills() -> None:
                          "client_order_id", "updated_at"]].iloc[::-1], hide_index=True)
 
 
-def predictions() -> None:
+@of_run("Predictions")
+def predictions(run: str, tok: str) -> None:
     """Recent predictions: probability and confidence of the ensemble and each member."""
-    st.header("Predictions")
-    got = _run()
-    if got is None:
-        return
-    run, tok = got
     rows = context().settings.dashboard.rows
     preds = query("predictions", tok, run, rows)
     per_model = views.model_confidence(preds)
