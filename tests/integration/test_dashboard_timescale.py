@@ -16,7 +16,7 @@ import orjson
 from flows.settings import load_settings
 from flows.stores import open_stores
 from tests.kit.dashboard_browser import browser, free_port, open_page, see, serve
-from tests.kit.dashboard_store import START, fill_store
+from tests.kit.dashboard_store import fill_store
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 BARS = 600
@@ -55,10 +55,7 @@ def test_pages_read_timescale_update_from_redis_streams_and_the_kill_switch_is_t
 
             open_page(page, f"{url}/orders", "Orders and fills")
             page.get_by_text("2.00 bp").first.wait_for()  # fills 2 bp worse than the decision close, via SQL
-            open_page(page, f"{url}/freshness", "Feature freshness")
-            see(page, (START + timedelta(minutes=BARS - 1)).strftime("%Y-%m-%d %H:%M:%S"))
-            open_page(page, f"{url}/risk", "Risk")
-            see(page, "max_drawdown:halt")
+            # the other pages' reads equal the parquet ones: tests/integration/test_monitor_readers_timescale.py
 
             assert not kill.status().active
             open_page(page, f"{url}/kill-switch", "Kill switch")
