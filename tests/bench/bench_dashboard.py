@@ -11,7 +11,8 @@ page in a new browser context (a new session) and the time from navigation to
 - ``content``: the page's heading and its first figures drawn, and
 - ``complete``: the whole script ran (the live caption below the page is drawn)
 
-is printed per page: ``cold`` is the first visit after the server started (the store is
+is printed per page, with ``store reads``: the seconds of the page's reads called directly
+(no Streamlit, no browser).  ``cold`` is the first visit after the server started (the store is
 queried; nothing cached), ``warm`` the median of the next visits (the queries' results are
 cached per change token).  Targets: first paint within 2 s with 1M bars.
 
@@ -54,6 +55,30 @@ def visit(page: Any, url: str, heading: str, first: str) -> tuple[float, float]:
     content = time.perf_counter() - t0
     page.get_by_text(LIVE).wait_for(timeout=60_000)
     return content, time.perf_counter() - t0
+
+
+def store_reads(env: dict[str, str]) -> dict[str, float]:
+    """Return the seconds of each page's store reads, called directly (no Streamlit, no browser, no cache)."""
+    settings = load_settings(env=env)
+    reader = open_stores(settings).monitor_reader()
+    t0 = time.perf_counter()
+    runs = reader.runs()
+    run = str(runs.run_id.iloc[0]) if len(runs) else "none"
+    base = time.perf_counter() - t0  # the sidebar's run list, on every page
+    calls: dict[str, list[tuple[str, tuple[Any, ...]]]] = {
+        "portfolio": [("latest_state", (run,)), ("equity", (run, 1500)), ("daily", (run,)), ("symbol_flows", (run,))],
+        "orders": [("fills", (run, 200, "1m")), ("orders", (run, 200))],
+        "predictions": [("predictions", (run, 200))],
+        "freshness": [("freshness", (SYMBOLS, ("1m",)))],
+        "risk": [("latest_state", (run,)), ("risk_events", (run, 200)), ("risk_counts", (run,))],
+        "positions": [("latest_state", (run,))]}
+    out = {}
+    for page, todo in calls.items():
+        t0 = time.perf_counter()
+        for name, args in todo:
+            getattr(reader, name)(*args)
+        out[page] = base + time.perf_counter() - t0
+    return out
 
 
 def measure(env: dict[str, str], repeats: int) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
@@ -110,25 +135,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="warm visits per page")
     args = parser.parse_args(argv)
     per_symbol = -(-args.bars // len(SYMBOLS))
-    print(f"{'profile':<10} {'store':<12} {'page':<12} {'cold content':>13} {'cold complete':>14} "
-          f"{'warm content':>13} {'warm complete':>14}")
+    print(f"{'profile':<10} {'store':<15} {'page':<12} {'store reads':>11} {'cold content':>13} "
+          f"{'cold complete':>14} {'warm content':>13} {'warm complete':>14}")
     for profile in args.profiles.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             env, cleanup = profile_env(profile, Path(tmp) / "var")
             try:
+                reads = {"empty": store_reads(env)}
                 results = {"empty": measure(env, args.repeats)}
                 t0 = time.perf_counter()
                 stores = open_stores(load_settings(env=env))
                 n = fill_store(stores, SYMBOLS, per_symbol, run_id="bench-run", order_confidence=0.3)
                 print(f"# {profile}: stored {n:,} bars and the decision tables in {time.perf_counter() - t0:.0f} s",
                       flush=True)
+                reads[f"{n:,} bars"] = store_reads(env)
                 results[f"{n:,} bars"] = measure(env, args.repeats)
             finally:
                 cleanup()
         for store, pages in results.items():
             for page, ((cc, cf), (wc, wf)) in pages.items():
-                print(f"{profile:<10} {store:<12} {page:<12} {cc:>12.2f}s {cf:>13.2f}s {wc:>12.2f}s {wf:>13.2f}s",
-                      flush=True)
+                print(f"{profile:<10} {store:<15} {page:<12} {reads[store][page]:>10.3f}s {cc:>12.2f}s {cf:>13.2f}s "
+                      f"{wc:>12.2f}s {wf:>13.2f}s", flush=True)
 
 
 if __name__ == "__main__":
