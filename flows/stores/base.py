@@ -153,7 +153,7 @@ class MonitorReader(Protocol):
     """
 
     def runs(self) -> pd.DataFrame:
-        """Return ``run_id, first, last, rows`` of every run in ``portfolio_state``, latest last first."""
+        """Return ``run_id, first, last`` of every run in ``portfolio_state``, the latest run first."""
         ...
 
     def equity(self, run: str, points: int) -> pd.DataFrame:

@@ -77,11 +77,38 @@ class ParquetMonitor:
         return t.slice(max(0, t.num_rows - limit)).to_pandas()
 
     def runs(self) -> pd.DataFrame:
-        """Return ``run_id, first, last, rows`` per run, the latest run first."""
-        t = self._read("portfolio_state", None, ["run_id", "ts"])
-        agg = t.group_by("run_id").aggregate([("ts", "min"), ("ts", "max"), ("ts", "count")])
-        df = agg.to_pandas().rename(columns={"ts_min": "first", "ts_max": "last", "ts_count": "rows"})
-        return df[["run_id", "first", "last", "rows"]].sort_values("last", ascending=False).reset_index(drop=True)
+        """Return ``run_id, first, last`` per run, the latest run first.
+
+        From the files' row-group statistics where a row group holds one run (the usual case: a
+        day file of one run); only the row groups of several runs are read.
+        """
+        import pandas as pd
+
+        spans: dict[str, tuple[Any, Any]] = {}
+
+        def add(run: str, lo: Any, hi: Any) -> None:
+            old = spans.get(run)
+            spans[run] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+        for f in self._files("portfolio_state"):
+            pf = pq.ParquetFile(f)
+            meta = pf.metadata
+            names = meta.schema.to_arrow_schema().names
+            at_run, at_ts = names.index("run_id"), names.index("ts")
+            for i in range(meta.num_row_groups):
+                rg = meta.row_group(i)
+                r, t = rg.column(at_run).statistics, rg.column(at_ts).statistics
+                if r is not None and t is not None and r.has_min_max and t.has_min_max and r.min == r.max:
+                    add(r.min, t.min, t.max)
+                    continue
+                part = pf.read_row_group(i, columns=["run_id", "ts"])
+                agg = part.group_by("run_id").aggregate([("ts", "min"), ("ts", "max")])
+                for run, lo, hi in zip(*(agg[c].to_pylist() for c in ("run_id", "ts_min", "ts_max")), strict=True):
+                    add(run, lo, hi)
+        df = pd.DataFrame([(r, lo, hi) for r, (lo, hi) in spans.items()], columns=["run_id", "first", "last"])
+        for c in ("first", "last"):
+            df[c] = pd.to_datetime(df[c], utc=True)
+        return df.sort_values("last", ascending=False).reset_index(drop=True)
 
     def equity(self, run: str, points: int) -> pd.DataFrame:
         """Return the run's equity curve, the last row of each of about ``points`` time buckets."""

@@ -47,9 +47,18 @@ class TimescaleMonitor:
         return self._query(q, (run, limit), cols)
 
     def runs(self) -> pd.DataFrame:
-        """Return ``run_id, first, last, rows`` per run, the latest run first."""
-        return self._query("SELECT run_id, min(ts), max(ts), count(*) FROM portfolio_state GROUP BY run_id "
-                           "ORDER BY max(ts) DESC", columns=["run_id", "first", "last", "rows"])
+        """Return ``run_id, first, last`` per run, the latest run first.
+
+        The distinct runs by a skip scan of the primary key (run_id, ts): one index probe per
+        run and chunk instead of reading every row; then each run's ends from the same index.
+        """
+        return self._query(
+            "WITH RECURSIVE r AS (SELECT min(run_id) AS run_id FROM portfolio_state UNION ALL "
+            "SELECT (SELECT min(run_id) FROM portfolio_state p WHERE p.run_id > r.run_id) FROM r "
+            "WHERE r.run_id IS NOT NULL) "
+            "SELECT r.run_id, (SELECT min(ts) FROM portfolio_state p WHERE p.run_id = r.run_id), "
+            "(SELECT max(ts) FROM portfolio_state p WHERE p.run_id = r.run_id) AS last "
+            "FROM r WHERE r.run_id IS NOT NULL ORDER BY last DESC", columns=["run_id", "first", "last"])
 
     def equity(self, run: str, points: int) -> pd.DataFrame:
         """Return the run's equity curve, the last row of each of about ``points`` time buckets."""

@@ -29,11 +29,12 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
     return st
 
 
-def test_runs_count_each_runs_portfolio_rows(stores: Stores) -> None:
+def test_runs_span_each_runs_portfolio_rows_also_where_a_file_holds_two_runs(stores: Stores) -> None:
     runs = stores.monitor_reader().runs().set_index("run_id")
     full = stores.decision_reader().table("portfolio_state")
-    assert runs.at["r1", "rows"] == (full.run_id == "r1").sum() == BARS
-    assert runs.at["r1", "last"] == full[full.run_id == "r1"].ts.max()
+    for run in ("r1", "r0"):  # r0's rows share r1's first day file: that file's statistics span two runs
+        assert runs.at[run, "first"] == full[full.run_id == run].ts.min()
+        assert runs.at[run, "last"] == full[full.run_id == run].ts.max()
     assert list(runs.index) == ["r1", "r0"]  # the latest run first
 
 
