@@ -37,8 +37,7 @@ def of_run(title: str) -> Callable[[Callable[[str, str], None]], Callable[[], No
 def portfolio(run: str, tok: str) -> None:
     """Equity, drawdown, exposure; P&L by day and by symbol."""
     cfg = context().settings.dashboard
-    state = query("latest_state", tok, run)
-    curve = query("equity", tok, run, cfg.points)
+    state = query("latest_state", tok, run)  # one row: the figures paint before the curve's query runs
     if state:
         c = st.columns(5)
         c[0].metric("Equity", f"{state['equity']:,.2f}")
@@ -46,7 +45,8 @@ def portfolio(run: str, tok: str) -> None:
         c[2].metric("Gross exposure", f"{(state['gross_exposure'] or 0.0):,.2f}")
         c[3].metric("Net exposure", f"{(state['net_exposure'] or 0.0):,.2f}")
         c[4].metric("P&L 24 h", f"{(state['daily_pnl'] or 0.0):,.2f}")
-        st.caption(f"run {run} · last row {state['ts']} · {len(curve)} chart points")
+    curve = query("equity", tok, run, cfg.points)
+    st.caption(f"run {run} · {len(curve)} chart points" + (f" · last row {state['ts']}" if state else ""))
     st.subheader("Equity")
     st.altair_chart(_curve(curve, "equity"), width="stretch")
     left, right = st.columns(2)
