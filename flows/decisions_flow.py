@@ -12,14 +12,17 @@ flow runs features only and says so.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.go_live import OVERRIDE_RULE, GoLive, check_go_live, with_override
 from flows.heap import freeze_start_up_heap
+from flows.monitoring.metrics import FlowMetrics
+from flows.monitoring.metrics import current as current_metrics
 from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank, has_models
@@ -28,13 +31,15 @@ from flows.records import Bar, Close, FeatureRow, Status
 from flows.recovery import recoverable
 from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings
+from flows.sinks.console import StatusPrinter
 from flows.sinks.decisions import PARTITION, DecisionSink
+from flows.sinks.metrics import timed
 from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps, swap_on_sighup, swap_watch
 from inference.manifest import ManifestError, resolve_version_dir, verify
 
 
-def scoring_step(settings: Settings) -> Any:
+def scoring_step(settings: Settings, metrics: FlowMetrics | None = None) -> Any:
     """Return the scoring barrier's step; the models load once per worker, SIGHUP or the swap key reloads them.
 
     Bytewax keeps the barrier's plain snapshot (:mod:`flows.recovery`); a restored barrier gets the
@@ -49,6 +54,8 @@ def scoring_step(settings: Settings) -> Any:
             holder["bank"], holder["watch"] = b, swap_watch(settings)
             swap_on_sighup(b.request_swap)
             print(f"scoring {tf} with {b.versions()}", file=sys.stderr, flush=True)
+            if metrics is not None:
+                metrics.on_models(b.versions())
             freeze_start_up_heap()  # the models stay for the worker's life: out of the collector's walks
         return holder["bank"]
 
@@ -61,13 +68,20 @@ def scoring_step(settings: Settings) -> Any:
             state.scoring.attach(b)
         if isinstance(item, Bar) and item.ts + state.tf_ms not in state.bars and holder["watch"].changed():
             b.request_swap()  # the swap key is read once per bar time, at its first bar
-        closes = state.on_items((item,))
+        if metrics is None:
+            closes = state.on_items((item,))
+        else:
+            t0 = perf_counter()
+            closes = state.on_items((item,))
+            if closes:  # a settled close was scored (other items only wait in the barrier)
+                metrics.on_scoring(perf_counter() - t0)
+                metrics.on_models(b.versions())  # a swap may have changed them
         return state, [closes] if closes else []
 
     return step
 
 
-def decision_step(settings: Settings, go_live: GoLive | None = None) -> Any:
+def decision_step(settings: Settings, go_live: GoLive | None = None, metrics: FlowMetrics | None = None) -> Any:
     """Return the decision step (one key: the portfolio); a restored step gets the worker's components.
 
     With ``go_live`` overridden (:mod:`flows.go_live`), the first close worked after start
@@ -79,15 +93,31 @@ def decision_step(settings: Settings, go_live: GoLive | None = None) -> Any:
     def step(state: DecisionStep | None, closes: list[Close]) -> tuple[DecisionStep, list[Any]]:
         if "deps" not in holder:
             holder["deps"] = build_deps(settings)
+            if metrics is not None:
+                holder["deps"].kill_active = _shown_kill_switch(holder["deps"].kill_active, metrics)
             freeze_start_up_heap()
         if state is None:
             state = DecisionStep(settings.symbols, timeframe_ms(tf), holder["deps"])
         elif state.deps is None:
             state.attach(holder["deps"])
+        t0 = perf_counter()
         out = state.on_closes(closes)
+        if metrics is not None:
+            metrics.on_decisions(out, perf_counter() - t0)
         return state, _with_override(out, go_live, holder) if go_live is not None and go_live.overridden else out
 
     return step
+
+
+def _shown_kill_switch(read: Callable[[], Any], metrics: FlowMetrics) -> Callable[[], Any]:
+    """Wrap the kill switch's read so each read also sets ``cryptostream_kill_switch_engaged``."""
+
+    def kill_active() -> Any:
+        status = read()
+        metrics.on_kill_switch(bool(status))
+        return status
+
+    return kill_active
 
 
 def _with_override(out: list[Any], go_live: GoLive, holder: dict[str, Any]) -> list[Any]:
@@ -101,20 +131,6 @@ def _with_override(out: list[Any], go_live: GoLive, holder: dict[str, Any]) -> l
             r = r._replace(halts=tuple(sorted(with_override(dict(r.halts), go_live).items())))
         marked.append(r)
     return marked
-
-
-class StatusPrinter(DynamicSink[Status]):
-    """Print one status line per bar close."""
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Status]:
-        """Return the printing partition."""
-        return _Print()
-
-
-class _Print(StatelessSinkPartition[Status]):
-    def write_batch(self, items: list[Status]) -> None:
-        for s in items:
-            print(f"status {s.text}", flush=True)
 
 
 def verify_deployment(settings: Settings) -> None:
@@ -152,15 +168,17 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     rows = op.filter("scoring_rows", features, lambda r: r.timeframe == tf)
     inputs: Stream[Any] = op.merge("scoring_inputs", trade_bars, rows)
     keyed = op.key_on("scoring_key", inputs, lambda r: r.timeframe)
+    metrics = current_metrics()
     closes = op.key_rm("unkey_scoring", recoverable("scoring", keyed, CloseBarrier.from_snapshot,
-                                                    scoring_step(settings)))
+                                                    scoring_step(settings, metrics)))
     flat_preds = op.flat_map("predictions", closes, lambda cs: [p for c in cs for p in c.predictions])
     keyed_in = op.key_on("portfolio_key", closes, lambda _: "portfolio")
     out = op.key_rm("unkey_decisions", recoverable("decisions", keyed_in, DecisionStep.from_snapshot,
-                                                   decision_step(settings, go_live)))
+                                                   decision_step(settings, go_live, metrics)))
     records = op.filter("decision_records", out, lambda r: not isinstance(r, Status))
     to_store = op.merge("to_decision_store", flat_preds, records)
-    op.output("decision_store", op.key_on("decision_store_key", to_store, lambda _: PARTITION), DecisionSink(settings))
+    op.output("decision_store", op.key_on("decision_store_key", to_store, lambda _: PARTITION),
+              timed(DecisionSink(settings), "decisions", metrics))
     op.output("status", op.filter_map("status_lines", out, lambda r: r if isinstance(r, Status) else None),
               StatusPrinter())
     return True

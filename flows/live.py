@@ -5,17 +5,26 @@ exchange websocket (one partition per symbol, batches of raw messages)
 -> per symbol: dedupe, event-time bars for every timeframe, features
 -> cross-asset step (all symbols of one bar time, keyed by timeframe)
 -> sinks: history (TimescaleDB or parquet), Feast online store, console
+-> with ``monitoring.metrics_port`` set, every stage counted and timed on /metrics
+   (:mod:`flows.monitoring.metrics`; one call per batch, never per trade)
 -> when the registry holds models (``flows.decisions_flow``): scoring of the trading
    timeframe's bar times, decisions (risk, broker, portfolio), decision sinks.
 
 Settings come from the environment and ``$CRYPTOSTREAM_CONFIG`` (see
 ``flows/settings.py``); invalid settings stop the program at import with a
-message naming the field.
+message naming the field (exit 2).  Logs go to the console and ``<data_dir>/trading.log``
+(:mod:`flows.monitoring.logging`); SIGINT or SIGTERM stops the flow cleanly and it prints
+its summary at exit (:mod:`flows.lifecycle`).
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import sys
+import threading
+import time
+from time import perf_counter
 from typing import Any
 
 import bytewax.operators as op
@@ -23,6 +32,11 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from flows.feature_catalog import FEATURE_TIMEFRAMES
+from flows.lifecycle import EXIT_USAGE, install_stop_handlers, stop_requested, write_summary
+from flows.monitoring.hooks import SAMPLE, measured_parse, time_features
+from flows.monitoring.logging import configure_logging, model_secrets
+from flows.monitoring.metrics import FlowMetrics
+from flows.monitoring.metrics import start as start_metrics
 from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import exchange_symbol, parse_messages
 from flows.operators.pipeline import Output, SymbolPipeline
@@ -32,12 +46,24 @@ from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.console import BarPrinter
 from flows.sinks.feast_online import FeastOnlineSink
 from flows.sinks.history import HistorySink
+from flows.sinks.metrics import timed
 from flows.sources.binance_ws import BinanceTradeSource, RawBatch
+from flows.sources.id_gaps import IdGapRepair
+from flows.sources.rest_fill import TradeFiller
 from flows.timeframes import timeframe_ms
 
+PUBLIC_FILL_NOTE = (
+    "exchange.fill_gaps: no exchange.api_key, so gaps are filled from Binance's public aggregated trades "
+    "(aggTrades, no key; bars and features equal those of the single trades). The per-trade fill "
+    "(historicalTrades) needs a read-only key: CRYPTOSTREAM_EXCHANGE__API_KEY")
 
-def symbol_step(settings: Settings):
-    """Return the per-symbol step (a :class:`SymbolPipeline`; Bytewax keeps its snapshot, :mod:`flows.recovery`)."""
+
+def symbol_step(settings: Settings, metrics: FlowMetrics | None = None):
+    """Return the per-symbol step (a :class:`SymbolPipeline`; Bytewax keeps its snapshot, :mod:`flows.recovery`).
+
+    With ``metrics``, each batch is counted, and one in :data:`~flows.monitoring.hooks.SAMPLE` is timed
+    (bars and features apart).
+    """
     tfs, lateness, fill = settings.bars.timeframes, settings.bars.allowed_lateness_ms, settings.bars.fill_empty
     cap, tt = settings.bars.max_empty_bars, settings.trade_time
 
@@ -48,10 +74,53 @@ def symbol_step(settings: Settings):
                                   confirm_trades=tt.confirm_trades)
         return pipe, pipe.on_trades(trades)
 
+    if metrics is None:
+        return step
+
+    tick = itertools.count()
+
+    def measured(pipe: SymbolPipeline | None, item: tuple[str, list]) -> tuple[SymbolPipeline, list[Output]]:
+        if next(tick) % SAMPLE and pipe is not None:  # counted, not timed
+            pipe, out = step(pipe, item)
+            if out:
+                time_features(pipe).take()  # features of an untimed batch are not reported
+                metrics.on_pipeline(out, None, 0.0)
+            return pipe, out
+        clock = time_features(pipe) if pipe is not None else None  # a new pipeline's first batch: features untimed
+        t0 = perf_counter()
+        pipe, out = step(pipe, item)
+        took = perf_counter() - t0
+        metrics.on_pipeline(out, took, clock.take() if clock is not None else 0.0)
+        if clock is None:
+            time_features(pipe)
+        return pipe, out
+
+    return measured
+
+
+def id_gap_step(settings: Settings, symbols: dict[str, str], api_key: str | None):
+    """Return the hole-filling step (:class:`IdGapRepair`); its REST client is built once per worker."""
+    ex = settings.exchange
+    clients = threading.local()  # one ccxt client per worker thread
+
+    def parse(msgs: list[bytes]) -> tuple[list, list[DeadLetter]]:
+        return parse_messages(msgs, symbols, int(time.time() * 1000), source="binance.rest",
+                              trade_time=settings.trade_time)
+
+    def step(state: IdGapRepair | None, item: tuple[str, list]) -> tuple[IdGapRepair, list[tuple]]:
+        symbol, trades = item
+        if state is None:
+            state = IdGapRepair(symbol)
+        filler = getattr(clients, "filler", None)
+        if filler is None:
+            filler = clients.filler = TradeFiller(ex.http_url, ex.ws_url, api_key)
+        out, dead = state.repair(trades, filler, parse)
+        return state, [(symbol, out, dead)]
+
     return step
 
 
-def cross_step(settings: Settings):
+def cross_step(settings: Settings, metrics: FlowMetrics | None = None):
     """Return the cross-asset step, keyed by timeframe (a :class:`CrossAssetStep`; Bytewax keeps its snapshot)."""
 
     def step(state: CrossAssetStep | None, ret: BarReturn) -> tuple[CrossAssetStep, list[FeatureRow]]:
@@ -60,18 +129,27 @@ def cross_step(settings: Settings):
         rows = state.update(ret.symbol, ret.ts, ret.ret_1)
         return state, [FeatureRow("cross_asset_features", sym, ret.timeframe, ts, f) for sym, ts, f in rows]
 
-    return step
+    if metrics is None:
+        return step
+
+    def measured(state: CrossAssetStep | None, ret: BarReturn) -> tuple[CrossAssetStep, list[FeatureRow]]:
+        t0 = perf_counter()
+        state, rows = step(state, ret)
+        metrics.on_cross_asset(rows, perf_counter() - t0)
+        return state, rows
+
+    return measured
 
 
 def add_features(flow: Dataflow, trades: Stream[tuple[str, tuple[str, list]]], settings: Settings,
-                 ) -> tuple[Stream[Any], Stream[FeatureRow]]:
+                 metrics: FlowMetrics | None = None) -> tuple[Stream[Any], Stream[FeatureRow]]:
     """Wire the per-symbol and cross-asset steps; return (all records, feature rows)."""
-    out = recoverable("symbol_pipeline", trades, SymbolPipeline.from_snapshot, symbol_step(settings))
+    out = recoverable("symbol_pipeline", trades, SymbolPipeline.from_snapshot, symbol_step(settings, metrics))
     records = op.key_rm("unkey", out)
     rets = op.filter_map("bar_returns", records, lambda r: r if isinstance(r, BarReturn) else None)
     keyed = op.key_on("by_timeframe", rets, lambda r: r.timeframe)
     cross = op.key_rm("unkey_cross", recoverable("cross_asset", keyed, CrossAssetStep.from_snapshot,
-                                                 cross_step(settings)))
+                                                 cross_step(settings, metrics)))
     symbol_rows = op.filter_map("symbol_features", records, lambda r: r if isinstance(r, FeatureRow) else None)
     return records, op.merge("features", symbol_rows, cross)
 
@@ -86,15 +164,16 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
 
     feast_store.ensure_applied(settings)  # a first run without `feast apply` registers the views itself
     symbols = {exchange_symbol(s): s for s in settings.symbols}
+    metrics = start_metrics(settings.monitoring, settings.risk.limits.max_drawdown)  # None: port 0, no hooks
     flow = Dataflow("live")
     ex = settings.exchange
     since = int(ex.fill_since.timestamp() * 1000) if ex.fill_since else None
-    if ex.fill_gaps and ex.api_key is None and source is None:
-        raise SettingsError("exchange.fill_gaps needs exchange.api_key (CRYPTOSTREAM_EXCHANGE__API_KEY; a read-only "
-                            "key is enough: Binance's historicalTrades wants one), or set exchange.fill_gaps=false")
+    repair = ex.fill_gaps and source is None  # a given source (tests, replays) has no REST behind it
+    if repair and ex.api_key is None:
+        print(PUBLIC_FILL_NOTE, file=sys.stderr)
     key = ex.api_key.get_secret_value() if ex.api_key else None
     source = source or BinanceTradeSource(settings.symbols, ex.ws_url, settings.duration_s, ex.http_url, key,
-                                          ex.fill_gaps, since, ex.idle_stop_s)
+                                          ex.fill_gaps, since, ex.idle_stop_s, should_stop=stop_requested)
     raw = op.input("exchange_ws", flow, source)
 
     def parse(batch: RawBatch) -> tuple[str, tuple[list, list[DeadLetter]]]:
@@ -102,16 +181,21 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
         trades, dead = parse_messages(msgs, symbols, received_ms, trade_time=settings.trade_time)
         return symbol, (trades, dead)
 
-    parsed = op.map("parse", raw, parse)
+    parsed = op.map("parse", raw, parse if metrics is None else measured_parse(parse, metrics))
     trades = op.filter_map_value("trades", parsed, lambda v: (v[0][0].symbol, v[0]) if v[0] else None)
-    records, features = add_features(flow, trades, settings)
     dead = op.flat_map("parse_dead_letters", parsed, lambda kv: kv[1][1])
+    if repair:
+        # holes in the trade ids (a corrupted trade went to the dead letters): refetch them from REST
+        repaired = recoverable("id_gaps", trades, IdGapRepair.from_snapshot, id_gap_step(settings, symbols, key))
+        trades = op.map_value("repaired_trades", repaired, lambda v: (v[0], v[1]))
+        dead = op.merge("dead_letters", dead, op.flat_map("fill_dead_letters", repaired, lambda kv: kv[1][2]))
+    records, features = add_features(flow, trades, settings, metrics)
     history = op.filter_map("history_rows", records,
                             lambda r: r if isinstance(r, (Bar, FeatureRow, DeadLetter)) else None)
     cross_rows = op.filter("cross_rows", features, lambda r: r.table == "cross_asset_features")
     to_history: Stream[Any] = op.merge("to_history", history, cross_rows, dead)
-    op.output("history", to_history, HistorySink(settings))
-    op.output("feast_online", features, FeastOnlineSink(settings))
+    op.output("history", to_history, timed(HistorySink(settings), "history", metrics))
+    op.output("feast_online", features, timed(FeastOnlineSink(settings), "feast_online", metrics))
     bars = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, Bar) else None)
     from flows.decisions_flow import add_decisions
 
@@ -125,10 +209,15 @@ def _flow_from_environment() -> Dataflow:
         settings = load_settings()
         settings.require_servers()
         settings.require_live_guard()
-        return build_flow(settings)
+        path = configure_logging(settings.log, settings.data_dir, model_secrets(settings))
+        install_stop_handlers()  # SIGINT/SIGTERM: a clean stop (flows.lifecycle)
+        flow = build_flow(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_USAGE) from None
+    atexit.register(write_summary, settings.data_dir, settings.symbols,
+                    {"log file": str(path), "outputs": str(settings.data_dir), "run": settings.run_id()})
+    return flow
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -225,21 +225,19 @@ class Portfolio:
         None): :func:`state_from_rows` puts both back together from consecutive rows.  One row
         per mark; the row depends on the state alone, so a replayed close writes the same row.
         """
-        out = self.to_state_without_history()
-        if not self._returns_changed:
-            out["trade_returns"] = None
+        out = self.to_state_without_history(self._returns_changed)
         out["hist_added"] = self._added
         out["hist_first"] = [self.hist_ts[0], self.hist_eq[0]] if self.hist_ts else None
         out["hist_len"] = len(self.hist_ts)
         return out
 
-    def to_state_without_history(self) -> dict[str, Any]:
-        """Return :meth:`to_state` without ``hist_ts`` / ``hist_eq``."""
+    def to_state_without_history(self, returns: bool = True) -> dict[str, Any]:
+        """Return :meth:`to_state` without ``hist_ts`` / ``hist_eq`` (``trade_returns`` None unless ``returns``)."""
         return {"initial_cash": self.initial_cash, "cash": self.cash, "qty": dict(self.qty), "avg": dict(self.avg),
                 "prices": dict(self.prices), "realized": self.realized, "fees": self.fees, "ts": self.ts,
                 "mark_ts": self.mark_ts, "peak": self.peak,
                 "trades": {s: [t.pnl, t.opened] for s, t in self.trades.items()},
-                "trade_returns": list(self.trade_returns), "max_trade_returns": self.trade_returns.maxlen,
+                "trade_returns": list(self.trade_returns) if returns else None, "max_trade_returns": self.trade_returns.maxlen,
                 "closed": self.closed, "closed_at_mark": self.closed_at_mark}
 
     @classmethod

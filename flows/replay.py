@@ -11,6 +11,10 @@ consecutive bars.  The decision step then works the settled closes in order (one
 kill-switch read for them), and every decision record goes to the profile's decision
 store (:class:`flows.sinks.decisions.DecisionSink`) in batches.
 
+A replay that holds the features as arrays hands whole regular bar times over as one feed
+matrix instead (:meth:`DecisionReplay.feed_history`, :meth:`CloseBarrier.on_history`): the same
+values scored in the same groups, without the feature rows' dicts.
+
 ``chunk=1`` scores bar time by bar time, exactly as the live flow does (bit for bit);
 a larger chunk gives the same predictions within float rounding of the batched graph
 runs.  Either way the same inputs give the same outputs.
@@ -21,6 +25,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+import numpy as np
 
 from flows.operators.decisions import DecisionStep
 from flows.operators.scoring import CloseBarrier
@@ -72,9 +78,21 @@ class DecisionReplay:
         Closes at or before ``trade_after`` (ms) only warm features and models up: they go
         neither to the decision step nor to the store.
         """
+        t0 = time.perf_counter()
+        return self._decide(self.barrier.on_items(records), t0, trade_after)
+
+    def feed_history(self, closes: list[int], bars: list[tuple[Bar, ...]], x: np.ndarray,
+                     trade_after: int | None = None) -> tuple[list[Close], list[Any]]:
+        """Take whole bar times as matrices (:meth:`CloseBarrier.on_history`); the same as :meth:`feed` of their records.
+
+        For bar times where every symbol has its bar and every feed feature, and the barrier
+        is idle; the replay of history builds no feature records for them.
+        """
+        t0 = time.perf_counter()
+        return self._decide(self.barrier.on_history(closes, bars, x), t0, trade_after)
+
+    def _decide(self, closes: list[Close], t0: float, trade_after: int | None) -> tuple[list[Close], list[Any]]:
         clock = time.perf_counter
-        t0 = clock()
-        closes = self.barrier.on_items(records)
         if trade_after is not None:
             closes = [c for c in closes if c.ts > trade_after]
         t1 = clock()

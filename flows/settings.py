@@ -24,16 +24,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from flows.errors import (
     SettingsError as SettingsError,  # re-exported: callers catch flows.settings.SettingsError
 )
 from flows.execution.config import ExecutionConfig
+from flows.monitoring.alerts import AlertSettings
+from flows.monitoring.config import MonitoringConfig
 from flows.monitoring.dashboard.config import DashboardConfig
+from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
+from flows.stores.config import StoreConfig
 from flows.timeframes import TIMEFRAME_RE
 
 ENV_PREFIX = "CRYPTOSTREAM_"
@@ -171,6 +183,13 @@ class Settings(_Frozen):
                                        "(flows/execution/config.py)")
     initial_cash: float = Field(10_000.0, gt=0.0, description="paper portfolio starting cash (quote currency)")
     strategy: StrategySettings = Field(StrategySettings(), description="decision logic (flows/strategies)")
+    monitoring: MonitoringConfig = Field(MonitoringConfig(), description="Prometheus /metrics port "
+                                         "(flows/monitoring/config.py); not part of the run id")
+    alerts: AlertSettings = Field(AlertSettings(), description="webhook / Telegram alerts "
+                                  "(flows/monitoring/alerts.py)")
+    stores: StoreConfig = Field(StoreConfig(), description="riding out a TimescaleDB or Redis outage "
+                                "(flows/stores/config.py)")
+    log: LogSettings = Field(LogSettings(), description="console and file logging (flows/monitoring/logging.py)")
     dashboard: DashboardConfig = Field(DashboardConfig(), description="the Streamlit dashboard "
                                        "(flows/monitoring/dashboard); not part of the run id")
 
@@ -187,9 +206,26 @@ class Settings(_Frozen):
             raise ValueError("symbols repeat")
         return tuple(values)
 
+    @model_validator(mode="after")
+    def _timeframes_served(self) -> Settings:
+        """Bars only of timeframes with Feast views; score a timeframe that bars are built for."""
+        from flows.feature_catalog import FEATURE_TIMEFRAMES
+
+        unserved = [tf for tf in self.bars.timeframes if tf not in FEATURE_TIMEFRAMES]
+        if unserved:
+            raise ValueError(f"bars.timeframes: {', '.join(unserved)} has no feature views; accepted: "
+                             f"{', '.join(FEATURE_TIMEFRAMES)} (flows/feature_catalog.py FEATURE_TIMEFRAMES)")
+        tf = self.scoring.timeframe
+        if tf is not None and tf not in self.bars.timeframes:
+            raise ValueError(f"scoring.timeframe: {tf} is not built (bars.timeframes is "
+                             f"{', '.join(self.bars.timeframes)}); add it there or score one of those")
+        return self
+
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
-        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "dashboard"})
+        doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores",
+                                                    "log", "monitoring",
+                                                    "dashboard"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
@@ -339,6 +375,9 @@ def _describe(err: ValidationError) -> str:
         loc = tuple(e["loc"])
         field = ".".join(str(p) for p in loc)
         msg = e["msg"].removeprefix("Value error, ")
+        if not loc:  # a check across fields: its message names them
+            lines.append(f"  {msg}")
+            continue
         if e["type"] == "extra_forbidden":
             msg = "is not a known setting"
         value = e.get("input")

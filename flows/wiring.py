@@ -14,17 +14,22 @@ every limit, halt, breaker and the kill switch as configured.
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from typing import Any
 
 from flows.execution.orders import Broker
+from flows.lifecycle import stop_requested
 from flows.operators.decisions import DecisionDeps
 from flows.records import OrderIntent, Prediction
 from flows.settings import Settings
 from flows.stores import open_stores
+from flows.stores.base import StoreUnavailable
 from flows.stores.files import SwapFile
 from flows.strategies.legacy import ml_direction as ml_direction  # re-exported
+
+log = logging.getLogger(__name__)
 
 
 def broker(settings: Settings) -> Broker:
@@ -61,20 +66,40 @@ def build_deps(settings: Settings) -> DecisionDeps:
                            f"p={p.probability:.3f} conf={p.confidence:.3f} rl={p.rl_target:.2f} @{price:g}")
 
     return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(risk), broker(settings), decide, intent,
-                        switch.status)
+                        switch.status, stop_requested)
+
+
+_UNREAD = object()  # the swap key's value before it could first be read
 
 
 class SwapWatch:
     """Per-bar check of a swap key: a Redis key (``timescale`` profile) or a file (``local``).
 
     Returns True from :meth:`changed` when the key's value (or the file's content) differs
-    from the value seen at the previous check; the first check only records it.
+    from the value seen at the previous check; the first check only records it.  While the
+    key cannot be read (Redis down: :class:`~flows.stores.base.StoreUnavailable`) nothing
+    changes; the first read after that compares with the last value seen.
     """
 
     def __init__(self, read: Any) -> None:
         """Watch ``read()``, a callable returning the key's current value (or ``None``)."""
         self.read = read
-        self.last = read()
+        self.last: Any = _UNREAD
+        self.unreadable = False
+        self.changed()
+
+    def _read(self) -> Any:
+        try:
+            value = self.read()
+        except StoreUnavailable as exc:
+            if not self.unreadable:
+                log.warning("model swap checks skipped until the swap key can be read again: %s", exc)
+            self.unreadable = True
+            return _UNREAD
+        if self.unreadable:
+            log.warning("model swap key readable again")
+            self.unreadable = False
+        return value
 
     @classmethod
     def for_file(cls, path: Path) -> SwapWatch:
@@ -82,9 +107,12 @@ class SwapWatch:
         return cls(SwapFile(path).read)
 
     def changed(self) -> bool:
-        """Return whether the value moved since the last check."""
-        value = self.read()
-        moved, self.last = value != self.last, value
+        """Return whether the value moved since the last check (False while it cannot be read)."""
+        value = self._read()
+        if value is _UNREAD:
+            return False
+        moved = self.last is not _UNREAD and value != self.last
+        self.last = value
         return moved
 
 

@@ -32,6 +32,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from flows.cli import HelpFormatter
+
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 COMMUNITY_DIR = SQL_DIR / "community"
@@ -309,9 +311,10 @@ def settings_lines(dsn: str, redis_url: str | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
-    ap = argparse.ArgumentParser(prog="python -m infra.db", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m infra.db", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    cmds = {name: sub.add_parser(name, help=h) for name, h in (
+    cmds = {name: sub.add_parser(name, help=h, formatter_class=HelpFormatter) for name, h in (
         ("migrate", "apply pending migrations"), ("status", "show extension, migrations, hypertables"),
         ("retention", "drop old chunks with drop_chunks"), ("probe", "check a server for timescaledb"),
         ("env", "print KEY=value connection settings"))}
@@ -328,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--older-than", help="PostgreSQL interval, e.g. '90 days'")
     r.add_argument("--all-default", action="store_true", help="apply every row of retention_policies")
     r.add_argument("--dry-run", action="store_true", help="list the chunks without dropping them")
-    cmds["env"].add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    cmds["env"].add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="(default: $REDIS_URL)")
     args = ap.parse_args(argv)
     if not args.dsn:
         ap.error("no DSN: pass --dsn or set TIMESCALE_DSN (eval \"$(infra/up)\")")

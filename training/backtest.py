@@ -35,13 +35,14 @@ import gc
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from flows.cli import HelpFormatter
 from flows.heap import freeze_start_up_heap
 from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
@@ -56,7 +57,7 @@ from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from training.backfill import _files, _ms, operator_records
-from training.history_features import history_records
+from training.history_features import HistoryFeatures
 
 
 @dataclass
@@ -74,6 +75,7 @@ class BacktestResult:
     marks: dict[str, float] = field(default_factory=dict)  # the latest close of each symbol
     # seconds per stage: features (bars through the operators), scoring, decisions, sink, other (bookkeeping)
     spent: dict[str, float] = field(default_factory=dict)
+    matrix_closes: int = 0  # bar times the replay fed as feed matrices (the rest as records)
 
     def summary(self, timeframe: str, vol_target: float = 0.2, vol_bars: int = 24 * 30) -> dict[str, Any]:
         """Return the strategy's figures (``training.performance``) beside buy-and-hold, vol-targeted and cash.
@@ -106,11 +108,14 @@ class BacktestResult:
 
 
 def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
-                 start_ms: int | None, chunk: int = 1, store: bool = False) -> BacktestResult:
+                 start_ms: int | None, chunk: int = 1, store: bool = False, matrices: bool = True) -> BacktestResult:
     """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on.
 
     ``chunk`` bar times go to the scoring step at once (:class:`flows.replay.DecisionReplay`:
     1 scores exactly as the live flow does; more is faster, equal within float rounding).
+    ``matrices=False`` feeds every chunk as records (the path before the matrices, bit for bit
+    the same trades: the tests and the benchmark compare the two; ``matrix_closes`` of the
+    result counts the bar times that went as matrices).
     ``store`` writes every decision record of the traded closes (predictions, orders, fills,
     risk events, portfolio state) to the settings' profile's decision store.
     """
@@ -131,26 +136,16 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     freeze_start_up_heap()  # models, risk and broker live for the whole replay
     result, first_open = BacktestResult(run_id=settings.run_id()), dict[str, float]()
     clock, features, t_start = time.perf_counter, 0.0, time.perf_counter()
-    # bar by bar: the flow's streaming operators; in chunks: the same records from whole arrays (bit for bit)
-    records_of = operator_records if chunk == 1 else history_records
-    chunks = bar_time_chunks(records_of(streams, timeframe), chunk, timeframe_ms(timeframe))
     # The replay allocates millions of small acyclic records (bars, rows, predictions); as in the backfill,
     # the cyclic collector is paused for it instead of walking them again and again (8-10 % of a run).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        while True:
-            t0 = clock()
-            records = next(chunks, None)
-            features += clock() - t0
-            if records is None:
-                break
-            for rec in records if len(first_open) < len(symbols) else ():
-                if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
-                    first_open.setdefault(rec.symbol, rec.open)
-            closes, out = replay.feed(records, trade_after=start_ms)  # earlier closes: warm-up only
+        tally = {"features": 0.0, "matrix_closes": 0}
+        for closes, out in _replayed(replay, streams, timeframe, chunk, start_ms, first_open, tally, matrices):
             if closes:
                 _record(result, closes, out, first_open)
+        features, result.matrix_closes = float(tally["features"]), int(tally["matrix_closes"])
     finally:
         replay.close()
         if gc_was_enabled:
@@ -158,6 +153,54 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     result.spent = {"features": features, **replay.spent}
     result.spent["other"] = clock() - t_start - sum(result.spent.values())
     return result
+
+
+def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timeframe: str, chunk: int,
+              start_ms: int | None, first_open: dict[str, float], tally: dict[str, Any],
+              matrices: bool = True) -> Iterator[tuple[list[Close], list[Any]]]:
+    """Feed the bars and their features to ``replay`` ``chunk`` bar times at a time; yield what each feed settled.
+
+    Bar by bar (``chunk`` 1): the records of the flow's streaming operators.  In chunks: the same
+    values from whole arrays (:class:`training.history_features.HistoryFeatures`, bit for bit);
+    a stretch where every symbol has its bar and every feature at every close goes in as one
+    matrix (:meth:`flows.replay.DecisionReplay.feed_history`), any other (warm-up, gaps) as
+    records.  Either way the barrier and the scoring step see the same values in the same
+    groups, so the trades are the same.  ``tally`` counts the seconds spent on features and
+    the bar times that went as matrices.
+    """
+    clock, tf_ms = time.perf_counter, timeframe_ms(timeframe)
+    n_symbols = len(replay.barrier.symbols)
+    barrier = replay.barrier
+    if chunk == 1:
+        pieces: Iterator[Any] = bar_time_chunks(operator_records(streams, timeframe), 1, tf_ms)
+    else:
+        t0 = clock()
+        hist = HistoryFeatures(streams, timeframe)
+        matrices = matrices and hist.symbols == barrier.symbols and barrier.scoring.takes_matrix()
+        pieces = hist.chunks(chunk)
+        tally["features"] += clock() - t0
+    while True:
+        t0 = clock()
+        piece = next(pieces, None)
+        if piece is None:
+            tally["features"] += clock() - t0
+            return
+        if chunk > 1 and piece.regular and matrices and barrier.idle():
+            bars, x = hist.matrix(piece, barrier.scoring.feed)
+            tally["features"] += clock() - t0
+            for got in bars if len(first_open) < n_symbols else ():
+                for b in got:
+                    if start_ms is None or b.ts >= start_ms:
+                        first_open.setdefault(b.symbol, b.open)
+            tally["matrix_closes"] += len(piece.closes)
+            yield replay.feed_history(piece.closes, bars, x, trade_after=start_ms)
+            continue
+        records = piece if chunk == 1 else list(hist.records(piece.lo, piece.hi))
+        tally["features"] += clock() - t0
+        for rec in records if len(first_open) < n_symbols else ():
+            if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
+                first_open.setdefault(rec.symbol, rec.open)
+        yield replay.feed(records, trade_after=start_ms)  # earlier closes: warm-up only
 
 
 def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: dict[str, float]) -> None:
@@ -226,7 +269,8 @@ def _window(settings: Settings, timeframe: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the backtest, print and write the results."""
-    p = argparse.ArgumentParser(prog="python -m training.backtest", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.backtest", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     p.add_argument("paths", nargs="+", type=Path, help="candle files (parquet, CSV, freqtrade feather)")
     p.add_argument("--start", help="first traded bar time, ISO 8601 UTC (earlier bars warm up)")
     p.add_argument("--end", help="end (exclusive), ISO 8601 UTC")

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flows.cli import HelpFormatter
 from flows.go_live import decision_config_hash, deployed_versions, judged_families, strategy_name
 from flows.settings import Settings, SettingsError, load_settings
 from inference.manifest import ManifestError, resolve_version_dir
@@ -187,7 +188,8 @@ def render(verdict: Verdict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     p.add_argument("--walkforward", type=Path, required=True, help="directory of python -m training.walkforward")
     p.add_argument("--tuning", type=Path, help="directory of python -m training.tune (its trials deflate the Sharpe)")
     p.add_argument("--config", help="settings YAML of the deployment (else $CRYPTOSTREAM_CONFIG)")

@@ -24,8 +24,8 @@ symbol lacks is never completed, and the step waits on it for the rest of the st
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -194,29 +194,122 @@ def cross_features(rets: np.ndarray, order: list[int], ref: int) -> np.ndarray:
     return out
 
 
+class HistoryFeatures:
+    """Every bar of some symbols with their features over whole arrays, in the operators' record order.
+
+    ``order`` lists ``(open ts, symbol, bar index)`` sorted as the merge of the symbol
+    pipelines delivers them; :meth:`records` yields a stretch of it as the operators'
+    records; ``feats`` (per symbol, from bar ``WARMUP - 1`` on) and ``cross`` (close time ->
+    the cross-asset step's (symbol, values) rows of that bar time) are the values.
+    """
+
+    def __init__(self, streams: dict[str, Iterable[Bar]], timeframe: str, reference: str = "BTC/USDT") -> None:
+        """Read every stream and compute the features of every bar."""
+        self.symbols = tuple(streams)
+        self.timeframe, self.tf_ms = timeframe, timeframe_ms(timeframe)
+        self.bars = {s: list(b) for s, b in streams.items()}
+        self.feats = {s: bar_features(b, self.tf_ms) for s, b in self.bars.items()}
+        self.cross = _cross_rows(self.symbols, self.bars, self.tf_ms,
+                                 reference if reference in self.symbols else self.symbols[0]) if self.symbols else {}
+        self.order = sorted((b.ts, s, i) for s in self.symbols for i, b in enumerate(self.bars[s]))
+        self._emitted: set[int] = set()  # bar times whose cross rows were yielded (once, as the step emits them)
+
+    def records(self, lo: int = 0, hi: int | None = None) -> Iterator[Any]:
+        """Yield the records of ``order[lo:hi]``: each bar, a bar time's cross rows, the bar's feature row."""
+        bars, feats, cross, tf_ms, timeframe = self.bars, self.feats, self.cross, self.tf_ms, self.timeframe
+        last_sym = max(self.symbols)  # of a bar time's symbols, the merge delivers this one last
+        names, cnames = FEATURES, CROSS_FEATURES
+        first = WARMUP - 1
+        for k in range(lo, len(self.order) if hi is None else hi):
+            ts, sym, i = self.order[k]
+            yield bars[sym][i]
+            close = ts + tf_ms
+            if sym == last_sym and close in cross and close not in self._emitted:
+                self._emitted.add(close)
+                for s, values in cross[close]:
+                    yield FeatureRow("cross_asset_features", s, timeframe, close,
+                                     dict(zip(cnames, values, strict=True)))
+            if i >= first:
+                yield FeatureRow("bar_features", sym, timeframe, close,
+                                 dict(zip(names, feats[sym][i - first].tolist(), strict=True)))
+
+
+    def chunks(self, chunk: int) -> Iterator[HistoryChunk]:
+        """Cut :attr:`order` into stretches of ``chunk`` bar times, as :func:`flows.replay.bar_time_chunks` cuts the records.
+
+        A stretch is ``regular`` when at each of its closes every symbol has its bar, its bar
+        features and its cross-asset row (not yet yielded): :meth:`matrix` can then give it.
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1 bar time, got {chunk}")
+        order, tf_ms, cross, n = self.order, self.tf_ms, self.cross, len(self.symbols)
+        first, lo, k, end = WARMUP - 1, 0, 0, len(self.order)
+        while k < end:
+            closes: list[int] = []
+            regular = True
+            while k < end and len(closes) < chunk:
+                ts = order[k][0]
+                g = k
+                while k < end and order[k][0] == ts:
+                    k += 1
+                close = ts + tf_ms
+                closes.append(close)
+                if regular and not (k - g == n and order[g][2] >= first and all(o[2] >= first for o in order[g:k])
+                                    and close in cross and close not in self._emitted
+                                    and len({o[1] for o in order[g:k]}) == n):
+                    regular = False
+            yield HistoryChunk(closes, lo, k, regular)
+            lo = k
+
+    def matrix(self, c: HistoryChunk, feed: Sequence[str]) -> tuple[list[tuple[Bar, ...]], np.ndarray]:
+        """Return a regular chunk's bars (per close, in symbol order) and feed matrix ``[closes * symbols, feed]``.
+
+        The matrix holds the values :meth:`records` would put in the feature rows (the same
+        doubles), bar time after bar time, symbols in order: what
+        :meth:`flows.operators.scoring.ScoringStep.score_matrix` takes.
+        """
+        if not c.regular:
+            raise ValueError("matrix needs a regular chunk (every symbol's bar and features at every close)")
+        symbols, n, first = self.symbols, len(self.symbols), WARMUP - 1
+        at = {s: j for j, s in enumerate(symbols)}
+        bar_at, cross_at = {f: i for i, f in enumerate(FEATURES)}, {f: i for i, f in enumerate(CROSS_FEATURES)}
+        bar_pos = [p for p, f in enumerate(feed) if f in bar_at]
+        cross_pos = [p for p, f in enumerate(feed) if f in cross_at]
+        if len(bar_pos) + len(cross_pos) != len(feed):
+            raise ValueError(f"the feed has features history does not compute: {sorted(set(feed) - set(bar_at) - set(cross_at))}")
+        n_t = len(c.closes)
+        x = np.empty((n_t * n, len(feed)))
+        idx: dict[str, list[int]] = {s: [] for s in symbols}
+        rows: list[list[Bar]] = [[] for _ in range(n_t)]
+        bars = self.bars
+        for g, k in enumerate(range(c.lo, c.hi, n)):
+            for _, s, i in self.order[k:k + n]:
+                idx[s].append(i)
+            rows[g] = [bars[s][idx[s][g]] for s in symbols]
+        src = [bar_at[feed[p]] for p in bar_pos]
+        for s, j in at.items():
+            x[j::n, bar_pos] = self.feats[s][np.array(idx[s]) - first][:, src]
+        if cross_pos:
+            block = np.array([[v for _, v in self.cross[t]] for t in c.closes], np.float64).reshape(n_t * n, -1)
+            x[:, cross_pos] = block[:, [cross_at[feed[p]] for p in cross_pos]]
+        self._emitted.update(c.closes)
+        return [tuple(r) for r in rows], x
+
+
+class HistoryChunk(NamedTuple):
+    """A stretch of :attr:`HistoryFeatures.order`: its bar closes, its index range and whether it is regular."""
+
+    closes: list[int]
+    lo: int
+    hi: int
+    regular: bool
+
+
 def history_records(streams: dict[str, Iterable[Bar]], timeframe: str,
                     reference: str = "BTC/USDT") -> Iterator[Any]:
     """Yield what :func:`training.backfill.operator_records` yields for these bars, bit for bit, in its order."""
-    symbols = tuple(streams)
-    tf_ms = timeframe_ms(timeframe)
-    bars = {s: list(b) for s, b in streams.items()}
-    feats = {s: bar_features(b, tf_ms) for s, b in bars.items()}
-    cross = _cross_rows(symbols, bars, tf_ms, reference if reference in symbols else symbols[0])
-    last_sym = max(symbols)  # of a bar time's symbols, the merge delivers this one last
-    names, cnames = FEATURES, CROSS_FEATURES
-    keyed = [(b.ts, s, i) for s in symbols for i, b in enumerate(bars[s])]
-    keyed.sort()
-    first = WARMUP - 1
-    for ts, sym, i in keyed:
-        bar = bars[sym][i]
-        yield bar
-        close = ts + tf_ms
-        if sym == last_sym and close in cross:
-            for s, values in cross.pop(close):
-                yield FeatureRow("cross_asset_features", s, timeframe, close, dict(zip(cnames, values, strict=True)))
-        if i >= first:
-            yield FeatureRow("bar_features", sym, timeframe, close,
-                             dict(zip(names, feats[sym][i - first].tolist(), strict=True)))
+    if streams:
+        yield from HistoryFeatures(streams, timeframe, reference).records()
 
 
 def _cross_rows(symbols: tuple[str, ...], bars: dict[str, list[Bar]], tf_ms: int,

@@ -31,6 +31,7 @@ import io
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from flows.cli import HelpFormatter
 from flows.settings import Settings, SettingsError, load_settings
 from training.export import OnnxExport
 from training.metrics import TradingConfig, fold_metrics, mean_metrics
@@ -138,6 +140,20 @@ def _train_lightgbm(a: TrainJob, frame: pd.DataFrame, features: list[str], split
              "gain": {k: float(v) for k, v in model.feature_importance().items()}})
 
 
+def run_log_dir(parent: Path, seed: int) -> Path:
+    """Return a new TensorBoard directory for one training run: ``<parent>/<UTC time>-seed<seed>[-n]``.
+
+    Runs never share a directory, so TensorBoard shows each as its own run (the name changes no model).
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out, n = parent / f"{stamp}-seed{seed}", 1
+    while out.exists():
+        n += 1
+        out = parent / f"{stamp}-seed{seed}-{n}"
+    out.mkdir(parents=True)
+    return out
+
+
 def _train_torch(a: TrainJob, frame: pd.DataFrame, features: list[str], splitter: WalkForward,
                  trading: TradingConfig) -> tuple[dict[str, bytes], OnnxExport, list[dict[str, Any]],
                                                   pd.DataFrame, dict[str, Any], dict[str, Any]]:
@@ -147,7 +163,7 @@ def _train_torch(a: TrainJob, frame: pd.DataFrame, features: list[str], splitter
     from training.models.lstm import LstmClassifier, LstmConfig
 
     bar = pd.Timedelta(a.timeframe)
-    logs = Path(a.log_dir) / a.family
+    logs = run_log_dir(Path(a.log_dir) / a.family, a.seed)
     last_test = frame.iloc[splitter.splits()[-1].test]
     if a.family == "lstm":
         base = LstmConfig(bptt=a.bptt, burn_in=a.burn_in, segment=a.segment, hidden=a.hidden,
@@ -305,32 +321,47 @@ def calibrate_on(raw: np.ndarray, label: np.ndarray, enabled: bool = True, fit_s
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse the command line (see module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("family", choices=FAMILIES)
-    p.add_argument("--config", help="settings file (default: environment / defaults)")
-    p.add_argument("--symbols", nargs="+", default=[])
-    p.add_argument("--timeframe", default="1h")
-    p.add_argument("--start")
-    p.add_argument("--end")
-    p.add_argument("--horizon", type=int, default=1, help="label horizon in bars")
-    p.add_argument("--registry", type=Path, help="registry root (default <data_dir>/registry)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--log-dir", type=Path, help="neural models' logs (default <data_dir>/logs)")
-    p.add_argument("--epochs", type=int, default=30, help="lstm/gnn maximum epochs")
-    p.add_argument("--hidden", type=int, default=32, help="lstm/gnn hidden size")
-    p.add_argument("--bptt", type=int, default=32, help="lstm rows per truncated-BPTT chunk")
-    p.add_argument("--burn-in", type=int, default=32, help="lstm bars after a zero state, neither trained nor scored")
-    p.add_argument("--segment", type=int, default=512, help="lstm rows per training segment (zero state at its start)")
-    p.add_argument("--graph-window", type=int, default=60, help="gnn correlation window in bars")
-    p.add_argument("--members", nargs="+", default=list(MEMBERS), help="ensemble members")
-    p.add_argument("--method", choices=("fixed", "performance", "confidence"), default="performance")
-    p.add_argument("--metric", choices=("roc_auc", "sharpe"), default="roc_auc")
-    p.add_argument("--weights", type=float, nargs="+", help="fixed/confidence base weights (default equal)")
-    p.add_argument("--threshold", type=float, default=0.1, help="ensemble minimum confidence for a signal")
-    p.add_argument("--no-calibration", action="store_true",
-                   help="ensemble: export the raw weighted probability (no Platt map)")
+    """Parse the command line (see module docstring): ``FAMILY [options]``, one sub-command per family.
+
+    The members (lightgbm, lstm, gnn) require ``--symbols``, ``--start`` and ``--end``; the
+    ensemble combines registered members and needs no training window.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="settings file (default: environment / defaults)")
+    common.add_argument("--timeframe", default="1h")
+    common.add_argument("--horizon", type=int, default=1, help="label horizon in bars")
+    common.add_argument("--registry", type=Path, help="registry root (default <data_dir>/registry)")
+    common.add_argument("--seed", type=int, default=7)
+    common.add_argument("--folds", type=int, default=5)
+    common.add_argument("--log-dir", type=Path, help="neural models' logs (default <data_dir>/logs)")
+    common.add_argument("--epochs", type=int, default=30, help="lstm/gnn maximum epochs")
+    common.add_argument("--hidden", type=int, default=32, help="lstm/gnn hidden size")
+    common.add_argument("--bptt", type=int, default=32, help="lstm rows per truncated-BPTT chunk")
+    common.add_argument("--burn-in", type=int, default=32,
+                        help="lstm bars after a zero state, neither trained nor scored")
+    common.add_argument("--segment", type=int, default=512,
+                        help="lstm rows per training segment (zero state at its start)")
+    common.add_argument("--graph-window", type=int, default=60, help="gnn correlation window in bars")
+    common.add_argument("--members", nargs="+", default=list(MEMBERS), help="ensemble members")
+    common.add_argument("--method", choices=("fixed", "performance", "confidence"), default="performance",
+                        help="ensemble weighting")
+    common.add_argument("--metric", choices=("roc_auc", "sharpe"), default="roc_auc",
+                        help="ensemble: the members' score behind performance weights")
+    common.add_argument("--weights", type=float, nargs="+", help="fixed/confidence base weights (default equal)")
+    common.add_argument("--threshold", type=float, default=0.1, help="ensemble minimum confidence for a signal")
+    common.add_argument("--no-calibration", action="store_true",
+                        help="ensemble: export the raw weighted probability (no Platt map)")
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    sub = p.add_subparsers(dest="family", required=True, metavar="FAMILY", help=" | ".join(FAMILIES))
+    for family in FAMILIES:
+        member = family != "ensemble"
+        f = sub.add_parser(family, parents=[common], formatter_class=HelpFormatter,
+                           help="combine the registered members" if not member else f"train a {family} model")
+        window = f.add_argument_group("training window" + ("" if member else " (not used by the ensemble)"))
+        window.add_argument("--symbols", nargs="+", default=[], required=member, help="ccxt symbols")
+        window.add_argument("--start", required=member, help="first bar time, ISO 8601 UTC")
+        window.add_argument("--end", required=member, help="end (exclusive), ISO 8601 UTC")
     return p.parse_args(argv)
 
 

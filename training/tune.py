@@ -39,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from flows.cli import HelpFormatter
 from flows.settings import SettingsError
 from training.walkforward import WalkForwardJob, merged, nested, run
 
@@ -186,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the search; return 0, or 2 on a usage or configuration error."""
     from training.walkforward import parse_args as wf_args
 
-    p = argparse.ArgumentParser(prog="python -m training.tune", description=__doc__.split("\n\n")[0], add_help=True)
+    p = argparse.ArgumentParser(prog="python -m training.tune", description=__doc__.split("\n\n")[0], add_help=True,
+        formatter_class=HelpFormatter)
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--space", action="append", default=[], help="path=float:LOW:HIGH (repeat)")
     p.add_argument("--holdout-start", required=True, help="first bar of the hold-out: no trial may reach it")

@@ -43,6 +43,7 @@ from typing import Any
 
 import pandas as pd
 
+from flows.cli import HelpFormatter
 from flows.settings import Settings, SettingsError, load_settings
 from flows.timeframes import timeframe_ms
 
@@ -392,7 +393,8 @@ def report(job: WalkForwardJob, rows: pd.DataFrame, summary: Mapping[str, Any]) 
 
 def parse_args(argv: Sequence[str] | None) -> WalkForwardJob:
     """Parse the command line into a job (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m training.walkforward", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.walkforward", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     p.add_argument("paths", nargs="+", type=Path, help="candle files (one timeframe)")
     p.add_argument("--out", type=Path, default=Path("var/walkforward"))
     p.add_argument("--train-start", required=True, help="first training bar, ISO 8601 UTC")

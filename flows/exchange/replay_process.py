@@ -21,6 +21,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, NamedTuple
 
+from flows.lifecycle import child_group_kwargs, end_group
+
 COMMAND = ("-m", "infra.replay_exchange")
 HTTP_KEY, WS_KEY = "CRYPTOSTREAM_EXCHANGE__HTTP_URL", "CRYPTOSTREAM_EXCHANGE__WS_URL"
 
@@ -39,7 +41,7 @@ def speed_arg(speed: float) -> str:
 
 @contextlib.contextmanager
 def replay_process(args: Sequence[str], *, port: int = 0, ready_timeout_s: float = 300.0,
-                   env: dict[str, str] | None = None) -> Iterator[ReplayUrls]:
+                   env: dict[str, str] | None = None, own_group: bool = False) -> Iterator[ReplayUrls]:
     """Run ``python -m infra.replay_exchange ARGS --port PORT`` while the block runs; yield its URLs.
 
     Args:
@@ -47,6 +49,8 @@ def replay_process(args: Sequence[str], *, port: int = 0, ready_timeout_s: float
         port: Port to serve on; 0 = a free one (the URLs say which).
         ready_timeout_s: How long loading the data and binding may take.
         env: Environment of the process; default this process's.
+        own_group: Run it in a process group of its own (:func:`flows.lifecycle.child_group_kwargs`):
+            a Ctrl-C at the terminal does not reach it, and the whole group ends with the block.
 
     Raises:
         SystemExit: If the process ends or stays silent before it serves, with the
@@ -54,7 +58,8 @@ def replay_process(args: Sequence[str], *, port: int = 0, ready_timeout_s: float
     """
     cmd = [sys.executable, *COMMAND, *args, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ) if env is None else env)
+                            env=dict(os.environ) if env is None else env,
+                            **(child_group_kwargs() if own_group else {}))
     assert proc.stdout is not None and proc.stderr is not None
     urls: dict[str, str] = {}
     ready = threading.Event()
@@ -86,7 +91,9 @@ def replay_process(args: Sequence[str], *, port: int = 0, ready_timeout_s: float
                              + "\n".join(errors))
         yield ReplayUrls(urls[HTTP_KEY], urls[WS_KEY])
     finally:
-        if proc.poll() is None:
+        if own_group:
+            end_group(proc)  # SIGTERM to the group: the replay closes its connections and exits
+        elif proc.poll() is None:
             proc.terminate()  # SIGTERM: the replay closes its connections and exits
             try:
                 proc.wait(15)

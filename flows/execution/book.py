@@ -76,6 +76,10 @@ class OrderBook:
         out, self.updates = self.updates, []
         return out
 
+    def has_open(self) -> bool:
+        """Return whether any order can still fill."""
+        return bool(self._open)
+
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Return the open orders (of ``symbol``), in placement order."""
         orders = (self.orders[c] for c in self._open)

@@ -106,6 +106,8 @@ class PaperBroker:
         """Match the symbol's open orders against a closed bar; return the fills."""
         self.last_close[bar.symbol] = bar.close
         fills: list[Fill] = []
+        if not self.book.has_open():
+            return fills
         pending = self.book.open_orders(bar.symbol)
         if bar.volume <= 0 or not pending:
             return fills

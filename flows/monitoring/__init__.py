@@ -1,1 +1,1 @@
-"""Monitoring: Prometheus metrics, logging setup, notifiers and the dashboard."""
+"""Operating the system: alerts and notifiers, metrics, logging, the dashboard."""

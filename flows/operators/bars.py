@@ -12,6 +12,15 @@ a row: past that the gap stays open (recorded in :attr:`BarBuilder.unfilled`),
 so one implausible trade time cannot make millions of bars.  A gap in the
 stream is the websocket source's to fill from REST, not the bar builder's.
 
+Volumes are summed exactly, as integers: quantity ``q`` counts ``round(q * 1e8)`` units
+(Binance's lot step is at least 1e-8; a finer quantity, which Binance never sends, is
+rounded to it), quote volume ``round(p * 1e16) * round(q * 1e8)`` units of 1e-24 (any
+fixed integer of the price would do: the trades of one aggregate share their price).
+A float sum would depend on how trades are grouped; an exact one does not, so a bar
+rebuilt from aggregated trades (one price, one taker side, the summed quantity;
+:mod:`flows.sources.rest_fill`) equals the bar of the single trades bit for bit.  The
+floats of a closed bar are the correctly rounded quotients of those integers.
+
 The state is plain data (:meth:`BarBuilder.snapshot`) for Bytewax recovery.
 """
 
@@ -26,6 +35,18 @@ from flows.timeframes import timeframe_ms
 # Accumulator slots of an open bar, kept as a list for speed.
 _O, _H, _L, _C, _V, _QV, _N, _TB = range(8)
 MAX_EMPTY_BARS = 1440  # a day of 1m bars
+UNITS = 100_000_000  # quantities count in steps of 1e-8 (see the module docstring)
+PRICE_UNITS = 10**16  # prices, in the quote volume
+_SCALE, _P_SCALE = float(UNITS), float(PRICE_UNITS)
+_QV_UNITS = UNITS * PRICE_UNITS
+
+
+def _to_units(acc: list) -> list:
+    """Convert an open bar of a snapshot taken before exact sums (float volumes) to units."""
+    acc = list(acc)
+    acc[_V], acc[_TB] = round(acc[_V] * _SCALE), round(acc[_TB] * _SCALE)
+    acc[_QV] = round(acc[_QV] * _SCALE * _P_SCALE)
+    return acc
 
 
 class BarBuilder:
@@ -49,8 +70,9 @@ class BarBuilder:
         # gaps [start, end) left without empty bars (more than max_empty_bars); the caller drains it
         self.unfilled: list[tuple[int, int]] = []
         state = state or {}
-        # open bars by start time; values are [o, h, l, c, v, qv, n, taker_buy_v]
-        self.open: dict[int, list[float]] = {int(k): list(v) for k, v in state.get("open", {}).items()}
+        # open bars by start time; values are [o, h, l, c, v, qv, n, taker_buy_v], v, qv and taker_buy_v in units
+        exact = state.get("units") == UNITS
+        self.open: dict[int, list] = {int(k): list(v) if exact else _to_units(v) for k, v in state.get("open", {}).items()}
         self.watermark: int = state.get("watermark", -1)
         self.closed_until: int | None = state.get("closed_until")  # end of the last closed bar
         self.last_close: float | None = state.get("last_close")
@@ -59,6 +81,7 @@ class BarBuilder:
         """Return the state as plain data."""
         return {
             "open": {k: list(v) for k, v in self.open.items()},
+            "units": UNITS,
             "watermark": self.watermark,
             "closed_until": self.closed_until,
             "last_close": self.last_close,
@@ -76,7 +99,9 @@ class BarBuilder:
         # Consecutive trades mostly fall into one bar: remember the open bar [lo, hi)
         # the previous trade went to and skip the bar lookup and lateness test for it.
         lo = hi = 0
-        acc: list[float] = []
+        acc: list = []
+        scale, p_scale = _SCALE, _P_SCALE
+        last_price, price_units = None, 0
         for tr in trades:
             _, _, ts, price, qty, buyer_is_maker = tr
             if not lo <= ts < hi:
@@ -89,7 +114,7 @@ class BarBuilder:
                 if acc is None:
                     # An empty bar that the amendment below turns into this trade's bar
                     # (adding to 0.0 is exact, so the sums equal starting from the trade).
-                    acc = opened[start] = [price, price, price, price, 0.0, 0.0, 0, 0.0]
+                    acc = opened[start] = [price, price, price, price, 0, 0, 0, 0]
                     if due is None or hi + lateness < due:
                         due = hi + lateness
             if price > acc[_H]:
@@ -97,11 +122,14 @@ class BarBuilder:
             elif price < acc[_L]:
                 acc[_L] = price
             acc[_C] = price
-            acc[_V] += qty
-            acc[_QV] += price * qty
+            units = round(qty * scale)
+            if price != last_price:  # runs of one price are common (the fills of one order)
+                last_price, price_units = price, round(price * p_scale)
+            acc[_V] += units
+            acc[_QV] += price_units * units
             acc[_N] += 1
             if not buyer_is_maker:
-                acc[_TB] += qty
+                acc[_TB] += units
             if ts > watermark:
                 watermark = ts
                 # Close as we go, so later trades of the same batch are judged late correctly.
@@ -145,8 +173,11 @@ class BarBuilder:
                     self.unfilled.append((stop, end))
                 self.closed_until = end
                 continue
+            v, qv = acc[_V], acc[_QV]
+            # int / int is correctly rounded; a bar of sub-unit trades only (none from Binance) has v = 0
             out.append(Bar(self.symbol, self.timeframe, t, acc[_O], acc[_H], acc[_L], acc[_C],
-                           acc[_V], acc[_QV], int(acc[_N]), acc[_QV] / acc[_V], acc[_TB]))
+                           v / UNITS, qv / _QV_UNITS, int(acc[_N]), qv / (v * PRICE_UNITS) if v else acc[_C],
+                           acc[_TB] / UNITS))
             self.last_close = acc[_C]
             self.closed_until = t + tf
         return out

@@ -118,6 +118,9 @@ def strategy_id(strategy: Strategy) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+STOP_RULE = "shutdown"  # the risk event of an order not placed because the flow is stopping
+
+
 def _never_killed() -> bool:
     return False
 
@@ -137,6 +140,7 @@ class DecisionDeps:
     strategy: Strategy  # context -> target fraction with its reasons (flows.strategies)
     intent: Callable[[Prediction, float, float], OrderIntent]  # (prediction, qty_delta, price) -> intent
     kill_active: Callable[[], KillStatus | bool] = field(default=_never_killed)  # truthy when engaged
+    stopping: Callable[[], bool] = field(default=_never_killed)  # a clean stop is under way: no new orders
 
 
 class DecisionStep:
@@ -258,10 +262,12 @@ class DecisionStep:
         state = snap._asdict()
         state["full"] = portfolio.row_state()
         out.append(PortfolioRow(t, state))
+        held, signals = snap.positions, self.last_signal
+        phases = risk.halt_phases()
         out.append(Status(t, snap.equity, snap.drawdown, self.fills,
-                          tuple((s, snap.positions.get(s, 0.0)) for s in self.symbols),
-                          tuple((s, self.last_signal.get(s)) for s in self.symbols),
-                          tuple(sorted(risk.halt_phases().items()))))
+                          tuple([(s, held.get(s, 0.0)) for s in self.symbols]),
+                          tuple([(s, signals.get(s)) for s in self.symbols]),
+                          tuple(sorted(phases.items())) if phases else ()))
         return out
 
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:
@@ -280,7 +286,12 @@ class DecisionStep:
                            tuple(target.reasons)))
         self.last_signal[p.symbol] = (p.probability, p.rl_target, target.fraction)
         if dec.approved_qty_delta != 0.0:
-            d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price))
+            if d.stopping():  # flows.lifecycle: the run is stopping; the decision is recorded, not placed
+                from flows.risk.engine import Rejection
+                out.insert(0, Rejection(p.symbol, p.ts, STOP_RULE, "the flow is stopping: no new orders",
+                                        float(dec.approved_qty_delta), 0.0))
+            else:
+                d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price))
         return out
 
     @classmethod

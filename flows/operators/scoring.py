@@ -183,7 +183,38 @@ class ScoringStep:
         if not todo:
             return []
         # One matrix for every row of every bar time, cut into views per bar time ([symbols, feed] each).
-        x_all = np.array(flat, np.float64)
+        return self._score(todo, np.array(flat, np.float64))
+
+    def takes_matrix(self) -> bool:
+        """Return whether :meth:`score_matrix` can score (the feed holds ``ret_1``, ``rv_15`` and the policy's features)."""
+        policy = self.bank.policy if self.bank is not None else None
+        return ("ret_1" in self._feed_index and "rv_15" in self._feed_index
+                and (policy is None or self._policy_columns(self._policy_setup(policy)[1]) is not None))
+
+    def score_matrix(self, times: list[int], x_all: np.ndarray) -> list[Prediction]:
+        """Score bar times where every symbol has every feed feature, from their feed matrix; nothing pending.
+
+        ``x_all`` is ``[len(times) * symbols, feed]``, bar time after bar time, symbols in
+        configured order.  Gives what :meth:`on_rows` gives when fed these rows as feature rows
+        (the same values, so the same doubles): a replay of history skips the rows' dicts.
+        Needs :meth:`takes_matrix`.
+        """
+        if self.bank is None:
+            raise RuntimeError("ScoringStep.score needs a ModelBank: call attach() first")
+        if self.pending or (times and times[0] <= self.scored_until):
+            raise ValueError("score_matrix takes bar times after the last scored one, with nothing pending")
+        if not times:
+            return []
+        self.bank.maybe_swap()
+        symbols, last = self.symbols, times[-1]
+        for s in symbols:
+            self.latest[s] = last
+        self.scored_until = last
+        return self._score([(ts, None, symbols) for ts in times], x_all)
+
+    def _score(self, todo: list[tuple[int, Any, tuple[str, ...]]], x_all: np.ndarray) -> list[Prediction]:
+        """Score the bar times of ``todo`` ((ts, rows or None, symbols)) from their feed matrix ``x_all``."""
+        assert self.bank is not None
         xs, k = [], 0
         for _, _, symbols in todo:
             xs.append(x_all[k:k + len(symbols)])
@@ -353,6 +384,37 @@ class CloseBarrier:
         for p in self.scoring.on_rows(rows) if rows else ():
             self.preds.setdefault(p.ts, []).append(p)
         return self._release()
+
+    def idle(self) -> bool:
+        """Return whether nothing waits: no bars, predictions or feature rows of an unreleased close."""
+        return not self.bars and not self.preds and not self.scoring.pending
+
+    def on_history(self, closes: list[int], bars: list[tuple[Bar, ...]], x: np.ndarray) -> list[Close]:
+        """Take whole bar times of history at once: what :meth:`on_items` makes of their bars and feature rows.
+
+        For each of ``closes`` (after the last released one, in order) ``bars`` holds every
+        symbol's bar in configured order, and ``x`` (:meth:`ScoringStep.score_matrix`) every
+        symbol's feed features.  Such a close is complete, so :meth:`on_items` would score and
+        release each one: this does the same without the records.  Needs :meth:`idle`.
+        """
+        if not self.idle():
+            raise RuntimeError("CloseBarrier.on_history needs an idle barrier (nothing pending)")
+        if not closes:
+            return []
+        if closes[0] <= self.released:
+            raise ValueError(f"close {closes[0]} is not after the last released one ({self.released})")
+        count, newest, n = self.count, self.newest, len(self.symbols)
+        for got in bars:
+            if len(got) != n:
+                raise ValueError(f"on_history needs every symbol's bar of a close, got {len(got)} of {n}")
+            for b in got:
+                count[b.symbol] = count.get(b.symbol, 0) + 1
+        last = closes[-1]
+        for s in self.symbols:
+            newest[s] = max(last, newest.get(s, -1))
+        preds = self.scoring.score_matrix(closes, x)
+        self.released = last
+        return [Close(t, b, tuple(preds[k * n:(k + 1) * n])) for k, (t, b) in enumerate(zip(closes, bars, strict=True))]
 
     def _bar(self, bar: Bar) -> None:
         close = bar.ts + self.tf_ms

@@ -53,7 +53,9 @@ class Breakers:
 
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
         """Take a symbol's bar (open time ``ts``) and its return over the previous close."""
-        s = self.symbols.setdefault(symbol, SymbolState())
+        s = self.symbols.get(symbol)
+        if s is None:
+            s = self.symbols[symbol] = SymbolState()
         if s.last_ts is not None:
             if ts <= s.last_ts:
                 return  # a repeated or late bar changes nothing

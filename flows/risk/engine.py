@@ -142,7 +142,8 @@ class RiskEngine:
             correlations: other symbol -> correlation with ``symbol``; missing ones are estimated.
         """
         cfg = self.config
-        snap = _Fields(portfolio_snapshot) if isinstance(portfolio_snapshot, Mapping) else portfolio_snapshot
+        snap: Any = portfolio_snapshot if isinstance(portfolio_snapshot, tuple) or not isinstance(
+            portfolio_snapshot, Mapping) else _Fields(portfolio_snapshot)  # a PortfolioSnapshot: no ABC check
         positions: Mapping[str, float] = snap.positions or {}
         held = float(positions.get(symbol, 0.0))
         bad = self._invalid(price, target_fraction, confidence)
@@ -198,10 +199,11 @@ class RiskEngine:
     def _kelly_of(self, ts: int, trade_returns: Any) -> float:
         # One Kelly estimate per set of closed trades (the snapshots of a close share it).
         last = self._kelly
-        if last is not None and last[0] == trade_returns:
+        if last is not None and (last[0] is trade_returns or last[0] == trade_returns):
             return last[1].fraction
-        est = kelly_estimate(tuple(trade_returns), self.config.sizing)
-        self._kelly = (tuple(trade_returns), est)
+        key = trade_returns if type(trade_returns) is tuple else tuple(trade_returns)
+        est = kelly_estimate(key, self.config.sizing)
+        self._kelly = (key, est)
         if est.halted != self.kelly_halted:
             self.kelly_halted = est.halted
             n = len(trade_returns)

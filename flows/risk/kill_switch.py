@@ -22,6 +22,7 @@ import argparse
 import sys
 from typing import Any
 
+from flows.cli import HelpFormatter
 from flows.stores.base import KillStatus, KillSwitch
 
 __all__ = ["KillStatus", "KillSwitch", "from_settings", "main"]
@@ -36,7 +37,8 @@ def from_settings(settings: Any) -> KillSwitch:
 
 def main(argv: list[str] | None = None) -> int:
     """Engage, release or show the kill switch of the current settings."""
-    parser = argparse.ArgumentParser(prog="python -m flows.risk.kill_switch", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.risk.kill_switch", description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter)
     parser.add_argument("action", choices=("on", "off", "status"))
     parser.add_argument("--reason", default="engaged from the command line", help="why (stored with the switch)")
     parser.add_argument("--flatten", action="store_true", help="also close every position while engaged")

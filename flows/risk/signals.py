@@ -41,6 +41,21 @@ class TargetPosition(NamedTuple):
     reasons: tuple[str, ...]
 
 
+_BLEND_TEXT: dict[tuple[int, int], tuple[SignalRules, str, str]] = {}
+
+
+def _blend_text(r: SignalRules, direction: int) -> tuple[str, str]:
+    """Return the blend reason's text around the RL target, ``ml {direction:+d} x {ml_weight:g} + rl `` and
+    `` x {rl_weight:g}`` (formatted once per rules and direction: every decision of a run writes it)."""
+    hit = _BLEND_TEXT.get((id(r), direction))
+    if hit is None or hit[0] is not r:
+        if len(_BLEND_TEXT) > 64:
+            _BLEND_TEXT.clear()
+        hit = _BLEND_TEXT[(id(r), direction)] = (r, f"ml {direction:+d} x {r.ml_weight:g} + rl ",
+                                                 f" x {r.rl_weight:g}")
+    return hit[1], hit[2]
+
+
 def _given(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
@@ -71,7 +86,8 @@ def combine(probability: float, confidence: float, ml_direction: int, rl_target:
         reasons.append(f"ml {direction:+d} and rl {rl:+.2f} disagree")
     else:
         target = (r.ml_weight * direction + r.rl_weight * rl) / (r.ml_weight + r.rl_weight)
-        reasons.append(f"ml {direction:+d} x {r.ml_weight:g} + rl {rl:+.2f} x {r.rl_weight:g}")
+        head, tail = _blend_text(r, direction)
+        reasons.append(f"{head}{rl:+.2f}{tail}")
     reg = _given(regime)
     if target and reg is not None and abs(reg) >= r.regime_threshold and reg * target < 0:
         target *= r.counter_regime_scale

@@ -1,13 +1,22 @@
-"""Console sink: one line per closed bar, for the default run and for operators watching it."""
+"""Console sinks: closed bars and status lines as log records, counted for the run's summary.
+
+Each closed bar is a DEBUG record of the ``flows.bars`` logger and each bar close's status
+line an INFO record of ``flows.status`` (:mod:`flows.monitoring.logging` routes them: the
+console is quiet by default, the file keeps the status lines).  Both are counted in
+:data:`flows.lifecycle.TALLY`, which the flow's summary prints at exit.
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import TextIO
+import logging
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from flows.records import Bar, utc
+from flows.lifecycle import TALLY
+from flows.records import Bar, Status, utc
+
+bar_log = logging.getLogger("flows.bars")
+status_log = logging.getLogger("flows.status")
 
 
 def format_bar(bar: Bar) -> str:
@@ -19,21 +28,33 @@ def format_bar(bar: Bar) -> str:
     )
 
 
-class _PrintPartition(StatelessSinkPartition[Bar]):
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
+class _BarPartition(StatelessSinkPartition[Bar]):
     def write_batch(self, items: list[Bar]) -> None:
+        debug = bar_log.isEnabledFor(logging.DEBUG)
         for bar in items:
-            print(format_bar(bar), file=self.stream)
-        self.stream.flush()
+            TALLY.bar(bar.symbol)
+            if debug:
+                bar_log.debug(format_bar(bar), extra={"symbol": bar.symbol, "timeframe": bar.timeframe})
 
 
 class BarPrinter(DynamicSink[Bar]):
-    """Print closed bars to standard output."""
+    """Count closed bars; log each at DEBUG."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _BarPartition:
+        """Return the logging partition."""
+        return _BarPartition()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PrintPartition:
-        return _PrintPartition(self.stream or sys.stdout)
+
+class _StatusPartition(StatelessSinkPartition[Status]):
+    def write_batch(self, items: list[Status]) -> None:
+        for s in items:
+            TALLY.status(s.text)
+            status_log.info("status %s", s.text, extra={"close_ts": s.ts})
+
+
+class StatusPrinter(DynamicSink[Status]):
+    """Count bar closes; log one status line per close at INFO."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StatusPartition:
+        """Return the logging partition."""
+        return _StatusPartition()

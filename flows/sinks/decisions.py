@@ -18,6 +18,7 @@ batch rewrites the same rows.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from flows.monitoring.notify import AlertLogHandler, open_alerts
 from flows.records import PortfolioRow, Prediction, utc
 from flows.settings import Settings
 from flows.stores import Stores, open_stores
@@ -103,10 +105,16 @@ class _Writer(StatefulSinkPartition[Any, None]):
         self.writer = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-sink")
                        if self.store.background else None)
         self.pending: Future[None] | None = None
+        self.alerts = open_alerts(settings.alerts, settings.mode)  # None unless a destination is set
+        self.log_handler = AlertLogHandler(self.alerts) if self.alerts is not None else None
+        if self.log_handler is not None:
+            logging.getLogger("flows").addHandler(self.log_handler)
 
     def write_batch(self, items: list[Any]) -> None:
         """Encode the batch here; with a writer thread, wait for the batch in flight, then hand this one over."""
         tables = rows_by_table(items, self.run_id, self.mode)
+        if self.alerts is not None:
+            self.alerts.on_records(items)
         bus = self.bus
         docs = {table: bus.encode(table, rows) for table, rows in tables.items()} if bus is not None else {}
         if self.writer is None:
@@ -139,6 +147,10 @@ class _Writer(StatefulSinkPartition[Any, None]):
             self.store.close()
             if self.bus is not None:
                 self.bus.close()
+            if self.alerts is not None:
+                if self.log_handler is not None:
+                    logging.getLogger("flows").removeHandler(self.log_handler)
+                self.alerts.close()
 
 
 PARTITION = "decisions"  # one partition: the decision records of every timeframe, in the order they come

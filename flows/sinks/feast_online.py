@@ -11,6 +11,10 @@ through a DataFrame, Arrow and a column-wise conversion, about two thirds of a
 ``push(..., to=PushMode.ONLINE)`` adds a registry scan per call on top (22 ms on
 SQLite).  History is not pushed offline: the flow writes it to TimescaleDB (or
 parquet) itself, because Feast's Postgres offline store cannot take pushes.
+
+The online store's server may go away for a while (a TimescaleDB restart, Redis down): a
+write that fails on the connection is written again on a new one (the online write is an
+upsert) for up to ``stores.write_retry_s`` (:mod:`flows.stores.retry`), while the flow waits.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from flows.feast_store import open_store
 from flows.feature_catalog import view_name
 from flows.records import FeatureRow
 from flows.settings import Settings, SettingsError
+from flows.stores.retry import pg_outage, retry_through_outage
 
 if TYPE_CHECKING:
     from feast import FeatureView
@@ -70,19 +75,36 @@ class OnlineRows:
         return out
 
 
+def online_outage(exc: BaseException) -> bool:
+    """Return whether an online write failed because its server (PostgreSQL or Redis) is unreachable."""
+    import redis
+
+    return pg_outage(exc) or isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+
+
 class _PushPartition(StatelessSinkPartition[FeatureRow]):
     def __init__(self, settings: Settings) -> None:
-        from feast.infra.online_stores.helpers import get_online_store_from_config
-
+        self.settings = settings
         self.store = open_store(settings)
         self.config = self.store.config
-        self.online = get_online_store_from_config(self.config.online_store)
+        self._reconnect()
         # The views are read once: a write only needs their names and feature lists,
         # and a per-write registry lookup is what made push() slow.
         self.rows = OnlineRows({v.name: v for v in self.store.list_feature_views()})
 
+    def _reconnect(self) -> None:
+        """Take a new online store object: Feast's keeps its connection, broken after an outage."""
+        from feast.infra.online_stores.helpers import get_online_store_from_config
+
+        self.online = get_online_store_from_config(self.config.online_store)
+
     def write_batch(self, items: list[FeatureRow]) -> None:
-        for view, data in self.rows.build(items).items():
+        views = self.rows.build(items)
+        retry_through_outage("Feast online store", lambda: self._write(views), online_outage, self._reconnect,
+                             self.settings.stores)
+
+    def _write(self, views: dict[str, list[tuple[Any, ...]]]) -> None:
+        for view, data in views.items():
             self.online.online_write_batch(self.config, self.rows.views[view], data, None)
 
 

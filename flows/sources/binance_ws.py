@@ -11,12 +11,14 @@ subscribe protocol as ccxt.pro's Binance client.
 
 Gaps.  The partition's snapshot is the id of the last trade it handed over.
 After a dropped connection, and after a restart from a Bytewax snapshot, it
-fetches the trades after that id from REST (``historicalTrades`` through ccxt)
-before it hands over anything new, so no trade between the last snapshot and
-the new connection is lost; the deduper downstream drops the overlap.  With
-``fill_since_ms`` a partition that starts without a snapshot first fetches
-history from that time (``aggTrades`` finds the first trade id).  REST trades
-are re-encoded as websocket trade messages so one parser serves both.
+fetches the trades after that id from REST before it hands over anything new,
+so no trade between the last snapshot and the new connection is lost; the
+deduper downstream drops the overlap.  The fill (:mod:`flows.sources.rest_fill`)
+uses Binance's public ``aggTrades`` (no key), split back into trades so the
+bars equal those of the single trades, or ``historicalTrades`` when an API key
+is set.  With ``fill_since_ms`` a partition that starts without a snapshot
+first fetches history from that time.  REST trades are re-encoded as websocket
+trade messages so one parser serves both.
 """
 
 from __future__ import annotations
@@ -33,60 +35,29 @@ import aiohttp
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from flows.monitoring.metrics import current as current_metrics
 from flows.operators.parse import exchange_symbol
+from flows.sources.rest_fill import TradeFiller, known_quantities, trade_docs
 
 log = logging.getLogger(__name__)
 
 BINANCE_WS = "wss://stream.binance.com:9443"
 RawBatch = tuple[str, int, list[bytes | str]]
-_PAGE = 1000
+_TAIL = 256  # handed-over messages kept for an exact aggTrades fill (an aggregate across the gap)
 
 
 def last_trade_id(msgs: collections.deque[bytes | str] | list[bytes | str], look_back: int = 64) -> int | None:
     """Return the largest trade id among the last ``look_back`` messages (bad messages are skipped)."""
-    best = None
-    for msg in list(msgs)[-look_back:]:
-        try:
-            doc = orjson.loads(msg)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(doc, dict):
-            doc = doc.get("data", doc)
-            tid = doc.get("t") if isinstance(doc, dict) else None
-            if isinstance(tid, int) and (best is None or tid > best):
-                best = tid
-    return best
+    ids = [doc["t"] for doc in trade_docs(list(msgs)[-look_back:]) if isinstance(doc.get("t"), int)]
+    return max(ids) if ids else None
 
 
-class RestFiller:
-    """Fetch trades by id from the exchange's REST API through ccxt, as websocket-format messages."""
-
-    def __init__(self, http_url: str | None, ws_url: str | None, api_key: str) -> None:
-        from flows.exchange.binance import make_binance
-
-        # historicalTrades wants an API key header (a read-only key is enough); never logged.
-        self.exchange = make_binance(http_url, ws_url, enableRateLimit=True, apiKey=api_key)
-
-    def first_id_since(self, market_id: str, since_ms: int) -> int | None:
-        """Return the id of the first trade at or after ``since_ms``."""
-        rows = self.exchange.publicGetAggTrades({"symbol": market_id, "startTime": since_ms, "limit": 1})
-        return int(rows[0]["f"]) if rows else None
-
-    def trades_from(self, market_id: str, from_id: int, until_id: int | None) -> list[bytes]:
-        """Return trades with ids in ``[from_id, until_id)`` (all available if ``until_id`` is None)."""
-        out: list[bytes] = []
-        while until_id is None or from_id < until_id:
-            rows = self.exchange.publicGetHistoricalTrades({"symbol": market_id, "fromId": from_id, "limit": _PAGE})
-            for r in rows:
-                tid = int(r["id"])
-                if until_id is not None and tid >= until_id:
-                    return out
-                out.append(orjson.dumps({"e": "trade", "E": r["time"], "s": market_id, "t": tid, "p": r["price"],
-                                         "q": r["qty"], "T": r["time"], "m": r["isBuyerMaker"], "M": True}))
-            if len(rows) < _PAGE:
-                break
-            from_id = int(rows[-1]["id"]) + 1
-        return out
+def _trade_time(msgs: list[bytes | str], known_id: int) -> int | None:
+    """Return the time ``T`` of trade ``known_id`` among ``msgs`` (None if it is not there)."""
+    for doc in trade_docs(reversed(msgs)):
+        if doc.get("t") == known_id and type(doc.get("T")) is int:
+            return int(doc["T"])
+    return None
 
 
 class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
@@ -96,7 +67,7 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         self,
         symbol: str,
         ws_url: str,
-        filler: RestFiller | None,
+        filler: TradeFiller | None,
         deadline: float | None,
         last_id: int | None = None,
         fill_since_ms: int | None = None,
@@ -104,8 +75,10 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         max_buffered: int = 20_000,
         clock: Callable[[], float] = time.time,
         poll_interval: timedelta = timedelta(milliseconds=5),
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.symbol = symbol
+        self.should_stop = should_stop  # a clean stop (flows.lifecycle): end the partition
         self.market_id = exchange_symbol(symbol)
         self.stream = self.market_id.lower() + "@trade"
         self.ws_url = ws_url.rstrip("/") + "/ws"
@@ -121,6 +94,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         self.max_buffered = max_buffered
         self._last_data = clock()
         self._buf: collections.deque[bytes | str] = collections.deque()
+        # the last messages handed over: the quantities of the trades just before a gap
+        self._tail: collections.deque[bytes | str] = collections.deque(maxlen=_TAIL)
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"ws-{self.stream}", daemon=True)
@@ -129,7 +104,7 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
     def next_batch(self) -> list[RawBatch]:
         if self._error is not None:
             raise RuntimeError(f"websocket reader for {self.symbol} failed") from self._error
-        if self.deadline is not None and self.clock() >= self.deadline:
+        if (self.deadline is not None and self.clock() >= self.deadline) or self.should_stop():
             raise StopIteration
         buf = self._buf
         if not buf:
@@ -138,6 +113,7 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
             return []
         self._last_data = self.clock()
         msgs = [buf.popleft() for _ in range(len(buf))]
+        self._tail.extend(msgs[-_TAIL:])
         tid = last_trade_id(msgs)
         if tid is not None and (self.last_id is None or tid > self.last_id):
             self.last_id = tid
@@ -166,16 +142,23 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         if self.filler is None:
             return
         # The last id this thread knows of: handed over, or still waiting in the buffer.
-        known = last_trade_id(self._buf) or self.last_id
-        start = known + 1 if known is not None else None
+        last = last_trade_id(self._buf) or self.last_id
+        start = last + 1 if last is not None else None
         loop = asyncio.get_running_loop()
+        seen = list(self._tail) + list(self._buf)[-_TAIL:]
+        since = _trade_time(seen, known_id=start - 1) if start is not None else None
         if start is None and self.fill_since_ms is not None:
             start = await loop.run_in_executor(None, self.filler.first_id_since, self.market_id, self.fill_since_ms)
+            since = self.fill_since_ms
         self.fill_since_ms = None
         if start is None or (first_new_id is not None and start >= first_new_id):
             return
-        msgs = await loop.run_in_executor(None, self.filler.trades_from, self.market_id, start, first_new_id)
+        known = known_quantities(seen)
+        msgs = await loop.run_in_executor(None, self.filler.trades_from, self.market_id, start, first_new_id,
+                                          known, since)
         self.filled += len(msgs)
+        if (metrics := current_metrics()) is not None:
+            metrics.on_gap_fill(self.symbol, len(msgs))
         if msgs:
             log.info("%s: filled %d trades from REST (ids %d..)", self.symbol, len(msgs), start)
         self._buf.extend(msgs)
@@ -191,6 +174,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
                         await ws.send_bytes(orjson.dumps({"method": "SUBSCRIBE", "params": [self.stream], "id": 1}))
                         if connected_before:
                             self.reconnects += 1
+                            if (metrics := current_metrics()) is not None:
+                                metrics.on_reconnect(self.symbol)
                         connected_before, backoff = True, 0.1
                         await self._pump(ws)
                 except (OSError, aiohttp.ClientError, ConnectionError) as exc:
@@ -240,8 +225,10 @@ class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
 
     def __init__(self, symbols: tuple[str, ...], ws_url: str | None, duration_s: float = 0.0,
                  http_url: str | None = None, api_key: str | None = None, fill_gaps: bool = True,
-                 fill_since_ms: int | None = None, idle_stop_s: float = 0.0) -> None:
+                 fill_since_ms: int | None = None, idle_stop_s: float = 0.0,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
         self.symbols = symbols
+        self.should_stop = should_stop
         self.ws_url = ws_url or BINANCE_WS
         self.http_url = http_url
         self.api_key = api_key
@@ -254,6 +241,7 @@ class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
         return list(self.symbols)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> WsPartition:
-        filler = RestFiller(self.http_url, self.ws_url, self.api_key) if self.fill_gaps and self.api_key else None
+        filler = TradeFiller(self.http_url, self.ws_url, self.api_key) if self.fill_gaps else None
         return WsPartition(for_part, self.ws_url, filler, self.deadline, last_id=resume_state,
-                           fill_since_ms=self.fill_since_ms, idle_stop_s=self.idle_stop_s)
+                           fill_since_ms=self.fill_since_ms, idle_stop_s=self.idle_stop_s,
+                           should_stop=self.should_stop)

@@ -139,19 +139,19 @@ class TimescaleStores(Stores):
         """Return a writer of bars, features and dead letters."""
         from flows.stores.timescale import TimescaleHistory
 
-        return TimescaleHistory(self._dsn())
+        return TimescaleHistory(self._dsn(), self.settings.stores)
 
     def decision_writer(self) -> DecisionWriter:
         """Return a writer of the decision tables."""
         from flows.stores.timescale import TimescaleDecisions
 
-        return TimescaleDecisions(self._dsn())
+        return TimescaleDecisions(self._dsn(), self.settings.stores)
 
     def event_bus(self, maxlen: int = 100_000) -> EventBus | None:
         """Return the Redis streams."""
         from flows.stores.redis import RedisEventBus
 
-        return RedisEventBus(self._redis(), maxlen)
+        return RedisEventBus(self._redis(), maxlen, self.settings.stores)
 
     def history_reader(self) -> HistoryReader:
         """Return the reader of stored bars."""
@@ -184,7 +184,8 @@ class TimescaleStores(Stores):
             return super().kill_switch()
         from flows.stores.redis import RedisKillSwitch
 
-        return RedisKillSwitch(self.settings.redis_url.get_secret_value(), self.settings.risk.kill_switch.redis_key)
+        return RedisKillSwitch(self.settings.redis_url.get_secret_value(), self.settings.risk.kill_switch.redis_key,
+                               self.settings.stores.redis_timeout_s)
 
     def swap_trigger(self) -> SwapTrigger:
         """Return the Redis key ``scoring.swap_key``."""
@@ -192,7 +193,8 @@ class TimescaleStores(Stores):
             return super().swap_trigger()
         from flows.stores.redis import RedisSwapKey
 
-        return RedisSwapKey(self.settings.redis_url.get_secret_value(), self.settings.scoring.swap_key)
+        return RedisSwapKey(self.settings.redis_url.get_secret_value(), self.settings.scoring.swap_key,
+                            self.settings.stores.redis_timeout_s)
 
     def feast_environment(self) -> dict[str, str]:
         """Return the connection values the timescale yamls read, derived from TIMESCALE_DSN and REDIS_URL."""

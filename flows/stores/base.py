@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 Tables = dict[str, list[tuple[Any, ...]]]
 
 
+class StoreUnavailable(RuntimeError):
+    """A store's server cannot be reached just now (a read that may succeed later)."""
+
+
 class KillStatus(NamedTuple):
     """Whether the switch is engaged, why, since when (ms) and whether to flatten; truthy when engaged."""
 

@@ -113,8 +113,68 @@ class ParquetRetrievalJob(RetrievalJob):
         raise NotImplementedError("saved datasets: write to_df() to parquet yourself")
 
 
+class _NoRowsJob(RetrievalJob):
+    """What a view whose history was never written holds: no rows (its columns, typed null)."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.table = pa.table({c: pa.array([], pa.null()) for c in dict.fromkeys(columns)})
+
+    @property
+    def full_feature_names(self) -> bool:
+        return False
+
+    @property
+    def on_demand_feature_views(self) -> list[Any]:
+        return []
+
+    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
+        return self.table
+
+    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
+        return self.table.to_pandas()
+
+
+def _written(source: Any, repo_path: Path | None) -> bool:
+    """Return False for a parquet source whose file or directory does not exist (yet) or holds no file."""
+    if not isinstance(source, FileSource) or "://" in source.file_options.uri:
+        return True
+    path = Path(str(FileSource.get_uri_for_file_path(repo_path=repo_path, uri=source.file_options.uri)))
+    return path.is_file() or (path.is_dir() and next(path.rglob("*.parquet"), None) is not None)
+
+
 class ParquetOfflineStore(DuckDBOfflineStore):
-    """Feast's DuckDB offline store with the point-in-time join as DuckDB's ``ASOF JOIN``."""
+    """Feast's DuckDB offline store with the point-in-time join as DuckDB's ``ASOF JOIN``.
+
+    ``feast materialize`` over every view works when only some timeframes have history: a
+    view whose parquet directory was never written materializes nothing (Feast's DuckDB
+    store raises "No files found").
+    """
+
+    @staticmethod
+    def pull_latest_from_table_or_query(config: Any, data_source: Any, join_key_columns: list[str],
+                                        feature_name_columns: list[str], timestamp_field: str,
+                                        created_timestamp_column: str | None, start_date: datetime,
+                                        end_date: datetime) -> RetrievalJob:
+        repo = Path(config.repo_path) if getattr(config, "repo_path", None) else None
+        if not _written(data_source, repo):
+            cols = [*join_key_columns, *feature_name_columns, timestamp_field]
+            return _NoRowsJob(cols + ([created_timestamp_column] if created_timestamp_column else []))
+        return DuckDBOfflineStore.pull_latest_from_table_or_query(
+            config, data_source, join_key_columns, feature_name_columns, timestamp_field,
+            created_timestamp_column, start_date, end_date)
+
+    @staticmethod
+    def pull_all_from_table_or_query(config: Any, data_source: Any, join_key_columns: list[str],
+                                     feature_name_columns: list[str], timestamp_field: str,
+                                     created_timestamp_column: str | None = None, start_date: datetime | None = None,
+                                     end_date: datetime | None = None) -> RetrievalJob:
+        repo = Path(config.repo_path) if getattr(config, "repo_path", None) else None
+        if not _written(data_source, repo):
+            cols = [*join_key_columns, *feature_name_columns, timestamp_field]
+            return _NoRowsJob(cols + ([created_timestamp_column] if created_timestamp_column else []))
+        return DuckDBOfflineStore.pull_all_from_table_or_query(
+            config, data_source, join_key_columns, feature_name_columns, timestamp_field,
+            created_timestamp_column, start_date, end_date)
 
     @staticmethod
     def get_historical_features(config: Any, feature_views: list[Any], feature_refs: list[str],

@@ -3,6 +3,10 @@
 Writes go through COPY into a staging table and an upsert on the natural key
 (``flows.stores.pgcopy.copy_upsert``), one transaction per batch, so a replay or a restart
 never duplicates a row.  JSON columns arrive encoded (bytes) and are sent as they are.
+
+A server that goes away (a restart, a dropped connection) does not stop the flow: the
+writer reconnects and writes the same batch again (:mod:`flows.stores.retry`) for up to
+``stores.write_retry_s``, while the flow waits, so no row is lost and none is duplicated.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from flows.stores.base import Tables
+from flows.stores.config import StoreConfig
+from flows.stores.retry import pg_outage, retry_through_outage
 from flows.stores.schema import COLUMNS, TABLES, last_per_key
 
 if TYPE_CHECKING:
@@ -35,40 +41,59 @@ def connect(dsn: str) -> Any:
 
 
 class TimescaleHistory:
-    """History writer: each :meth:`write` is one transaction (nothing buffered)."""
+    """History writer: each :meth:`write` is one transaction (nothing buffered), retried through an outage."""
 
-    def __init__(self, dsn: str) -> None:
+    what = "TimescaleDB history"
+
+    def __init__(self, dsn: str, config: StoreConfig | None = None) -> None:
         from flows.stores.pgcopy import copy_upsert
 
         self.copy_upsert = copy_upsert
-        self.conn = connect(dsn)
+        self.dsn = dsn
+        self.config = config or StoreConfig()
+        self.conn: Any = connect(dsn)  # unreachable at start: a configuration problem, said at once
+
+    def _connect(self) -> Any:
+        if self.conn is None:
+            self.conn = connect(self.dsn)
+        return self.conn
+
+    def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
 
     def write(self, tables: Tables) -> None:
-        """Upsert every table's rows in one transaction."""
-        with self.conn.transaction():
+        """Upsert every table's rows in one transaction (again on a new connection after an outage)."""
+        retry_through_outage(self.what, lambda: self._write(tables), pg_outage, self._drop, self.config)
+
+    def _write(self, tables: Tables) -> None:
+        conn = self._connect()
+        with conn.transaction():
             for table, rows in tables.items():
-                self.copy_upsert(self.conn, table, COLUMNS[table], rows, TABLES[table].write_key)
+                self.copy_upsert(conn, table, COLUMNS[table], rows, TABLES[table].write_key)
 
     def flush(self) -> None:
         """Nothing is buffered."""
 
     def close(self) -> None:
         """Close the connection."""
-        self.conn.close()
+        self._drop()
 
 
 class TimescaleDecisions(TimescaleHistory):
     """Decision writer: each :meth:`write` is one transaction, run by the sink's writer thread."""
 
     background = True
+    what = "TimescaleDB decisions"
 
-    def write(self, tables: Tables) -> None:
-        """Upsert every table's rows in one transaction."""
-        with self.conn.transaction():
+    def _write(self, tables: Tables) -> None:
+        conn = self._connect()
+        with conn.transaction():
             for table, rows in tables.items():
                 # The last version of each key only (an order placed and filled within the batch): what the
                 # merge would keep, and the plain COPY then goes through unless the key is stored already.
-                self.copy_upsert(self.conn, table, COLUMNS[table], last_per_key(table, rows), TABLES[table].key)
+                self.copy_upsert(conn, table, COLUMNS[table], last_per_key(table, rows), TABLES[table].key)
 
 
 class TimescaleReader:

@@ -7,15 +7,24 @@ symbol."}``; -1102 missing, -1100 malformed, -1120 bad interval, -1128 bad
 combination).  Trades are served only up to the REST horizon: the whole data
 set (``all``) or what the replay has streamed so far (``clock``).
 
-Aggregate trades are one per trade (``a = f = l = t``), so ids from the
-websocket and from either REST endpoint can be used interchangeably when
-filling a gap; with ``startTime`` the first ``limit`` trades from that time
-are returned.
+Aggregate trades are built as Binance builds them: consecutive trades (by id)
+with the same time, price and taker side form one aggregate ``{a, p, q, f, l,
+T, m, M}`` with the summed quantity (exact on the lot grid) and trade ids
+``f..l``; aggregate ids ``a`` are their own consecutive sequence (not trade
+ids).  ``fromId`` is an aggregate id; ``startTime``/``endTime`` are inclusive;
+``fromId`` with a time is -1128, a window longer than an hour -1127.  Only
+aggregates whose every trade is within the REST horizon are served (an
+exchange publishes a match whole).  Every reply carries Binance's
+``X-MBX-USED-WEIGHT-1M`` header (the weights of :data:`WEIGHTS`, per minute of
+the host clock).
 """
 
 from __future__ import annotations
 
+import time as _time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -32,6 +41,37 @@ from infra.replay_exchange.wire import (
     invalid_symbol,
     missing_param,
 )
+
+# Request weights of Binance's spot REST API (GET /api/v3/..., its current documentation;
+# ccxt 4.5's rate limiter budgets aggTrades at 2 and historicalTrades at 10, older figures).
+WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "uiKlines": 2, "trades": 25,
+           "historicalTrades": 25, "aggTrades": 4}
+_HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class Aggregates:
+    """A tape's aggregated trades: ``start[k]``..``end[k]`` (exclusive) are aggregate k's rows."""
+
+    start: np.ndarray
+    end: np.ndarray
+    base: int  # the id of aggregate 0
+
+    @classmethod
+    def of(cls, tape: TradeTape) -> Aggregates:
+        """Group consecutive trades with the same time, price and taker side (and consecutive ids)."""
+        n = len(tape)
+        if n == 0:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
+        brk = ((np.diff(tape.ts) != 0) | (np.diff(tape.price) != 0) | (np.diff(tape.buyer_maker.astype(np.int8)) != 0)
+               | (np.diff(tape.ids) != 1))
+        start = np.concatenate([[0], np.flatnonzero(brk) + 1]).astype(np.int64)
+        end = np.concatenate([start[1:], [n]]).astype(np.int64)
+        return cls(start, end, int(tape.ids[0]) // 2)  # agg ids run below trade ids, as on Binance
+
+    def complete(self, horizon: int) -> int:
+        """Return how many aggregates lie wholly before row ``horizon``."""
+        return int(np.searchsorted(self.end, horizon, "right"))
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -75,6 +115,32 @@ class RestApi:
         self.data = data
         self.engine = engine
         self.horizon_mode = horizon
+        self._aggs: dict[str, Aggregates] = {}
+        self._weight_minute, self._weight = 0, 0
+
+    def used_weight(self, endpoint: str) -> int:
+        """Count a request's weight; return the weight used in the current minute (host clock)."""
+        minute = int(_time.time() // 60)
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight = minute, 0
+        self._weight += WEIGHTS.get(endpoint, 1)
+        return self._weight
+
+    @web.middleware
+    async def weight_header(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Add ``X-MBX-USED-WEIGHT-1M`` to the replies of ``/api/v3/<endpoint>``."""
+        response = await handler(request)
+        if request.path.startswith("/api/v3/") and request.method == "GET":
+            used = self.used_weight(request.path.removeprefix("/api/v3/"))
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+        return response
+
+    def aggregates(self, tape: TradeTape) -> Aggregates:
+        """Return the tape's aggregated trades (built once)."""
+        key = tape.market.market_id
+        if key not in self._aggs:
+            self._aggs[key] = Aggregates.of(tape)
+        return self._aggs[key]
 
     def routes(self) -> list[web.RouteDef]:
         """Return the route table."""
@@ -149,27 +215,31 @@ class RestApi:
         return json_response(_trade_rows(tape, lo, min(lo + limit, h)))
 
     async def agg_trades(self, request: web.Request) -> web.Response:
-        """``GET /api/v3/aggTrades``: fromId, or startTime/endTime, or the most recent."""
+        """``GET /api/v3/aggTrades``: fromId (an aggregate id), or startTime/endTime (inclusive), or the most recent."""
         tape, h = self._tape(request)
         limit = limit_param(request.query)
         q = request.query
         from_id, start, end = int_param(q, "fromId"), int_param(q, "startTime"), int_param(q, "endTime")
         if from_id is not None and (start is not None or end is not None):
             raise BinanceError(-1128, "Combination of optional parameters invalid.")
+        if start is not None and end is not None and end - start > _HOUR_MS:
+            raise BinanceError(-1127, "More than 1 hours between startTime and endTime.")
+        aggs = self.aggregates(tape)
+        n = aggs.complete(h)
         if from_id is not None:
-            lo = int(np.searchsorted(tape.ids[:h], from_id, "left"))
-            hi = min(lo + limit, h)
+            lo = min(max(from_id - aggs.base, 0), n)
+            hi = min(lo + limit, n)
         elif start is not None or end is not None:
-            ts = tape.ts[:h]
-            hi = h if end is None else int(np.searchsorted(ts, end, "right"))
+            first_ts = tape.ts[aggs.start[:n]]  # an aggregate's trades share one time
+            hi = n if end is None else int(np.searchsorted(first_ts, end, "right"))
             if start is not None:
-                lo = int(np.searchsorted(ts, start, "left"))
+                lo = int(np.searchsorted(first_ts, start, "left"))
                 hi = max(lo, min(hi, lo + limit))
             else:
                 lo = max(hi - limit, 0)
         else:
-            lo, hi = max(h - limit, 0), h
-        return json_response(_agg_rows(tape, lo, hi))
+            lo, hi = max(n - limit, 0), n
+        return json_response(_agg_rows(tape, aggs, lo, hi))
 
 
 def _trade_rows(tape: TradeTape, lo: int, hi: int) -> list[dict[str, Any]]:
@@ -185,14 +255,20 @@ def _trade_rows(tape: TradeTape, lo: int, hi: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _agg_rows(tape: TradeTape, lo: int, hi: int) -> list[dict[str, Any]]:
-    return [
-        {"a": i, "p": tape.price_str(p), "q": tape.qty_str(q), "f": i, "l": i, "T": t, "m": m, "M": True}
-        for i, p, q, t, m in zip(
-            tape.ids[lo:hi].tolist(), tape.price[lo:hi].tolist(), tape.qty[lo:hi].tolist(),
-            tape.ts[lo:hi].tolist(), tape.buyer_maker[lo:hi].tolist(), strict=True,
-        )
-    ]
+def _agg_rows(tape: TradeTape, aggs: Aggregates, lo: int, hi: int) -> list[dict[str, Any]]:
+    rows = []
+    dq = tape.market.qty_decimals
+    for k in range(lo, hi):
+        i, j = int(aggs.start[k]), int(aggs.end[k])
+        if dq is not None:  # sum on the lot grid: exact
+            lots = int(np.round(tape.qty[i:j] * 10.0**dq).astype(np.int64).sum())
+            qty = f"{Decimal(lots).scaleb(-dq):.8f}"
+        else:
+            qty = format(sum((Decimal(repr(float(x))) for x in tape.qty[i:j]), Decimal(0)), "f")
+        rows.append({"a": aggs.base + k, "p": tape.price_str(float(tape.price[i])), "q": qty,
+                     "f": int(tape.ids[i]), "l": int(tape.ids[j - 1]), "T": int(tape.ts[i]),
+                     "m": bool(tape.buyer_maker[i]), "M": True})
+    return rows
 
 
 def _quote(price: float, qty: float) -> str:

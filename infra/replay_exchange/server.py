@@ -83,7 +83,7 @@ class ReplayExchange:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` (0 = a free port); return the HTTP base URL."""
-        app = web.Application(middlewares=[_binance_errors])
+        app = web.Application(middlewares=[_binance_errors, self.rest.weight_header])
         app.add_routes(self.rest.routes())
         app.add_routes(self.signed.routes())
         app.add_routes([

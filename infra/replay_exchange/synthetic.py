@@ -6,6 +6,13 @@ one-second grid for prices:
 * regimes: a Markov chain over calm / volatile / trending (a trend draws a
   sign when it starts); each regime scales volatility, trade rate, jump
   intensity and adds a drift while trending;
+* a learnable structure in the minute returns, by regime: momentum while
+  trending (the minute's return carries ``+autocorr[2]`` of the previous
+  minute's), mean reversion when calm (``autocorr[0]``, negative), none when
+  volatile.  A model that sees the last bars' returns, their sign and the
+  volatility has an edge one bar ahead (the first-run bootstrap's quick models
+  trade on it); with ``autocorr=(0, 0, 0)`` the minute returns are a random walk
+  with drift as before;
 * correlation: one factor, ``z_i = sqrt(rho) f + sqrt(1 - rho) e_i``;
 * volatility clustering: GARCH(1,1) per asset on the minute shocks,
   ``s2[m+1] = omega + alpha * eps[m]**2 + beta * s2[m]`` (stationary, the
@@ -64,6 +71,8 @@ class SyntheticConfig:
         correlation: Pairwise correlation of the diffusive returns, in [0, 1).
         garch: (alpha, beta) of the GARCH(1,1) variance, alpha + beta < 1.
         jump_sd: Standard deviation of a jump's log size.
+        autocorr: Lag-one autocorrelation of the minute returns in the calm,
+            volatile and trending regimes, each in (-1, 1).
     """
 
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS[:3]
@@ -73,6 +82,7 @@ class SyntheticConfig:
     correlation: float = 0.6
     garch: tuple[float, float] = (0.08, 0.90)
     jump_sd: float = 0.01
+    autocorr: tuple[float, float, float] = (-0.25, 0.0, 0.35)
 
     def __post_init__(self) -> None:
         if not self.symbols or any("/" not in s for s in self.symbols):
@@ -81,6 +91,8 @@ class SyntheticConfig:
             raise ValueError("synthetic duration_s must be >= 60 and rate > 0")
         if not 0 <= self.correlation < 1 or sum(self.garch) >= 1:
             raise ValueError("correlation must be in [0, 1) and garch alpha + beta < 1")
+        if len(self.autocorr) != 3 or any(not -1 < a < 1 for a in self.autocorr):
+            raise ValueError("autocorr must be three values in (-1, 1): calm, volatile, trending")
 
 
 def _regimes(rng: np.random.Generator, minutes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +135,9 @@ def generate(config: SyntheticConfig, seed: int) -> MarketData:
         scale[m] = sd * _VOL_MULT[regime[m]]
         s2 = omega + alpha * (sd * u[m]) ** 2 + beta * s2
     drift = np.where(regime == 2, sign * 0.15, 0.0)[:, None] * sigma_min[None, :]
-    sec_ret = (scale[:, None, :] * z.reshape(minutes, 60, n_assets) / np.sqrt(60.0) + drift[:, None, :] / 60.0).reshape(seconds, n_assets)
+    sec_ret = scale[:, None, :] * z.reshape(minutes, 60, n_assets) / np.sqrt(60.0) + drift[:, None, :] / 60.0
+    _add_autocorrelation(sec_ret, regime, np.asarray(config.autocorr))
+    sec_ret = sec_ret.reshape(seconds, n_assets)
 
     lam = _JUMPS_PER_DAY[regime] / 1440.0
     for common in (True, False):
@@ -145,6 +159,23 @@ def generate(config: SyntheticConfig, seed: int) -> MarketData:
     ]
     desc = f"synthetic: {', '.join(config.symbols)}, {config.duration_s} s, seed {seed}, {sum(map(len, tapes))} trades"
     return MarketData("synthetic", {t.market.market_id: t for t in tapes}, Timeline.merge(tapes), desc)
+
+
+def _add_autocorrelation(sec_ret: np.ndarray, regime: np.ndarray, autocorr: np.ndarray) -> None:
+    """Make minute returns ``r[m] = e[m] + a[regime[m]] * r[m-1]`` in place (spread evenly over the minute's seconds).
+
+    ``sec_ret`` is (minutes, 60, assets); ``e`` are its minute sums before the change.
+    """
+    if not autocorr.any():
+        return
+    phi = autocorr[regime]
+    base = sec_ret.sum(axis=1)  # (minutes, assets)
+    carry = np.zeros_like(base)
+    prev = np.zeros(base.shape[1])
+    for m in range(len(base)):  # sequential over minutes, vectorised over assets
+        carry[m] = phi[m] * prev
+        prev = base[m] + carry[m]
+    sec_ret += carry[:, None, :] / sec_ret.shape[1]
 
 
 def _asset_tape(

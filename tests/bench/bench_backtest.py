@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python tests/bench/bench_backtest.py                  # 5 symbols, January 2024 (44.6k symbol-bars)
     .venv/bin/python tests/bench/bench_backtest.py --full           # 5 symbols x ~72k bars (2024-01-01 .. 09-06)
     .venv/bin/python tests/bench/bench_backtest.py --repeat 3 --chunk 256
+    .venv/bin/python tests/bench/bench_backtest.py --against ../before --pairs 3   # another checkout, A/B
 
 Data: ``--data`` (default ``../shared/data/binance-spot-5m-2024``), the five symbols
 BTC, ETH, SOL, XRP, DOGE against USDT.  This is a speed benchmark, not research: the
@@ -29,9 +30,16 @@ Each repeat times, in this order:
    policy), decision step with risk, paper broker and portfolio), end to end, with the
    seconds of each stage as the run measured them (``BacktestResult.spent``);
 3. the baseline: the same backtest with ``--chunk 1`` (bar time by bar time, as the
-   live flow scores).
+   live flow scores);
+4. on the first repeat, the check: the same chunks fed to the barrier as records
+   (``run_backtest(..., matrices=False)``, the path before the feed matrices), whose fills,
+   equity and positions must be identical (``==``) to the timed run's.
 
-Symbol-bars/s of a stage = symbol-bars of the run / seconds spent in that stage.
+Symbol-bars/s of a stage = symbol-bars of the run / seconds spent in that stage; the last
+table gives each stage's microseconds per symbol-bar (``other`` is the bookkeeping of
+``run_backtest``; ``files, models, set-up`` reading the candle files into bar records, loading
+the models and building the risk engine, broker and portfolio).  On a shared machine the
+wall-clock figures follow the load; the process's CPU time (also printed) much less so.
 Checks on every run: the chunked backtest's fills and equity equal the bar by bar
 one's within float rounding (as ``tests/unit/flows/test_replay.py`` asserts).
 Not a test; machines here are noisy: compare ratios within one invocation.
@@ -40,6 +48,7 @@ Not a test; machines here are noisy: compare ratios within one invocation.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -125,16 +134,24 @@ def features_only(paths: list[Path], end_ms: int | None, records: Any = operator
     return time.perf_counter() - t0, bars
 
 
-def backtest(settings: Settings, paths: list[Path], end_ms: int | None, chunk: int) -> tuple[float, BacktestResult]:
+def backtest(settings: Settings, paths: list[Path], end_ms: int | None, chunk: int,
+             matrices: bool = True) -> tuple[float, BacktestResult]:
     """Time ``run_backtest`` end to end (reading the files included); return (seconds, result)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     streams, tf = _files(paths, None, end_ms)
-    result = run_backtest(settings, streams, tf, None, chunk=chunk)
+    result = run_backtest(settings, streams, tf, None, chunk=chunk, matrices=matrices)
+    result.spent["cpu"] = time.process_time() - c0  # the process's CPU seconds: steadier on a shared machine
     return time.perf_counter() - t0, result
 
 
-def same_trades(a: BacktestResult, b: BacktestResult) -> str:
-    """Return how far two runs' fills and equity are apart (``equal`` when bit for bit)."""
+def same_trades(a: BacktestResult, b: BacktestResult, exact: bool = False) -> str:
+    """Return how far two runs' fills and equity are apart (``equal`` when bit for bit).
+
+    ``exact``: ``identical`` when every fill (all fields) and every equity value is ``==``, else ``DIFFERENT``.
+    """
+    if exact:
+        same = a.fills == b.fills and a.equity == b.equity and a.times == b.times and a.positions == b.positions
+        return ("identical" if same else "DIFFERENT") + f" ({len(a.fills)} fills, {len(a.times)} closes)"
     if len(a.fills) != len(b.fills) or a.times != b.times:
         return f"DIFFERENT: {len(a.fills)} vs {len(b.fills)} fills, {len(a.times)} vs {len(b.times)} closes"
     de = max((abs(x - y) / max(abs(y), 1.0) for x, y in zip(a.equity, b.equity, strict=True)), default=0.0)
@@ -144,6 +161,43 @@ def same_trades(a: BacktestResult, b: BacktestResult) -> str:
                                                                                             strict=True))
     return "equal" if de == dq == 0.0 and sides else f"{'same' if sides else 'DIFFERENT'} fills, " \
         f"max rel diff equity {de:.1e}, qty {dq:.1e}"
+
+
+_CHILD = """
+import json, sys, tempfile, time
+from pathlib import Path
+root, registry, data, end, chunk = sys.argv[1:6]
+sys.path[:0] = [root, root + "/tests/bench"]
+import bench_backtest as bb
+with tempfile.TemporaryDirectory() as tmp:
+    settings = bb.settings_for(Path(registry), Path(tmp), bb.SYMBOLS)
+    c0 = time.process_time()
+    wall, res = bb.backtest(settings, bb.files(Path(data), bb.SYMBOLS), None if end == "-" else int(end), int(chunk))
+    print(json.dumps({"wall": wall, "cpu": time.process_time() - c0, "fills": len(res.fills),
+                      "equity": repr(res.equity[-1]) if res.equity else "-", "bars": len(res.times)}))
+"""
+
+
+def against(other: Path, args: argparse.Namespace, end_ms: int | None, n: int) -> None:
+    """Time ``other``'s checkout and this one, alternating, each run in a fresh process; print both."""
+    out: dict[str, list[dict[str, Any]]] = {"other": [], "this": []}
+    for _ in range(args.pairs):
+        for name, root in (("other", other), ("this", ROOT)):
+            done = subprocess.run([sys.executable, "-c", _CHILD, str(root), str(args.registry), str(args.data),
+                                   "-" if end_ms is None else str(end_ms), str(args.chunk)], capture_output=True,
+                                  text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
+            out[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"\n{other} (other) against this checkout, --chunk {args.chunk}, alternating, a fresh process per run "
+          f"(load average {os.getloadavg()[0]:.1f}):")
+    for name in ("other", "this"):
+        runs = out[name]
+        print(f"  {name:<6} wall " + " ".join(f"{n / r['wall']:>8,.0f}" for r in runs) + "   CPU "
+              + " ".join(f"{n / r['cpu']:>8,.0f}" for r in runs) + f"  symbol-bars/s; {runs[0]['fills']} fills, "
+              f"last equity {runs[0]['equity']}")
+    ratios = " ".join(f"{o['cpu'] / t['cpu']:.2f}x" for o, t in zip(out["other"], out["this"], strict=True))
+    same = all(o["equity"] == t["equity"] and o["fills"] == t["fills"] for o, t in zip(out["other"], out["this"],
+                                                                                     strict=True))
+    print(f"  CPU time other / this, per pair: {ratios}; fills and last equity {'equal' if same else 'DIFFERENT'}")
 
 
 def fmt(bars: int, seconds: float) -> str:
@@ -161,10 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=256, help="bar times per scoring call of the timed backtest")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-baseline", action="store_true", help="skip the --chunk 1 baseline")
+    p.add_argument("--against", type=Path, help="another checkout (e.g. a worktree of the code before a change) "
+                   "to time against this one, alternating, in fresh processes (only that comparison runs)")
+    p.add_argument("--pairs", type=int, default=3, help="runs of each checkout with --against")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the records-path run (same chunks as records, not matrices) that checks bit-identity")
     args = p.parse_args(argv)
     symbols = SYMBOLS
     ensure_registry(args.registry, args.data, symbols)
     paths, end_ms = files(args.data, symbols), None if args.full else _ms(args.end)
+    if args.against is not None:
+        _, n = features_only(paths, end_ms, history_records)
+        against(args.against, args, end_ms, n)
+        return 0
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_for(args.registry, Path(tmp), symbols)
@@ -177,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_baseline:
                 t_1, res_1 = backtest(settings, paths, end_ms, 1)
                 row["chunk 1"], row["spent 1"], row["check"] = t_1, res_1.spent, same_trades(res_n, res_1)
+            if i == 0 and not args.no_check:
+                t_r, res_r = backtest(settings, paths, end_ms, args.chunk, matrices=False)
+                row["records"], row["identical"] = t_r, same_trades(res_n, res_r, exact=True)
+                row["matrix share"] = res_n.matrix_closes / max(len(res_n.times), 1)
             rows.append(row)
             log(f"repeat {i + 1}: {n} symbol-bars; features only {n / f_s:,.0f}/s; chunk {args.chunk} "
                 f"{n / t_n:,.0f}/s" + (f"; chunk 1 {n / row['chunk 1']:,.0f}/s ({row['check']})"
@@ -186,10 +253,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{rows[0]['fills']} fills, registry {args.registry}")
     print(f"{'run':<44}" + "".join(f"{'repeat ' + str(i + 1):>12}" for i in range(len(rows))) + "   (symbol-bars/s)")
     lines = [(f"backtest --chunk {args.chunk}, end to end", [r[f"chunk {args.chunk}"] for r in rows])]
-    lines += [(f"  stage {k}", [r["spent"][k] for r in rows]) for k in rows[0]["spent"] if k != "sink"]
+    lines.append(("same, CPU time of the process", [r["spent"]["cpu"] for r in rows]))
+    lines += [(f"  stage {k}", [r["spent"][k] for r in rows]) for k in rows[0]["spent"] if k not in ("sink", "cpu")]
     if "chunk 1" in rows[0]:
         lines.append(("baseline: backtest --chunk 1, end to end", [r["chunk 1"] for r in rows]))
-        lines += [(f"  stage {k}", [r["spent 1"][k] for r in rows]) for k in rows[0]["spent 1"] if k != "sink"]
+        lines.append(("same, CPU time of the process", [r["spent 1"]["cpu"] for r in rows]))
+        lines += [(f"  stage {k}", [r["spent 1"][k] for r in rows]) for k in rows[0]["spent 1"]
+                  if k not in ("sink", "cpu")]
     lines.append(("features only, streaming operators", [r["features only"] for r in rows]))
     lines.append(("features only, whole arrays (history_records)", [r["history features"] for r in rows]))
     for name, secs in lines:
@@ -197,6 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     if "chunk 1" in rows[0]:
         ratios = " ".join(f"{r['chunk 1'] / r[f'chunk {args.chunk}']:.2f}x" for r in rows)
         print(f"chunk {args.chunk} vs chunk 1 (same run): {ratios}; trades: {rows[-1]['check']}")
+    if "records" in rows[0]:
+        r0 = rows[0]
+        print(f"bar times fed as feed matrices: {r0['matrix share']:.1%}; the same chunks fed as records (the path "
+              f"before, same run): {n / r0['records']:,.0f}/s; fills and equity: {r0['identical']}")
+    best = min(rows, key=lambda r: r[f"chunk {args.chunk}"])
+    spent = {k: v for k, v in best["spent"].items() if k != "cpu"}
+    cost = {**spent, "files, models, set-up": best[f"chunk {args.chunk}"] - sum(spent.values())}
+    print(f"\nwhere the time goes (fastest repeat, --chunk {args.chunk}): microseconds per symbol-bar")
+    for k, v in cost.items():
+        if k != "sink":
+            print(f"  {k:<16}{v / n * 1e6:>8.2f}  ({v / best[f'chunk {args.chunk}']:.0%})")
+    print(f"  {'total':<16}{best[f'chunk {args.chunk}'] / n * 1e6:>8.2f}  = {fmt(n, best[f'chunk {args.chunk}']).strip()} "
+          f"symbol-bars/s (target 50,000 = 20 us); CPU time {best['spent']['cpu'] / n * 1e6:.2f} us = "
+          f"{fmt(n, best['spent']['cpu']).strip()}/s; load average {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -21,6 +21,7 @@ from bytewax.testing import run_main
 
 from flows import feast_store
 from flows.live import build_flow
+from flows.monitoring import metrics as monitoring
 from flows.operators.model_bank import feed_features, services
 from flows.settings import load_settings
 from inference.runners import EnsembleScorer
@@ -33,6 +34,7 @@ from tests.kit.paper import (
 )
 from tests.kit.paper import candle_files as _files
 from tests.kit.paper import decision_table as _table
+from tests.kit.prometheus import free_port, scrape, total
 from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame
 
@@ -49,14 +51,38 @@ def paper_run(shared_data, registry, tmp_path_factory) -> Path:  # noqa: F811
                "CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "0",
                "CRYPTOSTREAM_RISK__SIZING__MIN_REBALANCE_FRACTION": "0",
                "CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url,
-               "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay", "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "3"}
+               "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay", "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "3",
+               "CRYPTOSTREAM_MONITORING__METRICS_PORT": str(port := free_port())}
         settings = load_settings(env=env)
         feast_store.apply(settings)
         gc.unfreeze()
-        run_main(build_flow(settings))
+        try:
+            run_main(build_flow(settings))
+            METRICS.update(scrape(port))
+        finally:
+            monitoring.stop()
         FROZEN["objects"] = gc.get_freeze_count()
         gc.unfreeze()
     return tmp / "var"
+
+
+METRICS: dict[str, float] = {}  # /metrics of the paper run, read when it ended
+
+
+def test_metrics_of_the_run_match_its_stored_orders_fills_and_portfolio(paper_run) -> None:
+    m, total_ = METRICS, lambda name, **labels: total(METRICS, name, **labels)
+    fills, orders = _table(paper_run, "fills"), _table(paper_run, "orders")
+    port = _table(paper_run, "portfolio_state").sort_values("ts")
+    assert total_("cryptostream_fills_total") == len(fills) >= 10
+    assert total_("cryptostream_orders_total", status="NEW") == len(orders)
+    assert total_("cryptostream_closes_total") == len(port)
+    assert total_("cryptostream_equity") == pytest.approx(port.equity.iloc[-1])
+    assert total_("cryptostream_drawdown") == pytest.approx(port.drawdown.iloc[-1])
+    assert total_("cryptostream_kill_switch_engaged") == 0 and "cryptostream_kill_switch_engaged{}" in m
+    for stage in ("scoring", "decision"):
+        assert total_("cryptostream_stage_seconds_count", stage=stage) > 0, stage
+    assert total_("cryptostream_sink_seconds_count", sink="decisions") > 0
+    assert total_("cryptostream_model_version_info", family="ensemble") == 1
 
 
 FROZEN: dict[str, int] = {}  # objects the flow's workers froze once their models were loaded (flows.heap)

@@ -46,6 +46,19 @@ def _settings(registry_root: Path, var: Path, **env: str):
                               "CRYPTOSTREAM_RISK__SIZING__MIN_REBALANCE_FRACTION": "0", **env})
 
 
+def test_the_chunked_backtests_matrices_trade_exactly_as_its_records(shared_data, registry, tmp_path) -> None:  # noqa: F811
+    """Regular bar times go to the barrier as feed matrices: fills and equity bit for bit those of the records."""
+    files = _files(shared_data)
+    runs = [run_backtest(_settings(registry, tmp_path / str(m)), candle_streams(files, _ms(WARM), _ms(END))[0],
+                         "5m", _ms(START), chunk=64, matrices=m) for m in (False, True)]
+    records, matrices = runs
+    assert len(records.fills) >= 10 and len(records.times) == 3 * 288
+    assert records.matrix_closes == 0 and matrices.matrix_closes >= 3 * 288  # the warm-up day's head: records
+    assert matrices.fills == records.fills  # every field of every fill, floats with ==
+    assert matrices.equity == records.equity and matrices.times == records.times
+    assert matrices.positions == records.positions and matrices.benchmark == records.benchmark
+
+
 def _stored(profile: str, var: Path, dsn: str | None, table: str) -> pd.DataFrame:
     if profile == "local":
         return _table(var, table)

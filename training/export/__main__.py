@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flows.cli import HelpFormatter
 from flows.settings import SettingsError, load_settings
 from inference.manifest import ManifestError, resolve_version_dir, verify
 from training.registry import default_root
@@ -22,7 +23,8 @@ from training.registry import default_root
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter)
     p.add_argument("family")
     p.add_argument("--version", default="latest")
     p.add_argument("--registry", type=Path)

@@ -117,3 +117,14 @@ def test_a_first_run_without_feast_apply_registers_the_views_itself(tmp_path, fe
                                      entity_rows=[{"symbol": s} for s in SYMBOLS]).to_dict()
     assert all(v is not None for v in rows["rsi_14"])
     assert feast_store.ensure_applied(settings) is False  # registered now: nothing to do
+
+
+def test_the_default_command_starts_without_a_key_and_says_how_gaps_are_filled(tmp_path, feast_applied,
+                                                                               capsys) -> None:
+    # Issue 17, defect 8: with default settings (fill_gaps on, no exchange.api_key) build_flow used to
+    # stop with "exchange.fill_gaps needs exchange.api_key".
+    settings = settings_for(tmp_path)
+    assert settings.exchange.fill_gaps and settings.exchange.api_key is None
+    flow = build_flow(settings)
+    assert "public aggregated trades" in capsys.readouterr().err
+    assert "id_gaps" in str(flow)  # holes in the trade ids are refetched too (tests/e2e/test_gap_fill.py)

@@ -300,3 +300,47 @@ def test_policy_observations_equal_a_tactical_book_per_symbol_bit_for_bit(reg) -
 def held_value(held, p, column: str) -> float:
     row = held[(held.symbol == p.symbol) & (held.event_timestamp.astype("int64") // 1_000_000 == p.ts)]
     return float(row[column].iloc[0])
+
+
+def test_whole_bar_times_as_a_matrix_give_what_their_records_give_bit_for_bit(reg) -> None:
+    """CloseBarrier.on_history (a replay's regular stretches) against on_items of the same bars and rows."""
+    from flows.operators.scoring import CloseBarrier
+
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    feed = [*FEATS, "rv_15"]
+    held = held.assign(rv_15=held.f1.abs() * 0.01)
+    times = []
+    for t, frame in held.groupby("event_timestamp", sort=True):
+        ts, by = int(t.value // 1_000_000), frame.set_index("symbol")
+        rows = [FeatureRow("bar_features", s, "1h", ts, {k: float(by.at[s, k]) for k in ("ret_1", "f1", "rv_15")})
+                for s in symbols]
+        rows += [FeatureRow("cross_asset_features", s, "1h", ts, {"f2": float(by.at[s, "f2"])}) for s in symbols]
+        x = np.array([[float(by.at[s, k]) for k in feed] for s in symbols])
+        times.append((ts, tuple(_bars(held, ts, symbols)), rows, x))
+
+    def replay(matrices: bool) -> tuple[list, list]:
+        b = ModelBank(root, "1h", policy_family=None, service_features=SERVICES, feed=feed)
+        b.history_mode = True
+        b.policy = policy = _LinearPolicy()
+        barrier = CloseBarrier(ScoringStep(symbols, "1h", b), 1)
+        assert barrier.scoring.takes_matrix()
+        out = barrier.on_items([it for ts, bars, rows, _ in times[:3] for it in (*bars, *rows)])  # records first
+        for k in range(3, len(times), 16):
+            part = times[k:k + 16]
+            if matrices:
+                assert barrier.idle()
+                out += barrier.on_history([p[0] for p in part], [p[1] for p in part], np.vstack([p[3] for p in part]))
+            else:
+                out += barrier.on_items([it for _, bars, rows, _ in part for it in (*bars, *rows)])
+        return out, policy.seen
+
+    want, seen_want = replay(False)
+    got, seen_got = replay(True)
+    assert len(got) == len(times) and all(len(c.predictions) == len(symbols) for c in got[1:])
+    assert repr(got) == repr(want)  # bars, every prediction field, the policy's targets (NaN-safe by repr)
+    assert [o.tobytes() for o in seen_got] == [o.tobytes() for o in seen_want]
+    with pytest.raises(RuntimeError, match="idle"):  # a close waiting on its features: records only
+        barrier = CloseBarrier(ScoringStep(symbols, "1h", bank(root)), 1)
+        barrier.on_items(list(times[0][1]))
+        barrier.on_history([times[1][0]], [times[1][1]], times[1][3])

@@ -149,3 +149,18 @@ def test_risk_and_execution_embed_their_components_configs() -> None:
         assert type(getattr(s, field)).__module__ == module
         with pytest.raises(SettingsError, match=field):
             load_settings(env={f"CRYPTOSTREAM_{field.upper()}__NO_SUCH_FIELD": "1"})
+
+
+@pytest.mark.parametrize(("env", "names"), [
+    ({"CRYPTOSTREAM_BARS__TIMEFRAMES": "1m,2m"}, ["bars.timeframes: 2m has no feature views", "1m, 5m, 1h"]),
+    ({"CRYPTOSTREAM_BARS__TIMEFRAMES": "5m", "CRYPTOSTREAM_SCORING__TIMEFRAME": "1m"},
+     ["scoring.timeframe: 1m is not built", "bars.timeframes is 5m"]),
+])
+def test_cross_field_checks(env: dict[str, str], names: list[str]) -> None:
+    """Timeframes without Feast views, and a scored timeframe that is not built, stop at start (issue 18)."""
+    with pytest.raises(SettingsError) as err:
+        load_settings(env=env)
+    text = str(err.value)
+    assert all(n in text for n in names) and "CRYPTOSTREAM_ =" not in text
+    assert load_settings(env={"CRYPTOSTREAM_BARS__TIMEFRAMES": "1m,1h",
+                              "CRYPTOSTREAM_SCORING__TIMEFRAME": "1h"}).trading_timeframe() == "1h"

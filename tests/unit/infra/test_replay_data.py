@@ -137,3 +137,24 @@ def test_recorded_files_give_the_recorded_trades(data_dir: Path) -> None:
     assert data.tapes["BTCUSDT"].market.price_decimals == 2
     with_books = load_data(ReplayConfig(data=(folder,), streams=("trade", "bookTicker")))
     assert "btcusdt@bookTicker" in with_books.timeline.streams and "btcusdt@depth@100ms" not in with_books.timeline.streams
+
+
+def test_synthetic_market_has_regime_structure_a_model_can_learn() -> None:
+    """Momentum while trending, mean reversion when calm (issue 18: the demo's market was a random walk)."""
+    from infra.replay_exchange.synthetic import SyntheticConfig, _regimes, generate
+
+    def lag_one_by_regime(autocorr: tuple[float, float, float]) -> list[float]:
+        cfg = SyntheticConfig(symbols=("BTC/USDT",), duration_s=2 * 86_400, rate=1.0, autocorr=autocorr)
+        tape = generate(cfg, 11).tapes["BTCUSDT"]
+        last = pd.Series(tape.price, index=tape.ts // 60_000).groupby(level=0).last()
+        r = np.diff(np.log(last.to_numpy()))
+        regime = _regimes(np.random.default_rng(11), 2 * 1440)[0][1:len(r) + 1]  # the generator's first draws
+        same = [(regime[1:] == k) & (regime[:-1] == k) for k in (0, 2)]
+        return [float(np.corrcoef(r[1:][m], r[:-1][m])[0, 1]) for m in same]
+
+    calm, trending = lag_one_by_regime(SyntheticConfig().autocorr)
+    assert calm < -0.1 and trending > 0.2
+    calm0, trending0 = lag_one_by_regime((0.0, 0.0, 0.0))
+    assert abs(calm0) < 0.1 and abs(trending0) < 0.15
+    with pytest.raises(ValueError, match="autocorr"):
+        SyntheticConfig(autocorr=(0.0, 1.0, 0.0))
