@@ -40,6 +40,7 @@ from flows.errors import (
 from flows.execution.config import ExecutionConfig
 from flows.monitoring.alerts import AlertSettings
 from flows.monitoring.config import MonitoringConfig
+from flows.monitoring.dashboard.config import DashboardConfig
 from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.trade_time import TradeTimeConfig
@@ -189,6 +190,8 @@ class Settings(_Frozen):
     stores: StoreConfig = Field(StoreConfig(), description="riding out a TimescaleDB or Redis outage "
                                 "(flows/stores/config.py)")
     log: LogSettings = Field(LogSettings(), description="console and file logging (flows/monitoring/logging.py)")
+    dashboard: DashboardConfig = Field(DashboardConfig(), description="the Streamlit dashboard "
+                                       "(flows/monitoring/dashboard); not part of the run id")
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -221,7 +224,8 @@ class Settings(_Frozen):
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
         doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores",
-                                                    "log", "monitoring"})
+                                                    "log", "monitoring",
+                                                    "dashboard"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.stores.base import (
+    ChangeFeed,
     DecisionReader,
     DecisionWriter,
     EventBus,
     HistoryReader,
     HistoryWriter,
     KillSwitch,
+    MonitorReader,
     SwapTrigger,
 )
 
@@ -69,6 +71,18 @@ class Stores:
         from flows.stores.parquet import ParquetReader
 
         return ParquetReader(self.settings.data_dir)
+
+    def monitor_reader(self) -> MonitorReader:
+        """Return the dashboard's bounded reader of the stored records."""
+        from flows.stores.parquet_monitor import ParquetMonitor
+
+        return ParquetMonitor(self.settings.data_dir)
+
+    def change_feed(self) -> ChangeFeed:
+        """Return what tells the dashboard of new records: the decision directories, polled."""
+        from flows.stores.parquet_monitor import DirectoryChangeFeed
+
+        return DirectoryChangeFeed(self.settings.data_dir)
 
     def kill_switch(self) -> KillSwitch:
         """Return the kill switch (``risk.kill_switch.file``, default ``<data_dir>/KILL``)."""
@@ -150,6 +164,19 @@ class TimescaleStores(Stores):
         from flows.stores.timescale import TimescaleReader
 
         return TimescaleReader(self._dsn())
+
+    def monitor_reader(self) -> MonitorReader:
+        """Return the dashboard's bounded reader (SQL that aggregates or limits on the server)."""
+        from flows.stores.timescale_monitor import TimescaleMonitor
+
+        return TimescaleMonitor(self._dsn())
+
+    def change_feed(self) -> ChangeFeed:
+        """Return the Redis streams of the event bus."""
+        from flows.stores.redis import RedisChangeFeed
+        from flows.stores.schema import DECISIONS
+
+        return RedisChangeFeed(self._redis(), tuple(DECISIONS))
 
     def kill_switch(self) -> KillSwitch:
         """Return the Redis key ``risk.kill_switch.redis_key``."""

@@ -147,3 +147,74 @@ class DecisionReader(Protocol):
     def table(self, table: str) -> pd.DataFrame:
         """Return every stored row of a decision table, sorted by time."""
         ...
+
+
+class MonitorReader(Protocol):
+    """Bounded reads for the dashboard: each returns at most what a page shows, aggregated in the store.
+
+    ``run`` is a ``run_id`` of the decision tables; frames are sorted by time (oldest first)
+    unless said otherwise, with timezone-aware UTC times.
+    """
+
+    def runs(self) -> pd.DataFrame:
+        """Return ``run_id, first, last`` of every run in ``portfolio_state``, the latest run first."""
+        ...
+
+    def equity(self, run: str, points: int) -> pd.DataFrame:
+        """Return ``ts, equity, drawdown, gross_exposure, net_exposure``: the last row of each of about
+        ``points`` equal time buckets (``drawdown``: the bucket's largest)."""
+        ...
+
+    def daily(self, run: str) -> pd.DataFrame:
+        """Return ``day, first, last``: the first and last equity of each UTC day."""
+        ...
+
+    def latest_state(self, run: str) -> dict[str, Any] | None:
+        """Return the run's last ``portfolio_state`` row (JSON columns decoded), ``None`` without rows."""
+        ...
+
+    def symbol_flows(self, run: str) -> pd.DataFrame:
+        """Return ``symbol, fills, bought, sold, fees, net_qty``: the run's fills summed per symbol."""
+        ...
+
+    def fills(self, run: str, limit: int, timeframe: str) -> pd.DataFrame:
+        """Return the last ``limit`` fills with their order's ``decided`` time and ``decision_price``
+        (the close of the ``timeframe`` bar that closed at the decision)."""
+        ...
+
+    def orders(self, run: str, limit: int) -> pd.DataFrame:
+        """Return the last ``limit`` orders."""
+        ...
+
+    def predictions(self, run: str, limit: int) -> pd.DataFrame:
+        """Return the last ``limit`` predictions (``payload`` as JSON text)."""
+        ...
+
+    def risk_events(self, run: str, limit: int) -> pd.DataFrame:
+        """Return the last ``limit`` risk events."""
+        ...
+
+    def risk_counts(self, run: str) -> pd.DataFrame:
+        """Return ``rule, events, last`` per rule of the run's risk events, most frequent first."""
+        ...
+
+    def freshness(self, symbols: Sequence[str], timeframes: Sequence[str]) -> pd.DataFrame:
+        """Return ``group, timeframe, symbol, last``: the newest stored time of bars and of each feature
+        table, per symbol and timeframe (``last`` is NaT when none is stored)."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """Tells the dashboard that new records arrived, and shows the newest ones."""
+
+    def token(self) -> str:
+        """Return a value that changes whenever a decision table gets new records."""
+        ...
+
+    def recent(self, table: str, count: int) -> list[dict[str, Any]]:
+        """Return up to ``count`` of the newest records of a decision table, newest first."""
+        ...
+
+    def where(self) -> str:
+        """Say what is watched (Redis streams, a directory)."""
+        ...

@@ -203,3 +203,29 @@ class RedisSwapKey:
         except redis.RedisError as exc:
             raise StoreUnavailable(f"swap key {self.key} unreadable: {exc}") from exc
         return value
+
+
+class RedisChangeFeed:
+    """:class:`flows.stores.base.ChangeFeed` of the ``timescale`` profile: the event bus's streams."""
+
+    def __init__(self, url: str, tables: tuple[str, ...]) -> None:
+        import redis
+
+        self.keys = [f"cryptostream:{t}" for t in tables]
+        self.redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    def token(self) -> str:
+        """Return the newest entry id of every stream (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for k in self.keys:
+            pipe.xrevrange(k, count=1)
+        return ",".join(r[0][0].decode() if r else "-" for r in pipe.execute())
+
+    def recent(self, table: str, count: int) -> list[dict[str, Any]]:
+        """Return the newest ``count`` records of the table's stream, newest first."""
+        entries: Any = self.redis.xrevrange(f"cryptostream:{table}", count=count)
+        return [orjson.loads(fields[b"data"]) for _, fields in entries]
+
+    def where(self) -> str:
+        """Say which streams are read."""
+        return f"Redis streams {', '.join(self.keys)}"

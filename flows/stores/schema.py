@@ -71,6 +71,25 @@ DECISIONS: dict[str, Table] = {
                              ("run_id", "ts"), json=frozenset({"positions", "state"})),
 }
 TABLES: dict[str, Table] = {**HISTORY, **DECISIONS}
+
+def last_row(table: str, frame: Any) -> dict[str, Any] | None:
+    """Return a frame's last row as a dict with the table's JSON columns decoded (``None`` when empty)."""
+    import json
+
+    if frame.empty:
+        return None
+    row: dict[str, Any] = frame.iloc[-1].to_dict()
+    for c in TABLES[table].json:
+        row[c] = json.loads(row[c]) if isinstance(row[c], (str, bytes)) else row[c]
+    return row
+
+
+def time_order(table: str) -> tuple[str, ...]:
+    """Return the columns that order a table's rows in time: ``ts``, then the rest of its key (ties broken)."""
+    return ("ts", *(k for k in KEYS[table] if k != "ts"))
+
+
+FEATURE_GROUPS: tuple[str, ...] = ("bars", "bar_features", "cross_asset_features")  # the dashboard's freshness rows
 COLUMNS: dict[str, tuple[str, ...]] = {t.name: t.columns for t in TABLES.values()}
 KEYS: dict[str, tuple[str, ...]] = {t.name: t.key for t in TABLES.values()}
 JSON_COLUMNS: frozenset[str] = frozenset().union(*(t.json for t in TABLES.values()))
