@@ -166,6 +166,9 @@ def summary(settings: Settings, counts: Counter[str], took: float, before: dict[
     for i, symbol in enumerate(rows["symbol"]):
         print(f"  Feast online {view_name('bar_features', tf)}[{symbol}]: {_online_line(rows, i, before)}")
     print(open_stores(settings).describe(len(BAR_FEATURES)))
+    dash = settings.dashboard
+    print(f"  dashboard: `cryptostream dashboard` (python -m flows.monitoring.dashboard), then open "
+          f"http://{dash.address}:{dash.port}")
     print(f"  log: {log_file(settings.log, settings.data_dir)} (CRYPTOSTREAM_LOG__LEVEL=INFO shows a status line "
           "per bar close here, DEBUG every bar)")
 
