@@ -39,6 +39,9 @@ _DECIMAL = "0123456789."  # str.strip of these leaves nothing of a plain decimal
 # ``Trade(...)`` runs namedtuple's generated Python ``__new__``; ``tuple.__new__``
 # builds the identical object in C, about half the cost per trade.
 _new_trade = tuple.__new__
+# The event of a REST row the gap fill refused (:mod:`flows.sources.rest_fill`): the fill hands
+# it on like a trade message and this parser makes it a dead letter with the fill's reason.
+REST_REFUSED = "restRefused"
 
 
 def exchange_symbol(symbol: str) -> str:
@@ -83,6 +86,11 @@ def parse_messages(
             if doc.get("e") != "trade":
                 if "result" in doc and "id" in doc:  # subscription acknowledgement
                     continue
+                if doc.get("e") == REST_REFUSED and isinstance(doc.get("reason"), str):
+                    sym = symbols.get(doc["s"]) if isinstance(doc.get("s"), str) else None
+                    dead.append(DeadLetter(source, sym, received_ms, f"refused REST reply: {doc['reason']}",
+                                           _text(msg)))
+                    continue
                 dead.append(DeadLetter(source, None, received_ms, f"not a trade event: {doc.get('e')!r}",
                                        _text(msg)))
                 continue
@@ -123,16 +131,9 @@ def _refusal(doc: dict, symbols: Mapping[str, str], trade_time: TradeTimeConfig,
         return f"bad trade time: {ts!r} (a JSON integer of ms since the epoch)"
     if type(maker) is not bool:
         return f"bad buyer-is-maker flag m: {maker!r} (JSON true or false)"
-    for key, what, (lo, hi) in (("p", "price", PRICE_RANGE), ("q", "quantity", QTY_RANGE)):
-        text = doc[key]
-        if type(text) is not str or text.strip(_DECIMAL):
-            return f"bad {what}: {text!r} (a string of decimal digits, e.g. \"61837.63\")"
-        try:
-            value = float(text)
-        except ValueError:
-            return f"bad {what}: {text!r} (a string of decimal digits, e.g. \"61837.63\")"
-        if not lo <= value <= hi:
-            return f"bad {what}: {text!r} (outside [{lo:g}, {hi:g}])"
+    for key, what, bounds in (("p", "price", PRICE_RANGE), ("q", "quantity", QTY_RANGE)):
+        if (why := decimal_refusal(doc[key], what, bounds)) is not None:
+            return why
     if ts < trade_time.min_ts:
         return (f"implausible trade time: {ts!r} is before trade_time.min_trade_time "
                 f"{trade_time.min_trade_time:%Y-%m-%dT%H:%M:%SZ} (seconds instead of milliseconds?)")
@@ -140,6 +141,20 @@ def _refusal(doc: dict, symbols: Mapping[str, str], trade_time: TradeTimeConfig,
         return (f"implausible trade time: {ts!r} is {(ts - received_ms) / 1000:,.0f} s ahead of the receive "
                 f"clock (trade_time.max_ahead_ms={trade_time.max_ahead_ms}; microseconds, or the host clock is off?)")
     raise AssertionError(f"trade refused for no reason: {doc!r}")  # the two checks above must agree
+
+
+def decimal_refusal(text: object, what: str, bounds: tuple[float, float]) -> str | None:
+    """Return why ``text`` is not a plain decimal string within ``bounds`` (None if it is one)."""
+    lo, hi = bounds
+    if type(text) is not str or not text or text.strip(_DECIMAL):
+        return f"bad {what}: {text!r} (a string of decimal digits, e.g. \"61837.63\")"
+    try:
+        value = float(text)
+    except ValueError:
+        return f"bad {what}: {text!r} (a string of decimal digits, e.g. \"61837.63\")"
+    if not lo <= value <= hi:
+        return f"bad {what}: {text!r} (outside [{lo:g}, {hi:g}])"
+    return None
 
 
 def _text(msg: bytes | str) -> str:

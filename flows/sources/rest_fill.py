@@ -16,7 +16,14 @@ Two ways to fill a gap of trade ids, both through ccxt's ``binance`` client:
 * ``historicalTrades`` (an API key, read-only is enough; weight 25): the single trades.
 
 Either way the trades come back as websocket trade messages, so the flow's one parser
-validates REST replies like websocket messages.
+validates REST replies like websocket messages.  A reply is read as untrusted input: a row
+the fill cannot use (not an object, a missing field, an id, time or flag of the wrong type
+or out of range, a quantity that is not a plain decimal, an aggregate of more than
+:data:`MAX_AGG_TRADES` trades) comes back as a :data:`~flows.operators.parse.REST_REFUSED`
+message, which the parser turns into a dead letter with the reason; a reply that is not a
+list (an error object, junk) or a ccxt error ends that fill as failed, with a warning and
+such a dead letter, and the ids it missed stay a hole for :mod:`flows.sources.id_gaps`.
+A historical trade's price, quantity, time and flag go to the parser unchanged.
 """
 
 from __future__ import annotations
@@ -25,13 +32,22 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+import ccxt
 import orjson
 
 from flows.operators.bars import UNITS
+from flows.operators.parse import MAX_TRADE_ID, PRICE_RANGE, QTY_RANGE, REST_REFUSED, decimal_refusal
 
 log = logging.getLogger(__name__)
 
 PAGE = 1000  # the most rows aggTrades and historicalTrades return
+MAX_AGG_TRADES = 100_000  # trades one aggregate may hold (one taker order at one price); more is refused
+_AGG_FIELDS = ("a", "p", "q", "f", "l", "T", "m")
+_HISTORICAL_FIELDS = ("id", "price", "qty", "time", "isBuyerMaker")
+
+
+class FillFailed(Exception):
+    """A REST reply the fill cannot read at all (not a list); the reason is the message."""
 
 
 class AggTrade(NamedTuple):
@@ -46,10 +62,46 @@ class AggTrade(NamedTuple):
     buyer_is_maker: bool
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> AggTrade:
-        """Return the aggregate of a REST row (ccxt's raw ``publicGetAggTrades`` reply)."""
-        return cls(int(row["a"]), str(row["p"]), str(row["q"]), int(row["f"]), int(row["l"]), int(row["T"]),
-                   bool(row["m"]))
+    def from_row(cls, row: Any) -> AggTrade:
+        """Return the aggregate of a REST row (ccxt's raw ``publicGetAggTrades`` reply).
+
+        Raises:
+            ValueError: the row does not follow Binance's schema (the message says why).
+        """
+        if type(row) is not dict:
+            raise ValueError(f"not a JSON object: {type(row).__name__}")
+        if missing := [k for k in _AGG_FIELDS if k not in row]:
+            raise ValueError(f"missing fields: {','.join(missing)}")
+        for key in ("a", "f", "l", "T"):
+            _check_int(row[key], key)
+        first, last = row["f"], row["l"]
+        if not first <= last < first + MAX_AGG_TRADES:
+            raise ValueError(f"bad trade ids f..l: {first}..{last} (first <= last, at most {MAX_AGG_TRADES:,} trades)")
+        if type(row["m"]) is not bool:
+            raise ValueError(f"bad buyer-is-maker flag m: {row['m']!r} (JSON true or false)")
+        for key, what, bounds in (("p", "price", PRICE_RANGE), ("q", "quantity", QTY_RANGE)):
+            if (why := decimal_refusal(row[key], what, bounds)) is not None:
+                raise ValueError(why)
+        return cls(row["a"], row["p"], row["q"], first, last, row["T"], row["m"])
+
+
+def _check_int(value: Any, name: str) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_TRADE_ID:
+        raise ValueError(f"bad {name}: {_short(value)} (a JSON integer from 0)")
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def refusal_message(market_id: str, endpoint: str, reason: str, reply: Any) -> bytes:
+    """Return a :data:`~flows.operators.parse.REST_REFUSED` message: the parser makes it a dead letter."""
+    doc = {"e": REST_REFUSED, "s": market_id, "endpoint": endpoint, "reason": f"{endpoint}: {reason}"}
+    try:
+        return orjson.dumps({**doc, "row": reply})
+    except (TypeError, ValueError):  # a value JSON cannot carry (an integer beyond 64 bits, a lone surrogate)
+        return orjson.dumps({**doc, "row": _short(reply, 2000).encode("utf-8", "replace").decode()})
 
 
 def units_of(qty: str | float) -> int:
@@ -67,6 +119,28 @@ def trade_message(market_id: str, trade_id: int, ts: int, price: str, qty: str, 
     """Return a trade as Binance's websocket sends it (the flow's parser reads both)."""
     return orjson.dumps({"e": "trade", "E": ts, "s": market_id, "t": trade_id, "p": price, "q": qty, "T": ts,
                          "m": buyer_is_maker, "M": True})
+
+
+def historical_message(market_id: str, row: Any) -> tuple[bytes, int]:
+    """Return a ``historicalTrades`` row as a websocket trade message and its id.
+
+    Only the id is checked here (the fill pages by it); price, quantity, time and flag go
+    on unchanged, for the parser to accept or refuse like a websocket trade's.
+
+    Raises:
+        ValueError: not an object, a field missing, a bad id, a value JSON cannot carry.
+    """
+    if type(row) is not dict:
+        raise ValueError(f"not a JSON object: {type(row).__name__}")
+    if missing := [k for k in _HISTORICAL_FIELDS if k not in row]:
+        raise ValueError(f"missing fields: {','.join(missing)}")
+    _check_int(row["id"], "id")
+    try:
+        msg = orjson.dumps({"e": "trade", "E": row["time"], "s": market_id, "t": row["id"], "p": row["price"],
+                            "q": row["qty"], "T": row["time"], "m": row["isBuyerMaker"], "M": True})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a value JSON cannot carry: {exc}") from None
+    return msg, row["id"]
 
 
 def trade_docs(msgs: Iterable[bytes | str]) -> Iterator[dict[str, Any]]:
@@ -144,6 +218,9 @@ class TradeFiller:
         self.exact = api_key is not None
         self.calls = 0
         self.inexact = 0
+        self.refused = 0  # rows refused
+        self.failed = 0  # replies that were not a list, and ccxt errors
+        self._refused: list[bytes] = []  # refusal messages not yet handed on
 
     @property
     def method(self) -> str:
@@ -151,9 +228,12 @@ class TradeFiller:
         return "historicalTrades" if self.exact else "aggTrades"
 
     def first_id_since(self, market_id: str, since_ms: int) -> int | None:
-        """Return the id of the first trade at or after ``since_ms``."""
-        rows = self._agg({"symbol": market_id, "startTime": since_ms, "limit": 1})
-        return int(rows[0]["f"]) if rows else None
+        """Return the id of the first trade at or after ``since_ms`` (None: none, or the reply failed)."""
+        try:
+            aggs, _ = self._aggs(market_id, {"symbol": market_id, "startTime": since_ms, "limit": 1})
+        except FillFailed:
+            return None
+        return aggs[0].first_id if aggs else None
 
     def trades_from(self, market_id: str, from_id: int, until_id: int | None,
                     known: Mapping[int, int] | None = None, since_ms: int | None = None) -> list[bytes]:
@@ -164,88 +244,146 @@ class TradeFiller:
         time at or before trade ``from_id`` (the last delivered trade's), which saves a search.
         With ``aggTrades`` the trades of the aggregate that holds ``until_id - 1`` are all
         returned, also those at or after ``until_id``: the stream's own copies of them are
-        duplicates the deduper drops, and the split of the aggregate stays exact.
+        duplicates the deduper drops, and the split of the aggregate stays exact.  Rows the
+        fill refused come back as :func:`refusal_message`\ s; a failed reply ends the fill
+        with what it had.
         """
-        if self.exact:
-            return self._historical(market_id, from_id, until_id)
-        known = known or {}
-        agg_id = self._agg_id_of(market_id, from_id, since_ms)
         out: list[bytes] = []
-        while agg_id is not None:
-            rows = self._agg({"symbol": market_id, "fromId": agg_id, "limit": PAGE})
-            aggs = [AggTrade.from_row(r) for r in rows]
-            if until_id is not None:
-                aggs = [a for a in aggs if a.first_id < until_id]
-            msgs, inexact = expand(aggs, known, from_id, market_id)
-            out.extend(msgs)
-            self._warn_inexact(market_id, inexact)
-            if len(rows) < PAGE or len(aggs) < len(rows):
-                break
-            agg_id = aggs[-1].agg_id + 1
-        return out
+        try:
+            if self.exact:
+                self._historical(market_id, from_id, until_id, out)
+            else:
+                self._agg_from(market_id, from_id, until_id, known or {}, since_ms, out)
+        except FillFailed:
+            pass
+        return out + self._take_refused()
 
     def trades_between(self, market_id: str, first_id: int, start_ms: int, end_ms: int,
                        known: Mapping[int, int]) -> list[bytes]:
         """Return the trades from ``first_id`` on, traded in ``[start_ms, end_ms]``, that ``known`` lacks.
 
         For holes in the stream (a trade sent corrupted, a message lost): ``known`` holds the
-        units of the trades delivered around them.
+        units of the trades delivered around them.  Refused rows and failed replies: as
+        :meth:`trades_from`.
         """
-        if self.exact:
-            last = max((i for i in known if i >= first_id), default=first_id)
-            return [m for m in self._historical(market_id, first_id, last + 1) if orjson.loads(m)["t"] not in known]
-        rows = self._agg({"symbol": market_id, "startTime": start_ms, "endTime": end_ms, "limit": PAGE})
-        collected = list(rows)
-        while len(rows) == PAGE:  # more than a page in the window: go on by id (fromId takes no times)
-            page = self._agg({"symbol": market_id, "fromId": int(rows[-1]["a"]) + 1, "limit": PAGE})
-            rows = [r for r in page if int(r["T"]) <= end_ms]
-            collected.extend(rows)
-        msgs, inexact = expand((AggTrade.from_row(r) for r in collected), known, first_id, market_id)
-        self._warn_inexact(market_id, inexact)
-        return msgs
+        out: list[bytes] = []
+        try:
+            if self.exact:
+                last = max((i for i in known if i >= first_id), default=first_id)
+                got: list[bytes] = []
+                self._historical(market_id, first_id, last + 1, got)
+                out = [m for m in got if orjson.loads(m)["t"] not in known]
+            else:
+                aggs, n = self._aggs(market_id, {"symbol": market_id, "startTime": start_ms, "endTime": end_ms,
+                                                 "limit": PAGE})
+                collected = list(aggs)
+                while n == PAGE and aggs:  # more than a page in the window: go on by id (fromId takes no times)
+                    aggs, n = self._aggs(market_id, {"symbol": market_id, "fromId": aggs[-1].agg_id + 1,
+                                                     "limit": PAGE})
+                    aggs = [a for a in aggs if a.ts <= end_ms]
+                    collected.extend(aggs)
+                self._expand(collected, known, first_id, market_id, out)
+        except FillFailed:
+            pass
+        return out + self._take_refused()
 
-    def _agg(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _agg_from(self, market_id: str, from_id: int, until_id: int | None, known: Mapping[int, int],
+                  since_ms: int | None, out: list[bytes]) -> None:
+        agg_id = self._agg_id_of(market_id, from_id, since_ms)
+        while agg_id is not None:
+            aggs, n = self._aggs(market_id, {"symbol": market_id, "fromId": agg_id, "limit": PAGE})
+            page = aggs
+            if until_id is not None:
+                aggs = [a for a in aggs if a.first_id < until_id]
+            self._expand(aggs, known, from_id, market_id, out)
+            if n < PAGE or len(aggs) < len(page) or not page or page[-1].agg_id < agg_id:
+                break  # the last page, past until_id, nothing usable, or ids that do not grow
+            agg_id = page[-1].agg_id + 1
+
+    def _expand(self, aggs: list[AggTrade], known: Mapping[int, int], first_id: int, market_id: str,
+                out: list[bytes]) -> None:
+        msgs, inexact = expand(aggs, known, first_id, market_id)
+        out.extend(msgs)
+        self._warn_inexact(market_id, inexact)
+
+    def _reply(self, market_id: str, endpoint: str, call: Any, params: dict[str, Any]) -> list[Any]:
+        """Return the rows of one REST call; a reply that is not a list or a ccxt error raises FillFailed."""
         self.calls += 1
-        return self.exchange.publicGetAggTrades(params)
+        try:
+            rows = call(params)
+        except ccxt.BaseError as exc:
+            reason, reply = f"request failed: {type(exc).__name__}: {_short(str(exc))}", None
+        else:
+            if type(rows) is list:
+                return rows
+            reason, reply = f"reply is not a list of rows but {type(rows).__name__}", rows
+        self.failed += 1
+        log.warning("%s: REST gap fill failed, %s %s (the trades it would have filled stay missing)",
+                    market_id, endpoint, reason)
+        self._refused.append(refusal_message(market_id, endpoint, reason, reply))
+        raise FillFailed(reason)
+
+    def _aggs(self, market_id: str, params: dict[str, Any]) -> tuple[list[AggTrade], int]:
+        """Return the valid aggregates of one ``aggTrades`` call and its number of rows (refused rows are kept)."""
+        rows = self._reply(market_id, "aggTrades", self.exchange.publicGetAggTrades, params)
+        out = []
+        for row in rows:
+            try:
+                out.append(AggTrade.from_row(row))
+            except ValueError as exc:
+                self._refuse(market_id, "aggTrades", str(exc), row)
+        return out, len(rows)
+
+    def _refuse(self, market_id: str, endpoint: str, reason: str, row: Any) -> None:
+        self.refused += 1
+        self._refused.append(refusal_message(market_id, endpoint, reason, row))
+
+    def _take_refused(self) -> list[bytes]:
+        out, self._refused = self._refused, []
+        return out
 
     def _agg_id_of(self, market_id: str, trade_id: int, since_ms: int | None) -> int | None:
         """Return the id of the aggregate holding ``trade_id`` (or the first one after it); None if none yet."""
         if since_ms is not None:
-            rows = self._agg({"symbol": market_id, "startTime": since_ms, "limit": PAGE})
-            for r in rows:
-                if int(r["l"]) >= trade_id:
-                    return int(r["a"])
-            if len(rows) < PAGE:
+            aggs, n = self._aggs(market_id, {"symbol": market_id, "startTime": since_ms, "limit": PAGE})
+            for a in aggs:
+                if a.last_id >= trade_id:
+                    return a.agg_id
+            if n < PAGE:
                 return None
         # Bisect the aggregate ids: aggregates and their trade ids grow together.
-        latest = self._agg({"symbol": market_id, "limit": 1})
-        if not latest or int(latest[0]["l"]) < trade_id:
+        latest, _ = self._aggs(market_id, {"symbol": market_id, "limit": 1})
+        if not latest or latest[0].last_id < trade_id:
             return None
-        lo, hi = -1, int(latest[0]["a"])  # the aggregate lo ends before trade_id; hi ends at or after it
+        lo, hi = -1, latest[0].agg_id  # the aggregate lo ends before trade_id; hi ends at or after it
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            rows = self._agg({"symbol": market_id, "fromId": mid, "limit": 1})
-            if rows and int(rows[0]["l"]) >= trade_id:
+            rows, _ = self._aggs(market_id, {"symbol": market_id, "fromId": mid, "limit": 1})
+            if rows and rows[0].last_id >= trade_id:
                 hi = mid
             else:
                 lo = mid
         return hi
 
-    def _historical(self, market_id: str, from_id: int, until_id: int | None) -> list[bytes]:
-        out: list[bytes] = []
+    def _historical(self, market_id: str, from_id: int, until_id: int | None, out: list[bytes]) -> None:
+        """Append the single trades ``[from_id, until_id)`` to ``out``, as websocket messages for the parser."""
         while until_id is None or from_id < until_id:
-            self.calls += 1
-            rows = self.exchange.publicGetHistoricalTrades({"symbol": market_id, "fromId": from_id, "limit": PAGE})
+            rows = self._reply(market_id, "historicalTrades", self.exchange.publicGetHistoricalTrades,
+                               {"symbol": market_id, "fromId": from_id, "limit": PAGE})
+            top = None
             for r in rows:
-                tid = int(r["id"])
+                try:
+                    msg, tid = historical_message(market_id, r)
+                except ValueError as exc:
+                    self._refuse(market_id, "historicalTrades", str(exc), r)
+                    continue
                 if until_id is not None and tid >= until_id:
-                    return out
-                out.append(trade_message(market_id, tid, int(r["time"]), str(r["price"]), str(r["qty"]),
-                                         bool(r["isBuyerMaker"])))
-            if len(rows) < PAGE:
-                break
-            from_id = int(rows[-1]["id"]) + 1
-        return out
+                    return
+                out.append(msg)
+                top = tid if top is None else max(top, tid)
+            if len(rows) < PAGE or top is None or top < from_id:
+                break  # the last page, or nothing usable, or ids that do not grow
+            from_id = top + 1
 
     def _warn_inexact(self, market_id: str, agg_ids: list[int]) -> None:
         if agg_ids:
