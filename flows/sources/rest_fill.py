@@ -36,7 +36,13 @@ import ccxt
 import orjson
 
 from flows.operators.bars import UNITS
-from flows.operators.parse import MAX_TRADE_ID, PRICE_RANGE, QTY_RANGE, REST_REFUSED, decimal_refusal
+from flows.operators.parse import (
+    MAX_TRADE_ID,
+    PRICE_RANGE,
+    QTY_RANGE,
+    REST_REFUSED,
+    decimal_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +251,7 @@ class TradeFiller:
         With ``aggTrades`` the trades of the aggregate that holds ``until_id - 1`` are all
         returned, also those at or after ``until_id``: the stream's own copies of them are
         duplicates the deduper drops, and the split of the aggregate stays exact.  Rows the
-        fill refused come back as :func:`refusal_message`\ s; a failed reply ends the fill
+        fill refused come back as refusal messages (:func:`refusal_message`); a failed reply ends the fill
         with what it had.
         """
         out: list[bytes] = []
