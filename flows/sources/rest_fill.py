@@ -88,6 +88,9 @@ class AggTrade(NamedTuple):
         for key, what, bounds in (("p", "price", PRICE_RANGE), ("q", "quantity", QTY_RANGE)):
             if (why := decimal_refusal(row[key], what, bounds)) is not None:
                 raise ValueError(why)
+        if units_of(row["q"]) < last - first + 1:
+            raise ValueError(f"bad quantity: {row['q']!r} (less than a step of 1e-8 for each of its {last - first + 1} "
+                             "trades)")
         return cls(row["a"], row["p"], row["q"], first, last, row["T"], row["m"])
 
 
