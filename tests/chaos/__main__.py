@@ -3,8 +3,8 @@
 Without ``--full``: the bounded forms CI runs (3 kill points per profile, one run per storm,
 a 5 s Redis outage).  ``--full``: 20 random kill points per flow and profile (features; the
 decisions flow with scoring and paper trading), every storm 3 times, 3 TimescaleDB restarts,
-a 60 s Redis outage, about a million fuzzed parser messages and a soak of ``--soak-trades``
-trades.  Needs ../shared/data and TimescaleDB + Redis (``infra/up`` runs if TIMESCALE_DSN and
+a 60 s Redis outage, about a million fuzzed parser messages, about a million fuzzed REST
+reply rows and a soak of ``--soak-trades`` trades.  Needs ../shared/data and TimescaleDB + Redis (``infra/up`` runs if TIMESCALE_DSN and
 REDIS_URL are not set; as root, for the throwaway clusters).  Prints each row as it is done
 and writes the table with the soak's samples to ``--out``.
 """
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             done(chaos.fault_storm(SHARED, tmp, want, name, runs=3 if full else 1, speed=0))
     if "fuzz" not in a.skip:
         done(chaos.fuzz_parser(20_000 if full else 2_000))
+        done(chaos.fuzz_rest_replies(50_000 if full else 2_000))
     if "kills" not in a.skip:
         for profile in ("local", "timescale"):
             done(chaos.sigkill_features(SHARED, tmp, want, profile, kills, per_run, servers))

@@ -7,7 +7,9 @@
   stalls, duplicates, reorders; corruption's repair is defect 5's);
 * TimescaleDB restarted under the running flow (a throwaway cluster);
 * Redis killed for 5 s under the decision step and sink (the long form: 60 s);
-* the parser's fuzz test runs in tests/unit (about 100,000 messages).
+* the parser's fuzz test runs in tests/unit (about 100,000 messages), and so does the REST
+  gap fill's reply fuzz test (``tests/unit/flows/sources/test_rest_fill_replies.py``, about
+  38,000 reply rows).
 
 About 3 minutes on 2 cores.  The long forms (20 kill points per flow and profile, each storm
 3 times, 60 s outage, a million fuzzed messages, the soak): ``python -m tests.chaos --full``

@@ -421,15 +421,27 @@ def redis_outage(tmp: Path, dsn: str, down_s: float, batches_per_s: float = 10.0
     return print_row(row)
 
 
-def fuzz_parser(examples: int) -> Row:
-    """Run the parser's hypothesis fuzz test (``tests/unit/flows/test_parse_schema.py``) with more examples."""
+def _fuzz(test_file: str, examples: int, scenario: str) -> Row:
+    """Run a hypothesis fuzz test's ``fuzzed`` cases with ``examples`` examples; return its row."""
     env = {**os.environ, "CRYPTOSTREAM_FUZZ_EXAMPLES": str(examples)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/unit/flows/test_parse_schema.py", "-k", "fuzzed"],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file, "-k", "fuzzed"],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
-    row = Row(f"fuzz: parser, hypothesis, CRYPTOSTREAM_FUZZ_EXAMPLES={examples} (about {examples * 50:,} messages)")
+    row = Row(scenario)
     row.add(Outcome(error="" if done.returncode == 0 else done.stdout[-500:]))
     return print_row(row)
+
+
+def fuzz_parser(examples: int) -> Row:
+    """Run the parser's hypothesis fuzz test (``tests/unit/flows/test_parse_schema.py``) with more examples."""
+    return _fuzz("tests/unit/flows/test_parse_schema.py", examples,
+                 f"fuzz: parser, hypothesis, CRYPTOSTREAM_FUZZ_EXAMPLES={examples} (about {examples * 50:,} messages)")
+
+
+def fuzz_rest_replies(examples: int) -> Row:
+    """Run the REST gap fill's reply fuzz test (``tests/unit/flows/sources/test_rest_fill_replies.py``)."""
+    return _fuzz("tests/unit/flows/sources/test_rest_fill_replies.py", examples,
+                 f"fuzz: REST replies (aggTrades, historicalTrades), hypothesis, CRYPTOSTREAM_FUZZ_EXAMPLES="
+                 f"{examples} per fill (about {examples * 19:,} rows drawn)")
 
 
 def soak(tmp: Path, trades: int, sample_s: float = 10.0, rate: float = 40.0) -> tuple[Row, list[dict[str, Any]]]:
