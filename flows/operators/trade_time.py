@@ -14,7 +14,9 @@ Two checks, each against a clock the bad trade cannot move:
   or sparse market, a replay of a recording with a hole) and they go on; a trade
   near the latest one arriving first refutes those still far ahead of it, and a
   held trade far ahead of a later held one is refuted too: dead letters with the
-  reason.
+  reason.  Only a trade with a higher id refutes a held one: trade ids grow with
+  time, so a near trade with a lower id is an old one arriving late (a duplicate, a
+  reordered message, a trade refetched from REST) and the held trade stays held.
   This catches a trade one day ahead in a replay, where the host's clock is far
   from the data's.
 
@@ -99,10 +101,13 @@ class TradeTimeGuard:
                     last = ts
                 if held:  # the stream went on near its latest trade: held trades near it go on, the rest were outliers
                     near = [h for h in held if h.ts <= last + jump]
-                    dead.extend(self._refuse(h, last) for h in held if h.ts > last + jump)
+                    # ... unless this trade is older than they are (a lower id: a late copy, a reordered or
+                    # refetched trade): it says nothing of their times, and they stay held
+                    far = [h for h in held if h.ts > last + jump]
+                    dead.extend(self._refuse(h, last) for h in far if h.trade_id <= t.trade_id)
                     ok.extend(near)
                     last = max([last, *(h.ts for h in near)])
-                    held = []
+                    held = [h for h in far if h.trade_id > t.trade_id]
                 continue
             if any(h.trade_id == t.trade_id for h in held):
                 dead.append(DeadLetter("trade_time", t.symbol, ts, "duplicate trade id", repr(tuple(t))))

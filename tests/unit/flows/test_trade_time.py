@@ -145,3 +145,29 @@ def test_pipeline_snapshot_keeps_held_trades_and_the_guard_settings() -> None:
 def test_bad_tolerances_stop_at_start_naming_the_field(env: dict[str, str], field: str) -> None:
     with pytest.raises(SettingsError, match=field.replace(".", r"\.")):
         load_settings(env=env)
+
+
+@pytest.mark.parametrize("late", ["duplicate", "reordered"])
+def test_an_old_trade_arriving_late_does_not_refute_a_held_real_jump(late: str) -> None:
+    # The chaos storm of every fault at once: after a real hole in the recording, the first trades
+    # were held; a late copy of a trade from before the hole (a duplicate, a reordered or a REST-refetched
+    # message) then refuted them as "implausible trade time: ... 23,759 s after the symbol's latest trade".
+    before, after = _tape(5), _tape(5, start=T0 + 5 * M + 23_759_000, first_id=21)
+    old = before[-1] if late == "duplicate" else before[-2]
+    stream = [*before[:-2], *([before[-2], before[-1]] if late == "duplicate" else [before[-1]]), after[0], after[1],
+              old, *after[2:]]
+    bars, dead = _run(SymbolPipeline("BTC/USDT", ("1m",)), stream, batch=1)
+    clean, _ = _run(SymbolPipeline("BTC/USDT", ("1m",)), [*before, *after], batch=1)
+    assert not [d for d in dead if d.reason.startswith("implausible")], dead
+    assert [(b.ts, b.trade_count, b.volume) for b in bars] == [(b.ts, b.trade_count, b.volume) for b in clean]
+
+
+def test_a_later_trade_near_the_latest_still_refutes_a_held_outlier_of_a_lower_id() -> None:
+    guard = TradeTimeGuard()
+    guard.check(_tape(1))
+    outlier = Trade("BTC/USDT", 5, T0 + DAY, 1.0, 1.0, False)
+    late_old = Trade("BTC/USDT", 3, T0 + 30_000, 60_002.0, 0.01, True)  # older than the outlier: no verdict
+    ok, dead = guard.check([outlier, late_old])
+    assert ok == [late_old] and dead == [] and guard.held == [outlier]
+    ok, dead = guard.check([Trade("BTC/USDT", 6, T0 + 60_000, 60_000.0, 0.01, False)])
+    assert [d.ts for d in dead] == [T0 + DAY] and guard.held == []
