@@ -102,11 +102,11 @@ class IdGapRepair:
                 known.update((t.trade_id, units_of(t.qty)) for t in got)
             have = {t.trade_id for t in filled}
             for first, last, _, t_after in holes:
-                lost = [i for i in range(first, last + 1) if i not in have]
-                if lost:
+                if (lost := _missing(first, last, have)) is not None:
+                    n, lo, hi = lost
                     dead.append(DeadLetter("rest_fill", self.symbol, t_after,
-                                           f"unfilled trade ids: {len(lost)} of {first}..{last} not on REST either",
-                                           f'{{"first":{lost[0]},"last":{lost[-1]}}}'))
+                                           f"unfilled trade ids: {n} of {first}..{last} not on REST either",
+                                           f'{{"first":{lo},"last":{hi}}}'))
             self.filled += len(filled)
         out = filled + trades if filled else trades
         self._remember(out)
@@ -124,6 +124,29 @@ class IdGapRepair:
         self.tail.update((t.trade_id, units_of(t.qty)) for t in trades if t.ts == top.ts)
         if len(self.tail) > _TAIL:
             self.tail = dict(sorted(self.tail.items())[-_TAIL:])
+
+
+def _missing(first: int, last: int, have: set[int]) -> tuple[int, int, int] | None:
+    """Return (how many, first, last) of the ids ``first..last`` not in ``have``; None if none.
+
+    Never walks the range itself: a hostile trade id far ahead (``2**62``) makes a hole of
+    that size, which must give one dead letter, not a list of every id in it.
+    """
+    inside = sorted(i for i in have if first <= i <= last)
+    n = last - first + 1 - len(inside)
+    if n <= 0:
+        return None
+    lo = first
+    for i in inside:  # the first id not filled
+        if i != lo:
+            break
+        lo += 1
+    hi = last
+    for i in reversed(inside):
+        if i != hi:
+            break
+        hi -= 1
+    return n, lo, hi
 
 
 def _windows(holes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int]]:

@@ -32,3 +32,18 @@ def test_long_gaps_are_asked_for_an_hour_at_a_time() -> None:
     hour = 3_600_000
     assert _windows([(5, 9, 0, 10), (12, 12, 20, 30)]) == [(5, 0, 30)]
     assert _windows([(5, 9, 0, 2 * hour + 5)]) == [(5, 0, hour), (5, hour + 1, 2 * hour + 1), (5, 2 * hour + 2, 2 * hour + 5)]
+
+
+def test_a_trade_id_far_ahead_is_one_dead_letter_not_a_list_of_every_missing_id() -> None:
+    # A hostile (schema-valid) id 2**62 after id 10 made the old code build a list of 2**62 ids.
+    class Nothing:
+        def trades_between(self, market_id, first_id, start_ms, end_ms, known):
+            return []
+
+    t0 = 1_723_161_600_000
+    repair = IdGapRepair("BTC/USDT")
+    repair.repair([Trade("BTC/USDT", 10, t0, 1.0, 1.0, True)], Nothing(), lambda msgs: ([], []))
+    far = Trade("BTC/USDT", 2**62, t0 + 1, 1.0, 1.0, True)
+    _, (dead,) = repair.repair([Trade("BTC/USDT", 11, t0, 1.0, 1.0, True), far], Nothing(), lambda msgs: ([], []))
+    assert dead.reason == f"unfilled trade ids: {2**62 - 12} of 12..{2**62 - 1} not on REST either"
+    assert dead.payload == f'{{"first":12,"last":{2**62 - 1}}}'
