@@ -3,8 +3,8 @@
 * SIGKILL of the features flow at 3 random points on the timescale profile (the local
   profile's kills: ``tests/e2e/test_recovery.py``, 3 points; the decisions flow's:
   ``tests/e2e/test_decisions_restart.py`` and its timescale twin);
-* one storm of every fault the replay exchange injects except corruption at once (drops,
-  stalls, duplicates, reorders; corruption's repair is defect 5's);
+* one storm of every fault the replay exchange injects at once (drops, stalls, duplicates,
+  reorders, 1 % corrupted messages, whose trades are refetched from REST);
 * TimescaleDB restarted under the running flow (a throwaway cluster);
 * Redis killed for 5 s under the decision step and sink (the long form: 60 s);
 * the parser's fuzz test runs in tests/unit (about 100,000 messages), and so does the REST
@@ -49,9 +49,10 @@ def test_sigkill_at_three_random_points_loses_and_repeats_nothing(shared_data, r
     assert (row.runs, row.failures, row.lost, row.duplicated) == (3, 0, 0, 0), row.line()
 
 
-def test_a_storm_of_every_fault_but_corruption_leaves_the_reference_tables(shared_data, reference,
-                                                                          tmp_path) -> None:
-    row = fault_storm(shared_data, tmp_path, reference, "every fault but corruption", runs=1, speed=0)
+def test_a_storm_of_every_fault_at_once_leaves_the_reference_tables(shared_data, reference, tmp_path) -> None:
+    # With 1 % corruption the corrupted trades are refetched (id_gaps); before the trade-time guard's fix a
+    # late copy of ETH's first trade refuted two held trades after a 6.6 h jump and this run failed.
+    row = fault_storm(shared_data, tmp_path, reference, "all at once", runs=1, speed=0)
     assert (row.failures, row.lost, row.duplicated) == (0, 0, 0), row.line()
 
 
