@@ -162,4 +162,16 @@ def end_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, grace_s: f
             except ProcessLookupError:
                 pass
         break
+    _wait_group_empty(proc.pid, 10.0)
     return proc.returncode
+
+
+def _wait_group_empty(pgid: int, timeout_s: float) -> None:
+    """Wait (bounded) until no process of group ``pgid`` is left: a SIGKILL is delivered, not yet acted on."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)

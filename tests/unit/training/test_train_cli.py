@@ -61,7 +61,8 @@ def test_train_export_and_score(env, capsys) -> None:
     m = read_manifest(reg / "lightgbm" / (reg / "lightgbm" / "latest").read_text().strip())
     assert m.feature_service == "lightgbm_1h_v1" and len(m.metrics["folds"]) == 2
     assert m.parity.max_abs_diff <= 1e-5 and set(m.files) >= {"model.onnx", "model.txt", "oos.csv"}
-    assert (settings.data_dir / "logs" / "lstm" / "final").is_dir() and (settings.data_dir / "logs" / "gnn").is_dir()
+    runs = sorted((settings.data_dir / "logs" / "lstm").iterdir())  # one TensorBoard directory per training run
+    assert len(runs) == 1 and (runs[0] / "final").is_dir() and (settings.data_dir / "logs" / "gnn").is_dir()
 
     services = {}
     for svc in ("lightgbm_1h_v1", "lstm_1h_v1"):
