@@ -32,7 +32,7 @@ LIVE_START = datetime(2024, 1, 1, tzinfo=timezone.utc)  # the replay's synthetic
 QUICK = {"lightgbm": ["--folds", "2"],
          "lstm": ["--folds", "2", "--epochs", "2", "--hidden", "8", "--bptt", "8", "--burn-in", "8", "--segment", "64"],
          "gnn": ["--folds", "2", "--epochs", "2", "--hidden", "8", "--graph-window", "30"],
-         "ensemble": ["--method", "fixed"]}
+         "ensemble": ["--method", "performance"]}
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str) -> None:

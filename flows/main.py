@@ -29,14 +29,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from flows import feast_store
-from flows.bootstrap import bootstrap, registry_summary
+from flows.bootstrap import LIVE_START, bootstrap, registry_summary
 from flows.cli import HelpFormatter
 from flows.exchange.replay_process import replay_process, speed_arg
 from flows.feature_catalog import BAR_FEATURES, view_name
@@ -63,15 +64,43 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
         yield {}
         return
     replay = settings.replay
-    source = ["--data", str(replay.data)] if replay.data else ["--synthetic", ",".join(settings.symbols)]
+    start = None if replay.data else synthetic_start(settings)
+    source = (["--data", str(replay.data)] if start is None else
+              ["--synthetic", ",".join(settings.symbols), "--start", f"{start:%Y-%m-%dT%H:%M:%SZ}"])
     # One connection per symbol: start the replay clock once every symbol is subscribed.
     args = [*source, "--speed", speed_arg(replay.speed), "--seed", str(replay.seed),
             "--wait-for-streams", str(len(settings.symbols))]
     with replay_process(args, port=replay.port, own_group=True) as ex:
-        print(f"replay exchange: {ex.http_url} ({'data ' + str(replay.data) if replay.data else 'synthetic market'}, "
+        market = f"synthetic market from {start:%Y-%m-%d %H:%M} UTC" if start else f"data {replay.data}"
+        print(f"replay exchange: {ex.http_url} ({market}, "
               f"speed {replay.speed or 'max'})", flush=True)
         # No API key: gaps are filled from the public aggTrades, as for a user without one.
         yield {"CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url}
+
+
+def resume_start(stored: Iterable[Any], floor: datetime = LIVE_START) -> datetime:
+    """Return where the synthetic market of a run starts: ``floor`` in a fresh data directory, else
+    the minute after the latest stored time (bar open or ``portfolio_state`` time), so that a rerun
+    continues after the last run and never writes a time twice.
+
+    ``stored`` holds timestamps (``None``/``NaT`` for a table without rows).
+    """
+    known = [pd.Timestamp(t) for t in stored if t is not None and not pd.isna(t)]
+    if not known:
+        return floor
+    last = max(t.tz_localize("UTC") if t.tzinfo is None else t for t in known)
+    after = (last.floor("1min") + pd.Timedelta(minutes=1)).to_pydatetime()
+    return max(after, floor)
+
+
+def synthetic_start(settings: Settings) -> datetime:
+    """Return :func:`resume_start` of the latest bar and ``portfolio_state`` row stored by earlier runs."""
+    stores = open_stores(settings)
+    runs = stores.monitor_reader().runs()
+    bars = stores.history_reader().bars(settings.symbols, settings.bars.timeframes[0], pd.Timestamp(LIVE_START),
+                                        pd.Timestamp("2200-01-01", tz="UTC"), ("symbol", "ts"))
+    return resume_start([runs["last"].max() if len(runs) else None,
+                         pd.to_datetime(bars["ts"], utc=True).max() if len(bars) else None])
 
 
 def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[str]:

@@ -82,7 +82,7 @@ class SyntheticConfig:
     correlation: float = 0.6
     garch: tuple[float, float] = (0.08, 0.90)
     jump_sd: float = 0.01
-    autocorr: tuple[float, float, float] = (-0.25, 0.0, 0.35)
+    autocorr: tuple[float, float, float] = (-0.4, -0.2, 0.4)
 
     def __post_init__(self) -> None:
         if not self.symbols or any("/" not in s for s in self.symbols):
