@@ -177,6 +177,31 @@ def _online_line(rows: dict[str, Any], i: int, before: dict[str, Any] | None) ->
     return shown
 
 
+def trading_lines(settings: Settings, run: str) -> list[str]:
+    """Describe what run ``run`` traded, from the stored decision tables: P&L, fees, fills, sizes, halts."""
+    mon = open_stores(settings).monitor_reader()
+    state = mon.latest_state(run)
+    if state is None:
+        return ["  trading: no portfolio rows stored for this run (the models need 61 bars of features first)"]
+    fills, curve, risk = mon.symbol_flows(run), mon.equity(run, 100_000), mon.risk_counts(run)
+    equity = float(state["equity"])
+    pnl = float(state["realized_pnl"]) + float(state["unrealized_pnl"])
+    traded = float((fills["bought"] + fills["sold"]).sum()) if len(fills) else 0.0
+    n = int(fills["fills"].sum()) if len(fills) else 0
+    peak = float(curve["gross_exposure"].max()) if len(curve) else 0.0
+    halts = int(risk.loc[risk["rule"].str.endswith(":halt"), "events"].sum()) if len(risk) else 0
+    cut = int(risk.loc[~risk["rule"].str.contains(":"), "events"].sum()) if len(risk) else 0
+    lines = [f"  trading: P&L {pnl:+,.2f} (fees {float(fills['fees'].sum()) if n else 0.0:,.2f} included), "
+             f"equity {equity:,.2f}, fills {n}, traded {traded:,.0f} (mean fill {traded / max(n, 1):,.0f}), "
+             f"largest gross exposure {peak:,.0f} ({peak / max(equity, 1e-9):.1%} of equity), max drawdown "
+             f"{float(curve['drawdown'].max()) if len(curve) else 0.0:.3%}, halts {halts}, orders cut by a risk rule {cut}"]
+    held = state.get("positions") or {}
+    for row in fills.itertuples():
+        lines.append(f"    {row.symbol:<10} fills {row.fills}, bought {row.bought:,.0f}, sold {row.sold:,.0f}, "
+                     f"fees {row.fees:,.2f}, holding {float(held.get(row.symbol, 0.0)):.6g}")
+    return lines
+
+
 def summary(settings: Settings, counts: Counter[str], took: float, before: dict[str, Any] | None = None) -> None:
     """Print what the run produced and read the latest features back from Feast."""
     stopped = next((k[len("stopped by: "):] for k in counts if k.startswith("stopped by: ")), "unknown")
@@ -188,6 +213,12 @@ def summary(settings: Settings, counts: Counter[str], took: float, before: dict[
     print(f"  bars decided (status lines, mode {settings.mode}): {counts.get('status', 0)}")
     last = next((k[len("last status: "):] for k in counts if k.startswith("last status: ")), None)
     print(f"  last status: {last or 'none (features still warming up: the models need 61 bars)'}")
+    if not run.startswith("unknown"):
+        for line in trading_lines(settings, run):
+            print(line)
+    if settings.profile == "local":
+        print(f"  decision tables (orders, fills, portfolio_state; this run's run_id {run}): "
+              f"{settings.data_dir / 'decisions'}")
     dead = sum(1 for f in (settings.data_dir / "dead_letters").glob("*.jsonl") for _ in f.open())
     print(f"  dead letters (all runs, {settings.data_dir / 'dead_letters'}): {dead}")
     tf = settings.bars.timeframes[0]
