@@ -191,10 +191,12 @@ def trading_lines(settings: Settings, run: str) -> list[str]:
     peak = float(curve["gross_exposure"].max()) if len(curve) else 0.0
     halts = int(risk.loc[risk["rule"].str.endswith(":halt"), "events"].sum()) if len(risk) else 0
     cut = int(risk.loc[~risk["rule"].str.contains(":"), "events"].sum()) if len(risk) else 0
-    lines = [f"  trading: P&L {pnl:+,.2f} (fees {float(fills['fees'].sum()) if n else 0.0:,.2f} included), "
-             f"equity {equity:,.2f}, fills {n}, traded {traded:,.0f} (mean fill {traded / max(n, 1):,.0f}), "
-             f"largest gross exposure {peak:,.0f} ({peak / max(equity, 1e-9):.1%} of equity), max drawdown "
-             f"{float(curve['drawdown'].max()) if len(curve) else 0.0:.3%}, halts {halts}, orders cut by a risk rule {cut}"]
+    fees = float(fills["fees"].sum()) if n else 0.0
+    drawdown = float(curve["drawdown"].max()) if len(curve) else 0.0
+    lines = [f"  trading: P&L {pnl:+,.2f} (fees {fees:,.2f} included), equity {equity:,.2f}, fills {n}, "
+             f"traded {traded:,.0f} (mean fill {traded / max(n, 1):,.0f}), largest gross exposure {peak:,.0f} "
+             f"({peak / max(equity, 1e-9):.1%} of equity), max drawdown {drawdown:.3%}, halts {halts}, "
+             f"orders cut by a risk rule {cut}"]
     held = state.get("positions") or {}
     for row in fills.itertuples():
         lines.append(f"    {row.symbol:<10} fills {row.fills}, bought {row.bought:,.0f}, sold {row.sold:,.0f}, "
