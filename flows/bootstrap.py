@@ -8,7 +8,8 @@ On a fresh machine ``python -m flows.main`` calls :func:`bootstrap`, which
 2. backfills its 1m klines through ccxt into the profile's offline store
    (``python -m training.backfill exchange ...``);
 3. quick-trains every model on them (``python -m training.train`` lightgbm,
-   lstm, gnn with 2 folds and tiny networks, then the ensemble) and the tactical
+   lstm, gnn with 2 folds and tiny networks, then the ensemble, weighted by the
+   members' out-of-sample AUC so that a member without an edge does not dilute it) and the tactical
    policy (``python -m training.rl train tactical --quick`` and ``export``);
 
 each step a subprocess exactly as a user would type it.  A registry that already
@@ -32,7 +33,7 @@ LIVE_START = datetime(2024, 1, 1, tzinfo=timezone.utc)  # the replay's synthetic
 QUICK = {"lightgbm": ["--folds", "2"],
          "lstm": ["--folds", "2", "--epochs", "2", "--hidden", "8", "--bptt", "8", "--burn-in", "8", "--segment", "64"],
          "gnn": ["--folds", "2", "--epochs", "2", "--hidden", "8", "--graph-window", "30"],
-         "ensemble": ["--method", "fixed"]}
+         "ensemble": ["--method", "performance"]}
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
@@ -64,8 +65,10 @@ def bootstrap(settings: Settings, env: dict[str, str], days: float = 2.0, seed: 
     py = sys.executable
     symbols = list(settings.symbols)
     iso = [start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    # The trade rate is the live replay's (the replay exchange's default): trade_count and the
+    # volume features are then distributed as the models will see them live.
     replay = ["--synthetic", ",".join(settings.symbols), "--seed", str(seed), "--speed", "max",
-              "--rest-horizon", "all", "--start", iso[0], "--end", iso[1], "--rate", "0.5"]
+              "--rest-horizon", "all", "--start", iso[0], "--end", iso[1]]
     with replay_process(replay, env=full) as ex:
         # Move the replay clock to the end so that every bar of the window counts as closed.
         control(ex.http_url, "seek", time=int(end.timestamp() * 1000))

@@ -29,14 +29,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from flows import feast_store
-from flows.bootstrap import bootstrap, registry_summary
+from flows.bootstrap import LIVE_START, bootstrap, registry_summary
 from flows.cli import HelpFormatter
 from flows.exchange.replay_process import replay_process, speed_arg
 from flows.feature_catalog import BAR_FEATURES, view_name
@@ -63,15 +64,43 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
         yield {}
         return
     replay = settings.replay
-    source = ["--data", str(replay.data)] if replay.data else ["--synthetic", ",".join(settings.symbols)]
+    start = None if replay.data else synthetic_start(settings)
+    source = (["--data", str(replay.data)] if start is None else
+              ["--synthetic", ",".join(settings.symbols), "--start", f"{start:%Y-%m-%dT%H:%M:%SZ}"])
     # One connection per symbol: start the replay clock once every symbol is subscribed.
     args = [*source, "--speed", speed_arg(replay.speed), "--seed", str(replay.seed),
             "--wait-for-streams", str(len(settings.symbols))]
     with replay_process(args, port=replay.port, own_group=True) as ex:
-        print(f"replay exchange: {ex.http_url} ({'data ' + str(replay.data) if replay.data else 'synthetic market'}, "
+        market = f"synthetic market from {start:%Y-%m-%d %H:%M} UTC" if start else f"data {replay.data}"
+        print(f"replay exchange: {ex.http_url} ({market}, "
               f"speed {replay.speed or 'max'})", flush=True)
         # No API key: gaps are filled from the public aggTrades, as for a user without one.
         yield {"CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url}
+
+
+def resume_start(stored: Iterable[Any], floor: datetime = LIVE_START) -> datetime:
+    """Return where the synthetic market of a run starts: ``floor`` in a fresh data directory, else
+    the minute after the latest stored time (bar open or ``portfolio_state`` time), so that a rerun
+    continues after the last run and never writes a time twice.
+
+    ``stored`` holds timestamps (``None``/``NaT`` for a table without rows).
+    """
+    known = [pd.Timestamp(t) for t in stored if t is not None and not pd.isna(t)]
+    if not known:
+        return floor
+    last = max(t.tz_localize("UTC") if t.tzinfo is None else t for t in known)
+    after = (last.floor("1min") + pd.Timedelta(minutes=1)).to_pydatetime()
+    return max(after, floor)
+
+
+def synthetic_start(settings: Settings) -> datetime:
+    """Return :func:`resume_start` of the latest bar and ``portfolio_state`` row stored by earlier runs."""
+    stores = open_stores(settings)
+    runs = stores.monitor_reader().runs()
+    bars = stores.history_reader().bars(settings.symbols, settings.bars.timeframes[0], pd.Timestamp(LIVE_START),
+                                        pd.Timestamp("2200-01-01", tz="UTC"), ("symbol", "ts"))
+    return resume_start([runs["last"].max() if len(runs) else None,
+                         pd.to_datetime(bars["ts"], utc=True).max() if len(bars) else None])
 
 
 def run_flow(settings: Settings, env: dict[str, str], workers: int) -> Counter[str]:
@@ -148,6 +177,33 @@ def _online_line(rows: dict[str, Any], i: int, before: dict[str, Any] | None) ->
     return shown
 
 
+def trading_lines(settings: Settings, run: str) -> list[str]:
+    """Describe what run ``run`` traded, from the stored decision tables: P&L, fees, fills, sizes, halts."""
+    mon = open_stores(settings).monitor_reader()
+    state = mon.latest_state(run)
+    if state is None:
+        return ["  trading: no portfolio rows stored for this run (the models need 61 bars of features first)"]
+    fills, curve, risk = mon.symbol_flows(run), mon.equity(run, 100_000), mon.risk_counts(run)
+    equity = float(state["equity"])
+    pnl = float(state["realized_pnl"]) + float(state["unrealized_pnl"])
+    traded = float((fills["bought"] + fills["sold"]).sum()) if len(fills) else 0.0
+    n = int(fills["fills"].sum()) if len(fills) else 0
+    peak = float(curve["gross_exposure"].max()) if len(curve) else 0.0
+    halts = int(risk.loc[risk["rule"].str.endswith(":halt"), "events"].sum()) if len(risk) else 0
+    cut = int(risk.loc[~risk["rule"].str.contains(":"), "events"].sum()) if len(risk) else 0
+    fees = float(fills["fees"].sum()) if n else 0.0
+    drawdown = float(curve["drawdown"].max()) if len(curve) else 0.0
+    lines = [f"  trading: P&L {pnl:+,.2f} (fees {fees:,.2f} included), equity {equity:,.2f}, fills {n}, "
+             f"traded {traded:,.0f} (mean fill {traded / max(n, 1):,.0f}), largest gross exposure {peak:,.0f} "
+             f"({peak / max(equity, 1e-9):.1%} of equity), max drawdown {drawdown:.3%}, halts {halts}, "
+             f"orders cut by a risk rule {cut}"]
+    held = state.get("positions") or {}
+    for row in fills.itertuples():
+        lines.append(f"    {row.symbol:<10} fills {row.fills}, bought {row.bought:,.0f}, sold {row.sold:,.0f}, "
+                     f"fees {row.fees:,.2f}, holding {float(held.get(row.symbol, 0.0)):.6g}")
+    return lines
+
+
 def summary(settings: Settings, counts: Counter[str], took: float, before: dict[str, Any] | None = None) -> None:
     """Print what the run produced and read the latest features back from Feast."""
     stopped = next((k[len("stopped by: "):] for k in counts if k.startswith("stopped by: ")), "unknown")
@@ -159,6 +215,12 @@ def summary(settings: Settings, counts: Counter[str], took: float, before: dict[
     print(f"  bars decided (status lines, mode {settings.mode}): {counts.get('status', 0)}")
     last = next((k[len("last status: "):] for k in counts if k.startswith("last status: ")), None)
     print(f"  last status: {last or 'none (features still warming up: the models need 61 bars)'}")
+    if not run.startswith("unknown"):
+        for line in trading_lines(settings, run):
+            print(line)
+    if settings.profile == "local":
+        print(f"  decision tables (orders, fills, portfolio_state; this run's run_id {run}): "
+              f"{settings.data_dir / 'decisions'}")
     dead = sum(1 for f in (settings.data_dir / "dead_letters").glob("*.jsonl") for _ in f.open())
     print(f"  dead letters (all runs, {settings.data_dir / 'dead_letters'}): {dead}")
     tf = settings.bars.timeframes[0]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from flows.main import _online_line
+from pathlib import Path
+
+import pytest
+
+from flows.main import _online_line, trading_lines
+from flows.settings import load_settings
+from flows.stores import open_stores
+from tests.kit.dashboard_store import fill_store
 
 
 def _rows(ts: int, rsi: float | None = 55.0) -> dict[str, list]:
@@ -21,3 +28,22 @@ def test_features_left_by_an_earlier_run_are_stale() -> None:
 
 def test_cold_features() -> None:
     assert _online_line(_rows(0, rsi=None), 0, None).startswith("not warm yet")
+
+
+def test_trading_lines_report_the_runs_fills_fees_and_pnl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRYPTOSTREAM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CRYPTOSTREAM_PROFILE", "local")
+    settings = load_settings(None, symbols="BTC/USDT,ETH/USDT")
+    stores = open_stores(settings)
+    fill_store(stores, ["BTC/USDT", "ETH/USDT"], 300, run_id="demo-run")
+    fills = stores.decision_reader().table("fills")
+    state = stores.monitor_reader().latest_state("demo-run")
+    assert state is not None and len(fills) > 10
+    head, *per_symbol = trading_lines(settings, "demo-run")
+    pnl = state["realized_pnl"] + state["unrealized_pnl"]
+    assert head.startswith(f"  trading: P&L {pnl:+,.2f} (fees {fills.fee.sum():,.2f} included)")
+    assert f"fills {len(fills)}," in head and f"equity {state['equity']:,.2f}" in head
+    assert [line.split()[0] for line in per_symbol] == ["BTC/USDT", "ETH/USDT"]
+    btc = fills[fills.symbol == "BTC/USDT"]
+    assert f"fills {len(btc)}, bought {(btc.qty * btc.price)[btc.side == 'buy'].sum():,.0f}" in per_symbol[0]
+    assert trading_lines(settings, "another-run")[0].startswith("  trading: no portfolio rows stored for this run")
