@@ -142,6 +142,15 @@ def _written(source: Any, repo_path: Path | None) -> bool:
     return path.is_file() or (path.is_dir() and next(path.rglob("*.parquet"), None) is not None)
 
 
+def _no_rows(config: Any, data_source: Any, join_keys: list[str], features: list[str], timestamp_field: str,
+             created: str | None) -> _NoRowsJob | None:
+    """Return an empty job for a source whose parquet history was never written, else None."""
+    repo = Path(config.repo_path) if getattr(config, "repo_path", None) else None
+    if _written(data_source, repo):
+        return None
+    return _NoRowsJob([*join_keys, *features, timestamp_field, *([created] if created else [])])
+
+
 class ParquetOfflineStore(DuckDBOfflineStore):
     """Feast's DuckDB offline store with the point-in-time join as DuckDB's ``ASOF JOIN``.
 
@@ -155,26 +164,16 @@ class ParquetOfflineStore(DuckDBOfflineStore):
                                         feature_name_columns: list[str], timestamp_field: str,
                                         created_timestamp_column: str | None, start_date: datetime,
                                         end_date: datetime) -> RetrievalJob:
-        repo = Path(config.repo_path) if getattr(config, "repo_path", None) else None
-        if not _written(data_source, repo):
-            cols = [*join_key_columns, *feature_name_columns, timestamp_field]
-            return _NoRowsJob(cols + ([created_timestamp_column] if created_timestamp_column else []))
-        return DuckDBOfflineStore.pull_latest_from_table_or_query(
-            config, data_source, join_key_columns, feature_name_columns, timestamp_field,
-            created_timestamp_column, start_date, end_date)
+        args = (config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column)
+        return _no_rows(*args) or DuckDBOfflineStore.pull_latest_from_table_or_query(*args, start_date, end_date)
 
     @staticmethod
     def pull_all_from_table_or_query(config: Any, data_source: Any, join_key_columns: list[str],
                                      feature_name_columns: list[str], timestamp_field: str,
                                      created_timestamp_column: str | None = None, start_date: datetime | None = None,
                                      end_date: datetime | None = None) -> RetrievalJob:
-        repo = Path(config.repo_path) if getattr(config, "repo_path", None) else None
-        if not _written(data_source, repo):
-            cols = [*join_key_columns, *feature_name_columns, timestamp_field]
-            return _NoRowsJob(cols + ([created_timestamp_column] if created_timestamp_column else []))
-        return DuckDBOfflineStore.pull_all_from_table_or_query(
-            config, data_source, join_key_columns, feature_name_columns, timestamp_field,
-            created_timestamp_column, start_date, end_date)
+        args = (config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column)
+        return _no_rows(*args) or DuckDBOfflineStore.pull_all_from_table_or_query(*args, start_date, end_date)
 
     @staticmethod
     def get_historical_features(config: Any, feature_views: list[Any], feature_refs: list[str],
