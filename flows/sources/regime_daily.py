@@ -71,7 +71,7 @@ def load_daily_inputs(directory: str | Path | None, publication_lag_hours: float
         path = d / fname
         if not path.is_file():
             continue
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, float_precision="round_trip")  # the exact values written, not within an ulp
         missing = [c for c in ("date", col) if c not in df.columns]
         if missing:
             raise ValueError(f"{path}: missing columns {missing}")
