@@ -48,6 +48,9 @@ def decision_config(settings: Settings) -> dict[str, Any]:
     strategy = getattr(settings, "strategy", None)
     if strategy is not None:
         doc["strategy"] = strategy.model_dump(mode="json")
+    regime = getattr(settings, "regime", None)
+    if regime is not None and regime.source != "off":  # off leaves the hashes of earlier verdicts as they were
+        doc["regime"] = regime.model_dump(mode="json")
     return doc
 
 

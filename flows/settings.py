@@ -43,6 +43,7 @@ from flows.monitoring.config import MonitoringConfig
 from flows.monitoring.dashboard.config import DashboardConfig
 from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
+from flows.operators.regime import RegimeConfig
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
 from flows.stores.config import StoreConfig
@@ -183,6 +184,8 @@ class Settings(_Frozen):
                                        "(flows/execution/config.py)")
     initial_cash: float = Field(10_000.0, gt=0.0, description="paper portfolio starting cash (quote currency)")
     strategy: StrategySettings = Field(StrategySettings(), description="decision logic (flows/strategies)")
+    regime: RegimeConfig = Field(RegimeConfig(), description="the market regime the strategies see "
+                                 "(flows/operators/regime.py)")
     monitoring: MonitoringConfig = Field(MonitoringConfig(), description="Prometheus /metrics port "
                                          "(flows/monitoring/config.py); not part of the run id")
     alerts: AlertSettings = Field(AlertSettings(), description="webhook / Telegram alerts "

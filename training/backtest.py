@@ -76,6 +76,8 @@ class BacktestResult:
     # seconds per stage: features (bars through the operators), scoring, decisions, sink, other (bookkeeping)
     spent: dict[str, float] = field(default_factory=dict)
     matrix_closes: int = 0  # bar times the replay fed as feed matrices (the rest as records)
+    # the regime label known at each close (settings' regime; None: off or warming up)
+    regimes: list[str | None] = field(default_factory=list)
 
     def summary(self, timeframe: str, vol_target: float = 0.2, vol_bars: int = 24 * 30) -> dict[str, Any]:
         """Return the strategy's figures (``training.performance``) beside buy-and-hold, vol-targeted and cash.
@@ -214,6 +216,7 @@ def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: 
         elif isinstance(item, PortfolioRow):
             result.times.append(item.ts)
             result.equity.append(float(item.state["equity"]))
+            result.regimes.append(item.state.get("regime"))
             last = {b.symbol: b.close for b in bars[item.ts]}
             rel = [last[s] / p for s, p in first.items() if s in last]
             result.benchmark.append(sum(rel) / len(rel) if rel else 1.0)
@@ -234,6 +237,8 @@ def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) ->
     lines = ["ts,equity,strategy_growth,buy_and_hold_growth"]
     lines += [f"{utc(t).isoformat()},{e:.6f},{e / e0:.8f},{b:.8f}"
               for t, e, b in zip(result.times, result.equity, result.benchmark, strict=True)]
+    if any(result.regimes):  # the regime known at each close: the per-regime breakdown and the gate read it
+        lines = [f"{line},{r or ''}" for line, r in zip(lines, ["regime", *result.regimes], strict=True)]
     (out / "equity.csv").write_text("\n".join(lines) + "\n")
     fills = ["ts,client_order_id,symbol,side,qty,price,fee,liquidity"]
     fills += [f"{utc(f.ts).isoformat()},{f.client_order_id},{f.symbol},{f.side},{f.qty!r},{f.price!r},{f.fee!r},"

@@ -41,21 +41,20 @@ import pandas as pd
 from flows.cli import HelpFormatter
 from flows.operators.regime import (
     DAILY_INPUTS,
+    FAMILY,
     HOUR_MS,
     INPUTS,
+    MODEL_FILE,
     REGIMES,
     HmmRegime,
     RegimeModel,
     RegimeTracker,
     RuleRegime,
     classify,
-    load_model,
+    resolve_model,
 )
 from flows.sources.regime_daily import DailyInputs, load_daily_inputs
 from inference.manifest import LATEST_FILE
-
-FAMILY = "regime"
-MODEL_FILE = "regime.json"
 
 
 def hourly_closes(path: str | Path, start: str | None = None, end: str | None = None) -> pd.Series:
@@ -134,21 +133,6 @@ def save_model(model: HmmRegime, registry: Path) -> Path:
     (d / MODEL_FILE).write_text(blob + "\n")
     (registry / FAMILY / LATEST_FILE).write_text(version + "\n")
     return d / MODEL_FILE
-
-
-def resolve_model(spec: str | Path | None, registry: Path | None) -> HmmRegime | RuleRegime:
-    """Return the model ``spec`` names: a file, ``latest`` (of ``registry``), or ``rules`` / None (the rules)."""
-    if spec is None or str(spec) == "rules":
-        return RuleRegime()
-    if str(spec) == "latest":
-        if registry is None:
-            raise ValueError("regime model 'latest' needs a registry (--registry / scoring.registry)")
-        pointer = registry / FAMILY / LATEST_FILE
-        if not pointer.is_file():
-            raise ValueError(f"no fitted regime model under {registry} (no {pointer}); run "
-                             "`python -m training.regime fit CANDLES... --registry DIR`")
-        return load_model(registry / FAMILY / pointer.read_text().strip() / MODEL_FILE)
-    return load_model(spec)
 
 
 def labels(closes: pd.Series, model: RegimeModel, daily: DailyInputs | None) -> pd.DataFrame:

@@ -45,6 +45,7 @@ from flows.strategies.base import Context, Strategy, features_of
 if TYPE_CHECKING:
     from typing import Self
 
+    from flows.operators.regime import RegimeFeed, RegimeState
     from flows.portfolio import PortfolioSnapshot
     from flows.risk.config import RiskConfig
     from flows.risk.engine import RiskDecision
@@ -141,6 +142,7 @@ class DecisionDeps:
     intent: Callable[[Prediction, float, float], OrderIntent]  # (prediction, qty_delta, price) -> intent
     kill_active: Callable[[], KillStatus | bool] = field(default=_never_killed)  # truthy when engaged
     stopping: Callable[[], bool] = field(default=_never_killed)  # a clean stop is under way: no new orders
+    regime: RegimeFeed | None = None  # the market regime each context carries (None: ``regime`` stays None)
 
 
 class DecisionStep:
@@ -163,7 +165,9 @@ class DecisionStep:
             k: tuple(v) for k, v in s.get("last_signal", {}).items()}  # type: ignore[misc]
         self.prices: dict[str, float] = dict(s.get("prices", {}))
         self.fills: int = int(s.get("fills", 0))
-        self._saved: dict[str, Any] = {k: s[k] for k in ("portfolio", "risk", "broker", "strategy") if k in s}
+        self._saved: dict[str, Any] = {k: s[k] for k in ("portfolio", "risk", "broker", "strategy", "regime")
+                                       if k in s}
+        self.regime: RegimeState | None = None  # the regime known at the last close worked
         self._order = {sym: i for i, sym in enumerate(self.symbols)}
         self.deps: DecisionDeps = None  # type: ignore[assignment]  # set by attach()
         if deps is not None:
@@ -175,6 +179,9 @@ class DecisionStep:
             deps.portfolio = type(deps.portfolio).from_state(self._saved["portfolio"])
             deps.risk = type(deps.risk).from_state(self._saved["risk"], deps.risk.config)  # today's limits
             deps.broker.restore(self._saved["broker"])
+            if deps.regime is not None and self._saved.get("regime") is not None:
+                deps.regime.restore(self._saved["regime"])  # a snapshot from before the regime: it starts fresh
+                self.regime = deps.regime.tracker.last
             saved, name = self._saved["strategy"], strategy_id(deps.strategy)
             if saved["class"] == name:
                 deps.strategy.from_state(saved["state"])
@@ -250,6 +257,8 @@ class DecisionStep:
             risk.on_bar(bar.symbol, bar.ts, (bar.close / prev - 1.0) if prev else 0.0)
             prices[bar.symbol] = bar.close
         portfolio.mark(prices, t)
+        if d.regime is not None:
+            self.regime = d.regime.on_close(t, prices)
         if preds:
             if kill is None:
                 kill = d.kill_active()  # read once per close (a KillStatus carries ``flatten``)
@@ -261,13 +270,18 @@ class DecisionStep:
         snap = portfolio.snapshot()
         state = snap._asdict()
         state["full"] = portfolio.row_state()
+        regime = self.regime
+        if d.regime is not None:  # the regime as a per-close feature of the stored portfolio rows
+            state["regime"] = None if regime is None else regime.label
+            state["regime_score"] = None if regime is None else regime.score
         out.append(PortfolioRow(t, state))
         held, signals = snap.positions, self.last_signal
         phases = risk.halt_phases()
         out.append(Status(t, snap.equity, snap.drawdown, self.fills,
                           tuple([(s, held.get(s, 0.0)) for s in self.symbols]),
                           tuple([(s, signals.get(s)) for s in self.symbols]),
-                          tuple(sorted(phases.items())) if phases else ()))
+                          tuple(sorted(phases.items())) if phases else (),
+                          None if regime is None else regime.label))
         return out
 
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:
@@ -278,7 +292,8 @@ class DecisionStep:
         strategy = d.strategy
         target = strategy.decide(Context(p.symbol, p.ts, price, snap.positions.get(p.symbol, 0.0), snap.equity,
                                          features_of(p), p.probability, p.confidence, p.signal,
-                                         None if rl != rl else rl, None, getattr(p, "horizon", None), snap, p))
+                                         None if rl != rl else rl, None if self.regime is None else self.regime.score,
+                                         getattr(p, "horizon", None), snap, p))
         confidence = p.confidence if strategy.sizing is None else 1.0  # a strategy that sizes itself: no scaling
         dec = d.risk.decide(p.symbol, p.ts, target.fraction, confidence, price, p.volatility, snap, kill, None)
         out: list[Any] = list(dec.rejections)
@@ -305,7 +320,8 @@ class DecisionStep:
         d = self.deps
         saved: dict[str, Any] = self._saved or {
             "portfolio": d.portfolio.to_state(), "risk": d.risk.to_state(), "broker": d.broker.snapshot(),
-            "strategy": {"class": strategy_id(d.strategy), "state": d.strategy.to_state()}}
+            "strategy": {"class": strategy_id(d.strategy), "state": d.strategy.to_state()},
+            "regime": None if d.regime is None else d.regime.tracker.snapshot()}
         return {"kind": "decisions", "version": self.VERSION, "symbols": list(self.symbols), "tf_ms": self.tf_ms,
                 **saved, "bars": {str(t): {s: tuple(b) for s, b in v.items()} for t, v in self.bars.items()},
                 "preds": {str(t): [tuple(p) for p in v] for t, v in self.preds.items()},

@@ -41,14 +41,17 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 REGIMES: tuple[str, ...] = ("bull/high vol", "bull/low vol", "sideways/high vol", "sideways/low vol",
                             "bear/high vol", "bear/low vol")
 INPUTS: tuple[str, ...] = ("trend", "vol", "funding", "sentiment")
 DAILY_INPUTS: tuple[str, ...] = ("funding", "sentiment")
+FAMILY = "regime"  # the registry family of fitted models: <registry>/regime/<version>/regime.json
+MODEL_FILE = "regime.json"
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 _HOURS_PER_YEAR = 24 * 365
@@ -175,6 +178,36 @@ class RegimeModel(Protocol):
         ...
 
 
+class RegimeConfig(BaseModel):
+    """Where the stream's regime comes from (``Settings.regime``, ``CRYPTOSTREAM_REGIME__...``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    source: Literal["off", "rules", "model"] = Field(
+        "off", description="off: no regime (the strategies see None); rules: RuleRegime; model: a fitted HMM")
+    model: Path | None = Field(None, description="the fitted model's regime.json; unset = the registry's latest "
+                               "(python -m training.regime fit)")
+    symbol: str | None = Field(None, description="the reference price; unset = the first of symbols")
+    daily_dir: Path | None = Field(None, description="daily funding_rates.csv / fear_greed.csv; unset = prices alone")
+    publication_lag_hours: float = Field(0.0, ge=0.0, description="a daily value is known this long after its "
+                                         "day ends")
+
+
+def resolve_model(spec: str | Path | None, registry: Path | None) -> HmmRegime | RuleRegime:
+    """Return the model ``spec`` names: a file, ``latest`` (of ``registry``), or ``rules`` / None (the rules)."""
+    if spec is None or str(spec) == "rules":
+        return RuleRegime()
+    if str(spec) == "latest":
+        if registry is None:
+            raise ValueError("regime model 'latest' needs a registry (--registry / scoring.registry)")
+        pointer = registry / FAMILY / "latest"
+        if not pointer.is_file():
+            raise ValueError(f"no fitted regime model under {registry} (no {pointer}); run "
+                             "`python -m training.regime fit CANDLES... --registry DIR`")
+        return load_model(registry / FAMILY / pointer.read_text().strip() / MODEL_FILE)
+    return load_model(spec)
+
+
 def load_model(path: str | Path) -> HmmRegime | RuleRegime:
     """Read a model written by :meth:`HmmRegime.to_json` (or a rules file: ``{"kind": "rules", ...}``)."""
     p = Path(path)
@@ -284,3 +317,54 @@ def classify(times_ms: Sequence[int] | np.ndarray, prices: Sequence[float] | np.
     for ts, px in zip(np.asarray(times_ms, np.int64).tolist(), np.asarray(prices, float).tolist(), strict=True):
         out.append(tracker.on_close(ts, px, None if daily is None or ts % model.sample_ms else daily.at(ts)))
     return out
+
+
+class DailyAt(Protocol):
+    """The daily inputs known at a time (:class:`flows.sources.regime_daily.DailyInputs`)."""
+
+    def at(self, ts_ms: int) -> dict[str, float]:
+        """Return each input's value known before ``ts_ms``."""
+        ...
+
+
+class RegimeFeed:
+    """The decision step's regime: a tracker of one symbol's closes, with the daily inputs known at each."""
+
+    def __init__(self, symbol: str, model: RegimeModel, daily: DailyAt | None = None) -> None:
+        """Track ``symbol`` with ``model``; ``daily`` supplies funding and sentiment (None: prices alone)."""
+        self.symbol, self.model, self.daily = symbol, model, daily
+        self.tracker = RegimeTracker(model)
+
+    def on_close(self, ts: int, prices: Mapping[str, float]) -> RegimeState | None:
+        """Return the regime known at close ``ts`` from the symbol's close in ``prices``."""
+        px = prices.get(self.symbol)
+        if px is None:
+            return self.tracker.last
+        daily = None if self.daily is None or ts % self.model.sample_ms else self.daily.at(ts)
+        return self.tracker.on_close(ts, px, daily)
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`RegimeTracker.snapshot`."""
+        self.tracker = RegimeTracker(self.model, state)
+
+
+def build_feed(cfg: RegimeConfig, symbols: Sequence[str], tf_ms: int, registry: Path) -> RegimeFeed | None:
+    """Return the feed the settings ask for (None when ``source`` is off).
+
+    Raises:
+        ValueError: naming the field, for a symbol not traded, a model that cannot be read, or a
+            timeframe that does not divide the model's sampling step.
+    """
+    from flows.sources.regime_daily import load_daily_inputs
+
+    if cfg.source == "off":
+        return None
+    symbol = cfg.symbol or symbols[0]
+    if symbol not in symbols:
+        raise ValueError(f"regime.symbol: {symbol} is not traded (symbols: {', '.join(symbols)})")
+    model = RuleRegime() if cfg.source == "rules" else resolve_model(cfg.model or "latest", registry)
+    if model.sample_ms % tf_ms:
+        raise ValueError(f"regime: the trading timeframe ({tf_ms} ms) must divide the model's sampling step "
+                         f"({model.sample_ms} ms); trade 1m, 5m or 1h bars")
+    return RegimeFeed(symbol, model, load_daily_inputs(cfg.daily_dir, cfg.publication_lag_hours)
+                      if cfg.daily_dir is not None else None)
