@@ -24,11 +24,11 @@ from flows.lifecycle import stop_requested
 from flows.operators.decisions import DecisionDeps
 from flows.records import OrderIntent, Prediction
 from flows.settings import Settings, SettingsError
-from flows.timeframes import timeframe_ms
 from flows.stores import open_stores
 from flows.stores.base import StoreUnavailable
 from flows.stores.files import SwapFile
 from flows.strategies.legacy import ml_direction as ml_direction  # re-exported
+from flows.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 
