@@ -19,9 +19,10 @@ daily inputs present in ``--daily-dir`` become inputs of the model (none: prices
 The model is written to ``<registry>/regime/<version>/regime.json`` with ``latest``
 beside it, as the registry keeps its other families.
 
-``report`` labels the hourly closes with the filtered classifier (point in time) and
-writes the regime counts, the transition matrix of the labels (hour to hour) and the
-returns per regime (the next hour's return credited to the label known before it).
+``report`` labels the hourly closes of the first candle file (the reference, as
+``regime.symbol`` in the stream) with the filtered classifier (point in time) and writes,
+for each file, the regime counts, the transition matrix of the labels (hour to hour) and
+the returns per regime (the next hour's return credited to the label known before it).
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("fit", "report"):
         s = sub.add_parser(name, formatter_class=HelpFormatter)
-        s.add_argument("candles", nargs="+", type=Path, help="candle files (BASE_QUOTE-TF.parquet), 1h or finer")
+        s.add_argument("candles", nargs="+", type=Path, help="candle files (BASE_QUOTE-TF.parquet), 1h or finer; "
+                       "report: the first is the reference price the labels come from")
         s.add_argument("--daily-dir", type=Path, help="daily files (funding_rates.csv, fear_greed.csv); none: prices")
         s.add_argument("--publication-lag-hours", type=float, default=0.0, help="after the end of a value's day")
         s.add_argument("--start", help="first candle (ISO, UTC)")
@@ -224,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"regime model: {path} (states -> {', '.join(model.state_regimes)})")
         else:
             model = resolve_model(a.model, a.registry)
-            per = {s: (c, labels(c, model, daily)) for s, c in closes.items()}
+            ref = labels(next(iter(closes.values())), model, daily)  # the first file is the reference price
+            per = {s: (c, ref.reindex(c.index)) for s, c in closes.items()}
             a.out.parent.mkdir(parents=True, exist_ok=True)
             a.out.write_text(report_markdown(per, model, f"Regimes, {a.start or 'start'} .. {a.end}") + "\n")
             print(f"report: {a.out}")
