@@ -212,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     a = _parser().parse_args(argv)
+    model: HmmRegime | RuleRegime
     try:
         daily = load_daily_inputs(a.daily_dir, a.publication_lag_hours) if a.daily_dir else None
         closes = {Path(c).name.split("-")[0].replace("_", "/"): hourly_closes(c, a.start, a.end) for c in a.candles}

@@ -164,10 +164,25 @@ class HmmRegime:
 class RegimeModel(Protocol):
     """What the tracker needs of a classifier."""
 
-    trend_days: float
-    vol_days: float
-    sample_ms: int
-    kind: str
+    @property
+    def trend_days(self) -> float:
+        """Days of the trend window."""
+        ...
+
+    @property
+    def vol_days(self) -> float:
+        """Days of the volatility window."""
+        ...
+
+    @property
+    def sample_ms(self) -> int:
+        """The sampling step (closes at multiples of it are samples)."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """``hmm`` or ``rules``."""
+        ...
 
     def step(self, probs: np.ndarray | None, x: np.ndarray) -> np.ndarray:
         """Return the next state probabilities."""
