@@ -14,7 +14,8 @@ quantity (Kelly, confidence, volatility target, caps).  Rules
 3. **Agreement**: with ``require_agreement``, ML and RL pointing opposite ways
    give 0.  With no ML signal the target is 0 unless ``rl_alone`` (then the RL
    target, weighted as in 2 with direction 0).
-4. **Regime** in ``[-1, 1]`` (bear .. bull; None = unknown): a target against a
+4. **Regime** in ``[-1, 1]`` (bear .. bull, the score of :mod:`flows.operators.regime`;
+   None = unknown): a target against a
    regime with ``|regime| >= regime_threshold`` is scaled by ``counter_regime_scale``.
 5. **Sentiment** in ``[-1, 1]`` (None = none): the target is scaled by
    ``1 + sentiment_weight * sentiment * sign(target)`` (it tilts, never flips).
