@@ -75,8 +75,8 @@ class DecisionReplay:
     def feed(self, records: list[Bar | FeatureRow], trade_after: int | None = None) -> tuple[list[Close], list[Any]]:
         """Take the records of some bar times; return the closes they settle and what the decision step made.
 
-        Closes at or before ``trade_after`` (ms) only warm features and models up: they go
-        neither to the decision step nor to the store.
+        Closes at or before ``trade_after`` (ms) only warm features, models and the regime up:
+        they are neither decided nor stored.
         """
         t0 = time.perf_counter()
         return self._decide(self.barrier.on_items(records), t0, trade_after)
@@ -94,6 +94,8 @@ class DecisionReplay:
     def _decide(self, closes: list[Close], t0: float, trade_after: int | None) -> tuple[list[Close], list[Any]]:
         clock = time.perf_counter
         if trade_after is not None:
+            if closes and closes[0].ts <= trade_after:  # warm-up: the regime sees its closes too, as live does
+                self.step.warm([c for c in closes if c.ts <= trade_after])
             closes = [c for c in closes if c.ts > trade_after]
         t1 = clock()
         out = self.step.on_closes(closes) if closes else []

@@ -207,6 +207,15 @@ class DecisionStep:
             self.done_until = c.ts
         return out
 
+    def warm(self, closes: Sequence[Close]) -> None:
+        """Feed closes that are not traded (a backtest's warm-up before its start) to the regime only."""
+        feed = self.deps.regime
+        if feed is None:
+            return
+        for c in closes:
+            if c.ts > self.done_until:
+                self.regime = feed.on_close(c.ts, {b.symbol: b.close for b in c.bars})
+
     def on_bar(self, bar: Bar) -> list[Any]:
         """Take a closed bar of the trading timeframe; return what the closes it completes produced."""
         close = bar.ts + self.tf_ms

@@ -94,3 +94,23 @@ def test_settings_choose_the_regime_and_name_a_bad_symbol(tmp_path: Path) -> Non
         build_deps(_settings(tmp_path, CRYPTOSTREAM_REGIME__SOURCE="rules", CRYPTOSTREAM_REGIME__SYMBOL="XRP/USDT"))
     with pytest.raises(SettingsError, match="no fitted regime model"):
         build_deps(_settings(tmp_path, CRYPTOSTREAM_REGIME__SOURCE="model"))
+
+
+def test_closes_before_a_backtests_start_warm_the_regime_up(tmp_path: Path) -> None:
+    """A backtest's warm-up closes are not traded, but the regime sees them, as the live flow does."""
+    from flows.records import Close
+
+    def closes(ks: range) -> list[Close]:
+        return [Close((k + 1) * TF, tuple(_bars(k)), tuple(_pred(s, k) for s in SYMBOLS)) for k in ks]
+
+    settings = _settings(tmp_path)
+    deps = [build_deps(settings) for _ in range(2)]
+    for d in deps:
+        d.regime = RegimeFeed("BTC/USDT", RULES)
+    whole, warmed = DecisionStep(SYMBOLS, TF, deps[0]), DecisionStep(SYMBOLS, TF, deps[1])
+    everything = whole.on_closes(closes(range(400)))
+    warmed.warm(closes(range(250)))
+    traded = warmed.on_closes(closes(range(250, 400)))
+    first = [o.state["regime"] for o in traded if isinstance(o, PortfolioRow)]
+    assert first[0] is not None
+    assert first == [o.state["regime"] for o in everything if isinstance(o, PortfolioRow) and o.ts > 250 * TF]
