@@ -45,7 +45,7 @@ from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
-from flows.stores.config import StoreConfig
+from flows.stores.config import BackupConfig, StoreConfig
 from flows.timeframes import TIMEFRAME_RE
 
 ENV_PREFIX = "CRYPTOSTREAM_"
@@ -189,6 +189,8 @@ class Settings(_Frozen):
                                   "(flows/monitoring/alerts.py)")
     stores: StoreConfig = Field(StoreConfig(), description="riding out a TimescaleDB or Redis outage "
                                 "(flows/stores/config.py)")
+    backup: BackupConfig = Field(BackupConfig(), description="python -m infra.db backup: directory and how "
+                                 "many are kept (flows/stores/config.py); not part of the run id")
     log: LogSettings = Field(LogSettings(), description="console and file logging (flows/monitoring/logging.py)")
     dashboard: DashboardConfig = Field(DashboardConfig(), description="the Streamlit dashboard "
                                        "(flows/monitoring/dashboard); not part of the run id")
@@ -224,7 +226,7 @@ class Settings(_Frozen):
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
         doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores",
-                                                    "log", "monitoring",
+                                                    "log", "monitoring", "backup",
                                                     "dashboard"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
