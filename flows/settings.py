@@ -39,7 +39,7 @@ from flows.errors import (
 )
 from flows.execution.config import ExecutionConfig
 from flows.monitoring.alerts import AlertSettings
-from flows.monitoring.config import MonitoringConfig
+from flows.monitoring.config import DriftConfig, MonitoringConfig
 from flows.monitoring.dashboard.config import DashboardConfig
 from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
@@ -189,6 +189,8 @@ class Settings(_Frozen):
                                   "(flows/monitoring/alerts.py)")
     stores: StoreConfig = Field(StoreConfig(), description="riding out a TimescaleDB or Redis outage "
                                 "(flows/stores/config.py)")
+    drift: DriftConfig = Field(DriftConfig(), description="feature and calibration drift checks "
+                               "(flows/monitoring/config.py, python -m training.drift); not part of the run id")
     backup: BackupConfig = Field(BackupConfig(), description="python -m infra.db backup: directory and how "
                                  "many are kept (flows/stores/config.py); not part of the run id")
     log: LogSettings = Field(LogSettings(), description="console and file logging (flows/monitoring/logging.py)")
@@ -226,7 +228,7 @@ class Settings(_Frozen):
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
         doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores",
-                                                    "log", "monitoring", "backup",
+                                                    "log", "monitoring", "backup", "drift",
                                                     "dashboard"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()

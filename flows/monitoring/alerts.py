@@ -12,7 +12,8 @@ pushed to them:
 - ``kill_switch``: the kill switch seen engaged at a close;
 - ``daily_summary``: at the first portfolio row of a new UTC day, the previous day's
   equity, P&L, fills and fees;
-- ``error``: sent by :class:`flows.monitoring.notify.AlertLogHandler` from ERROR logs.
+- ``error``: sent by :class:`flows.monitoring.notify.AlertLogHandler` from ERROR logs;
+- ``drift``: sent by ``python -m training.drift`` when features or calibration drift.
 
 Breakers and the kill switch refuse a decision at every close while they hold, so the
 router reports a (symbol, rule) only when it was quiet for ``repeat_after_s`` of bar
@@ -33,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from flows.records import Fill, PortfolioRow
 
-Event = Literal["fill", "halt", "release", "breaker", "kill_switch", "error", "daily_summary"]
-EVENTS: tuple[Event, ...] = ("fill", "halt", "release", "breaker", "kill_switch", "error", "daily_summary")
+Event = Literal["fill", "halt", "release", "breaker", "kill_switch", "error", "daily_summary", "drift"]
+EVENTS: tuple[Event, ...] = ("fill", "halt", "release", "breaker", "kill_switch", "error", "daily_summary", "drift")
 BREAKERS = frozenset({"stale_data", "price_gap", "volatility_spike"})
 _HALT = re.compile(r"^(?P<rule>[a-z_]+):(?P<kind>halt|probation|release|override)$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}

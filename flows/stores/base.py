@@ -140,6 +140,11 @@ class HistoryReader(Protocol):
         """Return the bars with open time in [start, end), sorted by symbol and time."""
         ...
 
+    def features(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+                 columns: Sequence[str]) -> pd.DataFrame:
+        """Return the ``bar_features`` rows known in [start, end), sorted by symbol and time (drift checks)."""
+        ...
+
 
 class DecisionReader(Protocol):
     """Reads stored decision records (backtest checks, the gate, the dashboard, analysts)."""

@@ -249,10 +249,19 @@ class ParquetReader:
     def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
              columns: Sequence[str]) -> pd.DataFrame:
         """Return the bars with open time in [start, end), sorted by symbol and time."""
+        return self._history("bars", symbols, timeframe, start, end, columns)
+
+    def features(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+                 columns: Sequence[str]) -> pd.DataFrame:
+        """Return the ``bar_features`` rows known in [start, end), sorted by symbol and time."""
+        return self._history("bar_features", symbols, timeframe, start, end, columns)
+
+    def _history(self, table: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp,
+                 end: pd.Timestamp, columns: Sequence[str]) -> pd.DataFrame:
         import pandas as pd
 
         cols = list(columns)
-        files = [f for s in symbols for f in offline_dir(self.data_dir, "bars", timeframe)
+        files = [f for s in symbols for f in offline_dir(self.data_dir, table, timeframe)
                  .glob(f"{s.replace('/', '_')}-*.parquet")]
         if not files:
             return pd.DataFrame(columns=cols)

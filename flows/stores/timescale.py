@@ -105,15 +105,24 @@ class TimescaleReader:
     def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
              columns: Sequence[str]) -> pd.DataFrame:
         """Return the bars with open time in [start, end), sorted by symbol and time."""
+        return self._history("bars", symbols, timeframe, start, end, columns)
+
+    def features(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+                 columns: Sequence[str]) -> pd.DataFrame:
+        """Return the ``bar_features`` rows known in [start, end), sorted by symbol and time."""
+        return self._history("bar_features", symbols, timeframe, start, end, columns)
+
+    def _history(self, table: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp,
+                 end: pd.Timestamp, columns: Sequence[str]) -> pd.DataFrame:
         import pandas as pd
         import psycopg
+        from psycopg import sql
 
         cols = list(columns)
+        q = sql.SQL("SELECT {} FROM {} WHERE timeframe = %s AND symbol = ANY(%s) AND ts >= %s AND ts < %s "
+                    "ORDER BY symbol, ts").format(sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(table))
         with psycopg.connect(self.dsn) as conn:
-            cur = conn.execute(
-                f"SELECT {', '.join(cols)} FROM bars WHERE timeframe = %s AND symbol = ANY(%s) "
-                "AND ts >= %s AND ts < %s ORDER BY symbol, ts",
-                (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
+            cur = conn.execute(q, (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
             return pd.DataFrame(cur.fetchall(), columns=cols)
 
     def table(self, table: str) -> pd.DataFrame:
