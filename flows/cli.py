@@ -34,7 +34,9 @@ VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "dashboard": ("flows.monitoring.dashboard", (), "the Streamlit dashboard"),
     "kill-switch": ("flows.risk.kill_switch", (), "engage, release or show the kill switch"),
     "registry": ("training.export", (), "verify a registered model and print its manifest"),
-    "db": ("infra.db", (), "TimescaleDB schema: migrate, status, retention"),
+    "db": ("infra.db", (), "schema, retention, backup and restore: migrate, status, retention, backup, restore, "
+           "backups, probe, env"),
+    "drift": ("training.drift", (), "feature and calibration drift of the deployed models: reference, check, watch"),
 }
 
 

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    start_http_server,
+    write_to_textfile,
+)
 
 from flows.cli import HelpFormatter
 from flows.monitoring.alerts import Alert
