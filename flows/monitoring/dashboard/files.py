@@ -76,3 +76,13 @@ def _walk(top: Path) -> list[Path]:
         elif p.suffix in REPORT_SUFFIXES:
             out.append(p)
     return out
+
+
+def drift_report(data_dir: Path) -> tuple[dict[str, Any] | None, pd.DataFrame]:
+    """Return the last drift check's report (``python -m training.drift``) and the history of checks."""
+    import json
+
+    out = Path(data_dir) / "drift"
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
+    history = pd.read_json(out / "history.jsonl", lines=True) if (out / "history.jsonl").is_file() else pd.DataFrame()
+    return report, history
