@@ -167,6 +167,8 @@ class DriftMetrics:
                             registry=r)
         self.checked = Gauge("cryptostream_drift_last_check_timestamp_seconds", "time of the last drift check",
                              registry=r)
+        self.psi_limit = Gauge("cryptostream_drift_psi_threshold", "drift.psi_alert", registry=r)
+        self.ece_limit = Gauge("cryptostream_drift_ece_threshold", "drift.ece_alert", registry=r)
         self.retrains = Counter("cryptostream_drift_retrains", "retrains started on drift", registry=r)
 
     def update(self, report: dict[str, Any]) -> None:
@@ -184,6 +186,8 @@ class DriftMetrics:
         self.brier.set(cal["brier"] if cal["brier"] is not None else float("nan"))
         self.settled.set(cal["rows"])
         self.alerts.set(len(report["alerts"]))
+        self.psi_limit.set(report["psi_alert"])
+        self.ece_limit.set(report["ece_alert"])
         self.checked.set(datetime.fromisoformat(report["checked_at"]).timestamp())
         if report["retrain"]:
             self.retrains.inc()

@@ -123,3 +123,33 @@ def test_a_missing_model_or_reference_window_is_named(tmp_path: Path) -> None:
     done = _drift(env, "reference")
     assert done.returncode == 0 and "2 symbols, 4 features" in done.stdout
     assert LIVE_START.year == 2024
+
+
+def test_watch_serves_the_gauges_for_prometheus(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env(tmp_path, CRYPTOSTREAM_DRIFT__METRICS_PORT=str(port), CRYPTOSTREAM_DRIFT__EVERY_S="600")
+    settings = load_settings(env=env)
+    register(settings)
+    fill(settings, shift=2.0, prob=0.9)
+    proc = subprocess.Popen([sys.executable, "-m", "training.drift", "watch"], env=env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        body, deadline = "", time.monotonic() + 60
+        while "cryptostream_feature_psi{" not in body and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert 'cryptostream_feature_psi_max{symbol="BTC/USDT"}' in body
+        assert "cryptostream_drift_psi_threshold 0.25" in body and "cryptostream_drift_ece_threshold 0.1" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
