@@ -146,6 +146,24 @@ class HistoryReader(Protocol):
         ...
 
 
+class HistoryTables:
+    """A history reader's public reads, each one query of :meth:`_history` over its table (both backends)."""
+
+    def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+             columns: Sequence[str]) -> pd.DataFrame:
+        """Return the bars with open time in [start, end), sorted by symbol and time."""
+        return self._history("bars", symbols, timeframe, start, end, columns)
+
+    def features(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+                 columns: Sequence[str]) -> pd.DataFrame:
+        """Return the ``bar_features`` rows known in [start, end), sorted by symbol and time."""
+        return self._history("bar_features", symbols, timeframe, start, end, columns)
+
+    def _history(self, table: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp,
+                 end: pd.Timestamp, columns: Sequence[str]) -> pd.DataFrame:
+        raise NotImplementedError
+
+
 class DecisionReader(Protocol):
     """Reads stored decision records (backtest checks, the gate, the dashboard, analysts)."""
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flows.feature_catalog import offline_dir
-from flows.stores.base import Tables
+from flows.stores.base import HistoryTables, Tables
 from flows.stores.schema import COLUMNS, DEAD_LETTER_COLUMNS, DECISIONS, JSON_COLUMNS, KEYS
 
 if TYPE_CHECKING:
@@ -240,21 +240,11 @@ class ParquetDecisions:
         self.files.clear()
 
 
-class ParquetReader:
+class ParquetReader(HistoryTables):
     """Reads the ``local`` profile's bars and decision records."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-
-    def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
-             columns: Sequence[str]) -> pd.DataFrame:
-        """Return the bars with open time in [start, end), sorted by symbol and time."""
-        return self._history("bars", symbols, timeframe, start, end, columns)
-
-    def features(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
-                 columns: Sequence[str]) -> pd.DataFrame:
-        """Return the ``bar_features`` rows known in [start, end), sorted by symbol and time."""
-        return self._history("bar_features", symbols, timeframe, start, end, columns)
 
     def _history(self, table: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp,
                  end: pd.Timestamp, columns: Sequence[str]) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from flows.stores.base import Tables
+from flows.stores.base import HistoryTables, Tables
 from flows.stores.config import StoreConfig
 from flows.stores.retry import pg_outage, retry_through_outage
 from flows.stores.schema import COLUMNS, TABLES, last_per_key
@@ -96,21 +96,11 @@ class TimescaleDecisions(TimescaleHistory):
                 self.copy_upsert(conn, table, COLUMNS[table], last_per_key(table, rows), TABLES[table].key)
 
 
-class TimescaleReader:
+class TimescaleReader(HistoryTables):
     """Reads bars and decision records from TimescaleDB (one connection per call)."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-
-    def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
-             columns: Sequence[str]) -> pd.DataFrame:
-        """Return the bars with open time in [start, end), sorted by symbol and time."""
-        return self._history("bars", symbols, timeframe, start, end, columns)
-
-    def features(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
-                 columns: Sequence[str]) -> pd.DataFrame:
-        """Return the ``bar_features`` rows known in [start, end), sorted by symbol and time."""
-        return self._history("bar_features", symbols, timeframe, start, end, columns)
 
     def _history(self, table: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp,
                  end: pd.Timestamp, columns: Sequence[str]) -> pd.DataFrame:
