@@ -122,7 +122,7 @@ def check(settings: Settings, stores: Stores, now: datetime | None = None) -> di
                                                 ["symbol", "ts", *ref["features"]])
         live = live.groupby("symbol", sort=False).tail(cfg.live_bars)
         features = feature_drift(ref, live, cfg.min_rows)
-    cal = _calibration(settings, stores, tf)
+    cal = _calibration(settings, stores, tf, data_end)
     alerts = [f"feature drift: {r.symbol} {r.feature} PSI {r.psi:.3f} > {cfg.psi_alert}"
               for r in features.itertuples() if r.psi > cfg.psi_alert]
     if cal["rows"] >= cfg.min_rows and cal["ece"] > cfg.ece_alert:
@@ -134,11 +134,15 @@ def check(settings: Settings, stores: Stores, now: datetime | None = None) -> di
             "features": features.to_dict("records"), "calibration": cal, "alerts": alerts, "retrain": None}
 
 
-def _calibration(settings: Settings, stores: Stores, tf: str) -> dict[str, Any]:
+def _calibration(settings: Settings, stores: Stores, tf: str, data_end: pd.Timestamp | None) -> dict[str, Any]:
     cfg = settings.drift
-    preds = stores.decision_reader().table("predictions")
-    preds = preds[(preds["model"] == "ensemble") & (preds["timeframe"] == tf)]
     horizon = _horizon(settings)
+    since = None
+    if data_end is not None:  # enough bar times for the window on every symbol, with room for gaps
+        bars = 2 * (cfg.calibration_window // len(settings.symbols) + horizon + 2)
+        since = data_end - bars * pd.Timedelta(milliseconds=timeframe_ms(tf))
+    preds = stores.decision_reader().table("predictions", since)
+    preds = preds[(preds["model"] == "ensemble") & (preds["timeframe"] == tf)]
     preds = preds.tail(cfg.calibration_window + (horizon + 1) * len(settings.symbols))
     if preds.empty:
         return {"rows": 0, "ece": None, "brier": None, "horizon": horizon, "table": []}

@@ -167,8 +167,8 @@ class HistoryTables:
 class DecisionReader(Protocol):
     """Reads stored decision records (backtest checks, the gate, the dashboard, analysts)."""
 
-    def table(self, table: str) -> pd.DataFrame:
-        """Return every stored row of a decision table, sorted by time."""
+    def table(self, table: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Return every stored row of a decision table (from ``since`` on, when given), sorted by time."""
         ...
 
 

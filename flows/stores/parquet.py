@@ -258,11 +258,15 @@ class ParquetReader(HistoryTables):
         df = pd.concat([pd.read_parquet(f, columns=cols) for f in files])
         return df[(df.ts >= start) & (df.ts < end)].sort_values(["symbol", "ts"])
 
-    def table(self, table: str) -> pd.DataFrame:
-        """Return every stored row of a decision table, sorted by time."""
+    def table(self, table: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Return every stored row of a decision table (from ``since`` on, when given), sorted by time."""
         import pandas as pd
 
         files = sorted((self.data_dir / "decisions" / table).glob("*.parquet"))
+        if since is not None:  # day files: skip the days before since's
+            files = [f for f in files if f.stem >= f"{since:%Y-%m-%d}"]
         if not files:
             return pd.DataFrame(columns=list(COLUMNS[table]))
-        return pd.concat([pd.read_parquet(f) for f in files]).sort_values("ts", kind="stable").reset_index(drop=True)
+        df = pd.concat([pd.read_parquet(f) for f in files])
+        df = df[df["ts"] >= since] if since is not None else df
+        return df.sort_values("ts", kind="stable").reset_index(drop=True)

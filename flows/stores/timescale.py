@@ -115,14 +115,15 @@ class TimescaleReader(HistoryTables):
             cur = conn.execute(q, (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
             return pd.DataFrame(cur.fetchall(), columns=cols)
 
-    def table(self, table: str) -> pd.DataFrame:
-        """Return every stored row of a decision table, sorted by time."""
+    def table(self, table: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Return every stored row of a decision table (from ``since`` on, when given), sorted by time."""
         import pandas as pd
         import psycopg
         from psycopg import sql
 
         cols = list(COLUMNS[table])
-        q = sql.SQL("SELECT {} FROM {} ORDER BY ts").format(
+        q = sql.SQL("SELECT {} FROM {} WHERE %(since)s::timestamptz IS NULL OR ts >= %(since)s ORDER BY ts").format(
             sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(table))
         with psycopg.connect(self.dsn) as conn:
-            return pd.DataFrame(conn.execute(q).fetchall(), columns=cols)
+            at = since.to_pydatetime() if since is not None else None
+            return pd.DataFrame(conn.execute(q, {"since": at}).fetchall(), columns=cols)

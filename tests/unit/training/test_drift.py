@@ -153,3 +153,18 @@ def test_watch_serves_the_gauges_for_prometheus(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_decision_table_read_from_a_time_on_equals_the_whole_table_cut_there(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from flows.stores import open_stores
+
+    settings = load_settings(env=_env(tmp_path))
+    fill(settings, live_bars=1500)  # predictions over two UTC days
+    reader = open_stores(settings).decision_reader()
+    whole = reader.table("predictions")
+    since = pd.Timestamp("2024-01-06 00:30", tz="UTC")
+    part = reader.table("predictions", since)
+    assert 0 < len(part) < len(whole)
+    pd.testing.assert_frame_equal(part, whole[whole["ts"] >= since].reset_index(drop=True))
