@@ -27,15 +27,18 @@ registry's log (:mod:`inference.promotions`, shown on the dashboard's models pag
    the swap key (``scoring.swap_key``) set, so running flows reload without a restart.
 
 Any failure, and any refusal, stops there: the champion stays, and the event says why.
-Exit codes: 0 promoted, 1 challenger refused (recorded), 2 a step failed.
+Exit codes: 0 promoted, 1 challenger refused (recorded), 2 a step failed, 3 skipped: another run
+holds the lock (:func:`run_lock`; runs never overlap).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -299,6 +302,41 @@ class RetrainJob:
         return self.outcome
 
 
+@contextmanager
+def run_lock(settings: Settings) -> Iterator[bool]:
+    """Hold the retraining lock (``<data_dir>/work/retrain/retrain.lock``) if free; yield whether it was taken.
+
+    An ``flock``: released by the kernel when the holder ends, however it ends, so a crashed run
+    never blocks the next one.  Cron, systemd and ``training.schedule`` runs all take it.
+    """
+    path = Path(settings.data_dir) / "work" / "retrain" / "retrain.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_once(settings: Settings, kind: Kind, now: datetime, by: str = "",
+             job: Callable[[], Outcome] | None = None) -> Outcome | None:
+    """Run the job (default :class:`RetrainJob`) under :func:`run_lock`; ``None`` if a run holds it (logged)."""
+    with run_lock(settings) as taken:
+        if taken:
+            return job() if job is not None else RetrainJob(settings, kind, now)()
+    tf = settings.retrain.timeframe or settings.trading_timeframe()
+    append_event(settings.registry_root(), RegistryEvent(
+        "retrain:skipped", tf, datetime.now(UTC).isoformat(), by or f"python -m training.retrain {kind}", ok=False,
+        detail={"reason": "another retraining run holds the lock"}))
+    print(f"{kind}: another retraining run holds the lock, skipped", file=sys.stderr)
+    return None
+
+
 def trigger_swap(settings: Settings, timeframe: str, versions: Mapping[str, str]) -> None:
     """Set the profile's swap key to a new value: every running flow reloads its timeframe's versions."""
     from flows.stores import open_stores
@@ -336,10 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         now = pd.Timestamp(a.now).to_pydatetime() if a.now else datetime.now(UTC)
         if now.tzinfo is None:
             raise SettingsError(f"--now {a.now!r} must carry a time zone (e.g. a trailing Z)")
-        out = RetrainJob(settings, a.kind, now)()
+        got = run_once(settings, a.kind, now)
     except (SettingsError, ManifestError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if got is None:
+        return 3
+    out = got
     champion = out.figures.get("champion")
     print(f"{out.run}: {'promoted ' + str(out.challenger) if out.promoted else 'champion kept'}"
           + (f"; refused: {out.refused}" if out.refused else "") + (f"; failed: {out.failed}" if out.failed else ""))
