@@ -124,6 +124,13 @@ class BarSettings(_Frozen):
         return tuple(values)
 
 
+def _optional_timeframe(value: str | None) -> str | None:
+    """Return ``value`` if it is a timeframe or ``None``; else a message with the accepted form."""
+    if value is not None and not TIMEFRAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
+    return value
+
+
 class ScoringSettings(_Frozen):
     """Which registered models score each bar, and how a new version is picked up."""
 
@@ -145,9 +152,7 @@ class ScoringSettings(_Frozen):
     @field_validator("timeframe")
     @classmethod
     def _tf(cls, value: str | None) -> str | None:
-        if value is not None and not TIMEFRAME_RE.match(value):
-            raise ValueError(f"{value!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
-        return value
+        return _optional_timeframe(value)
 
 
 class StrategySettings(_Frozen):
@@ -196,9 +201,7 @@ class RetrainSettings(_Frozen):
     @field_validator("timeframe")
     @classmethod
     def _tf(cls, value: str | None) -> str | None:
-        if value is not None and not TIMEFRAME_RE.match(value):
-            raise ValueError(f"{value!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
-        return value
+        return _optional_timeframe(value)
 
 
 class Settings(_Frozen):

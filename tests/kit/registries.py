@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -88,3 +89,13 @@ def add_ensemble(reg, held, native, weights=(0.5, 0.25, 0.25), set_latest: bool 
                       metrics={"folds": [], "mean": {}}, set_latest=set_latest,
                       parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
                       extra={"members": versions, "ensemble": ens.config.to_dict()})
+
+
+@pytest.fixture(name="reg")
+def champion_registry(registered, tmp_path):  # noqa: F811
+    """Fixture ``reg``: a copy of the module's members with an ensemble over them: ``(root, held, native)``."""
+    root, held, native = registered
+    out = tmp_path / "reg"
+    shutil.copytree(root, out)
+    add_ensemble(out, held, native)
+    return out, held, native

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from inference.manifest import (
     read_manifest,
 )
 from tests.kit.lstm_data import FEATS
-from tests.kit.registries import SERVICES, add_ensemble, registered  # noqa: F401  (module fixture)
+from tests.kit.registries import SERVICES, champion_registry, registered  # noqa: F401  (fixtures: reg)
 from training.registry import Parity, save_model
 
 SPEC = (TensorSpec("x", (None, 2)),)
@@ -31,15 +30,6 @@ def fake(root: Path, family: str, service: str) -> str:
                       features=list(FEATS), train_start="2023-12-01T00:00:00Z", train_end="2023-12-31T00:00:00Z",
                       data_hash="0" * 64, seeds={"seed": 0}, config={}, metrics={"folds": [], "mean": {}},
                       parity=Parity(0.0, 1e-5, 1), inputs=SPEC, outputs=SPEC, promoted_by="test").version
-
-
-@pytest.fixture()
-def reg(registered, tmp_path):  # noqa: F811
-    root, held, native = registered
-    out = tmp_path / "reg"
-    shutil.copytree(root, out)
-    add_ensemble(out, held, native)
-    return out, held, native
 
 
 def settings_for(root: Path, tmp_path: Path, policy: str = "rl_tactical"):

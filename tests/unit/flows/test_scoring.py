@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import pickle
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,18 +19,9 @@ from flows.snapshots import plain_violations
 from inference.rl_observation import TacticalBook
 from inference.runners import EnsembleScorer
 from tests.kit.lstm_data import FEATS
-from tests.kit.registries import SERVICES, add_ensemble, registered  # noqa: F401  (module fixture)
+from tests.kit.registries import SERVICES, add_ensemble, champion_registry, registered  # noqa: F401  (fixtures: reg)
 
 MEMBERS = ("lightgbm", "lstm", "gnn")
-
-
-@pytest.fixture()
-def reg(registered, tmp_path):  # noqa: F811
-    root, held, native = registered
-    out = tmp_path / "reg"
-    shutil.copytree(root, out)
-    add_ensemble(out, held, native)
-    return out, held, native
 
 
 def feature_rows(held):

@@ -6,7 +6,6 @@ import shutil
 from datetime import UTC, datetime
 
 import numpy as np
-import pytest
 
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import ScoringStep
@@ -16,7 +15,7 @@ from flows.wiring import swap_watch
 from inference.manifest import pointed_timeframes
 from inference.promotions import read_events
 from tests.kit.lstm_data import FEATS
-from tests.kit.registries import SERVICES, add_ensemble, registered  # noqa: F401  (module fixture)
+from tests.kit.registries import SERVICES, add_ensemble, champion_registry, registered  # noqa: F401  (fixtures: reg)
 from training.retrain import RetrainJob
 
 
@@ -28,17 +27,8 @@ def rows_by_bar(held):
                                   for _, r in bar.iterrows()]
 
 
-@pytest.fixture()
-def deployed(registered, tmp_path):  # noqa: F811
-    root, held, native = registered
-    reg = tmp_path / "registry"
-    shutil.copytree(root, reg)
-    add_ensemble(reg, held, native)  # the champion
-    return reg, held, native
-
-
-def test_the_promoted_ensemble_is_scored_at_the_next_bar_and_the_lstm_keeps_its_state(deployed, tmp_path) -> None:
-    reg, held, native = deployed
+def test_the_promoted_ensemble_is_scored_at_the_next_bar_and_the_lstm_keeps_its_state(reg, tmp_path) -> None:
+    reg, held, native = reg
     settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path), "CRYPTOSTREAM_SCORING__REGISTRY": str(reg),
                                   "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h", "CRYPTOSTREAM_SCORING__POLICY_FAMILY": ""})
     bank = ModelBank(reg, "1h", policy_family=None, service_features=SERVICES, feed=FEATS)
