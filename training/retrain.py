@@ -52,7 +52,7 @@ from flows.operators.features import WARMUP
 from flows.settings import Settings, SettingsError, load_settings
 from flows.timeframes import timeframe_ms
 from inference.manifest import ManifestError, pointed_timeframes, verify
-from inference.promotions import RegistryEvent, append_event, promote
+from inference.promotions import RegistryEvent, append_event, promote, rollback
 
 Kind = Literal["daily", "weekly"]
 QUICK = {"lightgbm": ["--folds", "2"],
@@ -266,7 +266,11 @@ class RetrainJob:
         reason = (f"passed the gate and beat the champion on {self.cfg.metric} by >= {self.cfg.margin:g} over "
                   f"{_iso(self.split)} .. {_iso(self.end)}")
         promote(self.root, self.tf, staged, self.by, reason, detail={"run": self.run})
-        trigger_swap(self.settings, self.tf, staged)
+        try:
+            trigger_swap(self.settings, self.tf, staged)
+        except Exception as exc:  # noqa: BLE001 (flows not told: undo, so registry and flows agree on the champion)
+            rollback(self.root, self.tf, self.by, f"swap key not written: {exc}")
+            raise
         self.event("promote", versions=staged, reason=reason)
         self.outcome.promoted = True
 

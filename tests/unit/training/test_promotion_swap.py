@@ -6,6 +6,7 @@ import shutil
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import ScoringStep
@@ -61,3 +62,21 @@ def test_the_promoted_ensemble_is_scored_at_the_next_bar_and_the_lstm_keeps_its_
     assert lstm.stream.snapshot()["seen"] == [n + 1 for n in seen] and min(seen) >= 20  # continued, not restarted
     assert [e.kind for e in read_events(reg, "1h")][-2:] == ["promote", "retrain:promote"]
     assert score(bars[21]) and bank.swaps == 1  # the key did not move again: no second reload
+
+
+def test_a_promotion_the_flows_cannot_be_told_of_is_undone(reg, tmp_path) -> None:
+    reg, held, native = reg
+    settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path), "CRYPTOSTREAM_SCORING__REGISTRY": str(reg),
+                                  "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h", "CRYPTOSTREAM_SCORING__POLICY_FAMILY": ""})
+    (tmp_path / "cryptostream_models_swap").mkdir()  # the swap key's file cannot be written
+    champion = pointed_timeframes(reg, "ensemble")["1h"]
+    staging = tmp_path / "staging"
+    shutil.copytree(reg, staging)
+    challenger = add_ensemble(staging, held, native, weights=(0.2, 0.4, 0.4), set_latest=False).version
+    job = RetrainJob(settings, "weekly", datetime(2024, 1, 8, tzinfo=UTC), notify=[].append)
+    job.staging = staging
+    with pytest.raises(IsADirectoryError):
+        job.promote({"ensemble": challenger})
+    assert pointed_timeframes(reg, "ensemble")["1h"] == champion
+    last = read_events(reg, "1h")[-1]
+    assert last.kind == "rollback" and "swap key not written" in last.detail["reason"]
