@@ -68,7 +68,7 @@ def load_reference(settings: Settings, stores: Stores, rebuild: bool = False) ->
     """Return the reference of ``drift.family``'s latest version, built from the offline store if missing."""
     cfg, root = settings.drift, settings.registry_root()
     try:
-        man = read_manifest(resolve_version_dir(root, cfg.family, "latest"))
+        man = read_manifest(resolve_version_dir(root, cfg.family, "latest", timeframe=settings.trading_timeframe()))
     except (ManifestError, FileNotFoundError, OSError) as e:
         raise DriftError(f"no registered {cfg.family} model under {root} ({e}); train one first "
                          f"(python -m training.train {cfg.family} ...) or set drift.family") from e
@@ -98,7 +98,8 @@ def load_reference(settings: Settings, stores: Stores, rebuild: bool = False) ->
 
 def _horizon(settings: Settings) -> int:
     try:
-        man = read_manifest(resolve_version_dir(settings.registry_root(), "ensemble", settings.scoring.ensemble_version))
+        man = read_manifest(resolve_version_dir(settings.registry_root(), "ensemble", settings.scoring.ensemble_version,
+                                                timeframe=settings.trading_timeframe()))
     except (ManifestError, FileNotFoundError, OSError):
         return 1
     return int(man.extra.get("horizon") or man.config.get("horizon") or 1)

@@ -85,6 +85,10 @@ class SwapTrigger(Protocol):
         """Return the key's current value."""
         ...
 
+    def write(self, value: bytes) -> None:
+        """Set the key (a promotion asks the running flows to swap)."""
+        ...
+
 
 class HistoryWriter(Protocol):
     """Writes rows of the history tables (bars, features, dead letters)."""

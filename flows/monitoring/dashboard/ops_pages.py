@@ -100,11 +100,15 @@ def kill_switch() -> None:
 
 
 def models() -> None:
-    """Registered model versions and their gate verdicts."""
+    """Registered model versions, their gate verdicts, and the registry's events (promotions, retraining)."""
     st.header("Models and gate verdicts")
     root = context().settings.registry_root()
     table = files.registry_versions(root)
     st.caption(f"registry {root}")
+    events = files.registry_events(root)
+    if not events.empty:
+        st.subheader("Promotions, rollbacks and retraining (newest first)")
+        st.dataframe(events, hide_index=True)
     if table.empty:
         st.info("No registered model (the main job's first run, or `python -m training.train`, registers some).")
         return

@@ -52,7 +52,7 @@ def test_train_help_marks_the_window_required_and_shows_defaults(capsys) -> None
                  "--start START first bar time, ISO 8601 UTC (required)",
                  "--end END end (exclusive), ISO 8601 UTC (required)",
                  "--seed SEED default: 7", "--epochs EPOCHS lstm/gnn maximum epochs (default: 30)",
-                 "--timeframe TIMEFRAME default: 1h"):
+                 "--timeframe TIMEFRAME bar timeframe (members: default 1h; ensemble: default the members' one timeframe)"):
         assert flag in out, flag
     assert main(["train", "lightgbm", "--symbols", "BTC/USDT", "--end", "2024-02-01"]) == 2
     assert "the following arguments are required: --start" in capsys.readouterr().err
