@@ -263,7 +263,8 @@ def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) ->
 
 def _window(settings: Settings, timeframe: str) -> str:
     try:
-        m = read_manifest(resolve_version_dir(settings.registry_root(), "ensemble", settings.scoring.ensemble_version))
+        m = read_manifest(resolve_version_dir(settings.registry_root(), "ensemble", settings.scoring.ensemble_version,
+                                              timeframe=timeframe))
     except (ManifestError, FileNotFoundError, OSError) as exc:
         raise SettingsError(f"scoring.registry: no ensemble in {settings.registry_root()} ({exc}); train one "
                             "with python -m training.train") from None

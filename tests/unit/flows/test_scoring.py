@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import pickle
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,33 +19,9 @@ from flows.snapshots import plain_violations
 from inference.rl_observation import TacticalBook
 from inference.runners import EnsembleScorer
 from tests.kit.lstm_data import FEATS
-from tests.kit.registries import SERVICES, registered  # noqa: F401  (module fixture)
-from training.export.ensemble_onnx import export_ensemble
-from training.models.ensemble import Ensemble, EnsembleConfig
-from training.registry import Parity, save_model
+from tests.kit.registries import SERVICES, add_ensemble, champion_registry, registered  # noqa: F401  (fixtures: reg)
 
 MEMBERS = ("lightgbm", "lstm", "gnn")
-
-
-def add_ensemble(reg, held, native, weights=(0.5, 0.25, 0.25)) -> None:
-    """Register an ensemble over the latest members of ``reg``."""
-    ens = Ensemble(EnsembleConfig(MEMBERS, weights, "fixed", threshold=0.05))
-    exp = export_ensemble(ens, np.stack([native[m] for m in MEMBERS], axis=1))
-    versions = {m: (reg / m / "latest").read_text().strip() for m in MEMBERS}
-    save_model(reg, "ensemble", files={"ensemble.onnx": exp.onnx}, feature_service="ensemble_1h_v1",
-               features=MEMBERS, train_start=held.event_timestamp.min(), train_end=held.event_timestamp.max(),
-               data_hash="-", seeds={}, config=ens.config.to_dict(), metrics={"folds": [], "mean": {}},
-               parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
-               extra={"members": versions, "ensemble": ens.config.to_dict()})
-
-
-@pytest.fixture()
-def reg(registered, tmp_path):  # noqa: F811
-    root, held, native = registered
-    out = tmp_path / "reg"
-    shutil.copytree(root, out)
-    add_ensemble(out, held, native)
-    return out, held, native
 
 
 def feature_rows(held):
