@@ -16,8 +16,9 @@ bear below ``-trend_band``, else sideways; high vol when its mean log vol is abo
 median over the fitted rows.  Inputs are standardised (mean and standard deviation of the
 fitted rows, kept in the model) and every variance is floored at ``min_var``.  Only rows where every input is present are fitted; the
 daily inputs present in ``--daily-dir`` become inputs of the model (none: prices alone).
-The model is written to ``<registry>/regime/<version>/regime.json`` with ``latest``
-beside it, as the registry keeps its other families.
+The model is written beside the registry, to ``<registry>/../regime/<version>/regime.json``
+with a ``latest`` pointer as the registry keeps its families (not inside it: the registry's
+tools expect an ONNX manifest in every family).
 
 ``report`` labels the hourly closes of the first candle file (the reference, as
 ``regime.symbol`` in the stream) with the filtered classifier (point in time) and writes,
@@ -42,7 +43,6 @@ import pandas as pd
 from flows.cli import HelpFormatter
 from flows.operators.regime import (
     DAILY_INPUTS,
-    FAMILY,
     HOUR_MS,
     INPUTS,
     MODEL_FILE,
@@ -52,6 +52,7 @@ from flows.operators.regime import (
     RegimeTracker,
     RuleRegime,
     classify,
+    models_dir,
     resolve_model,
 )
 from flows.sources.regime_daily import DailyInputs, load_daily_inputs
@@ -126,13 +127,13 @@ def fit_hmm(inputs: Sequence[pd.DataFrame], names: Sequence[str], states: int = 
 
 
 def save_model(model: HmmRegime, registry: Path) -> Path:
-    """Write ``<registry>/regime/<version>/regime.json`` and point ``latest`` at it; return the file."""
+    """Write ``<registry>/../regime/<version>/regime.json`` and point ``latest`` at it; return the file."""
     blob = model.to_json()
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + hashlib.sha256(blob.encode()).hexdigest()[:8]
-    d = registry / FAMILY / version
+    d = models_dir(registry) / version
     d.mkdir(parents=True, exist_ok=False)
     (d / MODEL_FILE).write_text(blob + "\n")
-    (registry / FAMILY / LATEST_FILE).write_text(version + "\n")
+    (models_dir(registry) / LATEST_FILE).write_text(version + "\n")
     return d / MODEL_FILE
 
 

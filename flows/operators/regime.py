@@ -50,7 +50,6 @@ REGIMES: tuple[str, ...] = ("bull/high vol", "bull/low vol", "sideways/high vol"
                             "bear/high vol", "bear/low vol")
 INPUTS: tuple[str, ...] = ("trend", "vol", "funding", "sentiment")
 DAILY_INPUTS: tuple[str, ...] = ("funding", "sentiment")
-FAMILY = "regime"  # the registry family of fitted models: <registry>/regime/<version>/regime.json
 MODEL_FILE = "regime.json"
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -200,12 +199,20 @@ class RegimeConfig(BaseModel):
 
     source: Literal["off", "rules", "model"] = Field(
         "off", description="off: no regime (the strategies see None); rules: RuleRegime; model: a fitted HMM")
-    model: Path | None = Field(None, description="the fitted model's regime.json; unset = the registry's latest "
-                               "(python -m training.regime fit)")
+    model: Path | None = Field(None, description="the fitted model's regime.json; unset = the latest beside the "
+                               "registry, <registry>/../regime (python -m training.regime fit)")
     symbol: str | None = Field(None, description="the reference price; unset = the first of symbols")
     daily_dir: Path | None = Field(None, description="daily funding_rates.csv / fear_greed.csv; unset = prices alone")
     publication_lag_hours: float = Field(0.0, ge=0.0, description="a daily value is known this long after its "
                                          "day ends")
+
+
+def models_dir(registry: Path) -> Path:
+    """Return where fitted models live: ``regime/`` beside the registry root (``<dir>/<version>/regime.json``, ``latest``).
+
+    Beside, not inside: the registry's tools read a manifest in every family they find.
+    """
+    return Path(registry).parent / "regime"
 
 
 def resolve_model(spec: str | Path | None, registry: Path | None) -> HmmRegime | RuleRegime:
@@ -215,11 +222,11 @@ def resolve_model(spec: str | Path | None, registry: Path | None) -> HmmRegime |
     if str(spec) == "latest":
         if registry is None:
             raise ValueError("regime model 'latest' needs a registry (--registry / scoring.registry)")
-        pointer = registry / FAMILY / "latest"
+        pointer = models_dir(registry) / "latest"
         if not pointer.is_file():
-            raise ValueError(f"no fitted regime model under {registry} (no {pointer}); run "
+            raise ValueError(f"no fitted regime model beside the registry {registry} (no {pointer}); run "
                              "`python -m training.regime fit CANDLES... --registry DIR`")
-        return load_model(registry / FAMILY / pointer.read_text().strip() / MODEL_FILE)
+        return load_model(models_dir(registry) / pointer.read_text().strip() / MODEL_FILE)
     return load_model(spec)
 
 

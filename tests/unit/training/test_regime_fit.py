@@ -46,7 +46,8 @@ def test_the_cli_fits_saves_latest_and_reports(tmp_path: Path) -> None:
     assert main(["fit", str(candles), "--daily-dir", str(daily), "--registry", str(reg), "--states", "4",
                  "--end", "2030-01-01"]) == 0
     model = resolve_model("latest", reg)
-    assert model == load_model(next(reg.glob("regime/*/regime.json")))
+    assert model == load_model(next((tmp_path / "regime").glob("*/regime.json")))  # beside the registry
+    assert not (reg / "regime").exists()  # not inside: the registry's tools read a manifest in every family
     assert model.inputs == ("trend", "vol", "funding", "sentiment") and model.fit["seed"] == 0
     out = tmp_path / "REGIME.md"
     assert main(["report", str(candles), "--daily-dir", str(daily), "--registry", str(reg), "--out", str(out),
