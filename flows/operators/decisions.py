@@ -89,6 +89,10 @@ class RiskEngine(Protocol):
         """Feed a closed bar's return to the breakers and correlations."""
         ...
 
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Feed several closed bars' (symbol, open time, return), as :meth:`on_bar` of each in order."""
+        ...
+
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
                portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None) -> RiskDecision:
         """Return the approved position and change of ``symbol``, with the rejections."""
@@ -241,14 +245,17 @@ class DecisionStep:
         d = self.deps
         out: list[Any] = []
         prices, portfolio, broker, risk = self.prices, d.portfolio, d.broker, d.risk
+        rets: list[tuple[str, int, float]] = []
         for bar in bars:
             for fill in broker.on_bar(bar):
                 portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
                 self.fills += 1
                 out.append(fill)
-            prev = prices.get(bar.symbol)
-            risk.on_bar(bar.symbol, bar.ts, (bar.close / prev - 1.0) if prev else 0.0)
-            prices[bar.symbol] = bar.close
+            sym, close = bar.symbol, bar.close
+            prev = prices.get(sym)
+            rets.append((sym, bar.ts, (close / prev - 1.0) if prev else 0.0))
+            prices[sym] = close
+        risk.on_bars(rets)  # the breakers and correlations see the close's bars in the same order
         portfolio.mark(prices, t)
         if preds:
             if kill is None:

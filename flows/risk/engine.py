@@ -126,6 +126,11 @@ class RiskEngine:
         self.breakers.on_bar(symbol, ts, ret)
         self.correlations.on_bar(symbol, ts, ret)
 
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Feed several closed bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order."""
+        self.breakers.on_bars(bars)
+        self.correlations.on_bars(bars)
+
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
                portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None) -> RiskDecision:
         """Return the approved position and change for ``symbol`` at bar close ``ts`` (see the module doc).

@@ -70,6 +70,29 @@ class Correlations:
                 st[2] += a * (x * x - st[2])
                 st[3] += a * (y * y - st[3])
 
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Take several bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order."""
+        last, pairs, a, isfinite = self.last, self.pairs, self.alpha, math.isfinite
+        for symbol, ts, ret in bars:
+            if not isfinite(ret):
+                continue
+            prev = last.get(symbol)
+            if prev is not None and ts <= prev[0]:
+                continue
+            last[symbol] = (ts, ret)
+            for other, (t, r) in last.items():
+                if t != ts or other == symbol:
+                    continue
+                key, x, y = ((symbol, other), ret, r) if symbol < other else ((other, symbol), r, ret)
+                st = pairs.get(key)
+                if st is None:
+                    pairs[key] = [1.0, x * y, x * x, y * y]
+                else:
+                    st[0] += 1.0
+                    st[1] += a * (x * y - st[1])
+                    st[2] += a * (x * x - st[2])
+                    st[3] += a * (y * y - st[3])
+
     def corr(self, a: str, b: str) -> float | None:
         """Return the correlation of two symbols' returns, or None with too few common bars."""
         st = self.pairs.get((a, b) if a < b else (b, a))
