@@ -60,11 +60,9 @@ class PolicyBook:
         The observation is the policy's features followed by these terms, as
         :meth:`inference.rl_observation.TacticalBook.observation` builds it.
         """
-        book = self.book
-        book.execute(self.target, self.close, *costs)
-        self.close *= math.exp(ret_1)
-        book.mark(self.close)
-        return book.state(self.close)  # type: ignore[no-any-return]
+        price = self.close
+        self.close = close = price * math.exp(ret_1)
+        return self.book.step(self.target, price, close, *costs)  # type: ignore[no-any-return]
 
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data."""
