@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flows.execution.orders import Broker
 from flows.records import Bar, Close, Decided, OrderIntent, PortfolioRow, Prediction, Status
 from flows.snapshots import check_snapshot
-from flows.strategies.base import Context, Strategy, features_of
+from flows.strategies.base import Context, Strategy
 
 if TYPE_CHECKING:
     from typing import Self
@@ -279,20 +279,22 @@ class DecisionStep:
 
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:
         d = self.deps
-        price = self.prices[p.symbol]
+        sym, ts, prob, conf, rl = p.symbol, p.ts, p.probability, p.confidence, p.rl_target
+        price = self.prices[sym]
         snap = d.portfolio.snapshot()
-        rl = p.rl_target
         strategy = d.strategy
-        target = strategy.decide(Context(p.symbol, p.ts, price, snap.positions.get(p.symbol, 0.0), snap.equity,
-                                         features_of(p), p.probability, p.confidence, p.signal,
-                                         None if rl != rl else rl, None, getattr(p, "horizon", None), snap, p))
-        confidence = p.confidence if strategy.sizing is None else 1.0  # a strategy that sizes itself: no scaling
-        dec = d.risk.decide(p.symbol, p.ts, target.fraction, confidence, price, p.volatility, snap, kill, None)
-        out: list[Any] = list(dec.rejections)
-        out.append(Decided(p, float(target.fraction), float(dec.target_qty), float(dec.approved_qty_delta),
-                           tuple(target.reasons)))
-        self.last_signal[p.symbol] = (p.probability, p.rl_target, target.fraction)
-        if dec.approved_qty_delta != 0.0:
+        target = strategy.decide(Context(sym, ts, price, snap.positions.get(sym, 0.0), snap.equity,
+                                         {"ret_1": p.ret_1, "rv_15": p.volatility},  # features_of(p)
+                                         prob, conf, p.signal, None if rl != rl else rl, None,
+                                         getattr(p, "horizon", None), snap, p))
+        fraction = target.fraction
+        dec = d.risk.decide(sym, ts, fraction, conf if strategy.sizing is None else 1.0,  # sizes itself: no scaling
+                            price, p.volatility, snap, kill, None)
+        delta = dec.approved_qty_delta
+        out: list[Any] = list(dec.rejections) if dec.rejections else []
+        out.append(Decided(p, float(fraction), float(dec.target_qty), float(delta), tuple(target.reasons)))
+        self.last_signal[sym] = (prob, rl, fraction)
+        if delta != 0.0:
             if d.stopping():  # flows.lifecycle: the run is stopping; the decision is recorded, not placed
                 from flows.risk.engine import Rejection
                 out.insert(0, Rejection(p.symbol, p.ts, STOP_RULE, "the flow is stopping: no new orders",

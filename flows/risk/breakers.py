@@ -25,7 +25,7 @@ from typing import Any
 from flows.risk.config import BreakersConfig
 
 
-@dataclass
+@dataclass(slots=True)
 class SymbolState:
     """One symbol's breaker inputs."""
 

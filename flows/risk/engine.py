@@ -151,7 +151,9 @@ class RiskEngine:
             portfolio_snapshot, Mapping) else _Fields(portfolio_snapshot)  # a PortfolioSnapshot: no ABC check
         positions: Mapping[str, float] = snap.positions or {}
         held = float(positions.get(symbol, 0.0))
-        bad = self._invalid(price, target_fraction, confidence)
+        isfinite = math.isfinite
+        bad = "" if isfinite(price) and price > 0 and isfinite(target_fraction) and isfinite(confidence) else \
+            self._invalid(price, target_fraction, confidence)
         if bad:
             return RiskDecision(held, 0.0, (Rejection(symbol, ts, "invalid_input", bad, math.nan, 0.0),))
         if target_fraction == 0.0 and symbol not in positions:

@@ -71,8 +71,16 @@ class Correlations:
                 st[3] += a * (y * y - st[3])
 
     def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
-        """Take several bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order."""
+        """Take several bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order.
+
+        :meth:`on_bar` looks for the symbols with the bar's time by scanning every symbol's last
+        bar; here one scan per bar time finds them and the arrivals after it extend the list,
+        kept in the order of ``last`` (so new pairs are created in the same order).
+        """
         last, pairs, a, isfinite = self.last, self.pairs, self.alpha, math.isfinite
+        pos: dict[str, int] | None = None  # symbol -> position in ``last`` (its iteration order)
+        cur: int | None = None
+        peers: list[tuple[str, float]] = []  # (symbol, return) of the symbols whose last bar opened at ``cur``
         for symbol, ts, ret in bars:
             if not isfinite(ret):
                 continue
@@ -80,18 +88,29 @@ class Correlations:
             if prev is not None and ts <= prev[0]:
                 continue
             last[symbol] = (ts, ret)
-            for other, (t, r) in last.items():
-                if t != ts or other == symbol:
-                    continue
-                key, x, y = ((symbol, other), ret, r) if symbol < other else ((other, symbol), r, ret)
+            if prev is None:
+                pos = None  # a new key: positions change
+            if ts != cur:
+                cur = ts
+                peers = [(o, r, r * r) for o, (t, r) in last.items() if t == ts and o != symbol]
+            sq = ret * ret
+            for other, r, r2 in peers:
+                if symbol < other:
+                    key, xy, xx, yy = (symbol, other), ret * r, sq, r2
+                else:
+                    key, xy, xx, yy = (other, symbol), r * ret, r2, sq
                 st = pairs.get(key)
                 if st is None:
-                    pairs[key] = [1.0, x * y, x * x, y * y]
+                    pairs[key] = [1.0, xy, xx, yy]
                 else:
-                    st[0] += 1.0
-                    st[1] += a * (x * y - st[1])
-                    st[2] += a * (x * x - st[2])
-                    st[3] += a * (y * y - st[3])
+                    n, s_xy, s_xx, s_yy = st
+                    st[:] = (n + 1.0, s_xy + a * (xy - s_xy), s_xx + a * (xx - s_xx), s_yy + a * (yy - s_yy))
+            peers.append((symbol, ret, sq))
+            if len(peers) > 1:
+                if pos is None:
+                    pos = {s: i for i, s in enumerate(last)}
+                if pos[peers[-2][0]] > pos[symbol]:
+                    peers.sort(key=lambda p: pos[p[0]])  # type: ignore[index]
 
     def corr(self, a: str, b: str) -> float | None:
         """Return the correlation of two symbols' returns, or None with too few common bars."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from flows.portfolio import Portfolio
@@ -250,6 +250,8 @@ def test_state_round_trip_gives_the_same_decisions(cfg: RiskConfig, book: dict[s
                           st.one_of(st.floats(-0.2, 0.2), st.just(0.0), st.just(math.nan), st.just(math.inf))),
                 min_size=1, max_size=120),
        st.integers(1, 7))
+@example([("BTC/USDT", 0, 0.01), ("ETH/USDT", 1, 0.02), ("SOL/USDT", 2, 0.01), ("SOL/USDT", 3, 0.01),
+          ("ETH/USDT", 3, -0.02), ("BTC/USDT", 3, 0.03)], 6)  # arrivals against ``last``'s order: new pairs' order
 def test_on_bars_is_on_bar_of_each_in_order(bars: list[tuple[str, int, float]], batch: int) -> None:
     """A close's bars fed at once (the decision step's call) leave the state of feeding them one by one."""
     cfg = RiskConfig.model_validate({"breakers": {"warmup_bars": 3, "gap_sigma": 2.0, "spike_ratio": 1.5,
