@@ -48,7 +48,7 @@ from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import CloseBarrier, ScoringStep
-from flows.records import Bar, Close, Fill, PortfolioRow, utc
+from flows.records import Bar, Close, Decided, Fill, PortfolioRow, utc
 from flows.replay import DecisionReplay, bar_time_chunks
 from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings, SettingsError, load_settings
@@ -206,20 +206,25 @@ def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timefra
 def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: dict[str, float]) -> None:
     """Keep the fills and the per-close equity of what the decision step made of ``closes``."""
     bars = {c.ts: c.bars for c in closes}
+    fills, marks, firsts = result.fills, result.marks, list(first.items())
     for item in out:
-        if isinstance(item, Fill):
-            result.fills.append(item)
+        kind = type(item)
+        if kind is Decided:  # most of them: nothing to keep
+            continue
+        if kind is PortfolioRow:
+            result.times.append(item.ts)
+            state = item.state
+            result.equity.append(float(state["equity"]))
+            last = {b.symbol: b.close for b in bars[item.ts]}
+            rel = [last[s] / p for s, p in firsts if s in last]
+            result.benchmark.append(sum(rel) / len(rel) if rel else 1.0)
+            marks.update(last)
+            held = state.get("positions", {})
+            result.positions.append({s: float(q) * marks.get(s, 0.0) for s, q in held.items() if q})
+        elif isinstance(item, Fill):
+            fills.append(item)
         elif isinstance(item, Rejection) and item.symbol == PORTFOLIO:
             result.halts.append(item)
-        elif isinstance(item, PortfolioRow):
-            result.times.append(item.ts)
-            result.equity.append(float(item.state["equity"]))
-            last = {b.symbol: b.close for b in bars[item.ts]}
-            rel = [last[s] / p for s, p in first.items() if s in last]
-            result.benchmark.append(sum(rel) / len(rel) if rel else 1.0)
-            result.marks.update(last)
-            held = item.state.get("positions", {})
-            result.positions.append({s: float(q) * result.marks.get(s, 0.0) for s, q in held.items() if q})
 
 
 def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) -> None:
