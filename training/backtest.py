@@ -35,7 +35,7 @@ import gc
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,8 @@ class BacktestResult:
 
 
 def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
-                 start_ms: int | None, chunk: int = 1, store: bool = False, matrices: bool = True) -> BacktestResult:
+                 start_ms: int | None, chunk: int = 1, store: bool = False, matrices: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> BacktestResult:
     """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on.
 
     ``chunk`` bar times go to the scoring step at once (:class:`flows.replay.DecisionReplay`:
@@ -118,6 +119,7 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     result counts the bar times that went as matrices).
     ``store`` writes every decision record of the traded closes (predictions, orders, fills,
     risk events, portfolio state) to the settings' profile's decision store.
+    ``clock`` times the stages of ``spent`` (wall time; ``time.thread_time`` gives CPU time).
     """
     symbols = tuple(streams)
     if symbols != tuple(settings.symbols):
@@ -132,10 +134,10 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     deps = build_deps(settings)
     deps.kill_active = lambda: False  # the live kill switch is not the backtest's business
     step = DecisionStep(symbols, timeframe_ms(timeframe), deps)
-    replay = DecisionReplay(barrier, step, DecisionSink(settings).open() if store else None)
+    replay = DecisionReplay(barrier, step, DecisionSink(settings).open() if store else None, clock=clock)
     freeze_start_up_heap()  # models, risk and broker live for the whole replay
     result, first_open = BacktestResult(run_id=settings.run_id()), dict[str, float]()
-    clock, features, t_start = time.perf_counter, 0.0, time.perf_counter()
+    features, t_start = 0.0, clock()
     # The replay allocates millions of small acyclic records (bars, rows, predictions); as in the backfill,
     # the cyclic collector is paused for it instead of walking them again and again (8-10 % of a run).
     gc_was_enabled = gc.isenabled()
@@ -168,7 +170,7 @@ def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timefra
     groups, so the trades are the same.  ``tally`` counts the seconds spent on features and
     the bar times that went as matrices.
     """
-    clock, tf_ms = time.perf_counter, timeframe_ms(timeframe)
+    clock, tf_ms = replay.clock, timeframe_ms(timeframe)
     n_symbols = len(replay.barrier.symbols)
     barrier = replay.barrier
     if chunk == 1:
