@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python tests/bench/bench_backtest.py --full           # 5 symbols x ~72k bars (2024-01-01 .. 09-06)
     .venv/bin/python tests/bench/bench_backtest.py --repeat 3 --chunk 256
     .venv/bin/python tests/bench/bench_backtest.py --against ../before --pairs 3   # another checkout, A/B
+    .venv/bin/python tests/bench/bench_backtest.py --stage-clock cpu --no-baseline  # stages in CPU time
 
 Data: ``--data`` (default ``../shared/data/binance-spot-5m-2024``), the five symbols
 BTC, ETH, SOL, XRP, DOGE against USDT.  This is a speed benchmark, not research: the
