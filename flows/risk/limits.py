@@ -47,6 +47,7 @@ class Correlations:
         self.alpha = 1.0 - 0.5 ** (1.0 / cfg.correlation_halflife_bars)
         self.last: dict[str, tuple[int, float]] = {}
         self.pairs: dict[tuple[str, str], list[float]] = {}  # (a, b) sorted -> [n, s_ab, s_aa, s_bb]
+        self._refs: dict[str, dict[str, list[float]]] = {}  # on_bars' lookups of ``pairs`` (the same lists)
 
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
         """Add a symbol's return of the bar opening at ``ts``; update its pairs with symbols that have that bar."""
@@ -69,6 +70,57 @@ class Correlations:
                 st[1] += a * (x * y - st[1])
                 st[2] += a * (x * x - st[2])
                 st[3] += a * (y * y - st[3])
+
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Take several bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order.
+
+        :meth:`on_bar` looks for the symbols with the bar's time by scanning every symbol's last
+        bar; here one scan per bar time finds them and the arrivals after it extend the list,
+        kept in the order of ``last`` (so new pairs are created in the same order).
+        """
+        last, pairs, a, isfinite = self.last, self.pairs, self.alpha, math.isfinite
+        refs = self._refs  # symbol -> other -> their pair's state list (the one in ``pairs``)
+        pos: dict[str, int] | None = None  # symbol -> position in ``last`` (its iteration order)
+        cur: int | None = None
+        peers: list[tuple[str, float, float]] = []  # (symbol, return, its square) of the symbols whose last bar opened at ``cur``
+        for symbol, ts, ret in bars:
+            if not isfinite(ret):
+                continue
+            prev = last.get(symbol)
+            if prev is not None and ts <= prev[0]:
+                continue
+            last[symbol] = (ts, ret)
+            if prev is None:
+                pos = None  # a new key: positions change
+            if ts != cur:
+                cur = ts
+                peers = [(o, r, r * r) for o, (t, r) in last.items() if t == ts and o != symbol]
+            sq = ret * ret
+            mine = refs.get(symbol)
+            if mine is None:
+                mine = refs[symbol] = {}
+            for other, r, r2 in peers:
+                st = mine.get(other)
+                if st is None:  # not seen from this side yet: by key (created here if new)
+                    key = (symbol, other) if symbol < other else (other, symbol)
+                    st = pairs.get(key)
+                    if st is None:
+                        xy, xx, yy = (ret * r, sq, r2) if symbol < other else (r * ret, r2, sq)
+                        pairs[key] = [1.0, xy, xx, yy]
+                        continue
+                    mine[other] = st
+                if symbol < other:
+                    n, s_xy, s_xx, s_yy = st
+                    st[:] = (n + 1.0, s_xy + a * (ret * r - s_xy), s_xx + a * (sq - s_xx), s_yy + a * (r2 - s_yy))
+                else:
+                    n, s_xy, s_xx, s_yy = st
+                    st[:] = (n + 1.0, s_xy + a * (r * ret - s_xy), s_xx + a * (r2 - s_xx), s_yy + a * (sq - s_yy))
+            peers.append((symbol, ret, sq))
+            if len(peers) > 1:
+                if pos is None:
+                    pos = {s: i for i, s in enumerate(last)}
+                if pos[peers[-2][0]] > pos[symbol]:
+                    peers.sort(key=lambda p: pos[p[0]])  # type: ignore[index]
 
     def corr(self, a: str, b: str) -> float | None:
         """Return the correlation of two symbols' returns, or None with too few common bars."""
@@ -99,3 +151,4 @@ class Correlations:
         """Take back :meth:`to_state` output."""
         self.last = {s: (int(t), float(r)) for s, (t, r) in state["last"].items()}
         self.pairs = {(p[0], p[1]): [float(x) for x in p[2:]] for p in state["pairs"]}
+        self._refs = {}
