@@ -42,6 +42,7 @@ from flows.operators.parse import exchange_symbol, parse_messages
 from flows.operators.pipeline import Output, SymbolPipeline
 from flows.records import Bar, BarReturn, DeadLetter, FeatureRow
 from flows.recovery import recoverable
+from flows.exchange.universe import with_universe
 from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.console import BarPrinter
 from flows.sinks.feast_online import FeastOnlineSink
@@ -206,7 +207,7 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
 
 def _flow_from_environment() -> Dataflow:
     try:
-        settings = load_settings()
+        settings = with_universe(load_settings())
         settings.require_servers()
         settings.require_live_guard()
         path = configure_logging(settings.log, settings.data_dir, model_secrets(settings))
