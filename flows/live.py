@@ -31,6 +31,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
+from flows.exchange.universe import with_universe
 from flows.feature_catalog import FEATURE_TIMEFRAMES
 from flows.lifecycle import EXIT_USAGE, install_stop_handlers, stop_requested, write_summary
 from flows.monitoring.hooks import SAMPLE, measured_parse, time_features
@@ -42,7 +43,6 @@ from flows.operators.parse import exchange_symbol, parse_messages
 from flows.operators.pipeline import Output, SymbolPipeline
 from flows.records import Bar, BarReturn, DeadLetter, FeatureRow
 from flows.recovery import recoverable
-from flows.exchange.universe import with_universe
 from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.console import BarPrinter
 from flows.sinks.feast_online import FeastOnlineSink
