@@ -143,7 +143,8 @@ def load_data(config: ReplayConfig) -> MarketData:
         duration = config.synthetic_duration_s
         if config.end_ms is not None:
             duration = (config.end_ms - start) // 1000
-        symbols, scale = config.synthetic or DEFAULT_SYMBOLS[:3], ()
+        symbols: tuple[str, ...] = config.synthetic or DEFAULT_SYMBOLS[:3]
+        scale: tuple[float, ...] = ()
         if config.universe:
             if config.synthetic:
                 raise ValueError("pass either synthetic symbols or a universe size, not both")

@@ -96,8 +96,8 @@ def free_ports(n: int) -> list[int]:
 
 def child(args: argparse.Namespace) -> None:
     """One process of the cluster: build the input, run the flow, print timings as JSON."""
-    from bytewax.testing import cluster_main
     from bench_flow import counting_sinks
+    from bytewax.testing import cluster_main
 
     from flows.live import build_flow
 
