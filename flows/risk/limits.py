@@ -35,6 +35,9 @@ def cap_qty(limit_value: float, used: float, price: float) -> float:
     return max(0.0, (limit_value - used) / price)
 
 
+_SMALL_BLOCK = 64  # pair updates of one bar time below which a Python loop beats numpy's calls
+
+
 class Correlations:
     """Exponentially weighted correlations of one-bar returns, updated on common bar times.
 
@@ -60,6 +63,7 @@ class Correlations:
         self.names: list[str] = []
         self._pending: list[int] = []  # slots with a bar at _pending_ts whose pairs are not updated yet
         self._pending_ts = np.iinfo(np.int64).min
+        self._peers: np.ndarray | None = None  # correlated pairs as of the last update, computed when read
         self.last_ts: np.ndarray = np.zeros(0, np.int64)
         self.last_ret: np.ndarray = np.zeros(0)
         self.count: np.ndarray = np.zeros((0, 0))
@@ -122,8 +126,10 @@ class Correlations:
         new = np.array(self._pending, np.intp)
         self._pending = []
         n = len(self.names)
-        at = np.flatnonzero(self.last_ts[:n] == self._pending_ts)
-        earlier = np.setdiff1d(at, new, assume_unique=True)
+        self._peers = None
+        at = self.last_ts[:n] == self._pending_ts
+        at[new] = False
+        earlier = np.flatnonzero(at)
         cols = np.concatenate([new, earlier])
         self._update(new, cols)  # rows: the new bars against every bar of that time (the diagonal left out)
         if len(earlier):
@@ -131,6 +137,21 @@ class Correlations:
 
     def _update(self, rows: np.ndarray, cols: np.ndarray) -> None:
         a, r = self.alpha, self.last_ret
+        if len(rows) * len(cols) <= _SMALL_BLOCK:  # a few symbols: numpy's per-call overhead would dominate
+            ret, js = r.tolist(), cols.tolist()
+            for i in rows.tolist():
+                x, cnt, prod, sq = ret[i], self.count[i], self.prod[i], self.sq[i]  # row views: 1-D indexing
+                for j in js:
+                    if i == j:
+                        continue
+                    y = ret[j]
+                    if cnt[j] == 0.0:
+                        prod[j], sq[j] = x * y, x * x
+                    else:
+                        p, q = float(prod[j]), float(sq[j])
+                        prod[j], sq[j] = p + a * (x * y - p), q + a * (x * x - q)
+                    cnt[j] += 1.0
+            return
         block = np.ix_(rows, cols)
         x, y = r[rows][:, None], r[cols][None, :]
         cnt, prod, sq = self.count[block], self.prod[block], self.sq[block]
@@ -177,15 +198,21 @@ class Correlations:
         return out
 
     def _row(self, i: int) -> np.ndarray:
-        """Return whether each symbol's estimated correlation with symbol ``i`` reaches the threshold."""
-        n = len(self.names)
-        cnt, p, sa, sb = self.count[i, :n], self.prod[i, :n], self.sq[i, :n], self.sq[:n, i]
-        ok = (cnt >= self.cfg.correlation_min_bars) & (sa > 0.0) & (sb > 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = p / np.sqrt(sa * sb)
-        out: np.ndarray = ok & np.isfinite(c) & (np.abs(c) >= self.cfg.correlation_threshold)
-        out[i] = False  # a symbol is not its own peer
-        return out
+        """Return whether each symbol's estimated correlation with symbol ``i`` reaches the threshold.
+
+        All rows are computed at once after the pairs change (a close decides every symbol
+        against the same pairs), one vectorised pass instead of one per decision.
+        """
+        if self._peers is None:
+            n = len(self.names)
+            cnt, p, sq = self.count[:n, :n], self.prod[:n, :n], self.sq[:n, :n]
+            ok = (cnt >= self.cfg.correlation_min_bars) & (sq > 0.0) & (sq.T > 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                c = p / np.sqrt(sq * sq.T)
+            peers: np.ndarray = ok & np.isfinite(c) & (np.abs(c) >= self.cfg.correlation_threshold)
+            np.fill_diagonal(peers, False)  # a symbol is not its own peer
+            self._peers = peers
+        return self._peers[i]
 
     def to_state(self) -> dict[str, Any]:
         """Return the state as plain data: each symbol's last bar, and every pair (sorted names) seen together."""
@@ -200,7 +227,7 @@ class Correlations:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Take back :meth:`to_state` output."""
-        self.index, self.names, self._pending = {}, [], []
+        self.index, self.names, self._pending, self._peers = {}, [], [], None
         self._grow(8)
         for s, (t, r) in state["last"].items():
             i = self._slot(s)
