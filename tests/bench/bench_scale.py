@@ -14,6 +14,10 @@ Usage::
    process ready); the baseline is W = 1 of the same N in the same run (ratio).  Each
    process reports its peak RSS (``ru_maxrss``); per symbol = the slope of the
    one-worker peak over N.
+3. Across hosts (``--sections 3``, root): the flow as one process, then as a cluster of W
+   processes each in its own network namespace (``infra/netns/hosts up W``: veths on a
+   bridge, 10.210.0.11 ...), Bytewax's own addresses and process ids; closed trades and
+   a digest of every closed bar must equal the one process's.
 2. Per close at 200 symbols (the steps that see every symbol): the cross-asset step
    (all symbols of a bar time), the graph attention network dense over all N against
    the same network over correlated clusters of at most ``--cluster`` assets
@@ -27,6 +31,7 @@ and every figure moves with the load (the load average is printed beside them).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -44,6 +49,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bench")]
 
 from bench_flow import flow_settings, log, make_market  # noqa: E402
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition  # noqa: E402
+from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
 
 from infra.replay_exchange.synthetic import universe  # noqa: E402
 
@@ -106,12 +112,28 @@ def child(args: argparse.Namespace) -> None:
     items = make_market(args.trades, symbols, args.batch, mean_gap_ms=600_000 / per)  # ~10 1m bars per symbol
     settings = flow_settings(symbols, Path(args.data_dir))
     addresses = args.addresses.split(";")
+    import flows.live as live
+
+    digest = [0]
+
+    class DigestSink(DynamicSink[Any]):
+        """The closed bars' digest: a sum of their hashes, whatever worker or order wrote them."""
+
+        def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+            class Part(StatelessSinkPartition[Any]):
+                def write_batch(self, items: list[Any]) -> None:
+                    for bar in items:
+                        h = hashlib.blake2b(repr(tuple(bar)).encode(), digest_size=8).digest()
+                        digest[0] = (digest[0] + int.from_bytes(h, "big")) % 2**64
+            return Part()
+
     with counting_sinks() as sinks:
+        live.BarPrinter = DigestSink  # type: ignore[assignment,misc]  # counting_sinks puts it back
         flow = build_flow(settings, SymbolPartitionedSource(items, len(addresses)))
     ready = time.time()
     cluster_main(flow, addresses, args.proc_id, worker_count_per_proc=1)
     done = time.time()
-    print(json.dumps({"ready": ready, "done": done, "trades": sinks["console"].trades, "bars": sinks["console"].bars,
+    print(json.dumps({"ready": ready, "done": done, "trades": sinks["history"].trades, "digest": digest[0],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
@@ -127,11 +149,17 @@ def applied_template(tmp: Path) -> Path:
     return template
 
 
-def run_cluster(n_symbols: int, workers: int, trades: int, batch: int, tmp: Path) -> dict[str, Any]:
-    """Run the flow on ``workers`` processes; return trades/s, closed trades and RSS per process."""
+def run_cluster(n_symbols: int, workers: int, trades: int, batch: int, tmp: Path,
+                hosts: bool = False) -> dict[str, Any]:
+    """Run the flow on ``workers`` processes; return trades/s, closed trades and RSS per process.
+
+    With ``hosts``, process i runs in network namespace ``cs21-h<i+1>`` at 10.210.0.<11+i>
+    (``infra/netns/hosts up N`` made them): Bytewax's own addresses across the veths.
+    """
     import shutil
 
-    addrs = ";".join(f"127.0.0.1:{p}" for p in free_ports(workers))
+    ips = [f"10.210.0.{11 + i}" if hosts else "127.0.0.1" for i in range(workers)]
+    addrs = ";".join(f"{ip}:{p}" for ip, p in zip(ips, free_ports(workers), strict=True))
     procs = []
     template = applied_template(tmp)
     for i in range(workers):
@@ -139,6 +167,8 @@ def run_cluster(n_symbols: int, workers: int, trades: int, batch: int, tmp: Path
         shutil.copytree(template, data)
         cmd = [sys.executable, __file__, "--child", "--symbols", str(n_symbols), "--trades", str(trades),
                "--batch", str(batch), "--addresses", addrs, "--proc-id", str(i), "--data-dir", str(data)]
+        if hosts:
+            cmd = ["ip", "netns", "exec", f"cs21-h{i + 1}", *cmd]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     reports = []
     for p in procs:
@@ -148,8 +178,9 @@ def run_cluster(n_symbols: int, workers: int, trades: int, batch: int, tmp: Path
         reports.append(json.loads(out.strip().splitlines()[-1]))
     wall = max(r["done"] for r in reports) - max(r["ready"] for r in reports)
     closed = sum(r["trades"] for r in reports)
-    return {"symbols": n_symbols, "workers": workers, "wall_s": wall, "trades": trades,
-            "closed": closed, "trades_per_s": trades / wall, "rss_mb": [round(r["rss_mb"]) for r in reports]}
+    digest = sum(r["digest"] for r in reports) % 2**64
+    return {"symbols": n_symbols, "workers": workers, "hosts": hosts, "wall_s": wall, "trades": trades,
+            "closed": closed, "digest": f"{digest:016x}", "trades_per_s": trades / wall, "rss_mb": [round(r["rss_mb"]) for r in reports]}
 
 
 def section_throughput(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
@@ -171,6 +202,21 @@ def section_throughput(args: argparse.Namespace, tmp: Path) -> list[dict[str, An
         slope = (b["rss_mb"][0] - a["rss_mb"][0]) / (b["symbols"] - a["symbols"])
         log(f"1: peak RSS per symbol (1 worker, {a['symbols']} -> {b['symbols']} symbols): {slope:.2f} MB")
     return results
+
+
+def section_hosts(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Section 3: the same flow as one process and as a cluster across namespace hosts: same bars, throughput."""
+    n = args.symbol_counts[-1]
+    out = [run_cluster(n, 1, args.trades, args.batch, tmp)]
+    for w in [w for w in args.workers if w > 1]:
+        subprocess.run([str(ROOT / "infra" / "netns" / "hosts"), "up", str(w)], check=True)
+        out.append(run_cluster(n, w, args.trades, args.batch, tmp, hosts=True))
+    for r in out:
+        r["same_as_one_process"] = (r["closed"], r["digest"]) == (out[0]["closed"], out[0]["digest"])
+        log(f"3: {n} symbols, {r['workers']} process(es){' on namespace hosts' if r['hosts'] else ''}: "
+            f"{r['trades_per_s']:,.0f} trades/s, bars digest {r['digest']}, same as one process: "
+            f"{r['same_as_one_process']}, load {os.getloadavg()[0]:.1f}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         if "1" in sections:
             out["throughput"] = section_throughput(args, tmp)
+        if "3" in sections:
+            out["hosts"] = section_hosts(args, tmp)
         if "2" in sections:
             from bench_scale_close import section_close  # per-close costs at 200 symbols
 
