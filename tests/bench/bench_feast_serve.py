@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bench")]
 
 from bench_flow import OnlinePath, log, minute_batches, scratch_database  # noqa: E402
+from bench_scale import report  # noqa: E402
 
 from infra.replay_exchange.synthetic import universe  # noqa: E402
+from tests.kit.servers import free_port  # noqa: E402
 
 SERVICE = "lightgbm_1m_v1"
 
@@ -79,18 +79,12 @@ async def load(url: str, symbols: list[str], clients: int, seconds: float, most:
             "per_s": len(lat) / wall, "load": os.getloadavg()[0]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def feast_serve(settings: Any, workers: int) -> Any:
     """Run ``feast serve`` for the settings' repository; yield its base URL."""
     from flows.feast_store import feast_environment, profile_yaml
 
-    port = _free_port()
+    port = free_port()
     cmd = [str(Path(sys.executable).parent / "feast"), "-c", str(settings.feast_repo), "-f", str(profile_yaml(settings)),
            "serve", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers), "--no-access-log",
            "--max-requests", "1000000"]
@@ -178,11 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     out["serve"].append(r)
         finally:
             redis.Redis.from_url(redis_url).flushdb()
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
-    return 0
+    return report(out, args.json)
 
 
 if __name__ == "__main__":

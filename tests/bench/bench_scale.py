@@ -89,6 +89,15 @@ class SymbolPartitionedSource(FixedPartitionedSource[Any, None]):
         return _Part([it for it in self.items if self.owner[it[0]] == k])
 
 
+def report(out: dict[str, Any], path: Path | None) -> int:
+    """Print a benchmark's figures as JSON (and write them to ``path``); return the exit code 0."""
+    text = json.dumps(out, indent=1)
+    print(text)
+    if path:
+        path.write_text(text)
+    return 0
+
+
 def free_ports(n: int) -> list[int]:
     """Return ``n`` free loopback ports."""
     socks = [socket.socket() for _ in range(n)]
@@ -251,11 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
             out["close"] = section_close(args)
     out["load_end"] = os.getloadavg()[0]
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
-    return 0
+    return report(out, args.json)
 
 
 if __name__ == "__main__":
