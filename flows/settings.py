@@ -40,13 +40,13 @@ from flows.errors import (
 from flows.exchange.universe import UniverseConfig
 from flows.execution.config import ExecutionConfig
 from flows.monitoring.alerts import AlertSettings
-from flows.monitoring.config import MonitoringConfig
+from flows.monitoring.config import DriftConfig, MonitoringConfig
 from flows.monitoring.dashboard.config import DashboardConfig
 from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
-from flows.stores.config import StoreConfig
+from flows.stores.config import BackupConfig, StoreConfig
 from flows.timeframes import TIMEFRAME_RE
 
 ENV_PREFIX = "CRYPTOSTREAM_"
@@ -125,6 +125,13 @@ class BarSettings(_Frozen):
         return tuple(values)
 
 
+def _optional_timeframe(value: str | None) -> str | None:
+    """Return ``value`` if it is a timeframe or ``None``; else a message with the accepted form."""
+    if value is not None and not TIMEFRAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
+    return value
+
+
 class ScoringSettings(_Frozen):
     """Which registered models score each bar, and how a new version is picked up."""
 
@@ -146,9 +153,7 @@ class ScoringSettings(_Frozen):
     @field_validator("timeframe")
     @classmethod
     def _tf(cls, value: str | None) -> str | None:
-        if value is not None and not TIMEFRAME_RE.match(value):
-            raise ValueError(f"{value!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
-        return value
+        return _optional_timeframe(value)
 
 
 class StrategySettings(_Frozen):
@@ -158,6 +163,46 @@ class StrategySettings(_Frozen):
                       description="built-in (legacy, cost_aware, trend) or a user's class as package.module:Class")
     params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters, validated by "
                                    "its Params model at start")
+
+
+class RetrainSettings(_Frozen):
+    """Scheduled retraining: windows, what each job trains, and what a challenger must show (training/retrain.py)."""
+
+    timeframe: str | None = Field(None, description="timeframe retrained; unset = the trading timeframe")
+    daily_days: float = Field(30.0, gt=0.0, description="daily job: training window (days before the "
+                              "comparison window)")
+    weekly_days: float = Field(365.0, gt=0.0, description="weekly job: training window (days)")
+    compare_days: float = Field(7.0, gt=0.0, description="the most recent days, left out of training: the "
+                                "challenger and the champion are backtested on them")
+    members: tuple[str, ...] = Field(("lightgbm", "lstm", "gnn"), description="ensemble members retrained")
+    policies: bool = Field(True, description="the weekly job retrains the tactical policy (scoring.policy_family)")
+    metric: Literal["sharpe", "sortino", "calmar", "total_return"] = Field(
+        "sharpe", description="the gate's figure the challenger must beat the champion on")
+    margin: float = Field(0.0, description="the challenger's metric must be >= the champion's + margin")
+    max_drawdown_margin: float = Field(0.0, ge=0.0, description="and its max drawdown <= the champion's + this")
+    gate: dict[str, float] = Field(default_factory=dict, description="thresholds of training.gate's GateConfig "
+                                   "(e.g. min_sharpe); the paper record is judged at go-live, not here")
+    quick: bool = Field(False, description="tiny models (the bootstrap's): for demos and tests")
+    seed: int = 7
+    daily_cron: str = Field("30 2 * * *", description="python -m training.schedule: when the daily job runs (UTC)")
+    weekly_cron: str = Field("30 3 * * sun", description="when the weekly job runs (UTC; it replaces that "
+                             "day's daily run)")
+    misfire_grace_s: float = Field(7 * 24 * 3600.0, gt=0.0, description="a run missed by less than this is "
+                                   "caught up once at start")
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _members(cls, value: Any) -> Any:
+        values = _split(value)
+        unknown = [m for m in values if m not in ("lightgbm", "lstm", "gnn")]
+        if not values or unknown:
+            raise ValueError(f"members must be some of lightgbm, lstm, gnn (comma-separated), not {value!r}")
+        return tuple(values)
+
+    @field_validator("timeframe")
+    @classmethod
+    def _tf(cls, value: str | None) -> str | None:
+        return _optional_timeframe(value)
 
 
 class Settings(_Frozen):
@@ -192,9 +237,15 @@ class Settings(_Frozen):
                                   "(flows/monitoring/alerts.py)")
     stores: StoreConfig = Field(StoreConfig(), description="riding out a TimescaleDB or Redis outage "
                                 "(flows/stores/config.py)")
+    drift: DriftConfig = Field(DriftConfig(), description="feature and calibration drift checks "
+                               "(flows/monitoring/config.py, python -m training.drift); not part of the run id")
+    backup: BackupConfig = Field(BackupConfig(), description="python -m infra.db backup: directory and how "
+                                 "many are kept (flows/stores/config.py); not part of the run id")
     log: LogSettings = Field(LogSettings(), description="console and file logging (flows/monitoring/logging.py)")
     dashboard: DashboardConfig = Field(DashboardConfig(), description="the Streamlit dashboard "
                                        "(flows/monitoring/dashboard); not part of the run id")
+    retrain: RetrainSettings = Field(RetrainSettings(), description="scheduled retraining (training/retrain.py, "
+                                     "training/schedule.py); not part of the run id")
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -227,8 +278,8 @@ class Settings(_Frozen):
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
         doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores",
-                                                    "log", "monitoring",
-                                                    "dashboard"})
+                                                    "log", "monitoring", "backup", "drift",
+                                                    "dashboard", "retrain"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tearsheet re-rendered with the verdict: {render_tearsheet(out)}")
     if not a.dry_run:
         root = settings.registry_root()
-        dirs = [resolve_version_dir(root, f, versions[f]) for f in judged_families(settings, versions)]
+        tf = settings.trading_timeframe()
+        dirs = [resolve_version_dir(root, f, versions[f], timeframe=tf) for f in judged_families(settings, versions)]
         for path in write_verdict(dirs, verdict):
             print(f"verdict written to {path}")
     return 0 if verdict.passed else 1

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flows.execution.orders import Broker
 from flows.records import Bar, Close, Decided, OrderIntent, PortfolioRow, Prediction, Status
 from flows.snapshots import check_snapshot
-from flows.strategies.base import Context, Strategy, features_of
+from flows.strategies.base import Context, Strategy
 
 if TYPE_CHECKING:
     from typing import Self
@@ -87,6 +87,10 @@ class RiskEngine(Protocol):
 
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
         """Feed a closed bar's return to the breakers and correlations."""
+        ...
+
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Feed several closed bars' (symbol, open time, return), as :meth:`on_bar` of each in order."""
         ...
 
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
@@ -241,14 +245,17 @@ class DecisionStep:
         d = self.deps
         out: list[Any] = []
         prices, portfolio, broker, risk = self.prices, d.portfolio, d.broker, d.risk
+        rets: list[tuple[str, int, float]] = []
         for bar in bars:
             for fill in broker.on_bar(bar):
                 portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
                 self.fills += 1
                 out.append(fill)
-            prev = prices.get(bar.symbol)
-            risk.on_bar(bar.symbol, bar.ts, (bar.close / prev - 1.0) if prev else 0.0)
-            prices[bar.symbol] = bar.close
+            sym, close = bar.symbol, bar.close
+            prev = prices.get(sym)
+            rets.append((sym, bar.ts, (close / prev - 1.0) if prev else 0.0))
+            prices[sym] = close
+        risk.on_bars(rets)  # the breakers and correlations see the close's bars in the same order
         portfolio.mark(prices, t)
         if preds:
             if kill is None:
@@ -272,20 +279,22 @@ class DecisionStep:
 
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:
         d = self.deps
-        price = self.prices[p.symbol]
+        sym, ts, prob, conf, rl = p.symbol, p.ts, p.probability, p.confidence, p.rl_target
+        price = self.prices[sym]
         snap = d.portfolio.snapshot()
-        rl = p.rl_target
         strategy = d.strategy
-        target = strategy.decide(Context(p.symbol, p.ts, price, snap.positions.get(p.symbol, 0.0), snap.equity,
-                                         features_of(p), p.probability, p.confidence, p.signal,
-                                         None if rl != rl else rl, None, getattr(p, "horizon", None), snap, p))
-        confidence = p.confidence if strategy.sizing is None else 1.0  # a strategy that sizes itself: no scaling
-        dec = d.risk.decide(p.symbol, p.ts, target.fraction, confidence, price, p.volatility, snap, kill, None)
-        out: list[Any] = list(dec.rejections)
-        out.append(Decided(p, float(target.fraction), float(dec.target_qty), float(dec.approved_qty_delta),
-                           tuple(target.reasons)))
-        self.last_signal[p.symbol] = (p.probability, p.rl_target, target.fraction)
-        if dec.approved_qty_delta != 0.0:
+        target = strategy.decide(Context(sym, ts, price, snap.positions.get(sym, 0.0), snap.equity,
+                                         {"ret_1": p.ret_1, "rv_15": p.volatility},  # features_of(p)
+                                         prob, conf, p.signal, None if rl != rl else rl, None,
+                                         getattr(p, "horizon", None), snap, p))
+        fraction = target.fraction
+        dec = d.risk.decide(sym, ts, fraction, conf if strategy.sizing is None else 1.0,  # sizes itself: no scaling
+                            price, p.volatility, snap, kill, None)
+        delta = dec.approved_qty_delta
+        out: list[Any] = list(dec.rejections) if dec.rejections else []
+        out.append(Decided(p, float(fraction), float(dec.target_qty), float(delta), tuple(target.reasons)))
+        self.last_signal[sym] = (prob, rl, fraction)
+        if delta != 0.0:
             if d.stopping():  # flows.lifecycle: the run is stopping; the decision is recorded, not placed
                 from flows.risk.engine import Rejection
                 out.insert(0, Rejection(p.symbol, p.ts, STOP_RULE, "the flow is stopping: no new orders",

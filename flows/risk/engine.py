@@ -128,6 +128,11 @@ class RiskEngine:
         self.breakers.on_bar(symbol, ts, ret)
         self.correlations.on_bar(symbol, ts, ret)
 
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Feed several closed bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order."""
+        self.breakers.on_bars(bars)
+        self.correlations.on_bars(bars)
+
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
                portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None) -> RiskDecision:
         """Return the approved position and change for ``symbol`` at bar close ``ts`` (see the module doc).
@@ -148,7 +153,9 @@ class RiskEngine:
             portfolio_snapshot, Mapping) else _Fields(portfolio_snapshot)  # a PortfolioSnapshot: no ABC check
         positions: Mapping[str, float] = snap.positions or {}
         held = float(positions.get(symbol, 0.0))
-        bad = self._invalid(price, target_fraction, confidence)
+        isfinite = math.isfinite
+        bad = "" if isfinite(price) and price > 0 and isfinite(target_fraction) and isfinite(confidence) else \
+            self._invalid(price, target_fraction, confidence)
         if bad:
             return RiskDecision(held, 0.0, (Rejection(symbol, ts, "invalid_input", bad, math.nan, 0.0),))
         if target_fraction == 0.0 and symbol not in positions:

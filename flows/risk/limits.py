@@ -162,6 +162,14 @@ class Correlations:
         self.sq[block] = np.where(keep, np.where(first, xx, sq + a * (xx - sq)), sq)
         self.count[block] = np.where(keep, cnt + 1.0, cnt)
 
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Take several bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order.
+
+        The matrices already apply a bar time's pair updates as one block, so this is the loop.
+        """
+        for symbol, ts, ret in bars:
+            self.on_bar(symbol, ts, ret)
+
     def corr(self, a: str, b: str) -> float | None:
         """Return the correlation of two symbols' returns, or None with too few common bars."""
         self._flush()

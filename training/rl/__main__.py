@@ -101,7 +101,7 @@ def attach_signal(md: Any, registry: Path, version: str) -> Any:
     """Return ``md`` with the ensemble's point-in-time probability attached (its provenance in ``signal_source``)."""
     from training.rl.signal import ensemble_oos_probability, with_signal
 
-    probs, record = ensemble_oos_probability(registry, version)
+    probs, record = ensemble_oos_probability(registry, version, timeframe=getattr(md, "timeframe", None))
     return with_signal(md, probs, record)
 
 
