@@ -37,6 +37,7 @@ from pydantic import (
 from flows.errors import (
     SettingsError as SettingsError,  # re-exported: callers catch flows.settings.SettingsError
 )
+from flows.exchange.universe import UniverseConfig
 from flows.execution.config import ExecutionConfig
 from flows.monitoring.alerts import AlertSettings
 from flows.monitoring.config import DriftConfig, MonitoringConfig
@@ -98,7 +99,7 @@ class ReplaySettings(_Frozen):
     """The local replay exchange the default run streams from."""
 
     data: Path | None = Field(None, description="recorded .gz messages or candle files; unset = synthetic")
-    synthetic_symbols: int = Field(3, ge=1, le=50)
+    synthetic_symbols: int = Field(3, ge=1, le=1000)
     speed: float = Field(60.0, ge=0.0, description="times real time; 0 = as fast as the client reads")
     port: int = Field(0, ge=0, le=65535, description="0 = any free port")
     seed: int = 7
@@ -211,6 +212,8 @@ class Settings(_Frozen):
     profile: Literal["local", "timescale"] = "local"
     mode: Literal["paper", "live"] = "paper"
     symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    universe: UniverseConfig = Field(UniverseConfig(), description="symbols, or a pairlist from the exchange's "
+                                     "markets by quote and volume (flows/exchange/universe.py)")
     data_dir: Path = Field(PROJECT_ROOT / "var", description="local artefacts: Feast files, registry, logs")
     feast_repo: Path = Field(PROJECT_ROOT / "feature_repo", description="Feast repository (definitions + profiles)")
     timescale_dsn: SecretStr | None = None
