@@ -113,7 +113,7 @@ def id_gap_step(settings: Settings, symbols: dict[str, str], api_key: str | None
             state = IdGapRepair(symbol)
         filler = getattr(clients, "filler", None)
         if filler is None:
-            filler = clients.filler = TradeFiller(ex.http_url, ex.ws_url, api_key)
+            filler = clients.filler = TradeFiller(ex.http_url, ex.ws_url, api_key, retry=ex.fill_retry)
         out, dead = state.repair(trades, filler, parse)
         return state, [(symbol, out, dead)]
 
@@ -173,7 +173,8 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
         print(PUBLIC_FILL_NOTE, file=sys.stderr)
     key = ex.api_key.get_secret_value() if ex.api_key else None
     source = source or BinanceTradeSource(settings.symbols, ex.ws_url, settings.duration_s, ex.http_url, key,
-                                          ex.fill_gaps, since, ex.idle_stop_s, should_stop=stop_requested)
+                                          ex.fill_gaps, since, ex.idle_stop_s, should_stop=stop_requested,
+                                          fill_retry=ex.fill_retry)
     raw = op.input("exchange_ws", flow, source)
 
     def parse(batch: RawBatch) -> tuple[str, tuple[list, list[DeadLetter]]]:
