@@ -784,7 +784,7 @@ def _raw_reader(ctx: StoreCtx, symbol: str) -> Callable[[], Any]:
         return lambda: conn.execute(q, {"k": key}).fetchall()
     import sqlite3
 
-    conn = sqlite3.connect(ctx.settings.feast_repo / "data" / "online.db")
+    conn = sqlite3.connect(ctx.settings.data_dir / "feast" / "online.db")
     q = " UNION ALL ".join(f"SELECT feature_name, value, event_ts FROM {t} WHERE entity_key = ?" for t in tables)
     return lambda: conn.execute(q, (key, key)).fetchall()
 
