@@ -83,16 +83,18 @@ def symbol_step(settings: Settings, metrics: FlowMetrics | None = None):
         if next(tick) % SAMPLE and pipe is not None:  # counted, not timed
             pipe, out = step(pipe, item)
             if out:
-                time_features(pipe).take()  # features of an untimed batch are not reported
                 metrics.on_pipeline(out, None, 0.0)
             return pipe, out
-        clock = time_features(pipe) if pipe is not None else None  # a new pipeline's first batch: features untimed
-        t0 = perf_counter()
-        pipe, out = step(pipe, item)
-        took = perf_counter() - t0
-        metrics.on_pipeline(out, took, clock.take() if clock is not None else 0.0)
-        if clock is None:
-            time_features(pipe)
+        if pipe is None:  # a new pipeline's first batch: features untimed
+            t0 = perf_counter()
+            pipe, out = step(pipe, item)
+            metrics.on_pipeline(out, perf_counter() - t0, 0.0)
+            return pipe, out
+        with time_features(pipe) as clock:
+            t0 = perf_counter()
+            pipe, out = step(pipe, item)
+            took = perf_counter() - t0
+        metrics.on_pipeline(out, took, clock.seconds)
         return pipe, out
 
     return measured
