@@ -174,9 +174,13 @@ def make_market(trades: int, symbols: tuple[str, ...], batch: int, seed: int = 7
 
 
 def flow_settings(symbols: tuple[str, ...], data_dir: Path, **env: str) -> Settings:
-    """Settings of the local profile for ``symbols`` (data and Feast repo in a scratch dir)."""
+    """Settings of the local profile for ``symbols``, data in a scratch dir.
+
+    The project's own Feast repository: its registry and online store live under ``data_dir``
+    (flows/stores/feast_paths.py), so a run touches nothing of the user's.  Section 1 named a
+    copy of the repository here that nobody made, and ``build_flow`` stopped on it.
+    """
     return load_settings(env={"CRYPTOSTREAM_SYMBOLS": ",".join(symbols), "CRYPTOSTREAM_DATA_DIR": str(data_dir),
-                              "CRYPTOSTREAM_FEAST_REPO": str(data_dir / "feature_repo"),
                               "CRYPTOSTREAM_EXCHANGE__FILL_GAPS": "false", **env})
 
 

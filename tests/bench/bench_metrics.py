@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.bench.bench_flow import SYMBOL_POOL, flow_settings, log, make_market, run_live_flow  # noqa: E402
 from tests.kit.prometheus import free_port  # noqa: E402
-from tests.kit.repo import copy_feature_repo  # noqa: E402
 
 
 def run_once(items: list, settings, port: int) -> tuple[float, float]:
@@ -83,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     symbols = SYMBOL_POOL[: args.symbols]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_metrics_") as tmp:
-        copy_feature_repo(Path(tmp))  # flow_settings points the Feast repo there; the flow registers its views
         settings = flow_settings(symbols, Path(tmp))
         run_once(make_market(20_000, symbols, 100), settings, 0)  # warm-up: Feast views, imports
         for batch in (int(b) for b in args.batches.split(",")):
