@@ -14,6 +14,11 @@ On a fresh machine ``python -m flows.main`` calls :func:`bootstrap`, which
 
 each step a subprocess exactly as a user would type it.  A registry that already
 holds an ensemble is left alone, so later runs skip all of it.
+
+Each step shows a progress bar on a terminal (tqdm on stderr: ``bootstrap 3/8: train
+lstm``, filled against the step's usual duration, :data:`EXPECTED_S`, and completed when
+the step ends); without a terminal (a pipe, a log file) it prints a line when a step
+starts and one when it is done.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
 
 from flows.exchange.replay_process import control, replay_process
 from flows.operators.model_bank import has_models
@@ -36,14 +44,44 @@ QUICK = {"lightgbm": ["--folds", "2"],
          "ensemble": ["--method", "performance"]}
 
 
-def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
+# Seconds a step usually takes on 2 cores (what a bar fills against; a slower step waits at 99 %).
+EXPECTED_S = {"backfill": 5.0, "lightgbm": 15.0, "lstm": 20.0, "gnn": 20.0, "ensemble": 5.0, "policy": 15.0,
+              "export": 8.0}  # README's first run: 3, 12, 14, 15, 2, 10, 5 s
+STEPS = 7  # backfill, three families, the ensemble, the policy and its export
+
+
+def _run(cmd: list[str], env: dict[str, str], what: str, step: int, expected_s: float,
+         progress: bool | None = None, out: TextIO | None = None) -> None:
+    """Run one bootstrap step as a subprocess with its progress bar (``progress`` None: a bar on a terminal only)."""
+    out = out if out is not None else sys.stderr
+    bar_on = out.isatty() if progress is None else progress
     t0 = time.monotonic()
-    print(f"bootstrap: {what} ...", flush=True)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
+    desc = f"bootstrap {step}/{STEPS}: {what}"
+    if not bar_on:
+        print(f"bootstrap: {what} ...", flush=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with tqdm(total=expected_s, desc=desc, file=out, disable=not bar_on, leave=True, mininterval=0.2,
+              bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {elapsed}{postfix}") as bar:
+        try:
+            while True:
+                try:
+                    stdout, stderr = proc.communicate(timeout=0.25)
+                    break
+                except subprocess.TimeoutExpired:
+                    bar.update(min(time.monotonic() - t0, 0.99 * expected_s) - bar.n)
+        except BaseException:  # Ctrl-C, SIGTERM (flows.lifecycle): no step left running, as subprocess.run
+            proc.kill()
+            proc.wait()
+            raise
+        took = time.monotonic() - t0
+        if proc.returncode == 0:
+            bar.update(expected_s - bar.n)
+            bar.set_postfix_str(f"done in {took:.0f} s", refresh=True)
+    if proc.returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-15:]
         raise SystemExit(f"bootstrap step failed ({' '.join(cmd[2:])}):\n" + "\n".join(tail))
-    print(f"bootstrap: {what} done in {time.monotonic() - t0:.0f} s", flush=True)
+    if not bar_on:
+        print(f"bootstrap: {what} done in {took:.0f} s", flush=True)
 
 
 def history_window(days: float, live_start: datetime = LIVE_START) -> tuple[datetime, datetime]:
@@ -74,17 +112,19 @@ def bootstrap(settings: Settings, env: dict[str, str], days: float = 2.0, seed: 
         control(ex.http_url, "seek", time=int(end.timestamp() * 1000))
         ex_env = {**full, "CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url}
         _run([py, "-m", "training.backfill", "exchange", "--symbols", *symbols, "--timeframe", "1m",
-              "--start", iso[0], "--end", iso[1]], ex_env, f"backfill {days:g} days of 1m klines from the replay")
+              "--start", iso[0], "--end", iso[1]], ex_env, f"backfill {days:g} days of 1m klines from the replay",
+             1, EXPECTED_S["backfill"])
     window = ["--symbols", *symbols, "--timeframe", "1m", "--start", iso[0], "--end", iso[1],
               "--registry", str(root), "--seed", "7"]
-    for fam in ("lightgbm", "lstm", "gnn"):
-        _run([py, "-m", "training.train", fam, *window, *QUICK[fam]], full, f"train {fam}")
+    for k, fam in enumerate(("lightgbm", "lstm", "gnn"), start=2):
+        _run([py, "-m", "training.train", fam, *window, *QUICK[fam]], full, f"train {fam}", k, EXPECTED_S[fam])
     _run([py, "-m", "training.train", "ensemble", "--registry", str(root), "--timeframe", "1m", *QUICK["ensemble"]],
-         full,
-         "train ensemble")
+         full, "train ensemble", 5, EXPECTED_S["ensemble"])
     rl = ["--registry", str(root)]
-    _run([py, "-m", "training.rl", "train", "tactical", "--quick", *rl], full, "train tactical policy")
-    _run([py, "-m", "training.rl", "export", "tactical", *rl], full, "export tactical policy")
+    _run([py, "-m", "training.rl", "train", "tactical", "--quick", *rl], full, "train tactical policy", 6,
+         EXPECTED_S["policy"])
+    _run([py, "-m", "training.rl", "export", "tactical", *rl], full, "export tactical policy", 7,
+         EXPECTED_S["export"])
     return True
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.settings import Settings, SettingsError
+from flows.settings import PROJECT_ROOT, Settings, SettingsError
 from flows.stores import open_stores
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def profile_yaml(settings: Settings) -> Path:
 
 def feast_environment(settings: Settings) -> dict[str, str]:
     """Return the environment variables the profile's yaml reads."""
-    env = {"CRYPTOSTREAM_PROFILE": settings.profile, "CRYPTOSTREAM_DATA_DIR": str(settings.data_dir),
+    env = {"CRYPTOSTREAM_PROFILE": settings.profile, "CRYPTOSTREAM_DATA_DIR": str(settings.data_dir.absolute()),
            "CRYPTOSTREAM_FEAST_REPO": str(settings.feast_repo)}
     env.update(open_stores(settings).feast_environment())
     return env
@@ -79,6 +79,8 @@ def ensure_applied(settings: Settings) -> bool:
 def apply(settings: Settings) -> None:
     """Run ``feast apply`` for the settings' profile, as a user would."""
     env = {**os.environ, **feast_environment(settings)}
+    # the CLI imports this checkout's plugins (flows.stores...), whichever checkout the virtualenv was installed from
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     cmd = [str(Path(sys.executable).with_name("feast")), "-c", str(settings.feast_repo),
            "-f", str(profile_yaml(settings)), "apply"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

@@ -84,16 +84,18 @@ def symbol_step(settings: Settings, metrics: FlowMetrics | None = None):
         if next(tick) % SAMPLE and pipe is not None:  # counted, not timed
             pipe, out = step(pipe, item)
             if out:
-                time_features(pipe).take()  # features of an untimed batch are not reported
                 metrics.on_pipeline(out, None, 0.0)
             return pipe, out
-        clock = time_features(pipe) if pipe is not None else None  # a new pipeline's first batch: features untimed
-        t0 = perf_counter()
-        pipe, out = step(pipe, item)
-        took = perf_counter() - t0
-        metrics.on_pipeline(out, took, clock.take() if clock is not None else 0.0)
-        if clock is None:
-            time_features(pipe)
+        if pipe is None:  # a new pipeline's first batch: features untimed
+            t0 = perf_counter()
+            pipe, out = step(pipe, item)
+            metrics.on_pipeline(out, perf_counter() - t0, 0.0)
+            return pipe, out
+        with time_features(pipe) as clock:
+            t0 = perf_counter()
+            pipe, out = step(pipe, item)
+            took = perf_counter() - t0
+        metrics.on_pipeline(out, took, clock.seconds)
         return pipe, out
 
     return measured
@@ -114,7 +116,7 @@ def id_gap_step(settings: Settings, symbols: dict[str, str], api_key: str | None
             state = IdGapRepair(symbol)
         filler = getattr(clients, "filler", None)
         if filler is None:
-            filler = clients.filler = TradeFiller(ex.http_url, ex.ws_url, api_key)
+            filler = clients.filler = TradeFiller(ex.http_url, ex.ws_url, api_key, retry=ex.fill_retry)
         out, dead = state.repair(trades, filler, parse)
         return state, [(symbol, out, dead)]
 
@@ -174,7 +176,8 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
         print(PUBLIC_FILL_NOTE, file=sys.stderr)
     key = ex.api_key.get_secret_value() if ex.api_key else None
     source = source or BinanceTradeSource(settings.symbols, ex.ws_url, settings.duration_s, ex.http_url, key,
-                                          ex.fill_gaps, since, ex.idle_stop_s, should_stop=stop_requested)
+                                          ex.fill_gaps, since, ex.idle_stop_s, should_stop=stop_requested,
+                                          fill_retry=ex.fill_retry)
     raw = op.input("exchange_ws", flow, source)
 
     def parse(batch: RawBatch) -> tuple[str, tuple[list, list[DeadLetter]]]:

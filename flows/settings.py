@@ -47,6 +47,7 @@ from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.regime import RegimeConfig
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
+from flows.sources.rest_fill import FillRetry
 from flows.stores.config import BackupConfig, StoreConfig
 from flows.timeframes import TIMEFRAME_RE
 
@@ -72,6 +73,8 @@ class ExchangeSettings(_Frozen):
     fill_gaps: bool = Field(True, description="after a disconnect or restart, fetch missed trades from REST")
     fill_since: datetime | None = Field(None, description="on a fresh start, first fetch trades since this UTC time")
     idle_stop_s: float = Field(0.0, ge=0.0, description="end the stream after this many quiet seconds; 0 = never")
+    fill_retry: FillRetry = Field(FillRetry(), description="retries of a gap fill's REST call after a network "
+                                  "error, a timeout, HTTP 5xx or 429 (flows/sources/rest_fill.py)")
 
     @field_validator("fill_since")
     @classmethod

@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -87,7 +87,7 @@ class FlowMetrics:
                                                         "feature rows computed")])
         hot.histogram(STAGE, ["stage"], "seconds one batch spent in a stage")
         hot.histogram(SINK, ["sink"], "seconds of one sink write_batch")
-        self._keys: dict[Any, tuple[str, tuple[str, ...]]] = {}  # cell keys made once (labels -> key)
+        self._count_parsed = self.parse_counter()
         r.register(hot)
         self._reasons: dict[str, set[str]] = {}
         # Reported per reconnect, per close or per swap: prometheus-client's own metrics.
@@ -125,20 +125,36 @@ class FlowMetrics:
     def on_parsed(self, symbol: str, messages: int, trades: int, dead: list[DeadLetter], received_ms: int,
                   seconds: float | None) -> None:
         """Count one parsed batch of ``symbol``'s messages; ``seconds`` None: the batch was not timed."""
-        hot = self.hot
-        d = hot.shard()
-        key = self._keys.get(symbol) or self._keys.setdefault(symbol, ("parse", (symbol,)))
-        cell = d.get(key) or hot.new_cell(d, key)
-        cell[0] += messages
-        if trades:
-            cell[1] += trades
-            cell[2] = received_ms / 1000.0
-        if dead:
-            self.on_dead_letters(dead)
+        self._count_parsed(symbol, messages, trades, dead, received_ms)
         if seconds is not None:
-            h = d.get(_PARSE) or hot.new_cell(d, _PARSE)
-            h[bisect_left(BUCKETS, seconds)] += 1
-            h[-1] += seconds
+            self._observe(_PARSE, seconds)
+
+    def parse_counter(self) -> Callable[[str, int, int, list[DeadLetter], int], None]:
+        """Return :meth:`on_parsed` for untimed batches, lean: each thread's cells of a symbol looked up once.
+
+        The parse step reports every batch, so at small batches its few dict and attribute
+        lookups were a measurable share of the flow's cost (issue 18).
+        """
+        hot, local = self.hot, threading.local()
+
+        def count(symbol: str, messages: int, trades: int, dead: list[DeadLetter], received_ms: int) -> None:
+            try:
+                cell = local.cells[symbol]
+            except (AttributeError, KeyError):
+                d = hot.shard()
+                key = ("parse", (symbol,))
+                cell = d.get(key) or hot.new_cell(d, key)
+                if not hasattr(local, "cells"):
+                    local.cells = {}
+                local.cells[symbol] = cell
+            cell[0] += messages
+            if trades:
+                cell[1] += trades
+                cell[2] = received_ms / 1000.0
+            if dead:
+                self.on_dead_letters(dead)
+
+        return count
 
     def on_reconnect(self, symbol: str) -> None:
         """Count a websocket reconnect."""

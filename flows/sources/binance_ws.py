@@ -37,7 +37,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.monitoring.metrics import current as current_metrics
 from flows.operators.parse import exchange_symbol
-from flows.sources.rest_fill import TradeFiller, known_quantities, trade_docs
+from flows.sources.rest_fill import FillRetry, TradeFiller, known_quantities, trade_docs
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +226,9 @@ class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
     def __init__(self, symbols: tuple[str, ...], ws_url: str | None, duration_s: float = 0.0,
                  http_url: str | None = None, api_key: str | None = None, fill_gaps: bool = True,
                  fill_since_ms: int | None = None, idle_stop_s: float = 0.0,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+                 should_stop: Callable[[], bool] = lambda: False, fill_retry: FillRetry | None = None) -> None:
         self.symbols = symbols
+        self.fill_retry = fill_retry
         self.should_stop = should_stop
         self.ws_url = ws_url or BINANCE_WS
         self.http_url = http_url
@@ -241,7 +242,8 @@ class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
         return list(self.symbols)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> WsPartition:
-        filler = TradeFiller(self.http_url, self.ws_url, self.api_key) if self.fill_gaps else None
+        filler = (TradeFiller(self.http_url, self.ws_url, self.api_key, retry=self.fill_retry) if self.fill_gaps
+                  else None)
         return WsPartition(for_part, self.ws_url, filler, self.deadline, last_id=resume_state,
                            fill_since_ms=self.fill_since_ms, idle_stop_s=self.idle_stop_s,
                            should_stop=self.should_stop)

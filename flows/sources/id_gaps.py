@@ -11,6 +11,14 @@ hands them on with the batch, so the bar builder gets them before any later trad
 closes their bar, and the bars equal those of a clean stream.  Ids REST does not have
 either are recorded as a dead letter ``unfilled trade ids``.
 
+A hole whose REST fill failed (the fill's retries of a network error, timeout, 5xx or 429
+used up: :class:`~flows.sources.rest_fill.FillRetry`) is recorded the same way, with the
+reason, and kept in the step's state: it is asked for again on later batches (after
+:data:`RETRY_AFTER_MS` of trade time, doubling, at most :data:`MAX_TRIES` times) and at
+the first batch after a restart, since the state is in the snapshot.  Trades found then
+go on ahead of the batch; a bar that has closed meanwhile refuses them as late (a dead
+letter again), a bar still open takes them.
+
 The step's state (the last id and time seen, the quantities of the trades at that time,
 which an aggregate spanning batches needs) is plain data, kept by Bytewax like the
 pipeline's.
@@ -18,6 +26,7 @@ pipeline's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any, Protocol
@@ -28,12 +37,20 @@ from flows.snapshots import check_snapshot
 from flows.sources.rest_fill import units_of
 
 MAX_WINDOW_MS = 3_600_000  # aggTrades takes startTime..endTime of at most an hour
+RETRY_AFTER_MS = 5_000  # trade time before a hole whose fill failed is asked for again; doubles per try
+MAX_TRIES = 8  # asks for a failed hole after the first (5 s .. 21 min of trade time), then it is given up
+MAX_PENDING = 64  # failed holes kept to retry; more are only dead letters
+MAX_PENDING_IDS = 1_000_000  # a longer failed hole is not kept (not a lost message: a hostile id)
+_KNOWN_SPAN = 1000  # ids on either side of a kept hole whose quantities are kept (an aggregate across it)
 _TAIL = 1000  # trades of the latest time kept (an aggregate is one time)
 _ID = itemgetter(1)  # Trade.trade_id
+log = logging.getLogger(__name__)
 
 
 class HoleFetcher(Protocol):
     """What :class:`IdGapRepair` needs from a REST fill (:class:`flows.sources.rest_fill.TradeFiller`)."""
+
+    failed: int  # REST calls that failed for good (the fill's retries used up), counted up
 
     def trades_between(self, market_id: str, first_id: int, start_ms: int, end_ms: int,
                        known: Mapping[int, int]) -> list[bytes]:
@@ -57,17 +74,23 @@ class IdGapRepair:
         self.last_ts: int | None = s.get("last_ts")
         self.tail: dict[int, int] = {int(i): int(u) for i, u in s.get("tail", [])}  # id -> units at last_ts
         self.filled = int(s.get("filled", 0))
+        # holes whose fill failed: [first, last, time before, time after, tries, due time, [[id, units], ...]]
+        self.pending: list[list[Any]] = [list(p) for p in s.get("pending", [])]
 
     @classmethod
     def from_snapshot(cls, snap: Any) -> IdGapRepair:
         """Rebuild the step from :meth:`snapshot`."""
         s = check_snapshot(snap, "id_gaps", cls.VERSION)
-        return cls(s["symbol"], dict(s))
+        step = cls(s["symbol"], dict(s))
+        for p in step.pending:  # after a restart: ask for the failed holes at the first batch
+            p[5] = 0
+        return step
 
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data."""
         return {"kind": "id_gaps", "version": self.VERSION, "symbol": self.symbol, "last_id": self.last_id,
-                "last_ts": self.last_ts, "tail": [[i, u] for i, u in self.tail.items()], "filled": self.filled}
+                "last_ts": self.last_ts, "tail": [[i, u] for i, u in self.tail.items()], "filled": self.filled,
+                "pending": [list(p) for p in self.pending]}
 
     def holes(self, trades: list[Trade]) -> list[tuple[int, int, int, int]]:
         """Return the holes ``(first id, last id, time before, time after)`` that ``trades`` reveal."""
@@ -92,25 +115,76 @@ class IdGapRepair:
         holes = self.holes(trades)
         filled: list[Trade] = []
         dead: list[DeadLetter] = []
+        if self.pending and trades:
+            filled, dead = self._retry_pending(max(t.ts for t in trades), fetcher, parse)
         if holes:
             known = dict(self.tail)
             known.update((t.trade_id, units_of(t.qty)) for t in trades)
+            failed = fetcher.failed
+            got_now: list[Trade] = []
             for first, start_ms, end_ms in _windows(holes):
                 got, bad = parse(fetcher.trades_between(self.market_id, first, start_ms, end_ms, known))
-                filled += got
+                got_now += got
                 dead += bad
                 known.update((t.trade_id, units_of(t.qty)) for t in got)
-            have = {t.trade_id for t in filled}
-            for first, last, _, t_after in holes:
-                if (lost := _missing(first, last, have)) is not None:
-                    n, lo, hi = lost
-                    dead.append(DeadLetter("rest_fill", self.symbol, t_after,
-                                           f"unfilled trade ids: {n} of {first}..{last} not on REST either",
-                                           f'{{"first":{lo},"last":{hi}}}'))
-            self.filled += len(filled)
+            broke = fetcher.failed > failed  # REST failed (not: REST lacks the ids)
+            have = {t.trade_id for t in got_now}
+            for first, last, t_before, t_after in holes:
+                if (lost := _missing(first, last, have)) is None:
+                    continue
+                n, lo, hi = lost
+                why = "not on REST either"
+                if broke:
+                    why = "the REST fill failed (see the dead letter before)"
+                    if len(self.pending) < MAX_PENDING and hi - lo < MAX_PENDING_IDS:
+                        near = sorted(i for i in known if lo - _KNOWN_SPAN <= i <= hi + _KNOWN_SPAN)
+                        self.pending.append([lo, hi, t_before, t_after, 0, t_after + RETRY_AFTER_MS,
+                                             [[i, known[i]] for i in near]])
+                        why += "; asked for again later"
+                dead.append(DeadLetter("rest_fill", self.symbol, t_after,
+                                       f"unfilled trade ids: {n} of {first}..{last} {why}",
+                                       f'{{"first":{lo},"last":{hi}}}'))
+            filled += got_now
+            self.filled += len(got_now)
         out = filled + trades if filled else trades
         self._remember(out)
         return out, dead
+
+    def _retry_pending(self, now_ts: int, fetcher: HoleFetcher, parse: Parse) -> tuple[list[Trade], list[DeadLetter]]:
+        """Ask REST again for the failed holes that are due at trade time ``now_ts``."""
+        filled: list[Trade] = []
+        dead: list[DeadLetter] = []
+        keep: list[list[Any]] = []
+        for hole in self.pending:
+            lo, hi, t_before, t_after, tries, due, near = hole
+            if now_ts < due:
+                keep.append(hole)
+                continue
+            known = {int(i): int(u) for i, u in near}
+            failed = fetcher.failed
+            got: list[Trade] = []
+            for first, start_ms, end_ms in _windows([(lo, hi, t_before, t_after)]):
+                trades, bad = parse(fetcher.trades_between(self.market_id, first, start_ms, end_ms, known))
+                got += [t for t in trades if lo <= t.trade_id <= hi]
+                dead += bad
+            filled += got
+            self.filled += len(got)
+            lost = _missing(lo, hi, {t.trade_id for t in got})
+            if got:
+                log.info("%s: %d trades of the unfilled ids %d..%d fetched from REST on a later try",
+                         self.symbol, len(got), lo, hi)
+            if lost is None:
+                continue
+            n, lo, hi = lost
+            if fetcher.failed > failed and tries + 1 < MAX_TRIES:
+                keep.append([lo, hi, t_before, t_after, tries + 1, now_ts + RETRY_AFTER_MS * 2 ** (tries + 1), near])
+                continue
+            why = "the REST fill failed" if fetcher.failed > failed else "not on REST either"
+            dead.append(DeadLetter("rest_fill", self.symbol, now_ts,
+                                   f"unfilled trade ids: {n} of {lo}..{hi} given up after {tries + 2} tries: {why}",
+                                   f'{{"first":{lo},"last":{hi}}}'))
+        self.pending = keep
+        return filled, dead
 
     def _remember(self, trades: list[Trade]) -> None:
         if not trades:

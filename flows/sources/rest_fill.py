@@ -24,16 +24,23 @@ message, which the parser turns into a dead letter with the reason; a reply that
 list (an error object, junk) or a ccxt error ends that fill as failed, with a warning and
 such a dead letter, and the ids it missed stay a hole for :mod:`flows.sources.id_gaps`.
 A historical trade's price, quantity, time and flag go to the parser unchanged.
+
+Transient errors (ccxt's ``NetworkError``: a timeout, a refused or reset connection, HTTP
+5xx, 429 and 418, Binance's "overloaded") are retried first, up to :attr:`FillRetry.attempts` calls per request
+with a doubling pause (``exchange.fill_retry``); only when they are used up does the fill
+fail as above, the dead letter naming the attempts and the last error.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import ccxt
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.operators.bars import UNITS
 from flows.operators.parse import (
@@ -50,6 +57,44 @@ PAGE = 1000  # the most rows aggTrades and historicalTrades return
 MAX_AGG_TRADES = 100_000  # trades one aggregate may hold (one taker order at one price); more is refused
 _AGG_FIELDS = ("a", "p", "q", "f", "l", "T", "m")
 _HISTORICAL_FIELDS = ("id", "price", "qty", "time", "isBuyerMaker")
+
+
+class FillRetry(BaseModel):
+    """How often a REST call of the fill is tried after a transient error (``CRYPTOSTREAM_EXCHANGE__FILL_RETRY__<FIELD>``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    attempts: int = Field(5, ge=1, le=20, description="calls per REST request at most (1 = no retry)")
+    backoff_s: float = Field(0.5, ge=0.0, le=60.0, description="pause after the first failure; doubles after each")
+    backoff_max_s: float = Field(8.0, ge=0.0, le=300.0, description="longest pause between attempts")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FillRetry:
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s}) must be at least backoff_s ({self.backoff_s})")
+        return self
+
+    def pauses(self) -> Iterator[float]:
+        """Yield the pause before each retry (``attempts - 1`` of them)."""
+        pause = self.backoff_s
+        for _ in range(self.attempts - 1):
+            yield min(pause, self.backoff_max_s)
+            pause *= 2
+
+
+def transient(exc: BaseException) -> bool:
+    """Return whether a ccxt error may pass if the call is tried again (network, timeout, 5xx, 429).
+
+    ccxt's ``OperationFailed`` family (network errors, timeouts, 5xx, 418/429 and Binance's
+    -1000/-1001/-1003/-1006/-1007), less a bad nonce; and Binance's -1008 "server is
+    overloaded", which ccxt maps to a plain ``ExchangeError``.
+    """
+    if isinstance(exc, ccxt.InvalidNonce):
+        return False
+    return isinstance(exc, ccxt.OperationFailed) or _OVERLOADED in str(exc)
+
+
+_OVERLOADED = '"code":-1008'
 
 
 class FillFailed(Exception):
@@ -214,10 +259,13 @@ class TradeFiller:
         ws_url: Websocket base, for ccxt's URL map.
         api_key: A Binance API key (read-only is enough) for the single-trade fill, or None.
         exchange: A ccxt ``binance`` client to use instead of building one.
+        retry: How transient errors are retried.
+        sleep: Waits between retries (injected by tests that count the pauses).
     """
 
     def __init__(self, http_url: str | None, ws_url: str | None, api_key: str | None = None,
-                 exchange: Any = None) -> None:
+                 exchange: Any = None, retry: FillRetry | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         from flows.exchange.binance import make_binance
 
         if exchange is None:
@@ -225,11 +273,15 @@ class TradeFiller:
             exchange = make_binance(http_url, ws_url, enableRateLimit=True, **keys)
         self.exchange = exchange
         self.exact = api_key is not None
+        self.retry = retry or FillRetry()
+        self.sleep = sleep
         self.calls = 0
+        self.retries = 0  # calls repeated after a transient error
         self.inexact = 0
         self.refused = 0  # rows refused
         self.failed = 0  # replies that were not a list, and ccxt errors
         self._refused: list[bytes] = []  # refusal messages not yet handed on
+        self._gap = ""  # the ids the current fill is after, for its dead letter
 
     @property
     def method(self) -> str:
@@ -238,6 +290,7 @@ class TradeFiller:
 
     def first_id_since(self, market_id: str, since_ms: int) -> int | None:
         """Return the id of the first trade at or after ``since_ms`` (None: none, or the reply failed)."""
+        self._gap = f"trades since {since_ms} ms"
         try:
             aggs, _ = self._aggs(market_id, {"symbol": market_id, "startTime": since_ms, "limit": 1})
         except FillFailed:
@@ -258,6 +311,7 @@ class TradeFiller:
         with what it had.
         """
         out: list[bytes] = []
+        self._gap = f"trade ids {from_id}..{'' if until_id is None else until_id - 1}"
         try:
             if self.exact:
                 self._historical(market_id, from_id, until_id, out)
@@ -276,6 +330,7 @@ class TradeFiller:
         :meth:`trades_from`.
         """
         out: list[bytes] = []
+        self._gap = f"trade ids from {first_id} traded in {start_ms}..{end_ms} ms"
         try:
             if self.exact:
                 last = max((i for i in known if i >= first_id), default=first_id)
@@ -317,16 +372,30 @@ class TradeFiller:
 
     def _reply(self, market_id: str, endpoint: str, call: Any, params: dict[str, Any]) -> list[Any]:
         """Return the rows of one REST call; a reply that is not a list or a ccxt error raises FillFailed."""
-        self.calls += 1
-        try:
-            rows = call(params)
-        except ccxt.BaseError as exc:
-            reason, reply = f"request failed: {type(exc).__name__}: {_short(str(exc))}", None
-        else:
-            if type(rows) is list:
-                return rows
-            reason, reply = f"reply is not a list of rows but {type(rows).__name__}", rows
+        pauses = self.retry.pauses()
+        tries = 0
+        while True:
+            self.calls += 1
+            tries += 1
+            try:
+                rows = call(params)
+            except ccxt.BaseError as exc:
+                if transient(exc) and (pause := next(pauses, None)) is not None:
+                    self.retries += 1
+                    log.info("%s: %s %s: %s; retrying in %.1f s (attempt %d of %d)", market_id, endpoint,
+                             type(exc).__name__, _short(str(exc), 120), pause, tries + 1, self.retry.attempts)
+                    self.sleep(pause)
+                    continue
+                after = f" after {tries} attempts" if tries > 1 else ""
+                reason, reply = f"request failed{after}: {type(exc).__name__}: {_short(str(exc))}", None
+            else:
+                if type(rows) is list:
+                    return rows
+                reason, reply = f"reply is not a list of rows but {type(rows).__name__}", rows
+            break
         self.failed += 1
+        if self._gap:
+            reason += f"; unfilled: {self._gap}"
         log.warning("%s: REST gap fill failed, %s %s (the trades it would have filled stay missing)",
                     market_id, endpoint, reason)
         self._refused.append(refusal_message(market_id, endpoint, reason, reply))

@@ -195,3 +195,51 @@ def corrupt_message(msg: bytes, kind: str) -> bytes:
         field_key = "p" if key == "price" else "q"
         data[field_key] = {"nan": "NaN", "negative": "-" + str(data.get(field_key, "1")), "zero": "0.00000000"}[what]
     return orjson.dumps(doc)
+
+
+REST_FAULT_STATUSES = (429, 500, 502, 503, 504)
+_REST_BODIES = {
+    429: {"code": -1003, "msg": "Too many requests; current limit of IP is 6000 request weight per 1 MINUTE."},
+    500: {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."},
+    502: "<html><head><title>502 Bad Gateway</title></head></html>",
+    503: {"code": -1008, "msg": "Server is currently overloaded with other requests. Please try again in a few "
+                                "minutes."},
+    504: "<html><head><title>504 Gateway Time-out</title></head></html>",
+}
+
+
+class RestFaults:
+    """Fail the next N public REST requests (``GET /api/v3/...``) with an HTTP error, and log each.
+
+    Set from Python (:meth:`fail_next`) or ``POST /replay/rest_faults {"count": N, "status": 503}``;
+    ``count`` 0 clears.  A 429 carries Binance's ``Retry-After`` header; 502 and 504 an HTML page
+    (a proxy's), the others Binance's JSON error.
+    """
+
+    def __init__(self, log: FaultLog) -> None:
+        self.log = log
+        self._left = 0
+        self._status = 503
+        self._lock = threading.Lock()
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Fail the next ``count`` REST requests with ``status`` (one of :data:`REST_FAULT_STATUSES`)."""
+        if count < 0 or status not in REST_FAULT_STATUSES:
+            raise ValueError(f"rest fault: count >= 0 and status one of {REST_FAULT_STATUSES}, got {count}, {status}")
+        with self._lock:
+            self._left, self._status = count, status
+
+    @property
+    def left(self) -> int:
+        """Return how many requests are still to fail."""
+        return self._left
+
+    def take(self, path: str) -> tuple[int, Any] | None:
+        """Return ``(status, body)`` if this request is to fail (and log it), else None."""
+        with self._lock:
+            if self._left <= 0:
+                return None
+            self._left -= 1
+            status = self._status
+        self.log.add(FaultRecord("rest_error", -1, 0, path, None, f"HTTP {status}"))
+        return status, _REST_BODIES[status]

@@ -11,9 +11,10 @@ Signed account and order endpoints (``/api/v3/order``, ``openOrders``,
 ``allOrders``, ``myTrades``, ``account``): :mod:`infra.replay_exchange.signed`,
 matched against the replayed trades by :mod:`infra.replay_exchange.orders`.
 
-Admin: ``GET /replay/status``, ``GET``/``DELETE /replay/faults`` and ``POST
+Admin: ``GET /replay/status``, ``GET``/``DELETE /replay/faults``, ``POST
 /replay/control`` with ``{"action": "pause" | "resume" | "reset" | "seek",
-"time": <ms>}``.
+"time": <ms>}`` and ``POST /replay/rest_faults`` with ``{"count": N, "status":
+503}`` (the next N public REST requests fail: :class:`~infra.replay_exchange.faults.RestFaults`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from infra.replay_exchange.config import ReplayConfig, load_data
 from infra.replay_exchange.engine import ReplayEngine, Subscriber
-from infra.replay_exchange.faults import FaultInjector, FaultLog, FaultRecord
+from infra.replay_exchange.faults import FaultInjector, FaultLog, FaultRecord, RestFaults
 from infra.replay_exchange.orders import Account
 from infra.replay_exchange.rest import RestApi, json_response
 from infra.replay_exchange.signed import SignedApi
@@ -65,6 +66,7 @@ class ReplayExchange:
         self.config = replace(config or ReplayConfig(), **overrides)
         self.data = source if isinstance(source, MarketData) else load_data(self.config)
         self.fault_log = FaultLog()
+        self.rest_faults = RestFaults(self.fault_log)  # ex.rest_faults.fail_next(3, 503)
         self.engine = ReplayEngine(self.data, self.config.speed, self.config.batch_size, self.config.wait_for_streams)
         self.rest = RestApi(self.data, self.engine, self.config.rest_horizon)
         cfg = self.config
@@ -83,7 +85,7 @@ class ReplayExchange:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` (0 = a free port); return the HTTP base URL."""
-        app = web.Application(middlewares=[_binance_errors, self.rest.weight_header])
+        app = web.Application(middlewares=[_binance_errors, self.rest.weight_header, self._rest_fault])
         app.add_routes(self.rest.routes())
         app.add_routes(self.signed.routes())
         app.add_routes([
@@ -94,6 +96,7 @@ class ReplayExchange:
             web.get("/replay/faults", self._faults),
             web.delete("/replay/faults", self._clear_faults),
             web.post("/replay/control", self._control),
+            web.post("/replay/rest_faults", self._set_rest_faults),
         ])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -227,6 +230,28 @@ class ReplayExchange:
     async def _clear_faults(self, request: web.Request) -> web.Response:
         self.fault_log.clear()
         return json_response({})
+
+    @web.middleware
+    async def _rest_fault(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method == "GET" and request.path.startswith("/api/v3/"):
+            fault = self.rest_faults.take(request.path)
+            if fault is not None:
+                status, body = fault
+                if isinstance(body, str):
+                    return web.Response(text=body, status=status, content_type="text/html")
+                response = json_response(body, status)
+                if status == 429:
+                    response.headers["Retry-After"] = "1"
+                return response
+        return await handler(request)
+
+    async def _set_rest_faults(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json(loads=orjson.loads)
+            self.rest_faults.fail_next(int(body.get("count", 0)), int(body.get("status", 503)))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+            raise BinanceError(-1100, f"rest_faults takes {{\"count\": N, \"status\": 503}}: {exc}") from None
+        return json_response({"left": self.rest_faults.left})
 
     async def _control(self, request: web.Request) -> web.Response:
         try:

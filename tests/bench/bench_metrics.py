@@ -22,6 +22,13 @@ disturbs far less.  Batches of 1000 messages are what
 the flow gets when it is busy (the source hands over everything that arrived); small
 batches (``--batches 1000,20``) put the per-batch cost of the hooks under a magnifier.
 Target (issue 18): at most 5 % slower with metrics.
+
+``--hooks N``: the hooks alone, without Bytewax: the flow's parse step and per-symbol step
+called in a plain loop over the same items, bare against wrapped by the metrics hooks
+(``measured_parse``, ``symbol_step(settings, metrics)``), N alternating rounds, CPU time,
+median of the per-round ratios.  Bytewax's own per-item cost, the same with metrics on or
+off, is left out of both sides, so this overhead is an upper bound on the flow's, and
+short rounds make it far steadier on a loaded machine than whole flow runs.
 """
 
 from __future__ import annotations
@@ -41,7 +48,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.bench.bench_flow import SYMBOL_POOL, flow_settings, log, make_market, run_live_flow  # noqa: E402
 from tests.kit.prometheus import free_port  # noqa: E402
-from tests.kit.repo import copy_feature_repo  # noqa: E402
 
 
 def run_once(items: list, settings, port: int) -> tuple[float, float]:
@@ -67,6 +73,49 @@ def run_once(items: list, settings, port: int) -> tuple[float, float]:
     return took
 
 
+def hooks_once(items: list, settings, metrics) -> float:
+    """Return the CPU seconds of the parse and per-symbol steps over ``items`` (wrapped by ``metrics`` if given)."""
+    from flows.live import symbol_step
+    from flows.monitoring.hooks import measured_parse
+    from flows.operators.parse import exchange_symbol, parse_messages
+
+    symbols = {exchange_symbol(s): s for s in settings.symbols}
+
+    def parse(batch):
+        symbol, received_ms, msgs = batch
+        return symbol, parse_messages(msgs, symbols, received_ms, trade_time=settings.trade_time)
+
+    if metrics is not None:
+        parse = measured_parse(parse, metrics)
+    step = symbol_step(settings, metrics)
+    pipes: dict = {}
+    gc.collect()
+    c0 = time.process_time()
+    for batch in items:
+        symbol, (trades, _) = parse(batch)
+        if trades:
+            pipes[symbol], _ = step(pipes.get(symbol), (symbol, trades))
+    return time.process_time() - c0
+
+
+def hooks_table(items: list, settings, rounds: int, batch: int) -> None:
+    """Print the hooks' overhead: ``rounds`` alternating bare/wrapped loops, the median ratio of CPU times."""
+    from flows.monitoring.metrics import FlowMetrics
+
+    n = sum(len(m) for _, _, m in items)
+    ratios, off, on = [], [], []
+    for r in range(rounds):
+        pair = [hooks_once(items, settings, None), hooks_once(items, settings, FlowMetrics())] if r % 2 == 0 else \
+            [hooks_once(items, settings, FlowMetrics()), hooks_once(items, settings, None)][::-1]
+        off.append(pair[0])
+        on.append(pair[1])
+        ratios.append(pair[1] / pair[0])
+    print(f"hooks alone, batches of {batch}, {n:,} trades, {rounds} rounds (load average {os.getloadavg()[0]:.1f}): "
+          f"bare {n / statistics.median(off):,.0f} trades per CPU s, with hooks {n / statistics.median(on):,.0f}; "
+          f"slower: median of rounds {statistics.median(ratios) - 1:.1%}, quartiles "
+          f"{statistics.quantiles(ratios, n=4)[0] - 1:.1%} .. {statistics.quantiles(ratios, n=4)[2] - 1:.1%}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, run the rounds and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -75,7 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1000,20", help="messages per item, comma-separated: one table row each")
     ap.add_argument("--rounds", type=int, default=3, help="off/on pairs per batch size")
     ap.add_argument("--quick", action="store_true", help="200,000 trades, one round")
+    ap.add_argument("--hooks", type=int, default=0, metavar="ROUNDS", help="only the hooks, without Bytewax")
     args = ap.parse_args(argv)
+    if args.hooks:
+        symbols = SYMBOL_POOL[: args.symbols]
+        with tempfile.TemporaryDirectory(prefix="bench_metrics_") as tmp:
+            settings = flow_settings(symbols, Path(tmp))
+            for batch in (int(b) for b in args.batches.split(",")):
+                hooks_table(make_market(args.trades, symbols, batch), settings, args.hooks, batch)
+        return 0
     if args.quick:
         args.trades, args.rounds = min(args.trades, 200_000), 1
     import flows.live  # noqa: F401  (imported before timing)
@@ -83,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     symbols = SYMBOL_POOL[: args.symbols]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_metrics_") as tmp:
-        copy_feature_repo(Path(tmp))  # flow_settings points the Feast repo there; the flow registers its views
         settings = flow_settings(symbols, Path(tmp))
         run_once(make_market(20_000, symbols, 100), settings, 0)  # warm-up: Feast views, imports
         for batch in (int(b) for b in args.batches.split(",")):
