@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 from flows.risk.breakers import Breakers
 from flows.risk.config import RiskConfig
 from flows.risk.halts import HaltRules, Halts
-from flows.risk.limits import Correlations, cap_qty
+from flows.risk.limits import MATRIX_FROM, Correlations, PairCorrelations, cap_qty, scaled
 from flows.risk.sizing import KellyEstimate, annual_vol, kelly_estimate, position_fraction
 
 PORTFOLIO = "*"  # the symbol of a risk event about the whole portfolio (a halt or a release)
@@ -112,7 +112,8 @@ class RiskEngine:
         """Create the engine with empty breaker and correlation state."""
         self.config = config or RiskConfig()
         self.breakers = Breakers(self.config.breakers)
-        self.correlations = Correlations(self.config.limits)
+        self.correlations: Correlations = PairCorrelations(self.config.limits)
+        self.matrix_from = MATRIX_FROM  # symbols from which the correlations take the matrix form
         lim = self.config.limits
         self.halts = Halts(HaltRules(lim.max_drawdown, lim.max_daily_loss, lim.halt_cooldown_bars,
                                      lim.probation_bars, lim.probation_scale))
@@ -127,11 +128,13 @@ class RiskEngine:
         """Feed a closed bar (open time ``ts``, ms) and its return to the breakers and correlations."""
         self.breakers.on_bar(symbol, ts, ret)
         self.correlations.on_bar(symbol, ts, ret)
+        self.correlations = scaled(self.correlations, self.matrix_from)
 
     def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
         """Feed several closed bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order."""
         self.breakers.on_bars(bars)
         self.correlations.on_bars(bars)
+        self.correlations = scaled(self.correlations, self.matrix_from)
 
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
                portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None) -> RiskDecision:
@@ -330,6 +333,7 @@ class RiskEngine:
         out = cls(config or RiskConfig.model_validate(state["config"]))
         out.breakers.restore(state["breakers"])
         out.correlations.restore(state["returns"])
+        out.correlations = scaled(out.correlations, out.matrix_from)
         if "halts" in state:  # snapshots from before the halts: rules active, as they were
             out.halts = Halts.from_state(out.halts.rules, state["halts"])
             out.kelly_halted = bool(state["kelly_halted"])

@@ -1,8 +1,8 @@
 """Section 2 of ``bench_scale.py``: per-close cost of the steps that see every symbol, at 10 and 200 symbols.
 
 - risk engine + portfolio per close (``bench_risk.run``: bars to the engine, mark, every symbol
-  decided against one snapshot, the portfolio row), the engine's correlations as matrices (now)
-  against the dictionary of pairs it had before (``tests/kit/risk_reference.py``), same run;
+  decided against one snapshot, the portfolio row), the engine's correlations as matrices (what the
+  engine takes from ``MATRIX_FROM`` symbols on) against the dictionary of pairs throughout, same run;
 - the cross-asset step per bar time (all symbols' returns -> feature rows);
 - the graph attention network per bar: adjacency of the return window + one onnxruntime run,
   dense over all N assets against the same network on clusters of at most ``--cluster`` assets
@@ -27,7 +27,6 @@ from bench_scale import universe_symbols
 from flows.operators.cross_asset import CrossAssetStep
 from flows.risk.config import RiskConfig
 from flows.risk.engine import RiskEngine
-from tests.kit.risk_reference import PairCorrelations
 
 TF = 60_000
 
@@ -45,7 +44,7 @@ def risk_per_close(n: int, closes: int, pairs: bool) -> float:
     rets = (factor * rng.uniform(0.5, 1.5, n) + rng.normal(0, 0.002, (closes, n))).tolist()
     engine = RiskEngine(RiskConfig.model_validate({"sizing": {"method": "fixed_fraction", "fixed_fraction": 0.15}}))
     if pairs:
-        engine.correlations = PairCorrelations(engine.config.limits)  # type: ignore[assignment]
+        engine.matrix_from = 10**9  # the dictionary of pairs throughout
 
     def decide(s: str, ts: int, frac: float, conf: float, price: float, snap: object) -> float:
         return engine.decide(s, ts, frac, conf, price, 0.01, snap, False).approved_qty_delta

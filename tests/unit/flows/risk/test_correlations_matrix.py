@@ -1,4 +1,4 @@
-"""The risk engine's correlations as matrices equal the dictionary of pairs they replace, bit for bit (issue 21)."""
+"""The risk engine's correlations as matrices (many symbols) equal the dictionary of pairs (few), bit for bit (issue 21)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import random
 from flows.portfolio import Portfolio
 from flows.risk.config import LimitsConfig, RiskConfig
 from flows.risk.engine import RiskEngine
-from flows.risk.limits import Correlations
-from tests.kit.risk_reference import PairCorrelations
+from flows.risk.limits import MatrixCorrelations, PairCorrelations
 
 TF = 60_000
 
@@ -34,7 +33,7 @@ def _feed(seed: int, n: int, bars: int) -> list[tuple[str, int, float]]:
 
 def test_matrix_correlations_equal_the_pairs_bit_for_bit() -> None:
     cfg = LimitsConfig(correlation_min_bars=5, correlation_threshold=0.3)
-    new, old = Correlations(cfg), PairCorrelations(cfg)
+    new, old = MatrixCorrelations(cfg), PairCorrelations(cfg)
     symbols = [f"S{i:03d}/USDT" for i in range(30)] + ["NEVER/USDT"]
     for step, (s, ts, r) in enumerate(_feed(3, 30, 120)):
         new.on_bar(s, ts, r)
@@ -51,7 +50,7 @@ def test_matrix_correlations_equal_the_pairs_bit_for_bit() -> None:
     state, ref = new.to_state(), old.to_state()
     assert state["last"] == {s: list(v) for s, v in ref["last"].items()}
     assert sorted(map(tuple, state["pairs"])) == sorted(map(tuple, ref["pairs"]))
-    back = Correlations(cfg)
+    back = MatrixCorrelations(cfg)
     back.restore(state)
     assert back.to_state() == state
     for s, ts, r in _feed(4, 30, 20):
@@ -64,7 +63,7 @@ def test_engine_decisions_at_200_symbols_match_the_pair_form() -> None:
     cfg = RiskConfig.model_validate({"sizing": {"method": "fixed_fraction", "fixed_fraction": 0.15},
                                      "limits": {"max_gross_leverage": 1.0, "max_correlated_fraction": 0.3}})
     engines = RiskEngine(cfg), RiskEngine(cfg)
-    engines[1].correlations = PairCorrelations(cfg.limits)  # type: ignore[assignment]
+    engines[1].matrix_from = 10**9  # the pair form throughout; engines[0] takes the matrices at its 24th symbol
     books = Portfolio(100_000.0), Portfolio(100_000.0)
     rng = random.Random(5)
     symbols = [f"S{i:03d}/USDT" for i in range(200)]
@@ -86,5 +85,7 @@ def test_engine_decisions_at_200_symbols_match_the_pair_form() -> None:
                 if d.approved_qty_delta:
                     book.apply_fill(s, "buy" if d.approved_qty_delta > 0 else "sell", abs(d.approved_qty_delta),
                                     px[s], 0.0, (k + 1) * TF)
+    assert isinstance(engines[0].correlations, MatrixCorrelations)
+    assert isinstance(engines[1].correlations, PairCorrelations)
     assert decisions[0] == decisions[1]
     assert any("correlated" in r for _, _, rs in decisions[0] for r in rs)  # the limit did bind
