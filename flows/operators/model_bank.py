@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
+from flows.feature_groups import SERVICE_VERSIONS, service_features
 from inference.graph import correlation_adjacency
 from inference.lstm_stream import LstmRunner
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
@@ -46,11 +47,9 @@ class Policy(Protocol):
 
 
 def services(timeframe: str) -> dict[str, list[str]]:
-    """Return the ordered feature list of each model family's feature service for a timeframe."""
-    both = [*BAR_FEATURES, *CROSS_FEATURES]
-    v = FEATURE_SERVICE_VERSION
-    return {f"lightgbm_{timeframe}_{v}": both, f"lstm_{timeframe}_{v}": list(BAR_FEATURES),
-            f"gnn_{timeframe}_{v}": both}
+    """Return the ordered feature list of each model family's feature service for a timeframe (every version)."""
+    return {f"{family}_{timeframe}_{v}": service_features(f"{family}_{timeframe}_{v}")
+            for v, families in SERVICE_VERSIONS.items() for family in families}
 
 
 def feed_features() -> list[str]:
