@@ -45,6 +45,7 @@ from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
+from flows.sources.daily_config import DailyConfig
 from flows.stores.config import StoreConfig
 from flows.timeframes import TIMEFRAME_RE
 
@@ -192,6 +193,8 @@ class Settings(_Frozen):
     log: LogSettings = Field(LogSettings(), description="console and file logging (flows/monitoring/logging.py)")
     dashboard: DashboardConfig = Field(DashboardConfig(), description="the Streamlit dashboard "
                                        "(flows/monitoring/dashboard); not part of the run id")
+    daily: DailyConfig = Field(DailyConfig(), description="daily providers of the on-chain, funding and "
+                               "sentiment feature groups (flows/sources/daily_config.py)")
 
     @field_validator("symbols", mode="before")
     @classmethod
