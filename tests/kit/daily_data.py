@@ -13,7 +13,7 @@ def write_daily_files(folder: Path, start: str = "2022-10-01", days: int = 200, 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     dates = pd.date_range(start, periods=days, freq="D").strftime("%Y-%m-%d")
-    fng = np.clip(50 + np.cumsum(rng.normal(0, 4, days)), 1, 99).round().astype(int)
+    fng = np.clip(50 + 35 * np.sin(np.arange(days) / 9) + rng.normal(0, 6, days), 1, 99).round().astype(int)
     hashrate = 3e8 * np.exp(np.cumsum(rng.normal(0.002, 0.05, days)))
     difficulty = 4e13 * np.exp(np.repeat(np.cumsum(rng.normal(0.01, 0.03, days // 14 + 1)), 14)[:days])
     mean = rng.normal(1e-4, 1e-4, days)
