@@ -113,10 +113,11 @@ class DailyFeatures:
             self._frames[g.name] = compute(g, self.feed.history(g.name), self.feed.lag(g.name))
         return self._frames[g.name]
 
-    def refresh(self) -> None:
-        """Drop computed rows and the feed's cache (the next lookup asks the providers again)."""
-        self._frames.clear()
-        self.feed.refresh()
+    def refresh(self, name: str | None = None) -> None:
+        """Drop computed rows and the feed's cache of one group (all: None); the next lookup asks again."""
+        for n in [group(name).name] if name else list(self.groups):
+            self._frames.pop(n, None)
+            self.feed.refresh(n)
 
     def features_as_of(self, name: str, t: pd.Timestamp | int) -> dict[str, float] | None:
         """Return the group's features known at ``t`` (UTC timestamp or ms), ``None`` when none is within TTL."""
@@ -155,6 +156,49 @@ class DailyFeatures:
                 values = dict(zip(g.features, map(float, v), strict=True))
                 out += [FeatureRow(g.table, s, DAILY_TIMEFRAME, int(ts), values) for s in syms]
         return out
+
+
+@dataclass
+class PollingDaily:
+    """The live side input: :class:`DailyFeatures` that asks its providers again when a value is due.
+
+    The clock is the bar close asked about (never the wall clock): once ``t`` passes the moment
+    a group's next day becomes known (last ``ts`` + 1 day), the group is fetched again, at most
+    once per ``poll`` of bar time, so a late provider is retried until its value arrives.
+    """
+
+    daily: DailyFeatures
+    poll: Any  # timedelta
+    _polled: dict[str, pd.Timestamp] = field(default_factory=dict, repr=False)
+    polls: int = 0
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Return the groups served."""
+        return self.daily.groups
+
+    def _due(self, name: str, t: pd.Timestamp) -> bool:
+        f = self.daily.frame(name)
+        if len(f) and t < f["ts"].iloc[-1] + pd.Timedelta(days=1):
+            return False
+        last = self._polled.get(name)
+        return last is None or t - last >= pd.Timedelta(self.poll)
+
+    def vector_as_of(self, names: Iterable[str], t: pd.Timestamp | int) -> dict[str, float]:
+        """Return the groups' features known at ``t``, polling a group whose next value is due."""
+        ts = pd.Timestamp(t, unit="ms", tz="UTC") if isinstance(t, int | np.integer) else pd.Timestamp(t)
+        names = tuple(names)
+        for n in names:
+            if self._due(n, ts):
+                self._polled[n] = ts
+                self.polls += 1
+                self.daily.refresh(n)
+        return self.daily.vector_as_of(names, ts)
+
+    def features_as_of(self, name: str, t: pd.Timestamp | int) -> dict[str, float] | None:
+        """Return one group's features known at ``t`` (polling as :meth:`vector_as_of`)."""
+        self.vector_as_of((name,), t)
+        return self.daily.features_as_of(name, t)
 
 
 def lags_from_minutes(minutes: Mapping[str, float]) -> dict[str, Any]:

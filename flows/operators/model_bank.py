@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
-from flows.feature_groups import SERVICE_VERSIONS, service_features
+from flows.feature_groups import SERVICE_VERSIONS, daily_groups, service_features
 from inference.graph import correlation_adjacency
 from inference.lstm_stream import LstmRunner
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
@@ -55,6 +55,16 @@ def services(timeframe: str) -> dict[str, list[str]]:
 def feed_features() -> list[str]:
     """Return the order of the per-symbol feed vector: bar features then cross-asset features."""
     return [*BAR_FEATURES, *CROSS_FEATURES]
+
+
+def daily_features() -> list[str]:
+    """Return the daily groups' features, in registry order: the scoring step's side input appends them."""
+    return [f for g in daily_groups() for f in g.features]
+
+
+def model_feed() -> list[str]:
+    """Return the models' feed: the per-symbol feed, then the daily side input (v1 models take a subset)."""
+    return [*feed_features(), *daily_features()]
 
 
 def has_models(root: Path, timeframe: str | None = None) -> bool:
@@ -136,11 +146,11 @@ class ModelBank:
         """Load the ensemble (with its exact members) and the policy from ``root``.
 
         ``service_features`` and ``feed`` default to the project's feature services and
-        :func:`feed_features`; tests pass their own.
+        :func:`model_feed` (the per-symbol feed, then the daily side input); tests pass their own.
         """
         self.root, self.timeframe = Path(root), timeframe
         self.service_features = dict(service_features or services(timeframe))
-        self.feed = list(feed or feed_features())
+        self.feed = list(feed or model_feed())
         self.ensemble_version, self.policy_family, self.policy_version = ensemble_version, policy_family, \
             policy_version
         self.ensemble = self._load_ensemble()
@@ -155,6 +165,10 @@ class ModelBank:
     def _load_ensemble(self) -> EnsembleScorer:
         return EnsembleScorer.from_registry(self.root, self.service_features, feed=self.feed,
                                             version=self.ensemble_version)
+
+    def needs(self) -> set[str]:
+        """Return the feed features the loaded members take."""
+        return {f for r in self.ensemble.scorer.runners.values() for f in r.manifest.features}
 
     def versions(self) -> dict[str, str]:
         """Return family -> loaded version (ensemble, its members, and the policy when loaded)."""
