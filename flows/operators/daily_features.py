@@ -201,6 +201,39 @@ class PollingDaily:
         return self.daily.features_as_of(name, t)
 
 
+class DailyRowEmitter:
+    """Live: at each bar close, the daily rows that became known since the last close, once per symbol.
+
+    Their ``ts`` is the moment they became known (as offline), so the history and Feast online
+    sinks store exactly what the backfill stores.  The first close emits each group's latest
+    known row (the online store starts current); a restart emits it again (idempotent upserts).
+    """
+
+    def __init__(self, daily: PollingDaily | DailyFeatures, symbols: Iterable[str]) -> None:
+        self.daily, self.symbols = daily, tuple(symbols)
+        self.last: dict[str, pd.Timestamp] = {}
+
+    def on_close(self, close_ms: int) -> list[FeatureRow]:
+        """Return the rows known at ``close_ms`` and not emitted yet (polling the providers when one is due)."""
+        t = pd.Timestamp(close_ms, unit="ms", tz="UTC")
+        feats = self.daily.daily if isinstance(self.daily, PollingDaily) else self.daily
+        out: list[FeatureRow] = []
+        for name in feats.groups:
+            self.daily.vector_as_of((name,), t)  # the polling side input refreshes a due group here
+            f = feats.frame(name)
+            known = f[f["ts"] <= t]
+            last = self.last.get(name)
+            new = known.tail(1) if last is None else known[known["ts"] > last]
+            if new.empty:
+                continue
+            self.last[name] = new["ts"].iloc[-1]
+            g = group(name)
+            for ts, vals in zip(_ns(new["ts"]) // 1_000_000, new[list(g.features)].to_numpy(float), strict=True):
+                values = dict(zip(g.features, map(float, vals), strict=True))
+                out += [FeatureRow(g.table, s, DAILY_TIMEFRAME, int(ts), values) for s in self.symbols]
+        return out
+
+
 def lags_from_minutes(minutes: Mapping[str, float]) -> dict[str, Any]:
     """Return publication-lag overrides as timedeltas from ``daily.lag_minutes``."""
     return {group(k).name: pd.Timedelta(minutes=float(v)).to_pytimedelta() for k, v in minutes.items()}
