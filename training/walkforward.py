@@ -84,6 +84,7 @@ class WalkForwardJob:
     models_dir: Path | None = None  # where features and window registries live (default: out); shared by tuning
     lgb_params: Mapping[str, Any] = field(default_factory=dict)  # LightGBM parameters over its defaults
     features: str = "v1"  # feature-service version: v1, v2 (every daily group) or v2_<group> (v1 + one group)
+    ensemble_method: str = "performance"  # training.train's ensemble weighting (fixed: no refusal of a weak member)
 
     @property
     def work(self) -> Path:
@@ -209,6 +210,7 @@ def train_window(job: WalkForwardJob, settings: Settings, w: Window, tf: str, sy
     params = {"train_start": w.train_start.isoformat(), "train_end": w.train_end.isoformat(), "symbols": symbols,
               "horizon": job.horizon, "folds": job.folds, "seed": job.seed, "threshold": job.threshold,
               "lgb_params": dict(sorted(job.lgb_params.items())), "features": job.features,
+              **({"ensemble_method": job.ensemble_method} if job.ensemble_method != "performance" else {}),
               "paths": sorted(str(p) for p in job.paths)}
     if done.is_file():
         saved = json.loads(done.read_text())
@@ -220,7 +222,7 @@ def train_window(job: WalkForwardJob, settings: Settings, w: Window, tf: str, sy
                  members=("lightgbm",), threshold=job.threshold, lgb_params=dict(job.lgb_params),
                  features=job.features)
     lgb = train_member(a, settings)
-    ens = train_ensemble(replace(a, family="ensemble"))
+    ens = train_ensemble(replace(a, family="ensemble", method=job.ensemble_method))  # type: ignore[arg-type]
     versions = {"lightgbm": lgb.version, "ensemble": ens.version}
     done.write_text(json.dumps({"params": params, "versions": versions}))
     return versions
@@ -422,13 +424,16 @@ def parse_args(argv: Sequence[str] | None) -> WalkForwardJob:
     p.add_argument("--features", default="v1", help="feature services: v1, v2 (+ every daily group) or "
                    "v2_<group> (v1 + one daily group: fear_greed, hash_rate, difficulty, funding); daily groups "
                    "need daily.source (e.g. --set daily.source=files --set daily.folder=DIR)")
+    p.add_argument("--ensemble-method", default="performance", choices=("performance", "fixed", "confidence"),
+                   help="ensemble weighting; performance refuses a member whose walk-forward AUC is not above 0.5, "
+                   "fixed keeps it (one member: weight 1 either way)")
     p.add_argument("--work", type=Path, help="directory of the backfilled features and window registries (default "
                    "--out): runs of several --features versions can share it")
     a = p.parse_args(argv)
     return WalkForwardJob(tuple(a.paths), a.out, a.train_start, a.start, a.end, a.every, a.every_bars,
                           a.rolling_days, a.horizon, a.embargo_bars, a.folds, a.seed, a.threshold, a.chunk, a.config,
                           parse_set(a.sets), lgb_params=parse_set(a.lgb), features=a.features,
-                          models_dir=a.work)
+                          models_dir=a.work, ensemble_method=a.ensemble_method)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

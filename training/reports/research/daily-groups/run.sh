@@ -13,12 +13,12 @@ DAILY="--set daily.source=files --set daily.folder=$D/daily-onchain-sentiment"
 py=.venv/bin/python
 for F in ${VERSIONS:-v1 v2 v2_fear_greed v2_funding v2_hash_rate v2_difficulty}; do
   nice $py -m training.walkforward $FILES --train-start 2020-09-01 --start 2022-01-01 --end 2024-01-01 --every-bars 8760 \
-    --config $CFG --horizon 12 $DAILY --features $F --work $R/dev-work --out $R/dev-$F
+    --config $CFG --horizon 12 $DAILY --features $F --ensemble-method fixed --work $R/dev-work --out $R/dev-$F || echo "dev $F failed"
 done
 if [ "${HOLDOUT:-0}" = 1 ]; then  # once, at the end
   for F in v1 v2; do
     nice $py -m training.walkforward $FILES --train-start 2020-09-01 --start 2024-01-01 --end 2025-01-01 --every-bars 8784 \
-      --config $CFG --horizon 12 $DAILY --features $F --work $R/holdout-work --out $R/holdout-$F
+      --config $CFG --horizon 12 $DAILY --features $F --ensemble-method fixed --work $R/holdout-work --out $R/holdout-$F || echo "holdout $F failed"
   done
 fi
 $py -m training.daily_groups_report $R --out training/reports/research/daily-groups
