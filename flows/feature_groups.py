@@ -32,7 +32,7 @@ from flows.operators.cross_asset import CROSS_FEATURES
 from flows.operators.features import FEATURES as BAR_FEATURES
 
 __all__ = ["DAILY_TIMEFRAME", "FEATURE_TIMEFRAMES", "GROUPS", "SERVICE_VERSIONS", "FeatureGroup",
-           "create_table_sql", "daily_groups", "group", "service_features", "service_groups"]
+           "create_table_sql", "daily_groups", "group", "service_features", "service_groups", "service_name"]
 
 FEATURE_TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "1h")  # timeframes with bar feature views
 DAILY_TIMEFRAME = "1d"  # the ``timeframe`` column of daily groups' rows
@@ -125,16 +125,23 @@ def daily_groups() -> tuple[FeatureGroup, ...]:
     return tuple(g for g in GROUPS if g.cadence == "daily")
 
 
-def service_groups(service: str) -> tuple[FeatureGroup, ...]:
-    """Return the groups of a feature service ``<family>_<tf>_<version>[_<group>]``.
+def service_name(family: str, timeframe: str, version: str = "v1") -> str:
+    """Return a service name; ``version`` ``v2_<group>`` gives the research service ``<family>_<tf>_<group>_v2``."""
+    v, _, extra = version.partition("_")
+    return f"{family}_{timeframe}_{extra}_{v}" if extra else f"{family}_{timeframe}_{v}"
 
-    ``<version>`` is a key of :data:`SERVICE_VERSIONS`; the research form ``lightgbm_1h_v2_<group>``
-    is the family's v1 groups plus one daily group (the per-group comparison of the report).
+
+def service_groups(service: str) -> tuple[FeatureGroup, ...]:
+    """Return the groups of a feature service ``<family>_<tf>[_<group>]_<version>``.
+
+    ``<version>`` is a key of :data:`SERVICE_VERSIONS` (the registry reads it as the ``_v<N>``
+    suffix); the research form ``lightgbm_1h_<group>_v2`` is the family's v1 groups plus one daily
+    group (the per-group comparison of the report).
     """
     parts = service.split("_")
     if len(parts) < 3:
         raise KeyError(f"feature service {service!r} is not <family>_<timeframe>_<version>")
-    family, _tf, version, extra = parts[0], parts[1], parts[2], "_".join(parts[3:])
+    family, _tf, version, extra = parts[0], parts[1], parts[-1], "_".join(parts[2:-1])
     if family == "ensemble":
         return ()
     try:
@@ -153,8 +160,8 @@ def service_features(service: str) -> list[str]:
 
 
 def research_services(timeframe: str) -> list[str]:
-    """Return the per-group research services ``lightgbm_<tf>_v2_<group>`` of the daily groups."""
-    return [f"lightgbm_{timeframe}_v2_{g.name}" for g in daily_groups()]
+    """Return the per-group research services ``lightgbm_<tf>_<group>_v2`` of the daily groups."""
+    return [service_name("lightgbm", timeframe, f"v2_{g.name}") for g in daily_groups()]
 
 
 def create_table_sql(g: FeatureGroup) -> str:

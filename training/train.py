@@ -84,7 +84,9 @@ class TrainJob:
 
 def service_for(family: str, timeframe: str, version: str = "v1") -> str:
     """Return the feature service a family is trained on and fed (``version``: v1, v2 or v2_<daily group>)."""
-    return f"{'lstm' if family == 'lstm' else 'lightgbm'}_{timeframe}_{version}"
+    from flows.feature_groups import service_name
+
+    return service_name("lstm" if family == "lstm" else "lightgbm", timeframe, version)
 
 
 def _oos_csv(oos: pd.DataFrame) -> bytes:

@@ -58,14 +58,14 @@ def test_v1_services_are_unchanged_and_v2_adds_the_daily_groups() -> None:
     assert svc["gnn_1h_v1"] == [*FEATURES, *CROSS_FEATURES]
     daily = [f for g in daily_groups() for f in g.features]
     assert svc["lightgbm_1h_v2"] == [*FEATURES, *CROSS_FEATURES, *daily]
-    assert service_features("lightgbm_1h_v2_funding") == [*FEATURES, *CROSS_FEATURES, *group("funding").features]
+    assert service_features("lightgbm_1h_funding_v2") == [*FEATURES, *CROSS_FEATURES, *group("funding").features]
 
 
 def test_an_unknown_group_is_named_with_the_known_ones() -> None:
     import pytest
 
     with pytest.raises(KeyError, match="unknown feature group 'moon'.*fear_greed"):
-        service_features("lightgbm_1h_v2_moon")
+        service_features("lightgbm_1h_moon_v2")
 
 
 def test_feast_apply_registers_a_view_per_group_and_every_service(tmp_path: Path) -> None:
