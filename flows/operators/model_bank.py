@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
-from flows.feature_groups import SERVICE_VERSIONS, daily_groups, service_features
+from flows.feature_groups import SERVICE_VERSIONS, daily_groups, research_services, service_features
 from inference.graph import correlation_adjacency
 from inference.lstm_stream import LstmRunner
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
@@ -48,8 +48,8 @@ class Policy(Protocol):
 
 def services(timeframe: str) -> dict[str, list[str]]:
     """Return the ordered feature list of each model family's feature service for a timeframe (every version)."""
-    return {f"{family}_{timeframe}_{v}": service_features(f"{family}_{timeframe}_{v}")
-            for v, families in SERVICE_VERSIONS.items() for family in families}
+    names = [f"{family}_{timeframe}_{v}" for v, families in SERVICE_VERSIONS.items() for family in families]
+    return {n: service_features(n) for n in (*names, *research_services(timeframe))}
 
 
 def feed_features() -> list[str]:
