@@ -59,6 +59,12 @@ def test_v1_services_are_unchanged_and_v2_adds_the_daily_groups() -> None:
     daily = [f for g in daily_groups() for f in g.features]
     assert svc["lightgbm_1h_v2"] == [*FEATURES, *CROSS_FEATURES, *daily]
     assert service_features("lightgbm_1h_funding_v2") == [*FEATURES, *CROSS_FEATURES, *group("funding").features]
+    assert set(research_services("1h")) <= set(svc)  # the scoring bank loads a research member too
+    from training.registry import service_version
+    from training.train import service_for
+
+    assert service_for("lightgbm", "1h", "v2_fear_greed") == "lightgbm_1h_fear_greed_v2"
+    assert service_version("lightgbm_1h_fear_greed_v2") == "v2"  # the registry accepts the name
 
 
 def test_an_unknown_group_is_named_with_the_known_ones() -> None:
