@@ -5,6 +5,7 @@ Usage::
     python -m training.walkforward ../shared/data/binance-spot-1h/*.parquet --train-start 2020-09-01 \\
         --start 2022-01-01 --end 2024-01-01 --every quarter --out var/walkforward [--config FILE]
         [--rolling-days 730] [--horizon 1] [--embargo-bars 24] [--folds 3] [--set risk.sizing.vol_target=0.3]
+        [--features v1|v2|v2_<daily group>] [--work DIR] [--ensemble-method performance|fixed|confidence]
 
 The test span ``[--start, --end)`` is cut into windows (calendar quarters or months,
 or ``--every-bars N``).  For each window the models are trained with the project's own
