@@ -12,23 +12,25 @@ profile's stores, ``flows.stores.Stores.feast_source``):
 
 The profile is read from ``CRYPTOSTREAM_PROFILE`` (as every other component
 does), so run ``feast`` in the same environment as the flow.  A feature's event
-timestamp is the bar's close: the moment it became known, never earlier.
+timestamp is the moment it became known, never earlier: the bar's close for bar groups,
+the end of the day plus the publication lag for daily groups.  Every view and service is
+derived from the feature-group registry (``flows/feature_groups.py``).
 """
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, PushSource
 from feast.types import Float64, String
 from feast.value_type import ValueType
 
-from flows.feature_catalog import (
-    BAR_FEATURES,
-    CROSS_FEATURES,
-    FEATURE_SERVICE_VERSION,
+from flows.feature_catalog import view_name
+from flows.feature_groups import (
     FEATURE_TIMEFRAMES,
-    view_name,
+    GROUPS,
+    SERVICE_VERSIONS,
+    FeatureGroup,
+    research_services,
+    service_groups,
 )
 from flows.settings import load_settings
 from flows.stores import open_stores
@@ -47,34 +49,40 @@ def _batch_source(table: str, timeframe: str):
     return open_stores(settings).feast_source(table, timeframe)
 
 
-def _view(table: str, timeframe: str, features: tuple[str, ...]) -> tuple[FeatureView, PushSource]:
-    name = view_name(table, timeframe)
-    push = PushSource(name=f"{name}_push", batch_source=_batch_source(table, timeframe))
+def _view(g: FeatureGroup, timeframe: str) -> tuple[FeatureView, PushSource]:
+    name = view_name(g.table, timeframe)
+    push = PushSource(name=f"{name}_push", batch_source=_batch_source(g.table, timeframe))
     view = FeatureView(
         name=name,
         entities=[symbol],
-        ttl=timedelta(days=2),
-        schema=[Field(name="symbol", dtype=String)] + [Field(name=f, dtype=Float64) for f in features],
+        ttl=g.ttl,
+        schema=[Field(name="symbol", dtype=String)] + [Field(name=f, dtype=Float64) for f in g.features],
         source=push,
         online=True,
-        tags={"timeframe": timeframe, "table": table},
+        tags={"timeframe": timeframe, "table": g.table, "group": g.name, "cadence": g.cadence},
     )
     return view, push
 
 
 _objects: list = [symbol]
+_views: dict[tuple[str, str], FeatureView] = {}
+for _g in GROUPS:
+    for _vtf in _g.timeframes:
+        _v, _p = _view(_g, _vtf)
+        _views[(_g.name, _vtf)] = _v
+        _objects += [_v, _p]
+
+
+def _service(name: str, family: str, timeframe: str) -> FeatureService:
+    """A service's views: bar groups at the service's timeframe, daily groups at theirs."""
+    views = [_views[(g.name, timeframe if g.cadence == "bar" else g.timeframes[0])] for g in service_groups(name)]
+    return FeatureService(name=name, features=views, tags={"family": family, "timeframe": timeframe})
+
+
+# One service per model family and version: a model's manifest names the service it was trained on.
 for _tf in FEATURE_TIMEFRAMES:
-    bar_view, bar_push = _view("bar_features", _tf, BAR_FEATURES)
-    cross_view, cross_push = _view("cross_asset_features", _tf, CROSS_FEATURES)
-    _objects += [bar_view, bar_push, cross_view, cross_push]
-    # One service per model family, versioned: a model's manifest names the service it was trained on.
-    _objects += [
-        FeatureService(name=f"lightgbm_{_tf}_{FEATURE_SERVICE_VERSION}", features=[bar_view, cross_view],
-                       tags={"family": "lightgbm", "timeframe": _tf}),
-        FeatureService(name=f"lstm_{_tf}_{FEATURE_SERVICE_VERSION}", features=[bar_view],
-                       tags={"family": "lstm", "timeframe": _tf}),
-        FeatureService(name=f"gnn_{_tf}_{FEATURE_SERVICE_VERSION}", features=[bar_view, cross_view],
-                       tags={"family": "gnn", "timeframe": _tf}),
-    ]
+    for _ver, _families in SERVICE_VERSIONS.items():
+        _objects += [_service(f"{_fam}_{_tf}_{_ver}", _fam, _tf) for _fam in _families]
+    _objects += [_service(_name, "lightgbm", _tf) for _name in research_services(_tf)]
 
 globals().update({obj.name: obj for obj in _objects if hasattr(obj, "name")})

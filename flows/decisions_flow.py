@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from time import perf_counter
 from typing import Any
 
@@ -23,6 +24,7 @@ from flows.go_live import OVERRIDE_RULE, GoLive, check_go_live, with_override
 from flows.heap import freeze_start_up_heap
 from flows.monitoring.metrics import FlowMetrics
 from flows.monitoring.metrics import current as current_metrics
+from flows.operators.daily_features import PollingDaily
 from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank, models_problem
@@ -34,6 +36,7 @@ from flows.settings import Settings
 from flows.sinks.console import StatusPrinter
 from flows.sinks.decisions import PARTITION, DecisionSink
 from flows.sinks.metrics import timed
+from flows.sources.daily_config import open_daily
 from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps, swap_on_sighup, swap_watch
 from inference.manifest import (
@@ -54,6 +57,14 @@ def scoring_step(settings: Settings, metrics: FlowMetrics | None = None) -> Any:
     sc, tf = settings.scoring, settings.trading_timeframe()
     holder: dict[str, Any] = {}
 
+    def daily() -> Any:
+        """The daily side input, kept current by polling the providers once a group's next value is due."""
+        if "daily" not in holder:
+            feats = open_daily(settings.daily)
+            holder["daily"] = None if feats is None else PollingDaily(
+                feats, timedelta(minutes=settings.daily.poll_minutes))
+        return holder["daily"]
+
     def bank() -> ModelBank:
         if "bank" not in holder:
             b = ModelBank(settings.registry_root(), tf, sc.ensemble_version, sc.policy_family, sc.policy_version)
@@ -68,9 +79,10 @@ def scoring_step(settings: Settings, metrics: FlowMetrics | None = None) -> Any:
     def step(state: CloseBarrier | None, item: Bar | FeatureRow) -> tuple[CloseBarrier, list[list[Close]]]:
         b = bank()
         if state is None:
-            scoring = ScoringStep(settings.symbols, tf, b, confidence_threshold=sc.confidence_threshold)
+            scoring = ScoringStep(settings.symbols, tf, b, confidence_threshold=sc.confidence_threshold, daily=daily())
             state = CloseBarrier(scoring, WARMUP)
         elif state.scoring.bank is None:
+            state.scoring.daily = daily()
             state.scoring.attach(b)
         if isinstance(item, Bar) and item.ts + state.tf_ms not in state.bars and holder["watch"].changed():
             b.request_swap()  # the swap key is read once per bar time, at its first bar

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class SettingsError(ValueError):
     """Raised when configuration is invalid; the message names each bad field."""
+
+
+class ProviderError(RuntimeError):
+    """Raised when a daily provider (file, HTTP API, exchange) gives no usable data; the message names the field."""

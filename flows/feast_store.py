@@ -65,8 +65,11 @@ def ensure_applied(settings: Settings) -> bool:
     Without it the flow's online sink met an unknown view after warm-up (issue 17, defect 6).
     """
     from flows.feature_catalog import view_name
+    from flows.feature_groups import GROUPS
 
-    needed = {view_name(t, tf) for t in ("bar_features", "cross_asset_features") for tf in settings.bars.timeframes}
+    needed = {view_name(g.table, tf) for g in GROUPS if g.cadence == "bar" for tf in settings.bars.timeframes}
+    if settings.daily.source != "none":
+        needed |= {view_name(g.table, tf) for g in GROUPS if g.cadence == "daily" for tf in g.timeframes}
     missing = needed - {v.name for v in open_store(settings).list_feature_views()}
     if not missing:
         return False

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.operators.cross_asset import CROSS_FEATURES
-from flows.operators.features import FEATURES as BAR_FEATURES
+from flows.feature_groups import FEATURE_TIMEFRAMES, group
 
 __all__ = ["BAR_FEATURES", "CROSS_FEATURES", "FEATURE_SERVICE_VERSION", "FEATURE_TIMEFRAMES",
            "offline_dir", "view_name"]
 
-# Timeframes that have feature views; the flow may compute any subset of them.
-FEATURE_TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "1h")
-FEATURE_SERVICE_VERSION = "v1"
+# The groups themselves live in the registry (flows/feature_groups.py); these names stay for callers.
+BAR_FEATURES: tuple[str, ...] = group("bar").features
+CROSS_FEATURES: tuple[str, ...] = group("cross_asset").features
+FEATURE_SERVICE_VERSION = "v1"  # the version models are trained on by default (v2 adds the daily groups)
 
 
 def view_name(table: str, timeframe: str) -> str:

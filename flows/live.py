@@ -157,6 +157,27 @@ def add_features(flow: Dataflow, trades: Stream[tuple[str, tuple[str, list]]], s
     return records, op.merge("features", symbol_rows, cross)
 
 
+def daily_rows(settings: Settings, bars: Stream[Bar]) -> Stream[FeatureRow]:
+    """Return the daily groups' rows as they become known at the trading timeframe's bar closes.
+
+    The providers are polled when a group's next value is due (``daily.poll_minutes`` of bar time);
+    the rows go to the history and Feast online sinks with the same ``ts`` as the offline backfill.
+    """
+    from datetime import timedelta
+
+    from flows.operators.daily_features import DailyRowEmitter, PollingDaily
+    from flows.sources.daily_config import open_daily
+
+    feats = open_daily(settings.daily)
+    tf = settings.trading_timeframe()
+    if feats is None:
+        return op.filter_map("daily_rows", bars, lambda b: None)
+    emitter = DailyRowEmitter(PollingDaily(feats, timedelta(minutes=settings.daily.poll_minutes)), settings.symbols)
+    tf_ms = timeframe_ms(tf)
+    return op.flat_map("daily_rows", bars,
+                       lambda b: emitter.on_close(b.ts + tf_ms) if b.timeframe == tf else [])
+
+
 def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Dataflow:
     """Build the live dataflow; ``source`` replaces the exchange websocket (tests, replays)."""
     unsupported = set(settings.bars.timeframes) - set(FEATURE_TIMEFRAMES)
@@ -197,10 +218,12 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
     history = op.filter_map("history_rows", records,
                             lambda r: r if isinstance(r, (Bar, FeatureRow, DeadLetter)) else None)
     cross_rows = op.filter("cross_rows", features, lambda r: r.table == "cross_asset_features")
-    to_history: Stream[Any] = op.merge("to_history", history, cross_rows, dead)
-    op.output("history", to_history, timed(HistorySink(settings), "history", metrics))
-    op.output("feast_online", features, timed(FeastOnlineSink(settings), "feast_online", metrics))
     bars = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, Bar) else None)
+    daily = daily_rows(settings, bars)  # the daily groups, as they become known (none without daily.source)
+    to_history: Stream[Any] = op.merge("to_history", history, cross_rows, dead, daily)
+    op.output("history", to_history, timed(HistorySink(settings), "history", metrics))
+    op.output("feast_online", op.merge("to_online", features, daily),
+              timed(FeastOnlineSink(settings), "feast_online", metrics))
     from flows.decisions_flow import add_decisions
 
     op.output("console", bars, BarPrinter())

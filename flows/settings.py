@@ -47,6 +47,7 @@ from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.regime import RegimeConfig
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
+from flows.sources.daily_config import DailyConfig
 from flows.sources.rest_fill import FillRetry
 from flows.stores.config import BackupConfig, StoreConfig
 from flows.timeframes import TIMEFRAME_RE
@@ -252,6 +253,8 @@ class Settings(_Frozen):
                                        "(flows/monitoring/dashboard); not part of the run id")
     retrain: RetrainSettings = Field(RetrainSettings(), description="scheduled retraining (training/retrain.py, "
                                      "training/schedule.py); not part of the run id")
+    daily: DailyConfig = Field(DailyConfig(), description="daily providers of the on-chain, funding and "
+                               "sentiment feature groups (flows/sources/daily_config.py)")
 
     @field_validator("symbols", mode="before")
     @classmethod

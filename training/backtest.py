@@ -53,6 +53,7 @@ from flows.replay import DecisionReplay, bar_time_chunks
 from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.decisions import DecisionSink
+from flows.sources.daily_config import open_daily
 from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
@@ -131,8 +132,8 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     sc = settings.scoring
     bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family, sc.policy_version)
     bank.history_mode = chunk > 1
-    barrier = CloseBarrier(ScoringStep(symbols, timeframe, bank, confidence_threshold=sc.confidence_threshold),
-                           WARMUP)
+    barrier = CloseBarrier(ScoringStep(symbols, timeframe, bank, confidence_threshold=sc.confidence_threshold,
+                                       daily=open_daily(settings.daily)), WARMUP)
     deps = build_deps(settings)
     deps.kill_active = lambda: False  # the live kill switch is not the backtest's business
     step = DecisionStep(symbols, timeframe_ms(timeframe), deps)

@@ -80,11 +80,14 @@ class TrainJob:
     threshold: float = 0.1
     calibrate: bool = True  # ensemble: Platt's map fitted on the members' out-of-sample rows
     lgb_params: Mapping[str, Any] = field(default_factory=dict)  # LightGBM parameters over DEFAULT_PARAMS
+    features: str = "v1"  # feature-service version (flows/feature_groups.py): v1, v2 or v2_<daily group>
 
 
-def service_for(family: str, timeframe: str) -> str:
-    """Return the feature service a family is trained on and fed."""
-    return f"{'lstm' if family == 'lstm' else 'lightgbm'}_{timeframe}_v1"
+def service_for(family: str, timeframe: str, version: str = "v1") -> str:
+    """Return the feature service a family is trained on and fed (``version``: v1, v2 or v2_<daily group>)."""
+    from flows.feature_groups import service_name
+
+    return service_name("lstm" if family == "lstm" else "lightgbm", timeframe, version)
 
 
 def _oos_csv(oos: pd.DataFrame) -> bytes:
@@ -212,7 +215,7 @@ def train_member(a: TrainJob, settings: Settings) -> Manifest:
         raise SettingsError("--symbols, --start and --end are required to train a model")
     from training.datasets import build_training_set
 
-    service = service_for(a.family, a.timeframe)
+    service = service_for(a.family, a.timeframe, a.features)
     frame = build_training_set(settings, tuple(a.symbols), a.timeframe, a.start, a.end, service, a.horizon)
     if frame.empty:
         raise SettingsError(f"no training rows for {a.symbols} {a.timeframe} in [{a.start}, {a.end})")

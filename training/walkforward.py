@@ -5,6 +5,7 @@ Usage::
     python -m training.walkforward ../shared/data/binance-spot-1h/*.parquet --train-start 2020-09-01 \\
         --start 2022-01-01 --end 2024-01-01 --every quarter --out var/walkforward [--config FILE]
         [--rolling-days 730] [--horizon 1] [--embargo-bars 24] [--folds 3] [--set risk.sizing.vol_target=0.3]
+        [--features v1|v2|v2_<daily group>] [--work DIR] [--ensemble-method performance|fixed|confidence]
 
 The test span ``[--start, --end)`` is cut into windows (calendar quarters or months,
 or ``--every-bars N``).  For each window the models are trained with the project's own
@@ -83,6 +84,8 @@ class WalkForwardJob:
     overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted settings path -> value
     models_dir: Path | None = None  # where features and window registries live (default: out); shared by tuning
     lgb_params: Mapping[str, Any] = field(default_factory=dict)  # LightGBM parameters over its defaults
+    features: str = "v1"  # feature-service version: v1, v2 (every daily group) or v2_<group> (v1 + one group)
+    ensemble_method: str = "performance"  # training.train's ensemble weighting (fixed: no refusal of a weak member)
 
     @property
     def work(self) -> Path:
@@ -192,6 +195,10 @@ def prepare(job: WalkForwardJob, settings: Settings) -> tuple[str, tuple[str, ..
         run_backfill(settings.model_copy(update={"symbols": symbols}), streams, tf)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(want))
+    if job.features != "v1":  # the daily groups, known at end of day + lag, written per symbol
+        from training.daily_backfill import backfill_daily
+
+        backfill_daily(settings.model_copy(update={"symbols": symbols}), symbols)
     return tf, symbols
 
 
@@ -203,7 +210,8 @@ def train_window(job: WalkForwardJob, settings: Settings, w: Window, tf: str, sy
     done = registry / "trained.json"
     params = {"train_start": w.train_start.isoformat(), "train_end": w.train_end.isoformat(), "symbols": symbols,
               "horizon": job.horizon, "folds": job.folds, "seed": job.seed, "threshold": job.threshold,
-              "lgb_params": dict(sorted(job.lgb_params.items())),
+              "lgb_params": dict(sorted(job.lgb_params.items())), "features": job.features,
+              **({"ensemble_method": job.ensemble_method} if job.ensemble_method != "performance" else {}),
               "paths": sorted(str(p) for p in job.paths)}
     if done.is_file():
         saved = json.loads(done.read_text())
@@ -212,9 +220,10 @@ def train_window(job: WalkForwardJob, settings: Settings, w: Window, tf: str, sy
     a = TrainJob(family="lightgbm", registry=registry, log_dir=job.work / "var" / "logs", work_dir=job.work / "var"
                  / "work", symbols=symbols, timeframe=tf, start=w.train_start.isoformat(),
                  end=w.train_end.isoformat(), horizon=job.horizon, seed=job.seed, folds=job.folds,
-                 members=("lightgbm",), threshold=job.threshold, lgb_params=dict(job.lgb_params))
+                 members=("lightgbm",), threshold=job.threshold, lgb_params=dict(job.lgb_params),
+                 features=job.features)
     lgb = train_member(a, settings)
-    ens = train_ensemble(replace(a, family="ensemble"))
+    ens = train_ensemble(replace(a, family="ensemble", method=job.ensemble_method))  # type: ignore[arg-type]
     versions = {"lightgbm": lgb.version, "ensemble": ens.version}
     done.write_text(json.dumps({"params": params, "versions": versions}))
     return versions
@@ -341,7 +350,8 @@ def run(job: WalkForwardJob) -> tuple[list[WindowResult], dict[str, Any]]:
     results: list[WindowResult] = []
     cash = settings.initial_cash
     for w in windows(job, tf):
-        registry = job.work / "registry" / f"window-{w.k}"
+        # one registry per feature version, so runs of several versions can share the backfilled features (--work)
+        registry = job.work / ("registry" if job.features == "v1" else f"registry-{job.features}") / f"window-{w.k}"
         versions = train_window(job, settings, w, tf, symbols, registry)
         result, fee = trade_window(job, settings, w, tf, registry, cash)
         results.append(WindowResult(w, result, versions, fee))
@@ -413,10 +423,19 @@ def parse_args(argv: Sequence[str] | None) -> WalkForwardJob:
     p.add_argument("--config", help="settings YAML of the strategy and risk (else $CRYPTOSTREAM_CONFIG)")
     p.add_argument("--set", action="append", default=[], dest="sets", help="override a setting: a.b.c=value")
     p.add_argument("--lgb", action="append", default=[], help="a LightGBM parameter: num_leaves=31 (repeat)")
+    p.add_argument("--features", default="v1", help="feature services: v1, v2 (+ every daily group) or "
+                   "v2_<group> (v1 + one daily group: fear_greed, hash_rate, difficulty, funding); daily groups "
+                   "need daily.source (e.g. --set daily.source=files --set daily.folder=DIR)")
+    p.add_argument("--ensemble-method", default="performance", choices=("performance", "fixed", "confidence"),
+                   help="ensemble weighting; performance refuses a member whose walk-forward AUC is not above 0.5, "
+                   "fixed keeps it (one member: weight 1 either way)")
+    p.add_argument("--work", type=Path, help="directory of the backfilled features and window registries (default "
+                   "--out): runs of several --features versions can share it")
     a = p.parse_args(argv)
     return WalkForwardJob(tuple(a.paths), a.out, a.train_start, a.start, a.end, a.every, a.every_bars,
                           a.rolling_days, a.horizon, a.embargo_bars, a.folds, a.seed, a.threshold, a.chunk, a.config,
-                          parse_set(a.sets), lgb_params=parse_set(a.lgb))
+                          parse_set(a.sets), lgb_params=parse_set(a.lgb), features=a.features,
+                          models_dir=a.work, ensemble_method=a.ensemble_method)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
+from flows.feature_groups import SERVICE_VERSIONS, daily_groups, research_services, service_features
 from inference.graph import correlation_adjacency
 from inference.lstm_stream import LstmRunner
 from inference.manifest import (
@@ -58,11 +59,9 @@ class Policy(Protocol):
 
 
 def services(timeframe: str) -> dict[str, list[str]]:
-    """Return the ordered feature list of each model family's feature service for a timeframe."""
-    both = [*BAR_FEATURES, *CROSS_FEATURES]
-    v = FEATURE_SERVICE_VERSION
-    return {f"lightgbm_{timeframe}_{v}": both, f"lstm_{timeframe}_{v}": list(BAR_FEATURES),
-            f"gnn_{timeframe}_{v}": both}
+    """Return the ordered feature list of each model family's feature service for a timeframe (every version)."""
+    names = [f"{family}_{timeframe}_{v}" for v, families in SERVICE_VERSIONS.items() for family in families]
+    return {n: service_features(n) for n in (*names, *research_services(timeframe))}
 
 
 def feed_features() -> list[str]:
@@ -81,6 +80,16 @@ def models_problem(root: Path, timeframe: str | None = None, version: str = "lat
         return (f"the {timeframe} ensemble in {root} was trained on {service}, not ensemble_{timeframe}_"
                 f"{FEATURE_SERVICE_VERSION}: train one with {train_hint('ensemble', timeframe)}")
     return None
+
+
+def daily_features() -> list[str]:
+    """Return the daily groups' features, in registry order: the scoring step's side input appends them."""
+    return [f for g in daily_groups() for f in g.features]
+
+
+def model_feed() -> list[str]:
+    """Return the models' feed: the per-symbol feed, then the daily side input (v1 models take a subset)."""
+    return [*feed_features(), *daily_features()]
 
 
 def has_models(root: Path, timeframe: str | None = None) -> bool:
@@ -163,11 +172,11 @@ class ModelBank:
         """Load the ensemble (with its exact members) and the policy from ``root``.
 
         ``service_features`` and ``feed`` default to the project's feature services and
-        :func:`feed_features`; tests pass their own.
+        :func:`model_feed` (the per-symbol feed, then the daily side input); tests pass their own.
         """
         self.root, self.timeframe = Path(root), timeframe
         self.service_features = dict(service_features or services(timeframe))
-        self.feed = list(feed or feed_features())
+        self.feed = list(feed or model_feed())
         self.ensemble_version, self.policy_family, self.policy_version = ensemble_version, policy_family, \
             policy_version
         self.ensemble = self._load_ensemble()
@@ -189,6 +198,10 @@ class ModelBank:
             return None
         return load_policy(self.root, self.policy_family, self.policy_version, self.timeframe,
                            self.ensemble.manifest)
+
+    def needs(self) -> set[str]:
+        """Return the feed features the loaded members take."""
+        return {f for r in self.ensemble.scorer.runners.values() for f in r.manifest.features}
 
     def versions(self) -> dict[str, str]:
         """Return family -> loaded version (ensemble, its members, and the policy when loaded)."""

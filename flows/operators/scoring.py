@@ -28,16 +28,26 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from flows.operators.model_bank import ModelBank, Policy, feed_features
+from flows.operators.model_bank import ModelBank, Policy, daily_features, feed_features
 from flows.records import Bar, Close, FeatureRow, Prediction
 from flows.snapshots import check_snapshot
 from inference.scorer import to_signal
+
+
+class DailyLookup(Protocol):
+    """The daily side input (``flows.operators.daily_features.DailyFeatures``)."""
+
+    groups: tuple[str, ...]
+
+    def vector_as_of(self, names: Sequence[str], t: int) -> dict[str, float]:
+        """Return the groups' features known at bar close ``t`` (ms)."""
+        ...
 
 
 class PolicyBook:
@@ -92,16 +102,24 @@ class ScoringStep:
 
     def __init__(self, symbols: tuple[str, ...], timeframe: str, bank: ModelBank | None = None,
                  state: dict[str, Any] | None = None, feed: list[str] | None = None,
-                 max_pending: int = 1000, confidence_threshold: float | None = None) -> None:
+                 max_pending: int = 1000, confidence_threshold: float | None = None,
+                 daily: DailyLookup | None = None) -> None:
         """Create the step; ``state`` is a :meth:`snapshot`; ``bank`` may be attached later.
 
         ``feed`` is the ordered feature vector the models take (default :func:`feed_features`).
         ``confidence_threshold`` (setting ``scoring.confidence_threshold``) replaces the one the
         ensemble was exported with: below it the signal is -1 (none); ``None`` keeps the ensemble's.
+        ``daily`` is the side input of the daily groups (``flows.operators.daily_features.DailyFeatures``):
+        the bank's feed features past the rows' feed are its values known at each bar's close
+        (NaN without it, which only ``*_v2`` models would read: :meth:`attach` refuses that).
         """
         self.symbols, self.timeframe = tuple(symbols), timeframe
         s = state or {}
-        self.feed = list(feed or s.get("feed") or (bank.feed if bank is not None else feed_features()))
+        self.daily = daily
+        side = set(daily_features())
+        self.feed = [f for f in (feed or s.get("feed") or (bank.feed if bank is not None else feed_features()))
+                     if f not in side]
+        self._side: list[str] = []
         self._feed_keys, self._n_feed, self._take = frozenset(self.feed), len(self.feed), itemgetter(*self.feed)
         self._feed_index = {f: i for i, f in enumerate(self.feed)}
         self._names: tuple[str, ...] = ()
@@ -129,6 +147,18 @@ class ScoringStep:
 
     def attach(self, bank: ModelBank) -> None:
         """Use ``bank`` for scoring, restoring runner state saved in the snapshot."""
+        if bank.feed[:len(self.feed)] != self.feed:
+            raise ValueError("the model bank's feed must start with the scoring rows' feed")
+        self._side = list(bank.feed[len(self.feed):])
+        unknown = set(self._side) - set(daily_features())
+        if unknown:
+            raise ValueError(f"the model bank's feed has features no step provides: {sorted(unknown)}")
+        wanted = sorted(bank.needs() & set(self._side))
+        if wanted and self.daily is None:
+            from flows.errors import SettingsError
+
+            raise SettingsError(f"the registered models take daily features ({', '.join(wanted)}): set daily.source "
+                                "(env CRYPTOSTREAM_DAILY__SOURCE) to files or http")
         self.bank = bank
         if self._models:
             bank.restore(self._models)
@@ -170,6 +200,13 @@ class ScoringStep:
             done.pop(ts, None)
             self.scored_until = ts
         return self.score_history(ready) if ready else []
+
+    def _daily_at(self, ts: int) -> list[float]:
+        """Return the side input's features (``self._side`` order) known at bar close ``ts`` (NaN: none)."""
+        if self.daily is None:
+            return [math.nan] * len(self._side)
+        got = self.daily.vector_as_of(self.daily.groups, int(ts))
+        return [got.get(f, math.nan) for f in self._side]
 
     def _complete(self, values: dict[str, float]) -> bool:
         return len(values) >= self._n_feed and self._feed_keys <= values.keys()
@@ -225,6 +262,10 @@ class ScoringStep:
     def _score(self, todo: list[tuple[int, Any, tuple[str, ...]]], x_all: np.ndarray) -> list[Prediction]:
         """Score the bar times of ``todo`` ((ts, rows or None, symbols)) from their feed matrix ``x_all``."""
         assert self.bank is not None
+        if self._side:  # the daily side input: values known at each bar's close, the same for every symbol
+            per_ts = [self._daily_at(t[0]) for t in todo]
+            x_all = np.hstack([x_all, np.repeat(np.array(per_ts, np.float64).reshape(len(todo), -1),
+                                                [len(t[2]) for t in todo], axis=0)])
         xs, k = [], 0
         for _, _, symbols in todo:
             xs.append(x_all[k:k + len(symbols)])

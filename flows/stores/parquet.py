@@ -26,7 +26,14 @@ import pyarrow.parquet as pq
 
 from flows.feature_catalog import offline_dir
 from flows.stores.base import HistoryTables, Tables
-from flows.stores.schema import COLUMNS, DEAD_LETTER_COLUMNS, DECISIONS, JSON_COLUMNS, KEYS
+from flows.stores.schema import (
+    COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    DECISIONS,
+    FEATURE_COLUMNS,
+    JSON_COLUMNS,
+    KEYS,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,8 +152,7 @@ class ParquetHistory:
     """History writer of the ``local`` profile (rows buffered until :meth:`flush`)."""
 
     def __init__(self, data_dir: Path, worker: int) -> None:
-        self.tables = {t: ParquetTable(data_dir, t, COLUMNS[t]) for t in ("bars", "bar_features",
-                                                                           "cross_asset_features")}
+        self.tables = {t: ParquetTable(data_dir, t, COLUMNS[t]) for t in ("bars", *FEATURE_COLUMNS)}
         self.dead = DeadLetterJsonl(Path(data_dir) / "dead_letters" / f"w{worker}.jsonl")
 
     def write(self, tables: Tables) -> None:

@@ -19,7 +19,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES
+from flows.feature_groups import GROUPS
 from flows.records import Bar, DeadLetter, FeatureRow, utc
 
 
@@ -41,9 +41,8 @@ class Table:
 
 BAR_COLUMNS: tuple[str, ...] = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume",
                                 "quote_volume", "trade_count", "vwap", "taker_buy_volume")
-FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "bar_features": ("symbol", "timeframe", "ts", "created_at", *BAR_FEATURES),
-    "cross_asset_features": ("symbol", "timeframe", "ts", "created_at", *CROSS_FEATURES),
+FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {  # every feature group of the registry (flows/feature_groups.py)
+    g.table: ("symbol", "timeframe", g.timestamp_field, "created_at", *g.features) for g in GROUPS
 }
 DEAD_LETTER_COLUMNS: tuple[str, ...] = ("ts", "source", "symbol", "reason", "payload")
 _SERIES_KEY = ("symbol", "timeframe", "ts")

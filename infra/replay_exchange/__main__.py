@@ -82,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
     src.add_argument("--streams", default="trade", help="recorded streams: trade[,bookTicker][,depth]")
     src.add_argument("--duration", type=_duration, default=6 * 3600, help="synthetic length, e.g. 6h (default)")
     src.add_argument("--rate", type=float, default=4.0, help="synthetic trades/s per symbol (calm regime)")
+    src.add_argument("--funding", type=Path, help="USD-M funding CSV served at /fapi/v1/fundingRate")
     run = p.add_argument_group("replay")
     run.add_argument("--speed", type=_speed, default=60.0, help="times real time; 0 or max = as fast as clients read")
     run.add_argument("--rest-horizon", choices=("all", "clock"), default="clock",
@@ -119,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
             synthetic_duration_s=a.duration, synthetic_rate=a.rate, universe=a.universe, clusters=a.clusters, wait_for_streams=a.wait_for_streams,
             faults=faults, api_key=a.api_key, api_secret=a.api_secret,
             balances=tuple(a.balance) or (("USDT", 100_000.0),),
-            maker_commission=a.maker_commission, taker_commission=a.taker_commission,
+            maker_commission=a.maker_commission, taker_commission=a.taker_commission, funding=a.funding,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -55,6 +55,7 @@ class ReplayConfig:
             (a mapping is accepted and stored as sorted pairs).
         maker_commission: Commission of maker fills (fraction, Binance 0.001).
         taker_commission: Commission of taker fills.
+        funding: CSV of USD-M funding rates served at ``/fapi/v1/fundingRate`` (``funding.py``).
     """
 
     data: tuple[Path, ...] = ()
@@ -78,6 +79,7 @@ class ReplayConfig:
     balances: tuple[tuple[str, float], ...] = (("USDT", 100_000.0),)
     maker_commission: float = 0.001
     taker_commission: float = 0.001
+    funding: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(Path(p) for p in self.data))

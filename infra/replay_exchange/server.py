@@ -88,6 +88,10 @@ class ReplayExchange:
         app = web.Application(middlewares=[_binance_errors, self.rest.weight_header, self._rest_fault])
         app.add_routes(self.rest.routes())
         app.add_routes(self.signed.routes())
+        if self.config.funding is not None:
+            from infra.replay_exchange.funding import FundingApi, load_funding
+
+            app.add_routes(FundingApi(load_funding(self.config.funding)).routes())
         app.add_routes([
             web.get("/ws", self._websocket),
             web.get("/ws/{streams:.*}", self._websocket),

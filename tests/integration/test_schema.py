@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from flows.feature_groups import GROUPS
 from flows.stores.pgcopy import copy_upsert
 from infra.db import MIGRATIONS_DIR, migrate
 
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 HYPERTABLES = {"bars": "7 days", "bar_features": "7 days", "cross_asset_features": "30 days",
                "predictions": "7 days", "orders": "30 days", "fills": "30 days",
-               "portfolio_state": "30 days", "dead_letters": "7 days", "risk_events": "30 days"}
+               "portfolio_state": "30 days", "dead_letters": "7 days", "risk_events": "30 days",
+               **{g.table: g.chunk for g in GROUPS}}  # the feature groups' tables (flows/feature_groups.py)
 BAR_COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "quote_volume",
                "trade_count", "vwap", "taker_buy_volume")
 
