@@ -62,14 +62,22 @@ class Layout:
     dsn: str | None = None
 
 
-def feast_files(repo: Path, yaml_name: str) -> tuple[Path, ...]:
-    """Return the files a Feast profile yaml keeps on disk: its registry and a SQLite online store."""
+def feast_files(repo: Path, yaml_name: str, data_dir: Path) -> tuple[Path, ...]:
+    """Return the files a Feast profile yaml keeps on disk: its registry and a SQLite online store.
+
+    The yaml files place them under ``${CRYPTOSTREAM_DATA_DIR}`` (``flows/stores/feast_paths.py``),
+    which is ``data_dir`` here.
+    """
     doc = yaml.safe_load((repo / yaml_name).read_text())
-    files = [doc["registry"]] if isinstance(doc.get("registry"), str) else []
+    reg = doc.get("registry")
+    files = [reg] if isinstance(reg, str) else [reg["path"]] if isinstance(reg, dict) and reg.get("path") else []
     online = doc.get("online_store") or {}
-    if online.get("type") == "sqlite" and online.get("path"):
-        files.append(online["path"])
-    return tuple((repo / f).resolve() for f in files)
+    if str(online.get("type", "")).lower().endswith("sqlite") or str(online.get("type", "")).endswith(
+            "SqliteOnlineStore"):
+        if online.get("path"):
+            files.append(online["path"])
+    out = [Path(f.replace("${CRYPTOSTREAM_DATA_DIR}", str(Path(data_dir).absolute()))) for f in files]
+    return tuple((p if p.is_absolute() else repo / p).resolve() for p in out)
 
 
 # ---------------------------------------------------------------- checksums

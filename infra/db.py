@@ -328,7 +328,7 @@ def _layout(profile: str, dsn: str | None, config: str | None) -> tuple[Layout, 
     settings = load_settings(config, profile=profile)
     yaml_name = PROFILES[profile](settings).feast_yaml
     layout = Layout(profile, settings.data_dir.resolve(), settings.registry_root().resolve(),
-                    feast_files(settings.feast_repo, yaml_name), dsn if profile == "timescale" else None)
+                    feast_files(settings.feast_repo, yaml_name, settings.data_dir), dsn if profile == "timescale" else None)
     dest = Path(settings.backup.dir) if settings.backup.dir else layout.data_dir / "backups"
     return layout, dest, settings.backup.keep
 

@@ -190,7 +190,8 @@ def _stock_store(settings: Settings):
     for plugin, stock in (("flows.stores.feast_parquet.ParquetOfflineStore", "duckdb"),
                           ("flows.stores.feast_timescale.TimescaleOfflineStore", "postgres")):
         text = text.replace(f"type: {plugin}", f"type: {stock}")
-    assert "flows.stores" not in text
+    assert "flows.stores.feast_parquet" not in text and "flows.stores.feast_timescale" not in text
+    # (the registry and online store stay the project's data-dir classes: they only place Feast's own files)
     path = yaml.with_name("stock.yaml")
     path.write_text(text)
     with feast_store._environment(feast_store.feast_environment(settings)):

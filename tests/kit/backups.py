@@ -52,9 +52,10 @@ def fill(env: dict[str, str], bars_per_symbol: int = 3000, redis_url: str | None
     (version / "model.onnx").write_bytes(bytes(range(256)) * 40)
     (version / "manifest.json").write_text('{"family": "lightgbm"}')
     (data / "registry" / "lightgbm" / "latest").write_text("v20240101T000000\n")
-    repo = Path(env["CRYPTOSTREAM_FEAST_REPO"])
-    (repo / "data" / "registry.db").write_bytes(b"feast registry")
-    (repo / "data" / "online.db").write_bytes(b"feast online")
+    feast = Path(env["CRYPTOSTREAM_DATA_DIR"]) / "feast"  # where the local profile's yaml puts them
+    feast.mkdir(parents=True, exist_ok=True)
+    (feast / "registry.db").write_bytes(b"feast registry")
+    (feast / "online.db").write_bytes(b"feast online")
 
 
 def run_db(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,7 +72,7 @@ def local_digest(env: dict[str, str]) -> dict[str, tuple[int, int]]:
         frame = pd.concat([pd.read_parquet(f) for f in sorted(d.glob("*.parquet"))], ignore_index=True)
         out[d.name] = (len(frame), int(pd.util.hash_pandas_object(frame, index=False).sum()))
     others = [*(data / "dead_letters").glob("*"), *(data / "registry").rglob("*"),
-              *(Path(env["CRYPTOSTREAM_FEAST_REPO"]) / "data").glob("*.db")]
+              *(data / "feast").glob("*.db")]
     for f in sorted(p for p in others if p.is_file()):
         out[str(f.relative_to(f.anchor))] = (f.stat().st_size, int(hashlib.sha256(f.read_bytes()).hexdigest()[:15], 16))
     return out

@@ -13,7 +13,7 @@ def _wipe(env: dict[str, str]) -> None:
     data = Path(env["CRYPTOSTREAM_DATA_DIR"])
     for d in ("offline", "decisions", "dead_letters", "registry"):
         shutil.rmtree(data / d)
-    for f in (Path(env["CRYPTOSTREAM_FEAST_REPO"]) / "data").glob("*.db"):
+    for f in (data / "feast").glob("*.db"):
         f.unlink()
 
 
