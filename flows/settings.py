@@ -43,6 +43,7 @@ from flows.monitoring.config import MonitoringConfig
 from flows.monitoring.dashboard.config import DashboardConfig
 from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
+from flows.operators.features import WARMUP
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
 from flows.stores.config import StoreConfig
@@ -70,6 +71,10 @@ class ExchangeSettings(_Frozen):
     fill_gaps: bool = Field(True, description="after a disconnect or restart, fetch missed trades from REST")
     fill_since: datetime | None = Field(None, description="on a fresh start, first fetch trades since this UTC time")
     idle_stop_s: float = Field(0.0, ge=0.0, description="end the stream after this many quiet seconds; 0 = never")
+    warmup_klines: int = Field(WARMUP, ge=0, le=1000, description=(
+        "on a fresh start (no snapshot), klines fetched per symbol and timeframe from the public REST endpoint "
+        "to warm the features up, so the first live bar's features are converged; 0 = off (features then "
+        f"appear after {WARMUP} live bars)"))
 
     @field_validator("fill_since")
     @classmethod
