@@ -427,3 +427,21 @@ def test_without_an_ensemble_probability_the_signal_policy_gives_no_target_and_i
     assert math.isnan(second[0]) and math.isfinite(second[1])
     assert step.books[symbols[0]].target == first[0] and step.books[symbols[1]].target == second[1]
     assert math.isfinite(step.books[symbols[0]].book.equity)
+
+
+def test_warmup_bars_count_towards_the_warm_up_and_are_never_closes(reg) -> None:
+    """Issue 17, defect 10: the klines a fresh start warms up on must not be decided or traded."""
+    from flows.operators.scoring import CloseBarrier
+    from flows.records import WarmupBar
+
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    times = list(feature_rows(held))
+    barrier = CloseBarrier(ScoringStep(symbols, "1h", bank(root)), 3)
+    warm = [WarmupBar(s, "1h", times[0][0] - k * 3_600_000, None if k == 2 else 0.0) for k in (2, 1) for s in symbols]
+    assert barrier.on_items(warm) == []
+    got = barrier.on_items([b for ts, _ in times for b in _bars(held, ts, symbols)])  # bars race ahead
+    got += barrier.on_items([r for _, rows in times for r in rows])
+    assert [c.ts for c in got] == [ts for ts, _ in times]  # no close of a warm-up bar
+    # warm after two warm-up bars and its first bar: even the first close waits for its predictions
+    assert all([p.ts for p in c.predictions] == [c.ts] * len(symbols) for c in got)
