@@ -94,6 +94,7 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         self.symbol = symbol
         self.start_points = start_points
         self._since_hint: int | None = None  # the time of trade last_id + 1 when resuming from a start point
+        self._start_recorded = False
         if last_id is None and start_points is not None and (point := start_points.get(symbol)) is not None:
             # no snapshot, but an earlier run started here: resume from its first trade (filled from REST)
             last_id, self._since_hint = point.first_id - 1, point.time_ms
@@ -135,8 +136,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         self._last_data = self.clock()
         msgs = [buf.popleft() for _ in range(len(buf))]
         self._tail.extend(msgs[-_TAIL:])
-        if self.last_id is None and self.start_points is not None and (first := first_trade(msgs)) is not None:
-            self.start_points.record(StartPoint(self.symbol, *first))  # durable before the trade is handed over
+        if self.last_id is None and (first := first_trade(msgs)) is not None:
+            self._record_start(*first)  # (recorded by the reader already, unless the buffer was filled otherwise)
         tid = last_trade_id(msgs)
         if tid is not None and (self.last_id is None or tid > self.last_id):
             self.last_id = tid
@@ -153,6 +154,12 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _record_start(self, first_id: int, time_ms: int) -> None:
+        """Record where a partition without a snapshot starts (once; :mod:`flows.start_points`)."""
+        if self.start_points is not None and self.last_id is None and not self._start_recorded:
+            self.start_points.record(StartPoint(self.symbol, first_id, time_ms))
+            self._start_recorded = True
 
     def _run(self) -> None:
         try:
@@ -176,6 +183,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         if start is None and self.fill_since_ms is not None:
             start = await loop.run_in_executor(None, self.filler.first_id_since, self.market_id, self.fill_since_ms)
             since = self.fill_since_ms
+            if start is not None:
+                self._record_start(start, since)  # the fill from fill_since is where this stream starts
         self.fill_since_ms = None
         if start is None or (first_new_id is not None and start >= first_new_id):
             return
@@ -240,6 +249,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
             first = last_trade_id([msg])
             if first is None:
                 continue  # the subscription ack, or a bad message: keep it, wait for a trade
+            if self.fill_since_ms is None and (start := first_trade([msg])) is not None:
+                self._record_start(*start)  # durable as soon as the stream starts, before anything is handed over
             await self._fill(first)
             gap_checked = True
             self._buf.extend(pending)
