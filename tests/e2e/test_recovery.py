@@ -56,6 +56,18 @@ def _read(var: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _recovery_dir(tmp_path: Path) -> Path:
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    return recovery
+
+
+def _assert_same(got: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame]) -> None:
+    for t in TABLES:
+        pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)
+
+
 def _replay(files: list[Path], speed: float):
     ex = running_replay(files, speed=speed, start=START, end=END, seed=5)
     return ex
@@ -85,9 +97,7 @@ def reference(files, tmp_path_factory) -> dict[str, pd.DataFrame]:
 
 def test_sigkill_at_several_points_and_restart_gives_same_tables(files, reference, tmp_path) -> None:
     repo = copy_feature_repo(tmp_path)
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    recovery = _recovery_dir(tmp_path)
     # ~2900 trades a symbol over ~30 s of wall time; each kill waits until the replay has
     # handed out a further quarter of its trades, so every kill lands mid-stream.
     with _replay(files, speed=3600) as ex:
@@ -96,17 +106,14 @@ def test_sigkill_at_several_points_and_restart_gives_same_tables(files, referenc
         feast_store.apply(load_settings(env=env))
         kill_at_and_finish(ex, env, recovery, (0.25, 0.5, 0.75))
     got = _read(tmp_path / "var")
-    for t in TABLES:
-        pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)
+    _assert_same(got, reference)
 
 
 def test_a_kill_before_the_first_snapshot_resumes_from_the_start_point(files, reference, tmp_path) -> None:
     """Issue 17, defect 7: at max replay speed the whole replay went out before the first snapshot; a SIGKILL
     then left no trade id to resume from, and the restart stored nothing (exit 0, no warning)."""
     repo = copy_feature_repo(tmp_path)
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    recovery = _recovery_dir(tmp_path)
     with _replay(files, speed=0) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = _env(tmp_path / "var", repo, ex)
@@ -129,8 +136,7 @@ def test_a_kill_before_the_first_snapshot_resumes_from_the_start_point(files, re
     assert b"stored nothing" not in err and b"resuming from the recorded start point" in err, err.decode()[-3000:]
     assert len(list((recovery / FOLDER).glob("*.json"))) == len(SYMBOLS)
     got = _read(tmp_path / "restart")
-    for t in TABLES:
-        pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)
+    _assert_same(got, reference)
 
 
 @pytest.mark.parametrize("layout", ["2 workers", "2 processes"])
@@ -149,5 +155,4 @@ def test_two_workers_and_two_processes_give_same_tables(files, reference, tmp_pa
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err.decode()[-3000:]
     got = _read(tmp_path / "var")
-    for t in TABLES:
-        pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)
+    _assert_same(got, reference)
