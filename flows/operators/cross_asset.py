@@ -57,6 +57,7 @@ class CrossAssetStep:
         self.tf_ms = tf_ms
         self.max_wait_bars = max_wait_bars
         self.max_wait_ms = None if max_wait_bars is None else max_wait_bars * tf_ms
+        self._ordered = sorted(symbols)
         s = state or {}
         self.pending: dict[int, dict[str, float]] = {int(k): dict(v) for k, v in s.get("pending", {}).items()}
         self.history: dict[str, deque[float]] = {
@@ -106,7 +107,9 @@ class CrossAssetStep:
         return out
 
     def _rows(self, ts: int, rets: dict[str, float]) -> list[tuple[str, int, dict[str, float]]]:
-        mean = sum(rets.values()) / len(rets)
+        # summed in symbol order, whatever order the returns arrived in (worker count, batches): the same
+        # float every time, and the order training.history_features sums in
+        mean = sum([rets[sym] for sym in self._ordered if sym in rets]) / len(rets)
         ref = rets.get(self.reference)
         if ref is not None:
             for sym in self.symbols:
