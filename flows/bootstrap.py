@@ -79,7 +79,8 @@ def bootstrap(settings: Settings, env: dict[str, str], days: float = 2.0, seed: 
               "--registry", str(root), "--seed", "7"]
     for fam in ("lightgbm", "lstm", "gnn"):
         _run([py, "-m", "training.train", fam, *window, *QUICK[fam]], full, f"train {fam}")
-    _run([py, "-m", "training.train", "ensemble", "--registry", str(root), *QUICK["ensemble"]], full,
+    _run([py, "-m", "training.train", "ensemble", "--registry", str(root), "--timeframe", "1m", *QUICK["ensemble"]],
+         full,
          "train ensemble")
     rl = ["--registry", str(root)]
     _run([py, "-m", "training.rl", "train", "tactical", "--quick", *rl], full, "train tactical policy")

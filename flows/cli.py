@@ -33,8 +33,13 @@ VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "live": ("bytewax.run", ("flows.live",), "the live flow alone, against the configured exchange"),
     "dashboard": ("flows.monitoring.dashboard", (), "the Streamlit dashboard"),
     "kill-switch": ("flows.risk.kill_switch", (), "engage, release or show the kill switch"),
-    "registry": ("training.export", (), "verify a registered model and print its manifest"),
-    "db": ("infra.db", (), "TimescaleDB schema: migrate, status, retention"),
+    "registry": ("training.registry", (), "list, show (lineage), promote, roll back and verify model versions"),
+    "verify-model": ("training.export", (), "re-verify one registered model and print its manifest"),
+    "retrain": ("training.retrain", (), "daily or weekly retraining: challenger vs champion through the gate"),
+    "schedule": ("training.schedule", (), "run the retraining jobs at their configured times"),
+    "db": ("infra.db", (), "schema, retention, backup and restore: migrate, status, retention, backup, restore, "
+           "backups, probe, env"),
+    "drift": ("training.drift", (), "feature and calibration drift of the deployed models: reference, check, watch"),
 }
 
 

@@ -25,7 +25,7 @@ from flows.monitoring.metrics import FlowMetrics
 from flows.monitoring.metrics import current as current_metrics
 from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
-from flows.operators.model_bank import ModelBank, has_models
+from flows.operators.model_bank import ModelBank, models_problem
 from flows.operators.scoring import CloseBarrier, ScoringStep
 from flows.records import Bar, Close, FeatureRow, Status, WarmupBar
 from flows.recovery import recoverable
@@ -36,7 +36,13 @@ from flows.sinks.decisions import PARTITION, DecisionSink
 from flows.sinks.metrics import timed
 from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps, swap_on_sighup, swap_watch
-from inference.manifest import ManifestError, resolve_version_dir, verify
+from inference.manifest import (
+    ManifestError,
+    TimeframeMismatch,
+    check_policy,
+    resolve_version_dir,
+    verify,
+)
 
 
 def scoring_step(settings: Settings, metrics: FlowMetrics | None = None) -> Any:
@@ -142,15 +148,19 @@ def verify_deployment(settings: Settings) -> None:
     Raises:
         ManifestError: a manifest is malformed or a file does not match its sha256.
     """
-    root, sc = settings.registry_root(), settings.scoring
+    root, sc, tf = settings.registry_root(), settings.scoring, settings.trading_timeframe()
     if not (root / "ensemble").is_dir():
         return
     try:
-        ensemble = verify(resolve_version_dir(root, "ensemble", sc.ensemble_version))
+        try:
+            ensemble = verify(resolve_version_dir(root, "ensemble", sc.ensemble_version, timeframe=tf))
+        except TimeframeMismatch:
+            return  # no ensemble of this timeframe: features only, and add_decisions says why
         for family, version in ensemble.extra.get("members", {}).items():
-            verify(resolve_version_dir(root, family, version))
+            verify(resolve_version_dir(root, family, version, timeframe=tf))
         if sc.policy_family and (root / sc.policy_family).is_dir():
-            verify(resolve_version_dir(root, sc.policy_family, sc.policy_version))
+            check_policy(verify(resolve_version_dir(root, sc.policy_family, sc.policy_version, timeframe=tf)),
+                         ensemble)
     except ManifestError as exc:
         raise ManifestError(f"scoring.registry {root}: {exc}") from None
 
@@ -164,9 +174,10 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     """
     root, tf = settings.registry_root(), settings.trading_timeframe()
     verify_deployment(settings)
-    if not has_models(root, tf):
-        print(f"no {tf} ensemble in the registry {root}: running features only "
-              "(python -m flows.main bootstraps one)", file=sys.stderr, flush=True)
+    problem = models_problem(root, tf, settings.scoring.ensemble_version)
+    if problem is not None:
+        print(f"no {tf} ensemble to score with, running features only: {problem} "
+              "(python -m flows.main bootstraps a 1m one)", file=sys.stderr, flush=True)
         return False
     go_live = check_go_live(settings)  # mode=live: refuses unless the deployment passed the gate (or override)
     trade_bars = op.filter("trading_bars", bars, lambda b: b.timeframe == tf)

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.settings import Settings, SettingsError
-from inference.manifest import ManifestError, config_hash, read_manifest, resolve_version_dir
+from inference.manifest import (
+    ManifestError,
+    check_policy,
+    config_hash,
+    read_manifest,
+    resolve_version_dir,
+)
 from inference.verdict import Verdict, binding_problems, read_verdict
 
 ENSEMBLE = "ensemble"  # the ensemble's registry family (its members come with it)
@@ -48,6 +54,9 @@ def decision_config(settings: Settings) -> dict[str, Any]:
     strategy = getattr(settings, "strategy", None)
     if strategy is not None:
         doc["strategy"] = strategy.model_dump(mode="json")
+    regime = getattr(settings, "regime", None)
+    if regime is not None and regime.source != "off":  # off leaves the hashes of earlier verdicts as they were
+        doc["regime"] = regime.model_dump(mode="json")
     return doc
 
 
@@ -64,14 +73,16 @@ def strategy_name(settings: Settings) -> str:
 
 def deployed_versions(settings: Settings) -> dict[str, str]:
     """Return family -> version of the ensemble and the policy the flow would load (members included)."""
-    sc, root = settings.scoring, settings.registry_root()
+    sc, root, tf = settings.scoring, settings.registry_root(), settings.trading_timeframe()
     out: dict[str, str] = {}
-    ens = read_manifest(resolve_version_dir(root, ENSEMBLE, sc.ensemble_version))
+    ens = read_manifest(resolve_version_dir(root, ENSEMBLE, sc.ensemble_version, timeframe=tf))
     out[ENSEMBLE] = ens.version
     for family, version in dict(ens.extra.get("members", {})).items():
         out[str(family)] = str(version)
     if sc.policy_family and (root / sc.policy_family).is_dir():  # the flow trades without a policy it lacks
-        out[sc.policy_family] = read_manifest(resolve_version_dir(root, sc.policy_family, sc.policy_version)).version
+        policy = read_manifest(resolve_version_dir(root, sc.policy_family, sc.policy_version, timeframe=tf))
+        check_policy(policy, ens)
+        out[sc.policy_family] = policy.version
     return out
 
 
@@ -110,7 +121,9 @@ def gate_problems(settings: Settings) -> list[str]:
     root = settings.registry_root()
     families = judged_families(settings, deployed)
     for family in families:
-        verdict: Verdict | None = read_verdict(resolve_version_dir(root, family, deployed[family]), strategy, chash)
+        verdict: Verdict | None = read_verdict(resolve_version_dir(root, family, deployed[family],
+                                                                   timeframe=settings.trading_timeframe()),
+                                               strategy, chash)
         where = f"{family} {deployed[family]}"
         if verdict is None:
             problems.append(f"{where} has no go-live verdict for strategy {strategy!r} and decision config "

@@ -31,6 +31,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
+from flows.exchange.universe import with_universe
 from flows.feature_catalog import FEATURE_TIMEFRAMES
 from flows.lifecycle import EXIT_USAGE, install_stop_handlers, stop_requested, write_summary
 from flows.monitoring.hooks import SAMPLE, measured_parse, time_features
@@ -227,7 +228,7 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None, warmu
 
 def _flow_from_environment() -> Dataflow:
     try:
-        settings = load_settings()
+        settings = with_universe(load_settings())
         settings.require_servers()
         settings.require_live_guard()
         path = configure_logging(settings.log, settings.data_dir, model_secrets(settings))

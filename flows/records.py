@@ -159,6 +159,7 @@ class Status(NamedTuple):
     positions: tuple[tuple[str, float], ...]  # (symbol, qty) in configured order
     signals: tuple[tuple[str, Any], ...]  # (symbol, (p_up, rl target, target fraction) or None)
     halts: tuple[tuple[str, str], ...] = ()  # (rule, phase) of every halt not active
+    regime: str | None = None  # the market regime known at the close (flows.operators.regime), when configured
 
     @property
     def text(self) -> str:
@@ -166,8 +167,9 @@ class Status(NamedTuple):
         shown = " ".join(f"{s.split('/')[0]}={q:.4g}" for s, q in self.positions)
         sig = " ".join(f"{s.split('/')[0]}:{_signal_text(v)}" for s, v in self.signals)
         halted = (" HALTS[" + " ".join(f"{r}={p}" for r, p in self.halts) + "]") if self.halts else ""
+        regime = f" regime={self.regime}" if self.regime else ""
         return (f"{utc(self.ts):%Y-%m-%d %H:%M} equity={self.equity:,.2f} dd={self.drawdown:.2%} "
-                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]{halted}")
+                f"fills={self.fills} pos[{shown}] signal(p_up rl>target)[{sig}]{halted}{regime}")
 
 
 def _signal_text(v: Any) -> str:

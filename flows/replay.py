@@ -23,7 +23,7 @@ runs.  Either way the same inputs give the same outputs.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -66,19 +66,23 @@ class DecisionReplay:
     :attr:`spent` holds the seconds spent in each of :data:`STAGES`.
     """
 
-    def __init__(self, barrier: CloseBarrier, step: DecisionStep, sink: Any = None, sink_batch: int = 5000) -> None:
-        """Wrap a close barrier (its scoring step attached to a bank) and a decision step."""
-        self.barrier, self.step, self.sink, self.sink_batch = barrier, step, sink, sink_batch
+    def __init__(self, barrier: CloseBarrier, step: DecisionStep, sink: Any = None, sink_batch: int = 5000,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        """Wrap a close barrier (its scoring step attached to a bank) and a decision step.
+
+        ``clock`` times the stages (:attr:`spent`): wall time, or e.g. ``time.thread_time`` for CPU time.
+        """
+        self.barrier, self.step, self.sink, self.sink_batch, self.clock = barrier, step, sink, sink_batch, clock
         self.spent = dict.fromkeys(STAGES, 0.0)
         self._out: list[Any] = []
 
     def feed(self, records: list[Bar | FeatureRow], trade_after: int | None = None) -> tuple[list[Close], list[Any]]:
         """Take the records of some bar times; return the closes they settle and what the decision step made.
 
-        Closes at or before ``trade_after`` (ms) only warm features and models up: they go
-        neither to the decision step nor to the store.
+        Closes at or before ``trade_after`` (ms) only warm features, models and the regime up:
+        they are neither decided nor stored.
         """
-        t0 = time.perf_counter()
+        t0 = self.clock()
         return self._decide(self.barrier.on_items(records), t0, trade_after)
 
     def feed_history(self, closes: list[int], bars: list[tuple[Bar, ...]], x: np.ndarray,
@@ -88,12 +92,14 @@ class DecisionReplay:
         For bar times where every symbol has its bar and every feed feature, and the barrier
         is idle; the replay of history builds no feature records for them.
         """
-        t0 = time.perf_counter()
+        t0 = self.clock()
         return self._decide(self.barrier.on_history(closes, bars, x), t0, trade_after)
 
     def _decide(self, closes: list[Close], t0: float, trade_after: int | None) -> tuple[list[Close], list[Any]]:
-        clock = time.perf_counter
+        clock = self.clock
         if trade_after is not None:
+            if closes and closes[0].ts <= trade_after:  # warm-up: the regime sees its closes too, as live does
+                self.step.warm([c for c in closes if c.ts <= trade_after])
             closes = [c for c in closes if c.ts > trade_after]
         t1 = clock()
         out = self.step.on_closes(closes) if closes else []
@@ -116,10 +122,10 @@ class DecisionReplay:
         """Write what is left and close the sink (its last write has landed when this returns)."""
         if self.sink is None:
             return
-        t0 = time.perf_counter()
+        t0 = self.clock()
         try:
             if self._out:
                 self._write()
         finally:
             self.sink.close()
-        self.spent["sink"] += time.perf_counter() - t0
+        self.spent["sink"] += self.clock() - t0

@@ -37,16 +37,18 @@ from pydantic import (
 from flows.errors import (
     SettingsError as SettingsError,  # re-exported: callers catch flows.settings.SettingsError
 )
+from flows.exchange.universe import UniverseConfig
 from flows.execution.config import ExecutionConfig
 from flows.monitoring.alerts import AlertSettings
-from flows.monitoring.config import MonitoringConfig
+from flows.monitoring.config import DriftConfig, MonitoringConfig
 from flows.monitoring.dashboard.config import DashboardConfig
 from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
 from flows.operators.features import WARMUP
+from flows.operators.regime import RegimeConfig
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
-from flows.stores.config import StoreConfig
+from flows.stores.config import BackupConfig, StoreConfig
 from flows.timeframes import TIMEFRAME_RE
 
 ENV_PREFIX = "CRYPTOSTREAM_"
@@ -102,7 +104,7 @@ class ReplaySettings(_Frozen):
     """The local replay exchange the default run streams from."""
 
     data: Path | None = Field(None, description="recorded .gz messages or candle files; unset = synthetic")
-    synthetic_symbols: int = Field(3, ge=1, le=50)
+    synthetic_symbols: int = Field(3, ge=1, le=1000)
     speed: float = Field(60.0, ge=0.0, description="times real time; 0 = as fast as the client reads")
     port: int = Field(0, ge=0, le=65535, description="0 = any free port")
     seed: int = 7
@@ -129,6 +131,13 @@ class BarSettings(_Frozen):
         return tuple(values)
 
 
+def _optional_timeframe(value: str | None) -> str | None:
+    """Return ``value`` if it is a timeframe or ``None``; else a message with the accepted form."""
+    if value is not None and not TIMEFRAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
+    return value
+
+
 class ScoringSettings(_Frozen):
     """Which registered models score each bar, and how a new version is picked up."""
 
@@ -150,9 +159,7 @@ class ScoringSettings(_Frozen):
     @field_validator("timeframe")
     @classmethod
     def _tf(cls, value: str | None) -> str | None:
-        if value is not None and not TIMEFRAME_RE.match(value):
-            raise ValueError(f"{value!r} is not a timeframe; accepted: <n><s|m|h|d>, e.g. 1m, 5m, 1h")
-        return value
+        return _optional_timeframe(value)
 
 
 class StrategySettings(_Frozen):
@@ -164,12 +171,54 @@ class StrategySettings(_Frozen):
                                    "its Params model at start")
 
 
+class RetrainSettings(_Frozen):
+    """Scheduled retraining: windows, what each job trains, and what a challenger must show (training/retrain.py)."""
+
+    timeframe: str | None = Field(None, description="timeframe retrained; unset = the trading timeframe")
+    daily_days: float = Field(30.0, gt=0.0, description="daily job: training window (days before the "
+                              "comparison window)")
+    weekly_days: float = Field(365.0, gt=0.0, description="weekly job: training window (days)")
+    compare_days: float = Field(7.0, gt=0.0, description="the most recent days, left out of training: the "
+                                "challenger and the champion are backtested on them")
+    members: tuple[str, ...] = Field(("lightgbm", "lstm", "gnn"), description="ensemble members retrained")
+    policies: bool = Field(True, description="the weekly job retrains the tactical policy (scoring.policy_family)")
+    metric: Literal["sharpe", "sortino", "calmar", "total_return"] = Field(
+        "sharpe", description="the gate's figure the challenger must beat the champion on")
+    margin: float = Field(0.0, description="the challenger's metric must be >= the champion's + margin")
+    max_drawdown_margin: float = Field(0.0, ge=0.0, description="and its max drawdown <= the champion's + this")
+    gate: dict[str, float] = Field(default_factory=dict, description="thresholds of training.gate's GateConfig "
+                                   "(e.g. min_sharpe); the paper record is judged at go-live, not here")
+    quick: bool = Field(False, description="tiny models (the bootstrap's): for demos and tests")
+    seed: int = 7
+    daily_cron: str = Field("30 2 * * *", description="python -m training.schedule: when the daily job runs (UTC)")
+    weekly_cron: str = Field("30 3 * * sun", description="when the weekly job runs (UTC; it replaces that "
+                             "day's daily run)")
+    misfire_grace_s: float = Field(7 * 24 * 3600.0, gt=0.0, description="a run missed by less than this is "
+                                   "caught up once at start")
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _members(cls, value: Any) -> Any:
+        values = _split(value)
+        unknown = [m for m in values if m not in ("lightgbm", "lstm", "gnn")]
+        if not values or unknown:
+            raise ValueError(f"members must be some of lightgbm, lstm, gnn (comma-separated), not {value!r}")
+        return tuple(values)
+
+    @field_validator("timeframe")
+    @classmethod
+    def _tf(cls, value: str | None) -> str | None:
+        return _optional_timeframe(value)
+
+
 class Settings(_Frozen):
     """Settings of one run of the system."""
 
     profile: Literal["local", "timescale"] = "local"
     mode: Literal["paper", "live"] = "paper"
     symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    universe: UniverseConfig = Field(UniverseConfig(), description="symbols, or a pairlist from the exchange's "
+                                     "markets by quote and volume (flows/exchange/universe.py)")
     data_dir: Path = Field(PROJECT_ROOT / "var", description="local artefacts: Feast files, registry, logs")
     feast_repo: Path = Field(PROJECT_ROOT / "feature_repo", description="Feast repository (definitions + profiles)")
     timescale_dsn: SecretStr | None = None
@@ -188,15 +237,23 @@ class Settings(_Frozen):
                                        "(flows/execution/config.py)")
     initial_cash: float = Field(10_000.0, gt=0.0, description="paper portfolio starting cash (quote currency)")
     strategy: StrategySettings = Field(StrategySettings(), description="decision logic (flows/strategies)")
+    regime: RegimeConfig = Field(RegimeConfig(), description="the market regime the strategies see "
+                                 "(flows/operators/regime.py)")
     monitoring: MonitoringConfig = Field(MonitoringConfig(), description="Prometheus /metrics port "
                                          "(flows/monitoring/config.py); not part of the run id")
     alerts: AlertSettings = Field(AlertSettings(), description="webhook / Telegram alerts "
                                   "(flows/monitoring/alerts.py)")
     stores: StoreConfig = Field(StoreConfig(), description="riding out a TimescaleDB or Redis outage "
                                 "(flows/stores/config.py)")
+    drift: DriftConfig = Field(DriftConfig(), description="feature and calibration drift checks "
+                               "(flows/monitoring/config.py, python -m training.drift); not part of the run id")
+    backup: BackupConfig = Field(BackupConfig(), description="python -m infra.db backup: directory and how "
+                                 "many are kept (flows/stores/config.py); not part of the run id")
     log: LogSettings = Field(LogSettings(), description="console and file logging (flows/monitoring/logging.py)")
     dashboard: DashboardConfig = Field(DashboardConfig(), description="the Streamlit dashboard "
                                        "(flows/monitoring/dashboard); not part of the run id")
+    retrain: RetrainSettings = Field(RetrainSettings(), description="scheduled retraining (training/retrain.py, "
+                                     "training/schedule.py); not part of the run id")
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -229,8 +286,8 @@ class Settings(_Frozen):
     def run_id(self) -> str:
         """Return a short hash of the effective configuration, secrets excluded."""
         doc = self.model_dump(mode="json", exclude={"timescale_dsn", "redis_url", "exchange", "alerts", "stores",
-                                                    "log", "monitoring",
-                                                    "dashboard"})
+                                                    "log", "monitoring", "backup", "drift",
+                                                    "dashboard", "retrain"})
         doc["exchange"] = self.exchange.model_dump(mode="json", exclude={"api_key", "api_secret"})
         blob = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

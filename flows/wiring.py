@@ -23,11 +23,12 @@ from flows.execution.orders import Broker
 from flows.lifecycle import stop_requested
 from flows.operators.decisions import DecisionDeps
 from flows.records import OrderIntent, Prediction
-from flows.settings import Settings
+from flows.settings import Settings, SettingsError
 from flows.stores import open_stores
 from flows.stores.base import StoreUnavailable
 from flows.stores.files import SwapFile
 from flows.strategies.legacy import ml_direction as ml_direction  # re-exported
+from flows.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def broker(settings: Settings) -> Broker:
 
 def build_deps(settings: Settings) -> DecisionDeps:
     """Return the portfolio, risk engine, broker, strategy, intent builder and kill switch."""
+    from flows.operators.regime import build_feed
     from flows.portfolio import Portfolio
     from flows.risk.engine import RiskEngine
     from flows.strategies.load import build_strategy
@@ -65,8 +67,13 @@ def build_deps(settings: Settings) -> DecisionDeps:
         return OrderIntent(strategy, p.symbol, side, abs(qty_delta), order_type, None, None, p.ts, "entry",
                            f"p={p.probability:.3f} conf={p.confidence:.3f} rl={p.rl_target:.2f} @{price:g}")
 
+    try:
+        regime = build_feed(settings.regime, settings.symbols, timeframe_ms(settings.trading_timeframe()),
+                            settings.registry_root())
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     return DecisionDeps(Portfolio(settings.initial_cash), RiskEngine(risk), broker(settings), decide, intent,
-                        switch.status, stop_requested)
+                        switch.status, stop_requested, regime)
 
 
 _UNREAD = object()  # the swap key's value before it could first be read

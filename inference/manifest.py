@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 from flows.errors import SettingsError
 
 MANIFEST_FILE = "manifest.json"
-LATEST_FILE = "latest"
+LATEST_FILE = "latest"  # the family's last promotion of any timeframe (layout before timeframe pointers)
+_SERVICE_TF = re.compile(r"_(\d+[smhdw])_v\d+$")
 SCHEMA_VERSION = 1
 
 
@@ -80,6 +82,12 @@ class Manifest:
     files: dict[str, str]  # file name -> sha256
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    symbols: tuple[str, ...] = ()  # the symbol universe trained on (empty: registered before it was recorded)
+
+    @property
+    def timeframe(self) -> str | None:
+        """Return the bar timeframe of the feature service (``lightgbm_1h_v1`` -> ``1h``), ``None`` if it names none."""
+        return timeframe_of(self.feature_service)
 
     def to_json(self) -> str:
         """Serialise as indented JSON with sorted keys."""
@@ -95,6 +103,7 @@ class Manifest:
         try:
             raw = json.loads(text)
             raw["features"] = tuple(raw["features"])
+            raw["symbols"] = tuple(raw.get("symbols", ()))
             raw["inputs"] = tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in raw["inputs"])
             raw["outputs"] = tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in raw["outputs"])
             raw["parity"] = Parity(**raw["parity"])
@@ -141,22 +150,115 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return sha256_hex(canonical_json(config).encode())
 
 
-def resolve_version_dir(root: str | Path, family: str, version: str = "latest") -> Path:
-    """Return ``<root>/<family>/<version>``, following the ``latest`` pointer.
+def timeframe_of(service: str) -> str | None:
+    """Return the timeframe a feature service name carries (``ensemble_1m_v1`` -> ``1m``), else ``None``."""
+    m = _SERVICE_TF.search(service)
+    return m.group(1) if m else None
+
+
+def pointer_name(timeframe: str) -> str:
+    """Return the file name of a family's pointer for one timeframe (``latest.1h``)."""
+    return f"{LATEST_FILE}.{timeframe}"
+
+
+class TimeframeMismatch(ManifestError):
+    """A registered version is of another timeframe than the run that would load it."""
+
+
+def train_hint(family: str, timeframe: str) -> str:
+    """Return the command that registers a ``family`` model of ``timeframe``."""
+    if family.startswith("rl_"):
+        level = family.removeprefix("rl_")
+        return (f"python -m training.rl train {level} --timeframe {timeframe} && "
+                f"python -m training.rl export {level}")
+    if family == "ensemble":
+        return f"train the {timeframe} members, then python -m training.train ensemble --timeframe {timeframe}"
+    return (f"python -m training.train {family} --timeframe {timeframe} --symbols ... --start ... --end ...")
+
+
+def pointed_timeframes(root: str | Path, family: str) -> dict[str, str]:
+    """Return timeframe -> version of a family's pointers (a pre-timeframe ``latest`` counts for its manifest's)."""
+    fam = Path(root) / family
+    out: dict[str, str] = {}
+    legacy = fam / LATEST_FILE
+    if legacy.is_file():
+        version = legacy.read_text().strip()
+        try:
+            tf = read_manifest(fam / version).timeframe
+        except ManifestError:
+            tf = None
+        if tf is not None:
+            out[tf] = version
+    if fam.is_dir():
+        for p in fam.glob(f"{LATEST_FILE}.*"):
+            if p.is_file() and not p.name.endswith(".tmp") and ".tmp-" not in p.name:
+                out[p.name.removeprefix(f"{LATEST_FILE}.")] = p.read_text().strip()
+    return out
+
+
+def resolve_version_dir(root: str | Path, family: str, version: str = "latest",
+                        timeframe: str | None = None) -> Path:
+    """Return ``<root>/<family>/<version>``, following the family's pointer for ``timeframe``.
+
+    With a ``timeframe``, ``latest`` follows ``latest.<timeframe>`` (or a pre-timeframe ``latest``
+    whose manifest is of that timeframe, read as it is), and any version of another timeframe is
+    refused with the command that trains the right one.  Without, ``latest`` follows the family's
+    one timeframe, and is refused when the family has several.
 
     Raises:
         ManifestError: no such family, pointer, or version.
+        TimeframeMismatch: the version is of another timeframe, or ``timeframe`` is needed.
     """
     fam = Path(root) / family
     if version == "latest":
-        pointer = fam / LATEST_FILE
-        if not pointer.is_file():
-            raise ManifestError(f"no registered model of family {family!r} under {Path(root)} (no {pointer})")
-        version = pointer.read_text().strip()
+        pointers = pointed_timeframes(root, family)
+        if timeframe is not None:
+            if timeframe not in pointers:
+                if not pointers and not (fam / LATEST_FILE).is_file():
+                    raise ManifestError(f"no registered model of family {family!r} under {Path(root)} "
+                                        f"(no {fam / pointer_name(timeframe)})")
+                if not pointers:  # only a pre-timeframe pointer, whose manifest did not read: say why
+                    read_manifest(fam / (fam / LATEST_FILE).read_text().strip())
+                have = ", ".join(sorted(pointers)) or "none"
+                raise TimeframeMismatch(
+                    f"no {timeframe} version of {family!r} under {Path(root)} (its timeframes: {have}); "
+                    f"a {timeframe} run never loads another timeframe's model: train one with {train_hint(family, timeframe)}")
+            version = pointers[timeframe]
+        elif len(pointers) > 1:
+            raise TimeframeMismatch(f"{family!r} under {Path(root)} has versions for {', '.join(sorted(pointers))}: "
+                                    "say which timeframe to load")
+        elif pointers:
+            version = next(iter(pointers.values()))
+        elif (fam / LATEST_FILE).is_file():
+            version = (fam / LATEST_FILE).read_text().strip()
+        else:
+            raise ManifestError(f"no registered model of family {family!r} under {Path(root)} "
+                                f"(no {fam / LATEST_FILE})")
     path = fam / version
     if not (path / MANIFEST_FILE).is_file():
         raise ManifestError(f"no manifest at {path / MANIFEST_FILE}")
+    if timeframe is not None:
+        tf = read_manifest(path).timeframe
+        if tf != timeframe:
+            raise TimeframeMismatch(
+                f"{family}/{version} was trained on {tf or 'an unknown'} bars, not {timeframe}: a {timeframe} run "
+                f"never loads it; train one with {train_hint(family, timeframe)}")
     return path
+
+
+def check_policy(policy: Manifest, ensemble: Manifest) -> None:
+    """Refuse a policy whose observation is not of the ensemble's feature service (timeframe and version).
+
+    Raises:
+        TimeframeMismatch: naming both services and the command that trains the right policy.
+    """
+    if policy.timeframe == ensemble.timeframe and policy.feature_service_version == ensemble.feature_service_version:
+        return
+    tf = ensemble.timeframe or "the ensemble's"
+    raise TimeframeMismatch(
+        f"{policy.family}/{policy.version} observes {policy.feature_service} but the ensemble "
+        f"{ensemble.version} scores {ensemble.feature_service}: train a {tf} policy with "
+        f"{train_hint(policy.family, tf)}, or trade without one (scoring.policy_family: '')")
 
 
 def read_manifest(version_dir: str | Path) -> Manifest:

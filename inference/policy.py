@@ -43,7 +43,8 @@ class PolicyRunner:
 
     @classmethod
     def from_registry(cls, root: str | Path, family: str, version: str = "latest",
-                      allowed_features: Sequence[str] | None = None) -> PolicyRunner:
+                      allowed_features: Sequence[str] | None = None,
+                      timeframe: str | None = None) -> PolicyRunner:
         """Load and verify a policy version.
 
         Args:
@@ -52,14 +53,16 @@ class PolicyRunner:
             version: version directory name, or ``latest``.
             allowed_features: when given, every manifest feature must be among them
                 (the feature service the policy will be fed); else :class:`FeatureMismatch`.
+            timeframe: the run's timeframe: a policy of another is refused.
 
         Raises:
             inference.manifest.ManifestError: no such version, or a file fails its hash.
             FeatureMismatch: the policy needs features outside ``allowed_features``.
+            inference.manifest.TimeframeMismatch: the policy observes another timeframe's bars.
         """
         if family not in POLICY_FAMILIES:
             raise ValueError(f"family must be one of {POLICY_FAMILIES}, not {family!r}")
-        d = resolve_version_dir(root, family, version)
+        d = resolve_version_dir(root, family, version, timeframe=timeframe)
         m = verify(d)
         if POLICY_FILE not in m.files:
             raise ManifestError(f"{family}/{m.version} has no {POLICY_FILE} (files: {sorted(m.files)})")

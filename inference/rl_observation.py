@@ -93,6 +93,37 @@ class TacticalBook:
         self.units = new
         return fee, traded, eq_open
 
+    def step(self, target: float, price: float, close: float, fee_rate: float = 0.0, slippage: float = 0.0,
+             min_trade: float = 0.0) -> tuple[float, float, float, float, float]:
+        """:meth:`execute` ``target`` at ``price``, :meth:`mark` ``close``, return :meth:`state` at ``close``.
+
+        One call per bar for a caller that only needs the observation's state terms (the live
+        flow's policy books): the same arithmetic in the same order as the three calls.
+        """
+        units, cash = self.units, self.cash
+        eq_open = cash + units * price
+        delta = target * eq_open / price - units
+        if not (delta == 0.0 or abs(delta * price / eq_open) <= min_trade):  # execute
+            fill = price * (1.0 + slippage) if delta > 0.0 else price * (1.0 - slippage)
+            self.cash = cash = cash - delta * fill - fee_rate * (abs(delta) * fill)
+            new = units + delta
+            if units == 0.0 or (units > 0.0) != (new > 0.0):
+                self.entry_price, self.bars_held = (fill, 0) if new != 0.0 else (0.0, 0)
+            elif abs(new) > abs(units):
+                self.entry_price = (units * self.entry_price + delta * fill) / new
+            if abs(new) < 1e-12 * abs(units):
+                new, self.entry_price, self.bars_held = 0.0, 0.0, 0
+            self.units = units = new
+        if units != 0.0:  # mark
+            self.bars_held += 1
+        prev = self.equity
+        eq = self.equity = cash + units * close
+        if eq > self.peak:
+            self.peak = eq
+        change = self.last_change = eq / prev - 1.0
+        pos, upnl = (units * close / eq, units * (close - self.entry_price) / eq) if eq > 0.0 else (0.0, 0.0)
+        return pos, upnl, change, math.log1p(self.bars_held), 1.0 - eq / self.peak
+
     def mark(self, close: float) -> float:
         """Hold through the bar to ``close``: count the bar if a position is open, move equity; return it."""
         if self.units != 0.0:

@@ -159,7 +159,8 @@ class EnsembleScorer:
 
     @classmethod
     def from_registry(cls, root: str | Path, feature_service_features: Mapping[str, Sequence[str]],
-                      feed: Sequence[str] | None = None, version: str = "latest") -> EnsembleScorer:
+                      feed: Sequence[str] | None = None, version: str = "latest",
+                      timeframe: str | None = None) -> EnsembleScorer:
         """Load the ensemble manifest, then its members (through the scorer) at the recorded versions.
 
         Args:
@@ -167,8 +168,10 @@ class EnsembleScorer:
             feature_service_features: ordered feature list of every feature service that can be fed.
             feed: order of the per-symbol vectors given to :meth:`score` (default: members share one order).
             version: ensemble version (``latest`` by default).
+            timeframe: the run's timeframe: an ensemble of another is refused
+                (:class:`inference.manifest.TimeframeMismatch`).
         """
-        d = resolve_version_dir(root, "ensemble", version)
+        d = resolve_version_dir(root, "ensemble", version, timeframe=timeframe)
         m = verify(d)
         cfg = m.extra["ensemble"]
         members = tuple(cfg["members"])

@@ -4,11 +4,16 @@ Usage::
 
     python -m infra.db migrate   [--dsn DSN] [--create-database]
     python -m infra.db status    [--dsn DSN]
-    python -m infra.db retention [--dsn DSN] (--table T --older-than '90 days' | --all-default) [--dry-run]
+    python -m infra.db retention [--profile P] [--dsn DSN] (--table T --older-than '90 days' | --all-default) [--dry-run]
+    python -m infra.db backup    [--profile P] [--dsn DSN] [--dest DIR] [--keep N]
+    python -m infra.db restore   [--profile P] [--dsn DSN] [--dest DIR] [PATH] [--force]
+    python -m infra.db backups   [--profile P] [--dest DIR]
     python -m infra.db probe     [--dsn DSN]
     python -m infra.db env       [--dsn DSN] [--redis-url URL]
 
-``--dsn`` defaults to ``$TIMESCALE_DSN``.  Migrations are ``sql/migrations/NNNN_name.sql``,
+``--dsn`` defaults to ``$TIMESCALE_DSN``; ``--profile`` to ``$CRYPTOSTREAM_PROFILE``, else ``timescale``
+when a DSN is known and ``local`` when not (``local``: retention and backups of the parquet stores
+under the settings' ``data_dir``, no server; ``infra/retention.py``, ``infra/backup.py``).  Migrations are ``sql/migrations/NNNN_name.sql``,
 applied in order, each in its own transaction, and recorded with their SHA-256 in
 ``schema_migrations``; an applied file that changed is refused.  ``sql/community/``
 holds features of Timescale's community build (compression, continuous aggregates),
@@ -33,6 +38,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from flows.cli import HelpFormatter
+from flows.settings import SettingsError
+from infra.backup import BackupError, Layout, backup, backups, feast_files, restore
+from infra.pgtools import ToolError
+from infra.retention import RetentionError
+from infra.retention import retention as local_retention
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
@@ -309,6 +319,20 @@ def settings_lines(dsn: str, redis_url: str | None) -> list[str]:
     return [f"{k}={shlex.quote(str(v)) if v != '' else ''}" for k, v in values.items()]
 
 
+def _layout(profile: str, dsn: str | None, config: str | None) -> tuple[Layout, Path, int]:
+    """Return where the profile keeps its state, the backup directory and how many backups are kept,
+    from the settings (``--config``, the environment)."""
+    from flows.settings import load_settings
+    from flows.stores import PROFILES
+
+    settings = load_settings(config, profile=profile)
+    yaml_name = PROFILES[profile](settings).feast_yaml
+    layout = Layout(profile, settings.data_dir.resolve(), settings.registry_root().resolve(),
+                    feast_files(settings.feast_repo, yaml_name), dsn if profile == "timescale" else None)
+    dest = Path(settings.backup.dir) if settings.backup.dir else layout.data_dir / "backups"
+    return layout, dest, settings.backup.keep
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
     ap = argparse.ArgumentParser(prog="python -m infra.db", description=__doc__.split("\n\n")[0],
@@ -316,24 +340,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     cmds = {name: sub.add_parser(name, help=h, formatter_class=HelpFormatter) for name, h in (
         ("migrate", "apply pending migrations"), ("status", "show extension, migrations, hypertables"),
-        ("retention", "drop old chunks with drop_chunks"), ("probe", "check a server for timescaledb"),
-        ("env", "print KEY=value connection settings"))}
+        ("retention", "drop old chunks (timescale: drop_chunks) or old parquet files (local)"),
+        ("probe", "check a server for timescaledb"), ("env", "print KEY=value connection settings"),
+        ("backup", "back up the database or the parquet stores, Feast's files and the model registry"),
+        ("restore", "restore a backup and check every table against it"),
+        ("backups", "list the complete backups"))}
     for p in cmds.values():
         p.add_argument("--dsn", default=os.environ.get("TIMESCALE_DSN"),
                        help="libpq DSN (default: $TIMESCALE_DSN)")
+    for name in ("retention", "backup", "restore", "backups"):
+        cmds[name].add_argument("--profile", choices=("local", "timescale"),
+                                default=os.environ.get("CRYPTOSTREAM_PROFILE"),
+                                help="default: $CRYPTOSTREAM_PROFILE, else timescale with a DSN, local without")
+        cmds[name].add_argument("--config", default=None, help="settings YAML (data_dir, scoring.registry)")
+    for name in ("backup", "restore", "backups"):
+        cmds[name].add_argument("--dest", type=Path, default=None,
+                                help="backup directory (default: backup.dir, else <data_dir>/backups)")
+    cmds["backup"].add_argument("--keep", type=int, default=None,
+                                help="complete backups of the profile kept (default: backup.keep, 7)")
+    cmds["restore"].add_argument("path", nargs="?", type=Path, help="backup directory (default: the newest)")
+    cmds["restore"].add_argument("--force", action="store_true",
+                                 help="drop the database / delete the stores and registry it replaces")
     for name in ("migrate", "status"):
         cmds[name].add_argument("--migrations-dir", type=Path, default=MIGRATIONS_DIR)
         cmds[name].add_argument("--community-dir", type=Path, default=COMMUNITY_DIR)
     cmds["migrate"].add_argument("--create-database", action="store_true",
                                  help="create the DSN's database if it does not exist")
     r = cmds["retention"]
-    r.add_argument("--table", help="hypertable to trim")
+    r.add_argument("--table", help="hypertable (or local table) to trim")
     r.add_argument("--older-than", help="PostgreSQL interval, e.g. '90 days'")
-    r.add_argument("--all-default", action="store_true", help="apply every row of retention_policies")
-    r.add_argument("--dry-run", action="store_true", help="list the chunks without dropping them")
+    r.add_argument("--all-default", action="store_true",
+                   help="apply every row of retention_policies (local: infra/retention.py DEFAULT_KEEP)")
+    r.add_argument("--dry-run", action="store_true", help="list the chunks or files without dropping them")
     cmds["env"].add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="(default: $REDIS_URL)")
     args = ap.parse_args(argv)
-    if not args.dsn:
+    profile = getattr(args, "profile", None) or ("timescale" if args.dsn else "local")
+    if not args.dsn and (args.command not in ("retention", "backup", "restore", "backups") or
+                         profile == "timescale"):
         ap.error("no DSN: pass --dsn or set TIMESCALE_DSN (eval \"$(infra/up)\")")
     if args.command == "retention" and args.all_default == bool(args.table or args.older_than):
         ap.error("retention needs either --table and --older-than, or --all-default")
@@ -346,15 +389,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = migrate(args.dsn, args.migrations_dir, args.community_dir)
         elif args.command == "status":
             lines = status(args.dsn, args.migrations_dir, args.community_dir)
-        elif args.command == "retention":
+        elif args.command == "retention" and profile == "timescale":
             lines = retention(args.dsn, args.table, args.older_than, args.all_default, args.dry_run)
+        elif args.command == "retention":
+            layout, _, _ = _layout(profile, None, args.config)
+            lines = [f"profile local, {layout.data_dir}"] + local_retention(
+                layout.data_dir, args.table, args.older_than, args.all_default, args.dry_run)
+        elif args.command in ("backup", "restore", "backups"):
+            layout, dest, keep = _layout(profile, args.dsn, args.config)
+            lines = _backup_command(args, layout, args.dest or dest, getattr(args, "keep", None) or keep)
         elif args.command == "probe":
             code, why = probe(args.dsn)
             print(why)
             return code
         else:
             lines = settings_lines(args.dsn, args.redis_url)
-    except MigrationError as e:
+    except (MigrationError, BackupError, RetentionError, ToolError, SettingsError) as e:
         print(f"infra.db {args.command}: {e}", file=sys.stderr)
         return 2
     except psycopg.Error as e:
@@ -362,6 +412,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print("\n".join(lines))
     return 0
+
+
+def _backup_command(args: argparse.Namespace, layout: Layout, dest: Path, keep: int) -> list[str]:
+    if args.command == "backup":
+        done = backup(layout, dest, keep)
+        kept = backups(dest, layout.profile)
+        return [f"backup of profile {layout.profile}: {done}",
+                f"{len(kept)} backup(s) of {layout.profile} kept in {dest} (keep {keep})"]
+    if args.command == "backups":
+        return [f"{p}  {sum(f.stat().st_size for f in p.iterdir()) / 1e6:.1f} MB"
+                for p in backups(dest, layout.profile)] or [f"no backups of {layout.profile} in {dest}"]
+    source = args.path
+    if source is None:
+        found = backups(dest, layout.profile)
+        if not found:
+            raise BackupError(f"no backup of profile {layout.profile} in {dest}; name one or pass --dest")
+        source = found[-1]
+    return [f"restoring {source}", *restore(layout, source, args.force)]
 
 
 if __name__ == "__main__":

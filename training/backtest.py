@@ -35,7 +35,7 @@ import gc
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import CloseBarrier, ScoringStep
-from flows.records import Bar, Close, Fill, PortfolioRow, utc
+from flows.records import Bar, Close, Decided, Fill, PortfolioRow, utc
 from flows.replay import DecisionReplay, bar_time_chunks
 from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings, SettingsError, load_settings
@@ -76,6 +76,8 @@ class BacktestResult:
     # seconds per stage: features (bars through the operators), scoring, decisions, sink, other (bookkeeping)
     spent: dict[str, float] = field(default_factory=dict)
     matrix_closes: int = 0  # bar times the replay fed as feed matrices (the rest as records)
+    # the regime label known at each close (settings' regime; None: off or warming up)
+    regimes: list[str | None] = field(default_factory=list)
 
     def summary(self, timeframe: str, vol_target: float = 0.2, vol_bars: int = 24 * 30) -> dict[str, Any]:
         """Return the strategy's figures (``training.performance``) beside buy-and-hold, vol-targeted and cash.
@@ -108,7 +110,8 @@ class BacktestResult:
 
 
 def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
-                 start_ms: int | None, chunk: int = 1, store: bool = False, matrices: bool = True) -> BacktestResult:
+                 start_ms: int | None, chunk: int = 1, store: bool = False, matrices: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> BacktestResult:
     """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on.
 
     Without ``start_ms``, the closes from the first one with features on (the bars before
@@ -121,6 +124,7 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     result counts the bar times that went as matrices).
     ``store`` writes every decision record of the traded closes (predictions, orders, fills,
     risk events, portfolio state) to the settings' profile's decision store.
+    ``clock`` times the stages of ``spent`` (wall time; ``time.thread_time`` gives CPU time).
     """
     symbols = tuple(streams)
     if start_ms is None:  # the bars before the first feature row only warm up (features.WARMUP, issue 17 defect 10)
@@ -140,10 +144,10 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     deps = build_deps(settings)
     deps.kill_active = lambda: False  # the live kill switch is not the backtest's business
     step = DecisionStep(symbols, timeframe_ms(timeframe), deps)
-    replay = DecisionReplay(barrier, step, DecisionSink(settings).open() if store else None)
+    replay = DecisionReplay(barrier, step, DecisionSink(settings).open() if store else None, clock=clock)
     freeze_start_up_heap()  # models, risk and broker live for the whole replay
     result, first_open = BacktestResult(run_id=settings.run_id()), dict[str, float]()
-    clock, features, t_start = time.perf_counter, 0.0, time.perf_counter()
+    features, t_start = 0.0, clock()
     # The replay allocates millions of small acyclic records (bars, rows, predictions); as in the backfill,
     # the cyclic collector is paused for it instead of walking them again and again (8-10 % of a run).
     gc_was_enabled = gc.isenabled()
@@ -176,7 +180,7 @@ def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timefra
     groups, so the trades are the same.  ``tally`` counts the seconds spent on features and
     the bar times that went as matrices.
     """
-    clock, tf_ms = time.perf_counter, timeframe_ms(timeframe)
+    clock, tf_ms = replay.clock, timeframe_ms(timeframe)
     n_symbols = len(replay.barrier.symbols)
     barrier = replay.barrier
     if chunk == 1:
@@ -214,20 +218,26 @@ def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timefra
 def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: dict[str, float]) -> None:
     """Keep the fills and the per-close equity of what the decision step made of ``closes``."""
     bars = {c.ts: c.bars for c in closes}
+    fills, marks, firsts = result.fills, result.marks, list(first.items())
     for item in out:
-        if isinstance(item, Fill):
-            result.fills.append(item)
+        kind = type(item)
+        if kind is Decided:  # most of them: nothing to keep
+            continue
+        if kind is PortfolioRow:
+            result.times.append(item.ts)
+            state = item.state
+            result.equity.append(float(state["equity"]))
+            result.regimes.append(state.get("regime"))
+            last = {b.symbol: b.close for b in bars[item.ts]}
+            rel = [last[s] / p for s, p in firsts if s in last]
+            result.benchmark.append(sum(rel) / len(rel) if rel else 1.0)
+            marks.update(last)
+            held = state.get("positions", {})
+            result.positions.append({s: float(q) * marks.get(s, 0.0) for s, q in held.items() if q})
+        elif isinstance(item, Fill):
+            fills.append(item)
         elif isinstance(item, Rejection) and item.symbol == PORTFOLIO:
             result.halts.append(item)
-        elif isinstance(item, PortfolioRow):
-            result.times.append(item.ts)
-            result.equity.append(float(item.state["equity"]))
-            last = {b.symbol: b.close for b in bars[item.ts]}
-            rel = [last[s] / p for s, p in first.items() if s in last]
-            result.benchmark.append(sum(rel) / len(rel) if rel else 1.0)
-            result.marks.update(last)
-            held = item.state.get("positions", {})
-            result.positions.append({s: float(q) * result.marks.get(s, 0.0) for s, q in held.items() if q})
 
 
 def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) -> None:
@@ -242,6 +252,8 @@ def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) ->
     lines = ["ts,equity,strategy_growth,buy_and_hold_growth"]
     lines += [f"{utc(t).isoformat()},{e:.6f},{e / e0:.8f},{b:.8f}"
               for t, e, b in zip(result.times, result.equity, result.benchmark, strict=True)]
+    if any(result.regimes):  # the regime known at each close: the per-regime breakdown and the gate read it
+        lines = [f"{line},{r or ''}" for line, r in zip(lines, ["regime", *result.regimes], strict=True)]
     (out / "equity.csv").write_text("\n".join(lines) + "\n")
     fills = ["ts,client_order_id,symbol,side,qty,price,fee,liquidity"]
     fills += [f"{utc(f.ts).isoformat()},{f.client_order_id},{f.symbol},{f.side},{f.qty!r},{f.price!r},{f.fee!r},"
@@ -266,7 +278,8 @@ def write_outputs(out: Path, result: BacktestResult, summary: dict[str, Any]) ->
 
 def _window(settings: Settings, timeframe: str) -> str:
     try:
-        m = read_manifest(resolve_version_dir(settings.registry_root(), "ensemble", settings.scoring.ensemble_version))
+        m = read_manifest(resolve_version_dir(settings.registry_root(), "ensemble", settings.scoring.ensemble_version,
+                                              timeframe=timeframe))
     except (ManifestError, FileNotFoundError, OSError) as exc:
         raise SettingsError(f"scoring.registry: no ensemble in {settings.registry_root()} ({exc}); train one "
                             "with python -m training.train") from None

@@ -16,8 +16,9 @@ specification's go-live checklist, every threshold configurable (:class:`GateCon
   true Sharpe ratio exceeds that bar at least ``min_dsr``;
 - max drawdown below ``max_drawdown`` (seed: 15 %); win rate per round trip above
   ``min_win_rate`` (seed: 45 %);
-- a positive return in each price regime (:func:`training.performance.price_regimes` of
-  the traded basket, point in time) with at least ``min_regime_bars`` bars;
+- a positive return in each market regime (:func:`training.performance.regime_labels`: the
+  labels the run recorded, else ``regime_model`` over the traded basket, point in time;
+  bull, bear, sideways x high, low vol) with at least ``min_regime_bars`` bars;
 - stability: at least ``min_positive_windows`` of the walk-forward windows positive;
 - paper trading (:mod:`training.paper_record`): at least ``min_paper_days`` days (seed:
   two weeks) with the judged ensemble, no more than ``max_breaches`` limit halts, and
@@ -64,8 +65,7 @@ class GateConfig:
     max_drawdown: float = 0.15
     min_win_rate: float = 0.45
     min_regime_bars: int = 24 * 30  # a regime seen for less than this is reported, not judged
-    trend_days: float = 30.0
-    vol_days: float = 7.0
+    regime_model: str = "rules"  # when the run recorded no regime: 'rules', 'latest' (registry) or a regime.json
     min_positive_windows: float = 0.5
     min_paper_days: float = 14.0
     max_breaches: int = 0
@@ -114,8 +114,10 @@ def _timeframe(index: pd.DatetimeIndex, summary: dict[str, Any]) -> str:
 
 
 def backtest_criteria(equity: pd.DataFrame, fills: pd.DataFrame, windows: pd.DataFrame | None,
-                      summary: dict[str, Any], trials: Trials, cfg: GateConfig) -> list[Criterion]:
-    """Return the criteria judged on the walk-forward out-of-sample result."""
+                      summary: dict[str, Any], trials: Trials, cfg: GateConfig, registry: Path | None = None
+                      ) -> list[Criterion]:
+    """Return the criteria judged on the walk-forward out-of-sample result (``registry``: of ``latest``)."""
+    from flows.operators.regime import resolve_model
     from training.overfitting import deflated_sharpe
 
     tf = _timeframe(pd.DatetimeIndex(equity.index), summary)
@@ -132,10 +134,11 @@ def backtest_criteria(equity: pd.DataFrame, fills: pd.DataFrame, windows: pd.Dat
            judge("max_drawdown", abs(m.max_drawdown), "<", cfg.max_drawdown, "fall from the peak, as a fraction"),
            judge("win_rate", trades["win_rate"] if trades["round_trips"] else None, ">", cfg.min_win_rate,
                  f"{trades['round_trips']:.0f} round trips after fees")]
-    bars_per_day = per_year / 365.0
-    basket = equity[["buy_and_hold_growth"]].astype(float)
-    labels = perf.price_regimes(basket, max(2, round(cfg.trend_days * bars_per_day)),
-                                max(2, round(cfg.vol_days * bars_per_day)))
+    try:
+        model = None if "regime" in equity.columns else resolve_model(cfg.regime_model, registry)
+    except ValueError as exc:
+        raise SettingsError(f"--regime-model: {exc}") from None
+    labels = perf.regime_labels(equity, model)
     table = perf.by_group(curve, labels, tf)
     for regime, row in table.iterrows():
         if regime == "warm-up":
@@ -224,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SettingsError(f"the walk-forward ran with decision config {ran_with[:12]}, these settings hash to "
                                 f"{chash[:12]}: judge with the settings it ran with")
         versions = deployed_versions(settings)
-        criteria = backtest_criteria(equity, fills, windows, summary, read_trials(a.tuning), cfg)
+        criteria = backtest_criteria(equity, fills, windows, summary, read_trials(a.tuning), cfg,
+                                     settings.registry_root())
         if a.no_paper:
             criteria.append(judge("paper_days", None, ">=", cfg.min_paper_days, "--no-paper: not checked"))
         else:
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tearsheet re-rendered with the verdict: {render_tearsheet(out)}")
     if not a.dry_run:
         root = settings.registry_root()
-        dirs = [resolve_version_dir(root, f, versions[f]) for f in judged_families(settings, versions)]
+        tf = settings.trading_timeframe()
+        dirs = [resolve_version_dir(root, f, versions[f], timeframe=tf) for f in judged_families(settings, versions)]
         for path in write_verdict(dirs, verdict):
             print(f"verdict written to {path}")
     return 0 if verdict.passed else 1

@@ -72,8 +72,7 @@ def window_mean_std(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, int]
 
 
 def _logs(ratios: np.ndarray) -> np.ndarray:
-    log = math.log
-    return np.array([log(r) for r in ratios.tolist()], np.float64)
+    return np.fromiter(map(math.log, ratios.tolist()), np.float64, len(ratios))
 
 
 def _recursive(c: np.ndarray, h: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -190,22 +190,22 @@ def monthly_returns(equity: pd.Series) -> pd.Series:
     return month_end / base - 1.0
 
 
-def price_regimes(close: pd.DataFrame, trend_bars: int, vol_bars: int) -> pd.Series:
-    """Label each bar time with a trend and volatility regime from past prices only (point in time).
+def regime_labels(equity: pd.DataFrame, model: Any = None) -> pd.Series:
+    """Return the regime label known at each close of a result's ``equity.csv`` frame (point in time).
 
-    ``close``: close per bar (rows) and symbol (columns).  The equal-weight index of the
-    symbols is *up* when above its mean of the last ``trend_bars`` closes, else *down*;
-    *high vol* when its realised volatility over the last ``vol_bars`` bars is above the
-    median of that volatility so far (expanding), else *low vol*.  A label at t uses
-    closes up to t only; bars before both windows fill are ``warm-up``.
+    The run's own labels when it recorded them (its ``regime`` column: the decision step's
+    regime, :mod:`flows.operators.regime`); otherwise the classifier ``model`` (default:
+    :class:`~flows.operators.regime.RuleRegime`, prices alone) run over the basket's growth
+    (``buy_and_hold_growth``) at the closes.  A close with no label yet is ``warm-up``.
     """
-    index = (close / close.iloc[0]).mean(axis=1)
-    trend = np.where(index > index.rolling(trend_bars).mean(), "up", "down")
-    vol = np.log(index).diff().rolling(vol_bars).std()
-    level = np.where(vol > vol.expanding().median(), "high vol", "low vol")
-    labels = pd.Series([f"{t}/{v}" for t, v in zip(trend, level, strict=True)], index=close.index)
-    ready = index.rolling(trend_bars).mean().notna() & vol.expanding().median().notna() & vol.notna()
-    return labels.where(ready, "warm-up")
+    from flows.operators.regime import RuleRegime, classify
+
+    if "regime" in equity.columns:
+        return equity["regime"].astype(object).where(equity["regime"].notna() & (equity["regime"] != ""), "warm-up")
+    basket = equity["buy_and_hold_growth"].astype(float)
+    times = pd.DatetimeIndex(basket.index).as_unit("ms").asi8
+    states = classify(times, basket.to_numpy(float), model or RuleRegime())
+    return pd.Series([s.label if s else "warm-up" for s in states], index=basket.index, dtype=object)
 
 
 def by_group(equity: pd.Series, labels: pd.Series, timeframe: str) -> pd.DataFrame:

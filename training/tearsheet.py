@@ -11,7 +11,8 @@ It reads what ``training.backtest`` or ``training.walkforward`` wrote under ``OU
 buy-and-hold and cash), ``drawdown.png``, ``monthly.png`` (heatmap of monthly returns),
 ``rolling_sharpe.png`` (30 days), ``exposure.png`` and ``symbol_pnl.png``; and tables of
 the figures (:mod:`training.performance`, after and before fees), the per-regime
-breakdown (trend and volatility regimes of the traded basket, point in time), monthly
+breakdown (:func:`training.performance.regime_labels`: the run's recorded regime, else the
+rules over the traded basket; point in time), monthly
 returns, the round trips and a plain statement of every halt.  Other jobs append their
 own sections: ``sections=[(title, markdown)]``, or ``*.section.md`` files in ``OUT_DIR``
 (the go-live gate writes ``gate.section.md``, the walk-forward ``windows.section.md``).
@@ -187,10 +188,8 @@ def figures_table(cs: dict[str, pd.Series], fills: pd.DataFrame, positions: pd.D
     return perf.format_table(rows) + "\n\n" + perf.format_table({"strategy (after fees)": extra})
 
 
-def regime_table(equity: pd.Series, basket: pd.Series, timeframe: str) -> str:
-    """Return the per-regime Markdown table (trend over 30 days and volatility over 7 days of the basket)."""
-    per_day = perf.bars_per_year(timeframe) / 365
-    labels = perf.price_regimes(basket.to_frame("basket"), max(2, round(30 * per_day)), max(2, round(7 * per_day)))
+def regime_table(equity: pd.Series, labels: pd.Series, timeframe: str) -> str:
+    """Return the per-regime Markdown table (labels: :func:`training.performance.regime_labels`)."""
     table = perf.by_group(equity, labels, timeframe)
     lines = ["| regime | bars | return | Sharpe |", "|---|---|---|---|"]
     lines += [f"| {k} | {r['bars']:.0f} | {r['return']:.2%} | {r['sharpe']:.2f} |" for k, r in table.iterrows()]
@@ -227,7 +226,8 @@ def render_tearsheet(out: Path, timeframe: str | None = None, title: str | None 
     parts: list[tuple[str, str]] = [
         ("Figures (after fees unless named)", figures_table(cs, fills, positions, tf)),
         ("Halts", halts_statement(summary)),
-        ("Per regime (strategy after fees)", regime_table(equity, basket, tf)),
+        ("Per regime (strategy after fees)", regime_table(equity, perf.regime_labels(
+            pd.read_csv(out / "equity.csv", parse_dates=["ts"]).set_index("ts")), tf)),
         ("Monthly returns", month_md),
         ("Trades", trades_table(trips, tf)),
     ]

@@ -61,6 +61,7 @@ class TrainJob:
     work_dir: Path
     symbols: tuple[str, ...] = ()
     timeframe: str = "1h"
+    ensemble_timeframe: str | None = None  # ensemble: the members' timeframe (None: their only one)
     start: str | None = None
     end: str | None = None
     horizon: int = 1
@@ -232,7 +233,7 @@ def train_member(a: TrainJob, settings: Settings) -> Manifest:
     ts = pd.to_datetime(frame["event_timestamp"], utc=True)
     return save_model(a.registry, a.family, files=files, feature_service=service, features=features,
                       train_start=ts.min(), train_end=ts.max(), data_hash=frame_hash(frame, features),
-                      seeds={"seed": a.seed}, config=config,
+                      seeds={"seed": a.seed}, config=config, symbols=sorted(frame["symbol"].unique()),
                       metrics={"folds": folds, "mean": mean_metrics(numeric)},
                       parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows), extra=extra)
 
@@ -243,7 +244,10 @@ def train_ensemble(a: TrainJob) -> Manifest:
     from training.models.ensemble import Ensemble, EnsembleConfig, performance_weights
 
     members = tuple(a.members)
-    mans = {m: load_manifest(a.registry, m) for m in members}
+    mans = {m: load_manifest(a.registry, m, timeframe=a.ensemble_timeframe) for m in members}
+    tfs = {m: mans[m].timeframe for m in members}
+    if len(set(tfs.values())) > 1:
+        raise SettingsError(f"the members are of different timeframes ({tfs}): pass --timeframe to combine one's")
     if a.method == "fixed":
         weights = np.asarray(a.weights or [1.0] * len(members), np.float64)
     else:
@@ -258,7 +262,7 @@ def train_ensemble(a: TrainJob) -> Manifest:
     exp = export_ensemble(ens, probs)
     p = ens.predict_proba(probs)
     ok = np.isfinite(p)
-    tf = mans[members[0]].config.get("timeframe", a.timeframe)
+    tf = tfs[members[0]] or mans[members[0]].config.get("timeframe", a.timeframe)
     horizon = int(mans[members[0]].config.get("horizon", a.horizon))
     j = joined[ok]
     metrics = fold_metrics(j["label"], p[ok], j["fwd_ret"], j["symbol"], j["event_timestamp"],
@@ -267,6 +271,7 @@ def train_ensemble(a: TrainJob) -> Manifest:
     return save_model(a.registry, "ensemble", files={"ensemble.onnx": exp.onnx}, feature_service=f"ensemble_{tf}_v1",
                       features=members, train_start=ts.min(), train_end=ts.max(),
                       data_hash=frame_hash(joined, members),
+                      symbols=sorted({s for m in members for s in mans[m].symbols} or set(joined["symbol"])),
                       seeds={m: mans[m].seeds.get("seed", 0) for m in members}, config=cfg.to_dict(),
                       metrics={"folds": [], "mean": metrics, "note": "on the members' out-of-sample rows",
                                "calibration": check},
@@ -328,7 +333,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="settings file (default: environment / defaults)")
-    common.add_argument("--timeframe", default="1h")
+    common.add_argument("--timeframe", help="bar timeframe (members: default 1h; ensemble: default the members' "
+                        "one timeframe)")
     common.add_argument("--horizon", type=int, default=1, help="label horizon in bars")
     common.add_argument("--registry", type=Path, help="registry root (default <data_dir>/registry)")
     common.add_argument("--seed", type=int, default=7)
@@ -373,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         a = TrainJob(family=ns.family, registry=Path(ns.registry or default_root(settings.data_dir)),
                      log_dir=Path(ns.log_dir or Path(settings.data_dir) / "logs"),
                      work_dir=Path(settings.data_dir) / "work", symbols=tuple(ns.symbols),
-                     timeframe=ns.timeframe, start=ns.start, end=ns.end, horizon=ns.horizon, seed=ns.seed,
+                     timeframe=ns.timeframe or "1h", ensemble_timeframe=ns.timeframe, start=ns.start, end=ns.end, horizon=ns.horizon, seed=ns.seed,
                      folds=ns.folds, epochs=ns.epochs, hidden=ns.hidden, bptt=ns.bptt, burn_in=ns.burn_in,
                      segment=ns.segment, graph_window=ns.graph_window, members=tuple(ns.members),
                      method=ns.method, metric=ns.metric,

@@ -317,6 +317,7 @@ def combine(results: Sequence[WindowResult]) -> Any:
         r = wr.result
         out.times += r.times
         out.equity += r.equity
+        out.regimes += r.regimes or [None] * len(r.times)
         out.benchmark += [level * b for b in r.benchmark]
         if r.benchmark:
             level *= r.benchmark[-1]

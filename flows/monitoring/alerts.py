@@ -12,7 +12,10 @@ pushed to them:
 - ``kill_switch``: the kill switch seen engaged at a close;
 - ``daily_summary``: at the first portfolio row of a new UTC day, the previous day's
   equity, P&L, fills and fees;
-- ``error``: sent by :class:`flows.monitoring.notify.AlertLogHandler` from ERROR logs.
+- ``error``: sent by :class:`flows.monitoring.notify.AlertLogHandler` from ERROR logs;
+- ``drift``: sent by ``python -m training.drift`` when features or calibration drift;
+- ``model``: a retraining step, a promotion or a refused challenger (sent by ``training.retrain``,
+  :func:`model_alert`).
 
 Breakers and the kill switch refuse a decision at every close while they hold, so the
 router reports a (symbol, rule) only when it was quiet for ``repeat_after_s`` of bar
@@ -33,8 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from flows.records import Fill, PortfolioRow
 
-Event = Literal["fill", "halt", "release", "breaker", "kill_switch", "error", "daily_summary"]
-EVENTS: tuple[Event, ...] = ("fill", "halt", "release", "breaker", "kill_switch", "error", "daily_summary")
+Event = Literal["fill", "halt", "release", "breaker", "kill_switch", "error", "daily_summary", "drift", "model"]
+EVENTS: tuple[Event, ...] = ("fill", "halt", "release", "breaker", "kill_switch", "error", "daily_summary", "drift",
+                              "model")
 BREAKERS = frozenset({"stale_data", "price_gap", "volatility_spike"})
 _HALT = re.compile(r"^(?P<rule>[a-z_]+):(?P<kind>halt|probation|release|override)$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -201,3 +205,8 @@ class AlertRouter:
         return Alert("daily_summary", ts, f"{self.mode} day {date}", text,
                      {"date": date, "equity": d.equity, "pnl": pnl, "fills": d.fills, "fees": d.fees,
                       "notional": d.notional, "risk_events": list(d.events)})
+
+
+def model_alert(kind: str, timeframe: str, ok: bool, text: str, ts_ms: int, fields: dict[str, Any]) -> Alert:
+    """Return the ``model`` alert of one registry event (a retraining step, a promotion, a refusal)."""
+    return Alert("model", ts_ms, f"{timeframe} {kind}{'' if ok else ' FAILED'}", text, fields)

@@ -40,11 +40,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flows.execution.orders import Broker
 from flows.records import Bar, Close, Decided, OrderIntent, PortfolioRow, Prediction, Status
 from flows.snapshots import check_snapshot
-from flows.strategies.base import Context, Strategy, features_of
+from flows.strategies.base import Context, Strategy
 
 if TYPE_CHECKING:
     from typing import Self
 
+    from flows.operators.regime import RegimeFeed, RegimeState
     from flows.portfolio import PortfolioSnapshot
     from flows.risk.config import RiskConfig
     from flows.risk.engine import RiskDecision
@@ -87,6 +88,10 @@ class RiskEngine(Protocol):
 
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
         """Feed a closed bar's return to the breakers and correlations."""
+        ...
+
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Feed several closed bars' (symbol, open time, return), as :meth:`on_bar` of each in order."""
         ...
 
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
@@ -141,6 +146,7 @@ class DecisionDeps:
     intent: Callable[[Prediction, float, float], OrderIntent]  # (prediction, qty_delta, price) -> intent
     kill_active: Callable[[], KillStatus | bool] = field(default=_never_killed)  # truthy when engaged
     stopping: Callable[[], bool] = field(default=_never_killed)  # a clean stop is under way: no new orders
+    regime: RegimeFeed | None = None  # the market regime each context carries (None: ``regime`` stays None)
 
 
 class DecisionStep:
@@ -163,7 +169,9 @@ class DecisionStep:
             k: tuple(v) for k, v in s.get("last_signal", {}).items()}  # type: ignore[misc]
         self.prices: dict[str, float] = dict(s.get("prices", {}))
         self.fills: int = int(s.get("fills", 0))
-        self._saved: dict[str, Any] = {k: s[k] for k in ("portfolio", "risk", "broker", "strategy") if k in s}
+        self._saved: dict[str, Any] = {k: s[k] for k in ("portfolio", "risk", "broker", "strategy", "regime")
+                                       if k in s}
+        self.regime: RegimeState | None = None  # the regime known at the last close worked
         self._order = {sym: i for i, sym in enumerate(self.symbols)}
         self.deps: DecisionDeps = None  # type: ignore[assignment]  # set by attach()
         if deps is not None:
@@ -175,6 +183,9 @@ class DecisionStep:
             deps.portfolio = type(deps.portfolio).from_state(self._saved["portfolio"])
             deps.risk = type(deps.risk).from_state(self._saved["risk"], deps.risk.config)  # today's limits
             deps.broker.restore(self._saved["broker"])
+            if deps.regime is not None and self._saved.get("regime") is not None:
+                deps.regime.restore(self._saved["regime"])  # a snapshot from before the regime: it starts fresh
+                self.regime = deps.regime.tracker.last
             saved, name = self._saved["strategy"], strategy_id(deps.strategy)
             if saved["class"] == name:
                 deps.strategy.from_state(saved["state"])
@@ -199,6 +210,15 @@ class DecisionStep:
             out += self.work(c.ts, c.bars, c.predictions, kill)
             self.done_until = c.ts
         return out
+
+    def warm(self, closes: Sequence[Close]) -> None:
+        """Feed closes that are not traded (a backtest's warm-up before its start) to the regime only."""
+        feed = self.deps.regime
+        if feed is None:
+            return
+        for c in closes:
+            if c.ts > self.done_until:
+                self.regime = feed.on_close(c.ts, {b.symbol: b.close for b in c.bars})
 
     def on_bar(self, bar: Bar) -> list[Any]:
         """Take a closed bar of the trading timeframe; return what the closes it completes produced."""
@@ -241,15 +261,20 @@ class DecisionStep:
         d = self.deps
         out: list[Any] = []
         prices, portfolio, broker, risk = self.prices, d.portfolio, d.broker, d.risk
+        rets: list[tuple[str, int, float]] = []
         for bar in bars:
             for fill in broker.on_bar(bar):
                 portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
                 self.fills += 1
                 out.append(fill)
-            prev = prices.get(bar.symbol)
-            risk.on_bar(bar.symbol, bar.ts, (bar.close / prev - 1.0) if prev else 0.0)
-            prices[bar.symbol] = bar.close
+            sym, close = bar.symbol, bar.close
+            prev = prices.get(sym)
+            rets.append((sym, bar.ts, (close / prev - 1.0) if prev else 0.0))
+            prices[sym] = close
+        risk.on_bars(rets)  # the breakers and correlations see the close's bars in the same order
         portfolio.mark(prices, t)
+        if d.regime is not None:
+            self.regime = d.regime.on_close(t, prices)
         if preds:
             if kill is None:
                 kill = d.kill_active()  # read once per close (a KillStatus carries ``flatten``)
@@ -261,31 +286,39 @@ class DecisionStep:
         snap = portfolio.snapshot()
         state = snap._asdict()
         state["full"] = portfolio.row_state()
+        regime = self.regime
+        if d.regime is not None:  # the regime as a per-close feature of the stored portfolio rows
+            state["regime"] = None if regime is None else regime.label
+            state["regime_score"] = None if regime is None else regime.score
         out.append(PortfolioRow(t, state))
         held, signals = snap.positions, self.last_signal
         phases = risk.halt_phases()
         out.append(Status(t, snap.equity, snap.drawdown, self.fills,
                           tuple([(s, held.get(s, 0.0)) for s in self.symbols]),
                           tuple([(s, signals.get(s)) for s in self.symbols]),
-                          tuple(sorted(phases.items())) if phases else ()))
+                          tuple(sorted(phases.items())) if phases else (),
+                          None if regime is None else regime.label))
         return out
 
     def _decide(self, p: Prediction, kill: Any) -> list[Any]:
         d = self.deps
-        price = self.prices[p.symbol]
+        sym, ts, prob, conf, rl = p.symbol, p.ts, p.probability, p.confidence, p.rl_target
+        price = self.prices[sym]
         snap = d.portfolio.snapshot()
-        rl = p.rl_target
         strategy = d.strategy
-        target = strategy.decide(Context(p.symbol, p.ts, price, snap.positions.get(p.symbol, 0.0), snap.equity,
-                                         features_of(p), p.probability, p.confidence, p.signal,
-                                         None if rl != rl else rl, None, getattr(p, "horizon", None), snap, p))
-        confidence = p.confidence if strategy.sizing is None else 1.0  # a strategy that sizes itself: no scaling
-        dec = d.risk.decide(p.symbol, p.ts, target.fraction, confidence, price, p.volatility, snap, kill, None)
-        out: list[Any] = list(dec.rejections)
-        out.append(Decided(p, float(target.fraction), float(dec.target_qty), float(dec.approved_qty_delta),
-                           tuple(target.reasons)))
-        self.last_signal[p.symbol] = (p.probability, p.rl_target, target.fraction)
-        if dec.approved_qty_delta != 0.0:
+        target = strategy.decide(Context(sym, ts, price, snap.positions.get(sym, 0.0), snap.equity,
+                                         {"ret_1": p.ret_1, "rv_15": p.volatility},  # features_of(p)
+                                         prob, conf, p.signal, None if rl != rl else rl,
+                                         None if self.regime is None else self.regime.score,
+                                         getattr(p, "horizon", None), snap, p))
+        fraction = target.fraction
+        dec = d.risk.decide(sym, ts, fraction, conf if strategy.sizing is None else 1.0,  # sizes itself: no scaling
+                            price, p.volatility, snap, kill, None)
+        delta = dec.approved_qty_delta
+        out: list[Any] = list(dec.rejections) if dec.rejections else []
+        out.append(Decided(p, float(fraction), float(dec.target_qty), float(delta), tuple(target.reasons)))
+        self.last_signal[sym] = (prob, rl, fraction)
+        if delta != 0.0:
             if d.stopping():  # flows.lifecycle: the run is stopping; the decision is recorded, not placed
                 from flows.risk.engine import Rejection
                 out.insert(0, Rejection(p.symbol, p.ts, STOP_RULE, "the flow is stopping: no new orders",
@@ -305,7 +338,8 @@ class DecisionStep:
         d = self.deps
         saved: dict[str, Any] = self._saved or {
             "portfolio": d.portfolio.to_state(), "risk": d.risk.to_state(), "broker": d.broker.snapshot(),
-            "strategy": {"class": strategy_id(d.strategy), "state": d.strategy.to_state()}}
+            "strategy": {"class": strategy_id(d.strategy), "state": d.strategy.to_state()},
+            "regime": None if d.regime is None else d.regime.tracker.snapshot()}
         return {"kind": "decisions", "version": self.VERSION, "symbols": list(self.symbols), "tf_ms": self.tf_ms,
                 **saved, "bars": {str(t): {s: tuple(b) for s, b in v.items()} for t, v in self.bars.items()},
                 "preds": {str(t): [tuple(p) for p in v] for t, v in self.preds.items()},

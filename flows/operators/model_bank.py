@@ -6,11 +6,16 @@ and, when registered, the tactical RL policy (``inference.policy.PolicyRunner``)
 per bar) marks a reload; :meth:`ModelBank.maybe_swap` then loads the registry's
 current versions and keeps every member runner whose version did not change,
 so the streaming LSTM keeps its per-symbol state across a swap.
+
+Only versions of the bank's timeframe load (the registry's ``latest.<tf>`` pointers,
+:mod:`inference.promotions`), and a policy must observe the ensemble's feature service:
+:func:`check_policy` refuses any other with the command that trains the right one.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -20,7 +25,14 @@ import numpy as np
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
 from inference.graph import correlation_adjacency
 from inference.lstm_stream import LstmRunner
-from inference.manifest import ManifestError, read_manifest, resolve_version_dir
+from inference.manifest import (
+    Manifest,
+    ManifestError,
+    check_policy,
+    read_manifest,
+    resolve_version_dir,
+    train_hint,
+)
 from inference.runners import EnsembleScorer, GnnGraphRunner
 
 STATELESS = frozenset({"lightgbm"})  # row-wise members: any batch of rows in one session run
@@ -58,25 +70,39 @@ def feed_features() -> list[str]:
     return [*BAR_FEATURES, *CROSS_FEATURES]
 
 
+def models_problem(root: Path, timeframe: str | None = None, version: str = "latest") -> str | None:
+    """Return why the registry holds no ensemble (of ``timeframe`` when given) to score with, or ``None``."""
+    try:
+        d = resolve_version_dir(root, "ensemble", version, timeframe=timeframe)
+        service = read_manifest(d).feature_service
+    except (ManifestError, FileNotFoundError, OSError) as exc:
+        return str(exc)
+    if timeframe is not None and service != f"ensemble_{timeframe}_{FEATURE_SERVICE_VERSION}":
+        return (f"the {timeframe} ensemble in {root} was trained on {service}, not ensemble_{timeframe}_"
+                f"{FEATURE_SERVICE_VERSION}: train one with {train_hint('ensemble', timeframe)}")
+    return None
+
+
 def has_models(root: Path, timeframe: str | None = None) -> bool:
     """Return whether the registry holds an ensemble (of ``timeframe`` when given) for the scoring step."""
-    try:
-        d = resolve_version_dir(root, "ensemble")
-        service = read_manifest(d).feature_service
-    except (ManifestError, FileNotFoundError, OSError):
-        return False
-    return timeframe is None or service == f"ensemble_{timeframe}_{FEATURE_SERVICE_VERSION}"
+    return models_problem(root, timeframe) is None
 
 
-def load_policy(root: Path, family: str, version: str = "latest") -> Policy | None:
-    """Load the tactical policy, or ``None`` when the registry has none or the runner is not installed."""
-    try:
-        resolve_version_dir(root, family, version)
-    except (ManifestError, FileNotFoundError, OSError):
+def load_policy(root: Path, family: str, version: str = "latest", timeframe: str | None = None,
+                ensemble: Manifest | None = None) -> Policy | None:
+    """Load the policy of ``timeframe``, or ``None`` when the registry has no such family.
+
+    Raises:
+        TimeframeMismatch: the family has no version of ``timeframe``, or it does not observe
+            the ``ensemble``'s feature service (:func:`check_policy`).
+    """
+    if not (Path(root) / family).is_dir():
         return None
     module = importlib.import_module("inference.policy")
     runner: Policy = module.PolicyRunner.from_registry(root, family, version=version,
-                                                       allowed_features=feed_features())
+                                                       allowed_features=feed_features(), timeframe=timeframe)
+    if ensemble is not None:
+        check_policy(runner.manifest, ensemble)  # type: ignore[attr-defined]
     return runner
 
 
@@ -145,17 +171,24 @@ class ModelBank:
         self.ensemble_version, self.policy_family, self.policy_version = ensemble_version, policy_family, \
             policy_version
         self.ensemble = self._load_ensemble()
-        self.policy = load_policy(self.root, policy_family, policy_version) if policy_family else None
+        self.policy = self._load_policy()
         self._swap = False
         # history mode: the GNN's bar times in one session run, the LSTM's in one seq.onnx call per run of
         # consecutive bars (float-close to bar by bar, not bitwise)
         self.history_mode = False
         self._versions: dict[str, str] | None = None
         self.swaps = 0
+        self.swap_error: str | None = None
 
     def _load_ensemble(self) -> EnsembleScorer:
         return EnsembleScorer.from_registry(self.root, self.service_features, feed=self.feed,
-                                            version=self.ensemble_version)
+                                            version=self.ensemble_version, timeframe=self.timeframe)
+
+    def _load_policy(self) -> Policy | None:
+        if not self.policy_family:
+            return None
+        return load_policy(self.root, self.policy_family, self.policy_version, self.timeframe,
+                           self.ensemble.manifest)
 
     def versions(self) -> dict[str, str]:
         """Return family -> loaded version (ensemble, its members, and the policy when loaded)."""
@@ -176,18 +209,27 @@ class ModelBank:
         self._swap = True
 
     def maybe_swap(self) -> bool:
-        """Reload if a swap was requested; keep unchanged member runners (and their state)."""
+        """Reload if a swap was requested; keep unchanged member runners (and their state).
+
+        A swap to versions that cannot load (another timeframe, a tampered file) is refused:
+        the bank keeps its models and says why (:attr:`swap_error`).
+        """
         if not self._swap:
             return False
         self._swap = False
-        old = self.ensemble.scorer.runners
-        new = self._load_ensemble()
+        old, kept = self.ensemble.scorer.runners, self.ensemble
+        try:
+            new = self._load_ensemble()
+            self.ensemble = new
+            policy = self._load_policy()
+        except ManifestError as exc:  # a bad promotion never stops the flow: it keeps scoring with what it had
+            self.ensemble, self.swap_error = kept, str(exc)
+            print(f"model swap refused, scoring on with {self.versions()}: {exc}", file=sys.stderr, flush=True)
+            return False
         for fam, runner in new.scorer.runners.items():
             if fam in old and old[fam].manifest.version == runner.manifest.version:
                 new.scorer.runners[fam] = old[fam]
-        self.ensemble, self._versions = new, None
-        if self.policy_family:
-            self.policy = load_policy(self.root, self.policy_family, self.policy_version)
+        self.policy, self._versions, self.swap_error = policy, None, None
         self.swaps += 1
         return True
 

@@ -60,11 +60,9 @@ class PolicyBook:
         The observation is the policy's features followed by these terms, as
         :meth:`inference.rl_observation.TacticalBook.observation` builds it.
         """
-        book = self.book
-        book.execute(self.target, self.close, *costs)
-        self.close *= math.exp(ret_1)
-        book.mark(self.close)
-        return book.state(self.close)  # type: ignore[no-any-return]
+        price = self.close
+        self.close = close = price * math.exp(ret_1)
+        return self.book.step(self.target, price, close, *costs)  # type: ignore[no-any-return]
 
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data."""
@@ -246,15 +244,59 @@ class ScoringStep:
         horizon = self.bank.ensemble.horizon
         obs_all = self._observations(x_all)
         p_all = scored.probability
+        targets = self._policy_run(todo, rets, obs_all, p_all) if obs_all is not None and rets is not None else None
         for (ts, rows, symbols), x in zip(todo, xs, strict=True):
             n = len(symbols)
-            tgt = self._policy(symbols, rows, x, None if rets is None else rets[k:k + n],
-                               None if obs_all is None else obs_all[k:k + n], p_all[k:k + n])
+            tgt = targets[k:k + n] if targets is not None else self._policy(
+                symbols, rows, x, None if rets is None else rets[k:k + n],
+                None if obs_all is None else obs_all[k:k + n], p_all[k:k + n])
             for i, s in enumerate(symbols):
                 out.append(Prediction(s, tf, ts, members[k], prob[k], conf[k], sig[k], tgt[i], versions,
                                       rets[k] if rets is not None else float(rows[s].get("ret_1", 0.0)),
                                       rvs[k] if rvs is not None else float(rows[s].get("rv_15", 0.0)), horizon))
                 k += 1
+        return out
+
+    def _policy_run(self, todo: list[tuple[int, Any, tuple[str, ...]]], rets: list[float], obs_all: np.ndarray,
+                    p_all: np.ndarray) -> list[float]:
+        """Return the policy's targets of every row of ``todo``, bar time after bar time: :meth:`_policy` of each.
+
+        The loop of :meth:`_policy` over a stretch of bar times with the observations' features
+        already in ``obs_all`` (:meth:`_observations`): the same books stepped, the same float32
+        rows, one policy call per bar time (its book moved by the last action, so not batched).
+        """
+        assert self.bank is not None and self.bank.policy is not None
+        policy = self.bank.policy
+        costs, names = self._policy_setup(policy)
+        n_feat, signal, books = len(names), self._signal, self.books
+        tail, nan, act = n_feat + signal, math.nan, policy.act
+        if signal:
+            missing_all = np.isnan(p_all).tolist()
+        out: list[float] = []
+        k = 0
+        of: dict[tuple[str, ...], list[PolicyBook]] = {}  # symbols of a bar time -> their books
+        for _, _, symbols in todo:
+            n = len(symbols)
+            bks = of.get(symbols)
+            if bks is None:
+                bks = of[symbols] = [books.get(s) or self._book(s) for s in symbols]
+            obs = obs_all[k:k + n]
+            obs[:, tail:] = [b.step(r, costs) for b, r in zip(bks, rets[k:k + n], strict=True)]
+            if signal:
+                obs[:, n_feat] = p_all[k:k + n]
+            a = act(obs)
+            got = [min(max(v, -1.0), 1.0) for v in (a[:, 0] if a.ndim == 2 else a.reshape(n, -1)[:, 0]).tolist()]
+            if signal:
+                for i, b in enumerate(bks):
+                    if missing_all[k + i]:
+                        got[i] = nan  # no probability yet: no target, the book keeps the last one
+                    else:
+                        b.target = got[i]
+            else:
+                for b, v in zip(bks, got, strict=True):
+                    b.target = v
+            out += got
+            k += n
         return out
 
     def _policy_columns(self, names: tuple[str, ...]) -> list[int] | None:

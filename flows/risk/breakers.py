@@ -25,7 +25,7 @@ from typing import Any
 from flows.risk.config import BreakersConfig
 
 
-@dataclass
+@dataclass(slots=True)
 class SymbolState:
     """One symbol's breaker inputs."""
 
@@ -80,6 +80,48 @@ class Breakers:
             if ratio > cfg.spike_ratio:
                 s.spike_until = s.bars + cfg.cooldown_bars
                 s.last_spike = f"fast/slow volatility {ratio:.1f} (limit {cfg.spike_ratio:g})"
+
+    def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
+        """Take several bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order.
+
+        One call per bar close of a portfolio (the decision step's); the loop of :meth:`on_bar` inlined.
+        """
+        cfg, syms, fast_a, slow_a = self.cfg, self.symbols, self.fast_a, self.slow_a
+        warm, sigma, cool, spike, bar_ms = cfg.warmup_bars, cfg.gap_sigma, cfg.cooldown_bars, cfg.spike_ratio, self.bar_ms
+        sqrt, isfinite = math.sqrt, math.isfinite
+        for symbol, ts, ret in bars:
+            s = syms.get(symbol)
+            if s is None:
+                s = syms[symbol] = SymbolState()
+            last = s.last_ts
+            if last is not None:
+                if ts <= last:
+                    continue
+                gap = ts - last
+                bar_ms = gap if bar_ms is None else min(bar_ms, gap)
+            s.last_ts = ts
+            if last is None or not isfinite(ret):
+                continue
+            r2 = ret * ret
+            s.flat_run = s.flat_run + 1 if ret == 0.0 else 0
+            n = s.bars = s.bars + 1
+            if n > warm:
+                slow = sqrt(s.slow_var)
+                if slow > 0 and abs(ret) > sigma * slow:
+                    s.gap_until = n + cool
+                    s.last_gap = f"return {ret:+.4%} is {abs(ret) / slow:.1f} sigma (limit {sigma:g})"
+            if n > 1:
+                s.fast_var += fast_a * (r2 - s.fast_var)
+                s.slow_var += slow_a * (r2 - s.slow_var)
+            else:  # the first return (as on_bar: added to the zero state)
+                s.fast_var += r2
+                s.slow_var += r2
+            if n > warm and s.slow_var > 0:
+                ratio = sqrt(s.fast_var / s.slow_var)
+                if ratio > spike:
+                    s.spike_until = n + cool
+                    s.last_spike = f"fast/slow volatility {ratio:.1f} (limit {spike:g})"
+        self.bar_ms = bar_ms
 
     def tripped(self, symbol: str, ts: int) -> list[tuple[str, str]]:
         """Return the (rule, reason) of every breaker tripped for a decision at close ``ts``."""

@@ -14,7 +14,8 @@ quantity (Kelly, confidence, volatility target, caps).  Rules
 3. **Agreement**: with ``require_agreement``, ML and RL pointing opposite ways
    give 0.  With no ML signal the target is 0 unless ``rl_alone`` (then the RL
    target, weighted as in 2 with direction 0).
-4. **Regime** in ``[-1, 1]`` (bear .. bull; None = unknown): a target against a
+4. **Regime** in ``[-1, 1]`` (bear .. bull, the score of :mod:`flows.operators.regime`;
+   None = unknown): a target against a
    regime with ``|regime| >= regime_threshold`` is scaled by ``counter_regime_scale``.
 5. **Sentiment** in ``[-1, 1]`` (None = none): the target is scaled by
    ``1 + sentiment_weight * sentiment * sign(target)`` (it tilts, never flips).
@@ -72,9 +73,7 @@ def combine(probability: float, confidence: float, ml_direction: int, rl_target:
     if direction and conf < r.min_confidence:
         reasons.append(f"ml confidence {conf:.3f} < {r.min_confidence:g}: no ml signal")
         direction = 0
-    rl = _given(rl_target)
-    if rl is not None:
-        rl = min(1.0, max(-1.0, rl))
+    rl = None if rl_target is None or math.isnan(rl_target) else min(1.0, max(-1.0, float(rl_target)))  # _given
     if rl is None:
         target = float(direction)
         reasons.append(f"ml {direction:+d} (p={probability:.3f})" if direction else "no ml signal")
@@ -88,11 +87,11 @@ def combine(probability: float, confidence: float, ml_direction: int, rl_target:
         target = (r.ml_weight * direction + r.rl_weight * rl) / (r.ml_weight + r.rl_weight)
         head, tail = _blend_text(r, direction)
         reasons.append(f"{head}{rl:+.2f}{tail}")
-    reg = _given(regime)
+    reg = None if regime is None or not target else _given(regime)  # (no target: nothing to scale)
     if target and reg is not None and abs(reg) >= r.regime_threshold and reg * target < 0:
         target *= r.counter_regime_scale
         reasons.append(f"against regime {reg:+.2f}: x{r.counter_regime_scale:g}")
-    sent = _given(sentiment)
+    sent = None if sentiment is None or not target else _given(sentiment)
     if target and sent is not None and sent:
         sent = min(1.0, max(-1.0, sent))
         target *= 1.0 + r.sentiment_weight * sent * math.copysign(1.0, target)

@@ -85,6 +85,10 @@ class SwapTrigger(Protocol):
         """Return the key's current value."""
         ...
 
+    def write(self, value: bytes) -> None:
+        """Set the key (a promotion asks the running flows to swap)."""
+        ...
+
 
 class HistoryWriter(Protocol):
     """Writes rows of the history tables (bars, features, dead letters)."""
@@ -140,12 +144,35 @@ class HistoryReader(Protocol):
         """Return the bars with open time in [start, end), sorted by symbol and time."""
         ...
 
+    def features(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+                 columns: Sequence[str]) -> pd.DataFrame:
+        """Return the ``bar_features`` rows known in [start, end), sorted by symbol and time (drift checks)."""
+        ...
+
+
+class HistoryTables:
+    """A history reader's public reads, each one query of :meth:`_history` over its table (both backends)."""
+
+    def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+             columns: Sequence[str]) -> pd.DataFrame:
+        """Return the bars with open time in [start, end), sorted by symbol and time."""
+        return self._history("bars", symbols, timeframe, start, end, columns)
+
+    def features(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
+                 columns: Sequence[str]) -> pd.DataFrame:
+        """Return the ``bar_features`` rows known in [start, end), sorted by symbol and time."""
+        return self._history("bar_features", symbols, timeframe, start, end, columns)
+
+    def _history(self, table: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp,
+                 end: pd.Timestamp, columns: Sequence[str]) -> pd.DataFrame:
+        raise NotImplementedError
+
 
 class DecisionReader(Protocol):
     """Reads stored decision records (backtest checks, the gate, the dashboard, analysts)."""
 
-    def table(self, table: str) -> pd.DataFrame:
-        """Return every stored row of a decision table, sorted by time."""
+    def table(self, table: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Return every stored row of a decision table (from ``since`` on, when given), sorted by time."""
         ...
 
 

@@ -26,3 +26,13 @@ class StoreConfig(BaseModel):
     redis_timeout_s: float = Field(
         2.0, gt=0.0, description="socket timeout of the event bus, kill switch and swap key: a hung Redis "
         "blocks a publish or a read for at most this long")
+
+
+class BackupConfig(BaseModel):
+    """Where ``python -m infra.db backup`` writes and how many it keeps (``Settings.backup``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dir: str | None = Field(None, description="backup directory; unset = <data_dir>/backups (put it on another "
+                            "disk: a backup beside the data dies with it)")
+    keep: int = Field(7, ge=1, le=10_000, description="complete backups of a profile kept; older ones are deleted")

@@ -56,3 +56,10 @@ class SwapFile:
     def read(self) -> bytes | None:
         """Return the file's content."""
         return self.path.read_bytes() if self.path.is_file() else None
+
+    def write(self, value: bytes) -> None:
+        """Replace the file's content atomically (a reader never sees half of it)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_bytes(value)
+        os.replace(tmp, self.path)

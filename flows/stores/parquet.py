@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flows.feature_catalog import offline_dir
-from flows.stores.base import Tables
+from flows.stores.base import HistoryTables, Tables
 from flows.stores.schema import COLUMNS, DEAD_LETTER_COLUMNS, DECISIONS, JSON_COLUMNS, KEYS
 
 if TYPE_CHECKING:
@@ -240,30 +240,33 @@ class ParquetDecisions:
         self.files.clear()
 
 
-class ParquetReader:
+class ParquetReader(HistoryTables):
     """Reads the ``local`` profile's bars and decision records."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
 
-    def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
-             columns: Sequence[str]) -> pd.DataFrame:
-        """Return the bars with open time in [start, end), sorted by symbol and time."""
+    def _history(self, table: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp,
+                 end: pd.Timestamp, columns: Sequence[str]) -> pd.DataFrame:
         import pandas as pd
 
         cols = list(columns)
-        files = [f for s in symbols for f in offline_dir(self.data_dir, "bars", timeframe)
+        files = [f for s in symbols for f in offline_dir(self.data_dir, table, timeframe)
                  .glob(f"{s.replace('/', '_')}-*.parquet")]
         if not files:
             return pd.DataFrame(columns=cols)
         df = pd.concat([pd.read_parquet(f, columns=cols) for f in files])
         return df[(df.ts >= start) & (df.ts < end)].sort_values(["symbol", "ts"])
 
-    def table(self, table: str) -> pd.DataFrame:
-        """Return every stored row of a decision table, sorted by time."""
+    def table(self, table: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Return every stored row of a decision table (from ``since`` on, when given), sorted by time."""
         import pandas as pd
 
         files = sorted((self.data_dir / "decisions" / table).glob("*.parquet"))
+        if since is not None:  # day files: skip the days before since's
+            files = [f for f in files if f.stem >= f"{since:%Y-%m-%d}"]
         if not files:
             return pd.DataFrame(columns=list(COLUMNS[table]))
-        return pd.concat([pd.read_parquet(f) for f in files]).sort_values("ts", kind="stable").reset_index(drop=True)
+        df = pd.concat([pd.read_parquet(f) for f in files])
+        df = df[df["ts"] >= since] if since is not None else df
+        return df.sort_values("ts", kind="stable").reset_index(drop=True)

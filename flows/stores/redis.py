@@ -204,6 +204,15 @@ class RedisSwapKey:
             raise StoreUnavailable(f"swap key {self.key} unreadable: {exc}") from exc
         return value
 
+    def write(self, value: bytes) -> None:
+        """Set the key (:class:`StoreUnavailable` when Redis cannot be written)."""
+        import redis
+
+        try:
+            self.client.set(self.key, value)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"swap key {self.key} not written: {exc}") from exc
+
 
 class RedisChangeFeed:
     """:class:`flows.stores.base.ChangeFeed` of the ``timescale`` profile: the event bus's streams."""

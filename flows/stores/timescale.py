@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from flows.stores.base import Tables
+from flows.stores.base import HistoryTables, Tables
 from flows.stores.config import StoreConfig
 from flows.stores.retry import pg_outage, retry_through_outage
 from flows.stores.schema import COLUMNS, TABLES, last_per_key
@@ -96,34 +96,34 @@ class TimescaleDecisions(TimescaleHistory):
                 self.copy_upsert(conn, table, COLUMNS[table], last_per_key(table, rows), TABLES[table].key)
 
 
-class TimescaleReader:
+class TimescaleReader(HistoryTables):
     """Reads bars and decision records from TimescaleDB (one connection per call)."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
 
-    def bars(self, symbols: Sequence[str], timeframe: str, start: pd.Timestamp, end: pd.Timestamp,
-             columns: Sequence[str]) -> pd.DataFrame:
-        """Return the bars with open time in [start, end), sorted by symbol and time."""
+    def _history(self, table: str, symbols: Sequence[str], timeframe: str, start: pd.Timestamp,
+                 end: pd.Timestamp, columns: Sequence[str]) -> pd.DataFrame:
         import pandas as pd
         import psycopg
+        from psycopg import sql
 
         cols = list(columns)
+        q = sql.SQL("SELECT {} FROM {} WHERE timeframe = %s AND symbol = ANY(%s) AND ts >= %s AND ts < %s "
+                    "ORDER BY symbol, ts").format(sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(table))
         with psycopg.connect(self.dsn) as conn:
-            cur = conn.execute(
-                f"SELECT {', '.join(cols)} FROM bars WHERE timeframe = %s AND symbol = ANY(%s) "
-                "AND ts >= %s AND ts < %s ORDER BY symbol, ts",
-                (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
+            cur = conn.execute(q, (timeframe, list(symbols), start.to_pydatetime(), end.to_pydatetime()))
             return pd.DataFrame(cur.fetchall(), columns=cols)
 
-    def table(self, table: str) -> pd.DataFrame:
-        """Return every stored row of a decision table, sorted by time."""
+    def table(self, table: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Return every stored row of a decision table (from ``since`` on, when given), sorted by time."""
         import pandas as pd
         import psycopg
         from psycopg import sql
 
         cols = list(COLUMNS[table])
-        q = sql.SQL("SELECT {} FROM {} ORDER BY ts").format(
+        q = sql.SQL("SELECT {} FROM {} WHERE %(since)s::timestamptz IS NULL OR ts >= %(since)s ORDER BY ts").format(
             sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(table))
         with psycopg.connect(self.dsn) as conn:
-            return pd.DataFrame(conn.execute(q).fetchall(), columns=cols)
+            at = since.to_pydatetime() if since is not None else None
+            return pd.DataFrame(conn.execute(q, {"since": at}).fetchall(), columns=cols)

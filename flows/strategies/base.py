@@ -79,8 +79,9 @@ class Context(NamedTuple):
     ``features`` is the bar's feature row as far as the decision step has it: today the
     prediction's ``ret_1`` (last bar's return) and ``rv_15`` (sqrt of the sum of the
     last 15 squared bar returns).  Model outputs are NaN while a model warms up;
-    ``rl_target`` is None without a policy; ``regime`` is in ``[-1, 1]`` (bear .. bull)
-    or None while nothing supplies it; ``horizon`` is the model's label horizon in bars
+    ``rl_target`` is None without a policy; ``regime`` is the score ``P(bull) - P(bear)`` in
+    ``[-1, 1]`` of the regime known at the close (:mod:`flows.operators.regime`), None while
+    ``regime.source`` is off or the classifier warms up; ``horizon`` is the model's label horizon in bars
     when the prediction carries one, else None.
     """
 

@@ -35,5 +35,5 @@ class Legacy(Strategy):
         rl = ctx.rl_target
         if rl is not None and math.isnan(rl):
             rl = None
-        return combine(ctx.probability, ctx.confidence, ml_direction(ctx.signal), rl, ctx.regime, None,
-                       self.env.rules)
+        return combine(ctx.probability, ctx.confidence, _DIRECTION.get(int(ctx.signal), 0), rl, ctx.regime, None,
+                       self.env.rules)  # _DIRECTION.get: ml_direction, inline

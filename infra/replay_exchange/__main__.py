@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
     src.add_argument("--data", type=Path, nargs="+", default=[], help="files or directories")
     src.add_argument("--synthetic", type=_symbols, default=(), metavar="SYMBOLS|N",
                      help="synthetic market: BTC/USDT,ETH/USDT or a count of default symbols (default 3)")
+    src.add_argument("--universe", type=int, default=0, metavar="N",
+                     help="synthetic universe of N USDT markets (plus BTC and USDC pairs, spread volumes)")
+    src.add_argument("--clusters", type=int, default=None, metavar="K",
+                     help="correlated clusters of the synthetic market (default: N/10 for a universe, else none)")
     src.add_argument("--seed", type=int, default=7)
     src.add_argument("--start", type=_utc, help="first data time (UTC ISO)")
     src.add_argument("--end", type=_utc, help="data before this time (UTC ISO)")
@@ -112,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
             data=tuple(a.data), synthetic=a.synthetic, seed=a.seed, speed=a.speed, rest_horizon=a.rest_horizon,
             start=a.start, end=a.end, trades_per_candle=a.trades_per_candle,
             streams=tuple(s.strip() for s in a.streams.split(",") if s.strip()),
-            synthetic_duration_s=a.duration, synthetic_rate=a.rate, wait_for_streams=a.wait_for_streams,
+            synthetic_duration_s=a.duration, synthetic_rate=a.rate, universe=a.universe, clusters=a.clusters, wait_for_streams=a.wait_for_streams,
             faults=faults, api_key=a.api_key, api_secret=a.api_secret,
             balances=tuple(a.balance) or (("USDT", 100_000.0),),
             maker_commission=a.maker_commission, taker_commission=a.taker_commission,

@@ -17,7 +17,7 @@ from typing import Literal
 from infra.replay_exchange.candles import CANDLE_EXTS, CandleFile, expand_candles, read_candles
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.recorded import load_recorded
-from infra.replay_exchange.synthetic import DEFAULT_SYMBOLS, SyntheticConfig, generate
+from infra.replay_exchange.synthetic import DEFAULT_SYMBOLS, SyntheticConfig, generate, universe
 from infra.replay_exchange.tape import MarketData, Timeline
 
 
@@ -40,6 +40,11 @@ class ReplayConfig:
             ``bookTicker`` and ``depth``.
         synthetic_duration_s: Seconds of synthetic market.
         synthetic_rate: Synthetic trades per second per symbol (calm regime).
+        universe: Synthetic universe of this many USDT markets (plus BTC and
+            USDC pairs, rates spread: :func:`~infra.replay_exchange.synthetic.universe`);
+            0 = the ``synthetic`` symbols.
+        clusters: Correlated clusters (sectors) of the synthetic market; None =
+            one per 10 markets of a universe, none otherwise.
         batch_size: Most messages the replay loop hands a connection at once.
         wait_for_streams: Start the clock once this many distinct streams are
             subscribed (e.g. one connection per symbol); 1 = the first subscription.
@@ -63,6 +68,8 @@ class ReplayConfig:
     streams: tuple[str, ...] = ("trade",)
     synthetic_duration_s: int = 6 * 3600
     synthetic_rate: float = 4.0
+    universe: int = 0
+    clusters: int | None = None
     batch_size: int = 512
     wait_for_streams: int = 1
     faults: FaultConfig = field(default_factory=FaultConfig)
@@ -136,8 +143,16 @@ def load_data(config: ReplayConfig) -> MarketData:
         duration = config.synthetic_duration_s
         if config.end_ms is not None:
             duration = (config.end_ms - start) // 1000
+        symbols: tuple[str, ...] = config.synthetic or DEFAULT_SYMBOLS[:3]
+        scale: tuple[float, ...] = ()
+        if config.universe:
+            if config.synthetic:
+                raise ValueError("pass either synthetic symbols or a universe size, not both")
+            symbols, scale = universe(config.universe, config.seed)
+        clusters = config.clusters if config.clusters is not None else config.universe // 10
         syn = SyntheticConfig(
-            symbols=config.synthetic or DEFAULT_SYMBOLS[:3], start_ms=start, duration_s=duration, rate=config.synthetic_rate
+            symbols=symbols, start_ms=start, duration_s=duration, rate=config.synthetic_rate,
+            clusters=clusters, rate_scale=scale,
         )
         return generate(syn, config.seed)
     gz, candle_paths = data_files(config.data)

@@ -1,7 +1,9 @@
 """Binance spot REST endpoints ccxt's ``binance`` calls for public market data.
 
 ``/api/v3/ping``, ``time``, ``exchangeInfo``, ``klines`` (and ``uiKlines``),
-``trades``, ``historicalTrades`` and ``aggTrades``, with Binance's parameter
+``trades``, ``historicalTrades``, ``aggTrades`` and ``ticker/24hr`` (the rolling
+24 h statistics a pairlist ranks markets by, over the trades within the REST
+horizon), with Binance's parameter
 rules and error payloads (HTTP 400, ``{"code": -1121, "msg": "Invalid
 symbol."}``; -1102 missing, -1100 malformed, -1120 bad interval, -1128 bad
 combination).  Trades are served only up to the REST horizon: the whole data
@@ -45,7 +47,8 @@ from infra.replay_exchange.wire import (
 # Request weights of Binance's spot REST API (GET /api/v3/..., its current documentation;
 # ccxt 4.5's rate limiter budgets aggTrades at 2 and historicalTrades at 10, older figures).
 WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "uiKlines": 2, "trades": 25,
-           "historicalTrades": 25, "aggTrades": 4}
+           "historicalTrades": 25, "aggTrades": 4, "ticker/24hr": 80}
+_DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
 
 
@@ -153,6 +156,7 @@ class RestApi:
             web.get("/api/v3/trades", self.trades),
             web.get("/api/v3/historicalTrades", self.historical_trades),
             web.get("/api/v3/aggTrades", self.agg_trades),
+            web.get("/api/v3/ticker/24hr", self.ticker_24hr),
         ]
 
     def _tape(self, request: web.Request) -> tuple[TradeTape, int]:
@@ -188,6 +192,17 @@ class RestApi:
             raise invalid_symbol()
         markets = [tapes[w].market for w in wanted] if wanted is not None else [t.market for t in tapes.values()]
         return json_response(exchange_info(markets, self.engine.clock_ns() // 1_000_000))
+
+    async def ticker_24hr(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/ticker/24hr``: one market's (``symbol``) or every market's rolling 24 h statistics."""
+        if request.query.get("symbol"):
+            tape, h = self._tape(request)
+            return json_response(_ticker(tape, h))
+        rows = []
+        for tape in self.data.tapes.values():
+            h = len(tape) if self.horizon_mode == "all" else self.engine.horizon(tape.market.market_id)
+            rows.append(_ticker(tape, h))
+        return json_response(rows)
 
     async def klines(self, request: web.Request) -> web.Response:
         """``GET /api/v3/klines``: symbol, interval, startTime, endTime, limit (500, max 1000)."""
@@ -269,6 +284,34 @@ def _agg_rows(tape: TradeTape, aggs: Aggregates, lo: int, hi: int) -> list[dict[
                      "f": int(tape.ids[i]), "l": int(tape.ids[j - 1]), "T": int(tape.ts[i]),
                      "m": bool(tape.buyer_maker[i]), "M": True})
     return rows
+
+
+def _ticker(tape: TradeTape, h: int) -> dict[str, Any]:
+    """Return Binance's 24 h ticker of the trades before row ``h``: the day up to the last of them."""
+    sym = tape.market.market_id
+    if h == 0:
+        zero = "0.00000000"
+        return {"symbol": sym, "priceChange": zero, "priceChangePercent": "0.000", "weightedAvgPrice": zero,
+                "prevClosePrice": zero, "lastPrice": zero, "lastQty": zero, "bidPrice": zero, "bidQty": zero,
+                "askPrice": zero, "askQty": zero, "openPrice": zero, "highPrice": zero, "lowPrice": zero,
+                "volume": zero, "quoteVolume": zero, "openTime": 0, "closeTime": 0, "firstId": -1, "lastId": -1,
+                "count": 0}
+    close_t = int(tape.ts[h - 1])
+    lo = int(np.searchsorted(tape.ts[:h], close_t - _DAY_MS, "right"))
+    price, qty = tape.price[lo:h], tape.qty[lo:h]
+    vol, quote = float(qty.sum()), float((price * qty).sum())
+    first, last = float(price[0]), float(price[-1])
+    return {
+        "symbol": sym, "priceChange": tape.price_str(last - first),
+        "priceChangePercent": f"{(last / first - 1) * 100:.3f}", "weightedAvgPrice": f"{quote / vol:.8f}",
+        "prevClosePrice": tape.price_str(float(tape.price[lo - 1]) if lo else first),
+        "lastPrice": tape.price_str(last), "lastQty": tape.qty_str(float(qty[-1])),
+        "bidPrice": tape.price_str(last), "bidQty": "0.00000000", "askPrice": tape.price_str(last),
+        "askQty": "0.00000000", "openPrice": tape.price_str(first), "highPrice": tape.price_str(float(price.max())),
+        "lowPrice": tape.price_str(float(price.min())), "volume": f"{vol:.8f}", "quoteVolume": f"{quote:.8f}",
+        "openTime": int(tape.ts[lo]), "closeTime": close_t, "firstId": int(tape.ids[lo]),
+        "lastId": int(tape.ids[h - 1]), "count": h - lo,
+    }
 
 
 def _quote(price: float, qty: float) -> str:

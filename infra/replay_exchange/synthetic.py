@@ -21,7 +21,14 @@ one-second grid for prices:
   A model that sees the last bars' returns, their sign and the volatility has
   that edge one bar ahead; with ``autocorr=(0, 0, 0)`` the minute returns are a
   random walk with drift;
-* correlation: one factor, ``z_i = sqrt(rho) f + sqrt(1 - rho) e_i``;
+* correlation: one factor, ``z_i = sqrt(rho) f + sqrt(1 - rho) e_i``; with
+  ``clusters`` > 0 a second factor per cluster (sector), ``z_i = sqrt(rho) f +
+  sqrt(rho_c) g_c(i) + sqrt(1 - rho - rho_c) e_i``, so an asset's most
+  correlated peers are its cluster's (what a top-k neighbourhood finds);
+* a universe (:func:`universe`): N USDT markets (the known assets first, then
+  generated bases ``S013`` ...), a quarter of the bases also quoted in BTC and a
+  tenth in USDC, each market with its own trade-rate multiplier (lognormal, so
+  the 24 h volumes spread over two orders of magnitude as on a real exchange);
 * volatility clustering: GARCH(1,1) per asset on the minute shocks,
   ``s2[m+1] = omega + alpha * eps[m]**2 + beta * s2[m]`` (stationary, the
   regime multiplies its output rather than feeding back);
@@ -59,6 +66,7 @@ ASSETS: dict[str, tuple[float, int, int, float, float]] = {
     "ADA": (0.45, 4, 1, 1_500.0, 0.85),
 }
 DEFAULT_SYMBOLS = tuple(f"{b}/USDT" for b in ASSETS)
+MAX_UNIVERSE = 1000
 _MINUTES_PER_YEAR = 525_600.0
 # calm, volatile, trending
 _TRANSITIONS = np.array([[0.995, 0.003, 0.002], [0.020, 0.975, 0.005], [0.010, 0.004, 0.986]])
@@ -91,6 +99,9 @@ class SyntheticConfig:
     garch: tuple[float, float] = (0.08, 0.90)
     jump_sd: float = 0.01
     autocorr: tuple[float, float, float] = (-0.4, -0.2, 0.4)
+    clusters: int = 0
+    cluster_correlation: float = 0.25
+    rate_scale: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.symbols or any("/" not in s for s in self.symbols):
@@ -101,6 +112,33 @@ class SyntheticConfig:
             raise ValueError("correlation must be in [0, 1) and garch alpha + beta < 1")
         if len(self.autocorr) != 3 or any(not -1 < a < 1 for a in self.autocorr):
             raise ValueError("autocorr must be three values in (-1, 1): calm, volatile, trending")
+        if self.clusters < 0 or (self.clusters and not 0 <= self.cluster_correlation < 1 - self.correlation):
+            raise ValueError("clusters must be >= 0 and cluster_correlation in [0, 1 - correlation)")
+        if self.rate_scale and (len(self.rate_scale) != len(self.symbols) or min(self.rate_scale) <= 0):
+            raise ValueError("rate_scale needs one multiplier > 0 per symbol (or none)")
+
+
+def universe(n: int, seed: int) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """Return the symbols and trade-rate multipliers of a synthetic universe of ``n`` USDT markets.
+
+    The known assets come first (``BTC/USDT`` ... ``ADA/USDT``), then generated
+    bases ``S013/USDT`` ...; every fourth base also trades against BTC and every
+    tenth against USDC (so a pairlist has a quote currency to filter on).  The
+    multipliers are lognormal (sigma 1.2) from ``default_rng([seed, n])``, the
+    first asset's set to the largest so BTC leads by volume as it does.
+
+    Raises:
+        ValueError: if ``n`` is not in 1..:data:`MAX_UNIVERSE`.
+    """
+    if not 1 <= n <= MAX_UNIVERSE:
+        raise ValueError(f"universe size must be in 1..{MAX_UNIVERSE}, got {n}")
+    bases = [*ASSETS][:n] + [f"S{i:03d}" for i in range(len(ASSETS) + 1, n + 1)]
+    symbols = [f"{b}/USDT" for b in bases]
+    symbols += [f"{b}/BTC" for i, b in enumerate(bases) if i % 4 == 1]
+    symbols += [f"{b}/USDC" for i, b in enumerate(bases) if i % 10 == 0]
+    scale = np.random.default_rng([seed, n]).lognormal(0.0, 1.2, len(symbols))
+    scale[0] = scale.max() * 1.5
+    return tuple(symbols), tuple(float(round(x, 6)) for x in scale)
 
 
 def _regimes(rng: np.random.Generator, minutes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +169,14 @@ def generate(config: SyntheticConfig, seed: int) -> MarketData:
 
     regime, sign = _regimes(rng, minutes)
     rho = config.correlation
-    z = np.sqrt(rho) * rng.standard_normal((seconds, 1)) + np.sqrt(1 - rho) * rng.standard_normal((seconds, n_assets))
+    if config.clusters:
+        rc = config.cluster_correlation
+        g = rng.standard_normal((seconds, config.clusters))[:, np.arange(n_assets) % config.clusters]
+        z = (np.sqrt(rho) * rng.standard_normal((seconds, 1)) + np.sqrt(rc) * g
+             + np.sqrt(1 - rho - rc) * rng.standard_normal((seconds, n_assets)))
+    else:
+        z = (np.sqrt(rho) * rng.standard_normal((seconds, 1))
+             + np.sqrt(1 - rho) * rng.standard_normal((seconds, n_assets)))
     u = z.reshape(minutes, 60, n_assets).sum(axis=1) / np.sqrt(60.0)  # standard normal minute shocks
 
     alpha, beta = config.garch
@@ -161,11 +206,14 @@ def generate(config: SyntheticConfig, seed: int) -> MarketData:
 
     log_path = np.log(params[:, 0])[None, :] + np.concatenate([np.zeros((1, n_assets)), np.cumsum(sec_ret, axis=0)])
     rate = config.rate * _RATE_MULT[np.repeat(regime, 60)]
+    scales = config.rate_scale or (1.0,) * n_assets
     tapes = [
-        _asset_tape(rng, sym, params[i], log_path[:, i], rate, config.start_ms)
+        _asset_tape(rng, sym, params[i], log_path[:, i], rate * scales[i] if config.rate_scale else rate,
+                    config.start_ms)
         for i, sym in enumerate(config.symbols)
     ]
-    desc = f"synthetic: {', '.join(config.symbols)}, {config.duration_s} s, seed {seed}, {sum(map(len, tapes))} trades"
+    names = ", ".join(config.symbols) if n_assets <= 12 else f"{n_assets} markets ({config.symbols[0]} ...)"
+    desc = f"synthetic: {names}, {config.duration_s} s, seed {seed}, {sum(map(len, tapes))} trades"
     return MarketData("synthetic", {t.market.market_id: t for t in tapes}, Timeline.merge(tapes), desc)
 
 

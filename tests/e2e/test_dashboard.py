@@ -4,7 +4,8 @@
 writers (tests/kit/dashboard_store.py), a registry with a gate verdict and two report files;
 headless Debian Chromium (Playwright) loads each page and checks what it shows against the
 store.  Screenshots go to a temporary directory (``DASHBOARD_SCREENSHOTS=DIR`` keeps them;
-``docs/img/dashboard.png`` of the README is the portfolio page from that run).
+``docs/img/dashboard.png`` of the README is the portfolio page from that run).  The Drift page shows
+the report of a real ``training.drift`` check over a store with a known shift.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from tests.kit.dashboard_browser import (
     settle,
 )
 from tests.kit.dashboard_store import START, fill_store
+from tests.kit.drift import fill as fill_drift
+from tests.kit.drift import register
 from tests.kit.verdicts import deployment, verdict
+from training.drift import DriftMetrics, run_check
 
 BARS = 1500  # per symbol: 25 hours of 1m bars
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
@@ -141,3 +145,21 @@ def test_every_page_shows_the_store_and_the_kill_switch_engages_through_the_stor
         assert not kill.status().active
     if os.environ.get("DASHBOARD_SCREENSHOTS") is None:
         shutil.rmtree(shots, ignore_errors=True)
+
+
+def test_the_drift_page_shows_the_last_check_and_its_alerts(tmp_path: Path) -> None:
+    env = {"CRYPTOSTREAM_PROFILE": "local", "CRYPTOSTREAM_DATA_DIR": str(tmp_path / "var"),
+           "CRYPTOSTREAM_SYMBOLS": "BTC/USDT,ETH/USDT", "CRYPTOSTREAM_DASHBOARD__REFRESH_S": "1"}
+    settings = load_settings(env=env)
+    with serve(env, free_port()) as url, browser() as page:
+        open_page(page, f"{url}/drift", "Drift")
+        see(page, "No drift check yet")
+        register(settings)
+        fill_drift(settings, shift=2.0, prob=0.9)
+        report = run_check(settings, DriftMetrics())
+        open_page(page, f"{url}/drift", "Drift")
+        psi = next(r["psi"] for r in report["features"] if (r["symbol"], r["feature"]) == ("BTC/USDT", "ret_1"))
+        see(page, f"feature drift: BTC/USDT ret_1 PSI {psi:.3f} > 0.25")
+        see(page, f"ECE {report['calibration']['ece']:.3f}")
+        see(page, "Feature drift: PSI against the training window (alert above 0.25)")
+        screenshot(page, Path(os.environ.get("DASHBOARD_SCREENSHOTS") or tmp_path / "shots"), "drift")

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tests.kit.lstm_data import FEATS, synth
+from training.export.ensemble_onnx import export_ensemble
 from training.export.lightgbm_onnx import export_lightgbm
 from training.export.torch_onnx import export_gnn, export_lstm_seq, export_lstm_step
+from training.models.ensemble import Ensemble, EnsembleConfig
 from training.models.gnn import GnnClassifier, GnnConfig
 from training.models.graph import GraphConfig
 from training.models.lightgbm_model import LightGBMConfig, LightGBMModel
 from training.models.lstm import LstmClassifier, LstmConfig
-from training.registry import Parity, frame_hash, save_model
+from training.registry import Manifest, Parity, frame_hash, save_model
 
+MEMBERS = ("lightgbm", "lstm", "gnn")
 SERVICES = {"lightgbm_1h_v1": FEATS, "lstm_1h_v1": FEATS, "gnn_1h_v1": FEATS}
 LSTM_CFG = LstmConfig(bptt=6, burn_in=6, segment=48, hidden=8, layers=2, dropout=0.1, max_epochs=3, patience=2,
                       batch_size=16)
@@ -71,3 +76,26 @@ def registered(tmp_path_factory):
     _save(root, "lightgbm", {"model.onnx": exp.onnx}, "lightgbm_1h_v1", FEATS, exp, fit, {}, LGB_CFG.to_dict())
     return root, held, {"lstm": lstm.predict_proba(held), "gnn": gnn.predict_proba(held),
                         "lightgbm": lgbm.predict_proba(held[FEATS])}
+
+
+def add_ensemble(reg, held, native, weights=(0.5, 0.25, 0.25), set_latest: bool = True) -> Manifest:
+    """Register an ensemble (fixed ``weights``) over the latest members of ``reg``, as the scoring tests build it."""
+    ens = Ensemble(EnsembleConfig(MEMBERS, weights, "fixed", threshold=0.05))
+    exp = export_ensemble(ens, np.stack([native[m] for m in MEMBERS], axis=1))
+    versions = {m: (reg / m / "latest").read_text().strip() for m in MEMBERS}
+    return save_model(reg, "ensemble", files={"ensemble.onnx": exp.onnx}, feature_service="ensemble_1h_v1",
+                      features=MEMBERS, train_start=held.event_timestamp.min(),
+                      train_end=held.event_timestamp.max(), data_hash="-", seeds={}, config=ens.config.to_dict(),
+                      metrics={"folds": [], "mean": {}}, set_latest=set_latest,
+                      parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
+                      extra={"members": versions, "ensemble": ens.config.to_dict()})
+
+
+@pytest.fixture(name="reg")
+def champion_registry(registered, tmp_path):  # noqa: F811
+    """Fixture ``reg``: a copy of the module's members with an ensemble over them: ``(root, held, native)``."""
+    root, held, native = registered
+    out = tmp_path / "reg"
+    shutil.copytree(root, out)
+    add_ensemble(out, held, native)
+    return out, held, native

@@ -22,14 +22,9 @@ from pathlib import Path
 import pytest
 
 from infra.db import ensure_database, migrate
+from infra.pgtools import chroot_root
 
 PGBIN = "/usr/lib/postgresql/17/bin"  # inside the chroot (infra/lib/common.sh: TS_PGBIN)
-
-
-def chroot_root() -> Path:
-    """Return the TimescaleDB chroot of ``infra/up`` (``$CRYPTOSTREAM_HOME/timescaledb/root``)."""
-    home = os.environ.get("CRYPTOSTREAM_HOME") or str(Path.home() / ".local" / "share" / "cryptostream")
-    return Path(home) / "timescaledb" / "root"
 
 
 def free_port() -> int:

@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=HelpFormatter)
     p.add_argument("family")
     p.add_argument("--version", default="latest")
+    p.add_argument("--timeframe", help="whose latest (needed when the family has versions of several)")
     p.add_argument("--registry", type=Path)
     p.add_argument("--config")
     a = p.parse_args(argv)
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        d = resolve_version_dir(root, a.family, a.version)
+        d = resolve_version_dir(root, a.family, a.version, timeframe=a.timeframe)
         m = verify(d)
         if not m.parity.max_abs_diff <= m.parity.tolerance:
             raise ManifestError(f"{m.family}/{m.version}: recorded parity {m.parity.max_abs_diff:.3g} "

@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                                        "the trading timeframe without --data-dir")
     p.add_argument("--start", help="first bar, ISO 8601 UTC")
     p.add_argument("--end", help="end (exclusive), ISO 8601 UTC")
-    p.add_argument("--regime-dir", type=Path, help="daily regime CSVs for the strategic observation")
+    p.add_argument("--regime-dir", type=Path, help="strategic: the regime classifier's daily funding and Fear & "
+                   "Greed files (flows/operators/regime.py); without it the regime reads prices alone")
+    p.add_argument("--regime-model", help="strategic: observe the regime classifier: 'rules' (the default with "
+                   "--regime-dir), 'latest' (python -m training.regime fit into --registry) or a regime.json")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--registry", type=Path, help="registry root (default <data_dir>/registry)")
     p.add_argument("--work-dir", type=Path, help="trained agents (default <data_dir>/work/rl)")
@@ -88,8 +91,10 @@ def load_run_data(a: RlJob, settings: Settings) -> Any:
         src = candle_source(a.data_dir, symbols, tf)
         start = a.start or (_quick_start(src, symbols[0], tf, a.end) if a.quick else None)
         md = load_market_data(src, symbols, tf, start, a.end, features=rl_features(symbols))
-    if a.regime_dir is not None and a.level == "strategic":
-        md = with_regime(md, a.regime_dir)
+    if (a.regime_dir is not None or a.regime_model) and a.level == "strategic":
+        from flows.operators.regime import resolve_model
+
+        md = with_regime(md, a.regime_dir, resolve_model(a.regime_model, a.registry))
     if a.ensemble_prob:
         md = attach_signal(md, a.registry, a.ensemble_version)
     if a.quick and md.n_bars > QUICK_BARS:
@@ -101,7 +106,7 @@ def attach_signal(md: Any, registry: Path, version: str) -> Any:
     """Return ``md`` with the ensemble's point-in-time probability attached (its provenance in ``signal_source``)."""
     from training.rl.signal import ensemble_oos_probability, with_signal
 
-    probs, record = ensemble_oos_probability(registry, version)
+    probs, record = ensemble_oos_probability(registry, version, timeframe=getattr(md, "timeframe", None))
     return with_signal(md, probs, record)
 
 
@@ -161,7 +166,8 @@ def train(a: RlJob, settings: Settings) -> Path:
     dt = np.asarray(train_md.decision_times)
     run = {"level": level, "symbols": list(md.symbols), "timeframe": md.timeframe,
            "features": list(md.feature_names), "feature_service": md.feature_service,
-           "regime": list(md.regime_names), "seed": a.seed, "quick": bool(a.quick),
+           "regime": list(md.regime_names), "regime_model": a.regime_model or ("rules" if md.regime_names else None),
+           "regime_daily": a.regime_dir is not None, "seed": a.seed, "quick": bool(a.quick),
            "data_dir": None if a.data_dir is None else str(a.data_dir), "start": a.start, "end": a.end,
            "train_start": _iso(dt[0]), "train_end": _iso(dt[-1]),
            "valid_start": _iso(valid_md.decision_times[0]), "test_start": _iso(test_md.decision_times[0]),
@@ -212,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   work_dir=ns.work_dir or Path(settings.data_dir) / "work" / "rl",
                   log_dir=ns.log_dir or Path(settings.data_dir) / "logs", data_dir=ns.data_dir,
                   symbols=None if ns.symbols is None else tuple(ns.symbols), timeframe=ns.timeframe,
-                  start=ns.start, end=ns.end, regime_dir=ns.regime_dir, seed=ns.seed, timesteps=ns.timesteps,
+                  start=ns.start, end=ns.end, regime_dir=ns.regime_dir, regime_model=ns.regime_model, seed=ns.seed, timesteps=ns.timesteps,
                   quick=ns.quick, version=ns.version, report_dir=ns.report_dir, no_progress=ns.no_progress,
                   ensemble_prob=ns.ensemble_prob, ensemble_version=ns.ensemble_version)
         if a.ensemble_prob and (a.command, a.level) != ("train", "tactical"):

@@ -7,8 +7,9 @@ the bar's close (``times[t] + timeframe``), computed by the flow's own operators
 sees in training exactly the numbers the flow feeds it.  Rows before the
 operators are warm are dropped, never zero-filled.
 
-Optional regime inputs (daily Fear & Greed, hash rate, funding) are aligned the
-same way: the value dated day D is used only at decision times after D + 1 00:00 UTC.
+The optional regime (:func:`with_regime`) is the classifier of :mod:`flows.operators.regime`
+run over the bars' closes and the daily funding and Fear & Greed, point in time: the value
+dated day D is used only at decision times after D + 1 00:00 UTC (plus a publication lag).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ SYNTHETIC_ORDER: tuple[str, ...] = (
     "corr_btc_60", "beta_btc_60", "ret_rel_xs", "volume_z_60", "bb_bandwidth", "hour_sin", "hour_cos",
     "dow_sin", "dow_cos", "rsi_14", "taker_imbalance", "macd", "macd_signal", "macd_hist", "trade_count",
 )
-_DAY_NS = 86_400 * 10**9
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: comparing arrays field by field is ambiguous
@@ -54,7 +54,7 @@ class MarketData:
     features: np.ndarray  # float32 [T, A, F], known at the bar's close
     feature_names: tuple[str, ...]
     feature_service: str
-    regime: np.ndarray | None = None  # float32 [T, R], known at the bar's close
+    regime: np.ndarray | None = None  # float32 [T, R], known at the bar's close (with_regime)
     regime_names: tuple[str, ...] = ()
     signal: np.ndarray | None = None  # float32 [T, A]: the ensemble's probability at the bar's close (rl.signal)
     signal_source: Mapping[str, Any] | None = None  # where ``signal`` came from (ensemble version, fits)
@@ -193,7 +193,8 @@ def load_market_data(paths_or_dir: str | Path | Sequence[str | Path], symbols: S
         start: first bar time, ISO 8601 UTC (warm-up bars are taken from after it).
         end: end (exclusive), ISO 8601 UTC.
         features: feature names to keep (default all of BAR_FEATURES + CROSS_FEATURES).
-        regime_dir: directory of the daily regime CSVs (``fear_greed.csv`` ...); absent -> no regime.
+        regime_dir: directory of the daily regime CSVs (``fear_greed.csv`` ...); absent -> no regime
+            (:func:`with_regime` with its defaults: the rules on the bars' closes and these files).
     """
     from training.backfill import _files, _ms
 
@@ -217,64 +218,37 @@ def load_market_data(paths_or_dir: str | Path | Sequence[str | Path], symbols: S
     return with_regime(md, regime_dir) if regime_dir is not None else md
 
 
-REGIME_FILES: dict[str, tuple[str, ...]] = {
-    "fear_greed.csv": ("fng",), "hashrate.csv": ("hashrate",), "funding_rates.csv": ("funding_mean", "funding_abs"),
-}
+REGIME_NAMES: tuple[str, ...] = ("regime_score", "p_bull", "p_sideways", "p_bear", "p_high_vol")
 
 
-def with_regime(md: MarketData, regime_dir: str | Path) -> MarketData:
-    """Attach the daily regime series found in ``regime_dir``, point in time, as ``md.regime``.
+def with_regime(md: MarketData, regime_dir: str | Path | None, model: Any = None, symbol: str | None = None,
+                publication_lag_hours: float = 0.0) -> MarketData:
+    """Attach the regime classifier's output at each bar's close, point in time, as ``md.regime``.
 
-    Inputs: ``fng`` (Fear & Greed / 100 - 0.5), ``hashrate_chg_30d`` (log change over
-    30 days), ``funding_mean`` and ``funding_abs`` (in basis points).  A value dated day D
-    covers that day, so it is used only at decision times after D + 1 00:00 UTC (the bar
-    closing at midnight still sees day D - 1).  Bars before every present series has a value are
-    dropped (never filled).  Missing files are left out; none present -> ``md`` unchanged.
+    The classifier (:mod:`flows.operators.regime`; ``model`` None = the rules) reads
+    ``symbol``'s closes (default BTC/USDT when present, else the first asset) and the
+    daily funding and Fear & Greed of ``regime_dir``
+    (:func:`flows.sources.regime_daily.load_daily_inputs`: a value dated day D is used only
+    after D + 1 00:00 UTC + the publication lag; None or no file: prices alone).  Columns
+    (:data:`REGIME_NAMES`): the score P(bull) - P(bear), then P(bull), P(sideways), P(bear)
+    and P(high vol), the filtered probabilities known at the close.  Bars before the
+    classifier's first label (its trend window, 30 days of the bars' own closes) are
+    dropped, never filled.
     """
-    import pandas as pd
+    from flows.operators.regime import RuleRegime, classify
+    from flows.sources.regime_daily import load_daily_inputs
 
-    d = Path(regime_dir)
-    cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for fname, fields in REGIME_FILES.items():
-        if not (d / fname).is_file():
-            continue
-        df = pd.read_csv(d / fname)
-        miss = [c for c in ("date", *fields) if c not in df.columns]
-        if miss:
-            raise ValueError(f"{d / fname}: missing columns {miss}")
-        dates = pd.DatetimeIndex(pd.to_datetime(df["date"], utc=True))
-        if not dates.is_monotonic_increasing or dates.has_duplicates:
-            raise ValueError(f"{d / fname}: dates must be strictly increasing")
-        daily = df[list(fields)].set_index(dates).asfreq("D")  # missing days become NaN, never shifted
-        known = daily.index.as_unit("ns").asi8 + _DAY_NS
-        for f in fields:
-            v = daily[f].to_numpy(np.float64)
-            if f == "fng":
-                cols["fng"] = (known, v / 100.0 - 0.5)
-            elif f == "hashrate":
-                lag = np.full_like(v, np.nan)
-                lag[30:] = v[:-30]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    cols["hashrate_chg_30d"] = (known, np.log(v / lag))
-            else:
-                cols[f] = (known, v * 1e4)
-    if not cols:
-        return md
-    at = md.decision_times
-    out = np.empty((md.n_bars, len(cols)), np.float64)
-    for j, (known, v) in enumerate(cols.values()):
-        ok = np.isfinite(v)
-        known, v = known[ok], v[ok]
-        i = np.searchsorted(known, at, side="left") - 1  # last value known strictly before the decision time
-        out[:, j] = np.where(i >= 0, v[np.maximum(i, 0)], np.nan)
-    rows = np.flatnonzero(np.isfinite(out).all(axis=1))
-    if len(rows) == 0:
-        raise ValueError(f"regime series in {d} do not cover {md.symbols} {md.timeframe}")
-    md = replace(md.take(slice(int(rows[0]), None)), regime=None, regime_names=())
-    out = out[int(rows[0]):]
-    if not np.isfinite(out).all():
-        raise ValueError(f"regime series in {d} have holes inside the bars' span")
-    return replace(md, regime=out.astype(np.float32), regime_names=tuple(cols))
+    ref = symbol or ("BTC/USDT" if "BTC/USDT" in md.symbols else md.symbols[0])
+    a = _index(md.symbols, ref, "symbol")
+    states = classify(md.decision_times // 1_000_000, md.close[:, a], model or RuleRegime(),
+                      load_daily_inputs(regime_dir, publication_lag_hours))
+    first = next((i for i, st in enumerate(states) if st is not None), None)
+    if first is None:
+        raise ValueError(f"no regime is known on any bar of {md.symbols} {md.timeframe} "
+                         f"({md.n_bars} bars: the classifier needs its trend window of closes first)")
+    out = np.array([[st.score, st.probs[0] + st.probs[1], st.probs[2] + st.probs[3], st.probs[4] + st.probs[5],
+                     st.probs[0] + st.probs[2] + st.probs[4]] for st in states[first:] if st is not None])
+    return replace(md.take(slice(first, None)), regime=out.astype(np.float32), regime_names=REGIME_NAMES)
 
 
 def synthetic_market_data(seed: int, n_bars: int, n_assets: int, n_features: int = 8,

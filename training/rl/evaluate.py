@@ -303,7 +303,7 @@ def _header(level: str, runner: PolicyRunner, md: MarketData, test: MarketData) 
 def policy_data(runner: PolicyRunner, a: RlJob, settings: Settings, symbols: tuple[str, ...] | None = None,
                  timeframe: str | None = None, start: str | None = None) -> MarketData:
     """Load the candles and features a policy observes (its run's range unless given), regime included."""
-    from training.rl.data import load_market_data, with_regime
+    from training.rl.data import REGIME_NAMES, load_market_data, with_regime
     from training.rl.runs import candle_source, stored_market_data
 
     m = runner.manifest
@@ -316,9 +316,15 @@ def policy_data(runner: PolicyRunner, a: RlJob, settings: Settings, symbols: tup
         md = load_market_data(candle_source(a.data_dir, symbols, tf), symbols, tf, start, end,
                               features=list(m.features))
     if m.extra.get("regime"):
-        if a.regime_dir is None:
-            raise ValueError(f"{m.family}/{m.version} observes regime inputs {m.extra['regime']}: pass --regime-dir")
-        md = with_regime(md, a.regime_dir)
+        from flows.operators.regime import resolve_model
+
+        if m.extra.get("regime_daily", True) and a.regime_dir is None:
+            raise ValueError(f"{m.family}/{m.version} observes the regime {m.extra['regime']} of daily inputs: "
+                             "pass --regime-dir")
+        if tuple(m.extra["regime"]) != REGIME_NAMES:
+            raise ValueError(f"{m.family}/{m.version} observes the daily inputs {m.extra['regime']} of before the "
+                             "regime classifier: retrain it (python -m training.rl train strategic --regime-dir ...)")
+        md = with_regime(md, a.regime_dir, resolve_model(m.extra.get("regime_model"), a.registry))
     source = m.extra.get("ensemble_prob")
     if source:  # the policy observes the ensemble's probability: its out-of-sample value, as in training
         from training.rl.signal import ensemble_oos_probability, with_signal

@@ -29,6 +29,7 @@ class RlJob:
     start: str | None = None
     end: str | None = None
     regime_dir: Path | None = None
+    regime_model: str | None = None  # strategic: 'rules', 'latest' or a regime.json (flows.operators.regime)
     seed: int = 7
     timesteps: int | None = None
     quick: bool = False

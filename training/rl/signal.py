@@ -43,8 +43,11 @@ def _member_oos(root: Path, family: str, version: str) -> tuple[pd.DataFrame, li
     return df, list(m.metrics.get("folds", []))
 
 
-def ensemble_oos_probability(registry: str | Path, version: str = "latest") -> tuple[pd.DataFrame, dict[str, Any]]:
+def ensemble_oos_probability(registry: str | Path, version: str = "latest", timeframe: str | None = None
+                             ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Return the ensemble's point-in-time probability on its members' out-of-sample rows, and its provenance.
+
+    ``timeframe``: the bars the policy is trained on; an ensemble of another timeframe is refused.
 
     Returns:
         A frame ``symbol, event_timestamp (UTC), fold, prob`` in time order (folds >= 1), and a record
@@ -64,7 +67,7 @@ def ensemble_oos_probability(registry: str | Path, version: str = "latest") -> t
     from training.registry import load_manifest
 
     root = Path(registry)
-    man = load_manifest(root, "ensemble", version)
+    man = load_manifest(root, "ensemble", version, timeframe=timeframe)
     cfg = EnsembleConfig.from_dict(man.extra["ensemble"])
     members, versions = cfg.members, {k: str(v) for k, v in man.extra["members"].items()}
     joined: pd.DataFrame | None = None

@@ -25,6 +25,7 @@ PAGES = [
     st.Page(ops_pages.risk, title="Risk", url_path="risk"),
     st.Page(ops_pages.kill_switch, title="Kill switch", url_path="kill-switch"),
     st.Page(ops_pages.models, title="Models and verdicts", url_path="models"),
+    st.Page(ops_pages.drift, title="Drift", url_path="drift"),
     st.Page(ops_pages.reports, title="Reports", url_path="reports"),
 ]
 page = st.navigation(PAGES)

@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from inference.manifest import LATEST_FILE, MANIFEST_FILE, ManifestError, read_manifest
+from inference.manifest import MANIFEST_FILE, ManifestError, pointed_timeframes, read_manifest
+from inference.promotions import read_events
 from inference.verdict import VERDICTS_DIR, Verdict
 
 REPORT_SUFFIXES = (".html", ".md")
@@ -18,24 +19,35 @@ MAX_REPORTS = 500
 
 
 def registry_versions(root: Path) -> pd.DataFrame:
-    """Return ``family, version, latest, created_at, feature_service, train_start, train_end, verdicts, problem``."""
+    """Return ``family, version, latest, created_at, feature_service, train_start, train_end, verdicts, problem``.
+
+    ``latest``: the version is what runs of its timeframe load (its ``latest.<tf>`` pointer).
+    """
     rows: list[tuple[Any, ...]] = []
     root = Path(root)
     families = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     for fam in families:
-        pointer = fam / LATEST_FILE
-        latest = pointer.read_text().strip() if pointer.is_file() else ""
+        current = set(pointed_timeframes(root, fam.name).values())
         for d in sorted(p for p in fam.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file()):
             verdicts = read_verdicts(d)
             said = ", ".join(f"{'PASS' if v.passed else 'FAIL'} ({v.strategy})" for v, _ in verdicts) or "none"
             try:
                 m = read_manifest(d)
-                rows.append((fam.name, d.name, d.name == latest, m.created_at, m.feature_service, m.train_start,
+                rows.append((fam.name, d.name, d.name in current, m.created_at, m.feature_service, m.train_start,
                              m.train_end, said, ""))
             except ManifestError as exc:
-                rows.append((fam.name, d.name, d.name == latest, "", "", "", "", said, str(exc)))
+                rows.append((fam.name, d.name, d.name in current, "", "", "", "", said, str(exc)))
     return pd.DataFrame(rows, columns=["family", "version", "latest", "created_at", "feature_service",
                                        "train_start", "train_end", "verdicts", "problem"])
+
+
+def registry_events(root: Path, last: int = 200) -> pd.DataFrame:
+    """Return the registry's newest events (promotions, rollbacks, retraining steps), newest first."""
+    rows = [(e.at, e.timeframe, e.kind, "ok" if e.ok else "FAILED", e.by,
+             " ".join(f"{f}={v}" for f, v in sorted(e.versions.items())),
+             str(e.detail.get("reason") or e.detail.get("message") or ""), str(e.detail.get("run", "")))
+            for e in read_events(root)[-last:]]
+    return pd.DataFrame(rows[::-1], columns=["at", "timeframe", "event", "result", "by", "versions", "why", "run"])
 
 
 def read_verdicts(version_dir: Path) -> list[tuple[Verdict, Path]]:
@@ -76,3 +88,13 @@ def _walk(top: Path) -> list[Path]:
         elif p.suffix in REPORT_SUFFIXES:
             out.append(p)
     return out
+
+
+def drift_report(data_dir: Path) -> tuple[dict[str, Any] | None, pd.DataFrame]:
+    """Return the last drift check's report (``python -m training.drift``) and the history of checks."""
+    import json
+
+    out = Path(data_dir) / "drift"
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
+    history = pd.read_json(out / "history.jsonl", lines=True) if (out / "history.jsonl").is_file() else pd.DataFrame()
+    return report, history

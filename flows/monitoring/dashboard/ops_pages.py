@@ -1,4 +1,4 @@
-"""Pages of the system's health and controls: feature freshness, risk, the kill switch, models, reports."""
+"""Pages of the system's health and controls: feature freshness, risk, the kill switch, models, drift, reports."""
 
 from __future__ import annotations
 
@@ -100,11 +100,15 @@ def kill_switch() -> None:
 
 
 def models() -> None:
-    """Registered model versions and their gate verdicts."""
+    """Registered model versions, their gate verdicts, and the registry's events (promotions, retraining)."""
     st.header("Models and gate verdicts")
     root = context().settings.registry_root()
     table = files.registry_versions(root)
     st.caption(f"registry {root}")
+    events = files.registry_events(root)
+    if not events.empty:
+        st.subheader("Promotions, rollbacks and retraining (newest first)")
+        st.dataframe(events, hide_index=True)
     if table.empty:
         st.info("No registered model (the main job's first run, or `python -m training.train`, registers some).")
         return
@@ -117,6 +121,41 @@ def models() -> None:
                              f"config {verdict.config_hash[:12]}"):
                 st.caption(f"{path} · judged {verdict.created_at} · source {verdict.source or '-'}")
                 st.dataframe(files.criteria_table(verdict), hide_index=True)
+
+
+def drift() -> None:
+    """Feature drift (PSI per symbol and feature) and calibration drift of the deployed models."""
+    st.header("Drift")
+    report, history = files.drift_report(context().settings.data_dir)
+    if report is None:
+        st.info("No drift check yet: run `python -m training.drift check` (or `watch`); see README *Monitoring*.")
+        return
+    st.caption(f"{report['family']} {report['version']} ({report['timeframe']}) · checked {report['checked_at']} · "
+               f"data up to {report['data_end']} · reference {report['reference']}")
+    for alert in report["alerts"]:
+        st.error(alert)
+    if not report["alerts"]:
+        st.success("No drift past the thresholds.")
+    if report.get("retrain"):
+        st.warning(f"Retrain started: {report['retrain']}")
+    st.subheader(f"Feature drift: PSI against the training window (alert above {report['psi_alert']})")
+    feats = pd.DataFrame(report["features"], columns=["symbol", "feature", "psi", "rows"])
+    if feats.empty:
+        st.info(f"Fewer live feature rows than needed (the last {report['live_bars']} per symbol are compared).")
+    else:
+        st.dataframe(feats.sort_values("psi", ascending=False), hide_index=True)
+    cal = report["calibration"]
+    st.subheader(f"Calibration of P(up) (alert above ECE {report['ece_alert']})")
+    if cal["ece"] is None:
+        st.info(f"{cal['rows']} settled predictions: not enough to judge.")
+    else:
+        st.write(f"ECE **{cal['ece']:.3f}** · Brier {cal['brier']:.3f} · {cal['rows']} settled predictions · "
+                 f"mean P(up) {cal['mean_prob']:.3f} · realised up rate {cal['up_rate']:.3f} · "
+                 f"horizon {cal['horizon']} bars")
+        st.dataframe(pd.DataFrame(cal["table"], columns=["lo", "hi", "rows", "mean_prob", "up_rate"]), hide_index=True)
+    if len(history) > 1:
+        st.subheader("Checks over time")
+        st.line_chart(history.set_index("checked_at")[["psi_max", "ece"]])
 
 
 def reports() -> None:

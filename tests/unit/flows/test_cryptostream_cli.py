@@ -40,7 +40,7 @@ def test_every_verb_of_the_issue_maps_to_a_module(capsys) -> None:
 
 
 @pytest.mark.parametrize("verb", ["backfill", "backtest", "walkforward", "tune", "gate", "trade", "live", "kill-switch",
-                                  "registry", "db", "download-data"])
+                                  "registry", "db", "drift", "download-data"])
 def test_each_verb_passes_help_through_to_its_module(capsys, verb: str) -> None:
     out = _help(capsys, verb)
     assert out.startswith("usage: python -m " + VERBS[verb][0].removesuffix(".__main__"))
@@ -52,7 +52,7 @@ def test_train_help_marks_the_window_required_and_shows_defaults(capsys) -> None
                  "--start START first bar time, ISO 8601 UTC (required)",
                  "--end END end (exclusive), ISO 8601 UTC (required)",
                  "--seed SEED default: 7", "--epochs EPOCHS lstm/gnn maximum epochs (default: 30)",
-                 "--timeframe TIMEFRAME default: 1h"):
+                 "--timeframe TIMEFRAME bar timeframe (members: default 1h; ensemble: default the members' one timeframe)"):
         assert flag in out, flag
     assert main(["train", "lightgbm", "--symbols", "BTC/USDT", "--end", "2024-02-01"]) == 2
     assert "the following arguments are required: --start" in capsys.readouterr().err
@@ -63,7 +63,7 @@ def test_train_help_marks_the_window_required_and_shows_defaults(capsys) -> None
 def test_a_dsn_in_the_environment_never_shows_in_help(capsys, monkeypatch) -> None:
     monkeypatch.setenv("TIMESCALE_DSN", "postgresql://u:help-secret-pw@127.0.0.1/db")
     monkeypatch.setenv("REDIS_URL", "redis://:help-secret-redis@127.0.0.1/0")
-    for sub in ("migrate", "env"):
+    for sub in ("migrate", "env", "backup", "restore", "retention"):
         out = _help(capsys, "db", sub)
         assert "help-secret" not in out and "$TIMESCALE_DSN" in out
 

@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import pickle
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,33 +19,9 @@ from flows.snapshots import plain_violations
 from inference.rl_observation import TacticalBook
 from inference.runners import EnsembleScorer
 from tests.kit.lstm_data import FEATS
-from tests.kit.registries import SERVICES, registered  # noqa: F401  (module fixture)
-from training.export.ensemble_onnx import export_ensemble
-from training.models.ensemble import Ensemble, EnsembleConfig
-from training.registry import Parity, save_model
+from tests.kit.registries import SERVICES, add_ensemble, champion_registry, registered  # noqa: F401  (fixtures: reg)
 
 MEMBERS = ("lightgbm", "lstm", "gnn")
-
-
-def add_ensemble(reg, held, native, weights=(0.5, 0.25, 0.25)) -> None:
-    """Register an ensemble over the latest members of ``reg``."""
-    ens = Ensemble(EnsembleConfig(MEMBERS, weights, "fixed", threshold=0.05))
-    exp = export_ensemble(ens, np.stack([native[m] for m in MEMBERS], axis=1))
-    versions = {m: (reg / m / "latest").read_text().strip() for m in MEMBERS}
-    save_model(reg, "ensemble", files={"ensemble.onnx": exp.onnx}, feature_service="ensemble_1h_v1",
-               features=MEMBERS, train_start=held.event_timestamp.min(), train_end=held.event_timestamp.max(),
-               data_hash="-", seeds={}, config=ens.config.to_dict(), metrics={"folds": [], "mean": {}},
-               parity=Parity(exp.max_abs_diff, exp.tolerance, exp.checked_rows),
-               extra={"members": versions, "ensemble": ens.config.to_dict()})
-
-
-@pytest.fixture()
-def reg(registered, tmp_path):  # noqa: F811
-    root, held, native = registered
-    out = tmp_path / "reg"
-    shutil.copytree(root, out)
-    add_ensemble(out, held, native)
-    return out, held, native
 
 
 def feature_rows(held):
@@ -427,6 +402,39 @@ def test_without_an_ensemble_probability_the_signal_policy_gives_no_target_and_i
     assert math.isnan(second[0]) and math.isfinite(second[1])
     assert step.books[symbols[0]].target == first[0] and step.books[symbols[1]].target == second[1]
     assert math.isfinite(step.books[symbols[0]].book.equity)
+
+
+def test_the_policy_loop_over_a_stretch_is_the_policy_bar_time_by_bar_time(reg) -> None:
+    """``_policy_run`` (a stretch's loop) gives the targets, observations and books of ``_policy`` per bar time."""
+    root, _, _ = reg
+    symbols = ("A/USDT", "B/USDT", "C/USDT")
+    rng = np.random.default_rng(3)
+    n_t = 40
+    x_all = np.column_stack([rng.normal(0.0, 0.01, n_t * 3), rng.normal(0.0, 1.0, n_t * 3), rng.random(n_t * 3)])
+    p_all = rng.random(n_t * 3)
+    p_all[[0, 4, 17, 50]] = np.nan  # no probability yet: no target, the book keeps the last one
+    todo = [(k, None, symbols) for k in range(n_t)]
+
+    def stepped(run: bool) -> tuple[str, list[bytes], str]:
+        b = bank(root)
+        b.policy = policy = _SignalPolicy()
+        step = ScoringStep(symbols, "1h", b)
+        obs_all = step._observations(x_all)
+        assert obs_all is not None
+        rets = x_all[:, 0].tolist()
+        if run:
+            got = step._policy_run(todo, rets, obs_all, p_all)
+        else:
+            got = []
+            for k in range(n_t):
+                sl = slice(3 * k, 3 * k + 3)
+                got += step._policy(symbols, {}, x_all[sl], rets[sl], obs_all[sl], p_all[sl])
+        books = {s: b.snapshot() for s, b in step.books.items()}
+        return repr(got), [o.tobytes() for o in policy.seen], repr(books)
+
+    want, got = stepped(False), stepped(True)
+    assert got == want
+    assert "nan" in want[0]
 
 
 def test_warmup_bars_count_towards_the_warm_up_and_are_never_closes(reg) -> None:

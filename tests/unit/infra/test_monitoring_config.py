@@ -1,5 +1,5 @@
 """infra/monitoring: the scrape config and alert rules pass promtool, the rules fire on their test series,
-and the rules and the Grafana dashboard name only metrics the flow serves."""
+and the rules and the Grafana dashboard name only metrics the flow or the drift job serves."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 
 from flows.monitoring.metrics import FlowMetrics
 from tests.kit.prometheus import MONITORING, tool
+from training.drift import DriftMetrics
 
 NAME = re.compile(r"\bcryptostream_[a-z_]+")
 
@@ -21,7 +22,8 @@ def served_names() -> set[str]:
     suffixes = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum"),
                 "info": ("_info",)}
     out = set()
-    for line in generate_latest(FlowMetrics().registry).decode().splitlines():
+    text = generate_latest(FlowMetrics().registry) + generate_latest(DriftMetrics().registry)
+    for line in text.decode().splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split()
             out |= {name + s for s in suffixes.get(kind, ("",))}
@@ -52,6 +54,6 @@ def test_rules_and_dashboard_name_only_served_metrics() -> None:
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     used = set(NAME.findall(rules)) | {n for e in exprs for n in NAME.findall(e)}
     assert len(used) > 15
-    assert used <= served, f"not served by flows/monitoring/metrics.py: {sorted(used - served)}"
+    assert used <= served, f"not served by flows/monitoring/metrics.py or training/drift.py: {sorted(used - served)}"
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))

@@ -43,3 +43,29 @@ def test_the_summary_uses_the_performance_module_and_names_every_halt() -> None:
     assert s["halts"] == [{"ts": "1970-01-21 20:00:00+00:00", "rule": "max_drawdown:halt",
                            "reason": "drawdown 15.2% reached the limit"}]
     assert s["run_id"] == "abc"
+
+
+def test_the_regime_the_decision_step_knew_goes_into_equity_csv_and_the_breakdown(tmp_path) -> None:
+    from flows.records import Bar, Close, PortfolioRow
+    from training.backtest import _record, write_outputs
+    from training.walkforward import combine
+
+    res = BacktestResult(run_id="abc")
+    labels = [None, None, "bull/low vol", "bear/high vol"]
+    for i, label in enumerate(labels):
+        bar = Bar("BTC/USDT", "1h", i * H, 100.0, 101.0, 99.0, 100.0 + i, 1.0, 100.0, 1, 100.0, 0.5)
+        _record(res, [Close((i + 1) * H, (bar,), ())],
+                [PortfolioRow((i + 1) * H, {"equity": 1000.0 + i, "positions": {}, "regime": label})],
+                {"BTC/USDT": 100.0})
+    assert res.regimes == labels
+    write_outputs(tmp_path, res, {"timeframe": "1h"})
+    eq = pd.read_csv(tmp_path / "equity.csv", parse_dates=["ts"]).set_index("ts")
+    assert perf.regime_labels(eq).tolist() == ["warm-up", "warm-up", "bull/low vol", "bear/high vol"]
+
+    class W:
+        result = res
+
+    assert combine([W(), W()]).regimes == labels * 2
+    plain = BacktestResult(run_id="off", times=[H], equity=[1000.0], benchmark=[1.0], positions=[{}], regimes=[None])
+    write_outputs(tmp_path / "off", plain, {"timeframe": "1h"})  # regime off: no column
+    assert (tmp_path / "off" / "equity.csv").read_text().splitlines()[0] == "ts,equity,strategy_growth,buy_and_hold_growth"

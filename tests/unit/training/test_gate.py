@@ -27,7 +27,23 @@ def test_a_steady_winner_passes_every_backtest_criterion(tmp_path: Path) -> None
     assert {n for n, c in crit.items() if not c.passed} == set()
     assert crit["sharpe"].value > 1.5 and crit["max_drawdown"].value < 0.15 and crit["win_rate"].value == 0.8
     assert crit["positive_windows"].value == 1.0
-    assert any(n.startswith("regime up/") for n in crit) and any(n.startswith("regime down/") for n in crit)
+    assert any(n.startswith("regime bull/") for n in crit) and any(n.startswith("regime bear/") for n in crit)
+
+
+def test_the_gate_judges_the_regimes_the_run_recorded(tmp_path: Path) -> None:
+    run = write_run(tmp_path, 0.0004)
+    eq = pd.read_csv(run / "equity.csv")
+    eq["regime"] = ["" if i < 100 else "sideways/low vol" if i % 2000 < 1000 else "bear/high vol"
+                    for i in range(len(eq))]
+    eq.to_csv(run / "equity.csv", index=False)
+    crit = _by_name(backtest_criteria(*read_run(run), Trials(), GateConfig(regime_model="no-such-file.json")))
+    assert sorted(n for n in crit if n.startswith("regime ")) == ["regime bear/high vol return",
+                                                                  "regime sideways/low vol return"]
+
+
+def test_a_regime_model_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="--regime-model: regime model no-such-file.json"):
+        backtest_criteria(*read_run(write_run(tmp_path, 0.0004)), Trials(), GateConfig(regime_model="no-such-file.json"))
 
 
 def test_a_loser_fails_sharpe_drawdown_win_rate_and_stability(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import quantstats as qs
 
+from flows.operators.regime import REGIMES, RuleRegime
 from training import performance as perf
 
 H = 8760  # bars per year of 1h under the module's convention (365 days)
@@ -83,18 +84,23 @@ def test_regimes_and_the_volatility_target_use_only_past_prices() -> None:
     rng = np.random.default_rng(4)
     idx = pd.date_range("2024-01-01", periods=600, freq="h", tz="UTC")
     close = pd.DataFrame(np.exp(np.cumsum(rng.normal(0, 0.01, (600, 3)), axis=0)), index=idx, columns=list("abc"))
-    labels = perf.price_regimes(close, trend_bars=48, vol_bars=24)
+    rules = RuleRegime(trend_days=2, vol_days=1, trend_band=0.02, high_vol=0.15)
+
+    def labels_of(c: pd.DataFrame) -> pd.Series:
+        return perf.regime_labels((c / c.iloc[0]).mean(axis=1).to_frame("buy_and_hold_growth"), rules)
+
+    labels = labels_of(close)
     bench = perf.benchmarks(close, "1h", vol_target=0.2, vol_bars=24, capital=1000)
     cut = 400
     moved = close.copy()
     moved.iloc[cut + 1:] *= np.exp(rng.normal(0, 0.2, (600 - cut - 1, 3)))
-    labels2 = perf.price_regimes(moved, trend_bars=48, vol_bars=24)
+    labels2 = labels_of(moved)
     bench2 = perf.benchmarks(moved, "1h", vol_target=0.2, vol_bars=24, capital=1000)
     pd.testing.assert_series_equal(labels.iloc[:cut + 1], labels2.iloc[:cut + 1])
     for name in bench:
         pd.testing.assert_series_equal(bench[name].iloc[:cut + 1], bench2[name].iloc[:cut + 1])
-    assert set(labels.iloc[100:]) <= {"up/high vol", "up/low vol", "down/high vol", "down/low vol"}
-    assert (labels.iloc[:47] == "warm-up").all()
+    assert set(labels.iloc[100:]) <= set(REGIMES) and len(set(labels.iloc[100:])) > 1
+    assert (labels.iloc[:48] == "warm-up").all() and labels.iloc[49] != "warm-up"
     table = perf.by_group(bench["buy_and_hold"], labels, "1h")
     assert table["bars"].sum() == 599
     total = (1 + table["return"]).prod() - 1
@@ -102,6 +108,13 @@ def test_regimes_and_the_volatility_target_use_only_past_prices() -> None:
     vt = perf.metrics(bench["vol_target_buy_and_hold"].iloc[30:], "1h")
     assert vt.volatility < perf.metrics(bench["buy_and_hold"].iloc[30:], "1h").volatility
     assert math.isfinite(vt.sharpe)
+
+
+def test_the_regime_a_run_recorded_is_the_one_its_breakdown_uses() -> None:
+    idx = pd.date_range("2024-01-01", periods=4, freq="h", tz="UTC")
+    eq = pd.DataFrame({"buy_and_hold_growth": [1.0, 1.1, 1.2, 1.3],
+                       "regime": [np.nan, "bear/low vol", "bull/high vol", "bull/high vol"]}, index=idx)
+    assert perf.regime_labels(eq).tolist() == ["warm-up", "bear/low vol", "bull/high vol", "bull/high vol"]
 
 
 def test_exposure_turnover_and_fees() -> None:

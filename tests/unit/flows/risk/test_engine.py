@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from flows.portfolio import Portfolio
@@ -243,3 +243,24 @@ def test_state_round_trip_gives_the_same_decisions(cfg: RiskConfig, book: dict[s
         snap = p.snapshot()
         assert eng.decide(s, ts + TF, 0.8, 0.7, prices[s], math.nan, snap, False) == \
             back.decide(s, ts + TF, 0.8, 0.7, prices[s], math.nan, snap, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(SYMS), st.integers(0, 40),
+                          st.one_of(st.floats(-0.2, 0.2), st.just(0.0), st.just(math.nan), st.just(math.inf))),
+                min_size=1, max_size=120),
+       st.integers(1, 7))
+@example([("BTC/USDT", 0, 0.01), ("ETH/USDT", 1, 0.02), ("SOL/USDT", 2, 0.01), ("SOL/USDT", 3, 0.01),
+          ("ETH/USDT", 3, -0.02), ("BTC/USDT", 3, 0.03)], 6)  # arrivals against ``last``'s order: new pairs' order
+def test_on_bars_is_on_bar_of_each_in_order(bars: list[tuple[str, int, float]], batch: int) -> None:
+    """A close's bars fed at once (the decision step's call) leave the state of feeding them one by one."""
+    cfg = RiskConfig.model_validate({"breakers": {"warmup_bars": 3, "gap_sigma": 2.0, "spike_ratio": 1.5,
+                                                  "stale_bars": 2}})
+    one, many = RiskEngine(cfg), RiskEngine(cfg)
+    rows = [(s, k * TF, r) for s, k, r in bars]
+    for s, t, r in rows:
+        one.on_bar(s, t, r)
+    for i in range(0, len(rows), batch):
+        many.on_bars(rows[i:i + batch])
+    assert repr(many.to_state()) == repr(one.to_state())
+    assert many.breakers.bar_ms == one.breakers.bar_ms

@@ -77,7 +77,7 @@ def test_quick_train_from_the_offline_store(shared_data: Path, data_dir: Path) -
     class A:
         data_dir, symbols, timeframe, start, end, level, quick, regime_dir = (None, SYMBOLS, "1h", None, None,
                                                                               "tactical", False, None)
-        ensemble_prob = False
+        ensemble_prob, regime_model = False, None
 
     stored = load_run_data(A(), settings)
     np.testing.assert_array_equal(stored.times, files_md.times)  # same bars, same features as from the files

@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 
 from flows.operators.features import WARMUP
+from flows.operators.regime import HmmRegime, classify
 from flows.records import Bar
+from flows.sources.regime_daily import load_daily_inputs
 from training.rl.data import (
     ALL_FEATURES,
+    REGIME_NAMES,
     load_market_data,
     market_data_from_bars,
     split_by_time,
@@ -103,46 +106,40 @@ def test_bad_market_data_names_the_field():
     assert md.select(features=["ret_5"]).features.shape == (20, 1, 1)
 
 
-def test_regime_is_used_from_the_day_after_its_date(tmp_path):
-    md = synthetic_market_data(0, 100, 1, n_features=2)
-    days = pd.date_range(pd.Timestamp(int(md.times[0]), tz="UTC").floor("D") - pd.Timedelta(days=2), periods=10)
-    pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "fng": np.arange(10) * 10}).to_csv(
-        tmp_path / "fear_greed.csv", index=False)
-    out = with_regime(md, tmp_path)
-    assert out.regime_names == ("fng",) and out.regime is not None
-    dec = pd.to_datetime(out.decision_times, utc=True)
-    known_day = (dec - pd.Timedelta(nanoseconds=1)).floor("D") - pd.Timedelta(days=1)
-    want = ((known_day - days[0]).days.to_numpy() * 10) / 100 - 0.5
-    np.testing.assert_allclose(out.regime[:, 0], want, rtol=1e-6)
-    assert with_regime(md, tmp_path / "absent") is md
-
-
-def test_hash_rate_change_is_over_calendar_days_despite_a_missing_day(tmp_path):
-    md = synthetic_market_data(0, 60, 1, n_features=2)
-    first = pd.Timestamp(int(md.times[0]), tz="UTC").floor("D") - pd.Timedelta(days=40)
-    days = pd.date_range(first, periods=45)
-    rate = 1.01 ** np.arange(45)  # +1 % a day
-    keep = np.arange(45) != 20  # one day missing from the file
-    pd.DataFrame({"date": days[keep].strftime("%Y-%m-%d"), "hashrate": rate[keep]}).to_csv(
-        tmp_path / "hashrate.csv", index=False)
-    out = with_regime(md, tmp_path)
-    assert out.regime_names == ("hashrate_chg_30d",) and out.regime is not None
-    np.testing.assert_allclose(out.regime[:, 0], 30 * np.log(1.01), rtol=1e-5)
+def test_the_regime_is_the_classifiers_at_each_close_and_only_past_daily_values_move_it(tmp_path):
+    md = synthetic_market_data(0, 24 * 45, 2, n_features=2)
+    days = pd.date_range(pd.Timestamp(int(md.times[0]), tz="UTC").floor("D") - pd.Timedelta(days=2), periods=50)
+    rng = np.random.default_rng(1)
+    fng = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "fng": rng.integers(0, 100, 50)})
+    fng.to_csv(tmp_path / "fear_greed.csv", index=False)
+    model = HmmRegime(("trend", "vol", "sentiment"), (0.5, 0.5), ((0.9, 0.1), (0.1, 0.9)),
+                      ((0.1, -1.0, 0.3), (-0.1, -1.0, -0.3)), ((0.01, 1.0, 0.05), (0.01, 1.0, 0.05)),
+                      ("bull/low vol", "bear/low vol"))
+    out = with_regime(md, tmp_path, model)
+    assert out.regime_names == REGIME_NAMES and out.regime is not None and np.isfinite(out.regime).all()
+    assert md.n_bars - out.n_bars == 24 * 30  # the 30-day trend window of the bars' own closes, dropped
+    states = classify(md.decision_times // 1_000_000, md.close[:, 0], model, load_daily_inputs(tmp_path))
+    np.testing.assert_allclose(out.regime[:, 0], [s.score for s in states[24 * 30:]], rtol=1e-6)
+    cut = out.n_bars // 2
+    unknown = pd.Timestamp(int(out.decision_times[cut]), tz="UTC") - pd.Timedelta(days=1)  # day D: known at D + 1
+    fng.loc[pd.to_datetime(fng["date"], utc=True) >= unknown, "fng"] = 99 - fng["fng"]  # the days not known at cut
+    fng.to_csv(tmp_path / "fear_greed.csv", index=False)
+    again = with_regime(md, tmp_path, model)
+    np.testing.assert_array_equal(again.regime[:cut + 1], out.regime[:cut + 1])
+    assert not np.array_equal(again.regime[cut + 1:], out.regime[cut + 1:])
+    alone = with_regime(md, None)  # no daily files: the rules on prices alone
+    assert alone.n_bars == out.n_bars and set(np.unique(alone.regime[:, 1])) <= {0.0, 1.0}
 
 
 @pytest.mark.data
 def test_real_candles_with_regime(shared_data):
     md = load_market_data(shared_data / "binance-spot-1h", ["ETH/USDT", "BTC/USDT"], "1h",
-                          "2023-01-01", "2023-02-01", regime_dir=shared_data / "daily-onchain-sentiment")
+                          "2023-01-01", "2023-03-01", regime_dir=shared_data / "daily-onchain-sentiment")
     assert md.symbols == ("ETH/USDT", "BTC/USDT") and md.feature_names == ALL_FEATURES
-    # the features' warm-up hours, then full days of regime
-    assert md.times[0] == (pd.Timestamp("2023-01-01T00:00Z") + pd.Timedelta(hours=WARMUP - 1)).value
-    assert md.regime_names == ("fng", "hashrate_chg_30d", "funding_mean", "funding_abs")
-    fng = pd.read_csv(shared_data / "daily-onchain-sentiment" / "fear_greed.csv", index_col="date")["fng"]
-    for t in (0, 200, md.n_bars - 1):
-        day = (pd.Timestamp(int(md.decision_times[t]), tz="UTC") - pd.Timedelta(1, "ns")).floor("D")
-        assert md.regime is not None
-        assert md.regime[t, 0] == pytest.approx(fng[(day - pd.Timedelta(days=1)).strftime("%Y-%m-%d")] / 100 - 0.5)
+    # the features' warm-up hours, then the regime's 30-day trend window
+    assert md.times[0] == (pd.Timestamp("2023-01-01T00:00Z") + pd.Timedelta(hours=WARMUP - 1 + 30 * 24)).value
+    assert md.regime_names == REGIME_NAMES and md.regime is not None
+    assert ((md.regime[:, 1:4].sum(axis=1) - 1) ** 2 < 1e-10).all()
     f = md.feature_names.index("corr_btc_60")
     assert (md.features[:, 1, f] == 1.0).all() and (md.features[:, 0, f] < 1.0).all()
     env = TacticalEnv(md, asset=1, config=TacticalConfig(episode_bars=100), seed=0)

@@ -247,3 +247,22 @@ def test_a_book_on_a_return_index_sees_what_the_env_sees(handmade):
             book = TacticalBook.restore(book.snapshot())  # a restart in the middle changes nothing
         np.testing.assert_allclose(book.observation(md.features[t, 0], index), env_obs[t], rtol=2e-5, atol=1e-6)
         target = float(actions[t]) if t < 59 else 0.0
+
+
+@pytest.mark.parametrize("min_trade", [0.0, 0.05])
+def test_book_step_is_execute_mark_state(min_trade: float) -> None:
+    """``TacticalBook.step`` (the flow's one call per bar) leaves the book and the terms of the three calls, bit for bit."""
+    rng = np.random.default_rng(5)
+    one, three = TacticalBook(), TacticalBook()
+    price = 100.0
+    targets = rng.choice([-1.0, -0.5, 0.0, 0.0, 0.3, 1.0, 1e-13], 400) + rng.normal(0.0, 0.01, 400) * (
+        rng.random(400) < 0.5)
+    for target in targets:
+        close = price * math.exp(rng.normal(0.0, 0.02))
+        three.execute(float(target), price, FEE, SLIP, min_trade)
+        three.mark(close)
+        expected = three.state(close)
+        got = one.step(float(target), price, close, FEE, SLIP, min_trade)
+        assert repr(got) == repr(expected)
+        assert repr(one.snapshot()) == repr(three.snapshot())
+        price = close

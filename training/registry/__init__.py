@@ -4,7 +4,14 @@ Layout::
 
     <root>/<family>/<version>/manifest.json
     <root>/<family>/<version>/<file>...        # e.g. model.onnx, native model, config
-    <root>/<family>/latest                      # one line: the current version
+    <root>/<family>/latest.<timeframe>          # one line: the version runs of that timeframe load
+    <root>/<family>/latest                      # one line: the last promotion of any timeframe (older readers)
+    <root>/events.jsonl                         # promotions, rollbacks, retraining steps (inference.promotions)
+
+A version is of one timeframe (its feature service's, ``lightgbm_1h_v1`` -> ``1h``) and names its
+symbol universe; a run of one timeframe loads only that timeframe's versions
+(:func:`inference.manifest.resolve_version_dir`).  ``python -m training.registry`` lists,
+shows, promotes, rolls back and verifies them.
 
 The default root is ``<settings.data_dir>/registry`` (:func:`default_root`).
 A version is ``YYYYmmddTHHMMSSffffffZ-<config_hash[:8]>`` in UTC; versions of a
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +54,7 @@ from inference.manifest import (
     sha256_hex,
     verify,
 )
+from inference.promotions import promote
 
 __all__ = ["Manifest", "ManifestError", "Parity", "TensorSpec", "default_root", "frame_hash", "io_from_onnx",
            "list_versions", "load_manifest", "save_model", "service_version", "verify"]
@@ -140,6 +149,7 @@ def save_model(root: str | Path, family: str, *, files: Mapping[str, bytes], fea
                feature_service_version: str | None = None,
                inputs: Sequence[TensorSpec] | None = None, outputs: Sequence[TensorSpec] | None = None,
                extra: Mapping[str, Any] | None = None, set_latest: bool = True,
+               symbols: Sequence[str] | None = None, promoted_by: str | None = None,
                now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Manifest:
     """Write a new version of a model family and (by default) point ``latest`` at it.
 
@@ -160,7 +170,10 @@ def save_model(root: str | Path, family: str, *, files: Mapping[str, bytes], fea
         inputs: graph inputs; default read from the first ``*.onnx`` in ``files``.
         outputs: graph outputs; default read from the first ``*.onnx`` in ``files``.
         extra: family-specific data (LSTM window/hidden size, GNN symbol order, ...).
-        set_latest: replace the ``latest`` pointer.
+        set_latest: promote the version: point its timeframe's ``latest.<tf>`` (and ``latest``)
+            at it, logged as a promotion by ``promoted_by`` (default: the running program).
+        symbols: the symbol universe trained on (default: ``extra["symbols"]``, else none recorded).
+        promoted_by: who promotes it (``set_latest``), for the event log.
         now: clock, for tests.
 
     Returns:
@@ -188,7 +201,8 @@ def save_model(root: str | Path, family: str, *, files: Mapping[str, bytes], fea
         train_start=_utc_iso(train_start), train_end=_utc_iso(train_end),
         data_hash=data_hash, seeds={k: int(v) for k, v in seeds.items()}, config=dict(config),
         config_hash=chash, metrics=dict(metrics), parity=parity,
-        files={n: sha256_hex(b) for n, b in sorted(files.items())}, extra=dict(extra or {}))
+        files={n: sha256_hex(b) for n, b in sorted(files.items())}, extra=dict(extra or {}),
+        symbols=tuple(str(x) for x in (symbols if symbols is not None else (extra or {}).get("symbols", ()))))
     fam = root / family
     fam.mkdir(parents=True, exist_ok=True)
     tmp = fam / f".tmp-{version}"
@@ -200,16 +214,32 @@ def save_model(root: str | Path, family: str, *, files: Mapping[str, bytes], fea
     (tmp / MANIFEST_FILE).write_text(manifest.to_json())
     os.replace(tmp, fam / version)
     if set_latest:
-        _write_atomic(fam / LATEST_FILE, f"{version}\n".encode())
+        tf = manifest.timeframe
+        if tf is None:  # a service name without a timeframe: only the one-line pointer
+            _write_atomic(fam / LATEST_FILE, f"{version}\n".encode())
+        else:
+            promote(root, tf, {family: version}, promoted_by or _program(), "registered",
+                    now=lambda: now().astimezone(UTC).isoformat())
     return read_manifest(fam / version)  # round-trip: what readers will see
 
 
-def load_manifest(root: str | Path, family: str, version: str = "latest", check: bool = True) -> Manifest:
-    """Load a family's manifest (``latest`` by default), re-hashing its files when ``check``."""
-    d = resolve_version_dir(root, family, version)
+def _program() -> str:
+    """Return the running command, e.g. ``python -m training.train`` (``sys.argv[0]`` is the module's path)."""
+    path = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    parts = path.with_suffix("").parts
+    if "training" in parts:
+        mod = ".".join(parts[parts.index("training"):]).removesuffix(".__main__")
+        return f"python -m {mod}"
+    return path.name
+
+
+def load_manifest(root: str | Path, family: str, version: str = "latest", check: bool = True,
+                  timeframe: str | None = None) -> Manifest:
+    """Load a family's manifest (``latest`` of ``timeframe`` by default), re-hashing its files when ``check``."""
+    d = resolve_version_dir(root, family, version, timeframe=timeframe)
     return verify(d) if check else read_manifest(d)
 
 
-def version_dir(root: str | Path, family: str, version: str = "latest") -> Path:
-    """Return the directory of a version (``latest`` followed)."""
-    return resolve_version_dir(root, family, version)
+def version_dir(root: str | Path, family: str, version: str = "latest", timeframe: str | None = None) -> Path:
+    """Return the directory of a version (``latest`` of ``timeframe`` followed)."""
+    return resolve_version_dir(root, family, version, timeframe=timeframe)

@@ -1,0 +1,267 @@
+"""Benchmark: the flow at a universe of 10, 50 and 200 symbols on 1, 2 and 4 Bytewax worker processes.
+
+Usage::
+
+    nice .venv/bin/python tests/bench/bench_scale.py                      # every section
+    nice .venv/bin/python tests/bench/bench_scale.py --sections 1 --trades 200000 --workers 1,2
+
+1. Throughput.  ``flows.live.build_flow`` (parse -> dedupe -> bars -> features ->
+   cross-asset, counting sinks) fed raw Binance trade messages of N symbols of the
+   synthetic universe (``infra.replay_exchange.synthetic.universe``) from a source
+   partitioned by symbol (one partition per worker), run as a Bytewax cluster of W
+   processes (``bytewax.testing.cluster_main`` with its own addresses and process ids,
+   one worker each, on loopback).  Trades/s = trades / (last process done - last
+   process ready); the baseline is W = 1 of the same N in the same run (ratio).  Each
+   process reports its peak RSS (``ru_maxrss``); per symbol = the slope of the
+   one-worker peak over N.
+3. Across hosts (``--sections 3``, root): the flow as one process, then as a cluster of W
+   processes each in its own network namespace (``infra/netns/hosts up W``: veths on a
+   bridge, 10.210.0.11 ...), Bytewax's own addresses and process ids; closed trades and
+   a digest of every closed bar must equal the one process's.
+2. Per close at 200 symbols (the steps that see every symbol): the cross-asset step
+   (all symbols of a bar time), the graph attention network dense over all N against
+   the same network over correlated clusters of at most ``--cluster`` assets
+   (block-diagonal: one session run per cluster, batched), and the decision step's
+   portfolio key; p50/p99 per close; baseline: the same at 10 symbols.
+
+Not a test.  This machine has 2 cores shared by up to 8 jobs: W > 2 cannot scale here,
+and every figure moves with the load (the load average is printed beside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bench")]
+
+from bench_flow import flow_settings, log, make_market  # noqa: E402
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition  # noqa: E402
+from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
+
+from infra.replay_exchange.synthetic import universe  # noqa: E402
+
+
+def universe_symbols(n: int) -> tuple[str, ...]:
+    """Return the first ``n`` USDT markets of the synthetic universe (BTC/USDT ... S200/USDT)."""
+    return tuple(s for s in universe(max(n, 12), seed=7)[0] if s.endswith("/USDT"))[:n]
+
+
+class _Part(StatefulSourcePartition[Any, None]):
+    def __init__(self, items: list[Any]) -> None:
+        self._items: Iterator[Any] = iter(items)
+
+    def next_batch(self) -> list[Any]:
+        item = next(self._items, None)
+        if item is None:
+            raise StopIteration
+        return [item]
+
+    def snapshot(self) -> None:
+        return None
+
+
+class SymbolPartitionedSource(FixedPartitionedSource[Any, None]):
+    """Raw batches split into ``parts`` partitions by symbol (Bytewax spreads partitions over workers)."""
+
+    def __init__(self, items: list[Any], parts: int) -> None:
+        self.items, self.parts = items, parts
+        symbols = sorted({it[0] for it in items})
+        self.owner = {s: i % parts for i, s in enumerate(symbols)}
+
+    def list_parts(self) -> list[str]:
+        return [f"p{i}" for i in range(self.parts)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Part:
+        k = int(for_part[1:])
+        return _Part([it for it in self.items if self.owner[it[0]] == k])
+
+
+def report(out: dict[str, Any], path: Path | None) -> int:
+    """Print a benchmark's figures as JSON (and write them to ``path``); return the exit code 0."""
+    text = json.dumps(out, indent=1)
+    print(text)
+    if path:
+        path.write_text(text)
+    return 0
+
+
+def free_ports(n: int) -> list[int]:
+    """Return ``n`` free loopback ports."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def child(args: argparse.Namespace) -> None:
+    """One process of the cluster: build the input, run the flow, print timings as JSON."""
+    from bench_flow import counting_sinks
+    from bytewax.testing import cluster_main
+
+    from flows.live import build_flow
+
+    symbols = universe_symbols(args.symbols)
+    per = args.trades // len(symbols)
+    items = make_market(args.trades, symbols, args.batch, mean_gap_ms=600_000 / per)  # ~10 1m bars per symbol
+    settings = flow_settings(symbols, Path(args.data_dir))
+    addresses = args.addresses.split(";")
+    import flows.live as live
+
+    digest = [0]
+
+    class DigestSink(DynamicSink[Any]):
+        """The closed bars' digest: a sum of their hashes, whatever worker or order wrote them."""
+
+        def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+            class Part(StatelessSinkPartition[Any]):
+                def write_batch(self, items: list[Any]) -> None:
+                    for bar in items:
+                        h = hashlib.blake2b(repr(tuple(bar)).encode(), digest_size=8).digest()
+                        digest[0] = (digest[0] + int.from_bytes(h, "big")) % 2**64
+            return Part()
+
+    with counting_sinks() as sinks:
+        live.BarPrinter = DigestSink  # type: ignore[assignment,misc]  # counting_sinks puts it back
+        flow = build_flow(settings, SymbolPartitionedSource(items, len(addresses)))
+    ready = time.time()
+    cluster_main(flow, addresses, args.proc_id, worker_count_per_proc=1)
+    done = time.time()
+    print(json.dumps({"ready": ready, "done": done, "trades": sinks["history"].trades, "digest": digest[0],
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
+def applied_template(tmp: Path) -> Path:
+    """Return a data directory with the Feast repository applied once (copied for every process)."""
+    from flows import feast_store
+    from tests.kit.repo import copy_feature_repo
+
+    template = tmp / "template"
+    if not template.exists():
+        copy_feature_repo(template)
+        feast_store.ensure_applied(flow_settings(universe_symbols(10), template))
+    return template
+
+
+def run_cluster(n_symbols: int, workers: int, trades: int, batch: int, tmp: Path,
+                hosts: bool = False) -> dict[str, Any]:
+    """Run the flow on ``workers`` processes; return trades/s, closed trades and RSS per process.
+
+    With ``hosts``, process i runs in network namespace ``cs21-h<i+1>`` at 10.210.0.<11+i>
+    (``infra/netns/hosts up N`` made them): Bytewax's own addresses across the veths.
+    """
+    import shutil
+
+    ips = [f"10.210.0.{11 + i}" if hosts else "127.0.0.1" for i in range(workers)]
+    addrs = ";".join(f"{ip}:{p}" for ip, p in zip(ips, free_ports(workers), strict=True))
+    procs = []
+    template = applied_template(tmp)
+    for i in range(workers):
+        data = tmp / f"n{n_symbols}-w{workers}-p{i}"
+        shutil.copytree(template, data)
+        cmd = [sys.executable, __file__, "--child", "--symbols", str(n_symbols), "--trades", str(trades),
+               "--batch", str(batch), "--addresses", addrs, "--proc-id", str(i), "--data-dir", str(data)]
+        if hosts:
+            cmd = ["ip", "netns", "exec", f"cs21-h{i + 1}", *cmd]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    reports = []
+    for p in procs:
+        out, err = p.communicate(timeout=900)
+        if p.returncode != 0:
+            raise SystemExit(f"cluster process failed ({p.returncode}):\n{err[-3000:]}")
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    wall = max(r["done"] for r in reports) - max(r["ready"] for r in reports)
+    closed = sum(r["trades"] for r in reports)
+    digest = sum(r["digest"] for r in reports) % 2**64
+    return {"symbols": n_symbols, "workers": workers, "hosts": hosts, "wall_s": wall, "trades": trades,
+            "closed": closed, "digest": f"{digest:016x}", "trades_per_s": trades / wall, "rss_mb": [round(r["rss_mb"]) for r in reports]}
+
+
+def section_throughput(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Section 1: trades/s and RSS for each universe size and worker count."""
+    results = []
+    for n in args.symbol_counts:
+        base = None
+        for w in args.workers:
+            r = run_cluster(n, w, args.trades, args.batch, tmp)
+            base = base or r["trades_per_s"]
+            r["ratio_vs_1"] = r["trades_per_s"] / base
+            r["load"] = os.getloadavg()[0]
+            log(f"1: {n} symbols, {w} workers: {r['trades_per_s']:,.0f} trades/s ({r['ratio_vs_1']:.2f}x 1 worker), "
+                f"{r['closed']:,} trades in closed bars, RSS {r['rss_mb']} MB, load {r['load']:.1f}")
+            results.append(r)
+    ones = [r for r in results if r["workers"] == 1]
+    if len(ones) >= 2:
+        a, b = ones[0], ones[-1]
+        slope = (b["rss_mb"][0] - a["rss_mb"][0]) / (b["symbols"] - a["symbols"])
+        log(f"1: peak RSS per symbol (1 worker, {a['symbols']} -> {b['symbols']} symbols): {slope:.2f} MB")
+    return results
+
+
+def section_hosts(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Section 3: the same flow as one process and as a cluster across namespace hosts: same bars, throughput."""
+    n = args.symbol_counts[-1]
+    out = [run_cluster(n, 1, args.trades, args.batch, tmp)]
+    for w in [w for w in args.workers if w > 1]:
+        subprocess.run([str(ROOT / "infra" / "netns" / "hosts"), "up", str(w)], check=True)
+        out.append(run_cluster(n, w, args.trades, args.batch, tmp, hosts=True))
+    for r in out:
+        r["same_as_one_process"] = (r["closed"], r["digest"]) == (out[0]["closed"], out[0]["digest"])
+        log(f"3: {n} symbols, {r['workers']} process(es){' on namespace hosts' if r['hosts'] else ''}: "
+            f"{r['trades_per_s']:,.0f} trades/s, bars digest {r['digest']}, same as one process: "
+            f"{r['same_as_one_process']}, load {os.getloadavg()[0]:.1f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default="1,2")
+    p.add_argument("--symbol-counts", type=lambda s: [int(x) for x in s.split(",")], default=[10, 50, 200])
+    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
+    p.add_argument("--trades", type=int, default=300_000)
+    p.add_argument("--batch", type=int, default=200, help="messages per source item")
+    p.add_argument("--closes", type=int, default=300, help="section 2: bar closes timed")
+    p.add_argument("--cluster", type=int, default=20, help="section 2: most assets in one graph cluster")
+    p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--symbols", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--addresses", help=argparse.SUPPRESS)
+    p.add_argument("--proc-id", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    sections = {s.strip() for s in args.sections.split(",")}
+    out: dict[str, Any] = {"cores": os.cpu_count(), "load_start": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as d:
+        tmp = Path(d)
+        if "1" in sections:
+            out["throughput"] = section_throughput(args, tmp)
+        if "3" in sections:
+            out["hosts"] = section_hosts(args, tmp)
+        if "2" in sections:
+            from bench_scale_close import section_close  # per-close costs at 200 symbols
+
+            out["close"] = section_close(args)
+    out["load_end"] = os.getloadavg()[0]
+    return report(out, args.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

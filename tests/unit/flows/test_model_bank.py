@@ -1,0 +1,78 @@
+"""The model bank loads only its timeframe's versions (issue 20, item 1: the new user's 1h backtest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.decisions_flow import verify_deployment
+from flows.go_live import deployed_versions
+from flows.operators.model_bank import ModelBank, models_problem
+from flows.settings import SettingsError, load_settings
+from inference.manifest import (
+    TensorSpec,
+    TimeframeMismatch,
+    check_policy,
+    pointer_name,
+    read_manifest,
+)
+from tests.kit.lstm_data import FEATS
+from tests.kit.registries import SERVICES, champion_registry, registered  # noqa: F401  (fixtures: reg)
+from training.registry import Parity, save_model
+
+SPEC = (TensorSpec("x", (None, 2)),)
+
+
+def fake(root: Path, family: str, service: str) -> str:
+    """Register a version whose graph is never opened (the timeframe check comes first)."""
+    return save_model(root, family, files={"policy.onnx": b"never opened"}, feature_service=service,
+                      features=list(FEATS), train_start="2023-12-01T00:00:00Z", train_end="2023-12-31T00:00:00Z",
+                      data_hash="0" * 64, seeds={"seed": 0}, config={}, metrics={"folds": [], "mean": {}},
+                      parity=Parity(0.0, 1e-5, 1), inputs=SPEC, outputs=SPEC, promoted_by="test").version
+
+
+def settings_for(root: Path, tmp_path: Path, policy: str = "rl_tactical"):
+    return load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path), "CRYPTOSTREAM_SCORING__REGISTRY": str(root),
+                              "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h", "CRYPTOSTREAM_SCORING__POLICY_FAMILY": policy})
+
+
+def test_a_1h_run_refuses_the_demos_1m_policy_and_says_what_to_train(reg, tmp_path) -> None:
+    root, _, _ = reg
+    fake(root, "rl_tactical", "lightgbm_1m_v1")  # the demo's policy, registered after the 1h ensemble
+    wanted = r"no 1h version of 'rl_tactical'.*its timeframes: 1m.*python -m training.rl train tactical --timeframe 1h"
+    with pytest.raises(TimeframeMismatch, match=wanted):  # the backtest's and the flow's bank
+        ModelBank(root, "1h", service_features=SERVICES, feed=FEATS)
+    settings = settings_for(root, tmp_path)
+    with pytest.raises(TimeframeMismatch, match=wanted):  # the gate judges what would be deployed
+        deployed_versions(settings)
+    with pytest.raises(SettingsError, match="scoring.registry .*" + wanted):  # the flow stops at start
+        verify_deployment(settings)
+    bank = ModelBank(root, "1h", policy_family=None, service_features=SERVICES, feed=FEATS)
+    assert bank.policy is None and bank.versions()["ensemble"]  # without a policy it scores
+
+
+def test_a_policy_observing_another_service_than_the_ensembles_is_refused(reg) -> None:
+    root, _, _ = reg
+    ens = read_manifest(root / "ensemble" / (root / "ensemble" / pointer_name("1h")).read_text().strip())
+    policy = read_manifest(root / "rl_tactical" / fake(root, "rl_tactical", "lightgbm_1h_v2"))
+    with pytest.raises(TimeframeMismatch, match=r"observes lightgbm_1h_v2 but the ensemble .* scores ensemble_1h_v1: "
+                                                r"train a 1h policy with python -m training.rl train tactical"):
+        check_policy(policy, ens)
+
+
+def test_the_flow_without_a_1h_ensemble_says_which_timeframes_the_registry_holds(tmp_path) -> None:
+    fake(tmp_path, "ensemble", "ensemble_1m_v1")
+    problem = models_problem(tmp_path, "1h")
+    assert problem is not None and "its timeframes: 1m" in problem and "--timeframe 1h" in problem
+
+
+def test_a_swap_to_another_timeframes_version_is_refused_and_the_bank_scores_on(reg) -> None:
+    root, _, _ = reg
+    bank = ModelBank(root, "1h", policy_family=None, service_features=SERVICES, feed=FEATS)
+    before = bank.versions()
+    wrong = fake(root, "ensemble", "ensemble_1m_v1")
+    (root / "ensemble" / pointer_name("1h")).write_text(wrong + "\n")  # a hand-edited pointer
+    bank.request_swap()
+    assert not bank.maybe_swap()
+    assert bank.versions() == before and "trained on 1m bars, not 1h" in (bank.swap_error or "")
