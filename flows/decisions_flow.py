@@ -27,7 +27,7 @@ from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank, models_problem
 from flows.operators.scoring import CloseBarrier, ScoringStep
-from flows.records import Bar, Close, FeatureRow, Status
+from flows.records import Bar, Close, FeatureRow, Status, WarmupBar
 from flows.recovery import recoverable
 from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings
@@ -65,7 +65,7 @@ def scoring_step(settings: Settings, metrics: FlowMetrics | None = None) -> Any:
             freeze_start_up_heap()  # the models stay for the worker's life: out of the collector's walks
         return holder["bank"]
 
-    def step(state: CloseBarrier | None, item: Bar | FeatureRow) -> tuple[CloseBarrier, list[list[Close]]]:
+    def step(state: CloseBarrier | None, item: Bar | FeatureRow | WarmupBar) -> tuple[CloseBarrier, list[list[Close]]]:
         b = bank()
         if state is None:
             scoring = ScoringStep(settings.symbols, tf, b, confidence_threshold=sc.confidence_threshold)
@@ -165,8 +165,13 @@ def verify_deployment(settings: Settings) -> None:
         raise ManifestError(f"scoring.registry {root}: {exc}") from None
 
 
-def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[FeatureRow]) -> bool:
-    """Wire scoring and decisions; return False (features only) when the registry has no models."""
+def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[FeatureRow],
+                  warmups: Stream[WarmupBar] | None = None) -> bool:
+    """Wire scoring and decisions; return False (features only) when the registry has no models.
+
+    ``warmups``: the klines a fresh start warmed the features up on (:mod:`flows.warmup`); the
+    close barrier counts them as warm-up, never as closes.
+    """
     root, tf = settings.registry_root(), settings.trading_timeframe()
     verify_deployment(settings)
     problem = models_problem(root, tf, settings.scoring.ensemble_version)
@@ -178,6 +183,9 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     trade_bars = op.filter("trading_bars", bars, lambda b: b.timeframe == tf)
     rows = op.filter("scoring_rows", features, lambda r: r.timeframe == tf)
     inputs: Stream[Any] = op.merge("scoring_inputs", trade_bars, rows)
+    if warmups is not None:
+        inputs = op.merge("scoring_inputs_warm", inputs, op.filter("trading_warmups", warmups,
+                                                                    lambda w: w.timeframe == tf))
     keyed = op.key_on("scoring_key", inputs, lambda r: r.timeframe)
     metrics = current_metrics()
     closes = op.key_rm("unkey_scoring", recoverable("scoring", keyed, CloseBarrier.from_snapshot,

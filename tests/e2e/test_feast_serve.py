@@ -18,6 +18,7 @@ from bytewax.testing import TestingSource, run_main
 from flows import feast_store
 from flows.feature_catalog import BAR_FEATURES
 from flows.live import build_flow
+from flows.operators.features import WARMUP
 from tests.kit.live_flow import (
     REPO,  # noqa: F401  (the module's repo registry)
     SYMBOLS,
@@ -37,7 +38,7 @@ def test_feast_serve_returns_online_features(tmp_path) -> None:
     REPO["path"] = copy_feature_repo(tmp_path)
     settings = settings_for(tmp_path / "var")
     feast_store.apply(settings)
-    run_main(build_flow(settings, TestingSource(market(minutes=100, seed=4))))
+    run_main(build_flow(settings, TestingSource(market(minutes=WARMUP + 40, seed=4))))
     sdk = feast_store.open_store(settings).get_online_features(
         features=[f"bar_features_1m:{f}" for f in BAR_FEATURES], entity_rows=[{"symbol": s} for s in SYMBOLS]).to_dict()
 
