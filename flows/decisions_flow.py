@@ -165,12 +165,14 @@ def verify_deployment(settings: Settings) -> None:
         raise ManifestError(f"scoring.registry {root}: {exc}") from None
 
 
-def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[FeatureRow],
-                  warmups: Stream[WarmupBar] | None = None) -> bool:
+def add_decisions(settings: Settings, bars: Stream[Bar | WarmupBar], features: Stream[FeatureRow]) -> bool:
     """Wire scoring and decisions; return False (features only) when the registry has no models.
 
-    ``warmups``: the klines a fresh start warmed the features up on (:mod:`flows.warmup`); the
-    close barrier counts them as warm-up, never as closes.
+    ``bars`` also carries the klines a fresh start warmed the features up on
+    (:class:`WarmupBar`, :mod:`flows.warmup`), in the symbol pipelines' order: the close
+    barrier counts them as warm-up, never as closes, and must count them before the live
+    bars that follow them (two streams merged would reach it in any order, and closes
+    counted as not yet warm would go out without predictions).
     """
     root, tf = settings.registry_root(), settings.trading_timeframe()
     verify_deployment(settings)
@@ -183,9 +185,6 @@ def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[Featur
     trade_bars = op.filter("trading_bars", bars, lambda b: b.timeframe == tf)
     rows = op.filter("scoring_rows", features, lambda r: r.timeframe == tf)
     inputs: Stream[Any] = op.merge("scoring_inputs", trade_bars, rows)
-    if warmups is not None:
-        inputs = op.merge("scoring_inputs_warm", inputs, op.filter("trading_warmups", warmups,
-                                                                    lambda w: w.timeframe == tf))
     keyed = op.key_on("scoring_key", inputs, lambda r: r.timeframe)
     metrics = current_metrics()
     closes = op.key_rm("unkey_scoring", recoverable("scoring", keyed, CloseBarrier.from_snapshot,

@@ -219,12 +219,13 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None, warmu
     to_history: Stream[Any] = op.merge("to_history", history, cross_rows, dead)
     op.output("history", to_history, timed(HistorySink(settings), "history", metrics))
     op.output("feast_online", features, timed(FeastOnlineSink(settings), "feast_online", metrics))
-    bars = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, Bar) else None)
+    # the warm-up klines stay in the bars' stream, in order: the close barrier counts them first
+    warm_and_closed = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, (Bar, WarmupBar)) else None)
+    bars = op.filter_map("built_bars", warm_and_closed, lambda r: r if isinstance(r, Bar) else None)
     from flows.decisions_flow import add_decisions
 
     op.output("console", bars, BarPrinter())
-    add_decisions(settings, bars, features,
-                  op.filter_map("warmup_bars", records, lambda r: r if isinstance(r, WarmupBar) else None))
+    add_decisions(settings, warm_and_closed, features)
     return flow
 
 

@@ -35,6 +35,7 @@ from tests.kit.paper import (
 from tests.kit.paper import candle_files as _files
 from tests.kit.paper import decision_table as _table
 from tests.kit.prometheus import free_port, scrape, total
+from tests.kit.replay import with_history
 from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame
 
@@ -43,7 +44,7 @@ from training.backfill import bars_from_frame
 def paper_run(shared_data, registry, tmp_path_factory) -> Path:  # noqa: F811
     """Run the live flow in paper mode over the replay window; return its data dir."""
     tmp = tmp_path_factory.mktemp("paper")
-    with running_replay(_files(shared_data), speed=0, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+    with running_replay(_files(shared_data), speed=0, end=LIVE[1], **with_history(LIVE[0], "5m"), seed=5) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = {"CRYPTOSTREAM_DATA_DIR": str(tmp / "var"), "CRYPTOSTREAM_FEAST_REPO": str(copy_feature_repo(tmp)),
                "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS), "CRYPTOSTREAM_BARS__TIMEFRAMES": "5m",

@@ -23,6 +23,7 @@ from flows.live import build_flow
 from flows.settings import load_settings
 from infra.replay_exchange.server import running_replay
 from tests.kit.paper import SYMBOLS, decision_table, train_registry
+from tests.kit.replay import with_history
 from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame
 
@@ -48,7 +49,7 @@ def registry_1h(shared_data, tmp_path_factory) -> Path:
 def user_paper_run(shared_data, registry_1h, tmp_path_factory) -> Path:
     """Run the live flow in paper mode with the user's strategy over the replay window; return its data dir."""
     tmp = tmp_path_factory.mktemp("paper1h")
-    with running_replay(files(shared_data), speed=0, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+    with running_replay(files(shared_data), speed=0, end=LIVE[1], **with_history(LIVE[0], "1h"), seed=5) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = {**COMMON, "CRYPTOSTREAM_DATA_DIR": str(tmp / "var"),
                "CRYPTOSTREAM_FEAST_REPO": str(copy_feature_repo(tmp)), "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h",

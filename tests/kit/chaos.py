@@ -35,6 +35,7 @@ from infra.db import ensure_database, migrate
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
 from tests.kit.recovery import kill_at_and_finish, run_flow
+from tests.kit.replay import with_history
 from tests.kit.repo import PROJECT_ROOT, copy_feature_repo
 
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -536,7 +537,7 @@ def sigkill_decisions(shared: Path, tmp: Path, registry: Path, reference: Path, 
         run_tmp.mkdir(parents=True, exist_ok=True)
 
         def go(dsn: str | None, shares: tuple[float, ...] = shares, run_tmp: Path = run_tmp) -> Outcome:
-            with running_replay(paper_files(shared), speed=3600, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+            with running_replay(paper_files(shared), speed=3600, end=LIVE[1], **with_history(LIVE[0], "5m"), seed=5) as ex:
                 ex.engine.wait_for_streams = len(PAPER_SYMBOLS)
                 env = {**paper_env(run_tmp / "var", copy_feature_repo(run_tmp), ex, registry),
                        **profile_env(profile, dsn, servers.get("REDIS_URL"))}
