@@ -76,9 +76,10 @@ class ExchangeSettings(_Frozen):
     idle_stop_s: float = Field(0.0, ge=0.0, description="end the stream after this many quiet seconds; 0 = never")
     fill_retry: FillRetry = Field(FillRetry(), description="retries of a gap fill's REST call after a network "
                                   "error, a timeout, HTTP 5xx or 429 (flows/sources/rest_fill.py)")
-    warmup_klines: int = Field(WARMUP, ge=0, le=1000, description=(
+    warmup_klines: int = Field(WARMUP - 1, ge=0, le=1000, description=(
         "on a fresh start (no snapshot), klines fetched per symbol and timeframe from the public REST endpoint "
-        "to warm the features up, so the first live bar's features are converged; 0 = off (features then "
+        f"to warm the features up; {WARMUP - 1}: the first live bar is the features' {WARMUP}th, the first with "
+        "converged features, as in a backtest of the same bars; 0 = off (features then "
         f"appear after {WARMUP} live bars)"))
 
     @field_validator("fill_since")

@@ -54,7 +54,7 @@ def test_a_fresh_start_warms_up_on_klines_and_its_first_features_are_converged(t
                                       "CRYPTOSTREAM_FEAST_REPO": str(REPO["path"]),
                                       "CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url,
                                       "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url})
-        assert settings.exchange.warmup_klines == WARMUP
+        assert settings.exchange.warmup_klines == WARMUP - 1  # the first live bar is the first with features
         feast_store.apply(settings)
         run_main(build_flow(settings, TestingSource(batches), warmup=True))
         client = make_binance(ex.http_url, ex.ws_url)
