@@ -69,7 +69,7 @@ def decision_table(var: Path, table: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(f) for f in files]).reset_index(drop=True) if files else pd.DataFrame()
 
 
-KILLS = (0.7, 0.85)  # models score from ~61 of 120 bars: both kills land after warm-up
+KILLS = (0.7, 0.85)  # models score from the first of 120 bars (warm-up from the replay's klines): both kills land mid-run
 
 
 def paper_env(var: Path, repo: Path, ex, reg: Path) -> dict[str, str]:
