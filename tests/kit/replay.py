@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,3 +75,11 @@ def history_klines(ex: Any, symbol: str, timeframe: str, start: datetime, bars: 
     end -= end % timeframe_ms(timeframe)
     client = make_binance(ex.http_url, ex.ws_url)
     return list(fetch_klines(client, symbol, timeframe, end - bars * timeframe_ms(timeframe), end, closed_only=False))
+
+
+def synthetic_with_history(live_s: int, timeframe: str = "1m", stream_start: datetime | None = None
+                           ) -> dict[str, Any]:
+    """Return synthetic replay settings: ``live_s`` seconds streamed after :func:`with_history`'s history."""
+    at = stream_start or datetime(2024, 1, 1, 6, tzinfo=timezone.utc)
+    window = with_history(at, timeframe)
+    return {**window, "synthetic_duration_s": live_s + int((at - window["start"]).total_seconds())}
