@@ -220,7 +220,8 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None, warmu
     op.output("history", to_history, timed(HistorySink(settings), "history", metrics))
     op.output("feast_online", features, timed(FeastOnlineSink(settings), "feast_online", metrics))
     # the warm-up klines stay in the bars' stream, in order: the close barrier counts them first
-    warm_and_closed = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, (Bar, WarmupBar)) else None)
+    warm_and_closed: Stream[Bar | WarmupBar] = op.filter_map(
+        "closed_bars", records, lambda r: r if isinstance(r, (Bar, WarmupBar)) else None)
     bars = op.filter_map("built_bars", warm_and_closed, lambda r: r if isinstance(r, Bar) else None)
     from flows.decisions_flow import add_decisions
 
