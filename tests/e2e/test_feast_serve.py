@@ -110,7 +110,7 @@ def test_feast_materialize_serves_a_backfill_online(tmp_path) -> None:
     settings = settings_for(tmp_path / "var")
     feast_store.apply(settings)
     rng = np.random.default_rng(3)
-    times = pd.date_range("2024-01-01", periods=200, freq="1h", tz="UTC")
+    times = pd.date_range("2024-01-01", periods=WARMUP + 87, freq="1h", tz="UTC")  # 88 rows after the warm-up
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(times))))
     candles = pd.DataFrame({"date": times, "open": close, "high": close * 1.002, "low": close * 0.998,
                             "close": close, "volume": rng.uniform(1, 5, len(times))})
@@ -121,7 +121,7 @@ def test_feast_materialize_serves_a_backfill_online(tmp_path) -> None:
                    env=env, check=True, capture_output=True)
     feast = str(Path(sys.executable).with_name("feast"))
     done = subprocess.run([feast, "-c", str(settings.feast_repo), "-f", str(feast_store.profile_yaml(settings)),
-                           "materialize", "2023-12-31T00:00:00", "2024-01-10T00:00:00"],
+                           "materialize", "2023-12-31T00:00:00", "2024-01-20T00:00:00"],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     online = feast_store.open_store(settings).get_online_features(
