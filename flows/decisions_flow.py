@@ -29,7 +29,7 @@ from flows.operators.decisions import DecisionStep
 from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank, models_problem
 from flows.operators.scoring import CloseBarrier, ScoringStep
-from flows.records import Bar, Close, FeatureRow, Status
+from flows.records import Bar, Close, FeatureRow, Status, WarmupBar
 from flows.recovery import recoverable
 from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings
@@ -76,7 +76,7 @@ def scoring_step(settings: Settings, metrics: FlowMetrics | None = None) -> Any:
             freeze_start_up_heap()  # the models stay for the worker's life: out of the collector's walks
         return holder["bank"]
 
-    def step(state: CloseBarrier | None, item: Bar | FeatureRow) -> tuple[CloseBarrier, list[list[Close]]]:
+    def step(state: CloseBarrier | None, item: Bar | FeatureRow | WarmupBar) -> tuple[CloseBarrier, list[list[Close]]]:
         b = bank()
         if state is None:
             scoring = ScoringStep(settings.symbols, tf, b, confidence_threshold=sc.confidence_threshold, daily=daily())
@@ -177,8 +177,15 @@ def verify_deployment(settings: Settings) -> None:
         raise ManifestError(f"scoring.registry {root}: {exc}") from None
 
 
-def add_decisions(settings: Settings, bars: Stream[Bar], features: Stream[FeatureRow]) -> bool:
-    """Wire scoring and decisions; return False (features only) when the registry has no models."""
+def add_decisions(settings: Settings, bars: Stream[Bar | WarmupBar], features: Stream[FeatureRow]) -> bool:
+    """Wire scoring and decisions; return False (features only) when the registry has no models.
+
+    ``bars`` also carries the klines a fresh start warmed the features up on
+    (:class:`WarmupBar`, :mod:`flows.warmup`), in the symbol pipelines' order: the close
+    barrier counts them as warm-up, never as closes, and must count them before the live
+    bars that follow them (two streams merged would reach it in any order, and closes
+    counted as not yet warm would go out without predictions).
+    """
     root, tf = settings.registry_root(), settings.trading_timeframe()
     verify_deployment(settings)
     problem = models_problem(root, tf, settings.scoring.ensemble_version)

@@ -37,6 +37,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
+EMPTY_RUN_WARNING = ("the stream ended and this run stored nothing (no bar closed): the exchange sent no trade, "
+                     "or a restart had no position to resume from (see README, 'Recovery')")
 STOP = threading.Event()
 _reason: list[str] = []
 
@@ -116,10 +118,16 @@ def write_summary(data_dir: Path, symbols: tuple[str, ...], extra: dict[str, Any
     """Print the flow's summary and write it as JSON to :func:`summary_path`; return it."""
     doc = {**TALLY.as_dict(), **extra}
     bars = " ".join(f"{s}={doc['bars'].get(s, 0)}" for s in symbols)
+    if not any(doc["bars"].values()) and stop_reason() is None:
+        # a finite stream (a replay, exchange.idle_stop_s, duration_s) ended and this run stored no bar
+        doc["warning"] = EMPTY_RUN_WARNING
+        log.warning(EMPTY_RUN_WARNING)
+        print(f"WARNING: {EMPTY_RUN_WARNING}", file=sys.stderr, flush=True)
     print(f"flows.live summary ({doc['seconds']:.0f} s, stopped by {doc['stopped_by']}):\n"
           f"  closed bars: {bars}\n  bar closes decided: {doc['closes']}\n"
           f"  last status: {doc['last_status'] or 'none'}\n"
-          + "".join(f"  {k}: {v}\n" for k, v in extra.items()), end="", flush=True)
+          + "".join(f"  {k}: {v}\n" for k, v in extra.items())
+          + (f"  WARNING: {doc['warning']}\n" if "warning" in doc else ""), end="", flush=True)
     path = summary_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1))

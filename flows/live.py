@@ -41,8 +41,8 @@ from flows.monitoring.metrics import start as start_metrics
 from flows.operators.cross_asset import CrossAssetStep
 from flows.operators.parse import exchange_symbol, parse_messages
 from flows.operators.pipeline import Output, SymbolPipeline
-from flows.records import Bar, BarReturn, DeadLetter, FeatureRow
-from flows.recovery import recoverable
+from flows.records import Bar, BarReturn, DeadLetter, FeatureRow, WarmupBar
+from flows.recovery import recoverable, recovery_path
 from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.console import BarPrinter
 from flows.sinks.feast_online import FeastOnlineSink
@@ -51,7 +51,9 @@ from flows.sinks.metrics import timed
 from flows.sources.binance_ws import BinanceTradeSource, RawBatch
 from flows.sources.id_gaps import IdGapRepair
 from flows.sources.rest_fill import TradeFiller
+from flows.start_points import StartPoints
 from flows.timeframes import timeframe_ms
+from flows.warmup import KlineWarmup
 
 PUBLIC_FILL_NOTE = (
     "exchange.fill_gaps: no exchange.api_key, so gaps are filled from Binance's public aggregated trades "
@@ -59,8 +61,11 @@ PUBLIC_FILL_NOTE = (
     "(historicalTrades) needs a read-only key: CRYPTOSTREAM_EXCHANGE__API_KEY")
 
 
-def symbol_step(settings: Settings, metrics: FlowMetrics | None = None):
+def symbol_step(settings: Settings, metrics: FlowMetrics | None = None, warmup: KlineWarmup | None = None):
     """Return the per-symbol step (a :class:`SymbolPipeline`; Bytewax keeps its snapshot, :mod:`flows.recovery`).
+
+    With ``warmup``, a pipeline created without a snapshot first warms its features up on the
+    klines before its first trade (:mod:`flows.warmup`).
 
     With ``metrics``, each batch is counted, and one in :data:`~flows.monitoring.hooks.SAMPLE` is timed
     (bars and features apart).
@@ -73,6 +78,9 @@ def symbol_step(settings: Settings, metrics: FlowMetrics | None = None):
         if pipe is None:
             pipe = SymbolPipeline(symbol, tfs, lateness, fill, max_empty_bars=cap, max_jump_ms=tt.max_jump_ms,
                                   confirm_trades=tt.confirm_trades)
+            if warmup is not None:
+                warm: list[Output] = [*pipe.warm_up(warmup.bars(symbol, min(t.ts for t in trades)))]
+                return pipe, warm + pipe.on_trades(trades)
         return pipe, pipe.on_trades(trades)
 
     if metrics is None:
@@ -126,16 +134,18 @@ def id_gap_step(settings: Settings, symbols: dict[str, str], api_key: str | None
 def cross_step(settings: Settings, metrics: FlowMetrics | None = None):
     """Return the cross-asset step, keyed by timeframe (a :class:`CrossAssetStep`; Bytewax keeps its snapshot)."""
 
-    def step(state: CrossAssetStep | None, ret: BarReturn) -> tuple[CrossAssetStep, list[FeatureRow]]:
+    def step(state: CrossAssetStep | None, ret: BarReturn | WarmupBar) -> tuple[CrossAssetStep, list[FeatureRow]]:
         if state is None:
             state = CrossAssetStep(settings.symbols, tf_ms=timeframe_ms(ret.timeframe))
-        rows = state.update(ret.symbol, ret.ts, ret.ret_1)
+        if ret.ret_1 is None:  # a warm-up's first kline: no return yet
+            return state, []
+        rows = state.update(ret.symbol, ret.ts, ret.ret_1, warmup=isinstance(ret, WarmupBar))
         return state, [FeatureRow("cross_asset_features", sym, ret.timeframe, ts, f) for sym, ts, f in rows]
 
     if metrics is None:
         return step
 
-    def measured(state: CrossAssetStep | None, ret: BarReturn) -> tuple[CrossAssetStep, list[FeatureRow]]:
+    def measured(state: CrossAssetStep | None, ret: BarReturn | WarmupBar) -> tuple[CrossAssetStep, list[FeatureRow]]:
         t0 = perf_counter()
         state, rows = step(state, ret)
         metrics.on_cross_asset(rows, perf_counter() - t0)
@@ -145,12 +155,14 @@ def cross_step(settings: Settings, metrics: FlowMetrics | None = None):
 
 
 def add_features(flow: Dataflow, trades: Stream[tuple[str, tuple[str, list]]], settings: Settings,
-                 metrics: FlowMetrics | None = None) -> tuple[Stream[Any], Stream[FeatureRow]]:
+                 metrics: FlowMetrics | None = None, warmup: KlineWarmup | None = None
+                 ) -> tuple[Stream[Any], Stream[FeatureRow]]:
     """Wire the per-symbol and cross-asset steps; return (all records, feature rows)."""
-    out = recoverable("symbol_pipeline", trades, SymbolPipeline.from_snapshot, symbol_step(settings, metrics))
+    out = recoverable("symbol_pipeline", trades, SymbolPipeline.from_snapshot, symbol_step(settings, metrics, warmup))
     records = op.key_rm("unkey", out)
-    rets = op.filter_map("bar_returns", records, lambda r: r if isinstance(r, BarReturn) else None)
-    keyed = op.key_on("by_timeframe", rets, lambda r: r.timeframe)
+    rets: Stream[BarReturn | WarmupBar] = op.filter_map(
+        "bar_returns", records, lambda r: r if isinstance(r, (BarReturn, WarmupBar)) else None)
+    keyed = op.key_on("by_timeframe", rets, lambda r: str(r[1]))  # BarReturn.timeframe, WarmupBar.timeframe
     cross = op.key_rm("unkey_cross", recoverable("cross_asset", keyed, CrossAssetStep.from_snapshot,
                                                  cross_step(settings, metrics)))
     symbol_rows = op.filter_map("symbol_features", records, lambda r: r if isinstance(r, FeatureRow) else None)
@@ -178,8 +190,12 @@ def daily_rows(settings: Settings, bars: Stream[Bar]) -> Stream[FeatureRow]:
                        lambda b: emitter.on_close(b.ts + tf_ms) if b.timeframe == tf else [])
 
 
-def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Dataflow:
-    """Build the live dataflow; ``source`` replaces the exchange websocket (tests, replays)."""
+def build_flow(settings: Settings, source: Source[RawBatch] | None = None, warmup: bool | None = None) -> Dataflow:
+    """Build the live dataflow; ``source`` replaces the exchange websocket (tests, replays).
+
+    ``warmup``: warm fresh pipelines up on the exchange's klines (``exchange.warmup_klines``,
+    :mod:`flows.warmup`); by default only with the exchange's own source.
+    """
     unsupported = set(settings.bars.timeframes) - set(FEATURE_TIMEFRAMES)
     if unsupported:
         raise SettingsError(f"bars.timeframes: {sorted(unsupported)} have no Feast views; "
@@ -196,9 +212,10 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
     if repair and ex.api_key is None:
         print(PUBLIC_FILL_NOTE, file=sys.stderr)
     key = ex.api_key.get_secret_value() if ex.api_key else None
+    given = source is not None
     source = source or BinanceTradeSource(settings.symbols, ex.ws_url, settings.duration_s, ex.http_url, key,
                                           ex.fill_gaps, since, ex.idle_stop_s, should_stop=stop_requested,
-                                          fill_retry=ex.fill_retry)
+                                          fill_retry=ex.fill_retry, start_points=StartPoints(recovery_path()))
     raw = op.input("exchange_ws", flow, source)
 
     def parse(batch: RawBatch) -> tuple[str, tuple[list, list[DeadLetter]]]:
@@ -214,11 +231,16 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
         repaired = recoverable("id_gaps", trades, IdGapRepair.from_snapshot, id_gap_step(settings, symbols, key))
         trades = op.map_value("repaired_trades", repaired, lambda v: (v[0], v[1]))
         dead = op.merge("dead_letters", dead, op.flat_map("fill_dead_letters", repaired, lambda kv: kv[1][2]))
-    records, features = add_features(flow, trades, settings, metrics)
+    warm = (KlineWarmup(ex.http_url, ex.ws_url, ex.warmup_klines, settings.bars.timeframes)
+            if ex.warmup_klines and (not given if warmup is None else warmup) else None)
+    records, features = add_features(flow, trades, settings, metrics, warm)
     history = op.filter_map("history_rows", records,
                             lambda r: r if isinstance(r, (Bar, FeatureRow, DeadLetter)) else None)
     cross_rows = op.filter("cross_rows", features, lambda r: r.table == "cross_asset_features")
-    bars = op.filter_map("closed_bars", records, lambda r: r if isinstance(r, Bar) else None)
+    # the warm-up klines stay in the bars' stream, in order: the close barrier counts them first
+    warm_and_closed: Stream[Bar | WarmupBar] = op.filter_map(
+        "closed_bars", records, lambda r: r if isinstance(r, (Bar, WarmupBar)) else None)
+    bars = op.filter_map("built_bars", warm_and_closed, lambda r: r if isinstance(r, Bar) else None)
     daily = daily_rows(settings, bars)  # the daily groups, as they become known (none without daily.source)
     to_history: Stream[Any] = op.merge("to_history", history, cross_rows, dead, daily)
     op.output("history", to_history, timed(HistorySink(settings), "history", metrics))
@@ -227,7 +249,7 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None) -> Da
     from flows.decisions_flow import add_decisions
 
     op.output("console", bars, BarPrinter())
-    add_decisions(settings, bars, features)
+    add_decisions(settings, warm_and_closed, features)
     return flow
 
 

@@ -73,6 +73,20 @@ class BarReturn(NamedTuple):
     ret_1: float
 
 
+class WarmupBar(NamedTuple):
+    """A bar the flow did not build: a kline fetched at a fresh start to warm the features up.
+
+    The symbol pipeline feeds it to its feature engine and emits this record instead of the
+    bar: the cross-asset step warms up on ``ret_1`` (None for the first), the close barrier
+    counts it as warm-up; it is never stored, scored or traded.  ``ts`` is the bar's close.
+    """
+
+    symbol: str
+    timeframe: str
+    ts: int
+    ret_1: float | None
+
+
 class OrderIntent(NamedTuple):
     """An order the decision step wants placed (quantities in base units, prices in quote)."""
 

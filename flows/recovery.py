@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import bytewax.operators as op
@@ -28,15 +29,22 @@ W = TypeVar("W")
 S = TypeVar("S", bound=Snapshotting)
 
 
-def recovery_directory() -> str:
-    """Return the recovery directory this run was given (``-r``, ``BYTEWAX_RECOVERY_DIRECTORY``), as far as known."""
+def recovery_path() -> Path | None:
+    """Return the recovery directory this run was given (``-r``, ``BYTEWAX_RECOVERY_DIRECTORY``), or None."""
     argv = sys.argv
     for i, arg in enumerate(argv):
         if arg in ("-r", "--recovery-directory") and i + 1 < len(argv):
-            return argv[i + 1]
+            return Path(argv[i + 1])
         if arg.startswith("--recovery-directory="):
-            return arg.split("=", 1)[1]
-    return os.environ.get("BYTEWAX_RECOVERY_DIRECTORY") or "DIR (the recovery directory this run resumes from)"
+            return Path(arg.split("=", 1)[1])
+    env = os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+    return Path(env) if env else None
+
+
+def recovery_directory() -> str:
+    """Return the recovery directory this run was given, as far as known, for a message."""
+    path = recovery_path()
+    return str(path) if path is not None else "DIR (the recovery directory this run resumes from)"
 
 
 def old_snapshot_error(step_id: str, exc: SnapshotError) -> SnapshotError:

@@ -44,6 +44,7 @@ from flows.monitoring.config import DriftConfig, MonitoringConfig
 from flows.monitoring.dashboard.config import DashboardConfig
 from flows.monitoring.logging import LogSettings
 from flows.operators.bars import MAX_EMPTY_BARS
+from flows.operators.features import WARMUP
 from flows.operators.regime import RegimeConfig
 from flows.operators.trade_time import TradeTimeConfig
 from flows.risk.config import RiskConfig
@@ -76,6 +77,11 @@ class ExchangeSettings(_Frozen):
     idle_stop_s: float = Field(0.0, ge=0.0, description="end the stream after this many quiet seconds; 0 = never")
     fill_retry: FillRetry = Field(FillRetry(), description="retries of a gap fill's REST call after a network "
                                   "error, a timeout, HTTP 5xx or 429 (flows/sources/rest_fill.py)")
+    warmup_klines: int = Field(WARMUP - 1, ge=0, le=1000, description=(
+        "on a fresh start (no snapshot), klines fetched per symbol and timeframe from the public REST endpoint "
+        f"to warm the features up; {WARMUP - 1}: the first live bar is the features' {WARMUP}th, the first with "
+        "converged features, as in a backtest of the same bars; 0 = off (features then "
+        f"appear after {WARMUP} live bars)"))
 
     @field_validator("fill_since")
     @classmethod

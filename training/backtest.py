@@ -115,6 +115,9 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
                  clock: Callable[[], float] = time.perf_counter) -> BacktestResult:
     """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on.
 
+    Without ``start_ms``, the closes from the first one with features on (the bars before
+    it, :data:`~flows.operators.features.WARMUP` of them, only warm up).
+
     ``chunk`` bar times go to the scoring step at once (:class:`flows.replay.DecisionReplay`:
     1 scores exactly as the live flow does; more is faster, equal within float rounding).
     ``matrices=False`` feeds every chunk as records (the path before the matrices, bit for bit
@@ -125,6 +128,11 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     ``clock`` times the stages of ``spent`` (wall time; ``time.thread_time`` gives CPU time).
     """
     symbols = tuple(streams)
+    if start_ms is None:  # the bars before the first feature row only warm up (features.WARMUP, issue 17 defect 10)
+        held = {s: b if isinstance(b, list) else list(b) for s, b in streams.items()}
+        firsts = [b[WARMUP - 1].ts for b in held.values() if len(b) >= WARMUP]
+        streams = dict[str, Iterable[Bar]](held)
+        start_ms = min(firsts) if firsts else None
     if symbols != tuple(settings.symbols):
         settings = settings.model_copy(update={"symbols": symbols})
     if settings.trading_timeframe() != timeframe:  # the strategy measures holding times in the traded bars

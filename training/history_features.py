@@ -112,7 +112,7 @@ def _recursive(c: np.ndarray, h: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray
 
 
 def bar_features(bars: list[Bar], tf_ms: int) -> np.ndarray:
-    """Return the features (columns ``FEATURES``) of bars ``WARMUP - 1`` onwards: ``[len(bars) - 60, 22]``."""
+    """Return the features (columns ``FEATURES``) of bars ``WARMUP - 1`` onwards: ``[len(bars) - WARMUP + 1, 22]``."""
     n = len(bars)
     if n < WARMUP:
         return np.empty((0, len(FEATURES)))

@@ -89,21 +89,22 @@ def replay_deviation(settings: Settings, history: HistoryReader, paper: pd.DataF
                      ) -> tuple[int, float]:
     """Return (replay fills in the span, largest price deviation in bps) against ``paper`` fills.
 
-    The stored bars from :data:`~flows.operators.features.WARMUP` bars before the
-    first close on are replayed, so the features and models are warm when the first paper
-    close is decided, exactly as in the flow.
+    The stored bars from ``WARMUP - 1`` bars before the first close's bar on (the klines
+    a fresh run warmed up on, ``exchange.warmup_klines``) are replayed, so the first close's
+    bar is the features' :data:`~flows.operators.features.WARMUP`-th, features and models
+    see the same rows as in the flow, and only the run's closes (from ``first_ms``) are decided.
     """
     from training.backfill import bars_from_frame
     from training.backtest import run_backtest
 
     tf = settings.trading_timeframe()
     step = timeframe_ms(tf)
-    start = pd.Timestamp(first_ms - (WARMUP + 2) * step, unit="ms", tz="UTC")
+    start = pd.Timestamp(first_ms - WARMUP * step, unit="ms", tz="UTC")  # the first close's bar is the WARMUP-th
     end = pd.Timestamp(last_ms + step, unit="ms", tz="UTC")
     bars = history.bars(settings.symbols, tf, start, end, BAR_COLUMNS)
     bars = bars.assign(ts=_ms(bars["ts"]))
     streams: dict[str, Iterable[Bar]] = {s: bars_from_frame(s, tf, bars[bars["symbol"] == s].reset_index(drop=True)) for s in settings.symbols}
-    result = run_backtest(settings, streams, tf, None)
+    result = run_backtest(settings, streams, tf, first_ms - step)  # closes before first_ms: warm-up only
     got = {(f.ts, f.symbol, f.side): f.price for f in result.fills if first_ms <= f.ts <= last_ms + step}
     want = {(int(t), s, side): float(p) for t, s, side, p in
             zip(_ms(paper["ts"]), paper["symbol"], paper["side"], paper["price"], strict=True)}

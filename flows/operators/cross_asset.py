@@ -57,6 +57,7 @@ class CrossAssetStep:
         self.tf_ms = tf_ms
         self.max_wait_bars = max_wait_bars
         self.max_wait_ms = None if max_wait_bars is None else max_wait_bars * tf_ms
+        self._ordered = sorted(symbols)
         s = state or {}
         self.pending: dict[int, dict[str, float]] = {int(k): dict(v) for k, v in s.get("pending", {}).items()}
         self.history: dict[str, deque[float]] = {
@@ -64,6 +65,7 @@ class CrossAssetStep:
         }
         self.newest: int = s.get("newest", -1)
         self.emitted_until: int = s.get("emitted_until", -1)
+        self.warm_until: int = s.get("warm_until", -1)  # the last bar time of a warm-up return (no rows up to it)
 
     @classmethod
     def from_snapshot(cls, snap: Any) -> CrossAssetStep:
@@ -78,10 +80,16 @@ class CrossAssetStep:
                 "reference": self.reference, "tf_ms": self.tf_ms, "max_wait_bars": self.max_wait_bars,
                 "pending": {k: dict(v) for k, v in self.pending.items()},
                 "history": {k: list(v) for k, v in self.history.items()},
-                "newest": self.newest, "emitted_until": self.emitted_until}
+                "newest": self.newest, "emitted_until": self.emitted_until, "warm_until": self.warm_until}
 
-    def update(self, symbol: str, ts: int, ret_1: float) -> list[tuple[str, int, dict[str, float]]]:
-        """Add one symbol's return at bar time ``ts``; return rows of every bar time now complete."""
+    def update(self, symbol: str, ts: int, ret_1: float, warmup: bool = False) -> list[tuple[str, int, dict[str, float]]]:
+        """Add one symbol's return at bar time ``ts``; return rows of every bar time now complete.
+
+        ``warmup``: the return of a bar the flow did not build (a kline of the warm-up at a fresh
+        start): it fills the windows, and no row comes out for a bar time up to the last such one.
+        """
+        if warmup:
+            self.warm_until = max(self.warm_until, ts)
         if ts <= self.emitted_until:
             return []  # that bar time was already given up on; its row is absent, never invented
         self.pending.setdefault(ts, {})[symbol] = ret_1
@@ -93,11 +101,15 @@ class CrossAssetStep:
                 break
             del self.pending[t]
             self.emitted_until = t
-            out.extend(self._rows(t, rets))
+            rows = self._rows(t, rets)
+            if t > self.warm_until:
+                out.extend(rows)
         return out
 
     def _rows(self, ts: int, rets: dict[str, float]) -> list[tuple[str, int, dict[str, float]]]:
-        mean = sum(rets.values()) / len(rets)
+        # summed in symbol order, whatever order the returns arrived in (worker count, batches): the same
+        # float every time, and the order training.history_features sums in
+        mean = sum([rets[sym] for sym in self._ordered if sym in rets]) / len(rets)
         ref = rets.get(self.reference)
         if ref is not None:
             for sym in self.symbols:

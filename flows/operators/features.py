@@ -12,16 +12,16 @@ feature            formula                                                     w
 =================  ==========================================================  =======
 ret_k (1,5,15,60)  ln(c_t / c_{t-k})                                           k + 1
 rv_n (15, 60)      sqrt(sum of r^2 over the last n bars)                        n + 1
-rsi_14             100 - 100 / (1 + G / L), G, L = Wilder means (alpha 1/14,    15
+rsi_14             100 - 100 / (1 + G / L), G, L = Wilder means (alpha 1/14,    313
                    seeded with the first change) of gains and losses; 100 if
                    L = 0, 50 if both are 0
-macd               EMA12(c) - EMA26(c) (EMA: alpha 2/(span+1), seeded with c_0)  34
-macd_signal        EMA9(macd)                                                  34
-macd_hist          macd - macd_signal                                          34
+macd               EMA12(c) - EMA26(c) (EMA: alpha 2/(span+1), seeded with c_0)  301
+macd_signal        EMA9(macd)                                                  301
+macd_hist          macd - macd_signal                                          301
 bb_pctb            (c - (m - 2s)) / (4s), m, s = mean and population std of     20
                    the last 20 closes; 0.5 when s = 0
 bb_bandwidth       4s / m                                                      20
-atr_14             Wilder mean (alpha 1/14, seeded with TR_1) of true range     15
+atr_14             Wilder mean (alpha 1/14, seeded with TR_1) of true range     313
                    max(h - l, |h - c_{t-1}|, |l - c_{t-1}|), divided by c
 volume_z_60        (v - mean60(v)) / std60(v) (population); 0 when std is 0     60
 vwap_dist          (c - vwap) / vwap of the bar                                1
@@ -32,7 +32,15 @@ hour_sin/cos       sin/cos(2 pi hour / 24) of the bar's close time             1
 dow_sin/cos        sin/cos(2 pi weekday / 7) of the bar's close time           1
 =================  ==========================================================  =======
 
-The engine is warm after ``WARMUP`` bars (61): every feature is then finite.
+The engine is warm after ``WARMUP`` bars (313): every feature is then finite, and
+every recursive mean (EMA, Wilder mean) has *converged*: the weight its seed still
+carries, ``(1 - alpha)^k`` after ``k`` updates, is below ``SEED_WEIGHT`` (1e-10).
+A recursion seeded with its first value makes a fresh start's features differ from
+a long history's (MACD signal by up to 10 %, RSI by ~2 points for ~240 bars after a
+61-bar warm-up); after ``WARMUP`` bars features of the same bars agree to ~1e-10
+relative whatever bar the history started at, so the flow started afresh, the
+backfill and training see the same values (issue 17, defect 10).  A fresh live
+start warms up from the exchange's klines (``exchange.warmup_klines``).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from flows.timeframes import timeframe_ms
 
 RET_LAGS = (1, 5, 15, 60)
 RV_WINDOWS = (15, 60)
-WARMUP = 61  # ret_60 needs 61 closes
+SEED_WEIGHT = 1e-10  # a recursive mean has converged once its seed weighs less than this
 FEATURES: tuple[str, ...] = (
     "ret_1", "ret_5", "ret_15", "ret_60", "rv_15", "rv_60", "rsi_14",
     "macd", "macd_signal", "macd_hist", "bb_pctb", "bb_bandwidth", "atr_14",
@@ -56,6 +64,23 @@ FEATURES: tuple[str, ...] = (
     "hour_sin", "hour_cos", "dow_sin", "dow_cos",
 )
 _A12, _A26, _A9, _AW = 2 / 13, 2 / 27, 2 / 10, 1 / 14
+
+
+def converged_after(alpha: float, seed_bar: int) -> int:
+    """Return the bars after which a recursive mean seeded at bar ``seed_bar`` (0-based) has converged.
+
+    The seed's weight after ``k`` further updates is ``(1 - alpha)^k``; the mean has
+    converged once that is below :data:`SEED_WEIGHT`.
+    """
+    return seed_bar + 1 + math.ceil(math.log(SEED_WEIGHT) / math.log(1 - alpha))
+
+
+# Bars before a feature row: ret_60 needs 61 closes; the EMAs are seeded with the first
+# close (bar 0), the Wilder means with the first change (bar 1).  The MACD signal (EMA9
+# of EMA12 - EMA26) inherits EMA26's seed, decaying at EMA26's rate (its weight there is
+# ~1.5 x (25/27)^k, ~5e-11 at WARMUP).  313, shared by the flow and training.history_features.
+WARMUP = max(RET_LAGS[-1] + 1, converged_after(_A12, 0), converged_after(_A26, 0), converged_after(_A9, 0),
+             converged_after(_AW, 1))
 _DAY_MS, _EPOCH_WEEKDAY = 86_400_000, 3  # 1970-01-01 was a Thursday (Monday = 0)
 _RET_NAMES = tuple((k, f"ret_{k}") for k in RET_LAGS)
 _RV_NAMES = tuple((n, f"rv_{n}") for n in RV_WINDOWS)

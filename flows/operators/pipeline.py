@@ -10,16 +10,17 @@ backtest, so they cannot disagree.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from flows.operators.bars import MAX_EMPTY_BARS, BarBuilder
 from flows.operators.dedupe import Deduper
 from flows.operators.features import FeatureEngine
 from flows.operators.trade_time import DEFAULT_TRADE_TIME, TradeTimeGuard
-from flows.records import Bar, BarReturn, DeadLetter, FeatureRow, Trade, utc
+from flows.records import Bar, BarReturn, DeadLetter, FeatureRow, Trade, WarmupBar, utc
 from flows.snapshots import check_snapshot
 
-Output = Bar | FeatureRow | BarReturn | DeadLetter
+Output = Bar | FeatureRow | BarReturn | DeadLetter | WarmupBar
 
 
 class SymbolPipeline:
@@ -120,6 +121,23 @@ class SymbolPipeline:
         feats = self.features[tf].update(bar)
         if feats is not None:
             out.append(FeatureRow("bar_features", bar.symbol, tf, close_ts, feats))
+        return out
+
+    def warm_up(self, bars: Iterable[Bar]) -> list[WarmupBar]:
+        """Feed bars the flow did not build (klines before its first trade) to the features; return them as warm-up.
+
+        Each bar updates its timeframe's feature engine and last close as a built bar
+        would, but no Bar, feature row or return comes out: a :class:`WarmupBar` per bar
+        (with its one-bar return) lets the cross-asset step and the close barrier warm up.
+        """
+        out: list[WarmupBar] = []
+        for bar in bars:
+            tf = bar.timeframe
+            prev = self.prev_close.get(tf)
+            self.prev_close[tf] = bar.close
+            self.features[tf].update(bar)
+            out.append(WarmupBar(bar.symbol, tf, bar.ts + self.bars[tf].tf_ms,
+                                 None if prev is None else math.log(bar.close / prev)))
         return out
 
     def advance(self, watermark_ms: int) -> list[Output]:

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from flows.operators.model_bank import ModelBank, Policy, daily_features, feed_features
-from flows.records import Bar, Close, FeatureRow, Prediction
+from flows.records import Bar, Close, FeatureRow, Prediction, WarmupBar
 from flows.snapshots import check_snapshot
 from inference.scorer import to_signal
 
@@ -482,12 +482,18 @@ class CloseBarrier:
         self.released: int = int(s.get("released", -1))
         self.max_pending = int(s.get("max_pending", max_pending))
 
-    def on_items(self, items: Iterable[Bar | FeatureRow]) -> list[Close]:
-        """Take bars and feature rows (any interleaving); return the closes they settle, oldest first."""
+    def on_items(self, items: Iterable[Bar | FeatureRow | WarmupBar]) -> list[Close]:
+        """Take bars and feature rows (any interleaving); return the closes they settle, oldest first.
+
+        A :class:`WarmupBar` (a kline the features warmed up on at a fresh start) counts
+        towards its symbol's warm-up and is never a close: nothing is decided on it.
+        """
         rows: list[FeatureRow] = []
         for it in items:
             if isinstance(it, Bar):
                 self._bar(it)
+            elif isinstance(it, WarmupBar):
+                self.count[it.symbol] = self.count.get(it.symbol, 0) + 1
             else:
                 rows.append(it)
         for p in self.scoring.on_rows(rows) if rows else ():

@@ -17,7 +17,10 @@ deduper downstream drops the overlap.  The fill (:mod:`flows.sources.rest_fill`)
 uses Binance's public ``aggTrades`` (no key), split back into trades so the
 bars equal those of the single trades, or ``historicalTrades`` when an API key
 is set.  With ``fill_since_ms`` a partition that starts without a snapshot
-first fetches history from that time.  REST trades are re-encoded as websocket
+first fetches history from that time.  With a recovery directory, a partition that
+starts without a snapshot records its first trade (:mod:`flows.start_points`) before
+handing it over, and one restarted without a snapshot resumes from that record: a kill
+before the first snapshot loses nothing.  REST trades are re-encoded as websocket
 trade messages so one parser serves both.
 """
 
@@ -38,6 +41,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from flows.monitoring.metrics import current as current_metrics
 from flows.operators.parse import exchange_symbol
 from flows.sources.rest_fill import FillRetry, TradeFiller, known_quantities, trade_docs
+from flows.start_points import StartPoint, StartPoints
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,15 @@ def last_trade_id(msgs: collections.deque[bytes | str] | list[bytes | str], look
     """Return the largest trade id among the last ``look_back`` messages (bad messages are skipped)."""
     ids = [doc["t"] for doc in trade_docs(list(msgs)[-look_back:]) if isinstance(doc.get("t"), int)]
     return max(ids) if ids else None
+
+
+def first_trade(msgs: list[bytes | str]) -> tuple[int, int] | None:
+    """Return (id, time) of the trade with the smallest id among ``msgs`` (bad messages are skipped)."""
+    docs = [d for d in trade_docs(msgs) if type(d.get("t")) is int and type(d.get("T")) is int]
+    if not docs:
+        return None
+    first = min(docs, key=lambda d: d["t"])
+    return int(first["t"]), int(first["T"])
 
 
 def _trade_time(msgs: list[bytes | str], known_id: int) -> int | None:
@@ -76,8 +89,17 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         clock: Callable[[], float] = time.time,
         poll_interval: timedelta = timedelta(milliseconds=5),
         should_stop: Callable[[], bool] = lambda: False,
+        start_points: StartPoints | None = None,
     ) -> None:
         self.symbol = symbol
+        self.start_points = start_points
+        self._since_hint: int | None = None  # the time of trade last_id + 1 when resuming from a start point
+        self._start_recorded = False
+        if last_id is None and start_points is not None and (point := start_points.get(symbol)) is not None:
+            # no snapshot, but an earlier run started here: resume from its first trade (filled from REST)
+            last_id, self._since_hint = point.first_id - 1, point.time_ms
+            log.warning("%s: no snapshot in the recovery directory; resuming from the recorded start point "
+                        "(trade id %d) and filling from REST", symbol, point.first_id)
         self.should_stop = should_stop  # a clean stop (flows.lifecycle): end the partition
         self.market_id = exchange_symbol(symbol)
         self.stream = self.market_id.lower() + "@trade"
@@ -114,6 +136,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         self._last_data = self.clock()
         msgs = [buf.popleft() for _ in range(len(buf))]
         self._tail.extend(msgs[-_TAIL:])
+        if self.last_id is None and (first := first_trade(msgs)) is not None:
+            self._record_start(*first)  # (recorded by the reader already, unless the buffer was filled otherwise)
         tid = last_trade_id(msgs)
         if tid is not None and (self.last_id is None or tid > self.last_id):
             self.last_id = tid
@@ -131,6 +155,12 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def _record_start(self, first_id: int, time_ms: int) -> None:
+        """Record where a partition without a snapshot starts (once; :mod:`flows.start_points`)."""
+        if self.start_points is not None and self.last_id is None and not self._start_recorded:
+            self.start_points.record(StartPoint(self.symbol, first_id, time_ms))
+            self._start_recorded = True
+
     def _run(self) -> None:
         try:
             asyncio.run(self._read_forever())
@@ -147,9 +177,14 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
         loop = asyncio.get_running_loop()
         seen = list(self._tail) + list(self._buf)[-_TAIL:]
         since = _trade_time(seen, known_id=start - 1) if start is not None else None
+        if since is None and start is not None and self._since_hint is not None:
+            since = self._since_hint
+        self._since_hint = None
         if start is None and self.fill_since_ms is not None:
             start = await loop.run_in_executor(None, self.filler.first_id_since, self.market_id, self.fill_since_ms)
             since = self.fill_since_ms
+            if start is not None:
+                self._record_start(start, since)  # the fill from fill_since is where this stream starts
         self.fill_since_ms = None
         if start is None or (first_new_id is not None and start >= first_new_id):
             return
@@ -214,6 +249,8 @@ class WsPartition(StatefulSourcePartition[RawBatch, int | None]):
             first = last_trade_id([msg])
             if first is None:
                 continue  # the subscription ack, or a bad message: keep it, wait for a trade
+            if self.fill_since_ms is None and (start := first_trade([msg])) is not None:
+                self._record_start(*start)  # durable as soon as the stream starts, before anything is handed over
             await self._fill(first)
             gap_checked = True
             self._buf.extend(pending)
@@ -226,9 +263,11 @@ class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
     def __init__(self, symbols: tuple[str, ...], ws_url: str | None, duration_s: float = 0.0,
                  http_url: str | None = None, api_key: str | None = None, fill_gaps: bool = True,
                  fill_since_ms: int | None = None, idle_stop_s: float = 0.0,
-                 should_stop: Callable[[], bool] = lambda: False, fill_retry: FillRetry | None = None) -> None:
+                 should_stop: Callable[[], bool] = lambda: False, fill_retry: FillRetry | None = None,
+                 start_points: StartPoints | None = None) -> None:
         self.symbols = symbols
         self.fill_retry = fill_retry
+        self.start_points = start_points
         self.should_stop = should_stop
         self.ws_url = ws_url or BINANCE_WS
         self.http_url = http_url
@@ -246,4 +285,4 @@ class BinanceTradeSource(FixedPartitionedSource[RawBatch, int | None]):
                   else None)
         return WsPartition(for_part, self.ws_url, filler, self.deadline, last_id=resume_state,
                            fill_since_ms=self.fill_since_ms, idle_stop_s=self.idle_stop_s,
-                           should_stop=self.should_stop)
+                           should_stop=self.should_stop, start_points=self.start_points)

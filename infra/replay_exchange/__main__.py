@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
     src.add_argument("--seed", type=int, default=7)
     src.add_argument("--start", type=_utc, help="first data time (UTC ISO)")
     src.add_argument("--end", type=_utc, help="data before this time (UTC ISO)")
+    src.add_argument("--stream-start", type=_utc,
+                     help="stream from here (UTC ISO); the data before it is history REST serves (a flow's warm-up)")
     src.add_argument("--trades-per-candle", type=float, default=8.0, help="mean trades per candle (>= 4)")
     src.add_argument("--streams", default="trade", help="recorded streams: trade[,bookTicker][,depth]")
     src.add_argument("--duration", type=_duration, default=6 * 3600, help="synthetic length, e.g. 6h (default)")
@@ -115,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplayConfig, str, int]:
         )
         config = ReplayConfig(
             data=tuple(a.data), synthetic=a.synthetic, seed=a.seed, speed=a.speed, rest_horizon=a.rest_horizon,
-            start=a.start, end=a.end, trades_per_candle=a.trades_per_candle,
+            start=a.start, end=a.end, stream_start=a.stream_start, trades_per_candle=a.trades_per_candle,
             streams=tuple(s.strip() for s in a.streams.split(",") if s.strip()),
             synthetic_duration_s=a.duration, synthetic_rate=a.rate, universe=a.universe, clusters=a.clusters, wait_for_streams=a.wait_for_streams,
             faults=faults, api_key=a.api_key, api_secret=a.api_secret,

@@ -35,6 +35,11 @@ class ReplayConfig:
             has streamed; ``all``: the whole data set.
         start: Only data at or after this UTC time.
         end: Only data before this UTC time.
+        stream_start: Where the stream begins (UTC, between ``start`` and ``end``; None
+            = ``start``): the data before it is history, already "streamed" for
+            the REST horizon, so klines and trades before it are served as
+            Binance serves a market's past (a fresh flow's kline warm-up), and
+            ``reset`` comes back here.
         trades_per_candle: Mean trades per candle when expanding candles (>= 4).
         streams: Recorded stream kinds to replay: ``trade`` plus optionally
             ``bookTicker`` and ``depth``.
@@ -65,6 +70,7 @@ class ReplayConfig:
     rest_horizon: Literal["all", "clock"] = "clock"
     start: datetime | None = None
     end: datetime | None = None
+    stream_start: datetime | None = None
     trades_per_candle: float = 8.0
     streams: tuple[str, ...] = ("trade",)
     synthetic_duration_s: int = 6 * 3600
@@ -95,10 +101,14 @@ class ReplayConfig:
             raise ValueError("speed must be >= 0 (0 = as fast as the client reads)")
         if self.rest_horizon not in ("all", "clock"):
             raise ValueError("rest_horizon must be 'all' or 'clock'")
-        for name in ("start", "end"):
+        for name in ("start", "end", "stream_start"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"{name} must be timezone-aware (UTC), got {value!r}")
+        if self.stream_start is not None and not (
+                (self.start is None or self.start <= self.stream_start)
+                and (self.end is None or self.stream_start < self.end)):
+            raise ValueError(f"stream_start must lie in [start, end), got {self.stream_start!r}")
         if self.trades_per_candle < 4:
             raise ValueError("trades_per_candle must be >= 4")
         if "trade" not in self.streams:
@@ -110,6 +120,11 @@ class ReplayConfig:
     def start_ms(self) -> int | None:
         """Return ``start`` in ms since the epoch."""
         return None if self.start is None else int(self.start.timestamp() * 1000)
+
+    @property
+    def stream_start_ms(self) -> int | None:
+        """Return ``stream_start`` in ms since the epoch."""
+        return None if self.stream_start is None else int(self.stream_start.timestamp() * 1000)
 
     @property
     def end_ms(self) -> int | None:

@@ -54,7 +54,8 @@ class Subscriber:
 class ReplayEngine:
     """Moves the timeline's events to subscribed connections at the configured speed."""
 
-    def __init__(self, data: MarketData, speed: float, batch_size: int, wait_for_streams: int = 1) -> None:
+    def __init__(self, data: MarketData, speed: float, batch_size: int, wait_for_streams: int = 1,
+                 origin_ms: int | None = None) -> None:
         tl = data.timeline
         self.data = data
         self.speed = speed
@@ -72,6 +73,10 @@ class ReplayEngine:
         self._anchor_data = int(tl.time_ns[0])
         self._wake = asyncio.Event()
         self._next_conn = 0
+        # Where the stream begins: the events before it count as streamed (history for REST).
+        self.origin_ms = origin_ms
+        if origin_ms is not None:
+            self.seek(origin_ms)
 
     # -- clock -----------------------------------------------------------------
     def clock_ns(self) -> int:
@@ -95,8 +100,9 @@ class ReplayEngine:
 
     # -- control ---------------------------------------------------------------
     def seek(self, time_ms: int | None) -> None:
-        """Move the cursor to the first event at or after ``time_ms`` (None = the start)."""
+        """Move the cursor to the first event at or after ``time_ms`` (None = the stream's start)."""
         tl = self.data.timeline
+        time_ms = self.origin_ms if time_ms is None else time_ms
         self.cursor = 0 if time_ms is None else int(np.searchsorted(tl.time_ns, time_ms * 1_000_000, "left"))
         self.streamed = np.bincount(tl.stream_idx[: self.cursor], minlength=len(tl.streams)).astype(np.int64)
         self._anchor_data = int(tl.time_ns[min(self.cursor, len(tl) - 1)])

@@ -67,7 +67,8 @@ class ReplayExchange:
         self.data = source if isinstance(source, MarketData) else load_data(self.config)
         self.fault_log = FaultLog()
         self.rest_faults = RestFaults(self.fault_log)  # ex.rest_faults.fail_next(3, 503)
-        self.engine = ReplayEngine(self.data, self.config.speed, self.config.batch_size, self.config.wait_for_streams)
+        self.engine = ReplayEngine(self.data, self.config.speed, self.config.batch_size, self.config.wait_for_streams,
+                                   self.config.stream_start_ms)
         self.rest = RestApi(self.data, self.engine, self.config.rest_horizon)
         cfg = self.config
         self.account = Account(self.data, self.engine, dict(cfg.balances), cfg.maker_commission, cfg.taker_commission)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from tests.kit import chaos
+from tests.kit.replay import with_history
 from tests.kit.repo import PROJECT_ROOT
 
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
@@ -97,7 +98,7 @@ def decisions_reference(tmp: Path, registry: Path) -> Path:
     from tests.kit.repo import copy_feature_repo
 
     tmp.mkdir(parents=True, exist_ok=True)
-    with running_replay(candle_files(SHARED), speed=0, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+    with running_replay(candle_files(SHARED), speed=0, end=LIVE[1], **with_history(LIVE[0], "5m"), seed=5) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = paper_env(tmp / "var", copy_feature_repo(tmp), ex, registry)
         feast_store.apply(load_settings(env=env))

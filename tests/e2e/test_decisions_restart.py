@@ -32,6 +32,7 @@ from tests.kit.paper import decision_table as _table
 from tests.kit.paper import paper_env as _env
 from tests.kit.paper import stored_predictions as _predictions
 from tests.kit.recovery import kill_at_and_finish
+from tests.kit.replay import with_history
 from tests.kit.repo import copy_feature_repo
 
 
@@ -40,7 +41,7 @@ def test_sigkill_twice_and_restart_gives_the_same_decisions(shared_data, registr
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-    with running_replay(_files(shared_data), speed=3600, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+    with running_replay(_files(shared_data), speed=3600, end=LIVE[1], **with_history(LIVE[0], "5m"), seed=5) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = _env(tmp_path / "var", copy_feature_repo(tmp_path), ex, registry)
         feast_store.apply(load_settings(env=env))

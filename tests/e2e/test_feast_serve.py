@@ -18,6 +18,7 @@ from bytewax.testing import TestingSource, run_main
 from flows import feast_store
 from flows.feature_catalog import BAR_FEATURES
 from flows.live import build_flow
+from flows.operators.features import WARMUP
 from tests.kit.live_flow import (
     REPO,  # noqa: F401  (the module's repo registry)
     SYMBOLS,
@@ -37,7 +38,7 @@ def test_feast_serve_returns_online_features(tmp_path) -> None:
     REPO["path"] = copy_feature_repo(tmp_path)
     settings = settings_for(tmp_path / "var")
     feast_store.apply(settings)
-    run_main(build_flow(settings, TestingSource(market(minutes=100, seed=4))))
+    run_main(build_flow(settings, TestingSource(market(minutes=WARMUP + 40, seed=4))))
     sdk = feast_store.open_store(settings).get_online_features(
         features=[f"bar_features_1m:{f}" for f in BAR_FEATURES], entity_rows=[{"symbol": s} for s in SYMBOLS]).to_dict()
 
@@ -109,7 +110,7 @@ def test_feast_materialize_serves_a_backfill_online(tmp_path) -> None:
     settings = settings_for(tmp_path / "var")
     feast_store.apply(settings)
     rng = np.random.default_rng(3)
-    times = pd.date_range("2024-01-01", periods=200, freq="1h", tz="UTC")
+    times = pd.date_range("2024-01-01", periods=WARMUP + 87, freq="1h", tz="UTC")  # 88 rows after the warm-up
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(times))))
     candles = pd.DataFrame({"date": times, "open": close, "high": close * 1.002, "low": close * 0.998,
                             "close": close, "volume": rng.uniform(1, 5, len(times))})
@@ -120,7 +121,7 @@ def test_feast_materialize_serves_a_backfill_online(tmp_path) -> None:
                    env=env, check=True, capture_output=True)
     feast = str(Path(sys.executable).with_name("feast"))
     done = subprocess.run([feast, "-c", str(settings.feast_repo), "-f", str(feast_store.profile_yaml(settings)),
-                           "materialize", "2023-12-31T00:00:00", "2024-01-10T00:00:00"],
+                           "materialize", "2023-12-31T00:00:00", "2024-01-20T00:00:00"],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     online = feast_store.open_store(settings).get_online_features(

@@ -2,8 +2,8 @@
 
 The flow registers the Feast views itself (no ``feast apply``), as a first user run does.
 The replay exchange streams real Binance trades (BTC and ETH, 2024-08-08, about half of
-them in multi-trade aggregates) or a synthetic market long enough for the features to
-warm up.  Reference: a clean run.  Then the same replay with the websocket dropped every
+them in multi-trade aggregates) or a synthetic market with history before its stream,
+whose klines the flow warms its features up on.  Reference: a clean run.  Then the same replay with the websocket dropped every
 1,500 messages (gaps filled from the public aggTrades, split back into trades) and with
 2% of the messages corrupted (each one a dead letter, its id refetched from REST): the
 bars, and the features, must equal the clean run's.  Issue 17, defects 8 and 5: the
@@ -21,6 +21,7 @@ import pytest
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
 from tests.kit.recovery import run_flow
+from tests.kit.replay import synthetic_with_history
 from tests.kit.repo import copy_feature_repo
 
 RECORDED = ("BTC/USDT", "ETH/USDT")
@@ -70,7 +71,8 @@ def test_recorded_trades_with_gaps_give_the_clean_bars(recorded, recorded_clean,
 
 
 def test_corrupted_trades_repaired_give_the_clean_features(tmp_path) -> None:
-    synthetic = {"synthetic": ("BTC/USDT",), "synthetic_duration_s": 2 * 3600, "synthetic_rate": 1.0}
+    # two hours streamed after the history the flow warms its features up on (exchange.warmup_klines)
+    synthetic = {"synthetic": ("BTC/USDT",), "synthetic_rate": 1.0, **synthetic_with_history(2 * 3600)}
     clean, _ = _run(tmp_path / "clean", ("BTC/USDT",), CLEAN, **synthetic)
     got, _ = _run(tmp_path / "corrupt", ("BTC/USDT",), CORRUPT, **synthetic)
     assert len(clean["bars_1m"]) >= 119 and len(clean["bar_features_1m"]) >= 50

@@ -21,6 +21,7 @@ from flows.live import build_flow
 from flows.settings import load_settings
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
+from tests.kit.replay import with_history
 from tests.kit.repo import copy_feature_repo
 from training.backfill import run_backfill
 from training.klines import exchange_streams
@@ -28,6 +29,7 @@ from training.klines import exchange_streams
 START = datetime(2024, 3, 1, tzinfo=timezone.utc)
 END = datetime(2024, 3, 1, 16, tzinfo=timezone.utc)  # 16 hours of 5m candles: 192 bars a symbol
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
+TF_MS = 300_000
 
 
 def _settings(var: Path, repo: Path, ex, **extra: str):
@@ -53,7 +55,8 @@ def files(shared_data) -> list[Path]:
 
 def _live(tmp: Path, files: list[Path], faults: FaultConfig | None = None) -> tuple[Path, int]:
     repo = copy_feature_repo(tmp)
-    with running_replay(files, speed=0, start=START, end=END, seed=3, faults=faults or FaultConfig()) as ex:
+    with running_replay(files, speed=0, end=END, seed=3, faults=faults or FaultConfig(), **with_history(START, "5m")
+                        ) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)  # one connection per symbol: start when all are in
         settings = _settings(tmp / "var", repo, ex)
         feast_store.apply(settings)
@@ -64,16 +67,22 @@ def _live(tmp: Path, files: list[Path], faults: FaultConfig | None = None) -> tu
 def test_live_flow_equals_backfill_and_survives_disconnects(tmp_path, files) -> None:
     live_var, _ = _live(tmp_path / "live", files)
     repo = copy_feature_repo(tmp_path / "bf")
-    with running_replay(files, speed=0, start=START, end=END, seed=3, rest_horizon="all") as ex:
+    with running_replay(files, speed=0, end=END, seed=3, rest_horizon="all", **with_history(START, "5m")) as ex:
         settings = _settings(tmp_path / "bf" / "var", repo, ex)
-        # a replay serving all its data (rest_horizon all) has no meaningful "now": take every bar
-        streams = exchange_streams(settings, SYMBOLS, "5m", None, None, closed_only=False)
+        # the backfill starts where the live flow's warm-up klines do (exchange.warmup_klines before START), so
+        # both feed the features the same bars; a replay serving all its data (rest_horizon all) has no
+        # meaningful "now": take every bar
+        first = int(START.timestamp() * 1000) - settings.exchange.warmup_klines * TF_MS
+        streams = exchange_streams(settings, SYMBOLS, "5m", first, None, closed_only=False)
         run_backfill(settings, streams, "5m")
     bf_var = tmp_path / "bf" / "var"
     for table in ("bars_5m", "bar_features_5m", "cross_asset_features_5m"):
         live, bf = _read(live_var, table), _read(bf_var, table)
         # the live flow cannot close the last bar of the replay (no trade after it): drop it from the backfill
         bf = bf[bf.groupby("symbol").ts.transform("max") > bf.ts]
+        # nor does it store the warm-up klines or rows of them: the backfill's bars opening before START, rows
+        # (stamped with their bar's close) of those bars
+        bf = bf[bf.ts >= START] if table == "bars_5m" else bf[bf.ts > START]
         assert len(live) > 100
         common = live.merge(bf, on=["symbol", "timeframe", "ts"], suffixes=("", "_bf"))
         assert len(common) == len(live) == len(bf), f"{table}: {len(live)} live rows, {len(bf)} backfilled"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from bytewax.testing import run_main
 from flows import feast_store
 from flows.live import build_flow
 from flows.monitoring import metrics as monitoring
+from flows.operators.features import WARMUP
 from flows.operators.model_bank import feed_features, services
+from flows.records import Bar
 from flows.settings import load_settings
 from inference.runners import EnsembleScorer
 from inference.scorer import to_signal
@@ -35,6 +38,7 @@ from tests.kit.paper import (
 from tests.kit.paper import candle_files as _files
 from tests.kit.paper import decision_table as _table
 from tests.kit.prometheus import free_port, scrape, total
+from tests.kit.replay import history_klines, with_history
 from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame
 
@@ -43,7 +47,7 @@ from training.backfill import bars_from_frame
 def paper_run(shared_data, registry, tmp_path_factory) -> Path:  # noqa: F811
     """Run the live flow in paper mode over the replay window; return its data dir."""
     tmp = tmp_path_factory.mktemp("paper")
-    with running_replay(_files(shared_data), speed=0, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+    with running_replay(_files(shared_data), speed=0, end=LIVE[1], **with_history(LIVE[0], "5m"), seed=5) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = {"CRYPTOSTREAM_DATA_DIR": str(tmp / "var"), "CRYPTOSTREAM_FEAST_REPO": str(copy_feature_repo(tmp)),
                "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS), "CRYPTOSTREAM_BARS__TIMEFRAMES": "5m",
@@ -61,12 +65,15 @@ def paper_run(shared_data, registry, tmp_path_factory) -> Path:  # noqa: F811
             METRICS.update(scrape(port))
         finally:
             monitoring.stop()
+        HISTORY.update({s: history_klines(ex, s, "5m", LIVE[0], settings.exchange.warmup_klines) for s in SYMBOLS})
         FROZEN["objects"] = gc.get_freeze_count()
         gc.unfreeze()
     return tmp / "var"
 
 
 METRICS: dict[str, float] = {}  # /metrics of the paper run, read when it ended
+# The klines before the run the flow warmed up on (exchange.warmup_klines), as the exchange serves them
+HISTORY: dict[str, list[Bar]] = {}
 
 
 def test_metrics_of_the_run_match_its_stored_orders_fills_and_portfolio(paper_run) -> None:
@@ -185,7 +192,9 @@ def test_backtest_of_the_same_candles_trades_exactly_like_the_live_paper_flow(sh
     stored = _offline(paper_run, "bars").sort_values("ts")
     stored["ts"] = (stored.ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
     streams = {s: bars_from_frame(s, "5m", stored[stored.symbol == s].reset_index(drop=True)) for s in SYMBOLS}
-    result = run_backtest(settings, streams, "5m", None)
+    assert {s: len(b) for s, b in HISTORY.items()} == dict.fromkeys(SYMBOLS, WARMUP - 1)
+    streams = {s: [*HISTORY[s], *streams[s]] for s in SYMBOLS}  # the warm-up, then the run's bars
+    result = run_backtest(settings, streams, "5m", int(LIVE[0].timestamp() * 1000))  # decided from the run's bars
     live = _table(paper_run, "fills").sort_values(["ts", "symbol"])
     got = sorted((f.ts, f.symbol, f.side, f.qty, f.price, f.fee) for f in result.fills)
     want = [(int(t.timestamp() * 1000), s, side, q, p, fee) for t, s, side, q, p, fee in
@@ -206,12 +215,23 @@ def test_backtest_of_the_same_candles_trades_exactly_like_the_live_paper_flow(sh
     assert (tmp_path / "bt" / "equity.png").stat().st_size > 1000
 
 
-def test_the_gates_paper_record_finds_the_run_and_its_replay_fills_exactly(paper_run, registry) -> None:  # noqa: F811
-    """training.paper_record: days, halts and a backtest replay of the bars the paper run stored."""
+def test_the_gates_paper_record_finds_the_run_and_its_replay_fills_exactly(paper_run, registry,  # noqa: F811
+                                                                          tmp_path) -> None:
+    """training.paper_record: days, halts and a backtest replay of the bars the paper run stored.
+
+    The store also holds the bars before the run (an operator's backfill of the exchange's
+    klines: the ones the run warmed up on), which the replay warms up on.
+    """
+    from flows.sinks.history import HistorySink
     from flows.stores import open_stores
     from training.paper_record import paper_record
 
-    env = {"CRYPTOSTREAM_DATA_DIR": str(paper_run), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS),
+    var = tmp_path / "var"
+    shutil.copytree(paper_run, var)
+    sink = HistorySink(load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(var)})).build("backfill", 0, 1)
+    sink.write_batch([b for s in SYMBOLS for b in HISTORY[s]])
+    sink.close()
+    env = {"CRYPTOSTREAM_DATA_DIR": str(var), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS),
            "CRYPTOSTREAM_BARS__TIMEFRAMES": "5m", "CRYPTOSTREAM_SCORING__REGISTRY": str(registry),
            "CRYPTOSTREAM_SCORING__POLICY_FAMILY": "", "CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "0",
            "CRYPTOSTREAM_RISK__SIZING__MIN_REBALANCE_FRACTION": "0"}

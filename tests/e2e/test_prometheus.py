@@ -1,7 +1,8 @@
 """A real Prometheus server scrapes ``python -m bytewax.run flows.live`` and evaluates the shipped alert rules.
 
 The flow reads a synthetic market from the replay exchange (600x real time: ten 1m
-bars a second, features after their warm-up of 61 bars), which corrupts 5 % of
+bars a second, features from the first bar: the flow warms up on the klines of the
+market's history before the stream, ``exchange.warmup_klines``), which corrupts 5 % of
 the messages; Prometheus (Debian's package, installed by infra/setup) scrapes
 every second with infra/monitoring/alerts.yml, its ``for`` durations set to 0 so a
 rule fires at its first true evaluation.  The dead-letter rule must fire, the
@@ -20,6 +21,7 @@ import yaml
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
 from tests.kit.prometheus import MONITORING, free_port, running_prometheus
+from tests.kit.replay import synthetic_with_history
 from tests.kit.repo import PROJECT_ROOT, copy_feature_repo
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
@@ -39,7 +41,7 @@ def test_prometheus_scrapes_the_flow_and_the_dead_letter_rule_fires(tmp_path) ->
               f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n")
     faults = FaultConfig(corrupt=0.05, corrupt_kinds=("malformed_json", "nan_price"))
     with running_replay(None, speed=600, synthetic=SYMBOLS, seed=3, synthetic_rate=5.0, faults=faults,
-                        wait_for_streams=len(SYMBOLS)) as ex, \
+                        wait_for_streams=len(SYMBOLS), **synthetic_with_history(6 * 3600)) as ex, \
             running_prometheus(tmp_path / "prometheus", config, yaml.safe_dump(rules)) as prom:
         env.update({"CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url,
                     "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay-exchange"})
@@ -51,7 +53,7 @@ def test_prometheus_scrapes_the_flow_and_the_dead_letter_rule_fires(tmp_path) ->
             deadline, seen = time.monotonic() + 90, set()
             while time.monotonic() < deadline and flow.poll() is None:
                 firing = prom.firing()
-                rows = prom.query("sum(cryptostream_feature_rows_total)")  # features: after 61 bars of warm-up
+                rows = prom.query("sum(cryptostream_feature_rows_total)")  # features: from the first bar (kline warm-up)
                 if "CryptostreamDeadLetterRate" in firing and rows and float(rows[0]["value"][1]) > 0 \
                         and "CryptostreamNoBars" not in firing:
                     seen = firing

@@ -11,8 +11,10 @@ leave the same bars and features.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,14 +22,16 @@ import pandas as pd
 import pytest
 
 from flows import feast_store
+from flows.operators.features import WARMUP
 from flows.settings import load_settings
+from flows.start_points import FOLDER
 from infra.replay_exchange.server import running_replay
 from tests.kit.recovery import kill_at_and_finish
 from tests.kit.recovery import run_flow as _flow
 from tests.kit.repo import copy_feature_repo
 
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
-END = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+END = datetime(2024, 5, 2, 6, tzinfo=timezone.utc)  # 30 h: 359 5m bars, past the features' 313-bar warm-up
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 TABLES = ("bars_5m", "bar_features_5m", "cross_asset_features_5m")
 
@@ -52,6 +56,18 @@ def _read(var: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _recovery_dir(tmp_path: Path) -> Path:
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    return recovery
+
+
+def _assert_same(got: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame]) -> None:
+    for t in TABLES:
+        pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)
+
+
 def _replay(files: list[Path], speed: float):
     ex = running_replay(files, speed=speed, start=START, end=END, seed=5)
     return ex
@@ -74,16 +90,15 @@ def reference(files, tmp_path_factory) -> dict[str, pd.DataFrame]:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-3000:]
     tables = _read(tmp / "var")
-    assert len(tables["bars_5m"]) == 2 * (12 * 12 - 1)
+    assert len(tables["bars_5m"]) == 2 * (30 * 12 - 1)
+    assert len(tables["bar_features_5m"]) == 2 * (30 * 12 - 1 - (WARMUP - 1))
     return tables
 
 
 def test_sigkill_at_several_points_and_restart_gives_same_tables(files, reference, tmp_path) -> None:
     repo = copy_feature_repo(tmp_path)
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-    # ~1150 trades a symbol over ~12 s of wall time; each kill waits until the replay has
+    recovery = _recovery_dir(tmp_path)
+    # ~2900 trades a symbol over ~30 s of wall time; each kill waits until the replay has
     # handed out a further quarter of its trades, so every kill lands mid-stream.
     with _replay(files, speed=3600) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
@@ -91,8 +106,37 @@ def test_sigkill_at_several_points_and_restart_gives_same_tables(files, referenc
         feast_store.apply(load_settings(env=env))
         kill_at_and_finish(ex, env, recovery, (0.25, 0.5, 0.75))
     got = _read(tmp_path / "var")
-    for t in TABLES:
-        pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)
+    _assert_same(got, reference)
+
+
+def test_a_kill_before_the_first_snapshot_resumes_from_the_start_point(files, reference, tmp_path) -> None:
+    """Issue 17, defect 7: at max replay speed the whole replay went out before the first snapshot; a SIGKILL
+    then left no trade id to resume from, and the restart stored nothing (exit 0, no warning)."""
+    repo = copy_feature_repo(tmp_path)
+    recovery = _recovery_dir(tmp_path)
+    with _replay(files, speed=0) as ex:
+        ex.engine.wait_for_streams = len(SYMBOLS)
+        env = _env(tmp_path / "var", repo, ex)
+        del env["CRYPTOSTREAM_EXCHANGE__FILL_SINCE"]  # a live start: from the first trade the websocket sends
+        feast_store.apply(load_settings(env=env))
+        proc = _flow(env, "-r", str(recovery), "-s", "3600", "-b", "30")  # no snapshot for an hour
+        total, deadline = len(ex.data.timeline), time.monotonic() + 120
+        while ex.engine.cursor < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the flow ended before it could be killed: " + proc.stderr.read().decode()[-3000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert ex.engine.cursor == total, "the replay had not handed out every trade before the kill"
+        # The restart writes to a data directory of its own: what the killed run stored does not count.
+        env = {**env, "CRYPTOSTREAM_DATA_DIR": str(tmp_path / "restart")}
+        feast_store.apply(load_settings(env=env))
+        proc = _flow(env, "-r", str(recovery), "-s", "1", "-b", "30")
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    assert b"stored nothing" not in err and b"resuming from the recorded start point" in err, err.decode()[-3000:]
+    assert len(list((recovery / FOLDER).glob("*.json"))) == len(SYMBOLS)
+    got = _read(tmp_path / "restart")
+    _assert_same(got, reference)
 
 
 @pytest.mark.parametrize("layout", ["2 workers", "2 processes"])
@@ -111,5 +155,4 @@ def test_two_workers_and_two_processes_give_same_tables(files, reference, tmp_pa
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err.decode()[-3000:]
     got = _read(tmp_path / "var")
-    for t in TABLES:
-        pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)
+    _assert_same(got, reference)

@@ -23,6 +23,7 @@ from flows.live import build_flow
 from flows.settings import load_settings
 from infra.replay_exchange.server import running_replay
 from tests.kit.paper import SYMBOLS, decision_table, train_registry
+from tests.kit.replay import history_klines, with_history
 from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame
 
@@ -48,7 +49,7 @@ def registry_1h(shared_data, tmp_path_factory) -> Path:
 def user_paper_run(shared_data, registry_1h, tmp_path_factory) -> Path:
     """Run the live flow in paper mode with the user's strategy over the replay window; return its data dir."""
     tmp = tmp_path_factory.mktemp("paper1h")
-    with running_replay(files(shared_data), speed=0, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+    with running_replay(files(shared_data), speed=0, end=LIVE[1], **with_history(LIVE[0], "1h"), seed=5) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = {**COMMON, "CRYPTOSTREAM_DATA_DIR": str(tmp / "var"),
                "CRYPTOSTREAM_FEAST_REPO": str(copy_feature_repo(tmp)), "CRYPTOSTREAM_BARS__TIMEFRAMES": "1h",
@@ -61,7 +62,11 @@ def user_paper_run(shared_data, registry_1h, tmp_path_factory) -> Path:
         gc.unfreeze()
         run_main(build_flow(settings))
         gc.unfreeze()
+        HISTORY.update({s: history_klines(ex, s, "1h", LIVE[0], settings.exchange.warmup_klines) for s in SYMBOLS})
     return tmp / "var"
+
+
+HISTORY: dict[str, list] = {}  # the klines before the run the flow warmed up on (exchange.warmup_klines)
 
 
 def test_a_users_strategy_gives_the_same_fills_in_the_backtest_as_in_the_live_paper_flow(
@@ -74,8 +79,9 @@ def test_a_users_strategy_gives_the_same_fills_in_the_backtest_as_in_the_live_pa
     stored = pd.concat([pd.read_parquet(f) for f in files_]).sort_values("ts")
     stored["ts"] = (stored.ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
 
-    def streams() -> dict:
-        return {s: bars_from_frame(s, "1h", stored[stored.symbol == s].reset_index(drop=True)) for s in SYMBOLS}
+    def streams() -> dict:  # the warm-up klines, then the run's bars: the first with features is the run's first
+        return {s: [*HISTORY[s], *bars_from_frame(s, "1h", stored[stored.symbol == s].reset_index(drop=True))]
+                for s in SYMBOLS}
 
     live = decision_table(user_paper_run, "fills").sort_values(["ts", "symbol"])
     want = sorted((int(t.timestamp() * 1000), s, side, q, p, fee) for t, s, side, q, p, fee in

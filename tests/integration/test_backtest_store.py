@@ -29,7 +29,7 @@ from tests.kit.paper import decision_table as _table
 from training.backfill import _files as candle_streams
 from training.backtest import run_backtest
 
-WARM = datetime(2024, 5, 31, tzinfo=timezone.utc)  # a day of warm-up for features and model state
+WARM = datetime(2024, 5, 30, tzinfo=timezone.utc)  # two days (576 5m bars) of warm-up: features (313 bars), models
 START = datetime(2024, 6, 1, tzinfo=timezone.utc)
 END = datetime(2024, 6, 4, tzinfo=timezone.utc)
 

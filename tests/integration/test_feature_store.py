@@ -16,6 +16,7 @@ from bytewax.testing import TestingSource, run_main
 from flows import feast_store
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES
 from flows.live import build_flow
+from flows.operators.features import WARMUP
 from flows.settings import load_settings
 from tests.kit.live_flow import SYMBOLS, market
 from tests.kit.repo import copy_feature_repo
@@ -41,10 +42,11 @@ def _table(dsn: str, table: str) -> pd.DataFrame:
 
 
 def test_online_equals_last_rows_and_historical_equals_asof_join(ts_settings) -> None:
-    run_main(build_flow(ts_settings, TestingSource(market(minutes=150, seed=21))))
+    run_main(build_flow(ts_settings, TestingSource(market(minutes=WARMUP + 90, seed=21))))
     dsn = ts_settings.timescale_dsn.get_secret_value()
     bars, feats, cross = _table(dsn, "bars"), _table(dsn, "bar_features"), _table(dsn, "cross_asset_features")
-    assert len(bars) == 3 * 149 and len(feats) == 3 * (149 - 60) and len(cross) == 3 * (148 - 59)
+    n = WARMUP + 89  # bars a symbol: the last minute stays open
+    assert len(bars) == 3 * n and len(feats) == 3 * (n - (WARMUP - 1)) and len(cross) == 3 * (n - 1 - 59)
     assert np.isfinite(feats[list(BAR_FEATURES)].to_numpy(float)).all()
 
     store = feast_store.open_store(ts_settings)

@@ -31,7 +31,7 @@ from training.datasets import build_training_set, load_bars
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
-ROWS = 700  # hourly bars per symbol: 60 warm up, then 640 with features
+ROWS = 953  # hourly bars per symbol: 313 warm up (features.WARMUP), then 640 with features
 TTL = timedelta(days=2)  # the feature views' ttl (feature_repo/definitions.py)
 
 
@@ -44,7 +44,7 @@ def candles(shared_data) -> dict[str, pd.DataFrame]:
         df["ts"] = (df.ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
         frames[s] = df.reset_index(drop=True)
     # a gap of 60 hours in SOL (longer than the ttl), so some rows have no features within it
-    frames["SOL/USDT"] = frames["SOL/USDT"].drop(index=range(400, 460)).reset_index(drop=True)
+    frames["SOL/USDT"] = frames["SOL/USDT"].drop(index=range(653, 713)).reset_index(drop=True)
     return frames
 
 

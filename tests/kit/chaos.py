@@ -35,6 +35,7 @@ from infra.db import ensure_database, migrate
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
 from tests.kit.recovery import kill_at_and_finish, run_flow
+from tests.kit.replay import with_history
 from tests.kit.repo import PROJECT_ROOT, copy_feature_repo
 
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -210,7 +211,7 @@ def profile_env(profile: str, dsn: str | None, redis_url: str | None) -> dict[st
 
 def reference_tables(shared: Path, tmp: Path) -> dict[str, pd.DataFrame]:
     """Run the features flow once, uninterrupted and fault-free (local profile); return its tables."""
-    with running_replay(candle_files(shared), speed=0, start=START, end=END, seed=5) as ex:
+    with running_replay(candle_files(shared), speed=0, end=END, seed=5, **with_history(START, "5m")) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = flow_env(tmp / "var", copy_feature_repo(tmp), ex)
         feast_store.apply(load_settings(env=env))
@@ -219,6 +220,8 @@ def reference_tables(shared: Path, tmp: Path) -> dict[str, pd.DataFrame]:
         assert proc.returncode == 0, err.decode()[-3000:]
     tables = local_tables(tmp / "var")
     assert len(tables["bars"]) == len(SYMBOLS) * (12 * 12 - 1)
+    # warmed up on the replay's klines before START (exchange.warmup_klines): features from the first bar
+    assert len(tables["bar_features"]) == len(tables["cross_asset_features"]) == len(tables["bars"])
     return tables
 
 
@@ -229,7 +232,7 @@ def _run_and_compare(tmp: Path, want: dict[str, pd.DataFrame], profile: str, ser
     tmp.mkdir(parents=True, exist_ok=True)
 
     def go(dsn: str | None) -> Outcome:
-        with running_replay(candle_files(Path(servers["SHARED"])), speed=speed, start=START, end=END, seed=5,
+        with running_replay(candle_files(Path(servers["SHARED"])), speed=speed, end=END, seed=5, **with_history(START, "5m"),
                             faults=faults or FaultConfig()) as ex:
             ex.engine.wait_for_streams = len(SYMBOLS)
             env = flow_env(tmp / "var", copy_feature_repo(tmp), ex,
@@ -332,7 +335,7 @@ def timescale_restart(shared: Path, tmp: Path, want: dict[str, pd.DataFrame], ru
 
 def _restart_run(shared: Path, tmp: Path, want: dict[str, pd.DataFrame], ts: Any, redis_url: str, share: float,
                  down_s: float) -> Outcome:
-    with running_replay(candle_files(shared), speed=1800, start=START, end=END, seed=5) as ex:
+    with running_replay(candle_files(shared), speed=1800, end=END, seed=5, **with_history(START, "5m")) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = flow_env(tmp / "var", copy_feature_repo(tmp), ex, profile_env("timescale", ts.dsn, redis_url))
         feast_store.apply(load_settings(env=env))
@@ -536,7 +539,7 @@ def sigkill_decisions(shared: Path, tmp: Path, registry: Path, reference: Path, 
         run_tmp.mkdir(parents=True, exist_ok=True)
 
         def go(dsn: str | None, shares: tuple[float, ...] = shares, run_tmp: Path = run_tmp) -> Outcome:
-            with running_replay(paper_files(shared), speed=3600, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+            with running_replay(paper_files(shared), speed=3600, end=LIVE[1], **with_history(LIVE[0], "5m"), seed=5) as ex:
                 ex.engine.wait_for_streams = len(PAPER_SYMBOLS)
                 env = {**paper_env(run_tmp / "var", copy_feature_repo(run_tmp), ex, registry),
                        **profile_env(profile, dsn, servers.get("REDIS_URL"))}

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import orjson
 
+from flows.operators.features import WARMUP
 from flows.settings import load_settings
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 T0 = 1_700_000_000_000
 
 
-def market(minutes: int = 90, seed: int = 5) -> list[tuple[str, int, list[bytes]]]:
-    """Raw websocket batches for three symbols; a few duplicates and garbage lines mixed in."""
+def market(minutes: int = WARMUP + 40, seed: int = 5) -> list[tuple[str, int, list[bytes]]]:
+    """Raw websocket batches for three symbols; a few duplicates and garbage lines mixed in.
+
+    The default length is past the features' warm-up (:data:`~flows.operators.features.WARMUP` bars).
+    """
     rng = random.Random(seed)
     price = {"BTC/USDT": 60_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
     tid = dict.fromkeys(SYMBOLS, 1000)

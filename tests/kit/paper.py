@@ -13,6 +13,7 @@ from flows import feast_store
 from flows.settings import load_settings
 from infra.replay_exchange.server import running_replay
 from tests.kit.recovery import run_flow
+from tests.kit.replay import with_history
 from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame, run_backfill
 
@@ -68,7 +69,7 @@ def decision_table(var: Path, table: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(f) for f in files]).reset_index(drop=True) if files else pd.DataFrame()
 
 
-KILLS = (0.7, 0.85)  # models score from ~61 of 120 bars: both kills land after warm-up
+KILLS = (0.7, 0.85)  # models score from the first of 120 bars (warm-up from the replay's klines): both kills land mid-run
 
 
 def paper_env(var: Path, repo: Path, ex, reg: Path) -> dict[str, str]:
@@ -90,7 +91,7 @@ def stored_predictions(var: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def reference(shared_data, registry, tmp_path_factory) -> Path:  # noqa: F811
     tmp = tmp_path_factory.mktemp("reference")
-    with running_replay(candle_files(shared_data), speed=0, start=LIVE[0], end=LIVE[1], seed=5) as ex:
+    with running_replay(candle_files(shared_data), speed=0, end=LIVE[1], **with_history(LIVE[0], "5m"), seed=5) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = paper_env(tmp / "var", copy_feature_repo(tmp), ex, registry)
         feast_store.apply(load_settings(env=env))

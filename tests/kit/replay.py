@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+
+from flows.operators.features import WARMUP
+from flows.timeframes import timeframe_ms
 
 T = TypeVar("T")
 
@@ -50,3 +54,32 @@ def signed_replay(tmp_path: Path, hours: int, key: str, secret: str, balances: M
     account: dict[str, Any] = {} if balances is None else {"balances": dict(balances)}
     with running_replay(path, speed=0, rest_horizon="all", api_key=key, api_secret=secret, **account) as ex:
         yield ex, candles
+
+
+def with_history(start: datetime, timeframe: str, bars: int = WARMUP) -> dict[str, datetime]:
+    """Return replay settings that stream from ``start`` and hold ``bars`` + 2 ``timeframe`` bars of history before it.
+
+    A fresh flow warms its features up on the exchange's klines before its first trade
+    (``exchange.warmup_klines``, :mod:`flows.warmup`), as against Binance: the replay then has
+    them, and its first streamed bar already has converged features.
+    """
+    return {"start": start - timedelta(milliseconds=(bars + 2) * timeframe_ms(timeframe)), "stream_start": start}
+
+
+def history_klines(ex: Any, symbol: str, timeframe: str, start: datetime, bars: int = WARMUP) -> list[Any]:
+    """Return the ``bars`` klines of ``symbol`` before ``start`` that a fresh flow warms up on, from replay ``ex``."""
+    from flows.exchange.binance import make_binance
+    from flows.exchange.klines import fetch_klines
+
+    end = int(start.timestamp() * 1000)
+    end -= end % timeframe_ms(timeframe)
+    client = make_binance(ex.http_url, ex.ws_url)
+    return list(fetch_klines(client, symbol, timeframe, end - bars * timeframe_ms(timeframe), end, closed_only=False))
+
+
+def synthetic_with_history(live_s: int, timeframe: str = "1m", stream_start: datetime | None = None
+                           ) -> dict[str, Any]:
+    """Return synthetic replay settings: ``live_s`` seconds streamed after :func:`with_history`'s history."""
+    at = stream_start or datetime(2024, 1, 1, 6, tzinfo=timezone.utc)
+    window = with_history(at, timeframe)
+    return {**window, "synthetic_duration_s": live_s + int((at - window["start"]).total_seconds())}

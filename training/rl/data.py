@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES
+from flows.operators.features import WARMUP
 from flows.records import Bar, FeatureRow
 from flows.timeframes import timeframe_ms
 
@@ -263,7 +264,7 @@ def synthetic_market_data(seed: int, n_bars: int, n_assets: int, n_features: int
     if not 1 <= n_features <= len(SYNTHETIC_ORDER):
         raise ValueError(f"n_features must be in 1..{len(SYNTHETIC_ORDER)}, got {n_features}")
     rng = np.random.default_rng(seed)
-    warm = 62
+    warm = WARMUP + 1  # the features' warm-up and the first return
     n = n_bars + warm
     tf = timeframe_ms(timeframe)
     vol = 0.01 * np.sqrt(tf / 3_600_000)

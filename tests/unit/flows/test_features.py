@@ -90,7 +90,7 @@ def test_features_equal_pandas_on_real_candles(shared_data, asset) -> None:
 def test_flat_prices_give_finite_features() -> None:
     engine = FeatureEngine("1m")
     out = None
-    for i in range(200):
+    for i in range(WARMUP + 20):
         out = engine.update(Bar("X/USDT", "1m", i * 60_000, 5.0, 5.0, 5.0, 5.0, 0.0, 0.0, 0, 5.0, 0.0))
     assert out is not None
     assert all(math.isfinite(x) for x in out.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,3 +90,23 @@ def test_the_summary_names_the_stop_and_is_written_for_the_main_job(tmp_path: Pa
     assert "stopped by SIGTERM" in out and "closed bars: BTC/USDT=" in out and "log file: x.log" in out
     assert doc["stopped_by"] == "SIGTERM" and doc["closes"] >= 1
     assert (tmp_path / "flow_summary.json").is_file()
+
+
+def test_a_finite_stream_that_stored_nothing_ends_with_a_warning(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Issue 17, defect 7: a replay that ended with 0 bars exited 0 without a word."""
+    monkeypatch.setattr(lifecycle, "TALLY", lifecycle.Tally())
+    doc = lifecycle.write_summary(tmp_path, ("BTC/USDT",), {})
+    captured = capsys.readouterr()
+    assert doc["warning"] == lifecycle.EMPTY_RUN_WARNING
+    assert "WARNING: the stream ended and this run stored nothing" in captured.err
+    assert "WARNING:" in captured.out  # the summary's own line
+    assert json.loads((tmp_path / "flow_summary.json").read_text())["warning"] == lifecycle.EMPTY_RUN_WARNING
+    lifecycle.TALLY.bar("BTC/USDT")
+    assert "warning" not in lifecycle.write_summary(tmp_path, ("BTC/USDT",), {})
+    monkeypatch.setattr(lifecycle, "TALLY", lifecycle.Tally())
+    lifecycle.request_stop("SIGTERM")  # stopped by the operator: nothing stored is no surprise
+    try:
+        assert "warning" not in lifecycle.write_summary(tmp_path, ("BTC/USDT",), {})
+    finally:
+        lifecycle.STOP.clear()
+        lifecycle._reason.clear()

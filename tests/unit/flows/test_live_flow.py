@@ -12,6 +12,7 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 
 from flows.live import build_flow
 from flows.operators.cross_asset import CrossAssetStep
+from flows.operators.features import WARMUP
 from flows.operators.parse import parse_messages
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, BarReturn, FeatureRow
@@ -81,7 +82,7 @@ def _tables(var: Path) -> dict[str, list[dict]]:
 
 
 def test_two_workers_give_identical_tables(tmp_path, feast_applied) -> None:
-    batches = market(minutes=80, seed=9)
+    batches = market(minutes=WARMUP + 30, seed=9)
     one, two = tmp_path / "one", tmp_path / "two"
     run_main(build_flow(settings_for(one), TestingSource(batches)))
     cluster_main(build_flow(settings_for(two), TestingSource(batches)), [], 0, worker_count_per_proc=2)
@@ -89,7 +90,7 @@ def test_two_workers_give_identical_tables(tmp_path, feast_applied) -> None:
 
 
 def test_abort_and_resume_from_snapshot_gives_same_tables(tmp_path, feast_applied) -> None:
-    batches = market(minutes=80, seed=11)
+    batches = market(minutes=WARMUP + 30, seed=11)
     clean, crashed, db = tmp_path / "clean", tmp_path / "crashed", tmp_path / "recovery"
     run_main(build_flow(settings_for(clean), TestingSource(batches)))
     db.mkdir()

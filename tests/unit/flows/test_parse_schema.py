@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.operators.bars import BarBuilder
+from flows.operators.features import WARMUP
 from flows.operators.parse import MAX_TRADE_ID, PRICE_RANGE, QTY_RANGE, parse_messages
 from flows.operators.pipeline import SymbolPipeline
 from flows.operators.trade_time import DEFAULT_TRADE_TIME
@@ -81,12 +82,13 @@ def test_lax_inputs_are_dead_letters_naming_the_field(changes: dict, reason: str
 def test_the_extremes_accepted_keep_bars_and_features_finite() -> None:
     (p_lo, p_hi), (q_lo, q_hi) = PRICE_RANGE, QTY_RANGE
     msgs = []
-    for i in range(70 * 4):  # 70 one-minute bars: features warm up after 61
+    n = WARMUP + 9  # one-minute bars: the features warm up after WARMUP
+    for i in range(n * 4):
         p, q = (p_lo, q_hi) if i % 3 else (p_hi, q_lo)
-        msgs.append(_msg(t=i, T=T0 - 70 * 60_000 + i * 15_000, p=f"{p:.12f}" if p < 1 else f"{p:.0f}",
+        msgs.append(_msg(t=i, T=T0 - n * 60_000 + i * 15_000, p=f"{p:.12f}" if p < 1 else f"{p:.0f}",
                          q=f"{q:.12f}" if q < 1 else f"{q:.0f}", m=i % 2 == 0))
     trades, dead = parse_messages(msgs, SYMBOLS, RECEIVED)
-    assert dead == [] and len(trades) == 280
+    assert dead == [] and len(trades) == n * 4
     out = SymbolPipeline("BTC/USDT", ("1m",)).on_trades(trades)
     feats = [r for r in out if isinstance(r, FeatureRow)]
     assert feats, "features must have warmed up"

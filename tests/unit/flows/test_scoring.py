@@ -435,3 +435,21 @@ def test_the_policy_loop_over_a_stretch_is_the_policy_bar_time_by_bar_time(reg) 
     want, got = stepped(False), stepped(True)
     assert got == want
     assert "nan" in want[0]
+
+
+def test_warmup_bars_count_towards_the_warm_up_and_are_never_closes(reg) -> None:
+    """Issue 17, defect 10: the klines a fresh start warms up on must not be decided or traded."""
+    from flows.operators.scoring import CloseBarrier
+    from flows.records import WarmupBar
+
+    root, held, _ = reg
+    symbols = tuple(sorted(held.symbol.unique()))
+    times = list(feature_rows(held))
+    barrier = CloseBarrier(ScoringStep(symbols, "1h", bank(root)), 3)
+    warm = [WarmupBar(s, "1h", times[0][0] - k * 3_600_000, None if k == 2 else 0.0) for k in (2, 1) for s in symbols]
+    assert barrier.on_items(warm) == []
+    got = barrier.on_items([b for ts, _ in times for b in _bars(held, ts, symbols)])  # bars race ahead
+    got += barrier.on_items([r for _, rows in times for r in rows])
+    assert [c.ts for c in got] == [ts for ts, _ in times]  # no close of a warm-up bar
+    # warm after two warm-up bars and its first bar: even the first close waits for its predictions
+    assert all([p.ts for p in c.predictions] == [c.ts] * len(symbols) for c in got)

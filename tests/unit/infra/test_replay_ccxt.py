@@ -199,3 +199,33 @@ def test_rest_horizon_clock_serves_only_streamed_trades(tiny_csv: Path) -> None:
             assert sum(k[8] for k in klines) == horizon and klines[-1][0] <= ex.data.tapes["ABCUSDT"].ts[horizon - 1]
 
     run(scenario())
+
+
+def test_stream_start_serves_the_history_before_it_over_rest_and_streams_from_it(tiny_csv: Path) -> None:
+    """A replay seeked to ``stream_start``: the klines before it are the market's past (a fresh flow's warm-up)."""
+    from datetime import timedelta
+
+    from infra.replay_exchange.config import ReplayConfig
+
+    first = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    stream_start = first + timedelta(hours=24)
+
+    async def scenario() -> tuple[list[list[Any]], int, int, int]:
+        async with ReplayExchange(tiny_csv, speed=0, stream_start=stream_start) as ex, \
+                aiohttp.ClientSession() as http:
+            async with http.get(ex.http_url + "/api/v3/klines", params={"symbol": "ABCUSDT", "interval": "1h"}) as r:
+                klines = await r.json()
+            async with websockets.connect(ex.ws_url + "/ws/abcusdt@trade", max_queue=None) as ws:
+                first_trade = orjson.loads(await ws.recv())["T"]
+            ex.engine.reset()  # back to the stream's start, not the data's
+            return klines, first_trade, ex.engine.horizon("ABCUSDT"), ex.engine.cursor
+
+    klines, first_trade, horizon, cursor = run(scenario())
+    history = file_candles(tiny_csv, end=stream_start)
+    assert len(history) == 24 and [int(k[0]) for k in klines] == [c[0] for c in history]
+    full = [(k, c) for k, c in zip(klines, history, strict=True) if c[5] > 0]  # an empty candle has no trades
+    np.testing.assert_allclose([[float(x) for x in k[1:6]] for k, _ in full], [c[1:6] for _, c in full], rtol=1e-9)
+    assert first_trade >= int(stream_start.timestamp() * 1000)
+    assert horizon == cursor > 0  # after a reset: everything before the stream's start is history again
+    with pytest.raises(ValueError, match="stream_start"):
+        ReplayConfig(start=stream_start, stream_start=first)

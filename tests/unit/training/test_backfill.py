@@ -6,10 +6,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from flows.operators.features import WARMUP
 from training.backfill import main
 
+N = WARMUP + 90  # candles per file: past the features' warm-up
 
-def _candles(n: int = 150, seed: int = 1) -> pd.DataFrame:
+
+def _candles(n: int = N, seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     open_ = np.r_[100.0, close[:-1]]
@@ -35,9 +38,9 @@ def test_parquet_csv_and_feather_backfill_twice_gives_the_same_rows(tmp_path, mo
     paths = [str(p) for p in sorted(src.iterdir())]
     assert main(["files", *paths]) == 0
     first = {t: _rows(tmp_path / "var", t) for t in ("bars_1h", "bar_features_1h", "cross_asset_features_1h")}
-    assert len(first["bars_1h"]) == 3 * 150
-    assert len(first["bar_features_1h"]) == 3 * (150 - 60)
-    assert len(first["cross_asset_features_1h"]) == 3 * (149 - 59)
+    assert len(first["bars_1h"]) == 3 * N
+    assert len(first["bar_features_1h"]) == 3 * (N - (WARMUP - 1))
+    assert len(first["cross_asset_features_1h"]) == 3 * (N - 1 - 59)
     assert main(["files", *paths]) == 0  # again: idempotent
     for t, df in first.items():
         pd.testing.assert_frame_equal(_rows(tmp_path / "var", t), df)

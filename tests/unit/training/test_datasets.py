@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from flows import feast_store
+from flows.operators.features import WARMUP
 from flows.settings import load_settings
 from tests.kit.repo import copy_feature_repo
 from training.backfill import bars_from_frame, run_backfill
@@ -27,7 +28,7 @@ HORIZON = 3
 def _frames(shared_data) -> dict[str, pd.DataFrame]:
     out = {}
     for a in ASSETS:
-        df = pd.read_parquet(shared_data / "binance-spot-1h" / f"{a}_USDT-1h.parquet").iloc[:500].copy()
+        df = pd.read_parquet(shared_data / "binance-spot-1h" / f"{a}_USDT-1h.parquet").iloc[:WARMUP + 500].copy()
         df["ts"] = (df.ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
         out[f"{a}/USDT"] = df.reset_index(drop=True)
     return out
@@ -54,7 +55,8 @@ def _training_set(tmp, name, frames):
     run_backfill(settings, {s: bars_from_frame(s, "1h", df) for s, df in frames.items()}, "1h")
     feast_store.apply(settings)
     t0 = pd.Timestamp(frames["BTC/USDT"].ts.iloc[0], unit="ms", tz="UTC")
-    ds = build_training_set(settings, tuple(frames), "1h", str(t0), str(t0 + 480 * H), "lightgbm_1h_v1", HORIZON)
+    ds = build_training_set(settings, tuple(frames), "1h", str(t0), str(t0 + (WARMUP + 480) * H), "lightgbm_1h_v1",
+                             HORIZON)
     return ds.set_index(["symbol", "event_timestamp"]).sort_index()
 
 
@@ -62,7 +64,7 @@ def _training_set(tmp, name, frames):
 def sets(shared_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pit")
     frames = _frames(shared_data)
-    cut = int(frames["BTC/USDT"].ts.iloc[300])  # t: 300 hours in
+    cut = int(frames["BTC/USDT"].ts.iloc[WARMUP + 240])  # t: 240 hours after the features' warm-up
     future = _perturb(frames, lambda df: df.ts >= cut, seed=1)        # every bar that closes after t
     past = _perturb(frames, lambda df: df.ts < cut, seed=2)           # every bar that closes at or before t
     return (pd.Timestamp(cut, unit="ms", tz="UTC"), _training_set(tmp, "base", frames),
@@ -71,7 +73,7 @@ def sets(shared_data, tmp_path_factory):
 
 def test_perturbing_the_future_changes_nothing_at_or_before_t(sets) -> None:
     t, base, future, _ = sets
-    assert len(base) > 3 * 300
+    assert len(base) > 3 * 450
     at_or_before = base.index.get_level_values("event_timestamp") <= t
     features = [c for c in base.columns if c not in ("fwd_ret", "label")]
     pd.testing.assert_frame_equal(base.loc[at_or_before, features], future.loc[at_or_before, features])
@@ -95,7 +97,7 @@ def test_a_training_set_before_feast_apply_and_after_the_data_dir_moves_register
         shared_data, tmp_path, capsys) -> None:
     """Never applied: apply and go on (was a raw FeatureServiceNotFoundException); moved data dir: its own
     registry (Feast's state lives under the data dir), applied there too (was 0 rows)."""
-    frames = {s: df.iloc[:200] for s, df in _frames(shared_data).items()}
+    frames = {s: df.iloc[:WARMUP + 200] for s, df in _frames(shared_data).items()}
     repo = copy_feature_repo(tmp_path)
     t0 = pd.Timestamp(frames["BTC/USDT"].ts.iloc[0], unit="ms", tz="UTC")
     sizes = []
@@ -103,11 +105,11 @@ def test_a_training_set_before_feast_apply_and_after_the_data_dir_moves_register
         settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path / where),
                                       "CRYPTOSTREAM_FEAST_REPO": str(repo)})
         run_backfill(settings, {s: bars_from_frame(s, "1h", df) for s, df in frames.items()}, "1h")
-        ds = build_training_set(settings, tuple(frames), "1h", str(t0), str(t0 + 190 * H), "lightgbm_1h_v1")
+        ds = build_training_set(settings, tuple(frames), "1h", str(t0), str(t0 + (WARMUP + 190) * H), "lightgbm_1h_v1")
         sizes.append(len(ds))
         err = capsys.readouterr().err
         assert "running feast apply" in err
         assert "not registered yet" in err  # the registry lives under the data dir: a moved one starts empty
     assert sizes[0] == sizes[1] > 3 * 100
-    again = build_training_set(settings, tuple(frames), "1h", str(t0), str(t0 + 190 * H), "lightgbm_1h_v1")
+    again = build_training_set(settings, tuple(frames), "1h", str(t0), str(t0 + (WARMUP + 190) * H), "lightgbm_1h_v1")
     assert len(again) == sizes[1] and "feast apply" not in capsys.readouterr().err  # registered now: no apply

@@ -35,7 +35,7 @@ def market(n_aggs: int = 9000, seed: int = 4) -> tuple[list[bytes], list[AggTrad
     msgs, aggs = [], []
     tid, ts, price = 1_000_000, T0, 61_000.0
     for a in range(n_aggs):
-        ts += rng.choice((0, 0, 1, 3, 900, 2500))
+        ts += rng.choice((0, 0, 1, 3, 900, 2500, 15_000))  # ~390 minutes: past the features' warm-up
         price = round(price * (1 + rng.gauss(0, 2e-4)), 2)
         maker = rng.random() < 0.5
         lots = [rng.choice((1, 7, 100, 12_345, 2_000_000, 99_999_999)) for _ in range(rng.choice((1, 1, 1, 2, 3, 12)))]

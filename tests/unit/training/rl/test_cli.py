@@ -48,7 +48,7 @@ def test_quick_train_and_export_from_candle_files(shared_data: Path, data_dir: P
     assert {"policy.onnx", "agent.zip"} <= set(m.files)
     # the live scoring step's call: features by name + position state -> one target per symbol
     runner = PolicyRunner.from_registry(root, "rl_tactical")
-    md = load_market_data(shared_data / "binance-spot-1h", SYMBOLS, "1h", "2024-04-20", "2024-05-03",
+    md = load_market_data(shared_data / "binance-spot-1h", SYMBOLS, "1h", "2024-04-05", "2024-05-03",
                           features=list(runner.features))
     obs = np.stack([tactical_observation(md.features[-1, a], 0.0, 0.0, 0.0, 0, 0.0) for a in range(2)])
     act = runner.act(obs)[:, 0]

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flows.operators.features import WARMUP
 from flows.operators.regime import HmmRegime, classify
 from flows.records import Bar
 from flows.sources.regime_daily import load_daily_inputs
@@ -36,11 +37,12 @@ def _bars(symbol: str, n: int, seed: int) -> list[Bar]:
 
 
 def test_rows_start_after_warm_up_and_line_up_with_their_bar():
-    streams = {"BTC/USDT": _bars("BTC/USDT", 150, 0), "ETH/USDT": _bars("ETH/USDT", 150, 1)}
+    n = WARMUP + 90
+    streams = {"BTC/USDT": _bars("BTC/USDT", n, 0), "ETH/USDT": _bars("ETH/USDT", n, 1)}
     md = market_data_from_bars(streams, "1h")
     assert md.feature_names == ALL_FEATURES and md.feature_service == "lightgbm_1h_v1"
-    assert md.n_bars == 150 - 60  # ret_60 and the 60-return windows: bar 60 is the first complete row
-    assert md.times[0] == streams["BTC/USDT"][60].ts * 1_000_000
+    assert md.n_bars == n - (WARMUP - 1)  # the features' warm-up: bar WARMUP - 1 is the first complete row
+    assert md.times[0] == streams["BTC/USDT"][WARMUP - 1].ts * 1_000_000
     np.testing.assert_array_equal(md.decision_times, md.times + H * 1_000_000)
     f = {n: i for i, n in enumerate(md.feature_names)}
     for t in (1, 50, md.n_bars - 1):
@@ -53,8 +55,8 @@ def test_rows_start_after_warm_up_and_line_up_with_their_bar():
 
 
 def test_features_are_point_in_time():
-    streams = {"BTC/USDT": _bars("BTC/USDT", 160, 0), "ETH/USDT": _bars("ETH/USDT", 160, 1)}
-    k = 120
+    streams = {"BTC/USDT": _bars("BTC/USDT", WARMUP + 100, 0), "ETH/USDT": _bars("ETH/USDT", WARMUP + 100, 1)}
+    k = WARMUP + 60
     changed = {s: b[:k + 1] + [b_._replace(close=b_.close * 1.3, high=b_.high * 1.3, volume=99.0)
                                for b_ in b[k + 1:]] for s, b in streams.items()}
     md, md2 = market_data_from_bars(streams, "1h"), market_data_from_bars(changed, "1h")
@@ -134,8 +136,8 @@ def test_real_candles_with_regime(shared_data):
     md = load_market_data(shared_data / "binance-spot-1h", ["ETH/USDT", "BTC/USDT"], "1h",
                           "2023-01-01", "2023-03-01", regime_dir=shared_data / "daily-onchain-sentiment")
     assert md.symbols == ("ETH/USDT", "BTC/USDT") and md.feature_names == ALL_FEATURES
-    # 60 warm-up hours of the features, then the regime's 30-day trend window
-    assert md.times[0] == pd.Timestamp("2023-02-02T12:00Z").value
+    # the features' warm-up hours, then the regime's 30-day trend window
+    assert md.times[0] == (pd.Timestamp("2023-01-01T00:00Z") + pd.Timedelta(hours=WARMUP - 1 + 30 * 24)).value
     assert md.regime_names == REGIME_NAMES and md.regime is not None
     assert ((md.regime[:, 1:4].sum(axis=1) - 1) ** 2 < 1e-10).all()
     f = md.feature_names.index("corr_btc_60")

@@ -103,7 +103,7 @@ def test_hierarchy_of_registered_policies(tmp_path: Path) -> None:
     from training.rl.hierarchy_report import evaluate_hierarchy
 
     hourly = synthetic_market_data(seed=31, n_bars=150, n_assets=2, n_features=6, timeframe="1h")
-    minutes = synthetic_market_data(seed=32, n_bars=2_600, n_assets=2, n_features=6, timeframe="5m")
+    minutes = synthetic_market_data(seed=32, n_bars=5_400, n_assets=2, n_features=6, timeframe="5m")  # spans the hourly bars
     s, t = _registered("strategic", hourly, tmp_path / "s"), _registered("tactical", hourly, tmp_path / "t")
     x = _registered("execution", minutes, tmp_path / "x")
     if float(np.mean(t.act(np.zeros((1, t.observation_size), np.float32)))) < 0:

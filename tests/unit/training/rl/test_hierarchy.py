@@ -20,7 +20,7 @@ N_ASSETS = 3
 @pytest.fixture(scope="module")
 def markets():
     hourly = synthetic_market_data(seed=11, n_bars=120, n_assets=N_ASSETS, n_features=6, timeframe="1h")
-    minutes = synthetic_market_data(seed=12, n_bars=2_400, n_assets=N_ASSETS, n_features=6, timeframe="5m")
+    minutes = synthetic_market_data(seed=12, n_bars=5_000, n_assets=N_ASSETS, n_features=6, timeframe="5m")  # spans the hourly bars
     assert minutes.times[0] < hourly.times[0] and minutes.decision_times[-1] > hourly.decision_times[-1] + 3600e9
     return hourly, minutes
 
