@@ -30,7 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from flows.lifecycle import (
 from flows.monitoring.logging import log_file
 from flows.settings import Settings, SettingsError, load_settings
 from flows.stores import open_stores
+from flows.timeframes import timeframe_ms
 
 STOP_GRACE_S = 120.0  # how long a stopping flow may take to flush before it is killed
 
@@ -66,7 +67,8 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
     replay = settings.replay
     start = None if replay.data else synthetic_start(settings)
     source = (["--data", str(replay.data)] if start is None else
-              ["--synthetic", ",".join(settings.symbols), "--start", f"{start:%Y-%m-%dT%H:%M:%SZ}"])
+              ["--synthetic", ",".join(settings.symbols), "--start", f"{start - warmup_history(settings):%Y-%m-%dT%H:%M:%SZ}",
+               "--stream-start", f"{start:%Y-%m-%dT%H:%M:%SZ}"])
     # One connection per symbol: start the replay clock once every symbol is subscribed.
     args = [*source, "--speed", speed_arg(replay.speed), "--seed", str(replay.seed),
             "--wait-for-streams", str(len(settings.symbols))]
@@ -76,6 +78,17 @@ def exchange_for(settings: Settings) -> Iterator[dict[str, str]]:
               f"speed {replay.speed or 'max'})", flush=True)
         # No API key: gaps are filled from the public aggTrades, as for a user without one.
         yield {"CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url}
+
+
+def warmup_history(settings: Settings) -> timedelta:
+    """Return how much market the synthetic replay holds before its stream: the flow's warm-up klines.
+
+    A fresh flow fetches ``exchange.warmup_klines`` klines per timeframe before its first trade
+    (:mod:`flows.warmup`), as against Binance, so its first streamed bar already has converged
+    features; the replay serves that history over REST (``--stream-start``).
+    """
+    longest = max(timeframe_ms(tf) for tf in settings.bars.timeframes)
+    return timedelta(milliseconds=(settings.exchange.warmup_klines + 2) * longest)
 
 
 def resume_start(stored: Iterable[Any], floor: datetime = LIVE_START) -> datetime:
