@@ -20,6 +20,7 @@ from flows.live import build_flow
 from flows.settings import load_settings
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
+from tests.kit.replay import with_history
 from tests.kit.repo import copy_feature_repo
 
 START = datetime(2024, 6, 3, tzinfo=timezone.utc)
@@ -34,7 +35,7 @@ def test_faults_become_dead_letters_and_features_stay_finite(shared_data, migrat
     files = [shared_data / "binance-spot-5m-2024" / f"{s.replace('/', '_')}-5m.parquet" for s in SYMBOLS]
     repo = copy_feature_repo(tmp_path)
     faults = FaultConfig(corrupt=0.03, duplicate=0.03, reorder=0.03)
-    with running_replay(files, speed=0, start=START, end=END, seed=11, faults=faults) as ex:
+    with running_replay(files, speed=0, end=END, seed=11, faults=faults, **with_history(START, "5m")) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)
         env = {"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": migrated_dsn,
                "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/8", "CRYPTOSTREAM_FEAST_REPO": str(repo),

@@ -9,6 +9,7 @@ import pandas as pd
 import psycopg
 import pytest
 
+from flows.operators.features import WARMUP
 from flows.settings import load_settings
 from training.rl.data import load_market_data
 from training.rl.runs import rl_features, stored_market_data
@@ -19,7 +20,7 @@ SYMBOLS = ("BTC/USDT", "ETH/USDT")
 
 def test_stored_bars_with_null_extras_give_the_files_features(shared_data: Path, migrated_dsn: str, redis_url: str,
                                                                tmp_path: Path) -> None:
-    frames = {s: pd.read_parquet(shared_data / "binance-spot-1h" / f"{s.replace('/', '_')}-1h.parquet").iloc[:300]
+    frames = {s: pd.read_parquet(shared_data / "binance-spot-1h" / f"{s.replace('/', '_')}-1h.parquet").iloc[:WARMUP + 300]
               for s in SYMBOLS}
     with psycopg.connect(migrated_dsn, autocommit=True) as conn, conn.cursor() as cur:
         for s, df in frames.items():
