@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from flows import feast_store
+from flows.operators.features import WARMUP
 from flows.settings import PROJECT_ROOT, load_settings
 from flows.stores.feast_paths import UNSET, data_path
 from training.backfill import bars_from_frame, run_backfill
@@ -31,7 +32,7 @@ def _settings(data_dir: Path):
 
 def _backfill(settings) -> None:
     rng = np.random.default_rng(3)
-    times = pd.date_range("2024-01-01", periods=120, freq="1h", tz="UTC")
+    times = pd.date_range("2024-01-01", periods=WARMUP + 120, freq="1h", tz="UTC")  # rows after the warm-up
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(times))))
     df = pd.DataFrame({"ts": times.astype("int64") // 10**6, "open": close, "high": close * 1.002, "low": close * 0.998, "close": close,
                        "volume": rng.uniform(1, 5, len(times))})
@@ -59,7 +60,7 @@ def test_two_data_dirs_share_no_feast_state(tmp_path: Path) -> None:
     feast_store.apply(a)
     _backfill(a)
     store_a = feast_store.open_store(a)
-    store_a.materialize(datetime(2023, 12, 31, tzinfo=timezone.utc), datetime(2024, 1, 10, tzinfo=timezone.utc),
+    store_a.materialize(datetime(2023, 12, 31, tzinfo=timezone.utc), datetime(2024, 2, 1, tzinfo=timezone.utc),
                         feature_views=["bar_features_1h"])
     got_a = store_a.get_online_features(features=["bar_features_1h:ret_1"],
                                         entity_rows=[{"symbol": "BTC/USDT"}]).to_dict()
