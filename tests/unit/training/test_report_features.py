@@ -27,7 +27,7 @@ def env(tmp_path, monkeypatch):
 def test_report_features_equal_the_feast_training_set(shared_data, env) -> None:
     from training.datasets import build_training_set
 
-    candles, tf = load_candles(shared_data / "binance-spot-1h", SYMBOLS, "2022-06-10", "2022-06-30")
+    candles, tf = load_candles(shared_data / "binance-spot-1h", SYMBOLS, "2022-05-27", "2022-06-30")  # 313 warm-up bars, then 20 days
     run_backfill(env, {s: bars_from_frame(s, tf, df) for s, df in candles.items()}, tf)
     feast_store.apply(env)
     mine = feature_frame(candles, tf)
