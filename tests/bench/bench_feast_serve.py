@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from bench_flow import OnlinePath, log, minute_batches, scratch_database  # noqa
 from bench_scale import report  # noqa: E402
 
 from infra.replay_exchange.synthetic import universe  # noqa: E402
+from tests.kit.processes import answers_ok  # noqa: E402
 from tests.kit.servers import free_port  # noqa: E402
 
 SERVICE = "lightgbm_1m_v1"
@@ -92,18 +92,9 @@ def feast_serve(settings: Any, workers: int) -> Any:
                             stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-                raise SystemExit(f"feast serve did not start (exit {proc.poll()}):\n{err}")
-            time.sleep(0.5)
+        if not answers_ok(f"{url}/health", proc, 180, 0.5):
+            err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            raise SystemExit(f"feast serve did not start (exit {proc.poll()}):\n{err}")
         yield url
     finally:
         os.killpg(proc.pid, 15)  # its own session: the gunicorn master and its workers

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.kit.processes import answers_ok
 from tests.kit.repo import PROJECT_ROOT
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
@@ -50,18 +50,10 @@ def serve(env: Mapping[str, str], port: int, timeout_s: float = 60.0) -> Iterato
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
+        if not answers_ok(f"{url}/_stcore/health", proc, timeout_s):
             if proc.poll() is not None:
                 raise AssertionError(f"dashboard exited {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "dashboard did not answer /_stcore/health in time"
-            time.sleep(0.2)
+            raise AssertionError("dashboard did not answer /_stcore/health in time")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+import urllib.request
+from typing import Any
 
 import psutil
 
@@ -29,3 +33,18 @@ def still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+def answers_ok(url: str, proc: subprocess.Popen[Any], timeout_s: float, interval_s: float = 0.2) -> bool:
+    """Poll ``url`` until it answers 200: True then; False once ``proc`` exited or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(interval_s)

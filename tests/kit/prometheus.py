@@ -7,13 +7,13 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.kit.processes import answers_ok
 from tests.kit.repo import PROJECT_ROOT
 
 MONITORING = PROJECT_ROOT / "infra" / "monitoring"
@@ -90,17 +90,9 @@ def running_prometheus(workdir: Path, config: str, rules: str | None = None) -> 
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Prometheus(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
+        if not answers_ok(f"{server.url}/-/ready", proc, 30):
             assert proc.poll() is None, f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "prometheus not ready within 30 s"
-            time.sleep(0.2)
+            raise AssertionError("prometheus not ready within 30 s")
         yield server
     finally:
         proc.terminate()
