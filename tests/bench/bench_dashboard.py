@@ -27,16 +27,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from flows.settings import load_settings
-from flows.stores import open_stores
-from tests.kit.dashboard_browser import LIVE, browser, free_port, serve
-from tests.kit.dashboard_store import fill_store
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from flows.settings import load_settings  # noqa: E402
+from flows.stores import open_stores  # noqa: E402
+from tests.kit.dashboard_browser import LIVE, browser, free_port, serve  # noqa: E402
+from tests.kit.dashboard_store import fill_store  # noqa: E402
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 PAGES = (("", "Portfolio", "Equity"), ("orders", "Orders and fills", "Fills (last 200)"),
