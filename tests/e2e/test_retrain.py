@@ -120,6 +120,7 @@ POLICY = "rl_tactical"
 def test_the_weekly_job_retrains_the_tactical_policy_and_promotes_it_only_with_the_models(market, capsys) -> None:
     """Policies on: the weekly job trains, exports (parity), judges and promotes the policy with the models."""
     root = market["root"]
+    models_before, policy_before = pointed(root), pointed_timeframes(root, POLICY).get("1m")
     with_policy = {**LENIENT, "CRYPTOSTREAM_SCORING__POLICY_FAMILY": POLICY, "CRYPTOSTREAM_RETRAIN__POLICIES": "true"}
     out = RetrainJob(settings({**with_policy, "CRYPTOSTREAM_RETRAIN__MARGIN": "-1e9"}), "weekly", WEEK_LATER)()
     assert out.promoted, out
@@ -148,3 +149,6 @@ def test_the_weekly_job_retrains_the_tactical_policy_and_promotes_it_only_with_t
     compare = [e for e in read_events(root, "1m") if e.kind == "retrain:compare"][-1]
     assert not compare.ok and compare.versions[POLICY] == worse.challenger[POLICY]
     assert not (root / POLICY / worse.challenger[POLICY]).exists()  # recorded, staged only
+
+    assert registry_main(["rollback", "--timeframe", "1m"]) == 0  # undoes the promotion, the policy's too
+    assert pointed(root) == models_before and pointed_timeframes(root, POLICY).get("1m") == policy_before
