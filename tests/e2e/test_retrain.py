@@ -3,7 +3,8 @@
 A replay exchange serves a seeded synthetic market; the daily job at 2024-01-01 registers the
 first champion, then the weekly job runs a week later on the new bars.  Tiny models (settings
 ``retrain.quick``, LightGBM alone, a day of 1m bars): what a challenger must show is set through
-the settings, so each outcome is forced by a real figure against a real threshold.
+the settings, so each outcome is forced by a real figure against a real threshold.  One test turns
+the tactical policy on (``retrain.policies``; ``--quick``: a 3,000-step agent, seeded).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flows.settings import Settings, load_settings
 from inference.manifest import pointed_timeframes
 from inference.promotions import read_events
 from tests.kit.http_receiver import receiver
+from training.registry.__main__ import main as registry_main
 from training.retrain import RetrainJob, main, windows
 
 DAY1 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -110,3 +112,43 @@ def test_a_failing_step_leaves_the_champion_and_says_which(market, monkeypatch) 
     assert pointed(root) == champion
     last = read_events(root, "1m")[-1]
     assert last.kind == "retrain:backfill" and not last.ok and "NetworkError" in last.detail["message"]
+
+
+POLICY = "rl_tactical"
+
+
+def test_the_weekly_job_retrains_the_tactical_policy_and_promotes_it_only_with_the_models(market, capsys) -> None:
+    """Policies on: the weekly job trains, exports (parity), judges and promotes the policy with the models."""
+    root = market["root"]
+    models_before, policy_before = pointed(root), pointed_timeframes(root, POLICY).get("1m")
+    with_policy = {**LENIENT, "CRYPTOSTREAM_SCORING__POLICY_FAMILY": POLICY, "CRYPTOSTREAM_RETRAIN__POLICIES": "true"}
+    out = RetrainJob(settings({**with_policy, "CRYPTOSTREAM_RETRAIN__MARGIN": "-1e9"}), "weekly", WEEK_LATER)()
+    assert out.promoted, out
+    assert set(out.challenger) == {"lightgbm", "ensemble", POLICY}
+    assert pointed_timeframes(root, POLICY).get("1m") == out.challenger[POLICY]
+    assert {**pointed(root), POLICY: out.challenger[POLICY]} == out.challenger
+    events = read_events(root, "1m")
+    for kind in ("retrain:train", "retrain:export", "retrain:gate", "promote", "retrain:promote"):
+        assert [e for e in events if e.kind == kind][-1].versions[POLICY] == out.challenger[POLICY], kind
+    swap = (market["data"] / "cryptostream_models_swap").read_text()
+    assert f"{POLICY}={out.challenger[POLICY]}" in swap
+    verdict = next((root / POLICY / out.challenger[POLICY] / "verdicts").glob("*.json")).read_text()
+    assert '"passed": true' in verdict
+    capsys.readouterr()
+    assert registry_main(["verify", "--timeframe", "1m"]) == 0  # the policy observes the ensemble's service
+    assert registry_main(["show", POLICY, "--timeframe", "1m"]) == 0
+    shown = capsys.readouterr().out  # its lineage: window, hashes, its own figures, verdict, events
+    assert "best_mean_reward" in shown and "gate         PASS" in shown and "1m promote by" in shown
+
+    champion = {**pointed(root), POLICY: pointed_timeframes(root, POLICY).get("1m")}
+    reseeded = {**with_policy, "CRYPTOSTREAM_RETRAIN__SEED": "8", "CRYPTOSTREAM_RETRAIN__MARGIN": "1e9"}
+    worse = RetrainJob(settings(reseeded), "weekly", WEEK_LATER)()  # another challenger, short of the margin
+    assert not worse.promoted and worse.refused.startswith("compare: ") and POLICY in worse.challenger
+    assert worse.challenger[POLICY] != champion[POLICY]
+    assert {**pointed(root), POLICY: pointed_timeframes(root, POLICY).get("1m")} == champion
+    compare = [e for e in read_events(root, "1m") if e.kind == "retrain:compare"][-1]
+    assert not compare.ok and compare.versions[POLICY] == worse.challenger[POLICY]
+    assert not (root / POLICY / worse.challenger[POLICY]).exists()  # recorded, staged only
+
+    assert registry_main(["rollback", "--timeframe", "1m"]) == 0  # undoes the promotion, the policy's too
+    assert pointed(root) == models_before and pointed_timeframes(root, POLICY).get("1m") == policy_before

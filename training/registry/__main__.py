@@ -21,6 +21,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from flows.cli import HelpFormatter
 from flows.settings import SettingsError, load_settings
@@ -45,9 +46,15 @@ def families(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """Return a version's headline figures: a model's walk-forward mean, a policy's validation and budget."""
+    figures = metrics.get("mean") or {**metrics, **metrics.get("validation", {})}  # a policy has no mean
+    return {k: round(v, 4) for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def lineage(root: Path, m: Manifest) -> list[str]:
     """Return the lines of a version's lineage (see module docstring)."""
-    mean = {k: round(v, 4) for k, v in m.metrics.get("mean", {}).items() if isinstance(v, (int, float))}
+    mean = headline(m.metrics)
     lines = [f"{m.family}/{m.version}  ({m.timeframe or '?'} bars, feature service {m.feature_service})",
              f"  created      {m.created_at}",
              f"  data window  {m.train_start} .. {m.train_end}",
