@@ -47,15 +47,16 @@ from flows.operators.regime import (
     INPUTS,
     MODEL_FILE,
     REGIMES,
+    DailyInputs,
     HmmRegime,
     RegimeModel,
     RegimeTracker,
     RuleRegime,
     classify,
+    load_daily_inputs,
     models_dir,
     resolve_model,
 )
-from flows.sources.regime_daily import DailyInputs, load_daily_inputs
 from inference.manifest import LATEST_FILE
 
 

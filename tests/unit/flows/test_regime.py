@@ -11,14 +11,15 @@ import pytest
 
 from flows.operators.regime import (
     REGIMES,
+    DailyInputs,
     HmmRegime,
     RegimeTracker,
     RuleRegime,
     classify,
+    load_daily_inputs,
     load_model,
     regime_label,
 )
-from flows.sources.regime_daily import DailyInputs, load_daily_inputs
 from tests.kit.regimes import HOUR_MS, regime_market, write_daily
 from training.regime import fit_hmm, regime_inputs
 

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.operators.regime import REGIMES, load_model, resolve_model
-from flows.sources.regime_daily import load_daily_inputs
+from flows.operators.regime import REGIMES, load_daily_inputs, load_model, resolve_model
 from tests.kit.regimes import regime_market, write_daily
 from training.regime import fit_hmm, main, regime_inputs
 
