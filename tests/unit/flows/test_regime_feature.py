@@ -1,10 +1,10 @@
-"""The regime as a feature group: the stored and served regime is the decision step's, point in time.
+"""The regime as a feature group: the stored regime is the decision step's, point in time.
 
 The flow's rows (:class:`flows.operators.regime.RegimeRowEmitter`, what ``flows.live.regime_rows``
-runs) go through the history sink (local profile: the parquet offline store) and the Feast
-online sink; Feast's point-in-time join and online read give back the label the decision
-step's :class:`~flows.operators.regime.RegimeFeed` holds at the same times.  Perturbation:
-change every price and daily value not yet known at t, and no stored row at or before t changes.
+runs; fitted HMM with daily funding and Fear & Greed) equal the decision step's
+:class:`~flows.operators.regime.RegimeFeed` at the same closes.  Perturbation: change every price
+and daily value not yet known at t, and no row stored (history sink, local offline store) at or
+before t changes.  Feast serving is in ``test_regime_live.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows import feast_store
 from flows.feature_catalog import offline_dir, view_name
 from flows.feature_groups import group
 from flows.operators.regime import (
@@ -30,7 +29,6 @@ from flows.operators.regime import (
 )
 from flows.records import FeatureRow
 from flows.settings import Settings, load_settings
-from flows.sinks.feast_online import FeastOnlineSink
 from flows.sinks.history import HistorySink
 from tests.kit.regimes import perturbed_after, regime_market, write_daily
 from tests.kit.repo import copy_feature_repo
@@ -93,33 +91,6 @@ def test_the_flow_s_rows_are_the_decision_step_s_regime_at_each_sampled_close(
         assert (r.table, r.timeframe, tuple(r.values)) == (G.table, "1h", REGIME_FEATURES)
         assert REGIMES[int(r.values["regime_code"])] == s.label and r.values["regime_score"] == s.score
         assert tuple(r.values[f] for f in REGIME_FEATURES[2:]) == s.probs
-
-
-def test_feast_serves_the_in_stream_label_point_in_time_offline_and_online(
-        market: tuple[np.ndarray, np.ndarray, Path, HmmRegime], tmp_path: Path) -> None:
-    times, prices, daily_dir, model = market
-    states = _decision_states(times, prices, daily_dir, model)
-    settings = _store(tmp_path, _flow_rows(times, prices, daily_dir, model))
-    feast_store.apply(settings)
-    store = feast_store.open_store(settings)
-    # every 7th close and half an hour after it (between samples the last sampled regime holds)
-    at = [(int(t) + off, s) for i, (t, s) in enumerate(zip(times, states, strict=True))
-          if s is not None and i % 7 == 0 for off in (0, 1_800_000)]
-    entity = pd.DataFrame({"symbol": [SYMBOLS[i % 2] for i in range(len(at))],
-                           "event_timestamp": pd.to_datetime([t for t, _ in at], unit="ms", utc=True)})
-    got = store.get_historical_features(entity, [f"{VIEW}:{f}" for f in G.features]).to_df()
-    got = got.set_index(["symbol", "event_timestamp"])
-    for i, (t, s) in enumerate(at):
-        row = got.loc[(SYMBOLS[i % 2], pd.Timestamp(t, unit="ms", tz="UTC"))]
-        assert REGIMES[int(row["regime_code"])] == s.label, t
-        assert [row[f] for f in G.features[1:]] == pytest.approx([s.score, *s.probs], abs=1e-12), t
-    FeastOnlineSink(settings).build("online", 0, 1).write_batch(_flow_rows(times, prices, daily_dir, model))
-    online = store.get_online_features([f"{VIEW}:{f}" for f in G.features],
-                                       [{"symbol": s} for s in SYMBOLS]).to_dict()
-    last = states[-1]
-    assert last is not None
-    assert online["regime_code"] == [float(REGIMES.index(last.label))] * 2
-    assert online["regime_p_bull_high_vol"] == [last.probs[0]] * 2
 
 
 def test_no_stored_regime_row_at_or_before_t_changes_when_later_data_changes(
