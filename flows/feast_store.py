@@ -70,6 +70,8 @@ def ensure_applied(settings: Settings) -> bool:
     needed = {view_name(g.table, tf) for g in GROUPS if g.cadence == "bar" for tf in settings.bars.timeframes}
     if settings.daily.source != "none":
         needed |= {view_name(g.table, tf) for g in GROUPS if g.cadence == "daily" for tf in g.timeframes}
+    if settings.regime.source != "off":
+        needed |= {view_name(g.table, tf) for g in GROUPS if g.cadence == "regime" for tf in g.timeframes}
     missing = needed - {v.name for v in open_store(settings).list_feature_views()}
     if not missing:
         return False

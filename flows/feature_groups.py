@@ -18,6 +18,9 @@ timeframe in :data:`FEATURE_TIMEFRAMES`.  ``daily`` groups come from a daily pro
 publication lag, and that moment is its event timestamp (``flows/operators/daily_features.py``).
 Daily groups are market-wide; their rows are written once per traded symbol (the Feast entity)
 with ``timeframe = "1d"`` so that the same table shape, sinks and Feast sources serve them.
+The ``regime`` group (cadence ``regime``) is the market regime of ``flows/operators/regime.py``,
+written by the flow when ``regime.source`` is on: one row per traded symbol at each close the
+regime is sampled at (hourly), ``timeframe = "1h"``, ``ts`` = that bar close.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from typing import Literal
 
 from flows.operators.cross_asset import CROSS_FEATURES
 from flows.operators.features import FEATURES as BAR_FEATURES
+from flows.operators.regime import REGIME_FEATURES, REGIME_TIMEFRAME
 
-__all__ = ["DAILY_TIMEFRAME", "FEATURE_TIMEFRAMES", "GROUPS", "SERVICE_VERSIONS", "FeatureGroup",
+__all__ = ["DAILY_TIMEFRAME", "FEATURE_TIMEFRAMES", "GROUPS", "MIGRATIONS", "SERVICE_VERSIONS", "FeatureGroup",
            "create_table_sql", "daily_groups", "group", "service_features", "service_groups", "service_name"]
 
 FEATURE_TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "1h")  # timeframes with bar feature views
@@ -46,7 +50,8 @@ class FeatureGroup:
         name: Short name, e.g. ``fear_greed`` (used in research service names).
         table: The stored table (hypertable / parquet directory); the Feast view is ``<table>_<timeframe>``.
         features: Feature columns, in the order models see them.
-        cadence: ``bar`` (computed by the flow per bar close) or ``daily`` (a daily provider).
+        cadence: ``bar`` (computed by the flow per bar close), ``daily`` (a daily provider) or
+            ``regime`` (the regime classifier, per sampled close of its reference symbol).
         timestamp_field: The event-timestamp column: when the values became known, never earlier.
         publication_lag: Daily groups: time after the end of the value's day until it is published
             (configurable per deployment, ``daily.lag_minutes`` in the settings).
@@ -59,7 +64,7 @@ class FeatureGroup:
     name: str
     table: str
     features: tuple[str, ...]
-    cadence: Literal["bar", "daily"]
+    cadence: Literal["bar", "daily", "regime"]
     timestamp_field: str = "ts"
     publication_lag: timedelta = timedelta(0)
     ttl: timedelta = timedelta(days=2)
@@ -70,7 +75,7 @@ class FeatureGroup:
     @property
     def timeframes(self) -> tuple[str, ...]:
         """Return the timeframes the group has feature views for."""
-        return FEATURE_TIMEFRAMES if self.cadence == "bar" else (DAILY_TIMEFRAME,)
+        return {"bar": FEATURE_TIMEFRAMES, "daily": (DAILY_TIMEFRAME,), "regime": (REGIME_TIMEFRAME,)}[self.cadence]
 
 
 GROUPS: tuple[FeatureGroup, ...] = (
@@ -97,6 +102,9 @@ GROUPS: tuple[FeatureGroup, ...] = (
                  raw=("funding_mean", "funding_abs"),
                  description="Binance BTC perpetual funding: daily mean, its 30-day z-score, daily mean "
                              "absolute rate; ts = end of day + publication lag."),
+    FeatureGroup("regime", "regime_features", REGIME_FEATURES, "regime", ttl=timedelta(hours=3),
+                 description="Market regime (flows/operators/regime.py): label code (index in REGIMES), "
+                             "score P(bull) - P(bear), filtered probabilities; ts = the sampled bar close."),
 )
 
 _BY_NAME = {g.name: g for g in GROUPS}
@@ -187,25 +195,35 @@ def create_table_sql(g: FeatureGroup) -> str:
     return "\n".join(lines)
 
 
+KNOWN_AT: dict[str, str] = {  # cadence -> the migration's line on the event timestamp
+    "daily": "the end of their day plus the source's publication lag.",
+    "regime": "the bar close the regime was sampled at (filtered: nothing later used).",
+}
+
+
 def migration_sql(groups: Sequence[FeatureGroup], title: str) -> str:
     """Return a migration creating the tables of ``groups`` (generated; do not edit by hand)."""
     head = [f"-- {title}",
             "-- Generated from flows/feature_groups.py by `python -m flows.feature_groups sql "
             + " ".join(g.name for g in groups) + "`;",
             "-- tests/unit/flows/test_feature_groups.py checks this file against the registry.",
-            "-- ts is when the values became known: the end of their day plus the source's publication lag.",
+            f"-- ts is when the values became known: {KNOWN_AT[groups[0].cadence]}",
             ""]
     return "\n".join(head) + "\n".join(create_table_sql(g) for g in groups)
 
 
 DAILY_MIGRATION = ("0009_daily_features.sql", "0009: daily feature groups (on-chain, funding, sentiment).")
+REGIME_MIGRATION = ("0010_regime_features.sql", "0010: the market regime feature group (label code, score, "
+                    "filtered probabilities).")
+MIGRATIONS: dict[str, tuple[str, str]] = {"daily": DAILY_MIGRATION, "regime": REGIME_MIGRATION}  # cadence -> file
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flows.feature_groups sql GROUP...`` prints a migration; ``list`` prints the registry."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["sql"] and args[1:]:
-        print(migration_sql([group(n) for n in args[1:]], DAILY_MIGRATION[1]), end="")
+        groups = [group(n) for n in args[1:]]
+        print(migration_sql(groups, MIGRATIONS[groups[0].cadence][1]), end="")
         return 0
     if args[:1] == ["list"]:
         for g in GROUPS:

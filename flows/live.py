@@ -190,6 +190,42 @@ def daily_rows(settings: Settings, bars: Stream[Bar]) -> Stream[FeatureRow]:
                        lambda b: emitter.on_close(b.ts + tf_ms) if b.timeframe == tf else [])
 
 
+def regime_rows(settings: Settings, bars: Stream[Bar]) -> Stream[FeatureRow]:
+    """Return the ``regime`` group's rows: the regime known at each sampled close (none while ``regime.source`` is off).
+
+    The same tracker as the decision step's (:func:`flows.operators.regime.build_feed`) reads the
+    reference symbol's closes of the trading timeframe; each new state is one row per traded
+    symbol with ``ts`` = its close, to the history and Feast online sinks.  The tracker is
+    recoverable state: a restart continues it.
+    """
+    from flows.operators.regime import RegimeRowEmitter, build_feed
+
+    cfg, tf = settings.regime, settings.trading_timeframe()
+    if cfg.source == "off":
+        return op.filter_map("regime_rows", bars, lambda b: None)
+    tf_ms = timeframe_ms(tf)
+
+    def new(snapshot: Any = None) -> RegimeRowEmitter:
+        try:
+            feed = build_feed(cfg, settings.symbols, tf_ms, settings.registry_root())
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        assert feed is not None
+        if snapshot is not None:
+            feed.restore(snapshot)
+        return RegimeRowEmitter(feed, settings.symbols)
+
+    ref = new().feed.symbol  # a bad model or symbol fails here, before the flow runs
+
+    def step(emitter: RegimeRowEmitter | None, b: Bar) -> tuple[RegimeRowEmitter, list[FeatureRow]]:
+        emitter = emitter or new()
+        return emitter, emitter.on_close(b.ts + tf_ms, b.close)
+
+    ref_bars = op.filter("regime_bars", bars, lambda b: b.timeframe == tf and b.symbol == ref)
+    keyed = op.key_on("regime_key", ref_bars, lambda _: "regime")
+    return op.key_rm("unkey_regime", recoverable("regime_rows", keyed, new, step))
+
+
 def build_flow(settings: Settings, source: Source[RawBatch] | None = None, warmup: bool | None = None) -> Dataflow:
     """Build the live dataflow; ``source`` replaces the exchange websocket (tests, replays).
 
@@ -241,7 +277,8 @@ def build_flow(settings: Settings, source: Source[RawBatch] | None = None, warmu
     warm_and_closed: Stream[Bar | WarmupBar] = op.filter_map(
         "closed_bars", records, lambda r: r if isinstance(r, (Bar, WarmupBar)) else None)
     bars = op.filter_map("built_bars", warm_and_closed, lambda r: r if isinstance(r, Bar) else None)
-    daily = daily_rows(settings, bars)  # the daily groups, as they become known (none without daily.source)
+    daily = op.merge("daily_and_regime", daily_rows(settings, bars),  # the daily groups, as they become known
+                     regime_rows(settings, bars))  # and the regime (none without daily.source / regime.source)
     to_history: Stream[Any] = op.merge("to_history", history, cross_rows, dead, daily)
     op.output("history", to_history, timed(HistorySink(settings), "history", metrics))
     op.output("feast_online", op.merge("to_online", features, daily),

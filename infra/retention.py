@@ -17,20 +17,21 @@ from pathlib import Path
 
 from dateutil.relativedelta import relativedelta
 
-from flows.feature_groups import daily_groups
+from flows.feature_groups import daily_groups, group
 
 _DAILY = tuple(g.table for g in daily_groups())  # the daily feature groups' tables (flows/feature_groups.py)
+_REGIME = group("regime").table  # the regime group's table: kept (migration 0010 gives it no policy)
 # None = never dropped.  Bars are the training history, orders/fills/portfolio the audit trail; the daily
 # groups are a few hundred rows a year, kept like the bars (migration 0009 gives them no policy).
 DEFAULT_KEEP: dict[str, str | None] = {
     "bars": None, "bar_features": "365 days", "cross_asset_features": "365 days",
     "predictions": "180 days", "orders": None, "fills": None, "portfolio_state": None,
-    "risk_events": None, "dead_letters": "30 days", **dict.fromkeys(_DAILY),
+    "risk_events": None, "dead_letters": "30 days", **dict.fromkeys(_DAILY), _REGIME: None,
 }
 _INTERVAL_RE = re.compile(r"^\s*(\d+)\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE)
 _MONTH_FILE = re.compile(r"-(\d{4})-(\d{2})\.parquet$")
 _DAY_FILE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})\.parquet$")
-_HISTORY = ("bars", "bar_features", "cross_asset_features", *_DAILY)
+_HISTORY = ("bars", "bar_features", "cross_asset_features", *_DAILY, _REGIME)
 
 
 class RetentionError(ValueError):

@@ -6,6 +6,8 @@ Usage::
         [--start T0] [--end T1] [--states 8] [--seed 0] [--registry DIR]
     python -m training.regime report CANDLES... [--model PATH|latest] [--daily-dir DIR] \
         [--start T0] [--end T1] --out training/reports/research/REGIME.md
+    python -m training.regime backfill CANDLE [--model PATH|latest|rules] [--daily-dir DIR] \
+        [--start T0] [--end T1] --symbols BTC/USDT ETH/USDT [--config FILE]
 
 ``fit`` runs the classifier's own input computation (:class:`flows.operators.regime.RegimeTracker`)
 over each candle file's hourly closes, fits a Gaussian HMM with diagonal covariances
@@ -24,6 +26,11 @@ tools expect an ONNX manifest in every family).
 ``regime.symbol`` in the stream) with the filtered classifier (point in time) and writes,
 for each file, the regime counts, the transition matrix of the labels (hour to hour) and
 the returns per regime (the next hour's return credited to the label known before it).
+
+``backfill`` writes the ``regime`` feature group (``regime_features``, ``flows/feature_groups.py``)
+for the hours of the candle file (the reference price) into the settings' offline store, through
+the history sink the flow uses: the rows the flow writes for the same closes (one per symbol at
+each labelled hour, ``ts`` = that close), so Feast's point-in-time join serves history too.
 """
 
 from __future__ import annotations
@@ -47,15 +54,17 @@ from flows.operators.regime import (
     INPUTS,
     MODEL_FILE,
     REGIMES,
+    DailyInputs,
     HmmRegime,
     RegimeModel,
     RegimeTracker,
     RuleRegime,
     classify,
+    load_daily_inputs,
     models_dir,
     resolve_model,
+    state_rows,
 )
-from flows.sources.regime_daily import DailyInputs, load_daily_inputs
 from inference.manifest import LATEST_FILE
 
 
@@ -188,10 +197,24 @@ def report_markdown(per_symbol: dict[str, tuple[pd.Series, pd.DataFrame]], model
     return "\n".join(lines)
 
 
+def backfill_regime(settings: Any, closes: pd.Series, model: RegimeModel, daily: DailyInputs | None,
+                    symbols: Sequence[str]) -> int:
+    """Write the regime group's rows of ``closes`` (the reference price) for ``symbols``; return the row count."""
+    from flows.sinks.history import HistorySink
+
+    rows = state_rows(classify(closes.index.to_numpy(np.int64), closes.to_numpy(float), model, daily), symbols)
+    sink = HistorySink(settings, flush_interval_s=float("inf")).build("regime-backfill", 0, 1)
+    try:
+        sink.write_batch(list(rows))
+    finally:
+        sink.close()
+    return len(rows)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.regime", description=__doc__, formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("fit", "report"):
+    for name in ("fit", "report", "backfill"):
         s = sub.add_parser(name, formatter_class=HelpFormatter)
         s.add_argument("candles", nargs="+", type=Path, help="candle files (BASE_QUOTE-TF.parquet), 1h or finer; "
                        "report: the first is the reference price the labels come from")
@@ -204,9 +227,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--states", type=int, default=8)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--band-sd", type=float, default=0.5, help="trend band in standard deviations of the trend")
-    r = sub.choices["report"]
-    r.add_argument("--model", default="latest", help="a regime.json, 'latest' (of --registry) or 'rules'")
-    r.add_argument("--out", type=Path, required=True, help="Markdown file to write")
+    for r in (sub.choices["report"], sub.choices["backfill"]):
+        r.add_argument("--model", default="latest", help="a regime.json, 'latest' (of --registry) or 'rules'")
+    sub.choices["report"].add_argument("--out", type=Path, required=True, help="Markdown file to write")
+    b = sub.choices["backfill"]
+    b.add_argument("--symbols", nargs="+", help="Feast entities to write the rows for (default: settings.symbols)")
+    b.add_argument("--config", help="settings file (the offline store written to)")
     return p
 
 
@@ -226,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
                             a.band_sd, provenance=prov)
             path = save_model(model, a.registry)
             print(f"regime model: {path} (states -> {', '.join(model.state_regimes)})")
+        elif a.cmd == "backfill":
+            from flows.settings import load_settings
+
+            settings = load_settings(a.config)
+            n = backfill_regime(settings, next(iter(closes.values())), resolve_model(a.model, a.registry), daily,
+                                tuple(a.symbols or settings.symbols))
+            print(f"regime_features: {n} rows")
         else:
             model = resolve_model(a.model, a.registry)
             ref = labels(next(iter(closes.values())), model, daily)  # the first file is the reference price

@@ -40,16 +40,25 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from flows.sources.daily import DailyFeed
 
 REGIMES: tuple[str, ...] = ("bull/high vol", "bull/low vol", "sideways/high vol", "sideways/low vol",
                             "bear/high vol", "bear/low vol")
 INPUTS: tuple[str, ...] = ("trend", "vol", "funding", "sentiment")
 DAILY_INPUTS: tuple[str, ...] = ("funding", "sentiment")
+# The regime feature group (flows/feature_groups.py): label code (index in REGIMES), score, probabilities
+REGIME_FEATURES: tuple[str, ...] = ("regime_code", "regime_score",
+                                    *(f"regime_p_{r.replace('/', '_').replace(' ', '_')}" for r in REGIMES))
+REGIME_TABLE = "regime_features"
+REGIME_TIMEFRAME = "1h"  # the ``timeframe`` of the stored rows: the default sampling step
 MODEL_FILE = "regime.json"
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -326,11 +335,81 @@ class RegimeTracker:
                                                         list(self.last.probs)]}
 
 
+# regime input -> (daily group of flows/sources/daily.py, raw column, scale, shift):
+# funding in basis points, Fear & Greed as fng / 100 - 0.5
+REGIME_DAILY: dict[str, tuple[str, str, float, float]] = {
+    "funding": ("funding", "funding_mean", 1e4, 0.0),
+    "sentiment": ("fear_greed", "fng", 0.01, -0.5),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class DailyInputs:
+    """The regime's daily inputs: per input, the times its values become known (ms, increasing) and the values."""
+
+    series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def at(self, ts_ms: int) -> dict[str, float]:
+        """Return each input's last value known strictly before ``ts_ms`` (inputs not yet known are absent)."""
+        out = {}
+        for name, (known, values) in self.series.items():
+            i = int(np.searchsorted(known, ts_ms, side="left")) - 1
+            if i >= 0:
+                out[name] = float(values[i])
+        return out
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The inputs present."""
+        return tuple(self.series)
+
+
+def daily_inputs(feed: DailyFeed | None) -> DailyInputs:
+    """Return the regime's inputs from a :class:`flows.sources.daily.DailyFeed` (None: prices alone).
+
+    The feed stamps a value of day D with ``D + 1 day + publication lag`` (its ``known_at``); a
+    group the source does not hold (``DailyFeed.has``: a missing file) leaves its input out.
+    """
+    series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (grp, col, scale, shift) in REGIME_DAILY.items():
+        if feed is None or not feed.has(grp):
+            continue
+        h = feed.history(grp)
+        known = h["known_at"].dt.as_unit("ms").astype("int64").to_numpy()
+        series[name] = (known, h[col].to_numpy(float) * scale + shift)
+    return DailyInputs(series)
+
+
+def load_daily_inputs(directory: str | Path | None, publication_lag_hours: float = 0.0) -> DailyInputs:
+    """Return the regime's inputs from the daily files of ``directory`` (``regime.daily_dir``; None: none).
+
+    A :class:`~flows.sources.daily.DailyFeed` over a :class:`~flows.sources.daily.FileSource`
+    (``funding_rates.csv``, ``fear_greed.csv``) with ``publication_lag_hours`` as both groups' lag.
+
+    Raises:
+        ValueError: for a negative lag, a missing directory, or a bad file (naming it and the field).
+    """
+    from flows.errors import ProviderError
+    from flows.sources.daily import DailyFeed, FileSource
+
+    if publication_lag_hours < 0 or not math.isfinite(publication_lag_hours):
+        raise ValueError(f"publication_lag_hours must be >= 0, got {publication_lag_hours}")
+    if directory is None:
+        return DailyInputs()
+    if not Path(directory).is_dir():
+        raise ValueError(f"regime daily_dir {directory} is not a directory")
+    lag = timedelta(hours=publication_lag_hours)
+    try:
+        return daily_inputs(DailyFeed(FileSource(Path(directory)), {g: lag for g, *_ in REGIME_DAILY.values()}))
+    except ProviderError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def classify(times_ms: Sequence[int] | np.ndarray, prices: Sequence[float] | np.ndarray, model: RegimeModel,
              daily: Any = None) -> list[RegimeState | None]:
     """Run a tracker over bar closes ``times_ms`` with their reference ``prices``; the regime known at each.
 
-    ``daily`` is a :class:`flows.sources.regime_daily.DailyInputs` (or anything with
+    ``daily`` is a :class:`DailyInputs` (or anything with
     ``at(ts_ms) -> dict``), or None for prices alone.  The stream and the history use this
     same tracker, so their labels are equal by construction.
     """
@@ -342,7 +421,7 @@ def classify(times_ms: Sequence[int] | np.ndarray, prices: Sequence[float] | np.
 
 
 class DailyAt(Protocol):
-    """The daily inputs known at a time (:class:`flows.sources.regime_daily.DailyInputs`)."""
+    """The daily inputs known at a time (:class:`DailyInputs`)."""
 
     def at(self, ts_ms: int) -> dict[str, float]:
         """Return each input's value known before ``ts_ms``."""
@@ -370,6 +449,51 @@ class RegimeFeed:
         self.tracker = RegimeTracker(self.model, state)
 
 
+def state_values(s: RegimeState) -> dict[str, float]:
+    """Return a regime as the feature group's values: label code (index in REGIMES), score, probabilities."""
+    return dict(zip(REGIME_FEATURES, (float(REGIMES.index(s.label)), float(s.score), *map(float, s.probs)),
+                    strict=True))
+
+
+def state_rows(states: Sequence[RegimeState | None], symbols: Sequence[str]) -> list[Any]:
+    """Return the stored rows of ``states``: each new state (first seen at its own close), once per symbol.
+
+    ``ts`` is the close the state was computed at, the moment it became known; the rows are
+    ``flows.records.FeatureRow`` of the ``regime`` group, the same the flow writes.
+    """
+    from flows.records import FeatureRow
+
+    out: list[Any] = []
+    last = None
+    for s in states:
+        if s is None or s.ts == last:
+            continue
+        last = s.ts
+        values = state_values(s)
+        out += [FeatureRow(REGIME_TABLE, sym, REGIME_TIMEFRAME, int(s.ts), dict(values)) for sym in symbols]
+    return out
+
+
+class RegimeRowEmitter:
+    """The flow's regime rows: a :class:`RegimeFeed` of the reference symbol's closes; new states as rows.
+
+    Picklable (the flow keeps it as recoverable state), so a restart continues the same tracker.
+    """
+
+    def __init__(self, feed: RegimeFeed, symbols: Sequence[str]) -> None:
+        """Emit ``feed``'s new states once per symbol of ``symbols``."""
+        self.feed, self.symbols = feed, tuple(symbols)
+
+    def on_close(self, ts: int, price: float) -> list[Any]:
+        """Return the rows of the regime known at close ``ts`` of the reference symbol, if it is new."""
+        s = self.feed.on_close(ts, {self.feed.symbol: price})
+        return state_rows([s], self.symbols) if s is not None and s.ts == ts else []
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the tracker's state as plain data (the flow's recovery)."""
+        return self.feed.tracker.snapshot()
+
+
 def build_feed(cfg: RegimeConfig, symbols: Sequence[str], tf_ms: int, registry: Path) -> RegimeFeed | None:
     """Return the feed the settings ask for (None when ``source`` is off).
 
@@ -377,8 +501,6 @@ def build_feed(cfg: RegimeConfig, symbols: Sequence[str], tf_ms: int, registry: 
         ValueError: naming the field, for a symbol not traded, a model that cannot be read, or a
             timeframe that does not divide the model's sampling step.
     """
-    from flows.sources.regime_daily import load_daily_inputs
-
     if cfg.source == "off":
         return None
     symbol = cfg.symbol or symbols[0]

@@ -83,6 +83,10 @@ class FileSource:
     folder: Path
     _cache: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
+    def has(self, group_name: str) -> bool:
+        """Return whether the group's file exists."""
+        return (Path(self.folder) / FILES[group(group_name).name][0]).is_file()
+
     def raw(self, group_name: str, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
             ) -> pd.DataFrame:
         """Return the group's daily rows in [start, end) from its file."""
@@ -92,7 +96,7 @@ class FileSource:
             path = Path(self.folder) / name
             if not path.is_file():
                 raise ProviderError(f"daily file {path} is missing (setting daily.folder)")
-            csv = pd.read_csv(path)
+            csv = pd.read_csv(path, float_precision="round_trip")  # the exact values written, not within an ulp
             missing = [c for c in ("date", *cols) if c not in csv.columns]
             if missing:
                 raise ProviderError(f"{path}: column {', '.join(missing)} is missing")
@@ -278,6 +282,11 @@ class DailyFeed:
         """Return a group's publication lag (the override, else the registry's)."""
         g = group(group_name)
         return self.lags.get(g.name, g.publication_lag)
+
+    def has(self, group_name: str) -> bool:
+        """Return whether the source holds the group (a source without ``has``: every group)."""
+        has = getattr(self.source, "has", None)
+        return True if has is None else bool(has(group_name))
 
     def history(self, group_name: str) -> pd.DataFrame:
         """Return every raw row of a group with ``known_at`` (cached; ascending)."""

@@ -32,3 +32,20 @@ def write_daily(directory: Path, seed: int = 0, days: int = 150) -> Path:
     pd.DataFrame({"date": dates, "fng": rng.integers(5, 95, len(dates))}).to_csv(directory / "fear_greed.csv",
                                                                                  index=False)
     return directory
+
+
+def perturbed_after(times: np.ndarray, prices: np.ndarray, daily_dir: Path, t: int, out: Path, seed: int
+                    ) -> tuple[np.ndarray, Path]:
+    """Return prices and daily files where everything not yet known at close ``t`` is replaced by noise."""
+    rng = np.random.default_rng(seed)
+    p = prices.copy()
+    after = times > t
+    p[after] = p[after] * np.exp(rng.normal(0, 0.2, after.sum()))
+    out.mkdir()
+    for name, col in (("funding_rates.csv", "funding_mean"), ("fear_greed.csv", "fng")):
+        df = pd.read_csv(daily_dir / name, float_precision="round_trip")
+        known = pd.to_datetime(df["date"], utc=True).astype("int64") // 10**6 + 86_400_000
+        late = (known >= t).to_numpy()  # a value known at t or later is not used at t
+        df.loc[late, col] = rng.integers(0, 100, late.sum()) if col == "fng" else rng.normal(0, 0.01, late.sum())
+        df.to_csv(out / name, index=False)
+    return p, out

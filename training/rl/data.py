@@ -228,15 +228,14 @@ def with_regime(md: MarketData, regime_dir: str | Path | None, model: Any = None
     The classifier (:mod:`flows.operators.regime`; ``model`` None = the rules) reads
     ``symbol``'s closes (default BTC/USDT when present, else the first asset) and the
     daily funding and Fear & Greed of ``regime_dir``
-    (:func:`flows.sources.regime_daily.load_daily_inputs`: a value dated day D is used only
+    (:func:`flows.operators.regime.load_daily_inputs`: a value dated day D is used only
     after D + 1 00:00 UTC + the publication lag; None or no file: prices alone).  Columns
     (:data:`REGIME_NAMES`): the score P(bull) - P(bear), then P(bull), P(sideways), P(bear)
     and P(high vol), the filtered probabilities known at the close.  Bars before the
     classifier's first label (its trend window, 30 days of the bars' own closes) are
     dropped, never filled.
     """
-    from flows.operators.regime import RuleRegime, classify
-    from flows.sources.regime_daily import load_daily_inputs
+    from flows.operators.regime import RuleRegime, classify, load_daily_inputs
 
     ref = symbol or ("BTC/USDT" if "BTC/USDT" in md.symbols else md.symbols[0])
     a = _index(md.symbols, ref, "symbol")

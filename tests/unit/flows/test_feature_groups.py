@@ -7,13 +7,15 @@ from pathlib import Path
 
 from flows import feast_store
 from flows.feature_groups import (
-    DAILY_MIGRATION,
     GROUPS,
     daily_groups,
     group,
     migration_sql,
     research_services,
     service_features,
+)
+from flows.feature_groups import (
+    MIGRATIONS as GENERATED,
 )
 from flows.operators.cross_asset import CROSS_FEATURES
 from flows.operators.features import FEATURES
@@ -32,9 +34,10 @@ def _table_columns(sql: str, table: str) -> list[str]:
             if line.strip() and not line.strip().startswith(("PRIMARY", "--"))]
 
 
-def test_the_daily_migration_is_the_registry_s_generated_sql() -> None:
-    committed = (MIGRATIONS / DAILY_MIGRATION[0]).read_text()
-    assert committed == migration_sql(daily_groups(), DAILY_MIGRATION[1])
+def test_the_daily_and_regime_migrations_are_the_registry_s_generated_sql() -> None:
+    for cadence, (name, title) in GENERATED.items():
+        committed = (MIGRATIONS / name).read_text()
+        assert committed == migration_sql([g for g in GROUPS if g.cadence == cadence], title), name
 
 
 def test_every_group_s_table_in_the_migrations_has_the_registry_s_columns() -> None:

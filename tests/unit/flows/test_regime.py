@@ -11,15 +11,16 @@ import pytest
 
 from flows.operators.regime import (
     REGIMES,
+    DailyInputs,
     HmmRegime,
     RegimeTracker,
     RuleRegime,
     classify,
+    load_daily_inputs,
     load_model,
     regime_label,
 )
-from flows.sources.regime_daily import DailyInputs, load_daily_inputs
-from tests.kit.regimes import HOUR_MS, regime_market, write_daily
+from tests.kit.regimes import HOUR_MS, perturbed_after, regime_market, write_daily
 from training.regime import fit_hmm, regime_inputs
 
 
@@ -36,23 +37,6 @@ def hmm(market: tuple[np.ndarray, np.ndarray, Path]) -> HmmRegime:
     return fit_hmm([x], ["trend", "vol", "funding", "sentiment"], states=4, seed=0)
 
 
-def _perturbed(times: np.ndarray, prices: np.ndarray, daily_dir: Path, t: int, out: Path, seed: int
-               ) -> tuple[np.ndarray, Path]:
-    """Return prices and daily files where everything not yet known at close ``t`` is replaced by noise."""
-    rng = np.random.default_rng(seed)
-    p = prices.copy()
-    after = times > t
-    p[after] = p[after] * np.exp(rng.normal(0, 0.2, after.sum()))
-    out.mkdir()
-    for name, col in (("funding_rates.csv", "funding_mean"), ("fear_greed.csv", "fng")):
-        df = pd.read_csv(daily_dir / name, float_precision="round_trip")
-        known = pd.to_datetime(df["date"], utc=True).astype("int64") // 10**6 + 86_400_000
-        late = (known >= t).to_numpy()  # a value known at t or later is not used at t
-        df.loc[late, col] = rng.integers(0, 100, late.sum()) if col == "fng" else rng.normal(0, 0.01, late.sum())
-        df.to_csv(out / name, index=False)
-    return p, out
-
-
 @pytest.mark.parametrize("kind", ["hmm", "rules"])
 def test_the_label_at_t_does_not_change_when_data_after_t_changes(
         kind: str, market: tuple[np.ndarray, np.ndarray, Path], hmm: HmmRegime, tmp_path: Path) -> None:
@@ -60,7 +44,7 @@ def test_the_label_at_t_does_not_change_when_data_after_t_changes(
     model = hmm if kind == "hmm" else RuleRegime()
     base = classify(times, prices, model, load_daily_inputs(daily_dir, 2.0))
     for i, t in enumerate((int(times[40 * 24 + 5]), int(times[90 * 24]), int(times[120 * 24 + 13]))):
-        p2, d2 = _perturbed(times, prices, daily_dir, t, tmp_path / f"p{i}", seed=i)
+        p2, d2 = perturbed_after(times, prices, daily_dir, t, tmp_path / f"p{i}", seed=i)
         again = classify(times, p2, model, load_daily_inputs(d2, 2.0))
         upto = int(np.searchsorted(times, t, side="right"))
         assert again[:upto] == base[:upto]
@@ -83,7 +67,7 @@ def test_smoothed_probabilities_would_fail_the_perturbation_test(
         z = (x[list(hmm.inputs)].to_numpy() - np.array(hmm.center)) / np.array(hmm.scale)
         return g.predict_proba(z)[: int(np.searchsorted(x.index, t, side="right"))]
 
-    p2, d2 = _perturbed(times, prices, daily_dir, t, tmp_path / "p", seed=9)
+    p2, d2 = perturbed_after(times, prices, daily_dir, t, tmp_path / "p", seed=9)
     assert not np.allclose(smoothed(prices, daily_dir), smoothed(p2, d2))
 
 

@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.operators.regime import REGIMES, load_model, resolve_model
-from flows.sources.regime_daily import load_daily_inputs
+from flows.operators.regime import (
+    REGIMES,
+    classify,
+    load_daily_inputs,
+    load_model,
+    resolve_model,
+    state_rows,
+)
 from tests.kit.regimes import regime_market, write_daily
 from training.regime import fit_hmm, main, regime_inputs
 
@@ -54,3 +60,13 @@ def test_the_cli_fits_saves_latest_and_reports(tmp_path: Path) -> None:
                  "--end", "2030-01-01"]) == 0
     text = out.read_text()
     assert "Transition matrix" in text and all(f"| {r} |" in text for r in REGIMES)
+    # backfill: the regime group's rows for the file's hours, in the settings' offline store (local profile)
+    var = tmp_path / "var"
+    (tmp_path / "s.yaml").write_text(f"data_dir: {var}\nsymbols: [BTC/USDT, ETH/USDT]\n")
+    assert main(["backfill", str(candles), "--daily-dir", str(daily), "--registry", str(reg), "--end", "2030-01-01",
+                 "--config", str(tmp_path / "s.yaml")]) == 0
+    stored = pd.read_parquet(var / "offline" / "regime_features_1h").sort_values(["ts", "symbol"])
+    want = state_rows(classify(times, prices, model, load_daily_inputs(daily)), ("BTC/USDT", "ETH/USDT"))
+    assert len(stored) == len(want) > 1000
+    assert stored["regime_code"].tolist() == [r.values["regime_code"] for r in want]
+    assert stored["ts"].tolist() == [pd.Timestamp(r.ts, unit="ms", tz="UTC") for r in want]

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 
 from flows.operators.features import WARMUP
-from flows.operators.regime import HmmRegime, classify
+from flows.operators.regime import HmmRegime, classify, load_daily_inputs
 from flows.records import Bar
-from flows.sources.regime_daily import load_daily_inputs
 from training.rl.data import (
     ALL_FEATURES,
     REGIME_NAMES,
