@@ -168,7 +168,7 @@ def test_cluster_on_namespace_hosts_recovers_a_process_killed_mid_run(files, ref
     recovery = _recovery_dir(tmp_path)
     subprocess.run([str(HOSTS), "up", "2"], check=True)
     try:
-        with _replay(files, speed=3600, host="10.210.0.1") as ex:
+        with _replay(files, speed=7200, host="10.210.0.1") as ex:  # ~15 s of stream
             ex.engine.wait_for_streams = len(SYMBOLS)
             env = _env(tmp_path / "var", repo, ex)
             feast_store.apply(load_settings(env=env))
