@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=200, help="messages per source item")
     p.add_argument("--closes", type=int, default=300, help="section 2: bar closes timed")
     p.add_argument("--cluster", type=int, default=20, help="section 2: most assets in one graph cluster")
+    p.add_argument("--registry", type=Path, default=ROOT / "var" / "bench_registry",
+                   help="section 4: models (bootstrapped once if empty)")
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--symbols", type=int, help=argparse.SUPPRESS)
@@ -259,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench_scale_close import section_close  # per-close costs at 200 symbols
 
             out["close"] = section_close(args)
+        if "4" in sections:
+            from bench_scale_close import section_intent  # bar close -> order intent, 10 and 200 symbols
+
+            out["intent"] = section_intent(args, tmp)
     out["load_end"] = os.getloadavg()[0]
     return report(out, args.json)
 
