@@ -18,6 +18,9 @@ Usage::
    processes each in its own network namespace (``infra/netns/hosts up W``: veths on a
    bridge, 10.210.0.11 ...), Bytewax's own addresses and process ids; closed trades and
    a digest of every closed bar must equal the one process's.
+4. Bar close to order intent (``--sections 4``): bench_decisions' close -> intent path
+   (features, close barrier with scoring, decision step) at 200 symbols of the universe
+   against 10, p50/p99 per stage; models from ``--registry`` (bootstrapped once if empty).
 2. Per close at 200 symbols (the steps that see every symbol): the cross-asset step
    (all symbols of a bar time), the graph attention network dense over all N against
    the same network over correlated clusters of at most ``--cluster`` assets
@@ -237,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=200, help="messages per source item")
     p.add_argument("--closes", type=int, default=300, help="section 2: bar closes timed")
     p.add_argument("--cluster", type=int, default=20, help="section 2: most assets in one graph cluster")
+    p.add_argument("--registry", type=Path, default=ROOT / "var" / "bench_registry",
+                   help="section 4: models (bootstrapped once if empty)")
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--symbols", type=int, help=argparse.SUPPRESS)
@@ -259,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench_scale_close import section_close  # per-close costs at 200 symbols
 
             out["close"] = section_close(args)
+        if "4" in sections:  # bar close -> order intent, 10 and 200 symbols
+            from bench_scale_close import section_intent
+
+            out["intent"] = section_intent(args, tmp)
     out["load_end"] = os.getloadavg()[0]
     return report(out, args.json)
 

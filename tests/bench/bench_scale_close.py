@@ -17,10 +17,11 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_flow import log
+from bench_flow import SYMBOL_POOL, log
 from bench_risk import run as risk_run
 from bench_scale import universe_symbols
 
@@ -120,4 +121,40 @@ def section_close(args: argparse.Namespace) -> dict[str, Any]:
         res[name] = fn()
         res[name + "_load"] = os.getloadavg()[0]
         log(f"2: {name}: {res[name]} ms (load {res[name + '_load']:.1f})")
+    return res
+
+
+def close_to_intent(n: int, closes: int, registry: Path, tmp: Path) -> dict[str, float]:
+    """Return p50/p99 ms per stage of bar close -> order intent at ``n`` symbols of the universe.
+
+    ``bench_decisions.section_latency`` (the batch completing a bar time through parse -> bars
+    -> features -> cross-asset, the flow's close barrier with scoring, the decision step on the
+    paper broker, local profile) on ``n`` symbols, timed from the first close with predictions
+    (the features' warm-up: ``closes`` must exceed it, e.g. 340 for ~100 timed closes); the models of ``registry`` (bootstrapped once
+    for the bench's five symbols if it holds none): the GNN scores the symbols it was trained on.
+    """
+    from bench_decisions import ensure_registry, section_latency
+
+    from flows.operators.model_bank import ModelBank
+    from flows.settings import load_settings
+
+    ensure_registry(registry, SYMBOL_POOL[:5], tmp / "boot")
+    settings = load_settings(env={"CRYPTOSTREAM_SYMBOLS": ",".join(universe_symbols(n)),
+                                  "CRYPTOSTREAM_DATA_DIR": str(tmp / f"run{n}"), "CRYPTOSTREAM_PROFILE": "local",
+                                  "CRYPTOSTREAM_SCORING__REGISTRY": str(registry),
+                                  "CRYPTOSTREAM_BARS__TIMEFRAMES": "1m"})
+    sc = settings.scoring
+    bank = ModelBank(registry, "1m", sc.ensemble_version, sc.policy_family, sc.policy_version)
+    rows = section_latency(argparse.Namespace(closes=closes), settings, bank)
+    return {r.figure: r.value for r in rows}
+
+
+def section_intent(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Section 4: bar close to order intent at 200 symbols against 10 in the same run (target p99 <= 50 ms)."""
+    res: dict[str, Any] = {}
+    for n in (10, 200):
+        res[str(n)] = close_to_intent(n, args.closes, args.registry, tmp)
+        res[f"{n}_load"] = os.getloadavg()[0]
+        log(f"4: close -> intent, {n} symbols: " + ", ".join(f"{k} {v:.1f}" for k, v in res[str(n)].items())
+            + f" ms (load {res[f'{n}_load']:.1f})")
     return res

@@ -11,6 +11,7 @@ leave the same bars and features.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from flows.operators.features import WARMUP
 from flows.settings import load_settings
 from flows.start_points import FOLDER
 from infra.replay_exchange.server import running_replay
-from tests.kit.recovery import kill_at_and_finish
+from tests.kit.recovery import kill_at_and_finish, kill_one_of_cluster_and_finish
 from tests.kit.recovery import run_flow as _flow
 from tests.kit.repo import copy_feature_repo
 
@@ -42,10 +43,6 @@ def _env(var: Path, repo: Path, ex) -> dict[str, str]:
             "CRYPTOSTREAM_EXCHANGE__HTTP_URL": ex.http_url, "CRYPTOSTREAM_EXCHANGE__WS_URL": ex.ws_url,
             "CRYPTOSTREAM_EXCHANGE__API_KEY": "replay", "CRYPTOSTREAM_EXCHANGE__FILL_SINCE": START.isoformat(),
             "CRYPTOSTREAM_EXCHANGE__IDLE_STOP_S": "4"}
-
-
-
-
 
 
 def _read(var: Path) -> dict[str, pd.DataFrame]:
@@ -68,9 +65,8 @@ def _assert_same(got: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame
         pd.testing.assert_frame_equal(got[t], reference[t], check_exact=True, obj=t)
 
 
-def _replay(files: list[Path], speed: float):
-    ex = running_replay(files, speed=speed, start=START, end=END, seed=5)
-    return ex
+def _replay(files: list[Path], speed: float, host: str = "127.0.0.1"):
+    return running_replay(files, speed=speed, start=START, end=END, seed=5, host=host)
 
 
 @pytest.fixture(scope="module")
@@ -154,5 +150,32 @@ def test_two_workers_and_two_processes_give_same_tables(files, reference, tmp_pa
         for p in procs:
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err.decode()[-3000:]
+    got = _read(tmp_path / "var")
+    _assert_same(got, reference)
+
+
+HOSTS = Path(__file__).resolve().parents[2] / "infra" / "netns" / "hosts"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                    reason="network namespaces need root and iproute2 (ip)")
+def test_cluster_on_namespace_hosts_recovers_a_process_killed_mid_run(files, reference, tmp_path) -> None:
+    """Issue 21: two processes of one Bytewax cluster, each on its own namespace host
+    (``infra/netns/hosts up 2``: 10.210.0.11 and .12), the replay exchange on the host side
+    (10.210.0.1).  Process 1 is SIGKILLed mid-stream, the cluster is restarted from its recovery
+    snapshots, and the tables equal the uninterrupted single process's."""
+    repo = copy_feature_repo(tmp_path)
+    recovery = _recovery_dir(tmp_path)
+    subprocess.run([str(HOSTS), "up", "2"], check=True)
+    try:
+        with _replay(files, speed=7200, host="10.210.0.1") as ex:  # ~15 s of stream
+            ex.engine.wait_for_streams = len(SYMBOLS)
+            env = _env(tmp_path / "var", repo, ex)
+            feast_store.apply(load_settings(env=env))
+            killed = kill_one_of_cluster_and_finish(ex, env, recovery, ["10.210.0.11", "10.210.0.12"],
+                                                    ["cs21-h1", "cs21-h2"], share=0.5)
+    finally:
+        subprocess.run([str(HOSTS), "down"], check=False)
+    assert killed == -signal.SIGKILL
     got = _read(tmp_path / "var")
     _assert_same(got, reference)

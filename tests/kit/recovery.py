@@ -13,8 +13,8 @@ import pytest
 from tests.kit.repo import PROJECT_ROOT
 
 
-def run_flow(env: dict[str, str], *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bytewax.run", "flows.live", *args]
+def run_flow(env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    cmd = [*prefix, sys.executable, "-m", "bytewax.run", "flows.live", *args]
     return subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -37,3 +37,38 @@ def kill_at_and_finish(ex, env: dict[str, str], recovery: Path, shares: tuple[fl
     proc = run_flow(env, *args)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()[-3000:]
+
+
+def kill_one_of_cluster_and_finish(ex, env: dict[str, str], recovery: Path, ips: list[str], netns: list[str],
+                                   share: float) -> int:
+    """Run ``flows.live`` as a cluster, process ``i`` in network namespace ``netns[i]`` at ``ips[i]``,
+    with recovery; SIGKILL the last process once the replay has handed out ``share`` of its trades,
+    stop the rest (a cluster without a peer cannot go on), restart the whole cluster from the
+    snapshots and let it reach the end (exit 0).  Return the killed process's return code."""
+    args = ("-r", str(recovery), "-s", "1", "-b", "30")
+
+    def start(port: int) -> list[subprocess.Popen]:
+        addresses = ";".join(f"{ip}:{port + i}" for i, ip in enumerate(ips))
+        return [run_flow(env, "-a", addresses, "-i", str(i), *args, prefix=("ip", "netns", "exec", ns))
+                for i, ns in enumerate(netns)]
+
+    total = len(ex.data.timeline)
+    procs = start(23621)
+    deadline = time.monotonic() + 120
+    while ex.engine.cursor < total * share and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let some of it flow through and a snapshot or two be taken
+    for p in procs:
+        if p.poll() is not None:
+            pytest.fail("a cluster process ended before the kill: " + p.stderr.read().decode()[-3000:])
+    procs[-1].send_signal(signal.SIGKILL)
+    killed = procs[-1].wait()
+    assert ex.engine.cursor < total, "kill landed after the replay ended"
+    for p in procs[:-1]:  # a survivor does not stop by itself (still up 5 s later in a trial): stop it
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    procs = start(23631)
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+    return killed
