@@ -10,10 +10,9 @@ the same store the CLI does.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from flows.stores import open_stores
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
 def profile_yaml(settings: Settings) -> Path:
     """Return the feature_store yaml of the settings' profile and online store."""
@@ -36,27 +36,30 @@ def feast_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def open_store(settings: Settings) -> FeatureStore:
+def store_config(settings: Settings, yaml_path: Path | None = None) -> RepoConfig:
+    """Return the Feast config of the settings' profile yaml (or ``yaml_path``), its ``${VARS}`` expanded.
+
+    The values come from :func:`feast_environment` over ``os.environ``, which is read and never written:
+    Feast's own loader expands from the process environment, and setting it around the load raced
+    between threads (Bytewax workers open their stores at once), leaking one run's data directory
+    into every later ``load_settings`` of the process.
+    """
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    path = yaml_path or profile_yaml(settings)
+    values = {**os.environ, **feast_environment(settings)}
+    text = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m[1] or m[2], m[0]), path.read_text())
+    config = RepoConfig(**yaml.safe_load(text))
+    config.repo_path = settings.feast_repo
+    return config
+
+
+def open_store(settings: Settings, yaml_path: Path | None = None) -> FeatureStore:
     """Return a FeatureStore for the settings (the repository must have been applied)."""
     from feast import FeatureStore
 
-    with _environment(feast_environment(settings)):  # Feast expands the yaml's ${VARS} while loading it
-        return FeatureStore(repo_path=str(settings.feast_repo), fs_yaml_file=profile_yaml(settings))
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the block only, so opening a store changes no later ``load_settings``."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return FeatureStore(repo_path=str(settings.feast_repo), config=store_config(settings, yaml_path))
 
 
 def ensure_applied(settings: Settings) -> bool:

@@ -148,14 +148,11 @@ def settings_for(profile: str, tmp: Path, dsn: str | None) -> Settings:
 
 def stock_store(settings: Settings) -> object:
     """Feast's own PostgreSQL offline store over the same repository (a copy of the yaml with ``type: postgres``)."""
-    from feast import FeatureStore
-
     yaml = feast_store.profile_yaml(settings)
     text = yaml.read_text().replace("type: flows.stores.feast_timescale.TimescaleOfflineStore", "type: postgres")
     stock = yaml.with_name("stock.yaml")
     stock.write_text(text)
-    with feast_store._environment(feast_store.feast_environment(settings)):
-        return FeatureStore(repo_path=str(settings.feast_repo), fs_yaml_file=stock)
+    return feast_store.open_store(settings, stock)
 
 
 def train_lightgbm(settings: Settings, symbols: list[str], start: str, end: str, tmp: Path) -> tuple[float, float]:

@@ -183,7 +183,6 @@ def _history(settings: Settings, table: str) -> pd.DataFrame:
 
 def _stock_store(settings: Settings):
     """The profile's repository opened with Feast's own offline store instead of the project's plugin."""
-    from feast import FeatureStore
 
     yaml = feast_store.profile_yaml(settings)
     text = yaml.read_text()
@@ -194,5 +193,4 @@ def _stock_store(settings: Settings):
     # (the registry and online store stay the project's data-dir classes: they only place Feast's own files)
     path = yaml.with_name("stock.yaml")
     path.write_text(text)
-    with feast_store._environment(feast_store.feast_environment(settings)):
-        return FeatureStore(repo_path=str(settings.feast_repo), fs_yaml_file=path)
+    return feast_store.open_store(settings, path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,35 @@ def test_open_store_expands_the_yaml_and_restores_the_environment(tmp_path: Path
     assert os.environ["CRYPTOSTREAM_DATA_DIR"] == "/somewhere/else"
     assert [n for n in LEAKABLE if n != "CRYPTOSTREAM_DATA_DIR" and n in os.environ] == []
     assert load_settings().profile == "local"  # a later load is not switched to the store's profile
+
+
+def test_stores_opened_at_once_in_threads_never_touch_the_environment(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytewax workers open their stores at once: a set-and-restore of os.environ around Feast's loader raced,
+    leaving one worker's data directory in the environment for every later load_settings of the process."""
+    for name in LEAKABLE:
+        monkeypatch.delenv(name, raising=False)
+    repo = copy_feature_repo(tmp_path)
+    settings = [load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp_path / f"var{i}"),
+                                   "CRYPTOSTREAM_FEAST_REPO": str(repo)}) for i in range(4)]
+    seen: list[str | None] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(os.environ.get("CRYPTOSTREAM_DATA_DIR"))
+
+    def open_many(s) -> list[str]:
+        return [feast_store.open_store(s).config.online_store.path for _ in range(5)]
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            paths = list(pool.map(open_many, settings))
+    finally:
+        stop.set()
+        watcher.join()
+    assert [set(p) for p in paths] == [{f"{tmp_path}/var{i}/feast/online.db"} for i in range(4)]  # each its own
+    assert set(seen) == {None} and len(seen) > 10  # never set, not even for a moment
+    assert [n for n in LEAKABLE if n in os.environ] == []
