@@ -95,8 +95,12 @@ class RiskEngine(Protocol):
         ...
 
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
-               portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None) -> RiskDecision:
-        """Return the approved position and change of ``symbol``, with the rejections."""
+               portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None,
+               pending: Mapping[str, tuple[float, float]] | None = None) -> RiskDecision:
+        """Return the approved position and change of ``symbol``, with the rejections.
+
+        ``pending``: symbol -> (position, price) of the orders approved earlier at the same close.
+        """
         ...
 
     def drain_events(self) -> list[Any]:
@@ -278,9 +282,9 @@ class DecisionStep:
         if preds:
             if kill is None:
                 kill = d.kill_active()  # read once per close (a KillStatus carries ``flatten``)
-            order = self._order
+            order, pending = self._order, {}
             for p in sorted(preds, key=lambda p: order[p.symbol]) if len(preds) > 1 else preds:
-                out += self._decide(p, kill)
+                out += self._decide(p, kill, pending)
             out += risk.drain_events()  # halts and releases of the whole portfolio (risk events)
         out += broker.drain_updates()  # every order change (placement, fill, cancel, protective legs)
         snap = portfolio.snapshot()
@@ -300,7 +304,7 @@ class DecisionStep:
                           None if regime is None else regime.label))
         return out
 
-    def _decide(self, p: Prediction, kill: Any) -> list[Any]:
+    def _decide(self, p: Prediction, kill: Any, pending: dict[str, tuple[float, float]]) -> list[Any]:
         d = self.deps
         sym, ts, prob, conf, rl = p.symbol, p.ts, p.probability, p.confidence, p.rl_target
         price = self.prices[sym]
@@ -313,7 +317,7 @@ class DecisionStep:
                                          getattr(p, "horizon", None), snap, p))
         fraction = target.fraction
         dec = d.risk.decide(sym, ts, fraction, conf if strategy.sizing is None else 1.0,  # sizes itself: no scaling
-                            price, p.volatility, snap, kill, None)
+                            price, p.volatility, snap, kill, None, pending)
         delta = dec.approved_qty_delta
         out: list[Any] = list(dec.rejections) if dec.rejections else []
         out.append(Decided(p, float(fraction), float(dec.target_qty), float(delta), tuple(target.reasons)))
@@ -325,6 +329,7 @@ class DecisionStep:
                                         float(dec.approved_qty_delta), 0.0))
             else:
                 d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price))
+                pending[sym] = (float(dec.target_qty), price)  # the close's next symbols' caps count it
         return out
 
     @classmethod

@@ -105,6 +105,11 @@ class _Cut:
         self.to(rule, reason, min(self.held, 0.0), max(self.held, 0.0))
 
 
+def _moved(symbols: list[str], book: Mapping[str, float | None], pending: Mapping[str, tuple[float, float]]) -> float:
+    """Return how much the exposure of ``symbols`` moves when their pending positions replace the held ones."""
+    return sum([abs(pending[s][0]) * pending[s][1] - (book.get(s) or 0.0) for s in symbols])
+
+
 class RiskEngine:
     """Sizing, limits, circuit breakers and the kill switch for one portfolio."""
 
@@ -137,7 +142,8 @@ class RiskEngine:
         self.correlations = scaled(self.correlations, self.matrix_from)
 
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
-               portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None) -> RiskDecision:
+               portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None,
+               pending: Mapping[str, tuple[float, float]] | None = None) -> RiskDecision:
         """Return the approved position and change for ``symbol`` at bar close ``ts`` (see the module doc).
 
         Args:
@@ -150,6 +156,10 @@ class RiskEngine:
             portfolio_snapshot: :class:`flows.portfolio.PortfolioSnapshot` (or a mapping of its fields).
             kill: whether the kill switch is engaged (a bool, or an object with ``flatten``).
             correlations: other symbol -> correlation with ``symbol``; missing ones are estimated.
+            pending: other symbol -> (position, price) that an order approved earlier at the same close
+                will hold: the gross and correlated caps count that position instead of the held one,
+                so that many symbols signalling at one close stay within them together (the snapshot
+                is the same for every symbol of a close: orders fill at the next bar).
         """
         cfg = self.config
         snap: Any = portfolio_snapshot if isinstance(portfolio_snapshot, tuple) or not isinstance(
@@ -174,8 +184,8 @@ class RiskEngine:
                 cut.to("kill_switch", "kill switch engaged: flatten", 0.0, 0.0)
             cut.block("kill_switch", "kill switch engaged: no new risk")
         self._blocks(cut, snap, equity)
-        caps = self._caps(symbol, positions, snap.prices or {}, snap.avg_prices or {}, price, equity, correlations) \
-            if equity > 0 and cut.target != 0.0 else ()
+        caps = self._caps(symbol, positions, snap.prices or {}, snap.avg_prices or {}, price, equity, correlations,
+                          pending) if equity > 0 and cut.target != 0.0 else ()
         for rule, cap, reason in caps:
             cut.to(rule, reason, -cap, cap)
         delta = cut.target - held
@@ -272,7 +282,8 @@ class RiskEngine:
 
     def _caps(self, sym: str, positions: Mapping[str, float], marks: Mapping[str, float],
               avg: Mapping[str, float], price: float, equity: float,
-              given: Mapping[str, float] | None) -> tuple[tuple[str, float, Reason], ...]:
+              given: Mapping[str, float] | None, pending: Mapping[str, tuple[float, float]] | None,
+              ) -> tuple[tuple[str, float, Reason], ...]:
         """Return (rule, largest |position| allowed, reason) of each cap."""
         lim = self.config.limits
         book = self._book(positions, marks, avg)
@@ -281,8 +292,15 @@ class RiskEngine:
             if book[s] is None:
                 self._mark(s, marks, avg)  # raises, naming the symbol
         gross = sum([book[s] for s in others])  # type: ignore[misc]  # the order and terms of gross_of
-        group = self.correlations.correlated(sym, others, given)
-        corr = sum([book[s] for s in group])  # type: ignore[misc]
+        moved = [s for s in pending if s != sym] if pending else []
+        if moved:  # this close's earlier orders: their positions replace the held ones
+            gross += _moved(moved, book, pending)  # type: ignore[arg-type]
+            group = self.correlations.correlated(sym, others + [s for s in moved if s not in book], given)
+            corr = sum([book.get(s) or 0.0 for s in group]) + _moved([s for s in group if s in pending], book,
+                                                                       pending)  # type: ignore[arg-type]
+        else:
+            group = self.correlations.correlated(sym, others, given)
+            corr = sum([book[s] for s in group])  # type: ignore[misc]
         return (
             ("max_position", cap_qty(lim.max_position_fraction * equity, 0.0, price),
              lambda: f"|position| capped at {lim.max_position_fraction:.2%} of equity {equity:,.2f}"),

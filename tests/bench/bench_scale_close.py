@@ -3,6 +3,9 @@
 - risk engine + portfolio per close (``bench_risk.run``: bars to the engine, mark, every symbol
   decided against one snapshot, the portfolio row), the engine's correlations as matrices (what the
   engine takes from ``MATRIX_FROM`` symbols on) against the dictionary of pairs throughout, same run;
+- the decision step's portfolio key per close, every symbol predicted (``bench_scale_decisions``:
+  against the order book before its per-symbol index, same run, with the share of its time that
+  depends on one symbol's state only);
 - the cross-asset step per bar time (all symbols' returns -> feature rows);
 - the graph attention network per bar: adjacency of the return window + one onnxruntime run,
   dense over all N assets against the same network on clusters of at most ``--cluster`` assets
@@ -24,6 +27,7 @@ import numpy as np
 from bench_flow import SYMBOL_POOL, log
 from bench_risk import run as risk_run
 from bench_scale import universe_symbols
+from bench_scale_decisions import decision_key_per_close
 
 from flows.operators.cross_asset import CrossAssetStep
 from flows.risk.config import RiskConfig
@@ -115,6 +119,7 @@ def section_close(args: argparse.Namespace) -> dict[str, Any]:
     for n in (10, 200):
         timed += [(f"risk_matrix_{n}", lambda n=n: min(risk_per_close(n, closes, False) for _ in range(3))),
                   (f"risk_pairs_before_{n}", lambda n=n: min(risk_per_close(n, closes, True) for _ in range(3))),
+                  (f"decision_key_{n}", lambda n=n: decision_key_per_close(n, closes * 2)),
                   (f"cross_asset_{n}", lambda n=n: cross_per_close(n, args.closes)),
                   (f"gat_{n}", lambda n=n: gat_per_close(n, min(args.cluster, n), args.closes))]
     for name, fn in timed:
