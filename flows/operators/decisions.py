@@ -10,7 +10,8 @@ interleaving, and works through bar closes in time order.  At each close ``T``:
 2. each prediction of ``T`` becomes a target fraction: the configured strategy
    (:mod:`flows.strategies`) gets a :class:`~flows.strategies.base.Context` (features,
    predictions, regime, portfolio, position, price) and returns a target; the risk
-   engine sizes and limits it (rejections are kept with their reasons),
+   engine sizes and limits it (rejections are kept with their reasons; the gross and
+   correlated caps count the positions the close's earlier orders will hold),
    and an approved change becomes an :class:`~flows.records.OrderIntent`
    whose client order id derives from strategy, symbol, bar time and leg, so a
    replayed decision never places a second order;
@@ -282,7 +283,8 @@ class DecisionStep:
         if preds:
             if kill is None:
                 kill = d.kill_active()  # read once per close (a KillStatus carries ``flatten``)
-            order, pending = self._order, {}
+            order = self._order
+            pending: dict[str, tuple[float, float]] = {}  # symbol -> position its order will hold, price
             for p in sorted(preds, key=lambda p: order[p.symbol]) if len(preds) > 1 else preds:
                 out += self._decide(p, kill, pending)
             out += risk.drain_events()  # halts and releases of the whole portfolio (risk events)

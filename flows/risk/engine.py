@@ -19,7 +19,9 @@
    probation at ``probation_scale`` size), or equity at or below 0
    (``equity``): only risk-reducing changes.
 4. **Caps** (:mod:`flows.risk.limits`): ``max_position``, ``max_gross_leverage``,
-   ``max_correlated_exposure`` clip the target into ``[-cap, cap]``.
+   ``max_correlated_exposure`` clip the target into ``[-cap, cap]``; the gross and correlated
+   caps count the positions that orders approved earlier at the same close will hold
+   (``pending``), so many symbols signalling at one close stay within them together.
 5. **Rebalance band**: a change smaller than ``min_rebalance_fraction`` of equity
    is not traded, unless a rule cut the target, the target is flat, or the
    current position itself is over a cap (holding on never keeps a breach).
@@ -291,14 +293,14 @@ class RiskEngine:
         for s in others:
             if book[s] is None:
                 self._mark(s, marks, avg)  # raises, naming the symbol
-        gross = sum([book[s] for s in others])  # type: ignore[misc]  # the order and terms of gross_of
-        moved = [s for s in pending if s != sym] if pending else []
+        gross: float = sum([book[s] for s in others])  # type: ignore[misc]  # the order and terms of gross_of
+        pend = pending or {}
+        moved = [s for s in pend if s != sym]
         if moved:  # this close's earlier orders: their positions replace the held ones
-            gross += _moved(moved, book, pending)  # type: ignore[arg-type]
+            gross += _moved(moved, book, pend)
             group = self.correlations.correlated(sym, others + [s for s in moved if s not in book], given)
-            corr = sum([book.get(s) or 0.0 for s in group]) + _moved([s for s in group if s in pending], book,
-                                                                       pending)  # type: ignore[arg-type]
-        else:
+            corr = sum([book.get(s) or 0.0 for s in group]) + _moved([s for s in group if s in pend], book, pend)
+        else:  # the held book alone: the same sums as before pending orders counted
             group = self.correlations.correlated(sym, others, given)
             corr = sum([book[s] for s in group])  # type: ignore[misc]
         return (

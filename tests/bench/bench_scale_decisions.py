@@ -3,13 +3,16 @@
 The live flow's decision step (:class:`flows.operators.decisions.DecisionStep` on ``build_deps``'
 components: paper broker, portfolio, risk engine, the configured strategy; local profile) at N
 symbols of the universe, every symbol predicted at every close (a seeded random walk, seeded
-probabilities: a few dozen orders per close, protective legs off), median ms per close after a
+probabilities: dozens of orders per close at 200 symbols, protective legs off), median ms per close after a
 warm-up.  Same run:
 
-- the baseline: the order book before its per-symbol index (every open order scanned for each
-  symbol's bar), with the digest of both runs' fills (orders and fills identical);
-- the share of the key's time that depends on one symbol's state only, timed in a third run
-  inside the same closes: the breakers (stale data, price gap, volatility spike: fed each bar,
+- ``before``: the key as it was (the order book scanning every open order for each symbol's bar;
+  the gross and correlated caps of the held book only), against ``book_index`` (the book's
+  per-symbol index alone: the digest of its fills equals ``before``'s) and ``after`` (the index,
+  and caps that count the positions the close's earlier orders will hold: fewer orders where
+  many symbols signal at once, so other fills);
+- the share of the key's time that depends on one symbol's state only (``parts``: ``after`` with
+  timers): the breakers (stale data, price gap, volatility spike: fed each bar,
   asked at each decision) could shard by symbol exactly; the strategy's target is per symbol too,
   but its context is the position and equity after the same close's fills and marks, which the
   portfolio key makes (the rest: broker fills, marks, correlations, sizing, caps, orders, rows).
@@ -21,8 +24,7 @@ import hashlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +67,6 @@ def _scanning(book: OrderBook, symbol: str | None = None) -> list[Order]:
     return [o for o in orders if symbol in (None, o.intent.symbol)]
 
 
-@contextmanager
-def _book_scans() -> Iterator[None]:
-    indexed = OrderBook.open_orders
-    OrderBook.open_orders = _scanning  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        OrderBook.open_orders = indexed  # type: ignore[method-assign]
-
-
 def _timed(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(*a: Any) -> Any:
         t0 = time.perf_counter()
@@ -86,42 +78,63 @@ def _timed(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callab
     return wrapped
 
 
-def run_key(symbols: tuple[str, ...], closes: list[Close], data_dir: Path,
-            spent: dict[str, float] | None = None) -> tuple[float, str, float]:
-    """Return (median ms per close after :data:`WARM`, digest of the fills, seconds of those closes).
+def _held_book_only(decide: Callable[..., Any]) -> Callable[..., Any]:
+    """The risk engine's decide without the close's pending orders: the caps of the held book alone."""
+    return lambda *a: decide(*a[:9])  # (symbol, ts, fraction, confidence, price, vol, snapshot, kill, correlations)
 
-    ``spent`` collects the seconds of the timed parts over the same closes.
-    """
-    settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(data_dir), "CRYPTOSTREAM_SYMBOLS": ",".join(symbols),
-                                  "CRYPTOSTREAM_PROFILE": "local"})
+
+VARIANTS = {  # name -> (book scans every open order, caps count the close's pending orders, parts timed)
+    "before": (True, False, False),  # main before issue 21's changes to the key
+    "book_index": (False, False, False),  # the per-symbol index alone: the same orders and fills as before
+    "after": (False, True, False),
+    "parts": (False, True, True),  # "after" with the per-symbol parts timed (their timers cost a little)
+}
+
+
+def step_of(symbols: tuple[str, ...], data_dir: Path, variant: str, spent: dict[str, float]) -> DecisionStep:
+    """Return the decision step on ``build_deps``' components (local profile), as ``variant`` has it."""
+    scans, pending, parts = VARIANTS[variant]
+    settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(data_dir / variant),
+                                  "CRYPTOSTREAM_SYMBOLS": ",".join(symbols), "CRYPTOSTREAM_PROFILE": "local"})
     deps = build_deps(settings)
-    step = DecisionStep(symbols, TF, deps)
-    if spent is not None:
-        breakers, strategy = deps.risk.breakers, deps.strategy  # type: ignore[attr-defined]
+    risk: Any = deps.risk
+    if scans:
+        book = deps.broker.book  # type: ignore[attr-defined]
+        book.open_orders = lambda symbol=None: _scanning(book, symbol)
+    if not pending:
+        risk.decide = _held_book_only(risk.decide)
+    if parts:
+        breakers, strategy = risk.breakers, deps.strategy
         breakers.on_bars = _timed(spent, "breakers", breakers.on_bars)
         breakers.tripped = _timed(spent, "breakers", breakers.tripped)
         strategy.decide = _timed(spent, "strategy", strategy.decide)  # type: ignore[method-assign]
-    digest, times = hashlib.sha256(), []
-    for k, c in enumerate(closes):
-        if k == WARM and spent is not None:
-            spent.update(dict.fromkeys(spent, 0.0))
-        t0 = time.perf_counter()
-        out = step.on_closes([c])
-        times.append(time.perf_counter() - t0)
-        digest.update(repr([o for o in out if isinstance(o, Fill)]).encode())
-    return statistics.median(times[WARM:]) * 1e3, digest.hexdigest()[:12], sum(times[WARM:])
+    return DecisionStep(symbols, TF, deps)
 
 
 def decision_key_per_close(n: int, closes: int) -> dict[str, Any]:
-    """Return the portfolio key's ms per close at ``n`` symbols, the baseline, and the per-symbol shares."""
+    """Return the portfolio key's median ms per close at ``n`` symbols per variant, fills digests, part shares.
+
+    The variants work each close in turn (lockstep), so a change of the machine's load hits all alike.
+    """
     symbols = universe_symbols(n)
     data = closes_of(symbols, WARM + closes)
     spent = {"breakers": 0.0, "strategy": 0.0}
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    digests = {v: hashlib.sha256() for v in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="bench_scale_decisions_") as d:
-        ms, fills, _ = run_key(symbols, data, Path(d) / "indexed")
-        with _book_scans():
-            ms_before, fills_before, _ = run_key(symbols, data, Path(d) / "scanning")
-        _, _, total = run_key(symbols, data, Path(d) / "parts", spent)
-    return {"ms": ms, "ms_scanning_book": ms_before, "ratio": ms_before / ms, "fills_equal": fills == fills_before,
-            "fills_digest": fills, "breakers_share": spent["breakers"] / total,
-            "strategy_share": spent["strategy"] / total}
+        steps = {v: step_of(symbols, Path(d), v, spent) for v in VARIANTS}
+        for k, c in enumerate(data):
+            if k == WARM:
+                spent.update(dict.fromkeys(spent, 0.0))
+            for v, step in steps.items():
+                t0 = time.perf_counter()
+                out = step.on_closes([c])
+                times[v].append(time.perf_counter() - t0)
+                digests[v].update(repr([o for o in out if isinstance(o, Fill)]).encode())
+    res: dict[str, Any] = {f"{v}_ms": statistics.median(t[WARM:]) * 1e3 for v, t in times.items()}
+    res.update({f"{v}_fills": h.hexdigest()[:12] for v, h in digests.items()})
+    res["before_over_after"] = res["before_ms"] / res["after_ms"]
+    res["before_over_book_index"] = res["before_ms"] / res["book_index_ms"]
+    parts_total = sum(times["parts"][WARM:])
+    res.update({f"{name}_share": t / parts_total for name, t in spent.items()})
+    return res
