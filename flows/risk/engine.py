@@ -35,6 +35,7 @@ confidence) trade nothing and record ``invalid_input``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -107,9 +108,30 @@ class _Cut:
         self.to(rule, reason, min(self.held, 0.0), max(self.held, 0.0))
 
 
-def _moved(symbols: list[str], book: Mapping[str, float | None], pending: Mapping[str, tuple[float, float]]) -> float:
-    """Return how much the exposure of ``symbols`` moves when their pending positions replace the held ones."""
-    return sum([abs(pending[s][0]) * pending[s][1] - (book.get(s) or 0.0) for s in symbols])
+class _Moves:
+    """How far each pending order moves the book's exposure (its position's minus the held one's), once per order.
+
+    A close decides every symbol against one book and adds its orders to one ``pending`` mapping,
+    so the moves of the orders seen so far stay valid: each later decision adds only the new ones.
+    """
+
+    __slots__ = ("book", "new", "of", "pending", "total")
+
+    def __init__(self, pending: Mapping[str, tuple[float, float]], book: Mapping[str, float | None]) -> None:
+        self.pending, self.book = pending, book
+        self.of: dict[str, float] = {}  # symbol -> move, in the order the orders were approved
+        self.new: list[str] = []  # pending symbols without a held position
+        self.total = 0.0
+
+    def update(self) -> None:
+        book, pending, of = self.book, self.pending, self.of
+        for s in itertools.islice(pending, len(of), None):
+            qty, price = pending[s]
+            held = book.get(s)
+            of[s] = move = abs(qty) * price - (held or 0.0)
+            self.total += move
+            if held is None:
+                self.new.append(s)
 
 
 class RiskEngine:
@@ -128,6 +150,7 @@ class RiskEngine:
         self._events: list[Rejection] = []
         self._halts_ts: int | None = None  # the close the halts were last fed
         self._kelly: tuple[tuple[float, ...], KellyEstimate] | None = None
+        self._moves: _Moves | None = None  # of the close being decided (pending orders, book)
         self._book_cache: tuple[dict[str, float], dict[str, float], dict[str, float],
                                 dict[str, float | None]] | None = None
 
@@ -294,12 +317,12 @@ class RiskEngine:
             if book[s] is None:
                 self._mark(s, marks, avg)  # raises, naming the symbol
         gross: float = sum([book[s] for s in others])  # type: ignore[misc]  # the order and terms of gross_of
-        pend = pending or {}
-        moved = [s for s in pend if s != sym]
-        if moved:  # this close's earlier orders: their positions replace the held ones
-            gross += _moved(moved, book, pend)
-            group = self.correlations.correlated(sym, others + [s for s in moved if s not in book], given)
-            corr = sum([book.get(s) or 0.0 for s in group]) + _moved([s for s in group if s in pend], book, pend)
+        moves = self._moves_of(pending, book) if pending else None
+        if moves is not None:  # this close's earlier orders: their positions replace the held ones
+            of = moves.of
+            gross += moves.total - of.get(sym, 0.0)
+            group = self.correlations.correlated(sym, others + [s for s in moves.new if s != sym], given)
+            corr = sum([book.get(s) or 0.0 for s in group]) + sum([of[s] for s in group if s in of])
         else:  # the held book alone: the same sums as before pending orders counted
             group = self.correlations.correlated(sym, others, given)
             corr = sum([book[s] for s in group])  # type: ignore[misc]
@@ -313,6 +336,14 @@ class RiskEngine:
              lambda: f"exposure with correlated [{', '.join(group)}] capped at {lim.max_correlated_fraction:.2%} "
                      f"of equity; they hold {corr / equity:.2%}"),
         )
+
+    def _moves_of(self, pending: Mapping[str, tuple[float, float]], book: dict[str, float | None]) -> _Moves:
+        """Return the pending orders' moves, kept while the close's ``pending`` and book are the same objects."""
+        moves = self._moves
+        if moves is None or moves.pending is not pending or moves.book is not book:
+            moves = self._moves = _Moves(pending, book)
+        moves.update()
+        return moves
 
     def _book(self, positions: Mapping[str, float], marks: Mapping[str, float], avg: Mapping[str, float]
               ) -> dict[str, float | None]:
