@@ -121,6 +121,7 @@ def decision_key_per_close(n: int, closes: int) -> dict[str, Any]:
     spent = {"breakers": 0.0, "strategy": 0.0}
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     digests = {v: hashlib.sha256() for v in VARIANTS}
+    fills = dict.fromkeys(VARIANTS, 0)
     with tempfile.TemporaryDirectory(prefix="bench_scale_decisions_") as d:
         steps = {v: step_of(symbols, Path(d), v, spent) for v in VARIANTS}
         for k, c in enumerate(data):
@@ -130,9 +131,11 @@ def decision_key_per_close(n: int, closes: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 out = step.on_closes([c])
                 times[v].append(time.perf_counter() - t0)
-                digests[v].update(repr([o for o in out if isinstance(o, Fill)]).encode())
+                done = [o for o in out if isinstance(o, Fill)]
+                digests[v].update(repr(done).encode())
+                fills[v] += len(done)
     res: dict[str, Any] = {f"{v}_ms": statistics.median(t[WARM:]) * 1e3 for v, t in times.items()}
-    res.update({f"{v}_fills": h.hexdigest()[:12] for v, h in digests.items()})
+    res.update({f"{v}_fills": f"{fills[v]} {h.hexdigest()[:12]}" for v, h in digests.items()})
     res["before_over_after"] = res["before_ms"] / res["after_ms"]
     res["before_over_book_index"] = res["before_ms"] / res["book_index_ms"]
     parts_total = sum(times["parts"][WARM:])
