@@ -17,7 +17,10 @@ Usage::
 3. Across hosts (``--sections 3``, root): the flow as one process, then as a cluster of W
    processes each in its own network namespace (``infra/netns/hosts up W``: veths on a
    bridge, 10.210.0.11 ...), Bytewax's own addresses and process ids; closed trades and
-   a digest of every closed bar must equal the one process's.
+   a digest of every closed bar must equal the one process's.  ``--profile timescale``: the
+   flow's own history and Feast online sinks write to a scratch database of the ``infra/up``
+   TimescaleDB and to Redis db 15, which the hosts reach on the bridge address
+   (``hosts up W --services``); the stored rows must equal the one process's.
 4. Bar close to order intent (``--sections 4``): bench_decisions' close -> intent path
    (features, close barrier with scoring, decision step) at 200 symbols of the universe
    against 10, p50/p99 per stage; models from ``--registry`` (bootstrapped once if empty).
