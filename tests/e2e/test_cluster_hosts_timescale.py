@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 import redis
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from flows import feast_store
 from flows.settings import load_settings
@@ -90,9 +90,12 @@ def servers() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def hosts() -> Iterator[None]:
+def hosts(servers) -> Iterator[None]:
+    """The two namespace hosts, with the servers' loopback ports reachable on the bridge address."""
+    ports = {"TIMESCALE_PORT": str(conninfo_to_dict(servers["TIMESCALE_DSN"]).get("port", 5432)),
+             "REDIS_PORT": str(urlparse(servers["REDIS_URL"]).port or 6379)}
     subprocess.run([str(HOSTS), "up", "2", "--services"], check=True, timeout=60,
-                   env={**os.environ, "TIMESCALE_PORT": "55432", "PYTHON": sys.executable})
+                   env={**os.environ, **ports, "PYTHON": sys.executable})
     try:
         yield
     finally:
@@ -117,7 +120,9 @@ def reference(servers, shared_data, tmp_path_factory) -> Iterator[Reference]:
         tables = timescale_tables(dsn)
     assert len(tables["bars"]) == len(SYMBOLS) * (6 * 12 - 1)
     assert len(tables["bar_features"]) == len(tables["cross_asset_features"]) == len(tables["bars"])
-    yield Reference(tables, _online(env_servers["REDIS_URL"]), applied)
+    online = _online(env_servers["REDIS_URL"])
+    assert len(online) >= len(SYMBOLS), "the Feast online store in Redis holds no entity"
+    yield Reference(tables, online, applied)
 
 
 def _cluster_env(tmp: Path, ex, servers: dict[str, str], dsn: str, db: int, applied: Path) -> dict[str, str]:
