@@ -17,7 +17,10 @@ Usage::
 3. Across hosts (``--sections 3``, root): the flow as one process, then as a cluster of W
    processes each in its own network namespace (``infra/netns/hosts up W``: veths on a
    bridge, 10.210.0.11 ...), Bytewax's own addresses and process ids; closed trades and
-   a digest of every closed bar must equal the one process's.
+   a digest of every closed bar must equal the one process's.  ``--profile timescale``: the
+   flow's own history and Feast online sinks write to a scratch database of the ``infra/up``
+   TimescaleDB and to Redis db 15, which the hosts reach on the bridge address
+   (``hosts up W --services``); the stored rows must equal the one process's.
 4. Bar close to order intent (``--sections 4``): bench_decisions' close -> intent path
    (features, close barrier with scoring, decision step) at 200 symbols of the universe
    against 10, p50/p99 per stage; models from ``--registry`` (bootstrapped once if empty).
@@ -44,10 +47,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[2]
+BRIDGE = "10.210.0.1"  # infra/netns/hosts: the host side of the namespace hosts' bridge
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bench")]
 
 from bench_flow import flow_settings, log, make_market  # noqa: E402
@@ -122,11 +128,12 @@ def child(args: argparse.Namespace) -> None:
     symbols = universe_symbols(args.symbols)
     per = args.trades // len(symbols)
     items = make_market(args.trades, symbols, args.batch, mean_gap_ms=600_000 / per)  # ~10 1m bars per symbol
-    settings = flow_settings(symbols, Path(args.data_dir))
+    settings = flow_settings(symbols, Path(args.data_dir), **profile_env(args.dsn, args.redis_url))
     addresses = args.addresses.split(";")
     import flows.live as live
 
-    digest = [0]
+    digest, closed = [0], [0]
+    first_tf = settings.bars.timeframes[0]
 
     class DigestSink(DynamicSink[Any]):
         """The closed bars' digest: a sum of their hashes, whatever worker or order wrote them."""
@@ -137,48 +144,84 @@ def child(args: argparse.Namespace) -> None:
                     for bar in items:
                         h = hashlib.blake2b(repr(tuple(bar)).encode(), digest_size=8).digest()
                         digest[0] = (digest[0] + int.from_bytes(h, "big")) % 2**64
+                        closed[0] += bar.trade_count if bar.timeframe == first_tf else 0
             return Part()
 
-    with counting_sinks() as sinks:
-        live.BarPrinter = DigestSink  # type: ignore[assignment,misc]  # counting_sinks puts it back
-        flow = build_flow(settings, SymbolPartitionedSource(items, len(addresses)))
+    saved = live.BarPrinter
+    live.BarPrinter = DigestSink  # type: ignore[assignment,misc]
+    try:
+        if args.dsn:  # the real history and Feast online sinks: TimescaleDB and Redis
+            flow = build_flow(settings, SymbolPartitionedSource(items, len(addresses)))
+        else:
+            with counting_sinks():
+                live.BarPrinter = DigestSink  # type: ignore[assignment,misc]  # counting_sinks replaced it
+                flow = build_flow(settings, SymbolPartitionedSource(items, len(addresses)))
+    finally:
+        live.BarPrinter = saved  # type: ignore[misc]
     ready = time.time()
     cluster_main(flow, addresses, args.proc_id, worker_count_per_proc=1)
     done = time.time()
-    print(json.dumps({"ready": ready, "done": done, "trades": sinks["history"].trades, "digest": digest[0],
+    print(json.dumps({"ready": ready, "done": done, "trades": closed[0], "digest": digest[0],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
-def applied_template(tmp: Path) -> Path:
+def profile_env(dsn: str | None, redis_url: str | None) -> dict[str, str]:
+    """Return the settings' variables of the timescale profile (Feast online store on Redis), or none."""
+    if not dsn:
+        return {}
+    return {"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": dsn, "REDIS_URL": str(redis_url),
+            "CRYPTOSTREAM_FEAST_ONLINE": "redis"}
+
+
+def applied_template(tmp: Path, servers: Servers | None = None) -> Path:
     """Return a data directory with the Feast repository applied once (copied for every process)."""
     from flows import feast_store
     from tests.kit.repo import copy_feature_repo
 
-    template = tmp / "template"
+    template = tmp / ("template-timescale" if servers else "template")
     if not template.exists():
         copy_feature_repo(template)
-        feast_store.ensure_applied(flow_settings(universe_symbols(10), template))
+        env = profile_env(servers.dsn, servers.redis_url) if servers else {}
+        feast_store.ensure_applied(flow_settings(universe_symbols(10), template, **env))
     return template
 
 
+class Servers(NamedTuple):
+    """TimescaleDB (a scratch database) and a Redis db of one run of the timescale profile."""
+
+    dsn: str
+    redis_url: str
+
+    def through(self, host: str) -> Servers:
+        """Return the same servers addressed through ``host`` (the bridge address, for the namespace hosts)."""
+        from psycopg.conninfo import make_conninfo
+
+        return Servers(make_conninfo(self.dsn, host=host), self.redis_url.replace("127.0.0.1", host))
+
+
 def run_cluster(n_symbols: int, workers: int, trades: int, batch: int, tmp: Path,
-                hosts: bool = False) -> dict[str, Any]:
+                hosts: bool = False, servers: Servers | None = None) -> dict[str, Any]:
     """Run the flow on ``workers`` processes; return trades/s, closed trades and RSS per process.
 
     With ``hosts``, process i runs in network namespace ``cs21-h<i+1>`` at 10.210.0.<11+i>
-    (``infra/netns/hosts up N`` made them): Bytewax's own addresses across the veths.
+    (``infra/netns/hosts up N`` made them): Bytewax's own addresses across the veths.  With
+    ``servers``, the flow keeps its history and Feast online sinks (the timescale profile), the
+    namespace hosts reaching them through the bridge (``hosts up N --services``).
     """
     import shutil
 
     ips = [f"10.210.0.{11 + i}" if hosts else "127.0.0.1" for i in range(workers)]
     addrs = ";".join(f"{ip}:{p}" for ip, p in zip(ips, free_ports(workers), strict=True))
     procs = []
-    template = applied_template(tmp)
+    template = applied_template(tmp, servers)
+    reach = servers.through(BRIDGE) if servers and hosts else servers
     for i in range(workers):
         data = tmp / f"n{n_symbols}-w{workers}-p{i}"
         shutil.copytree(template, data)
         cmd = [sys.executable, __file__, "--child", "--symbols", str(n_symbols), "--trades", str(trades),
                "--batch", str(batch), "--addresses", addrs, "--proc-id", str(i), "--data-dir", str(data)]
+        if reach:
+            cmd += ["--dsn", reach.dsn, "--redis-url", reach.redis_url]
         if hosts:
             cmd = ["ip", "netns", "exec", f"cs21-h{i + 1}", *cmd]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -217,18 +260,67 @@ def section_throughput(args: argparse.Namespace, tmp: Path) -> list[dict[str, An
 
 
 def section_hosts(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
-    """Section 3: the same flow as one process and as a cluster across namespace hosts: same bars, throughput."""
+    """Section 3: the same flow as one process and as a cluster across namespace hosts: same bars, throughput.
+
+    ``--profile timescale``: every run writes to a scratch database of the ``infra/up`` TimescaleDB and a
+    Redis db of its own (15), the hosts reach both through the bridge; the stored rows of every table must
+    equal the one process's."""
+    from tests.kit.chaos import compare
+
     n = args.symbol_counts[-1]
-    out = [run_cluster(n, 1, args.trades, args.batch, tmp)]
-    for w in [w for w in args.workers if w > 1]:
-        subprocess.run([str(ROOT / "infra" / "netns" / "hosts"), "up", str(w)], check=True)
-        out.append(run_cluster(n, w, args.trades, args.batch, tmp, hosts=True))
-    for r in out:
+    hosts_cmd = [str(ROOT / "infra" / "netns" / "hosts"), "up"]
+    runs: list[tuple[int, bool]] = [(1, False)] + [(w, True) for w in args.workers if w > 1]
+    out, tables = [], []
+    for w, on_hosts in runs:
+        if on_hosts:
+            services = ["--services"] if args.profile == "timescale" else []
+            subprocess.run([*hosts_cmd, str(w), *services], check=True)
+        with run_servers(args.profile) as servers:
+            r = run_cluster(n, w, args.trades, args.batch, tmp, hosts=on_hosts, servers=servers)
+            r["profile"] = args.profile
+            if servers:
+                tables.append(stored_tables(servers.dsn))
+                r["rows"] = {t: len(df) for t, df in tables[-1].items()}
+        out.append(r)
+    for i, r in enumerate(out):
         r["same_as_one_process"] = (r["closed"], r["digest"]) == (out[0]["closed"], out[0]["digest"])
-        log(f"3: {n} symbols, {r['workers']} process(es){' on namespace hosts' if r['hosts'] else ''}: "
-            f"{r['trades_per_s']:,.0f} trades/s, bars digest {r['digest']}, same as one process: "
-            f"{r['same_as_one_process']}, load {os.getloadavg()[0]:.1f}")
+        if tables:
+            r["same_rows_as_one_process"] = compare(tables[i], tables[0]).ok
+        log(f"3: {n} symbols, {args.profile} profile, {r['workers']} process(es)"
+            f"{' on namespace hosts' if r['hosts'] else ''}: {r['trades_per_s']:,.0f} trades/s "
+            f"({r['trades_per_s'] / out[0]['trades_per_s']:.2f}x one process), bars digest {r['digest']}, "
+            f"same as one process: {r['same_as_one_process']}"
+            + (f", stored rows {r['rows']} same: {r['same_rows_as_one_process']}" if tables else "")
+            + f", load {os.getloadavg()[0]:.1f}")
     return out
+
+
+REDIS_DB = 15  # the timescale profile's runs: apart from the db 0 of everyday runs
+
+
+@contextmanager
+def run_servers(profile: str) -> Iterator[Servers | None]:
+    """Yield a scratch database (dropped afterwards) and an emptied Redis db for one run, or None (local)."""
+    if profile != "timescale":
+        yield None
+        return
+    import redis
+
+    from tests.kit.chaos import infra_settings, scratch_database
+
+    settings = infra_settings()
+    url = urlparse(settings["REDIS_URL"])
+    redis_url = f"redis://127.0.0.1:{url.port or 6379}/{REDIS_DB}"
+    redis.Redis.from_url(redis_url).flushdb()
+    with scratch_database(settings["TIMESCALE_DSN"]) as dsn:
+        yield Servers(dsn, redis_url)
+
+
+def stored_tables(dsn: str) -> dict[str, Any]:
+    """Return the rows of bars, features and cross-asset features the flow stored (1m, the bench's timeframe)."""
+    from tests.kit.chaos import timescale_tables
+
+    return timescale_tables(dsn, "1m")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,12 +334,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", type=int, default=20, help="section 2: most assets in one graph cluster")
     p.add_argument("--registry", type=Path, default=ROOT / "var" / "bench_registry",
                    help="section 4: models (bootstrapped once if empty)")
+    p.add_argument("--profile", choices=("local", "timescale"), default="local",
+                   help="section 3: timescale = the real sinks into TimescaleDB and Redis (infra/up; hosts via "
+                   "the bridge)")
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--symbols", type=int, help=argparse.SUPPRESS)
     p.add_argument("--addresses", help=argparse.SUPPRESS)
     p.add_argument("--proc-id", type=int, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", help=argparse.SUPPRESS)
+    p.add_argument("--dsn", help=argparse.SUPPRESS)
+    p.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         child(args)
