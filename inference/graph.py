@@ -68,3 +68,34 @@ def window_adjacency(returns: np.ndarray, threshold: float, out: np.ndarray | No
         return adj.astype(np.float32)
     out[...] = adj
     return out
+
+
+def correlation_clusters(returns: np.ndarray, size: int) -> np.ndarray:
+    """Return clusters of at most ``size`` assets chosen from one window's correlations, deterministically.
+
+    Greedy: the lowest-numbered asset not yet placed seeds a cluster and takes the ``size - 1``
+    unplaced assets most correlated with it (largest ``|corr|``, ties to the lower number),
+    until every asset is placed.  Only the seed's row is read per cluster, so the cost is one
+    correlation matrix and ``N / size`` partial sorts.
+
+    Args:
+        returns: ``[window, N]`` one-bar returns, NaN already replaced by 0.
+        size: most assets in one cluster (at least 1).
+
+    Returns:
+        ``[ceil(N / size), size]`` int array of asset numbers, each cluster in ascending order;
+        the last cluster's unused places hold ``N`` (no asset).
+    """
+    n = returns.shape[1]
+    corr = np.abs(window_adjacency(returns, 0.0)).astype(np.float64)
+    free = np.ones(n, bool)
+    out = np.full((-(-n // size), size), n, np.intp)
+    for c in range(len(out)):
+        seed = int(np.argmax(free))
+        cand = np.flatnonzero(free)
+        cand = cand[cand != seed]
+        take = cand[np.argsort(-corr[seed, cand], kind="stable")[:size - 1]]  # stable: ties to the lower number
+        members = np.sort(np.append(take, seed))
+        out[c, :len(members)] = members
+        free[members] = False
+    return out

@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         sc = settings.scoring
 
         def bank() -> ModelBank:
-            return ModelBank(args.registry, "1m", sc.ensemble_version, sc.policy_family, sc.policy_version)
+            return ModelBank(args.registry, "1m", sc.ensemble_version, sc.policy_family, sc.policy_version,
+                             gnn_cluster_size=sc.gnn_cluster_size)
 
         rows = section_latency(args, settings, bank()) + section_replay(args, settings, bank)
     print("| section | figure | value | unit | baseline | baseline value | ratio | target |")

@@ -144,7 +144,8 @@ def close_to_intent(n: int, closes: int, registry: Path, tmp: Path) -> dict[str,
                                   "CRYPTOSTREAM_SCORING__REGISTRY": str(registry),
                                   "CRYPTOSTREAM_BARS__TIMEFRAMES": "1m"})
     sc = settings.scoring
-    bank = ModelBank(registry, "1m", sc.ensemble_version, sc.policy_family, sc.policy_version)
+    bank = ModelBank(registry, "1m", sc.ensemble_version, sc.policy_family, sc.policy_version,
+                     gnn_cluster_size=sc.gnn_cluster_size)
     rows = section_latency(argparse.Namespace(closes=closes), settings, bank)
     return {r.figure: r.value for r in rows}
 
