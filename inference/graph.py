@@ -75,8 +75,9 @@ def correlation_clusters(returns: np.ndarray, size: int) -> np.ndarray:
 
     Greedy: the lowest-numbered asset not yet placed seeds a cluster and takes the ``size - 1``
     unplaced assets most correlated with it (largest ``|corr|``, ties to the lower number),
-    until every asset is placed.  Only the seed's row is read per cluster, so the cost is one
-    correlation matrix and ``N / size`` partial sorts.
+    until every asset is placed.  Only the seed's correlations are computed (one product of
+    the standardised window per cluster, no ``N x N`` matrix, no BLAS): ``N / size`` element-wise
+    passes over the window and as many partial sorts.
 
     Args:
         returns: ``[window, N]`` one-bar returns, NaN already replaced by 0.
@@ -87,14 +88,17 @@ def correlation_clusters(returns: np.ndarray, size: int) -> np.ndarray:
         the last cluster's unused places hold ``N`` (no asset).
     """
     n = returns.shape[1]
-    corr = np.abs(window_adjacency(returns, 0.0)).astype(np.float64)
+    d = returns - np.add.reduce(returns, axis=0) / returns.shape[0]
+    sd = np.sqrt(np.add.reduce(d * d, axis=0))
+    z = np.divide(d, sd, out=np.zeros_like(d), where=sd > 1e-9)  # a constant series correlates with nothing
     free = np.ones(n, bool)
     out = np.full((-(-n // size), size), n, np.intp)
     for c in range(len(out)):
         seed = int(np.argmax(free))
+        free[seed] = False
         cand = np.flatnonzero(free)
-        cand = cand[cand != seed]
-        take = cand[np.argsort(-corr[seed, cand], kind="stable")[:size - 1]]  # stable: ties to the lower number
+        corr = np.abs(np.add.reduce(z[:, cand] * z[:, seed:seed + 1], axis=0))
+        take = cand[np.argsort(-corr, kind="stable")[:size - 1]]  # stable: ties to the lower number
         members = np.sort(np.append(take, seed))
         out[c, :len(members)] = members
         free[members] = False
