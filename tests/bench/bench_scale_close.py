@@ -3,7 +3,8 @@
 - risk engine + portfolio per close (``bench_risk.run``: bars to the engine, mark, every symbol
   decided against one snapshot, the portfolio row), the engine's correlations as matrices (what the
   engine takes from ``MATRIX_FROM`` symbols on) against the dictionary of pairs throughout, same run;
-- the cross-asset step per bar time (all symbols' returns -> feature rows);
+- the cross-asset step per bar time (all symbols' returns -> feature rows), against the per-symbol
+  loop it replaced (issue 21) on the same returns;
 - the graph attention network per bar as the scorer runs it (``GnnRunner.score``: the bar's returns,
   the window's adjacency, one onnxruntime run), dense over all N assets against the same network
   on clusters of at most ``--cluster`` assets chosen from the window's correlations
@@ -55,20 +56,31 @@ def risk_per_close(n: int, closes: int, pairs: bool) -> float:
     return total / closes * 1e3
 
 
-def cross_per_close(n: int, closes: int) -> tuple[float, float]:
-    """Return p50/p99 ms of the cross-asset step per bar time for ``n`` symbols."""
+def cross_per_close(n: int, closes: int) -> dict[str, tuple[float, float]]:
+    """Return p50/p99 ms of the cross-asset step per bar time for ``n`` symbols, and of the loop it replaced.
+
+    ``step``: :class:`CrossAssetStep` fed every symbol's return of a bar time (``update`` per symbol,
+    the join included); ``loop_before``: the per-symbol Python loop of before issue 21
+    (``tests/kit/cross_asset_reference.py``) on the same complete bar times.
+    """
+    from tests.kit.cross_asset_reference import ReferenceCrossAsset
+
     symbols = universe_symbols(n)
-    step = CrossAssetStep(symbols, tf_ms=TF)
+    step, before = CrossAssetStep(symbols, tf_ms=TF), ReferenceCrossAsset(symbols)
     rng = np.random.default_rng(3)
-    times = []
+    out: dict[str, list[float]] = {"step": [], "loop_before": []}
     for k in range(closes + 70):
         rets = rng.normal(0, 0.002, n).tolist()
+        joined = dict(zip(symbols, rets, strict=True))
         t0 = time.perf_counter()
         for s, r in zip(symbols, rets, strict=True):
             step.update(s, k * TF, r)
+        t1 = time.perf_counter()
+        before.bar_time(k * TF, joined)
         if k >= 70:
-            times.append(time.perf_counter() - t0)
-    return _pcts(times)
+            out["step"].append(t1 - t0)
+            out["loop_before"].append(time.perf_counter() - t1)
+    return {key: _pcts(v) for key, v in out.items()}
 
 
 def gat_per_close(n: int, cluster: int, closes: int) -> dict[str, tuple[float, float]]:
