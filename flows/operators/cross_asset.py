@@ -99,8 +99,8 @@ class CrossAssetStep:
     @property
     def history(self) -> dict[str, list[float]]:
         """Each symbol's held returns in time order (the per-symbol windows, as plain lists)."""
-        end = self._next + WINDOW
-        return {sym: self._ring[end - int(h):end, j].tolist() for j, (sym, h) in enumerate(zip(self.symbols, self._held, strict=True))}
+        end, held = self._next + WINDOW, self._held.tolist()
+        return {sym: self._ring[end - held[j]:end, j].tolist() for j, sym in enumerate(self.symbols)}
 
     def update(self, symbol: str, ts: int, ret_1: float, warmup: bool = False) -> list[tuple[str, int, dict[str, float]]]:
         """Add one symbol's return at bar time ``ts``; return rows of every bar time now complete.
@@ -127,11 +127,11 @@ class CrossAssetStep:
         return out
 
     def _rows(self, ts: int, rets: dict[str, float]) -> list[tuple[str, int, dict[str, float]]]:
+        if self.reference not in rets:
+            return []  # no row, and no window moves: every pair of series stays aligned in time
         # summed in symbol order, whatever order the returns arrived in (worker count, batches): the same
         # float every time, and the order training.history_features sums in
         mean = sum([rets[sym] for sym in self._ordered if sym in rets]) / len(rets)
-        if self.reference not in rets:
-            return []
         present = np.array([sym in rets for sym in self.symbols])
         k = self._next
         self._ring[k] = self._ring[k + WINDOW] = [rets.get(sym, 0.0) for sym in self.symbols]
