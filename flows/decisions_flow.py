@@ -67,7 +67,8 @@ def scoring_step(settings: Settings, metrics: FlowMetrics | None = None) -> Any:
 
     def bank() -> ModelBank:
         if "bank" not in holder:
-            b = ModelBank(settings.registry_root(), tf, sc.ensemble_version, sc.policy_family, sc.policy_version)
+            b = ModelBank(settings.registry_root(), tf, sc.ensemble_version, sc.policy_family, sc.policy_version,
+                          gnn_cluster_size=sc.gnn_cluster_size)
             holder["bank"], holder["watch"] = b, swap_watch(settings)
             swap_on_sighup(b.request_swap)
             print(f"scoring {tf} with {b.versions()}", file=sys.stderr, flush=True)

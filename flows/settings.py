@@ -155,6 +155,8 @@ class ScoringSettings(_Frozen):
     swap_key: str = Field("cryptostream:models:swap", description="Redis key (timescale profile) or file name "
                           "under data_dir (local) whose change makes the flow reload the registry's versions")
     strategy: str = Field("cs", pattern=r"^[A-Za-z0-9_-]{1,16}$", description="strategy name in client order ids")
+    gnn_cluster_size: int = Field(20, ge=0, description="above this many assets the GNN scores correlated clusters "
+                                  "of at most this many (one batched run per close); 0 = dense over all assets")
 
     @field_validator("policy_family", mode="before")
     @classmethod

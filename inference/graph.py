@@ -68,3 +68,38 @@ def window_adjacency(returns: np.ndarray, threshold: float, out: np.ndarray | No
         return adj.astype(np.float32)
     out[...] = adj
     return out
+
+
+def correlation_clusters(returns: np.ndarray, size: int) -> np.ndarray:
+    """Return clusters of at most ``size`` assets chosen from one window's correlations, deterministically.
+
+    Greedy: the lowest-numbered asset not yet placed seeds a cluster and takes the ``size - 1``
+    unplaced assets most correlated with it (largest ``|corr|``, ties to the lower number),
+    until every asset is placed.  Only the seed's correlations are computed (one product of
+    the standardised window per cluster, no ``N x N`` matrix, no BLAS): ``N / size`` element-wise
+    passes over the window and as many partial sorts.
+
+    Args:
+        returns: ``[window, N]`` one-bar returns, NaN already replaced by 0.
+        size: most assets in one cluster (at least 1).
+
+    Returns:
+        ``[ceil(N / size), size]`` int array of asset numbers, each cluster in ascending order;
+        the last cluster's unused places hold ``N`` (no asset).
+    """
+    n = returns.shape[1]
+    d = returns - np.add.reduce(returns, axis=0) / returns.shape[0]
+    sd = np.sqrt(np.add.reduce(d * d, axis=0))
+    z = np.divide(d, sd, out=np.zeros_like(d), where=sd > 1e-9)  # a constant series correlates with nothing
+    free = np.ones(n, bool)
+    out = np.full((-(-n // size), size), n, np.intp)
+    for c in range(len(out)):
+        seed = int(np.argmax(free))
+        free[seed] = False
+        cand = np.flatnonzero(free)
+        corr = np.abs(np.add.reduce(z[:, cand] * z[:, seed:seed + 1], axis=0))
+        take = cand[np.argsort(-corr, kind="stable")[:size - 1]]  # stable: ties to the lower number
+        members = np.sort(np.append(take, seed))
+        out[c, :len(members)] = members
+        free[members] = False
+    return out

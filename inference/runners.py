@@ -67,8 +67,13 @@ class GnnGraphRunner:
 
     MAX_ROW_MAPS = 64  # distinct symbol tuples remembered (a bar normally has the same ones)
 
-    def __init__(self, manifest: Manifest, version_dir: Path, feed: Sequence[str] | None = None) -> None:
-        """Open ``model.onnx`` with the manifest's symbol order and graph settings."""
+    def __init__(self, manifest: Manifest, version_dir: Path, feed: Sequence[str] | None = None,
+                 cluster_size: int = 0) -> None:
+        """Open ``model.onnx`` with the manifest's symbol order and graph settings.
+
+        ``cluster_size`` > 0: above that many assets, score them on correlated clusters of at
+        most that many (:class:`inference.gnn_stream.GnnRunner`); 0: dense over all.
+        """
         self.manifest = manifest
         self.cols = feed_columns(manifest, feed)
         graph = manifest.extra["graph"]
@@ -78,8 +83,11 @@ class GnnGraphRunner:
             raise ManifestError(f"gnn/{manifest.version}: return column {ret_col!r} is not among its features")
         self.ret_idx = list(manifest.features).index(ret_col)
         self._ret_col = self.ret_idx if self.cols is None else int(self.cols[self.ret_idx])  # in x as fed
-        self.runner = GnnRunner((version_dir / GNN_FILE).read_bytes(), self.symbols, int(graph["window"]),
-                                float(graph["threshold"]))
+        try:
+            self.runner = GnnRunner((version_dir / GNN_FILE).read_bytes(), self.symbols, int(graph["window"]),
+                                    float(graph["threshold"]), cluster_size)
+        except ValueError as exc:  # a swap to it is refused, a start stops with the reason
+            raise ManifestError(f"gnn/{manifest.version}: {exc}") from exc
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self._maps: dict[tuple[str, ...], _RowMap] = {}
 
@@ -121,8 +129,11 @@ class GnnGraphRunner:
         return out
 
 
-def runner_factories(feed: Sequence[str] | None = None) -> dict[str, RunnerFactory]:
-    """Return factories for ``lightgbm``, ``lstm`` and ``gnn`` taking their features by name from ``feed``."""
+def runner_factories(feed: Sequence[str] | None = None, gnn_cluster_size: int = 0) -> dict[str, RunnerFactory]:
+    """Return factories for ``lightgbm``, ``lstm`` and ``gnn`` taking their features by name from ``feed``.
+
+    ``gnn_cluster_size``: see :class:`GnnGraphRunner` (0: the GNN dense over all its assets).
+    """
     def lightgbm(m: Manifest, d: Path) -> ModelRunner:
         cols = feed_columns(m, feed)
         return TabularRunner(m, d) if cols is None else _Selecting(TabularRunner(m, d), cols)
@@ -131,7 +142,7 @@ def runner_factories(feed: Sequence[str] | None = None) -> dict[str, RunnerFacto
         return LstmRunner(m, d, feed)
 
     def gnn(m: Manifest, d: Path) -> ModelRunner:
-        return GnnGraphRunner(m, d, feed)
+        return GnnGraphRunner(m, d, feed, gnn_cluster_size)
 
     return {"lightgbm": lightgbm, "lstm": lstm, "gnn": gnn}
 
@@ -160,7 +171,7 @@ class EnsembleScorer:
     @classmethod
     def from_registry(cls, root: str | Path, feature_service_features: Mapping[str, Sequence[str]],
                       feed: Sequence[str] | None = None, version: str = "latest",
-                      timeframe: str | None = None) -> EnsembleScorer:
+                      timeframe: str | None = None, gnn_cluster_size: int = 0) -> EnsembleScorer:
         """Load the ensemble manifest, then its members (through the scorer) at the recorded versions.
 
         Args:
@@ -170,6 +181,7 @@ class EnsembleScorer:
             version: ensemble version (``latest`` by default).
             timeframe: the run's timeframe: an ensemble of another is refused
                 (:class:`inference.manifest.TimeframeMismatch`).
+            gnn_cluster_size: the GNN member's clusters (:class:`GnnGraphRunner`; 0: dense).
         """
         d = resolve_version_dir(root, "ensemble", version, timeframe=timeframe)
         m = verify(d)
@@ -178,7 +190,7 @@ class EnsembleScorer:
         versions = {fam: str(v) for fam, v in m.extra["members"].items()}
         scorer = Scorer.from_registry(root, members, feature_service_features, versions=versions,
                                       confidence_threshold=float(cfg["threshold"]),
-                                      runners=runner_factories(feed))
+                                      runners=runner_factories(feed, gnn_cluster_size))
         return cls(scorer, m, members, open_session((d / ENSEMBLE_FILE).read_bytes()))
 
     @property

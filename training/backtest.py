@@ -138,7 +138,8 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     if settings.trading_timeframe() != timeframe:  # the strategy measures holding times in the traded bars
         settings = settings.model_copy(update={"scoring": settings.scoring.model_copy(update={"timeframe": timeframe})})
     sc = settings.scoring
-    bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family, sc.policy_version)
+    bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family, sc.policy_version,
+                     gnn_cluster_size=sc.gnn_cluster_size)
     bank.history_mode = chunk > 1
     barrier = CloseBarrier(ScoringStep(symbols, timeframe, bank, confidence_threshold=sc.confidence_threshold,
                                        daily=open_daily(settings.daily)), WARMUP)

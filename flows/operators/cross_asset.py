@@ -23,15 +23,22 @@ ret_rel_xs        r - mean of r over the symbols of that bar time      60
 The reference symbol itself gets correlation and beta 1.  Returns only enter
 the rolling windows at bar times where the reference symbol is present, so
 every pair of series stays aligned in time.
+
+Cost per bar time (issue 21).  Every feature pairs a symbol with the reference
+only, so the work is O(N) in the universe, never O(N^2): no neighbourhood bound
+is needed.  The windows of all symbols live in one ``[2 * WINDOW, N]`` array
+(each bar written at slots ``k`` and ``k + WINDOW``, so the window is one
+contiguous slice) and the sums run over all symbols at once: ``np.add.reduce``
+along axis 0 adds the rows oldest first from 0, the order Python's ``sum`` took
+over each symbol's deque, so the rows are the per-symbol loop's bit for bit
+(``tests/unit/flows/test_cross_asset.py`` against ``tests/kit/cross_asset_reference.py``).
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
-from itertools import repeat
-from operator import mul, sub
 from typing import Any
+
+import numpy as np
 
 from flows.snapshots import check_snapshot
 
@@ -58,11 +65,18 @@ class CrossAssetStep:
         self.max_wait_bars = max_wait_bars
         self.max_wait_ms = None if max_wait_bars is None else max_wait_bars * tf_ms
         self._ordered = sorted(symbols)
+        self._ref = symbols.index(self.reference)
         s = state or {}
         self.pending: dict[int, dict[str, float]] = {int(k): dict(v) for k, v in s.get("pending", {}).items()}
-        self.history: dict[str, deque[float]] = {
-            sym: deque(s.get("history", {}).get(sym, ()), maxlen=WINDOW) for sym in symbols
-        }
+        n = len(symbols)
+        self._ring = np.zeros((2 * WINDOW, n))  # the windows; bar at slots k and k + WINDOW
+        self._next = 0  # ring slot of the next bar
+        self._held = np.zeros(n, np.int64)  # returns each symbol holds in a row (at most WINDOW)
+        for j, sym in enumerate(symbols):
+            held = list(s.get("history", {}).get(sym, ()))[-WINDOW:]
+            if held:  # the newest ones last, right before slot 0 (its mirror) as a push leaves them
+                self._ring[WINDOW - len(held):WINDOW, j] = self._ring[2 * WINDOW - len(held):, j] = held
+                self._held[j] = len(held)
         self.newest: int = s.get("newest", -1)
         self.emitted_until: int = s.get("emitted_until", -1)
         self.warm_until: int = s.get("warm_until", -1)  # the last bar time of a warm-up return (no rows up to it)
@@ -79,8 +93,14 @@ class CrossAssetStep:
         return {"kind": "cross_asset", "version": self.VERSION, "symbols": list(self.symbols),
                 "reference": self.reference, "tf_ms": self.tf_ms, "max_wait_bars": self.max_wait_bars,
                 "pending": {k: dict(v) for k, v in self.pending.items()},
-                "history": {k: list(v) for k, v in self.history.items()},
+                "history": self.history,
                 "newest": self.newest, "emitted_until": self.emitted_until, "warm_until": self.warm_until}
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Each symbol's held returns in time order (the per-symbol windows, as plain lists)."""
+        end, held = self._next + WINDOW, self._held.tolist()
+        return {sym: self._ring[end - held[j]:end, j].tolist() for j, sym in enumerate(self.symbols)}
 
     def update(self, symbol: str, ts: int, ret_1: float, warmup: bool = False) -> list[tuple[str, int, dict[str, float]]]:
         """Add one symbol's return at bar time ``ts``; return rows of every bar time now complete.
@@ -107,34 +127,31 @@ class CrossAssetStep:
         return out
 
     def _rows(self, ts: int, rets: dict[str, float]) -> list[tuple[str, int, dict[str, float]]]:
+        if self.reference not in rets:
+            return []  # no row, and no window moves: every pair of series stays aligned in time
         # summed in symbol order, whatever order the returns arrived in (worker count, batches): the same
         # float every time, and the order training.history_features sums in
         mean = sum([rets[sym] for sym in self._ordered if sym in rets]) / len(rets)
-        ref = rets.get(self.reference)
-        if ref is not None:
-            for sym in self.symbols:
-                if sym in rets:
-                    self.history[sym].append(rets[sym])
-                else:  # a hole would misalign the window: that symbol warms up again
-                    self.history[sym].clear()
+        present = np.array([sym in rets for sym in self.symbols])
+        k = self._next
+        self._ring[k] = self._ring[k + WINDOW] = [rets.get(sym, 0.0) for sym in self.symbols]
+        self._next = (k + 1) % WINDOW
+        # a hole would misalign the window: a symbol missing here warms up again
+        self._held = np.where(present, np.minimum(self._held + 1, WINDOW), 0)
+        if self._held[self._ref] < WINDOW:
+            return []
+        win = self._ring[self._next:self._next + WINDOW]  # [WINDOW, N] oldest first
+        dx = win - np.add.reduce(win, axis=0, initial=0.0) / WINDOW
+        sxy = np.add.reduce(dx * dx[:, self._ref:self._ref + 1], axis=0, initial=0.0)
+        sxx = np.add.reduce(dx * dx, axis=0, initial=0.0)
+        syy = sxx[self._ref]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = (sxy / np.sqrt(sxx * syy)).tolist()
+            beta = (sxy / syy).tolist()
+        zero_x, zero_y = (sxx == 0.0).tolist(), syy == 0.0
         rows: list[tuple[str, int, dict[str, float]]] = []
-        ref_hist = self.history[self.reference]
-        if ref is None or len(ref_hist) < WINDOW:
-            return rows
-        dy = _demeaned(ref_hist)
-        syy = sum(map(mul, dy, dy))
-        for sym in self.symbols:
-            hist = self.history[sym]
-            if sym not in rets or len(hist) < WINDOW:
-                continue  # not warm: the row is absent, not zero-filled
-            dx = _demeaned(hist)
-            sxy, sxx = sum(map(mul, dx, dy)), sum(map(mul, dx, dx))
-            corr = 0.0 if sxx == 0.0 or syy == 0.0 else sxy / math.sqrt(sxx * syy)
-            beta = 0.0 if syy == 0.0 else sxy / syy
-            rows.append((sym, ts, {"corr_btc_60": corr, "beta_btc_60": beta, "ret_rel_xs": rets[sym] - mean}))
+        for j in np.flatnonzero(present & (self._held >= WINDOW)).tolist():  # not warm: absent, not zero-filled
+            sym = self.symbols[j]
+            rows.append((sym, ts, {"corr_btc_60": 0.0 if zero_x[j] or zero_y else corr[j],
+                                   "beta_btc_60": 0.0 if zero_y else beta[j], "ret_rel_xs": rets[sym] - mean}))
         return rows
-
-
-def _demeaned(values: deque[float]) -> list[float]:
-    m = sum(values) / len(values)
-    return list(map(sub, values, repeat(m)))  # the comprehension [v - m for v in values], in C

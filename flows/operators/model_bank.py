@@ -168,12 +168,15 @@ class ModelBank:
     def __init__(self, root: Path, timeframe: str, ensemble_version: str = "latest",
                  policy_family: str | None = "rl_tactical", policy_version: str = "latest",
                  service_features: Mapping[str, Sequence[str]] | None = None,
-                 feed: Sequence[str] | None = None) -> None:
+                 feed: Sequence[str] | None = None, gnn_cluster_size: int = 0) -> None:
         """Load the ensemble (with its exact members) and the policy from ``root``.
 
         ``service_features`` and ``feed`` default to the project's feature services and
         :func:`model_feed` (the per-symbol feed, then the daily side input); tests pass their own.
+        ``gnn_cluster_size`` (``scoring.gnn_cluster_size``): above that many assets the GNN scores
+        correlated clusters of at most that many, in one batched run per close; 0: dense.
         """
+        self.gnn_cluster_size = gnn_cluster_size
         self.root, self.timeframe = Path(root), timeframe
         self.service_features = dict(service_features or services(timeframe))
         self.feed = list(feed or model_feed())
@@ -191,7 +194,8 @@ class ModelBank:
 
     def _load_ensemble(self) -> EnsembleScorer:
         return EnsembleScorer.from_registry(self.root, self.service_features, feed=self.feed,
-                                            version=self.ensemble_version, timeframe=self.timeframe)
+                                            version=self.ensemble_version, timeframe=self.timeframe,
+                                            gnn_cluster_size=self.gnn_cluster_size)
 
     def _load_policy(self) -> Policy | None:
         if not self.policy_family:
@@ -263,7 +267,7 @@ class ModelBank:
             if fam in STATELESS:
                 flat = syms[0] if len(syms) == 1 else tuple(s for sy in syms for s in sy)
                 probs[fam] = np.asarray(runner.score(flat, flat_x), np.float64)
-            elif self.history_mode and isinstance(runner, GnnGraphRunner):
+            elif self.history_mode and isinstance(runner, GnnGraphRunner) and not runner.runner.cluster_size:
                 probs[fam] = gnn_many(runner, syms, xs)
             elif self.history_mode and isinstance(runner, LstmRunner) and len(syms) > 1:
                 probs[fam] = np.concatenate(runner.history(syms, xs, times))

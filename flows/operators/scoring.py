@@ -188,11 +188,15 @@ class ScoringStep:
         # ``max_pending`` later bar times wait: arrival order across symbols then never changes the output.
         if not pending:
             return []
-        n_symbols, passed = len(self.symbols), min([latest.get(s, -1) for s in self.symbols])
+        n_symbols, symbols = len(self.symbols), self.symbols
         ready: list[tuple[int, dict[str, dict[str, float]]]] = []
         for ts in sorted(pending):
             got, fed = pending[ts], done.get(ts, ())
-            if not (len(fed) == len(got) == n_symbols or ts < passed or len(pending) - len(ready) > self.max_pending):
+            # "every symbol has a later bar time" last and short-circuiting: while a bar time fills (one call
+            # per arriving row) the first symbol still at it ends the check, where a min over all symbols
+            # made each call O(N), O(N^2) per close (issue 21)
+            if not (len(fed) == len(got) == n_symbols or len(pending) - len(ready) > self.max_pending
+                    or all(latest.get(s, -1) > ts for s in symbols)):
                 break
             ready.append((ts, got if len(fed) == len(got) else {s: v for s, v in got.items() if s in fed}))
         for ts, _ in ready:
@@ -545,7 +549,9 @@ class CloseBarrier:
         n_symbols, newest = len(self.symbols), self.newest
         for t in sorted(self.bars):
             got = self.bars[t]
-            if len(got) < n_symbols and not all([newest.get(s, -1) > t for s in self.symbols]):
+            # a generator, not a list: the first symbol without a later bar ends the check (one item per
+            # call while a bar time fills, where a list read every symbol: O(N^2) per close, issue 21)
+            if len(got) < n_symbols and not all(newest.get(s, -1) > t for s in self.symbols):
                 break
             if self.expected.get(t) and self.scoring.scored_until < t and len(self.bars) <= self.max_pending:
                 break

@@ -99,8 +99,8 @@ class Path5:
         return rows, bars
 
 
-def ensure_registry(root: Path, symbols: tuple[str, ...], tmp: Path) -> None:
-    """Bootstrap models for ``symbols`` into ``root`` unless it has an ensemble."""
+def ensure_registry(root: Path, symbols: tuple[str, ...], tmp: Path, days: float = 2.0) -> None:
+    """Bootstrap models for ``symbols`` (``days`` of history) into ``root`` unless it has an ensemble."""
     if has_models(root):
         return
     from flows import feast_store
@@ -111,7 +111,7 @@ def ensure_registry(root: Path, symbols: tuple[str, ...], tmp: Path) -> None:
     settings = flow_settings(symbols, tmp, CRYPTOSTREAM_SCORING__REGISTRY=str(root))
     feast_store.apply(settings)
     log(f"bootstrapping models for {len(symbols)} symbols into {root} (once)")
-    bootstrap(settings, feast_store.feast_environment(settings))
+    bootstrap(settings, feast_store.feast_environment(settings), days=days)
 
 
 def decision_step(settings: Settings) -> DecisionStep:
@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         sc = settings.scoring
 
         def bank() -> ModelBank:
-            return ModelBank(args.registry, "1m", sc.ensemble_version, sc.policy_family, sc.policy_version)
+            return ModelBank(args.registry, "1m", sc.ensemble_version, sc.policy_family, sc.policy_version,
+                             gnn_cluster_size=sc.gnn_cluster_size)
 
         rows = section_latency(args, settings, bank()) + section_replay(args, settings, bank)
     print("| section | figure | value | unit | baseline | baseline value | ratio | target |")

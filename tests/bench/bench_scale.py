@@ -23,7 +23,9 @@ Usage::
    (``hosts up W --services``); the stored rows must equal the one process's.
 4. Bar close to order intent (``--sections 4``): bench_decisions' close -> intent path
    (features, close barrier with scoring, decision step) at 200 symbols of the universe
-   against 10, p50/p99 per stage; models from ``--registry`` (bootstrapped once if empty).
+   against 10, p50/p99 per stage; the models of each universe in ``<--registry>-u<N>``,
+   bootstrapped once for those N symbols if empty (the GNN has all N as nodes: dense at 10,
+   clusters of ``scoring.gnn_cluster_size`` at 200).
 2. Per close at 200 symbols (the steps that see every symbol): the cross-asset step
    (all symbols of a bar time), the graph attention network dense over all N against
    the same network over correlated clusters of at most ``--cluster`` assets
@@ -333,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--closes", type=int, default=300, help="section 2: bar closes timed")
     p.add_argument("--cluster", type=int, default=20, help="section 2: most assets in one graph cluster")
     p.add_argument("--registry", type=Path, default=ROOT / "var" / "bench_registry",
-                   help="section 4: models (bootstrapped once if empty)")
+                   help="section 4: models, in <registry>-u10 and <registry>-u200 (bootstrapped once if empty)")
+    p.add_argument("--bootstrap-days", type=float, default=0.5,
+                   help="section 4: days of history a registry is bootstrapped on (200 symbols: ~10 min)")
     p.add_argument("--profile", choices=("local", "timescale"), default="local",
                    help="section 3: timescale = the real sinks into TimescaleDB and Redis (infra/up; hosts via "
                    "the bridge)")

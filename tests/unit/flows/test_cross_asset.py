@@ -92,3 +92,32 @@ def test_snapshot_is_plain_data_and_from_snapshot_continues_identically() -> Non
     assert restored.max_wait_ms == 2 and restored.reference == "BTC/USDT"
     got += [restored.update(*x) for x in seq[125:]]
     assert got == want and any(want)
+
+
+def test_vectorised_rows_equal_the_per_symbol_loop_bit_for_bit_on_a_seeded_universe() -> None:
+    """200 symbols, holes (a symbol missing rewarms; the reference missing skips the bar), constant stretches."""
+    from infra.replay_exchange.synthetic import universe
+    from tests.kit.cross_asset_reference import ReferenceCrossAsset
+
+    symbols = tuple(s for s in universe(200, seed=7)[0] if s.endswith("/USDT"))[:200]
+    rng = np.random.default_rng(21)
+    step = CrossAssetStep(symbols, tf_ms=1, max_wait_bars=1)
+    ref = ReferenceCrossAsset(symbols)
+    got, want = [], []
+    for t in range(160):
+        rets = dict(zip(symbols, (rng.normal(0, 0.002, len(symbols)) * rng.uniform(0.2, 5.0)).tolist(), strict=True))
+        if 80 <= t < 150:
+            rets[symbols[3]] = 0.0  # a constant window: correlation 0
+        if 100 <= t < 165:
+            rets["BTC/USDT"] = -0.0  # the reference constant: correlation and beta 0
+        for s in rng.choice(len(symbols), 3 if t % 9 == 0 else 0, replace=False).tolist():
+            rets.pop(symbols[s], None)  # missing at this bar time: given up on once the next one starts
+        if t == 130:
+            rets.pop("BTC/USDT")
+        want += ref.bar_time(t, rets)
+        for s in rng.permutation(list(rets)).tolist():
+            got += step.update(s, t, rets[s])
+    got += step.update("BTC/USDT", 161, 0.0)  # closes bar time 159
+    assert len(want) > 150 * 90
+    assert got == want
+    assert {sym: list(h) for sym, h in ref.history.items()} == step.history

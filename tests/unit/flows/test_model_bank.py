@@ -76,3 +76,13 @@ def test_a_swap_to_another_timeframes_version_is_refused_and_the_bank_scores_on(
     bank.request_swap()
     assert not bank.maybe_swap()
     assert bank.versions() == before and "trained on 1m bars, not 1h" in (bank.swap_error or "")
+
+
+def test_the_gnn_scores_clusters_only_above_the_cluster_size(reg) -> None:
+    root, _, _ = reg  # a GNN over three symbols
+    clustered = ModelBank(root, "1h", policy_family=None, service_features=SERVICES, feed=FEATS, gnn_cluster_size=2)
+    dense = ModelBank(root, "1h", policy_family=None, service_features=SERVICES, feed=FEATS, gnn_cluster_size=3)
+    assert clustered.ensemble.scorer.runners["gnn"].runner.cluster_size == 2  # type: ignore[attr-defined]
+    assert dense.ensemble.scorer.runners["gnn"].runner.cluster_size == 0  # type: ignore[attr-defined]
+    clustered.request_swap()
+    assert clustered.maybe_swap() and clustered.gnn_cluster_size == 2  # a reload keeps the setting

@@ -453,3 +453,31 @@ def test_warmup_bars_count_towards_the_warm_up_and_are_never_closes(reg) -> None
     assert [c.ts for c in got] == [ts for ts, _ in times]  # no close of a warm-up bar
     # warm after two warm-up bars and its first bar: even the first close waits for its predictions
     assert all([p.ts for p in c.predictions] == [c.ts] * len(symbols) for c in got)
+
+
+class _CountingDict(dict):
+    """A dict that counts its ``get`` calls (the barrier's per-symbol lookups)."""
+
+    gets = 0
+
+    def get(self, *args):  # type: ignore[override]
+        _CountingDict.gets += 1
+        return super().get(*args)
+
+
+def test_a_filling_bar_time_costs_the_barrier_and_the_step_linear_lookups_not_quadratic() -> None:
+    """Issue 21: each arriving bar or row read every symbol's newest bar time (O(N^2) per close at 200 symbols)."""
+    from flows.operators.features import WARMUP
+    from flows.operators.scoring import CloseBarrier
+    from flows.records import Bar, FeatureRow
+
+    n = 200
+    symbols = tuple(f"S{i}/USDT" for i in range(n))
+    barrier = CloseBarrier(ScoringStep(symbols, "1h"), WARMUP)
+    barrier.newest = _CountingDict()
+    barrier.scoring.latest = _CountingDict()
+    _CountingDict.gets = 0
+    for s in symbols[:-1]:  # the bar time fills, one symbol at a time; nothing settles yet
+        row = FeatureRow("bar_features", s, "1h", 3_600_000, {"x": 1.0})
+        assert barrier.on_items([Bar(s, "1h", 0, *([1.0] * 9)), row]) == []
+    assert _CountingDict.gets < 10 * n  # a list over every symbol per item: ~n^2 = 40,000
