@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -105,16 +106,18 @@ def _recursive(c: np.ndarray, h: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray
     return mac, sg, np.array(gn, np.float64), np.array(lss, np.float64), np.array(at, np.float64)
 
 
+def _column(bars: list[Bar], field: int, dtype: Any = np.float64) -> np.ndarray:
+    """Return one field of every bar as an array (a C loop: no transposition of all the bars' tuples)."""
+    return np.fromiter(map(itemgetter(field), bars), dtype, len(bars))
+
+
 def bar_features(bars: list[Bar], tf_ms: int) -> np.ndarray:
     """Return the features (columns ``FEATURES``) of bars ``WARMUP - 1`` onwards: ``[len(bars) - WARMUP + 1, 22]``."""
     n = len(bars)
     if n < WARMUP:
         return np.empty((0, len(FEATURES)))
-    cols = list(zip(*bars, strict=True))
-    c, h, lo, v = (np.array(cols[i], np.float64) for i in (_CLOSE, _HIGH, _LOW, _VOLUME))
-    vwap, taker, count = np.array(cols[_VWAP], np.float64), np.array(cols[_TAKER], np.float64), \
-        np.array(cols[_COUNT], np.float64)
-    ts = np.array(cols[2], np.int64)
+    c, h, lo, v, vwap, taker, count = (_column(bars, i) for i in (_CLOSE, _HIGH, _LOW, _VOLUME, _VWAP, _TAKER, _COUNT))
+    ts = _column(bars, 2, np.int64)
     first = WARMUP - 1
     cw = c[first:]
     f = np.empty((n - first, len(FEATURES)))
@@ -319,8 +322,8 @@ def _cross_rows(symbols: tuple[str, ...], bars: dict[str, list[Bar]], tf_ms: int
     ret: dict[str, np.ndarray] = {}  # per symbol: log(close / previous close) at those times
     for s in symbols:
         b = bars[s]
-        c = np.array([x.close for x in b], np.float64)
-        t = np.array([x.ts for x in b[1:]], np.int64) + tf_ms
+        c = _column(b, _CLOSE)
+        t = _column(b, 2, np.int64)[1:] + tf_ms
         r = _logs(c[1:] / c[:-1])  # math.log of each ratio: the step's log(cur.close / prev.close)
         order = np.argsort(t, kind="stable")
         t, r = t[order], r[order]
