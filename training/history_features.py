@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -75,40 +77,38 @@ def _logs(ratios: np.ndarray) -> np.ndarray:
     return np.fromiter(map(math.log, ratios.tolist()), np.float64, len(ratios))
 
 
+def _ema(xs: list[float], start: float, alpha: float) -> list[float]:
+    """Return ``[start, e1, e2, ...]`` with ``e = e + alpha * (x - e)`` over ``xs`` (the operators' update, in C's loop)."""
+    return list(accumulate(xs, lambda e, x: e + alpha * (x - e), initial=start))
+
+
 def _recursive(c: np.ndarray, h: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Return the EMAs of ``FeatureEngine.update`` per bar: macd, signal, Wilder gain, loss, ATR."""
+    """Return the EMAs of ``FeatureEngine.update`` per bar: macd, signal, Wilder gain, loss, ATR.
+
+    The same doubles as the update's per-bar loop: the inputs of each recursion (moves, true
+    range) element-wise in numpy (the same operations), each recursion by :func:`_ema`.
+    """
     n = len(c)
-    cl, hi, low = c.tolist(), h.tolist(), lo.tolist()
-    e12 = e26 = cl[0]
-    m = e12 - e26
-    s = m
-    g = ls = a = 0.0
-    mac, sg, gn, lss, at = [m], [s], [0.0], [0.0], [0.0]
-    prev = cl[0]
-    for i in range(1, n):
-        x = cl[i]
-        change = x - prev
-        up = change if change > 0 else 0.0
-        down = -change if change < 0 else 0.0
-        hh, ll = hi[i], low[i]
-        tr = max(hh - ll, abs(hh - prev), abs(ll - prev))
-        if i == 1:
-            g, ls, a = up, down, tr
-        else:
-            g = g + _AW * (up - g)
-            ls = ls + _AW * (down - ls)
-            a = a + _AW * (tr - a)
-        e12 = e12 + _A12 * (x - e12)
-        e26 = e26 + _A26 * (x - e26)
-        m = e12 - e26
-        s = s + _A9 * (m - s)
-        mac.append(m)
-        sg.append(s)
-        gn.append(g)
-        lss.append(ls)
-        at.append(a)
-        prev = x
-    return tuple(np.array(v, np.float64) for v in (mac, sg, gn, lss, at))
+    cl = c.tolist()
+    change = c[1:] - c[:-1]
+    up = np.where(change > 0, change, 0.0)
+    down = np.where(change < 0, -change, 0.0)
+    hl, hp, lp = h[1:] - lo[1:], np.abs(h[1:] - c[:-1]), np.abs(lo[1:] - c[:-1])
+    tr = np.where(hp > hl, hp, hl)  # max(hl, hp, lp) as Python's max picks (the first of equals, NaN as it falls)
+    tr = np.where(lp > tr, lp, tr)
+    e12 = np.array(_ema(cl[1:], cl[0], _A12), np.float64)
+    e26 = np.array(_ema(cl[1:], cl[0], _A26), np.float64)
+    mac = e12 - e26
+    sg = np.array(_ema(mac[1:].tolist(), float(mac[0]), _A9), np.float64)
+    if n < 2:
+        return mac, sg, np.zeros(n), np.zeros(n), np.zeros(n)
+    gn, lss, at = ([0.0, *_ema(v[1:].tolist(), float(v[0]), _AW)] for v in (up, down, tr))  # seeded at bar 1
+    return mac, sg, np.array(gn, np.float64), np.array(lss, np.float64), np.array(at, np.float64)
+
+
+def _column(bars: list[Bar], field: int, dtype: Any = np.float64) -> np.ndarray:
+    """Return one field of every bar as an array (a C loop: no transposition of all the bars' tuples)."""
+    return np.fromiter(map(itemgetter(field), bars), dtype, len(bars))
 
 
 def bar_features(bars: list[Bar], tf_ms: int) -> np.ndarray:
@@ -116,11 +116,8 @@ def bar_features(bars: list[Bar], tf_ms: int) -> np.ndarray:
     n = len(bars)
     if n < WARMUP:
         return np.empty((0, len(FEATURES)))
-    cols = list(zip(*bars, strict=True))
-    c, h, lo, v = (np.array(cols[i], np.float64) for i in (_CLOSE, _HIGH, _LOW, _VOLUME))
-    vwap, taker, count = np.array(cols[_VWAP], np.float64), np.array(cols[_TAKER], np.float64), \
-        np.array(cols[_COUNT], np.float64)
-    ts = np.array(cols[2], np.int64)
+    c, h, lo, v, vwap, taker, count = (_column(bars, i) for i in (_CLOSE, _HIGH, _LOW, _VOLUME, _VWAP, _TAKER, _COUNT))
+    ts = _column(bars, 2, np.int64)
     first = WARMUP - 1
     cw = c[first:]
     f = np.empty((n - first, len(FEATURES)))
@@ -198,8 +195,8 @@ class HistoryFeatures:
 
     ``order`` lists ``(open ts, symbol, bar index)`` sorted as the merge of the symbol
     pipelines delivers them; :meth:`records` yields a stretch of it as the operators'
-    records; ``feats`` (per symbol, from bar ``WARMUP - 1`` on) and ``cross`` (close time ->
-    the cross-asset step's (symbol, values) rows of that bar time) are the values.
+    records; ``feats`` (per symbol, from bar ``WARMUP - 1`` on) and ``cross_values`` (the cross-asset
+    step's values of each bar time and symbol; ``cross`` maps a close time to its row) are the values.
     """
 
     def __init__(self, streams: dict[str, Iterable[Bar]], timeframe: str, reference: str = "BTC/USDT") -> None:
@@ -208,8 +205,9 @@ class HistoryFeatures:
         self.timeframe, self.tf_ms = timeframe, timeframe_ms(timeframe)
         self.bars = {s: list(b) for s, b in streams.items()}
         self.feats = {s: bar_features(b, self.tf_ms) for s, b in self.bars.items()}
-        self.cross = _cross_rows(self.symbols, self.bars, self.tf_ms,
-                                 reference if reference in self.symbols else self.symbols[0]) if self.symbols else {}
+        # close time -> row of ``cross_values`` ([bar times, symbols, CROSS_FEATURES]): the cross-asset step's rows
+        self.cross, self.cross_values = _cross_rows(self.symbols, self.bars, self.tf_ms, reference if reference in
+                                                    self.symbols else self.symbols[0]) if self.symbols else ({}, None)
         self.order = sorted((b.ts, s, i) for s in self.symbols for i, b in enumerate(self.bars[s]))
         self._emitted: set[int] = set()  # bar times whose cross rows were yielded (once, as the step emits them)
 
@@ -225,7 +223,8 @@ class HistoryFeatures:
             close = ts + tf_ms
             if sym == last_sym and close in cross and close not in self._emitted:
                 self._emitted.add(close)
-                for s, values in cross[close]:
+                assert self.cross_values is not None
+                for s, values in zip(self.symbols, self.cross_values[cross[close]].tolist(), strict=True):
                     yield FeatureRow("cross_asset_features", s, timeframe, close,
                                      dict(zip(cnames, values, strict=True)))
             if i >= first:
@@ -289,7 +288,8 @@ class HistoryFeatures:
         for s, j in at.items():
             x[j::n, bar_pos] = self.feats[s][np.array(idx[s]) - first][:, src]
         if cross_pos:
-            block = np.array([[v for _, v in self.cross[t]] for t in c.closes], np.float64).reshape(n_t * n, -1)
+            assert self.cross_values is not None
+            block = self.cross_values[[self.cross[t] for t in c.closes]].reshape(n_t * n, -1)
             x[:, cross_pos] = block[:, [cross_at[feed[p]] for p in cross_pos]]
         self._emitted.update(c.closes)
         return [tuple(r) for r in rows], x
@@ -312,23 +312,33 @@ def history_records(streams: dict[str, Iterable[Bar]], timeframe: str,
 
 
 def _cross_rows(symbols: tuple[str, ...], bars: dict[str, list[Bar]], tf_ms: int,
-                reference: str) -> dict[int, list[tuple[str, list[float]]]]:
-    """Return close time -> the cross-asset step's rows (symbol, values) of that bar time, in symbol order."""
-    returns: dict[str, dict[int, float]] = {}
-    log = math.log
+                reference: str) -> tuple[dict[int, int], np.ndarray | None]:
+    """Return the cross-asset step's rows: (close time -> row, values ``[rows, symbols, CROSS_FEATURES]``).
+
+    Row ``k`` holds the values of each symbol (in ``symbols`` order) at that bar time; an array rather
+    than a list per close, since a regular chunk takes them as a matrix (:meth:`HistoryFeatures.matrix`).
+    """
+    when: dict[str, np.ndarray] = {}  # per symbol: the close times of its returns, sorted, each once
+    ret: dict[str, np.ndarray] = {}  # per symbol: log(close / previous close) at those times
     for s in symbols:
         b = bars[s]
-        returns[s] = {cur.ts + tf_ms: log(cur.close / prev.close) for prev, cur in zip(b, b[1:], strict=False)}
-    times = sorted(set().union(*(r.keys() for r in returns.values())))
-    done = 0
-    for t in times:  # the leading bar times every symbol delivered (the step waits on the first one missing)
-        if not all(t in returns[s] for s in symbols):
-            break
-        done += 1
-    times = times[:done]
-    if not times:
-        return {}
-    rets = np.array([[returns[s][t] for s in symbols] for t in times], np.float64)
+        c = _column(b, _CLOSE)
+        t = _column(b, 2, np.int64)[1:] + tf_ms
+        r = _logs(c[1:] / c[:-1])  # math.log of each ratio: the step's log(cur.close / prev.close)
+        order = np.argsort(t, kind="stable")
+        t, r = t[order], r[order]
+        last = np.ones(len(t), bool)
+        last[:-1] = t[1:] != t[:-1]  # a repeated bar time: the last one counts (as a dict's update)
+        when[s], ret[s] = t[last], r[last]
+    union = np.unique(np.concatenate([when[s] for s in symbols]))
+    every = np.ones(len(union), bool)
+    for s in symbols:
+        every &= np.isin(union, when[s])
+    # the leading bar times every symbol delivered (the step waits on the first one missing)
+    times = union[:len(union) if every.all() else int(np.argmin(every))]
+    if not len(times):
+        return {}, None
+    rets = np.column_stack([ret[s][np.searchsorted(when[s], times)] for s in symbols])
     arrival = sorted(range(len(symbols)), key=lambda j: symbols[j])
-    x = cross_features(rets, arrival, symbols.index(reference)).tolist()
-    return {t: [(s, x[k][j]) for j, s in enumerate(symbols)] for k, t in enumerate(times[WINDOW - 1:], WINDOW - 1)}
+    x = cross_features(rets, arrival, symbols.index(reference))
+    return {t: k for k, t in enumerate(times[WINDOW - 1:].tolist(), WINDOW - 1)}, x

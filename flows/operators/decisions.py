@@ -36,6 +36,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flows.execution.orders import Broker
@@ -127,6 +128,10 @@ def strategy_id(strategy: Strategy) -> str:
     cls = type(strategy)
     return f"{cls.__module__}:{cls.__qualname__}"
 
+
+# Context(*fields) and Decided(*fields) without the namedtuples' Python-level __new__ (once per decision)
+_context = partial(tuple.__new__, Context)
+_decided = partial(tuple.__new__, Decided)
 
 STOP_RULE = "shutdown"  # the risk event of an order not placed because the flow is stopping
 
@@ -312,17 +317,17 @@ class DecisionStep:
         price = self.prices[sym]
         snap = d.portfolio.snapshot()
         strategy = d.strategy
-        target = strategy.decide(Context(sym, ts, price, snap.positions.get(sym, 0.0), snap.equity,
-                                         {"ret_1": p.ret_1, "rv_15": p.volatility},  # features_of(p)
-                                         prob, conf, p.signal, None if rl != rl else rl,
-                                         None if self.regime is None else self.regime.score,
-                                         getattr(p, "horizon", None), snap, p))
+        target = strategy.decide(_context((sym, ts, price, snap.positions.get(sym, 0.0), snap.equity,
+                                           {"ret_1": p.ret_1, "rv_15": p.volatility},  # features_of(p)
+                                           prob, conf, p.signal, None if rl != rl else rl,
+                                           None if self.regime is None else self.regime.score,
+                                           getattr(p, "horizon", None), snap, p)))
         fraction = target.fraction
         dec = d.risk.decide(sym, ts, fraction, conf if strategy.sizing is None else 1.0,  # sizes itself: no scaling
                             price, p.volatility, snap, kill, None, pending)
         delta = dec.approved_qty_delta
         out: list[Any] = list(dec.rejections) if dec.rejections else []
-        out.append(Decided(p, float(fraction), float(dec.target_qty), float(delta), tuple(target.reasons)))
+        out.append(_decided((p, float(fraction), float(dec.target_qty), float(delta), tuple(target.reasons))))
         self.last_signal[sym] = (prob, rl, fraction)
         if delta != 0.0:
             if d.stopping():  # flows.lifecycle: the run is stopping; the decision is recorded, not placed

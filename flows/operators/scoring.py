@@ -29,6 +29,8 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Iterable, Sequence
+from functools import partial
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -38,6 +40,8 @@ from flows.operators.model_bank import ModelBank, Policy, daily_features, feed_f
 from flows.records import Bar, Close, FeatureRow, Prediction, WarmupBar
 from flows.snapshots import check_snapshot
 from inference.scorer import to_signal
+
+_prediction = partial(tuple.__new__, Prediction)  # Prediction(*fields) without the namedtuple's Python-level __new__
 
 
 class DailyLookup(Protocol):
@@ -281,7 +285,8 @@ class ScoringStep:
             np.asarray(scored.probability, np.float64), self.confidence_threshold)[1]).tolist()
         fams = tuple(scored.members)
         cols = [v.tolist() for v in scored.members.values()]
-        members = [dict(zip(fams, m, strict=True)) for m in zip(*cols, strict=True)] if fams else [{} for _ in prob]
+        # one dict per row, made by C-level maps (the same keys and values as dict(zip(fams, row)) per row)
+        members = list(map(dict, map(partial(zip, fams), zip(*cols, strict=True)))) if fams else [{} for _ in prob]
         i_ret, i_rv = self._feed_index.get("ret_1"), self._feed_index.get("rv_15")
         rets = x_all[:, i_ret].tolist() if i_ret is not None else None
         rvs = x_all[:, i_rv].tolist() if i_rv is not None else None
@@ -290,6 +295,13 @@ class ScoringStep:
         obs_all = self._observations(x_all)
         p_all = scored.probability
         targets = self._policy_run(todo, rets, obs_all, p_all) if obs_all is not None and rets is not None else None
+        if rets is not None and rvs is not None and (targets is not None or obs_all is None and self.bank.policy is None):
+            # every field a flat column: the predictions made in C, the same tuples as the loop below makes
+            n = len(prob)
+            return list(map(_prediction, zip([s for t in todo for s in t[2]], repeat(tf, n),
+                                             [t[0] for t in todo for _ in t[2]], members, prob, conf, sig,
+                                             targets if targets is not None else repeat(math.nan, n),
+                                             repeat(versions, n), rets, rvs, repeat(horizon, n), strict=False)))
         for (ts, rows, symbols), x in zip(todo, xs, strict=True):
             n = len(symbols)
             tgt = targets[k:k + n] if targets is not None else self._policy(
@@ -314,9 +326,11 @@ class ScoringStep:
         policy = self.bank.policy
         costs, names = self._policy_setup(policy)
         n_feat, signal, books = len(names), self._signal, self.books
-        tail, nan, act = n_feat + signal, math.nan, policy.act
+        tail, nan, act, exp = n_feat + signal, math.nan, policy.act, math.exp
+        fee_rate, slippage, min_trade = costs
         if signal:
             missing_all = np.isnan(p_all).tolist()
+            obs_all[:, n_feat] = p_all  # every row's probability at once (rows are independent: the same float32s)
         out: list[float] = []
         k = 0
         of: dict[tuple[str, ...], list[PolicyBook]] = {}  # symbols of a bar time -> their books
@@ -326,9 +340,12 @@ class ScoringStep:
             if bks is None:
                 bks = of[symbols] = [books.get(s) or self._book(s) for s in symbols]
             obs = obs_all[k:k + n]
-            obs[:, tail:] = [b.step(r, costs) for b, r in zip(bks, rets[k:k + n], strict=True)]
-            if signal:
-                obs[:, n_feat] = p_all[k:k + n]
+            state = []
+            for b, r in zip(bks, rets[k:k + n], strict=True):  # PolicyBook.step of each, inline
+                price = b.close
+                b.close = close = price * exp(r)
+                state.append(b.book.step(b.target, price, close, fee_rate, slippage, min_trade))
+            obs[:, tail:] = state
             a = act(obs)
             got = [min(max(v, -1.0), 1.0) for v in (a[:, 0] if a.ndim == 2 else a.reshape(n, -1)[:, 0]).tolist()]
             if signal:
