@@ -66,6 +66,9 @@ class SizingConfig(_Frozen):
     max_position_fraction: float = Field(0.25, gt=0.0, le=10.0, description="sizing cap per position (seed: 25 %)")
     min_rebalance_fraction: float = Field(0.001, ge=0.0, le=1.0, description="changes smaller than this fraction "
                                           "of equity are not traded (closing to flat always is)")
+    min_order_fraction: float = Field(1e-6, ge=0.0, le=1.0, description="no order for a change worth less than "
+                                      "this fraction of equity, even one a rule cut (a cap's float residue); "
+                                      "closing to flat always is")
 
 
 class LimitsConfig(_Frozen):
