@@ -72,3 +72,26 @@ def test_the_correlated_exposure_cap_counts_the_close_s_earlier_orders_of_its_gr
     size = held[SYMBOLS[0]]  # the group's first: decided before any other order of the close
     assert 0 < size < 0.3 * equity and held[SYMBOLS[9]] == 0.0
     assert all(held[s] == pytest.approx(size, rel=1e-9) for s in SYMBOLS[10:])  # outside the group: uncut
+
+
+@pytest.mark.parametrize("above", [1e-13, 1e-3])
+def test_a_cap_that_leaves_a_change_of_float_noise_places_no_order(tmp_path: Path, above: float) -> None:
+    """Held at the cap up to float noise (as a former close's cut leaves it), a cap binding again is no order.
+
+    A cut skips the rebalance band, so before the order floor (``sizing.min_order_fraction``)
+    the cap's residue of 1e-11 units was an order and a fill (the 5-symbol ``trend`` backtest
+    traded 4.4e-16 ETH); a cut that moves 0.1 % of the position is still one.
+    """
+    step = step_with(tmp_path, CRYPTOSTREAM_RISK__LIMITS__MAX_POSITION_FRACTION="0.1")
+    step.deps.portfolio.apply_fill(SYMBOLS[0], "buy", 100.0 * (1 + above), 10.0, 0.0, 0)  # cap: 0.1 x 10,000 / 10
+    out = step.on_closes([close(0)])
+    first = next(o for o in out if isinstance(o, Decided) and o.prediction.symbol == SYMBOLS[0])
+    rules = [r.rule for r in out if isinstance(r, Rejection) and r.symbol == SYMBOLS[0]]
+    if above < 1e-6:
+        assert first.qty_delta == 0.0 and first.target_qty == 100.0 * (1 + above)
+        assert rules == ["max_position", "min_order"]
+    else:
+        assert first.qty_delta == pytest.approx(-0.1, rel=1e-6) and rules == ["max_position"]
+    out = step.on_closes([close(1)])
+    assert [f.qty for f in out if isinstance(f, Fill) and f.symbol == SYMBOLS[0]] == ([] if above < 1e-6 else
+                                                                                      [pytest.approx(0.1, rel=1e-6)])
