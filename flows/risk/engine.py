@@ -26,9 +26,10 @@
    is not traded, unless a rule cut the target, the target is flat, or the
    current position itself is over a cap (holding on never keeps a breach).
 6. **Order floor**: a change worth less than ``min_order_fraction`` of equity is
-   no order even when a rule cut it (``min_order``): a cap that binds on a position
-   already at the cap leaves a change of float noise (4e-16 ETH), not a trade.
-   Closing to flat always is one.
+   no order even when a rule cut it (then recorded as ``min_order``): a cap that
+   binds on a position already at the cap leaves a change of float noise (4e-16 ETH),
+   not a trade, so a position may stay over a cap by less than the floor.  Closing to
+   flat always is an order.
 
 "Risk-reducing" means the new position lies between 0 and the current one: a
 flip is allowed only as far as flat.  Each rule that changes the target adds one
@@ -223,9 +224,11 @@ class RiskEngine:
                 and all(abs(held) <= cap for _, cap, _ in caps)):  # never hold on to a breach
             return RiskDecision(held, 0.0, ())
         if cut.target != 0.0 and delta != 0.0 and abs(delta) * price < cfg.sizing.min_order_fraction * equity:
-            rejections = (*cut.rejections, Rejection(symbol, ts, "min_order", "change worth less than "
-                                                     "sizing.min_order_fraction of equity: no order", delta, 0.0))
-            return RiskDecision(held, 0.0, rejections)
+            if not cut.rejections:  # like the band: nothing to record
+                return RiskDecision(held, 0.0, ())
+            floor = Rejection(symbol, ts, "min_order", "change worth less than sizing.min_order_fraction of "
+                              "equity: no order", delta, 0.0)
+            return RiskDecision(held, 0.0, (*cut.rejections, floor))
         return RiskDecision(cut.target, delta, tuple(cut.rejections))
 
     @staticmethod

@@ -24,7 +24,7 @@ SYMS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 TF = 60_000
 H = 3_600_000
 RULES = {"kill_switch", "stale_data", "price_gap", "volatility_spike", "max_drawdown", "max_daily_loss",
-         "equity", "max_position", "max_gross_leverage", "max_correlated_exposure", "invalid_input"}
+         "equity", "max_position", "max_gross_leverage", "max_correlated_exposure", "invalid_input", "min_order"}
 REL = 1e-9
 
 
@@ -158,12 +158,13 @@ def test_no_decision_ever_breaches_a_configured_limit(cfg: RiskConfig, book: dic
         assert not increased, "a block or the kill switch let new risk through"
     others = [s for s in held if s != sym and held[s] != 0.0]
     gross_other = sum(abs(held[s]) * prices[s] for s in others)
-    if eq > 0:
-        assert abs(q1) * px <= lim.max_position_fraction * eq * (1 + REL) + 1e-9
-        assert gross_other + abs(q1) * px <= max(lim.max_gross_leverage * eq, gross_other) * (1 + REL) + 1e-9
+    if eq > 0:  # a breach smaller than the order floor is no order: it may be held
+        floor = cfg.sizing.min_order_fraction * eq + 1e-9
+        assert abs(q1) * px <= lim.max_position_fraction * eq * (1 + REL) + floor
+        assert gross_other + abs(q1) * px <= max(lim.max_gross_leverage * eq, gross_other) * (1 + REL) + floor
         group = corr_set(cfg, fed, sym, held, given_corr)
         used = sum(abs(held[s]) * prices[s] for s in group)
-        assert used + abs(q1) * px <= max(lim.max_correlated_fraction * eq, used) * (1 + REL) + 1e-9
+        assert used + abs(q1) * px <= max(lim.max_correlated_fraction * eq, used) * (1 + REL) + floor
     rules = [r.rule for r in d.rejections]
     assert len(rules) == len(set(rules)), "one rejection per rule and decision"
     for r in d.rejections:
