@@ -38,10 +38,10 @@ import numpy as np
 from bench_scale import universe_symbols
 
 from flows.execution.book import OrderBook
-from flows.risk import limits
 from flows.execution.orders import Order
 from flows.operators.decisions import DecisionStep
 from flows.records import Bar, Close, Fill, Prediction
+from flows.risk import limits
 from flows.settings import load_settings
 from flows.wiring import build_deps
 
