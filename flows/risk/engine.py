@@ -45,6 +45,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from flows.risk.breakers import Breakers
 from flows.risk.config import RiskConfig
 from flows.risk.halts import HaltRules, Halts
@@ -139,6 +141,30 @@ class _Moves:
                 self.new.append(s)
 
 
+class _Sums:
+    """The book's gross exposure without each of its symbols, once per book instead of a sum per decision.
+
+    Each is ``sum()`` of the other exposures in the book's order: the same additions from left to
+    right, with the symbol's own term 0.0 (adding 0.0 changes no float), row by row of one matrix
+    (``np.cumsum`` adds sequentially, unlike ``np.sum``), so the caps are bit for bit those of the
+    per-decision sums.  ``names``: the book's symbols in its order (``at``: each one's place);
+    ``unmarked``: the symbols without a valid mark (the caps raise on them).
+    """
+
+    __slots__ = ("at", "names", "total", "unmarked", "without")
+
+    def __init__(self, book: Mapping[str, float | None]) -> None:
+        self.names = names = list(book)
+        self.at = {s: k for k, s in enumerate(names)}
+        self.unmarked = [s for s in names if book[s] is None]
+        terms = np.array([book[s] or 0.0 for s in names], dtype=np.float64)
+        rows = np.tile(terms, (len(names), 1))
+        np.fill_diagonal(rows, 0.0)
+        sums = np.cumsum(rows, axis=1)[:, -1].tolist() if names else []
+        self.without: dict[str, float] = dict(zip(names, sums, strict=True))
+        self.total: float = float(np.cumsum(terms)[-1]) if names else 0
+
+
 class RiskEngine:
     """Sizing, limits, circuit breakers and the kill switch for one portfolio."""
 
@@ -158,6 +184,7 @@ class RiskEngine:
         self._moves: _Moves | None = None  # of the close being decided (pending orders, book)
         self._book_cache: tuple[dict[str, float], dict[str, float], dict[str, float],
                                 dict[str, float | None]] | None = None
+        self._sums = _Sums({})  # of the cached book
 
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
         """Feed a closed bar (open time ``ts``, ms) and its return to the breakers and correlations."""
@@ -323,11 +350,13 @@ class RiskEngine:
         """Return (rule, largest |position| allowed, reason) of each cap."""
         lim = self.config.limits
         book = self._book(positions, marks, avg)
-        others = [s for s in book if s != sym]
-        for s in others:
-            if book[s] is None:
+        sums = self._sums
+        k = sums.at.get(sym)
+        others = sums.names if k is None else sums.names[:k] + sums.names[k + 1:]  # slices: no loop per symbol
+        for s in sums.unmarked:
+            if s != sym:
                 self._mark(s, marks, avg)  # raises, naming the symbol
-        gross: float = sum([book[s] for s in others])  # type: ignore[misc]  # the order and terms of gross_of
+        gross = sums.without.get(sym, sums.total)  # the sum of the others' exposures in the book's order
         moves = self._moves_of(pending, book) if pending else None
         if moves is not None:  # this close's earlier orders: their positions replace the held ones
             of = moves.of
@@ -374,6 +403,7 @@ class RiskEngine:
                 px = marks.get(s) or avg.get(s)
                 book[s] = abs(positions[s]) * float(px) if px is not None and math.isfinite(px) and px > 0 else None
         self._book_cache = (dict(positions), dict(marks), dict(avg), book)
+        self._sums = _Sums(book)
         return book
 
     @staticmethod

@@ -10,12 +10,18 @@ warm-up.  Same run:
   the gross and correlated caps of the held book only), against ``book_index`` (the book's
   per-symbol index alone: the digest of its fills equals ``before``'s) and ``after`` (the index,
   and caps that count the positions the close's earlier orders will hold: fewer orders where
-  many symbols signal at once, so other fills);
+  many symbols signal at once, so other fills) and ``caps_per_decision`` (``after`` with the caps'
+  loops in Python over the other symbols at each decision, as before session 11: the gross cap's
+  sum, the correlated symbols' lookups; the digest of its fills must equal ``after``'s, checked);
 - the share of the key's time that depends on one symbol's state only (``parts``: ``after`` with
   timers): the breakers (stale data, price gap, volatility spike: fed each bar,
   asked at each decision) could shard by symbol exactly; the strategy's target is per symbol too,
   but its context is the position and equity after the same close's fills and marks, which the
   portfolio key makes (the rest: broker fills, marks, correlations, sizing, caps, orders, rows).
+
+The timed closes (after the warm-up) find the seeded portfolio halted by its daily loss, flat at 200
+symbols: the caps are not computed there.  ``*_trading_ms`` is the median over warm-up closes 10 to
+100, while ~150 positions are held and the caps count them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from flows.execution.book import OrderBook
 from flows.execution.orders import Order
 from flows.operators.decisions import DecisionStep
 from flows.records import Bar, Close, Fill, Prediction
+from flows.risk import limits
 from flows.settings import load_settings
 from flows.wiring import build_deps
 
@@ -78,6 +85,47 @@ def _timed(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callab
     return wrapped
 
 
+class _SummedEachTime:
+    """The gross cap's sums as before ``flows.risk.engine._Sums``: a ``sum()`` over the others at each decision."""
+
+    def __init__(self, book: dict[str, float | None]) -> None:
+        self.book, self.without = book, self
+        self.names, self.at = list(book), {s: k for k, s in enumerate(book)}
+        self.unmarked = [s for s in book if book[s] is None]
+        self.total = 0.0  # not read: get sums the others whether or not the symbol is in the book
+
+    def get(self, sym: str, total: float) -> float:
+        return sum([v for s, v in self.book.items() if s != sym])  # type: ignore[misc]  # the engine's old sum
+
+
+def _sums_each_time(risk: Any) -> None:
+    book_of = risk._book
+
+    def book(*a: Any) -> Any:
+        out = book_of(*a)
+        if not isinstance(risk._sums, _SummedEachTime) or risk._sums.book is not out:
+            risk._sums = _SummedEachTime(out)
+        return out
+
+    risk._book = book
+
+
+def _peers_looped(others: Any, index: dict[str, int], ok: list[bool]) -> list[str]:
+    """``flows.risk.limits._peers_among`` as it was: a loop in Python over the other symbols."""
+    return [s for s in others if (j := index.get(s)) is not None and ok[j]]
+
+
+def _looping(on_closes: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*a: Any) -> Any:
+        fast, limits._peers_among = limits._peers_among, _peers_looped
+        try:
+            return on_closes(*a)
+        finally:
+            limits._peers_among = fast
+
+    return run
+
+
 def _held_book_only(decide: Callable[..., Any]) -> Callable[..., Any]:
     """The risk engine's decide without the close's pending orders: the caps of the held book alone."""
     return lambda *a: decide(*a[:9])  # (symbol, ts, fraction, confidence, price, vol, snapshot, kill, correlations)
@@ -88,6 +136,7 @@ VARIANTS = {  # name -> (book scans every open order, caps count the close's pen
     "book_index": (False, False, False),  # the per-symbol index alone: the same orders and fills as before
     "after": (False, True, False),
     "parts": (False, True, True),  # "after" with the per-symbol parts timed (their timers cost a little)
+    "caps_per_decision": (False, True, False),  # "after" with the gross cap's sum taken at each decision
 }
 
 
@@ -103,12 +152,17 @@ def step_of(symbols: tuple[str, ...], data_dir: Path, variant: str, spent: dict[
         book.open_orders = lambda symbol=None: _scanning(book, symbol)
     if not pending:
         risk.decide = _held_book_only(risk.decide)
+    if variant == "caps_per_decision":
+        _sums_each_time(risk)
     if parts:
         breakers, strategy = risk.breakers, deps.strategy
         breakers.on_bars = _timed(spent, "breakers", breakers.on_bars)
         breakers.tripped = _timed(spent, "breakers", breakers.tripped)
         strategy.decide = _timed(spent, "strategy", strategy.decide)  # type: ignore[method-assign]
-    return DecisionStep(symbols, TF, deps)
+    step = DecisionStep(symbols, TF, deps)
+    if variant == "caps_per_decision":
+        step.on_closes = _looping(step.on_closes)  # type: ignore[method-assign]
+    return step
 
 
 def decision_key_per_close(n: int, closes: int) -> dict[str, Any]:
@@ -136,7 +190,12 @@ def decision_key_per_close(n: int, closes: int) -> dict[str, Any]:
                 fills[v] += len(done)
     res: dict[str, Any] = {f"{v}_ms": statistics.median(t[WARM:]) * 1e3 for v, t in times.items()}
     res.update({f"{v}_fills": f"{fills[v]} {h.hexdigest()[:12]}" for v, h in digests.items()})
+    if res["after_fills"] != res["caps_per_decision_fills"]:
+        raise AssertionError(f"the book's sums changed the fills: {res['after_fills']} vs "
+                             f"{res['caps_per_decision_fills']} summed at each decision")
+    res.update({f"{v}_trading_ms": statistics.median(t[10:WARM]) * 1e3 for v, t in times.items()})
     res["before_over_after"] = res["before_ms"] / res["after_ms"]
+    res["caps_per_decision_over_after_trading"] = res["caps_per_decision_trading_ms"] / res["after_trading_ms"]
     res["before_over_book_index"] = res["before_ms"] / res["book_index_ms"]
     parts_total = sum(times["parts"][WARM:])
     res.update({f"{name}_share": t / parts_total for name, t in spent.items()})
