@@ -11,9 +11,6 @@ database and a Redis database of its own):
 
 The bootstrap's market is seeded, so both profiles hold the same bars: the
 training sets, and the data hash every model records, must be the same on both.
-The two journeys share nothing (data directory, Feast repository, replay exchange port,
-database), so they run at the same time: the flows' replays are paced by the clock and
-the subprocesses' start-ups wait on the disk, and one journey uses what the other leaves idle.
 ``training.backtest --store`` on both profiles is tests/integration/test_backtest_store.py;
 an analyst's ``get_historical_features`` with extra entity columns on both is
 tests/integration/test_pit_profiles.py.
@@ -28,7 +25,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -81,12 +77,9 @@ def journeys(tmp_path_factory, timescale_dsn, redis_url) -> Iterator[dict[str, d
     redis.Redis.from_url(url).flushdb()
     try:
         migrate(dsn)
-        envs = {"local": {"CRYPTOSTREAM_PROFILE": "local"},
-                "timescale": {"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": dsn, "REDIS_URL": url}}
-        with ThreadPoolExecutor(len(envs)) as pool:
-            running = {p: pool.submit(_journey, tmp_path_factory.mktemp(p), env) for p, env in envs.items()}
-            done = {p: job.result() for p, job in running.items()}
-        yield done
+        yield {"local": _journey(tmp_path_factory.mktemp("local"), {"CRYPTOSTREAM_PROFILE": "local"}),
+               "timescale": _journey(tmp_path_factory.mktemp("timescale"),
+                                     {"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": dsn, "REDIS_URL": url})}
     finally:
         redis.Redis.from_url(url).flushdb()
         with psycopg.connect(make_conninfo(timescale_dsn, dbname="postgres"), autocommit=True) as conn:
