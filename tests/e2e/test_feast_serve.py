@@ -22,6 +22,8 @@ from flows.operators.features import WARMUP
 from tests.kit.live_flow import (
     REPO,  # noqa: F401  (the module's repo registry)
     SYMBOLS,
+    applied_settings,
+    apply_once,
     market,
     settings_for,
 )
@@ -34,10 +36,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_feast_serve_returns_online_features(tmp_path) -> None:
-    REPO["path"] = copy_feature_repo(tmp_path)
-    settings = settings_for(tmp_path / "var")
-    feast_store.apply(settings)
+@pytest.fixture(scope="module")
+def feast_applied(tmp_path_factory) -> Path:
+    """One ``feast apply`` whose Feast state the serve and ui tests start with (materialize applies its own)."""
+    return apply_once(tmp_path_factory.mktemp("feast"))
+
+
+def test_feast_serve_returns_online_features(tmp_path, feast_applied) -> None:
+    settings = applied_settings(tmp_path / "var", feast_applied)
     run_main(build_flow(settings, TestingSource(market(minutes=WARMUP + 40, seed=4))))
     sdk = feast_store.open_store(settings).get_online_features(
         features=[f"bar_features_1m:{f}" for f in BAR_FEATURES], entity_rows=[{"symbol": s} for s in SYMBOLS]).to_dict()
@@ -72,11 +78,9 @@ def test_feast_serve_returns_online_features(tmp_path) -> None:
         proc.wait(timeout=30)
 
 
-def test_feast_ui_starts_and_lists_the_project(tmp_path) -> None:
+def test_feast_ui_starts_and_lists_the_project(tmp_path, feast_applied) -> None:
     """`feast ui` comes up (it used to die: No module named 'grpc_health') and shows the project's views."""
-    REPO["path"] = copy_feature_repo(tmp_path)
-    settings = settings_for(tmp_path / "var")
-    feast_store.apply(settings)
+    settings = applied_settings(tmp_path / "var", feast_applied)
     port = _free_port()
     env = {**os.environ, **feast_store.feast_environment(settings)}
     feast = str(Path(sys.executable).with_name("feast"))

@@ -22,7 +22,7 @@ from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
 from tests.kit.recovery import run_flow
 from tests.kit.replay import synthetic_with_history
-from tests.kit.repo import copy_feature_repo
+from tests.kit.repo import applied_data_dir, copy_applied_feast, copy_feature_repo
 
 RECORDED = ("BTC/USDT", "ETH/USDT")
 CLEAN = FaultConfig()
@@ -30,8 +30,12 @@ DROPS = FaultConfig(drop_every=1500)
 CORRUPT = FaultConfig(corrupt=0.02)
 
 
-def _run(tmp: Path, symbols: tuple[str, ...], faults: FaultConfig, **replay) -> tuple[dict[str, pd.DataFrame], str]:
+def _run(tmp: Path, symbols: tuple[str, ...], faults: FaultConfig, applied: Path | None = None,
+         **replay) -> tuple[dict[str, pd.DataFrame], str]:
+    """Run the flow over the replay; ``applied``: start with that data directory's Feast state (else it applies)."""
     repo = copy_feature_repo(tmp)
+    if applied is not None:
+        copy_applied_feast(applied, tmp / "var")
     with running_replay(speed=0, seed=3, faults=faults, wait_for_streams=len(symbols), **replay) as ex:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOSTREAM_")}
         env.update({"CRYPTOSTREAM_DATA_DIR": str(tmp / "var"), "CRYPTOSTREAM_FEAST_REPO": str(repo),
@@ -52,6 +56,12 @@ def _run(tmp: Path, symbols: tuple[str, ...], faults: FaultConfig, **replay) -> 
 
 
 @pytest.fixture(scope="module")
+def applied(tmp_path_factory) -> Path:
+    """One ``feast apply`` whose state the faulty runs start with; the clean runs register the views themselves."""
+    return applied_data_dir(tmp_path_factory.mktemp("applied"))
+
+
+@pytest.fixture(scope="module")
 def recorded(shared_data) -> dict:
     return {"source": [shared_data / "binance-ws-2024-08-08"]}
 
@@ -65,16 +75,16 @@ def recorded_clean(recorded, tmp_path_factory) -> dict[str, pd.DataFrame]:
 
 
 @pytest.mark.parametrize("faults", [DROPS, CORRUPT], ids=["drops", "corrupt 2%"])
-def test_recorded_trades_with_gaps_give_the_clean_bars(recorded, recorded_clean, faults, tmp_path) -> None:
-    got, _ = _run(tmp_path, RECORDED, faults, **recorded)
+def test_recorded_trades_with_gaps_give_the_clean_bars(recorded, recorded_clean, faults, applied, tmp_path) -> None:
+    got, _ = _run(tmp_path, RECORDED, faults, applied, **recorded)
     pd.testing.assert_frame_equal(got["bars_1m"], recorded_clean["bars_1m"], check_exact=True)
 
 
-def test_corrupted_trades_repaired_give_the_clean_features(tmp_path) -> None:
+def test_corrupted_trades_repaired_give_the_clean_features(applied, tmp_path) -> None:
     # two hours streamed after the history the flow warms its features up on (exchange.warmup_klines)
     synthetic = {"synthetic": ("BTC/USDT",), "synthetic_rate": 1.0, **synthetic_with_history(2 * 3600)}
     clean, _ = _run(tmp_path / "clean", ("BTC/USDT",), CLEAN, **synthetic)
-    got, _ = _run(tmp_path / "corrupt", ("BTC/USDT",), CORRUPT, **synthetic)
+    got, _ = _run(tmp_path / "corrupt", ("BTC/USDT",), CORRUPT, applied, **synthetic)
     assert len(clean["bars_1m"]) >= 119 and len(clean["bar_features_1m"]) >= 50
     for t in ("bars_1m", "bar_features_1m"):
         pd.testing.assert_frame_equal(got[t], clean[t], check_exact=True, obj=t)

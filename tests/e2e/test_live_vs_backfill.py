@@ -16,13 +16,12 @@ import pandas as pd
 import pytest
 from bytewax.testing import run_main
 
-from flows import feast_store
 from flows.live import build_flow
 from flows.settings import load_settings
 from infra.replay_exchange.faults import FaultConfig
 from infra.replay_exchange.server import running_replay
 from tests.kit.replay import with_history
-from tests.kit.repo import copy_feature_repo
+from tests.kit.repo import applied_data_dir, copy_applied_feast, copy_feature_repo
 from training.backfill import run_backfill
 from training.klines import exchange_streams
 
@@ -53,19 +52,21 @@ def files(shared_data) -> list[Path]:
     return [shared_data / "binance-spot-5m-2024" / f"{s.replace('/', '_')}-5m.parquet" for s in SYMBOLS]
 
 
-def _live(tmp: Path, files: list[Path], faults: FaultConfig | None = None) -> tuple[Path, int]:
+def _live(tmp: Path, files: list[Path], applied: Path, faults: FaultConfig | None = None) -> tuple[Path, int]:
+    """Run the live flow over the replay, starting with the Feast state of data directory ``applied``."""
     repo = copy_feature_repo(tmp)
     with running_replay(files, speed=0, end=END, seed=3, faults=faults or FaultConfig(), **with_history(START, "5m")
                         ) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)  # one connection per symbol: start when all are in
         settings = _settings(tmp / "var", repo, ex)
-        feast_store.apply(settings)
+        copy_applied_feast(applied, tmp / "var")
         run_main(build_flow(settings))
         return tmp / "var", len(ex.faults)
 
 
 def test_live_flow_equals_backfill_and_survives_disconnects(tmp_path, files) -> None:
-    live_var, _ = _live(tmp_path / "live", files)
+    applied = applied_data_dir(tmp_path / "applied")  # one feast apply for both live runs
+    live_var, _ = _live(tmp_path / "live", files, applied)
     repo = copy_feature_repo(tmp_path / "bf")
     with running_replay(files, speed=0, end=END, seed=3, rest_horizon="all", **with_history(START, "5m")) as ex:
         settings = _settings(tmp_path / "bf" / "var", repo, ex)
@@ -91,7 +92,7 @@ def test_live_flow_equals_backfill_and_survives_disconnects(tmp_path, files) -> 
         np.testing.assert_allclose(common[cols].to_numpy(float), common[[c + "_bf" for c in cols]].to_numpy(float),
                                    rtol=1e-9, atol=1e-12, err_msg=table)
 
-    dropped_var, n_faults = _live(tmp_path / "dropped", files, FaultConfig(drop_every=200))
+    dropped_var, n_faults = _live(tmp_path / "dropped", files, applied, FaultConfig(drop_every=200))
     assert n_faults >= 2, "the replay must actually have dropped connections (REST fills what they missed)"
     for table in ("bars_5m", "bar_features_5m", "cross_asset_features_5m"):
         pd.testing.assert_frame_equal(_read(dropped_var, table), _read(live_var, table))

@@ -9,6 +9,7 @@ import orjson
 
 from flows.operators.features import WARMUP
 from flows.settings import load_settings
+from tests.kit.repo import copy_applied_feast, copy_feature_repo
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 T0 = 1_700_000_000_000
@@ -47,3 +48,20 @@ REPO: dict[str, Path] = {}
 def settings_for(tmp: Path):
     return load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS),
                               "CRYPTOSTREAM_FEAST_REPO": str(REPO["path"])})
+
+
+def apply_once(base: Path) -> Path:
+    """Copy the repository into ``base`` (the runs' ``REPO``), ``feast apply`` it for ``base/var``; return that.
+
+    A module applies once; each run starts from a copy of the state (:func:`applied_settings`).
+    """
+    from flows import feast_store
+
+    REPO["path"] = copy_feature_repo(base)
+    feast_store.apply(settings_for(base / "var"))
+    return base / "var"
+
+
+def applied_settings(var: Path, applied: Path):
+    """The settings of a run in data directory ``var``, which starts with ``applied``'s Feast state (views registered)."""
+    return settings_for(copy_applied_feast(applied, var))

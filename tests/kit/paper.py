@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,10 +27,17 @@ def candle_files(shared: Path) -> list[Path]:
     return [shared / "binance-spot-5m-2024" / f"{s.replace('/', '_')}-5m.parquet" for s in SYMBOLS]
 
 
+_BUILT: dict[str, Path] = {}  # trained (and replayed) once a session: four modules import these fixtures
+
+
 @pytest.fixture(scope="module")
 def registry(shared_data, tmp_path_factory) -> Path:
-    """Backfill the training window into a scratch store and train every model on it by CLI."""
-    return train_registry(tmp_path_factory.mktemp("train"), candle_files(shared_data), "5m", TRAIN)
+    """A module's own copy of the registry trained by CLI on the backfilled training window (trained once a session)."""
+    if "registry" not in _BUILT:
+        _BUILT["registry"] = train_registry(tmp_path_factory.mktemp("train"), candle_files(shared_data), "5m", TRAIN)
+    own = tmp_path_factory.mktemp("registry") / "registry"
+    shutil.copytree(_BUILT["registry"], own)
+    return own
 
 
 def train_registry(tmp: Path, files: list[Path], timeframe: str, span: tuple[datetime, datetime]) -> Path:
@@ -90,6 +98,13 @@ def stored_predictions(var: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def reference(shared_data, registry, tmp_path_factory) -> Path:  # noqa: F811
+    """The data directory of an uninterrupted paper run over the live window (run once a session; tests read it)."""
+    if "reference" not in _BUILT:
+        _BUILT["reference"] = _reference(shared_data, registry, tmp_path_factory)
+    return _BUILT["reference"]
+
+
+def _reference(shared_data: Path, registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("reference")
     with running_replay(candle_files(shared_data), speed=0, end=LIVE[1], **with_history(LIVE[0], "5m"), seed=5) as ex:
         ex.engine.wait_for_streams = len(SYMBOLS)

@@ -54,9 +54,21 @@ def synth_split(n: int, cut: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return fit.reset_index(drop=True), held.reset_index(drop=True)
 
 
+_BUILT: dict[str, tuple] = {}  # the session's one registry: the modules that import the fixture share it
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
+    """``(root, held, native)``: a registry of the three members, built once a session (tests only read it).
+
+    A test that changes a registry copies it first (``reg``, :func:`champion_registry`).
+    """
+    if "registry" not in _BUILT:
+        _BUILT["registry"] = _build(tmp_path_factory.mktemp("registry"))
+    return _BUILT["registry"]
+
+
+def _build(root):
     fit, held = synth_split(260, 200)
 
     lstm = LstmClassifier(FEATS, LSTM_CFG).fit(fit)

@@ -17,7 +17,7 @@ from flows.operators.parse import parse_messages
 from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, BarReturn, FeatureRow
 from flows.settings import load_settings
-from tests.kit.live_flow import REPO, SYMBOLS, market, settings_for
+from tests.kit.live_flow import SYMBOLS, applied_settings, apply_once, market, settings_for
 from tests.kit.repo import copy_feature_repo
 
 
@@ -33,12 +33,9 @@ def read_table(var: Path, name: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def feast_applied(tmp_path_factory):
-    from flows import feast_store
-
-    base = tmp_path_factory.mktemp("feast")
-    REPO["path"] = copy_feature_repo(base)
-    feast_store.apply(settings_for(base / "var"))
+def feast_applied(tmp_path_factory) -> Path:
+    """The data directory of the module's one ``feast apply``, whose Feast state every run starts with."""
+    return apply_once(tmp_path_factory.mktemp("feast"))
 
 
 def reference(batches) -> dict[str, list]:
@@ -61,7 +58,7 @@ def reference(batches) -> dict[str, list]:
 
 def test_flow_rows_equal_operators_alone(tmp_path, feast_applied) -> None:
     batches = market()
-    run_main(build_flow(settings_for(tmp_path), TestingSource(batches)))
+    run_main(build_flow(applied_settings(tmp_path, feast_applied), TestingSource(batches)))
     ref = reference(batches)
     bars = read_table(tmp_path, "bars_1m")
     assert len(bars) == len(ref["bars"]) > 200
@@ -84,20 +81,20 @@ def _tables(var: Path) -> dict[str, list[dict]]:
 def test_two_workers_give_identical_tables(tmp_path, feast_applied) -> None:
     batches = market(minutes=WARMUP + 30, seed=9)
     one, two = tmp_path / "one", tmp_path / "two"
-    run_main(build_flow(settings_for(one), TestingSource(batches)))
-    cluster_main(build_flow(settings_for(two), TestingSource(batches)), [], 0, worker_count_per_proc=2)
+    run_main(build_flow(applied_settings(one, feast_applied), TestingSource(batches)))
+    cluster_main(build_flow(applied_settings(two, feast_applied), TestingSource(batches)), [], 0, worker_count_per_proc=2)
     assert _tables(one) == _tables(two)
 
 
 def test_abort_and_resume_from_snapshot_gives_same_tables(tmp_path, feast_applied) -> None:
     batches = market(minutes=WARMUP + 30, seed=11)
     clean, crashed, db = tmp_path / "clean", tmp_path / "crashed", tmp_path / "recovery"
-    run_main(build_flow(settings_for(clean), TestingSource(batches)))
+    run_main(build_flow(applied_settings(clean, feast_applied), TestingSource(batches)))
     db.mkdir()
     init_db_dir(db, 1)
     cut = len(batches) // 2
     with_abort = batches[:cut] + [TestingSource.ABORT()] + batches[cut:]
-    flow = build_flow(settings_for(crashed), TestingSource(with_abort))
+    flow = build_flow(applied_settings(crashed, feast_applied), TestingSource(with_abort))
     rc = RecoveryConfig(str(db))
     run_main(flow, epoch_interval=None, recovery_config=rc)  # stops at ABORT
     run_main(build_flow(settings_for(crashed), TestingSource(with_abort)), recovery_config=rc)
@@ -124,7 +121,7 @@ def test_the_default_command_starts_without_a_key_and_says_how_gaps_are_filled(t
                                                                                capsys) -> None:
     # Issue 17, defect 8: with default settings (fill_gaps on, no exchange.api_key) build_flow used to
     # stop with "exchange.fill_gaps needs exchange.api_key".
-    settings = settings_for(tmp_path)
+    settings = applied_settings(tmp_path, feast_applied)
     assert settings.exchange.fill_gaps and settings.exchange.api_key is None
     flow = build_flow(settings)
     assert "public aggregated trades" in capsys.readouterr().err

@@ -9,6 +9,8 @@ decision time must leave its label unchanged.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,8 +69,12 @@ def sets(shared_data, tmp_path_factory):
     cut = int(frames["BTC/USDT"].ts.iloc[WARMUP + 240])  # t: 240 hours after the features' warm-up
     future = _perturb(frames, lambda df: df.ts >= cut, seed=1)        # every bar that closes after t
     past = _perturb(frames, lambda df: df.ts < cut, seed=2)           # every bar that closes at or before t
-    return (pd.Timestamp(cut, unit="ms", tz="UTC"), _training_set(tmp, "base", frames),
-            _training_set(tmp, "future", future), _training_set(tmp, "past", past))
+    # three data directories that share nothing: one's `feast apply` (a subprocess) runs while another backfills
+    with ThreadPoolExecutor(3) as pool:
+        built = [pool.submit(_training_set, tmp, name, f) for name, f in
+                 (("base", frames), ("future", future), ("past", past))]
+        base, after_t, before_t = (job.result() for job in built)
+    return pd.Timestamp(cut, unit="ms", tz="UTC"), base, after_t, before_t
 
 
 def test_perturbing_the_future_changes_nothing_at_or_before_t(sets) -> None:

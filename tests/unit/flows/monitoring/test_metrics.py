@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from bytewax.testing import TestingSource, cluster_main, run_main
@@ -18,9 +19,8 @@ from flows.operators.pipeline import SymbolPipeline
 from flows.records import Bar, DeadLetter, FeatureRow, Fill, OrderIntent, PortfolioRow, Status
 from flows.risk.engine import Rejection
 from flows.settings import SettingsError, load_settings
-from tests.kit.live_flow import REPO, SYMBOLS, market, settings_for
+from tests.kit.live_flow import SYMBOLS, applied_settings, apply_once, market
 from tests.kit.prometheus import free_port, scrape, total
-from tests.kit.repo import copy_feature_repo
 
 
 def value(m: FlowMetrics, name: str, **labels: str) -> float:
@@ -36,16 +36,13 @@ def no_metrics_left():
 
 
 @pytest.fixture(scope="module")
-def feast_applied(tmp_path_factory):
-    from flows import feast_store
-
-    base = tmp_path_factory.mktemp("feast")
-    REPO["path"] = copy_feature_repo(base)
-    feast_store.apply(settings_for(base / "var"))
+def feast_applied(tmp_path_factory) -> Path:
+    """The data directory of the module's one ``feast apply``, whose Feast state every run starts with."""
+    return apply_once(tmp_path_factory.mktemp("feast"))
 
 
-def with_port(tmp_path, port: int):
-    return settings_for(tmp_path).model_copy(update={"monitoring": MonitoringConfig(metrics_port=port)})
+def with_port(tmp_path, port: int, applied: Path):
+    return applied_settings(tmp_path, applied).model_copy(update={"monitoring": MonitoringConfig(metrics_port=port)})
 
 
 def expected(batches) -> Counter[str]:
@@ -72,7 +69,7 @@ def expected(batches) -> Counter[str]:
 def test_a_running_flow_serves_its_counts_on_metrics(tmp_path, feast_applied) -> None:
     batches = market()
     port = free_port()
-    run_main(build_flow(with_port(tmp_path, port), TestingSource(batches)))
+    run_main(build_flow(with_port(tmp_path, port, feast_applied), TestingSource(batches)))
     got, want = scrape(port), expected(batches)
     assert total(got, "cryptostream_messages_total") == want["messages"]
     assert total(got, "cryptostream_trades_total") == want["trades"] > 1000
@@ -93,14 +90,15 @@ def test_a_running_flow_serves_its_counts_on_metrics(tmp_path, feast_applied) ->
 def test_two_workers_count_into_one_registry(tmp_path, feast_applied) -> None:
     batches = market(minutes=60, seed=9)
     port = free_port()
-    cluster_main(build_flow(with_port(tmp_path, port), TestingSource(batches)), [], 0, worker_count_per_proc=2)
+    cluster_main(build_flow(with_port(tmp_path, port, feast_applied), TestingSource(batches)), [], 0,
+                 worker_count_per_proc=2)
     got, want = scrape(port), expected(batches)
     assert total(got, "cryptostream_trades_total") == want["trades"]
     assert total(got, "cryptostream_bars_total") == sum(want["bars " + s] for s in SYMBOLS)
 
 
 def test_port_zero_serves_nothing_and_adds_no_hooks(tmp_path, feast_applied) -> None:
-    settings = settings_for(tmp_path)
+    settings = applied_settings(tmp_path, feast_applied)
     assert settings.monitoring.metrics_port == 0
     run_main(build_flow(settings, TestingSource(market(minutes=5))))
     assert monitoring.current() is None
