@@ -29,6 +29,7 @@ from tests.kit.dashboard_browser import (
     see,
     serve,
     settle,
+    wait_engaged,
 )
 from tests.kit.dashboard_store import START, fill_store
 from tests.kit.drift import fill as fill_drift
@@ -132,7 +133,7 @@ def test_every_page_shows_the_store_and_the_kill_switch_engages_through_the_stor
         page.get_by_label("Reason").fill("dashboard test: exchange incident")
         page.get_by_text("I confirm: engage the kill switch").click()
         page.get_by_role("button", name="Engage kill switch").click()
-        page.get_by_text("ENGAGED", exact=False).first.wait_for()
+        wait_engaged(page)
         settle(page)
         status = kill.status()
         assert status.active and status.reason == "dashboard test: exchange incident"

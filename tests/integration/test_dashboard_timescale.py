@@ -15,7 +15,7 @@ import orjson
 
 from flows.settings import load_settings
 from flows.stores import open_stores
-from tests.kit.dashboard_browser import browser, free_port, open_page, see, serve
+from tests.kit.dashboard_browser import browser, free_port, open_page, see, serve, wait_engaged
 from tests.kit.dashboard_store import fill_store
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
@@ -63,7 +63,7 @@ def test_pages_read_timescale_update_from_redis_streams_and_the_kill_switch_is_t
             page.get_by_label("Reason").fill("timescale dashboard test")
             page.get_by_text("I confirm: engage the kill switch").click()
             page.get_by_role("button", name="Engage kill switch").click()
-            page.get_by_text("ENGAGED", exact=False).first.wait_for()
+            wait_engaged(page)
             status = kill.status()
             assert status.active and status.reason == "timescale dashboard test"
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -95,6 +96,15 @@ def settle(page: Any, timeout_ms: float = 20_000) -> None:
         " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
         timeout=timeout_ms)
     page.wait_for_timeout(300)
+
+
+def wait_engaged(page: Any, timeout_ms: float = 20_000) -> None:
+    """Wait for the kill switch page's status line "ENGAGED ...".
+
+    Case-sensitive and anchored: the page's caption says "while engaged it places only ...", which a
+    case-insensitive substring match found before the click had been handled (a flaky test under load).
+    """
+    page.get_by_text(re.compile(r"^ENGAGED")).first.wait_for(timeout=timeout_ms)
 
 
 def screenshot(page: Any, out: Path, name: str, full_page: bool = True) -> Path:
