@@ -9,7 +9,7 @@ import orjson
 
 from flows.operators.features import WARMUP
 from flows.settings import load_settings
-from tests.kit.repo import copy_applied_feast, copy_feature_repo
+from tests.kit.repo import applied_data_dir, copy_applied_feast
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 T0 = 1_700_000_000_000
@@ -55,11 +55,9 @@ def apply_once(base: Path) -> Path:
 
     A module applies once; each run starts from a copy of the state (:func:`applied_settings`).
     """
-    from flows import feast_store
-
-    REPO["path"] = copy_feature_repo(base)
-    feast_store.apply(settings_for(base / "var"))
-    return base / "var"
+    var = applied_data_dir(base)
+    REPO["path"] = base / "feature_repo"
+    return var
 
 
 def applied_settings(var: Path, applied: Path):
