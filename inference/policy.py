@@ -10,8 +10,9 @@ graph (``training/rl/export.py``), so nothing here can drift from training.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,25 @@ class PolicyRunner:
         np.copyto(x_in, x)
         self.session.run_with_iobinding(io)
         return y.copy()
+
+    def bound(self, like: np.ndarray) -> tuple[np.ndarray, Callable[[], object], np.ndarray]:
+        """Return ``(x, run, y)`` for batches shaped like ``like``: ``run()`` acts on ``x``, leaving the actions in ``y``.
+
+        :meth:`act` without its per-call checks and copies, for a caller that acts once per bar
+        time in a loop (the scoring step over a stretch of history): it writes the observations
+        into ``x`` (float32 ``[n, d]``), calls ``run()`` and reads ``y`` before the next call.
+        The same session run as :meth:`act`, so the same actions bit for bit.
+        """
+        if like.ndim != 2 or (self.observation_size and like.shape[1] != self.observation_size):
+            raise ValueError(f"{self.manifest.family}: observations must be [n, {self.observation_size}], "
+                             f"got shape {like.shape}")
+        bound = self._bound.get(like.shape[0])
+        if bound is None:
+            x = np.zeros(like.shape, np.float32)
+            self._bind(x, self.session.run(self._outputs, {self._input: x})[0])
+            bound = self._bound.pop(like.shape[0]) if len(self._bound) > 8 else self._bound[like.shape[0]]
+        io, x_in, y = bound
+        return x_in, partial(self.session.run_with_iobinding, io), y
 
     def _bind(self, x: np.ndarray, out: np.ndarray) -> None:
         """Keep an IO binding for batches shaped like ``x`` whose output is shaped like ``out``."""

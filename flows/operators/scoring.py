@@ -30,13 +30,14 @@ import importlib
 import math
 from collections.abc import Iterable, Sequence
 from functools import partial
-from itertools import repeat
+from itertools import groupby, repeat
 from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
 
 from flows.operators.model_bank import ModelBank, Policy, daily_features, feed_features
+from flows.operators.policy_run import act_binding, run_stretch
 from flows.records import Bar, Close, FeatureRow, Prediction, WarmupBar
 from flows.snapshots import check_snapshot
 from inference.scorer import to_signal
@@ -326,39 +327,21 @@ class ScoringStep:
         policy = self.bank.policy
         costs, names = self._policy_setup(policy)
         n_feat, signal, books = len(names), self._signal, self.books
-        tail, nan, act, exp = n_feat + signal, math.nan, policy.act, math.exp
-        fee_rate, slippage, min_trade = costs
+        missing = None
         if signal:
-            missing_all = np.isnan(p_all).tolist()
+            missing = np.isnan(p_all).tolist()
             obs_all[:, n_feat] = p_all  # every row's probability at once (rows are independent: the same float32s)
+        exps = list(map(math.exp, rets))  # each row's exp(ret_1), as PolicyBook.step takes it
         out: list[float] = []
         k = 0
-        of: dict[tuple[str, ...], list[PolicyBook]] = {}  # symbols of a bar time -> their books
-        for _, _, symbols in todo:
+        for symbols, same in groupby(t[2] for t in todo):  # runs of bar times with the same symbols
             n = len(symbols)
-            bks = of.get(symbols)
-            if bks is None:
-                bks = of[symbols] = [books.get(s) or self._book(s) for s in symbols]
-            obs = obs_all[k:k + n]
-            state = []
-            for b, r in zip(bks, rets[k:k + n], strict=True):  # PolicyBook.step of each, inline
-                price = b.close
-                b.close = close = price * exp(r)
-                state.append(b.book.step(b.target, price, close, fee_rate, slippage, min_trade))
-            obs[:, tail:] = state
-            a = act(obs)
-            got = [min(max(v, -1.0), 1.0) for v in (a[:, 0] if a.ndim == 2 else a.reshape(n, -1)[:, 0]).tolist()]
-            if signal:
-                for i, b in enumerate(bks):
-                    if missing_all[k + i]:
-                        got[i] = nan  # no probability yet: no target, the book keeps the last one
-                    else:
-                        b.target = got[i]
-            else:
-                for b, v in zip(bks, got, strict=True):
-                    b.target = v
-            out += got
-            k += n
+            rows = n * len(list(same))
+            bks = [books.get(s) or self._book(s) for s in symbols]
+            out += run_stretch(bks, exps[k:k + rows], obs_all[k:k + rows], act_binding(policy, n, obs_all.shape[1]),
+                               n_feat + signal, costs,
+                               None if missing is None else missing[k:k + rows])
+            k += rows
         return out
 
     def _policy_columns(self, names: tuple[str, ...]) -> list[int] | None:
