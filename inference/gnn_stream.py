@@ -69,10 +69,13 @@ class GnnRunner:
     @returns.setter
     def returns(self, rows: np.ndarray) -> None:
         """Replace the held returns by ``rows`` ``[T, N]`` in time order (the last ``window`` are kept)."""
-        rows = np.asarray(rows, np.float64).reshape(-1, len(self.symbols))
-        self._next = self._held = 0
-        for r in rows[-self.window:]:
-            self.push(r)
+        rows = np.asarray(rows, np.float64).reshape(-1, len(self.symbols))[-self.window:]
+        t, w, ring = len(rows), self.window, self._ring
+        ring[:t] = rows  # what push does row by row from slot 0, in one assignment (the same values)
+        if not np.isfinite(ring[:t]).all():
+            np.nan_to_num(ring[:t], copy=False)
+        ring[w:w + t] = ring[:t]
+        self._next, self._held = t % w, t
 
     def push(self, returns: np.ndarray) -> None:
         """Add one bar's return per asset ``[N]`` (NaN if missing), dropping the oldest beyond ``window``."""

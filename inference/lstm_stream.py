@@ -167,8 +167,26 @@ class LstmStreamRunner:
         sizes = [len(s) for s in symbols]
         if not sum(sizes):
             return [np.zeros(0) for _ in sizes]
-        slot = self._slots([s for sy in symbols for s in sy])
         x = np.concatenate([np.asarray(v, np.float32).reshape(n, -1) for v, n in zip(xs, sizes, strict=True)])
+        return np.split(self.history_rows(symbols, x, times_ns), np.cumsum(sizes)[:-1])
+
+    def history_rows(self, symbols: Sequence[Sequence[str]], x: np.ndarray,
+                     times_ns: Sequence[int] | None = None) -> np.ndarray:
+        """:meth:`history` on the bars' rows stacked (``x``: ``[rows, F]``, bar after bar); P(up) flat over them.
+
+        The same numbers as :meth:`history` without a matrix per bar in or out (a backtest's
+        chunk of bar times is one matrix already).
+        """
+        if self.seq_fn is None:
+            raise RuntimeError("LstmStreamRunner.history needs a sequence function (seq.onnx)")
+        sizes = [len(s) for s in symbols]
+        if not sum(sizes):
+            return np.zeros(0)
+        if all(sy == symbols[0] for sy in symbols):  # history: every bar with the same symbols
+            slot = np.tile(self._slots(symbols[0]), len(symbols))
+        else:
+            slot = self._slots([s for sy in symbols for s in sy])
+        x = np.asarray(x, np.float32)
         bar_i = np.repeat(np.arange(len(sizes)), sizes)
         order = np.lexsort((bar_i, slot))  # rows by (slot, bar)
         sl = slot[order]
@@ -203,7 +221,7 @@ class LstmStreamRunner:
         if checked:
             final = np.r_[first[1:], True]  # each slot's last row
             self._last[sl[final]] = t[final]
-        return np.split(prob, np.cumsum(sizes)[:-1])
+        return prob
 
     def snapshot(self) -> dict[str, Any]:
         """Return the state as plain data (lists) for recovery; only the slots in use."""
@@ -285,3 +303,12 @@ class LstmRunner:
                  for x in xs]
         times = None if bar_ts is None else [int(t) * 1_000_000 for t in bar_ts]
         return self.stream.history(symbols, feats, times)
+
+    def history_rows(self, symbols: Sequence[Sequence[str]], x: np.ndarray,
+                     bar_ts: Sequence[int] | None = None) -> np.ndarray:
+        """:meth:`history` on the bars' feed rows stacked (``x``: ``[rows, feed]``, bar after bar); P(up) flat."""
+        if bar_ts is not None and self.bar_ms is None:
+            raise self._no_timeframe()
+        feats = np.asarray(x, np.float64)
+        times = None if bar_ts is None else [int(t) * 1_000_000 for t in bar_ts]
+        return self.stream.history_rows(symbols, feats if self.cols is None else feats[:, self.cols], times)

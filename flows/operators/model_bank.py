@@ -270,7 +270,7 @@ class ModelBank:
             elif self.history_mode and isinstance(runner, GnnGraphRunner) and not runner.runner.cluster_size:
                 probs[fam] = gnn_many(runner, syms, xs)
             elif self.history_mode and isinstance(runner, LstmRunner) and len(syms) > 1:
-                probs[fam] = np.concatenate(runner.history(syms, xs, times))
+                probs[fam] = runner.history_rows(syms, flat_x, times)
             elif len(syms) == 1:
                 probs[fam] = np.asarray(runner.score(syms[0], xs[0], bar_ts=None if times is None else times[0]),
                                         np.float64)
