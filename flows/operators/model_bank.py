@@ -115,16 +115,24 @@ def load_policy(root: Path, family: str, version: str = "latest", timeframe: str
     return runner
 
 
-def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequence[np.ndarray]) -> np.ndarray:
+def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequence[np.ndarray],
+             flat: np.ndarray | None = None) -> np.ndarray:
     """Score consecutive bar times with the GNN in one session run; advance its return window.
 
     Equal to calling ``runner.score`` bar by bar up to float rounding of the batched graph run.
+    ``flat``: the ``xs`` stacked (``score_rows`` has them so), saving a copy.
     """
-    g, index = runner.runner, {s: i for i, s in enumerate(runner.symbols)}
+    index = {s: i for i, s in enumerate(runner.symbols)}
     n_nodes, n_feat = len(runner.symbols), len(runner.manifest.features)
+    same = all(sy == syms[0] for sy in syms)  # history: every bar time with the same symbols
+    if same and tuple(syms[0]) == tuple(runner.symbols):  # every node in node order: the rows are the nodes
+        x2 = np.concatenate(xs) if flat is None else flat
+        x2 = x2 if runner.cols is None else x2[:, runner.cols]
+        nodes = x2.reshape(len(xs), n_nodes, n_feat)  # the values the placement below copies
+        rets = nodes[:, :, runner.ret_idx]
+        return _gnn_run(runner, syms, nodes, rets, index, same)
     nodes = np.zeros((len(xs), n_nodes, n_feat))
     rets = np.full((len(xs), n_nodes), np.nan)
-    same = all(sy == syms[0] for sy in syms)  # history: every bar time with the same symbols
     for b, (sy, x) in enumerate(zip(syms, xs, strict=True)) if not same else ():
         x = x if runner.cols is None else x[:, runner.cols]
         rows = [(r, index[s]) for r, s in enumerate(sy) if s in index]
@@ -139,16 +147,23 @@ def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequen
         r_idx, n_idx = map(list, zip(*rows0, strict=True))
         nodes[:, n_idx] = x3[:, r_idx]
         rets[:, n_idx] = x3[:, r_idx, runner.ret_idx]
+    return _gnn_run(runner, syms, nodes, rets, index, same)
+
+
+def _gnn_run(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], nodes: np.ndarray, rets: np.ndarray,
+             index: dict[str, int], same: bool) -> np.ndarray:
+    """:func:`gnn_many` once its bar times' node features ``[B, N, F]`` and returns ``[B, N]`` are placed."""
+    g, n_nodes = runner.runner, len(runner.symbols)
     held = g.returns
     hist = np.vstack([held, rets])
     first = len(held)  # hist row of the first new bar
-    p = np.full((len(xs), n_nodes), np.nan)
+    p = np.full((len(syms), n_nodes), np.nan)
     ends = np.arange(first, len(hist)) + 1  # exclusive end of each bar's window
     ok = ends >= g.window
     if ok.any():
         wins = np.lib.stride_tricks.sliding_window_view(hist, g.window, axis=0)  # [T-w+1, N, w]
         adj = correlation_adjacency(np.swapaxes(wins[ends[ok] - g.window], -1, -2), g.threshold)
-        feats = np.nan_to_num(nodes[ok].astype(np.float32))
+        feats = np.nan_to_num((nodes if ok.all() else nodes[ok]).astype(np.float32), copy=False)
         p[ok] = g.sess.run(["prob"], {"x": feats, "adj": adj})[0].astype(np.float64)
     g.returns = hist[-g.window:]
     if same and all(s in index for s in syms[0]):
@@ -268,7 +283,7 @@ class ModelBank:
                 flat = syms[0] if len(syms) == 1 else tuple(s for sy in syms for s in sy)
                 probs[fam] = np.asarray(runner.score(flat, flat_x), np.float64)
             elif self.history_mode and isinstance(runner, GnnGraphRunner) and not runner.runner.cluster_size:
-                probs[fam] = gnn_many(runner, syms, xs)
+                probs[fam] = gnn_many(runner, syms, xs, flat_x)
             elif self.history_mode and isinstance(runner, LstmRunner) and len(syms) > 1:
                 probs[fam] = runner.history_rows(syms, flat_x, times)
             elif len(syms) == 1:

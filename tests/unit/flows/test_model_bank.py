@@ -86,3 +86,41 @@ def test_the_gnn_scores_clusters_only_above_the_cluster_size(reg) -> None:
     assert dense.ensemble.scorer.runners["gnn"].runner.cluster_size == 0  # type: ignore[attr-defined]
     clustered.request_swap()
     assert clustered.maybe_swap() and clustered.gnn_cluster_size == 2  # a reload keeps the setting
+
+
+def test_history_mode_members_on_the_stacked_rows_equal_them_on_per_bar_matrices_bit_for_bit(reg) -> None:
+    """The GNN with every node in node order (rows taken as nodes) and the LSTM on stacked rows (``history_rows``)."""
+    import numpy as np
+
+    from flows.operators.model_bank import gnn_many
+    from inference.lstm_stream import LstmRunner
+    from inference.runners import GnnGraphRunner
+
+    root, held, _ = reg
+    wide = held.pivot(index="event_timestamp", columns="symbol")
+    nodes = ModelBank(root, "1h", policy_family=None, service_features=SERVICES, feed=FEATS)
+    gnn = nodes.ensemble.scorer.runners["gnn"]
+    assert isinstance(gnn, GnnGraphRunner)
+    symbols = tuple(gnn.symbols)
+    x3 = np.stack([wide[f][list(symbols)].to_numpy(np.float64) for f in FEATS], axis=2)  # [bars, symbols, feed]
+    x3[5, 1, :] = np.nan  # a missing return and features: NaN as 0, as the per-bar placement treats them
+    xs = list(x3)
+    flat = np.concatenate(xs)
+    order = (1, 0, *range(2, len(symbols)))  # another row order: the placement path
+    shuffled = [x[list(order)] for x in xs]
+    other = ModelBank(root, "1h", policy_family=None, service_features=SERVICES, feed=FEATS).ensemble.scorer.runners
+    assert isinstance(other["gnn"], GnnGraphRunner)
+    got, want = [], []
+    for k in range(0, len(xs), 40):
+        got.append(gnn_many(gnn, [symbols] * len(xs[k:k + 40]), xs[k:k + 40], flat[k * len(symbols):(k + 40) * len(symbols)]))
+        p = gnn_many(other["gnn"], [tuple(symbols[i] for i in order)] * len(xs[k:k + 40]), shuffled[k:k + 40])
+        want.append(p.reshape(-1, len(symbols))[:, list(np.argsort(order))].reshape(-1))
+    assert np.isfinite(np.concatenate(want)).sum() > 100
+    assert np.concatenate(got).tobytes() == np.concatenate(want).tobytes()
+    lstm, lstm_other = nodes.ensemble.scorer.runners["lstm"], other["lstm"]
+    assert isinstance(lstm, LstmRunner) and isinstance(lstm_other, LstmRunner)
+    times = [int(t.value // 1_000_000) for t in wide.index]
+    rows = lstm.history_rows([symbols] * len(xs), flat, times)
+    per_bar = np.concatenate(lstm_other.history([symbols] * len(xs), xs, times))
+    assert rows.tobytes() == per_bar.tobytes() and np.isfinite(rows).sum() > 100
+    assert lstm.stream.snapshot() == lstm_other.stream.snapshot()
