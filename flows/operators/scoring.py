@@ -43,6 +43,7 @@ from flows.snapshots import check_snapshot
 from inference.scorer import to_signal
 
 _prediction = partial(tuple.__new__, Prediction)  # Prediction(*fields) without the namedtuple's Python-level __new__
+_close = partial(tuple.__new__, Close)
 
 
 class DailyLookup(Protocol):
@@ -271,7 +272,9 @@ class ScoringStep:
     def _score(self, todo: list[tuple[int, Any, tuple[str, ...]]], x_all: np.ndarray) -> list[Prediction]:
         """Score the bar times of ``todo`` ((ts, rows or None, symbols)) from their feed matrix ``x_all``."""
         assert self.bank is not None
-        if self._side:  # the daily side input: values known at each bar's close, the same for every symbol
+        if self._side and self.daily is None:  # no side input: its features are NaN (_daily_at)
+            x_all = np.hstack([x_all, np.full((len(x_all), len(self._side)), math.nan)])
+        elif self._side:  # the daily side input: values known at each bar's close, the same for every symbol
             per_ts = [self._daily_at(t[0]) for t in todo]
             x_all = np.hstack([x_all, np.repeat(np.array(per_ts, np.float64).reshape(len(todo), -1),
                                                 [len(t[2]) for t in todo], axis=0)])
@@ -286,8 +289,13 @@ class ScoringStep:
             np.asarray(scored.probability, np.float64), self.confidence_threshold)[1]).tolist()
         fams = tuple(scored.members)
         cols = [v.tolist() for v in scored.members.values()]
-        # one dict per row, made by C-level maps (the same keys and values as dict(zip(fams, row)) per row)
-        members = list(map(dict, map(partial(zip, fams), zip(*cols, strict=True)))) if fams else [{} for _ in prob]
+        # one dict per row, the same keys and values as dict(zip(fams, row)): a dict display for the usual three
+        # members (about half the time of the C-level maps), else made by C-level maps
+        if len(fams) == 3:
+            f0, f1, f2 = fams
+            members = [{f0: a, f1: b, f2: c} for a, b, c in zip(*cols, strict=True)]
+        else:
+            members = list(map(dict, map(partial(zip, fams), zip(*cols, strict=True)))) if fams else [{} for _ in prob]
         i_ret, i_rv = self._feed_index.get("ret_1"), self._feed_index.get("rv_15")
         rets = x_all[:, i_ret].tolist() if i_ret is not None else None
         rvs = x_all[:, i_rv].tolist() if i_rv is not None else None
@@ -533,7 +541,8 @@ class CloseBarrier:
             newest[s] = max(last, newest.get(s, -1))
         preds = self.scoring.score_matrix(closes, x)
         self.released = last
-        return [Close(t, b, tuple(preds[k * n:(k + 1) * n])) for k, (t, b) in enumerate(zip(closes, bars, strict=True))]
+        return list(map(_close, zip(closes, bars, [tuple(preds[k:k + n]) for k in range(0, len(preds), n)],
+                                    strict=True)))
 
     def _bar(self, bar: Bar) -> None:
         close = bar.ts + self.tf_ms
