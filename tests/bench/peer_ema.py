@@ -54,6 +54,12 @@ def symbol_of(path: Path) -> str:
     return path.name.split("-")[0].replace("_", "/")
 
 
+def tally(symbol: str, bars: int, strategy: Any, equity: float) -> dict[str, Any]:
+    """One symbol's line of the report from a strategy that counted its crossings and filled orders."""
+    return {"symbol": symbol, "bars": bars, "ups": strategy.ups, "downs": strategy.downs, "buys": strategy.buys,
+            "sells": strategy.sells, "equity": equity}
+
+
 def run_backtrader(paths: list[Path], a: argparse.Namespace) -> list[dict[str, Any]]:
     """backtrader: one ``Cerebro`` per symbol, ``PandasData`` feed, ``CrossOver`` of two ``EMA``, cheat-on-close."""
     import backtrader as bt
@@ -79,10 +85,7 @@ def run_backtrader(paths: list[Path], a: argparse.Namespace) -> list[dict[str, A
 
         def notify_order(self, order: Any) -> None:
             if order.status == order.Completed:
-                if order.isbuy():
-                    self.buys += 1
-                else:
-                    self.sells += 1
+                self.buys, self.sells = (self.buys + 1, self.sells) if order.isbuy() else (self.buys, self.sells + 1)
 
     out = []
     for path in paths:
@@ -93,9 +96,7 @@ def run_backtrader(paths: list[Path], a: argparse.Namespace) -> list[dict[str, A
         cerebro.broker.setcash(CASH)
         cerebro.broker.setcommission(commission=a.fee)
         cerebro.broker.set_coc(True)
-        s = cerebro.run()[0]
-        out.append({"symbol": symbol_of(path), "bars": len(df), "ups": s.ups, "downs": s.downs, "buys": s.buys,
-                    "sells": s.sells, "equity": cerebro.broker.getvalue()})
+        out.append(tally(symbol_of(path), len(df), cerebro.run()[0], cerebro.broker.getvalue()))
     return out
 
 
@@ -178,12 +179,9 @@ def run_nautilus(paths: list[Path], a: argparse.Namespace) -> list[dict[str, Any
                     self.close_all_positions(self.config.instrument_id)
 
         def on_order_filled(self, event: Any) -> None:  # an order may fill in parts: count filled orders
-            if not self.cache.order(event.client_order_id).is_closed:
-                return
-            if event.order_side == OrderSide.BUY:
-                self.buys += 1
-            else:
-                self.sells += 1
+            if self.cache.order(event.client_order_id).is_closed:
+                buy = event.order_side == OrderSide.BUY
+                self.buys, self.sells = (self.buys + 1, self.sells) if buy else (self.buys, self.sells + 1)
 
     out = []
     for path in paths:
@@ -211,8 +209,7 @@ def run_nautilus(paths: list[Path], a: argparse.Namespace) -> list[dict[str, Any
         account = engine.cache.account_for_venue(venue)
         held = account.balance_total(inst.base_currency)
         equity = account.balance_total(USDT).as_double() + (held.as_double() * df["close"].iloc[-1] if held else 0.0)
-        out.append({"symbol": symbol, "bars": len(df), "ups": strategy.ups, "downs": strategy.downs,
-                    "buys": strategy.buys, "sells": strategy.sells, "equity": equity})
+        out.append(tally(symbol, len(df), strategy, equity))
         engine.dispose()
     return out
 
