@@ -4,10 +4,12 @@ Usage::
 
     python3.11 -m venv var/peers-venv && var/peers-venv/bin/pip install backtrader vectorbt nautilus_trader \\
         pyarrow "plotly<6"                                 # once; the peers never enter the project's .venv
+    python3.11 -m venv var/freqtrade-venv && var/freqtrade-venv/bin/pip install freqtrade   # its own: pins pandas 3
     .venv/bin/python tests/bench/bench_peers.py --registry /work/main/var/bench_registry_5m
     .venv/bin/python tests/bench/bench_peers.py --peers vectorbt --no-ours --repeat 2
 
-(``plotly<6``: vectorbt 1.0.0 does not import with plotly 6 or later.)
+(``plotly<6``: vectorbt 1.0.0 does not import with plotly 6 or later; with nautilus_trader in the same
+virtualenv pip picks vectorbt 1.0.0 and pandas 2.3; freqtrade 2026.9 wants pandas 3, hence its own.)
 
 Issue 15 quotes peers "doing only an EMA cross": nautilus_trader 20k, freqtrade 29k, backtrader 16k,
 vectorbt 260k symbol-bars/s.  This runs that strategy (``tests/bench/peer_ema.py``: EMA 12 and 26 on
@@ -47,7 +49,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import bench_backtest as bb  # noqa: E402
 
-PEERS = ("backtrader", "vectorbt", "nautilus_trader")
+PEERS = ("backtrader", "vectorbt", "nautilus_trader", "freqtrade")
 QUOTED = {"nautilus_trader": "20k", "freqtrade": "29k", "backtrader": "16k", "vectorbt": "260k"}  # issue 15
 
 
@@ -83,7 +85,8 @@ def ours(args: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
 
 def peer(name: str, args: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
     """Run ``peer_ema.py NAME`` in the peers' interpreter; return its JSON line plus the load after it."""
-    cmd = [str(args.peers_python), str(Path(__file__).with_name("peer_ema.py")), name, *map(str, paths),
+    python = args.freqtrade_python if name == "freqtrade" else args.peers_python
+    cmd = [str(python), str(Path(__file__).with_name("peer_ema.py")), name, *map(str, paths),
            "--repeat", str(args.repeat), "--fast", str(args.fast), "--slow", str(args.slow),
            "--fee", str(args.fee), "--warmup", str(args.warmup)]
     log(f"{name} ...")
@@ -101,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peers-python", type=Path, default=ROOT / "var" / "peers-venv" / "bin" / "python",
                    help="the interpreter of the peers' virtualenv (see the usage above for the command)")
+    p.add_argument("--freqtrade-python", type=Path, default=ROOT / "var" / "freqtrade-venv" / "bin" / "python",
+                   help="the interpreter of freqtrade's virtualenv")
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
     p.add_argument("--data", type=Path, default=bb.DATA)
     p.add_argument("--registry", type=Path, default=ROOT / "var" / "bench_registry_5m")

@@ -214,10 +214,102 @@ def run_nautilus(paths: list[Path], a: argparse.Namespace) -> list[dict[str, Any
     return out
 
 
+FREQTRADE_STRATEGY = """
+import pandas as pd
+from freqtrade.strategy import IStrategy
+
+
+class EmaCross(IStrategy):
+    INTERFACE_VERSION = 3
+    timeframe = "5m"
+    minimal_roi = {"0": 1000.0}  # no take-profit: exits by signal only
+    stoploss = -0.999
+    startup_candle_count = 0
+    counts: dict = {}
+
+    def populate_indicators(self, df, metadata):
+        df["fast"] = df["close"].ewm(span=FAST, adjust=False).mean()
+        df["slow"] = df["close"].ewm(span=SLOW, adjust=False).mean()
+        return df
+
+    def populate_entry_trend(self, df, metadata):
+        d, after = df["fast"] - df["slow"], df.index >= WARMUP
+        df["enter_long"] = ((d > 0) & (d.shift() <= 0) & after).astype(int)
+        df["exit_long"] = ((d < 0) & (d.shift() >= 0) & after).astype(int)
+        self.counts[metadata["pair"]] = (int(df["enter_long"].sum()), int(df["exit_long"].sum()))
+        return df
+
+    def populate_exit_trend(self, df, metadata):
+        return df
+"""
+
+
+def offline_markets(pairs: list[str], precision: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    """ccxt spot market records for ``pairs``: freqtrade loads markets from the exchange, which this machine
+    cannot reach; the backtest needs only their symbols, currencies and precisions."""
+    out = []
+    for pair in pairs:
+        base, quote = pair.split("/")
+        pp, sp = precision[pair]
+        out.append({"id": base + quote, "symbol": pair, "base": base, "quote": quote, "baseId": base,
+                    "quoteId": quote, "active": True, "type": "spot", "spot": True, "margin": False, "swap": False,
+                    "future": False, "option": False, "contract": False, "linear": None, "inverse": None,
+                    "contractSize": None, "precision": {"amount": 10.0**-sp, "price": 10.0**-pp},
+                    "limits": {"amount": {"min": 10.0**-sp, "max": None}, "price": {"min": None, "max": None},
+                               "cost": {"min": 5.0, "max": None}, "leverage": {"min": None, "max": None}},
+                    "info": {}})
+    return out
+
+
+def run_freqtrade(paths: list[Path], a: argparse.Namespace) -> list[dict[str, Any]]:
+    """freqtrade: ``Backtesting`` (its ``backtesting`` command) on the parquet files as they are (its parquet data
+    handler reads ``BTC_USDT-5m.parquet`` by name), one run per pair, all in (``stake_amount`` unlimited, one open
+    trade), signals from a vectorised strategy; entries fill at the next candle's open (freqtrade's rule)."""
+    import tempfile
+
+    import freqtrade.exchange.exchange as ft_exchange
+    from freqtrade.configuration import Configuration
+    from freqtrade.enums import RunMode
+    from freqtrade.optimize.backtesting import Backtesting
+
+    pairs = [symbol_of(p) for p in paths]
+
+    def load_markets(self: Any, reload: bool = False) -> None:
+        self._api_async.set_markets(offline_markets(pairs, PRECISION))
+
+    ft_exchange.Exchange._load_async_markets = load_markets
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = FREQTRADE_STRATEGY.replace("FAST", str(a.fast)).replace("SLOW", str(a.slow))
+        (Path(tmp) / "ema_cross.py").write_text(source.replace("WARMUP", str(a.warmup)))
+        for path, pair in zip(paths, pairs, strict=True):
+            config = {"stake_currency": "USDT", "stake_amount": "unlimited", "tradable_balance_ratio": SAFETY,
+                      "max_open_trades": 1, "dry_run": True, "dry_run_wallet": CASH, "timeframe": "5m",
+                      "fee": a.fee, "exchange": {"name": "binance", "pair_whitelist": [pair], "key": "", "secret": ""},
+                      "pairlists": [{"method": "StaticPairList"}], "entry_pricing": {"price_side": "other"},
+                      "exit_pricing": {"price_side": "other"}, "dataformat_ohlcv": "parquet", "export": "none",
+                      "use_exit_signal": True}
+            cfg = Path(tmp) / "config.json"
+            cfg.write_text(json.dumps(config))
+            config = Configuration({"config": [str(cfg)], "strategy": "EmaCross", "strategy_path": tmp,
+                                    "datadir": str(path.parent), "user_data_dir": tmp, "export": "none"},
+                                   RunMode.BACKTEST).get_config()
+            bt = Backtesting(config)
+            bt.start()
+            content = bt.all_bt_content["EmaCross"]
+            trades = content["results"]
+            ups, downs = bt.strategylist[0].counts[pair]
+            sells = int((trades["exit_reason"] == "exit_signal").sum())
+            out.append({"symbol": pair, "bars": len(pd.read_parquet(path, columns=["close"])), "ups": ups,
+                        "downs": downs, "buys": len(trades), "sells": sells, "equity": content["final_balance"]})
+    return out
+
+
 PEERS: dict[str, tuple[str, Callable[[list[Path], argparse.Namespace], list[dict[str, Any]]]]] = {
     "backtrader": ("backtrader", run_backtrader),
     "vectorbt": ("vectorbt", run_vectorbt),
     "nautilus_trader": ("nautilus_trader", run_nautilus),
+    "freqtrade": ("freqtrade", run_freqtrade),
 }
 
 
