@@ -27,6 +27,8 @@ fastest of ``--repeat`` runs, with the process's CPU time beside it, and the loa
 Fairness checks printed per peer and symbol: bars, the up and down crossings of the fast EMA over the
 slow one it saw after ``--warmup`` bars, its buy and sell fills, its final equity; the crossings must
 equal a reference computed here with pandas (``ewm(span, adjust=False)``), else the line says DIFFERENT.
+freqtrade loads its markets from the exchange at start, which this machine cannot reach: ``peer_ema.py``
+gives ccxt the five spot markets (symbols, precisions) instead; the rest is freqtrade's ``Backtesting``.
 Not a test: a loaded machine moves the absolute figures; read the same-run ratios.
 """
 
@@ -61,6 +63,11 @@ def log(msg: str) -> None:
 def load() -> str:
     """The 1-minute load average, as printed beside each figure."""
     return f"{os.getloadavg()[0]:.1f}"
+
+
+def best(runs: list[dict[str, Any]]) -> tuple[float, float]:
+    """The fastest wall seconds and the fewest CPU seconds among ``runs`` (each may come from another run)."""
+    return min(r["wall"] for r in runs), min(r["cpu"] for r in runs)
 
 
 def reference(path: Path, fast: int, slow: int, warmup: int) -> tuple[int, int]:
@@ -132,20 +139,20 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in r:
             print(f"{r['peer']:<34}failed: {r['error']}")
             continue
-        best = min(r["runs"], key=lambda x: x["wall"])
-        print(f"{r['peer']:<34}{r['version']:<12}{n / best['wall']:>10,.0f}{n / best['cpu']:>10,.0f}"
+        wall, cpu = best(r["runs"])
+        print(f"{r['peer']:<34}{r['version']:<12}{n / wall:>10,.0f}{n / cpu:>10,.0f}"
               f"{n / r['runs'][0]['wall']:>12,.0f}{r['import']:>10.2f}{r['load']:>6}{QUOTED[r['peer']]:>17}")
     if mine is not None:
-        best = min(mine["runs"], key=lambda x: x["wall"])
+        wall, cpu = best(mine["runs"])
         name = f"training.backtest --chunk {args.chunk}"
-        print(f"{name:<34}{'(this)':<12}{n / best['wall']:>10,.0f}{n / best['cpu']:>10,.0f}"
-              f"{n / mine['runs'][0]['wall']:>12,.0f}{'':>10}{best['load']:>6}{'':>17}")
+        print(f"{name:<34}{'(this)':<12}{n / wall:>10,.0f}{n / cpu:>10,.0f}"
+              f"{n / mine['runs'][0]['wall']:>12,.0f}{'':>10}{mine['runs'][-1]['load']:>6}{'':>17}")
         print(f"  ({mine['fills']} fills over {mine['closes']:,} closes: ensemble LightGBM + LSTM + graph model, "
               "RL tactical policy, risk engine, paper broker; not an EMA cross)")
         for r in results:
             if "error" not in r:
-                ratio = min(x["wall"] for x in mine["runs"]) / min(x["wall"] for x in r["runs"])
-                print(f"  {r['peer']} / this, wall, same run: {ratio:.2f}x")
+                (pw, pc), (ow, oc) = best(r["runs"]), best(mine["runs"])
+                print(f"  {r['peer']}'s speed / this one's, same run: {ow / pw:.2f}x wall, {oc / pc:.2f}x CPU")
 
     print("\nchecks per symbol: bars, up/down crossings after the warm-up (reference: pandas ewm), "
           "buy/sell fills, final equity (from 10,000 USDT)")
