@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1000, help="bars before the first signal (see peer_ema.py)")
     args = p.parse_args(argv)
     paths = bb.files(args.data, bb.SYMBOLS)
+    if not args.no_ours:
+        bb.ensure_registry(args.registry, args.data, bb.SYMBOLS)  # as bench_backtest: built once if missing
     log(f"load average at start {load()}; {os.cpu_count()} CPUs")
     refs = {s: reference(f, args.fast, args.slow, args.warmup) for s, f in zip(bb.SYMBOLS, paths, strict=True)}
     results = [peer(name, args, paths) for name in args.peers]
