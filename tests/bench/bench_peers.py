@@ -13,8 +13,9 @@ virtualenv pip picks vectorbt 1.0.0 and pandas 2.3; freqtrade 2026.9 wants panda
 
 Issue 15 quotes peers "doing only an EMA cross": nautilus_trader 20k, freqtrade 29k, backtrader 16k,
 vectorbt 260k symbol-bars/s.  This runs that strategy (``tests/bench/peer_ema.py``: EMA 12 and 26 on
-the close, long only, all in / all out, 10 bp fee, filled at the signal bar's close, one backtest per
-symbol) in each installed peer, in a subprocess of ``--peers-python`` (a virtualenv of its own), over
+the close, long only, all in / all out, 10 bp fee, filled at the signal bar's close (freqtrade: the next
+bar's open), one backtest per symbol) in each installed peer, in a subprocess of ``--peers-python``
+(``--freqtrade-python`` for freqtrade; virtualenvs of their own), over
 the files ``bench_backtest.py --full`` reads (the five symbols, ~72k 5m bars each, 359,623
 symbol-bars), and in the same invocation times this project's ``training.backtest --chunk 256`` with
 ``bench_backtest``'s functions (models, risk engine, paper broker: not an EMA cross).
