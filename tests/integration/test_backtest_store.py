@@ -59,6 +59,23 @@ def test_the_chunked_backtests_matrices_trade_exactly_as_its_records(shared_data
     assert matrices.positions == records.positions and matrices.benchmark == records.benchmark
 
 
+def test_the_pipelined_backtest_trades_and_stores_exactly_as_one_process(shared_data, registry, tmp_path) -> None:  # noqa: F811
+    """``processes=2`` decides in a second process: every result and every stored record ``==`` one process's."""
+    files = _files(shared_data)
+    one, two = (run_backtest(_settings(registry, tmp_path / str(n)), candle_streams(files, _ms(WARM), _ms(END))[0],
+                             "5m", _ms(START), chunk=64, store=True, processes=n) for n in (1, 2))
+    assert (one.processes, two.processes) == (1, 2) and len(one.fills) >= 10 and len(one.times) == 3 * 288
+    assert two.fills == one.fills and two.equity == one.equity and two.times == one.times  # floats with ==
+    assert two.positions == one.positions and two.halts == one.halts and two.regimes == one.regimes
+    assert two.benchmark == one.benchmark and two.marks == one.marks and two.matrix_closes == one.matrix_closes
+    assert {"send", "receive", "decisions", "cpu decision process"} <= set(two.spent)
+    tables = sorted(d.name for d in (tmp_path / "1" / "decisions").iterdir())
+    assert {"fills", "orders", "portfolio_state", "predictions"} <= set(tables)
+    for table in tables:  # the run id hashes the settings, whose data directories differ here
+        a, b = (_table(tmp_path / str(n), table).drop(columns="run_id", errors="ignore") for n in (1, 2))
+        pd.testing.assert_frame_equal(b, a, check_exact=True)
+
+
 def _stored(profile: str, var: Path, dsn: str | None, table: str) -> pd.DataFrame:
     if profile == "local":
         return _table(var, table)
