@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +152,12 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     if settings.trading_timeframe() != timeframe:  # the strategy measures holding times in the traded bars
         settings = settings.model_copy(update={"scoring": settings.scoring.model_copy(update={"timeframe": timeframe})})
     build = partial(BacktestDecisions, settings, timeframe, start_ms, store, clock)
-    # forked before the models load: the child builds risk, broker and portfolio meanwhile
-    side: BacktestDecisions | DecisionProcess = DecisionProcess(build, clock) if processes > 1 and chunk > 1 else build()
+    side: BacktestDecisions | DecisionProcess
+    if processes > 1 and chunk > 1:  # forked before the models load: the child builds its side meanwhile
+        streams = {s: b if isinstance(b, list) else list(b) for s, b in streams.items()}  # bars both sides hold
+        side = DecisionProcess(build, clock, list(chain.from_iterable(streams.values())))
+    else:
+        side = build()
     try:
         sc = settings.scoring
         bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family,

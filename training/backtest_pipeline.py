@@ -31,7 +31,7 @@ import os
 import pickle
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import chain, islice
 from operator import itemgetter
@@ -74,18 +74,27 @@ def _groups(items: list[Any], counts: list[int]) -> list[tuple[Any, ...]]:
     return [tuple(islice(it, n)) for n in counts]
 
 
-def pack(closes: list[Close]) -> tuple[Any, ...]:
-    """Return ``closes`` as flat columns: times, bars per close, bar fields, predictions per close, their fields."""
+def pack(closes: list[Close], where: dict[int, int] | None = None) -> tuple[Any, ...]:
+    """Return ``closes`` as flat columns: times, bars per close, the bars, predictions per close, their fields.
+
+    ``where`` maps the id of each bar both processes hold (:class:`DecisionProcess`'s ``bars``)
+    to its position there: when every bar of ``closes`` is one of those very objects, the bars
+    go as their positions, else as their fields column by column.
+    """
     bars = list(map(_bars, closes))
     preds = list(map(_preds, closes))
-    return (list(map(_ts, closes)), list(map(len, bars)), list(zip(*chain.from_iterable(bars), strict=True)),
+    flat = list(chain.from_iterable(bars))
+    at = list(map(where.get, map(id, flat))) if where else [None]
+    return (list(map(_ts, closes)), list(map(len, bars)),
+            ("at", at) if None not in at else ("fields", list(zip(*flat, strict=True))),
             list(map(len, preds)), list(zip(*chain.from_iterable(preds), strict=True)))
 
 
-def unpack(packed: tuple[Any, ...]) -> list[Close]:
-    """Rebuild the closes :func:`pack` flattened (``==`` to them, the same types)."""
-    times, n_bars, bar_cols, n_preds, pred_cols = packed
-    bars = _groups(list(map(_bar, zip(*bar_cols, strict=True))), n_bars)
+def unpack(packed: tuple[Any, ...], held: Sequence[Bar] = ()) -> list[Close]:
+    """Rebuild the closes :func:`pack` flattened (``==`` to them, the same types); ``held``: the shared bars."""
+    times, n_bars, (kind, bar_part), n_preds, pred_cols = packed
+    flat = list(map(held.__getitem__, bar_part)) if kind == "at" else list(map(_bar, zip(*bar_part, strict=True)))
+    bars = _groups(flat, n_bars)
     preds = _groups(list(map(_prediction, zip(*pred_cols, strict=True))), n_preds)
     return list(map(_close, zip(times, bars, preds, strict=True)))
 
@@ -94,16 +103,21 @@ class DecisionProcess:
     """The parent's handle on the decision side in a forked child: :meth:`take` sends, :meth:`finish` collects.
 
     ``build`` runs in the child (after the fork) and returns its :class:`DecisionSide`.
+    ``bars``: the run's bars, which both processes hold from the fork on (immutable records,
+    kept alive by the caller for the run): a close's bars that are these very objects cross
+    as their positions in it, not as their fields.
     :attr:`spent` holds this side's seconds: ``send`` (packing and pickling the closes) and
     ``wait`` (blocked: the pipe full because the decision side is behind, or waiting for its
     result); :meth:`finish` adds the child's (``receive``, ``idle`` and what its side timed)
     and its process's CPU seconds (``cpu decision process``).
     """
 
-    def __init__(self, build: Callable[[], DecisionSide], clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, build: Callable[[], DecisionSide], clock: Callable[[], float] = time.perf_counter,
+                 bars: Sequence[Bar] = ()) -> None:
         """Fork the child; it builds its side while this process goes on (loading the models, the features)."""
         ctx = multiprocessing.get_context("fork")
         self.clock = clock
+        held = bars if isinstance(bars, list) else list(bars)
         self.spent = {"send": 0.0, "wait": 0.0}
         chunks_in, self._chunks = ctx.Pipe(duplex=False)
         self._results, results_out = ctx.Pipe(duplex=False)
@@ -113,10 +127,12 @@ class DecisionProcess:
             pass
         self._sent_first: int = -1
         self._process = ctx.Process(target=_serve, args=(build, chunks_in, results_out, self._chunks, self._results,
-                                                         clock), name="backtest-decisions", daemon=True)
+                                                         clock, held), name="backtest-decisions", daemon=True)
         self._process.start()
         chunks_in.close()  # the child's ends: when it exits, a send here fails and a receive ends
         results_out.close()
+        self._where = dict(zip(map(id, held), range(len(held)), strict=True))  # this side's objects: ids stay
+        self._held = held  # alive (and their ids unique) as long as the run
 
     def take(self, closes: list[Close], first_open: dict[str, float]) -> None:
         """Send ``closes`` (and ``first_open`` when it grew) to the decision side."""
@@ -126,7 +142,7 @@ class DecisionProcess:
         t0 = clock()
         grew = len(first_open) != self._sent_first
         self._sent_first = len(first_open)
-        data = pickle.dumps((pack(closes), dict(first_open) if grew else None), pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((pack(closes, self._where), dict(first_open) if grew else None), pickle.HIGHEST_PROTOCOL)
         t1 = clock()
         try:
             self._chunks.send_bytes(data)
@@ -176,7 +192,7 @@ class DecisionProcess:
 
 
 def _serve(build: Callable[[], DecisionSide], chunks: Any, results: Any, parent_chunks: Any, parent_results: Any,
-           clock: Callable[[], float]) -> None:
+           clock: Callable[[], float], held: list[Bar]) -> None:
     """The child: build the side, decide every chunk the parent sends, send back the result or the traceback."""
     parent_chunks.close()  # the parent's ends: when the parent dies, the receive below ends
     parent_results.close()
@@ -195,7 +211,7 @@ def _serve(build: Callable[[], DecisionSide], chunks: Any, results: Any, parent_
             if not data:
                 break
             packed, first = pickle.loads(data)
-            closes = unpack(packed)
+            closes = unpack(packed, held)
             if first is not None:
                 first_open = first
             t2 = clock()

@@ -57,6 +57,13 @@ def test_packed_closes_come_back_equal_field_for_field_and_type_for_type() -> No
         assert all(type(x) is type(y) is Prediction for x, y in zip(a.predictions, b.predictions, strict=True))
     assert got[3] == closes[3]  # without NaN, plain ==
     assert unpack(pack([])) == []
+    held = [b for c in closes[:6] for b in reversed(c.bars)]  # the bars both processes hold: they cross as positions
+    where = {id(b): i for i, b in enumerate(held)}
+    packed = pack(closes[:6], where)
+    assert packed[2] == ("at", [where[id(b)] for c in closes[:6] for b in c.bars])
+    assert repr(unpack(packed, held)) == repr(closes[:6])
+    copies = closes[0]._replace(bars=tuple(Bar(*b) for b in closes[0].bars))  # equal bars, other objects
+    assert pack(closes[1:3] + [copies], where)[2][0] == "fields"  # then every bar goes by its fields
 
 
 def _run(side, chunks: list[list[Close]]):
@@ -73,7 +80,7 @@ def test_the_decision_process_decides_exactly_as_this_process(tmp_path) -> None:
     chunks = [closes[i:i + 16] for i in range(0, len(closes), 16)]
     build = partial(BacktestDecisions, _settings(tmp_path), "1h", 10 * HOUR, False, time.perf_counter)
     here = _run(build(), chunks)
-    remote = DecisionProcess(build)
+    remote = DecisionProcess(build, bars=[b for c in closes[:64] for b in c.bars])  # 4 chunks by position, 4 not
     there = _run(remote, chunks)
     assert len(here.fills) >= 4 and len(here.times) == 110  # the first ten closes only warm up
     assert there.fills == here.fills and there.equity == here.equity and there.times == here.times
