@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python tests/bench/bench_backtest.py --full           # 5 symbols x ~72k bars (2024-01-01 .. 09-06)
     .venv/bin/python tests/bench/bench_backtest.py --repeat 3 --chunk 256
     .venv/bin/python tests/bench/bench_backtest.py --against ../before --pairs 3   # another checkout, A/B
+    .venv/bin/python tests/bench/bench_backtest.py --against ../before --processes 2  # this one pipelined
     .venv/bin/python tests/bench/bench_backtest.py --stage-clock cpu --no-baseline  # stages in CPU time
 
 Data: ``--data`` (default ``../shared/data/binance-spot-5m-2024``), the five symbols
@@ -30,19 +31,29 @@ Each repeat times, in this order:
    close barrier with scoring (ensemble with LightGBM, LSTM, graph model; the tactical
    policy), decision step with risk, paper broker and portfolio), end to end, with the
    seconds of each stage as the run measured them (``BacktestResult.spent``);
-3. the baseline: the same backtest with ``--chunk 1`` (bar time by bar time, as the
+3. the pipelined run (skip with ``--no-pipeline``): the same backtest with ``--processes 2``
+   (``training.backtest_pipeline``: this process reads, computes the features and scores; a
+   forked child decides), with its wall time, the CPU time of both processes (a pipeline does
+   more work, not less: it only spreads it over two cores) and each side's stages (``send``
+   and ``receive`` are the transfer's cost per side, ``wait`` and ``idle`` the time one side
+   waited for the other); its fills, equity, positions, halts and regimes must be identical
+   (``==``) to 2.'s;
+4. the baseline: the same backtest with ``--chunk 1`` (bar time by bar time, as the
    live flow scores);
-4. on the first repeat, the check: the same chunks fed to the barrier as records
+5. on the first repeat, the check: the same chunks fed to the barrier as records
    (``run_backtest(..., matrices=False)``, the path before the feed matrices), whose fills,
    equity and positions must be identical (``==``) to the timed run's.
 
 Symbol-bars/s of a stage = symbol-bars of the run / seconds spent in that stage; the last
 table gives each stage's microseconds per symbol-bar (``other`` is the bookkeeping of
-``run_backtest``; ``files, models, set-up`` reading the candle files into bar records, loading
-the models and building the risk engine, broker and portfolio).  On a shared machine the
-wall-clock figures follow the load; the process's CPU time (also printed) much less so.
+``run_backtest``, ``record`` keeping each close's equity and positions; ``files, models, set-up``
+reading the candle files into bar records, loading the models and building the risk engine,
+broker and portfolio), and one more table the pipelined run's, per process.  On a shared
+machine the wall-clock figures follow the load; the CPU time (also printed) much less so.
 Checks on every run: the chunked backtest's fills and equity equal the bar by bar
-one's within float rounding (as ``tests/unit/flows/test_replay.py`` asserts).
+one's within float rounding (as ``tests/unit/flows/test_replay.py`` asserts).  ``--against``
+compares the two checkouts' fills, equity values, positions and halts by a digest of
+their ``repr`` (exact for floats).
 Not a test; machines here are noisy: compare ratios within one invocation.
 """
 

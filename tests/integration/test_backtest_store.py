@@ -96,7 +96,8 @@ def test_a_chunked_backtest_trades_like_bar_by_bar_and_stores_what_it_traded(
         env = {"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": dsn, "REDIS_URL": url}
 
     exact = run_backtest(_settings(registry, tmp_path / "exact"), candle_streams(files, _ms(WARM), _ms(END))[0],
-                         "5m", _ms(START))
+                         "5m", _ms(START), processes=2)
+    assert exact.processes == 1  # bar by bar (chunk 1) stays in one process whatever ``processes`` says
     var = tmp_path / "var"
     chunked = run_backtest(_settings(registry, var, **env), candle_streams(files, _ms(WARM), _ms(END))[0],
                            "5m", _ms(START), chunk=64, store=True)
