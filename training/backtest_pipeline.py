@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import chain, islice
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from flows.records import Bar, Close, Prediction
 
@@ -170,7 +170,7 @@ class DecisionProcess:
         self.close()
         return payload
 
-    def _failed(self, message: str | None = None) -> None:
+    def _failed(self, message: str | None = None) -> NoReturn:
         """Raise the child's error: the traceback it sent, else how it ended."""
         if message is None:
             try:
