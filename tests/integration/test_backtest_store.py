@@ -76,6 +76,25 @@ def test_the_pipelined_backtest_trades_and_stores_exactly_as_one_process(shared_
         pd.testing.assert_frame_equal(b, a, check_exact=True)
 
 
+def test_the_command_with_two_processes_writes_the_same_files_as_with_one(shared_data, registry, tmp_path,  # noqa: F811
+                                                                          monkeypatch) -> None:
+    """``python -m training.backtest --chunk 64 --processes 2``: equity, fills, positions and summary as ``--processes 1``."""
+    from training.backtest import main
+
+    env = {"CRYPTOSTREAM_DATA_DIR": str(tmp_path / "var"), "CRYPTOSTREAM_SCORING__POLICY_FAMILY": "",
+           "CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "0", "CRYPTOSTREAM_RISK__SIZING__MIN_REBALANCE_FRACTION": "0"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    args = [*map(str, _files(shared_data)), "--start", START.isoformat(), "--end", END.isoformat(), "--registry",
+            str(registry), "--chunk", "64", "--no-tearsheet"]
+    for n in (1, 2):
+        assert main([*args, "--processes", str(n), "--out", str(tmp_path / str(n))]) == 0
+    fills = (tmp_path / "1" / "fills.csv").read_text()
+    assert fills.count("\n") >= 11  # a header and at least ten fills
+    for name in ("equity.csv", "fills.csv", "positions.csv", "summary.json"):
+        assert (tmp_path / "2" / name).read_text() == (tmp_path / "1" / name).read_text(), name
+
+
 def _stored(profile: str, var: Path, dsn: str | None, table: str) -> pd.DataFrame:
     if profile == "local":
         return _table(var, table)
