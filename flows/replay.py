@@ -15,6 +15,11 @@ A replay that holds the features as arrays hands whole regular bar times over as
 matrix instead (:meth:`DecisionReplay.feed_history`, :meth:`CloseBarrier.on_history`): the same
 values scored in the same groups, without the feature rows' dicts.
 
+The two halves are apart: :meth:`DecisionReplay.settle` scores and releases closes,
+:class:`ReplayDecisions` decides and stores them, and nothing the decisions do reaches
+the scoring, so a backtest can run the halves in two processes
+(:mod:`training.backtest_pipeline`) and make the same decisions.
+
 ``chunk=1`` scores bar time by bar time, exactly as the live flow does (bit for bit);
 a larger chunk gives the same predictions within float rounding of the batched graph
 runs.  Either way the same inputs give the same outputs.
@@ -58,53 +63,35 @@ def bar_time_chunks(records: Iterable[Bar | FeatureRow], chunk: int,
         yield out
 
 
-class DecisionReplay:
-    """Feed chunks of history through the barrier and the decision step; store what they decide.
+class ReplayDecisions:
+    """The decision half of a replay: settled closes through the decision step; its records to the store.
 
     ``sink`` is an open decision-store partition (``DecisionSink(settings).open()``) or None;
     records are written in batches of at least ``sink_batch`` and the rest by :meth:`close`.
-    :attr:`spent` holds the seconds spent in each of :data:`STAGES`.
+    :attr:`spent` holds the seconds spent deciding and writing (``decisions``, ``sink``).
     """
 
-    def __init__(self, barrier: CloseBarrier, step: DecisionStep, sink: Any = None, sink_batch: int = 5000,
+    def __init__(self, step: DecisionStep, sink: Any = None, sink_batch: int = 5000,
                  clock: Callable[[], float] = time.perf_counter) -> None:
-        """Wrap a close barrier (its scoring step attached to a bank) and a decision step.
-
-        ``clock`` times the stages (:attr:`spent`): wall time, or e.g. ``time.thread_time`` for CPU time.
-        """
-        self.barrier, self.step, self.sink, self.sink_batch, self.clock = barrier, step, sink, sink_batch, clock
-        self.spent = dict.fromkeys(STAGES, 0.0)
+        """Drive ``step``; ``clock`` times the stages (wall time, or e.g. ``time.thread_time`` for CPU time)."""
+        self.step, self.sink, self.sink_batch, self.clock = step, sink, sink_batch, clock
+        self.spent = {"decisions": 0.0, "sink": 0.0}
         self._out: list[Any] = []
 
-    def feed(self, records: list[Bar | FeatureRow], trade_after: int | None = None) -> tuple[list[Close], list[Any]]:
-        """Take the records of some bar times; return the closes they settle and what the decision step made.
+    def decide(self, closes: list[Close], trade_after: int | None = None) -> tuple[list[Close], list[Any]]:
+        """Work settled closes, oldest first; return the traded ones and what the decision step made of them.
 
-        Closes at or before ``trade_after`` (ms) only warm features, models and the regime up:
-        they are neither decided nor stored.
+        Closes at or before ``trade_after`` (ms) only warm the regime up, as live does: they are
+        neither decided nor stored.
         """
-        t0 = self.clock()
-        return self._decide(self.barrier.on_items(records), t0, trade_after)
-
-    def feed_history(self, closes: list[int], bars: list[tuple[Bar, ...]], x: np.ndarray,
-                     trade_after: int | None = None) -> tuple[list[Close], list[Any]]:
-        """Take whole bar times as matrices (:meth:`CloseBarrier.on_history`); the same as :meth:`feed` of their records.
-
-        For bar times where every symbol has its bar and every feed feature, and the barrier
-        is idle; the replay of history builds no feature records for them.
-        """
-        t0 = self.clock()
-        return self._decide(self.barrier.on_history(closes, bars, x), t0, trade_after)
-
-    def _decide(self, closes: list[Close], t0: float, trade_after: int | None) -> tuple[list[Close], list[Any]]:
         clock = self.clock
+        t1 = clock()
         if trade_after is not None:
-            if closes and closes[0].ts <= trade_after:  # warm-up: the regime sees its closes too, as live does
+            if closes and closes[0].ts <= trade_after:
                 self.step.warm([c for c in closes if c.ts <= trade_after])
             closes = [c for c in closes if c.ts > trade_after]
-        t1 = clock()
         out = self.step.on_closes(closes) if closes else []
         t2 = clock()
-        self.spent["scoring"] += t1 - t0
         self.spent["decisions"] += t2 - t1
         if self.sink is not None and closes:
             self._out += [p for c in closes for p in c.predictions]
@@ -129,3 +116,68 @@ class DecisionReplay:
         finally:
             self.sink.close()
         self.spent["sink"] += self.clock() - t0
+
+
+class DecisionReplay:
+    """Feed chunks of history through the barrier and the decision step; store what they decide.
+
+    ``step`` None: the replay only settles closes (:meth:`settle`, :meth:`settle_history`) and
+    something else decides them (:mod:`training.backtest_pipeline`: another process).
+    :attr:`spent` holds the seconds spent in each of :data:`STAGES`.
+    """
+
+    def __init__(self, barrier: CloseBarrier, step: DecisionStep | None, sink: Any = None, sink_batch: int = 5000,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        """Wrap a close barrier (its scoring step attached to a bank) and a decision step (:class:`ReplayDecisions`).
+
+        ``clock`` times the stages (:attr:`spent`): wall time, or e.g. ``time.thread_time`` for CPU time.
+        """
+        self.barrier, self.clock = barrier, clock
+        self.decisions = ReplayDecisions(step, sink, sink_batch, clock) if step is not None else None
+        self.scoring = 0.0  # seconds in the barrier and the scoring step
+
+    @property
+    def spent(self) -> dict[str, float]:
+        """Seconds spent in each of :data:`STAGES` (the decision stages only when this replay decides)."""
+        return {"scoring": self.scoring, **(self.decisions.spent if self.decisions is not None else {})}
+
+    def settle(self, records: list[Bar | FeatureRow]) -> list[Close]:
+        """Take the records of some bar times; return the closes they settle, scored."""
+        t0 = self.clock()
+        closes = self.barrier.on_items(records)
+        self.scoring += self.clock() - t0
+        return closes
+
+    def settle_history(self, closes: list[int], bars: list[tuple[Bar, ...]], x: np.ndarray) -> list[Close]:
+        """Take whole bar times as matrices (:meth:`CloseBarrier.on_history`); the same as :meth:`settle` of their records.
+
+        For bar times where every symbol has its bar and every feed feature, and the barrier
+        is idle; the replay of history builds no feature records for them.
+        """
+        t0 = self.clock()
+        settled = self.barrier.on_history(closes, bars, x)
+        self.scoring += self.clock() - t0
+        return settled
+
+    def feed(self, records: list[Bar | FeatureRow], trade_after: int | None = None) -> tuple[list[Close], list[Any]]:
+        """Take the records of some bar times; return the closes they settle and what the decision step made.
+
+        Closes at or before ``trade_after`` (ms) only warm features, models and the regime up:
+        they are neither decided nor stored.
+        """
+        return self._deciding().decide(self.settle(records), trade_after)
+
+    def feed_history(self, closes: list[int], bars: list[tuple[Bar, ...]], x: np.ndarray,
+                     trade_after: int | None = None) -> tuple[list[Close], list[Any]]:
+        """:meth:`settle_history`, then decide: the same as :meth:`feed` of their records."""
+        return self._deciding().decide(self.settle_history(closes, bars, x), trade_after)
+
+    def _deciding(self) -> ReplayDecisions:
+        if self.decisions is None:
+            raise RuntimeError("this DecisionReplay has no decision step: it only settles closes")
+        return self.decisions
+
+    def close(self) -> None:
+        """Write what is left and close the sink (its last write has landed when this returns)."""
+        if self.decisions is not None:
+            self.decisions.close()

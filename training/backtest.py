@@ -5,6 +5,7 @@ Usage::
     python -m training.backtest ../shared/data/binance-spot-1h/*.parquet --start 2024-01-01 --end 2025-01-01
     python -m training.backtest FILES... --registry var/registry --out reports/backtest
     python -m training.backtest FILES... --chunk 256 --store --profile timescale
+    python -m training.backtest FILES... --chunk 256 --processes 2   # decisions in a second process
 
 Bars go through the same steps as ``python -m bytewax.run flows.live`` in the same
 order: symbol pipelines and the cross-asset step (``training.backfill.operator_records``),
@@ -14,14 +15,16 @@ broker and portfolio (``flows.wiring.build_deps``).  Bars before
 ``--start`` only warm the features and the models' state up; trading starts at
 ``--start``.  Deterministic: the same files, registry and settings give the same
 trades.  ``--chunk N`` scores N bar times per call (:mod:`flows.replay`; faster, equal
-to the default within float rounding); ``--store`` writes the decision records to the
-profile's store as the live flow does.  Several files of one symbol are joined in
-time order (bar times in more than one must agree).  Prints, after fees, the
-strategy's figures (:mod:`training.performance`: return, Sharpe, drawdown, round
-trips, win rate, profit factor) beside equal-weight buy-and-hold, volatility-targeted
-buy-and-hold and cash over the same bars, and every halt and release the risk engine
-reported; writes ``equity.csv``, ``fills.csv``, ``summary.json`` and ``equity.png``
-under ``--out``.
+to the default within float rounding), with ``--processes 2`` as a pipeline of two
+processes (:mod:`training.backtest_pipeline`: this one scores, a forked child decides;
+the same trades and records as one process, ``==``); ``--store`` writes the
+decision records to the profile's store as the live flow does.  Several files of one
+symbol are joined in time order (bar times in more than one must agree).  Prints,
+after fees, the strategy's figures (:mod:`training.performance`: return, Sharpe,
+drawdown, round trips, win rate, profit factor) beside equal-weight buy-and-hold,
+volatility-targeted buy-and-hold and cash over the same bars, and every halt and
+release the risk engine reported; writes ``equity.csv``, ``fills.csv``,
+``summary.json`` and ``equity.png`` under ``--out``.
 
 The registry's models must have been trained on data before ``--start`` for the
 result to be out of sample; the command prints the ensemble's training window so
@@ -37,6 +40,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +54,7 @@ from flows.operators.features import WARMUP
 from flows.operators.model_bank import ModelBank
 from flows.operators.scoring import CloseBarrier, ScoringStep
 from flows.records import Bar, Close, Decided, Fill, PortfolioRow, utc
-from flows.replay import DecisionReplay, bar_time_chunks
+from flows.replay import DecisionReplay, ReplayDecisions, bar_time_chunks
 from flows.risk.engine import PORTFOLIO, Rejection
 from flows.settings import Settings, SettingsError, load_settings
 from flows.sinks.decisions import DecisionSink
@@ -58,7 +63,10 @@ from flows.timeframes import timeframe_ms
 from flows.wiring import build_deps
 from inference.manifest import ManifestError, read_manifest, resolve_version_dir
 from training.backfill import _files, _ms, operator_records
+from training.backtest_pipeline import DecisionProcess
 from training.history_features import HistoryFeatures
+
+PROCESSES = 1  # the command's default: --processes 2 pays only with a free second core (README.md, *Backtest speed*)
 
 
 @dataclass
@@ -79,6 +87,7 @@ class BacktestResult:
     matrix_closes: int = 0  # bar times the replay fed as feed matrices (the rest as records)
     # the regime label known at each close (settings' regime; None: off or warming up)
     regimes: list[str | None] = field(default_factory=list)
+    processes: int = 1  # 2: decided in a second process (training.backtest_pipeline)
 
     def summary(self, timeframe: str, vol_target: float = 0.2, vol_bars: int = 24 * 30) -> dict[str, Any]:
         """Return the strategy's figures (``training.performance``) beside buy-and-hold, vol-targeted and cash.
@@ -112,7 +121,7 @@ class BacktestResult:
 
 def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timeframe: str,
                  start_ms: int | None, chunk: int = 1, store: bool = False, matrices: bool = True,
-                 clock: Callable[[], float] = time.perf_counter) -> BacktestResult:
+                 clock: Callable[[], float] = time.perf_counter, processes: int = 1) -> BacktestResult:
     """Run bars through operators, scoring and decisions; trade the closes from ``start_ms`` on.
 
     Without ``start_ms``, the closes from the first one with features on (the bars before
@@ -125,8 +134,13 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
     result counts the bar times that went as matrices).
     ``store`` writes every decision record of the traded closes (predictions, orders, fills,
     risk events, portfolio state) to the settings' profile's decision store.
+    ``processes`` 2 (with ``chunk`` above 1) decides in a second process while this one scores
+    the next chunks (:mod:`training.backtest_pipeline`): the same fills, equity, positions,
+    halts, regimes and stored records (``==``), in less wall time on an idle second core.
     ``clock`` times the stages of ``spent`` (wall time; ``time.thread_time`` gives CPU time).
     """
+    if processes not in (1, 2):
+        raise ValueError(f"processes must be 1 or 2, got {processes}")
     symbols = tuple(streams)
     if start_ms is None:  # the bars before the first feature row only warm up (features.WARMUP, issue 17 defect 10)
         held = {s: b if isinstance(b, list) else list(b) for s, b in streams.items()}
@@ -137,50 +151,101 @@ def run_backtest(settings: Settings, streams: dict[str, Iterable[Bar]], timefram
         settings = settings.model_copy(update={"symbols": symbols})
     if settings.trading_timeframe() != timeframe:  # the strategy measures holding times in the traded bars
         settings = settings.model_copy(update={"scoring": settings.scoring.model_copy(update={"timeframe": timeframe})})
-    sc = settings.scoring
-    bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family, sc.policy_version,
-                     gnn_cluster_size=sc.gnn_cluster_size)
-    bank.history_mode = chunk > 1
-    barrier = CloseBarrier(ScoringStep(symbols, timeframe, bank, confidence_threshold=sc.confidence_threshold,
-                                       daily=open_daily(settings.daily)), WARMUP)
-    deps = build_deps(settings)
-    deps.kill_active = lambda: False  # the live kill switch is not the backtest's business
-    step = DecisionStep(symbols, timeframe_ms(timeframe), deps)
-    replay = DecisionReplay(barrier, step, DecisionSink(settings).open() if store else None, clock=clock)
-    freeze_start_up_heap()  # models, risk and broker live for the whole replay
-    result, first_open = BacktestResult(run_id=settings.run_id()), dict[str, float]()
-    features, t_start = 0.0, clock()
-    # The replay allocates millions of small acyclic records (bars, rows, predictions); as in the backfill,
-    # the cyclic collector is paused for it instead of walking them again and again (8-10 % of a run).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
+    build = partial(BacktestDecisions, settings, timeframe, start_ms, store, clock)
+    side: BacktestDecisions | DecisionProcess
+    if processes > 1 and chunk > 1:  # forked before the models load: the child builds its side meanwhile
+        streams = {s: b if isinstance(b, list) else list(b) for s, b in streams.items()}  # bars both sides hold
+        side = DecisionProcess(build, clock, list(chain.from_iterable(streams.values())))
+    else:
+        side = build()
     try:
-        tally = {"features": 0.0, "matrix_closes": 0}
-        for closes, out in _replayed(replay, streams, timeframe, chunk, start_ms, first_open, tally, matrices):
-            if closes:
-                _record(result, closes, out, first_open)
-        features, result.matrix_closes = float(tally["features"]), int(tally["matrix_closes"])
+        sc = settings.scoring
+        bank = ModelBank(settings.registry_root(), timeframe, sc.ensemble_version, sc.policy_family,
+                         sc.policy_version, gnn_cluster_size=sc.gnn_cluster_size)
+        bank.history_mode = chunk > 1
+        barrier = CloseBarrier(ScoringStep(symbols, timeframe, bank, confidence_threshold=sc.confidence_threshold,
+                                           daily=open_daily(settings.daily)), WARMUP)
+        replay = DecisionReplay(barrier, None, clock=clock)  # it scores; ``side`` decides
+        freeze_start_up_heap()  # models, risk and broker live for the whole replay
+        first_open, t_start = dict[str, float](), clock()
+        # The replay allocates millions of small acyclic records (bars, rows, predictions); as in the backfill,
+        # the cyclic collector is paused for it instead of walking them again and again (8-10 % of a run).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            tally = {"features": 0.0, "matrix_closes": 0}
+            for closes in _replayed(replay, streams, timeframe, chunk, start_ms, first_open, tally, matrices):
+                side.take(closes, first_open)
+            result: BacktestResult = side.finish()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
     finally:
-        replay.close()
-        if gc_was_enabled:
-            gc.enable()
-    result.spent = {"features": features, **replay.spent}
-    result.spent["other"] = clock() - t_start - sum(result.spent.values())
+        side.close()  # the child killed if it still runs; the local store closed if finish() was not reached
+    result.matrix_closes, result.processes = int(tally["matrix_closes"]), 2 if isinstance(side, DecisionProcess) else 1
+    spent = {"features": float(tally["features"]), **replay.spent, **result.spent}
+    if isinstance(side, DecisionProcess):  # send, wait; the child's receive, idle and CPU seconds
+        spent.update(side.spent)
+        here = sum(spent[k] for k in ("features", "scoring", "send", "wait"))
+    else:
+        here = sum(spent.values())
+    spent["other"] = clock() - t_start - here  # this process's bookkeeping (the decision side's: ``record``)
+    result.spent = spent
     return result
+
+
+class BacktestDecisions:
+    """The decision half of a backtest: the settings' decision step over settled closes, kept in a result.
+
+    Built in this process, or in the child of :class:`training.backtest_pipeline.DecisionProcess`.
+    """
+
+    def __init__(self, settings: Settings, timeframe: str, start_ms: int | None, store: bool,
+                 clock: Callable[[], float]) -> None:
+        """Build the risk engine, broker and portfolio (``flows.wiring.build_deps``), and the store with ``store``."""
+        deps = build_deps(settings)
+        deps.kill_active = lambda: False  # the live kill switch is not the backtest's business
+        step = DecisionStep(settings.symbols, timeframe_ms(timeframe), deps)
+        self.decisions = ReplayDecisions(step, DecisionSink(settings).open() if store else None, clock=clock)
+        self.result, self.start_ms, self.clock = BacktestResult(run_id=settings.run_id()), start_ms, clock
+        self.recording, self._closed = 0.0, False
+
+    def take(self, closes: list[Close], first_open: dict[str, float]) -> None:
+        """Decide ``closes`` (those up to the start only warm the regime up); record the traded ones."""
+        if not closes:
+            return
+        closes, out = self.decisions.decide(closes, self.start_ms)
+        if closes:
+            t0 = self.clock()
+            _record(self.result, closes, out, first_open)
+            self.recording += self.clock() - t0
+
+    def finish(self) -> BacktestResult:
+        """Write what is left to the store; return the result with this side's seconds."""
+        self.close()
+        self.result.spent = {**self.decisions.spent, "record": self.recording}
+        return self.result
+
+    def close(self) -> None:
+        """Close the store (once)."""
+        if not self._closed:
+            self._closed = True
+            self.decisions.close()
 
 
 def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timeframe: str, chunk: int,
               start_ms: int | None, first_open: dict[str, float], tally: dict[str, Any],
-              matrices: bool = True) -> Iterator[tuple[list[Close], list[Any]]]:
-    """Feed the bars and their features to ``replay`` ``chunk`` bar times at a time; yield what each feed settled.
+              matrices: bool = True) -> Iterator[list[Close]]:
+    """Feed the bars and their features to ``replay`` ``chunk`` bar times at a time; yield the closes each settled.
 
     Bar by bar (``chunk`` 1): the records of the flow's streaming operators.  In chunks: the same
     values from whole arrays (:class:`training.history_features.HistoryFeatures`, bit for bit);
     a stretch where every symbol has its bar and every feature at every close goes in as one
-    matrix (:meth:`flows.replay.DecisionReplay.feed_history`), any other (warm-up, gaps) as
+    matrix (:meth:`flows.replay.DecisionReplay.settle_history`), any other (warm-up, gaps) as
     records.  Either way the barrier and the scoring step see the same values in the same
     groups, so the trades are the same.  ``tally`` counts the seconds spent on features and
-    the bar times that went as matrices.
+    the bar times that went as matrices; ``first_open`` gets each symbol's first open from
+    ``start_ms`` on.
     """
     clock, tf_ms = replay.clock, timeframe_ms(timeframe)
     n_symbols = len(replay.barrier.symbols)
@@ -207,14 +272,14 @@ def _replayed(replay: DecisionReplay, streams: dict[str, Iterable[Bar]], timefra
                     if start_ms is None or b.ts >= start_ms:
                         first_open.setdefault(b.symbol, b.open)
             tally["matrix_closes"] += len(piece.closes)
-            yield replay.feed_history(piece.closes, bars, x, trade_after=start_ms)
+            yield replay.settle_history(piece.closes, bars, x)
             continue
         records = piece if chunk == 1 else list(hist.records(piece.lo, piece.hi))
         tally["features"] += clock() - t0
         for rec in records if len(first_open) < n_symbols else ():
             if isinstance(rec, Bar) and (start_ms is None or rec.ts >= start_ms):
                 first_open.setdefault(rec.symbol, rec.open)
-        yield replay.feed(records, trade_after=start_ms)  # earlier closes: warm-up only
+        yield replay.settle(records)  # the closes up to start_ms only warm up (BacktestDecisions.take)
 
 
 def _record(result: BacktestResult, closes: list[Close], out: list[Any], first: dict[str, float]) -> None:
@@ -303,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=1,
                    help="bar times per scoring call: 1 scores exactly as the live flow (default); more (e.g. 256) "
                         "scores history in batches, faster and equal within float rounding")
+    p.add_argument("--processes", type=int, choices=(1, 2), default=PROCESSES,
+                   help="with --chunk above 1, 2 decides in a second process while this one scores the next chunks "
+                        "(the same trades and records; less wall time only when a second core is free, more "
+                        "CPU time); 1 (default) runs all in this process")
     p.add_argument("--store", action="store_true",
                    help="also write predictions, orders, fills, risk events and portfolio state to the "
                         "profile's decision store")
@@ -320,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                 update={"registry": a.registry})})
         streams, tf = _files(a.paths, None, _ms(a.end))
         print(_window(settings, tf), flush=True)
-        result = run_backtest(settings, streams, tf, _ms(a.start), chunk=a.chunk, store=a.store)
+        result = run_backtest(settings, streams, tf, _ms(a.start), chunk=a.chunk, store=a.store,
+                              processes=a.processes)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

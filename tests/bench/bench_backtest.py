@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python tests/bench/bench_backtest.py --full           # 5 symbols x ~72k bars (2024-01-01 .. 09-06)
     .venv/bin/python tests/bench/bench_backtest.py --repeat 3 --chunk 256
     .venv/bin/python tests/bench/bench_backtest.py --against ../before --pairs 3   # another checkout, A/B
+    .venv/bin/python tests/bench/bench_backtest.py --against ../before --processes 2  # this one pipelined
     .venv/bin/python tests/bench/bench_backtest.py --stage-clock cpu --no-baseline  # stages in CPU time
 
 Data: ``--data`` (default ``../shared/data/binance-spot-5m-2024``), the five symbols
@@ -30,19 +31,29 @@ Each repeat times, in this order:
    close barrier with scoring (ensemble with LightGBM, LSTM, graph model; the tactical
    policy), decision step with risk, paper broker and portfolio), end to end, with the
    seconds of each stage as the run measured them (``BacktestResult.spent``);
-3. the baseline: the same backtest with ``--chunk 1`` (bar time by bar time, as the
+3. the pipelined run (skip with ``--no-pipeline``): the same backtest with ``--processes 2``
+   (``training.backtest_pipeline``: this process reads, computes the features and scores; a
+   forked child decides), with its wall time, the CPU time of both processes (a pipeline does
+   more work, not less: it only spreads it over two cores) and each side's stages (``send``
+   and ``receive`` are the transfer's cost per side, ``wait`` and ``idle`` the time one side
+   waited for the other); its fills, equity, positions, halts and regimes must be identical
+   (``==``) to 2.'s;
+4. the baseline: the same backtest with ``--chunk 1`` (bar time by bar time, as the
    live flow scores);
-4. on the first repeat, the check: the same chunks fed to the barrier as records
+5. on the first repeat, the check: the same chunks fed to the barrier as records
    (``run_backtest(..., matrices=False)``, the path before the feed matrices), whose fills,
    equity and positions must be identical (``==``) to the timed run's.
 
 Symbol-bars/s of a stage = symbol-bars of the run / seconds spent in that stage; the last
 table gives each stage's microseconds per symbol-bar (``other`` is the bookkeeping of
-``run_backtest``; ``files, models, set-up`` reading the candle files into bar records, loading
-the models and building the risk engine, broker and portfolio).  On a shared machine the
-wall-clock figures follow the load; the process's CPU time (also printed) much less so.
+``run_backtest``, ``record`` keeping each close's equity and positions; ``files, models, set-up``
+reading the candle files into bar records, loading the models and building the risk engine,
+broker and portfolio), and one more table the pipelined run's, per process.  On a shared
+machine the wall-clock figures follow the load; the CPU time (also printed) much less so.
 Checks on every run: the chunked backtest's fills and equity equal the bar by bar
-one's within float rounding (as ``tests/unit/flows/test_replay.py`` asserts).
+one's within float rounding (as ``tests/unit/flows/test_replay.py`` asserts).  ``--against``
+compares the two checkouts' fills, equity values, positions and halts by a digest of
+their ``repr`` (exact for floats).
 Not a test; machines here are noisy: compare ratios within one invocation.
 """
 
@@ -136,15 +147,19 @@ def features_only(paths: list[Path], end_ms: int | None, records: Any = operator
 
 
 def backtest(settings: Settings, paths: list[Path], end_ms: int | None, chunk: int,
-             matrices: bool = True, clock: Any = time.perf_counter) -> tuple[float, BacktestResult]:
+             matrices: bool = True, clock: Any = time.perf_counter, processes: int = 1) -> tuple[float, BacktestResult]:
     """Time ``run_backtest`` end to end (reading the files included); return (seconds, result).
 
     ``clock`` times the stages (``result.spent``): wall time, or ``time.thread_time`` (CPU time).
+    ``processes`` 2: the pipelined run (``result.spent["cpu"]`` then counts both processes'
+    CPU seconds, ``"cpu decision process"`` the child's).
     """
     t0, c0 = time.perf_counter(), time.process_time()
     streams, tf = _files(paths, None, end_ms)
-    result = run_backtest(settings, streams, tf, None, chunk=chunk, matrices=matrices, clock=clock)
-    result.spent["cpu"] = time.process_time() - c0  # the process's CPU seconds: steadier on a shared machine
+    kw: dict[str, Any] = {"processes": processes} if processes > 1 else {}  # --against: checkouts without it
+    result = run_backtest(settings, streams, tf, None, chunk=chunk, matrices=matrices, clock=clock, **kw)
+    # the CPU seconds of the run's processes: steadier on a shared machine than the wall time
+    result.spent["cpu"] = time.process_time() - c0 + result.spent.get("cpu decision process", 0.0)
     return time.perf_counter() - t0, result
 
 
@@ -154,7 +169,8 @@ def same_trades(a: BacktestResult, b: BacktestResult, exact: bool = False) -> st
     ``exact``: ``identical`` when every fill (all fields) and every equity value is ``==``, else ``DIFFERENT``.
     """
     if exact:
-        same = a.fills == b.fills and a.equity == b.equity and a.times == b.times and a.positions == b.positions
+        same = (a.fills == b.fills and a.equity == b.equity and a.times == b.times and a.positions == b.positions
+                and a.halts == b.halts and a.regimes == b.regimes and a.benchmark == b.benchmark)
         return ("identical" if same else "DIFFERENT") + f" ({len(a.fills)} fills, {len(a.times)} closes)"
     if len(a.fills) != len(b.fills) or a.times != b.times:
         return f"DIFFERENT: {len(a.fills)} vs {len(b.fills)} fills, {len(a.times)} vs {len(b.times)} closes"
@@ -168,17 +184,22 @@ def same_trades(a: BacktestResult, b: BacktestResult, exact: bool = False) -> st
 
 
 _CHILD = """
-import json, sys, tempfile, time
+import hashlib, json, sys, tempfile, time
 from pathlib import Path
-root, registry, data, end, chunk = sys.argv[1:6]
+root, registry, data, end, chunk, processes = sys.argv[1:7]
 sys.path[:0] = [root, root + "/tests/bench"]
 import bench_backtest as bb
+kw = {"processes": int(processes)} if int(processes) > 1 else {}
 with tempfile.TemporaryDirectory() as tmp:
     settings = bb.settings_for(Path(registry), Path(tmp), bb.SYMBOLS)
     c0 = time.process_time()
-    wall, res = bb.backtest(settings, bb.files(Path(data), bb.SYMBOLS), None if end == "-" else int(end), int(chunk))
-    print(json.dumps({"wall": wall, "cpu": time.process_time() - c0, "fills": len(res.fills),
-                      "equity": repr(res.equity[-1]) if res.equity else "-", "bars": len(res.times)}))
+    wall, res = bb.backtest(settings, bb.files(Path(data), bb.SYMBOLS), None if end == "-" else int(end), int(chunk),
+                            **kw)
+    # every fill, equity value, position and halt by repr (exact for floats): the checkouts' trades must be ==
+    digest = hashlib.sha256(repr((res.fills, res.equity, res.times, res.positions, res.halts)).encode()).hexdigest()
+    print(json.dumps({"wall": wall, "cpu": time.process_time() - c0 + res.spent.get("cpu decision process", 0.0),
+                      "fills": len(res.fills), "equity": repr(res.equity[-1]) if res.equity else "-",
+                      "bars": len(res.times), "digest": digest[:16]}))
 """
 
 
@@ -187,21 +208,23 @@ def against(other: Path, args: argparse.Namespace, end_ms: int | None, n: int) -
     out: dict[str, list[dict[str, Any]]] = {"other": [], "this": []}
     for _ in range(args.pairs):
         for name, root in (("other", other), ("this", ROOT)):
+            procs = args.processes if name == "this" else 1
             done = subprocess.run([sys.executable, "-c", _CHILD, str(root), str(args.registry), str(args.data),
-                                   "-" if end_ms is None else str(end_ms), str(args.chunk)], capture_output=True,
+                                   "-" if end_ms is None else str(end_ms), str(args.chunk), str(procs)],
+                                  capture_output=True,
                                   text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
             out[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"\n{other} (other) against this checkout, --chunk {args.chunk}, alternating, a fresh process per run "
-          f"(load average {os.getloadavg()[0]:.1f}):")
+    print(f"\n{other} (other) against this checkout (--processes {args.processes}), --chunk {args.chunk}, alternating, "
+          f"a fresh process per run (load average {os.getloadavg()[0]:.1f}; CPU: every process of the run):")
     for name in ("other", "this"):
         runs = out[name]
         print(f"  {name:<6} wall " + " ".join(f"{n / r['wall']:>8,.0f}" for r in runs) + "   CPU "
               + " ".join(f"{n / r['cpu']:>8,.0f}" for r in runs) + f"  symbol-bars/s; {runs[0]['fills']} fills, "
               f"last equity {runs[0]['equity']}")
     ratios = " ".join(f"{o['cpu'] / t['cpu']:.2f}x" for o, t in zip(out["other"], out["this"], strict=True))
-    same = all(o["equity"] == t["equity"] and o["fills"] == t["fills"] for o, t in zip(out["other"], out["this"],
-                                                                                     strict=True))
-    print(f"  CPU time other / this, per pair: {ratios}; fills and last equity {'equal' if same else 'DIFFERENT'}")
+    same = all(o["digest"] == t["digest"] for o, t in zip(out["other"], out["this"], strict=True))
+    print(f"  CPU time other / this, per pair: {ratios}; every fill, equity value, position and halt "
+          f"{'identical' if same else 'DIFFERENT'} (repr digest {out['this'][0]['digest']})")
 
 
 def fmt(bars: int, seconds: float) -> str:
@@ -225,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage-clock", choices=("wall", "cpu"), default="wall",
                    help="what times the stages: wall time, or the thread's CPU time (steadier on a loaded machine; "
                         "the last table is then in CPU microseconds)")
+    p.add_argument("--no-pipeline", action="store_true",
+                   help="skip the pipelined run (--processes 2: decisions in a second process) beside the timed one")
+    p.add_argument("--processes", type=int, choices=(1, 2), default=1,
+                   help="with --against: this checkout's runs with that many processes (the other's with 1)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the records-path run (same chunks as records, not matrices) that checks bit-identity")
     args = p.parse_args(argv)
@@ -245,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             t_n, res_n = backtest(settings, paths, end_ms, args.chunk, clock=clock)
             row: dict[str, Any] = {"features only": f_s, "history features": h_s, "n": n,
                                    f"chunk {args.chunk}": t_n, "spent": res_n.spent, "fills": len(res_n.fills)}
+            if not args.no_pipeline:
+                t_p, res_p = backtest(settings, paths, end_ms, args.chunk, clock=clock, processes=2)
+                row["pipelined"], row["spent p"] = t_p, res_p.spent
+                row["pipeline check"] = same_trades(res_n, res_p, exact=True)
             if not args.no_baseline:
                 t_1, res_1 = backtest(settings, paths, end_ms, 1, clock=clock)
                 row["chunk 1"], row["spent 1"], row["check"] = t_1, res_1.spent, same_trades(res_n, res_1)
@@ -254,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["matrix share"] = res_n.matrix_closes / max(len(res_n.times), 1)
             rows.append(row)
             log(f"repeat {i + 1}: {n} symbol-bars; features only {n / f_s:,.0f}/s; chunk {args.chunk} "
-                f"{n / t_n:,.0f}/s" + (f"; chunk 1 {n / row['chunk 1']:,.0f}/s ({row['check']})"
+                f"{n / t_n:,.0f}/s" + (f"; pipelined {n / row['pipelined']:,.0f}/s ({row['pipeline check']})"
+                                      if "pipelined" in row else "") + (f"; chunk 1 {n / row['chunk 1']:,.0f}/s ({row['check']})"
                                       if "chunk 1" in row else ""))
     n = rows[0]["n"]
     print(f"\ntraining.backtest, {len(symbols)} symbols x {n // len(symbols):,} 5m bars = {n:,} symbol-bars "
@@ -264,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(("same, CPU time of the process", [r["spent"]["cpu"] for r in rows]))
     stage = "  stage (thread CPU) " if args.stage_clock == "cpu" else "  stage "
     lines += [(f"{stage}{k}", [r["spent"][k] for r in rows]) for k in rows[0]["spent"] if k not in ("sink", "cpu")]
+    if "pipelined" in rows[0]:
+        lines.append((f"backtest --chunk {args.chunk} --processes 2, end to end", [r["pipelined"] for r in rows]))
+        lines.append(("same, CPU time of both processes", [r["spent p"]["cpu"] for r in rows]))
+        for side, keys in PIPELINE_SIDES.items():
+            lines += [(f"  {side}: {k}", [r["spent p"][k] for r in rows]) for k in keys if k != "sink"]
     if "chunk 1" in rows[0]:
         lines.append(("baseline: backtest --chunk 1, end to end", [r["chunk 1"] for r in rows]))
         lines.append(("same, CPU time of the process", [r["spent 1"]["cpu"] for r in rows]))
@@ -276,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     if "chunk 1" in rows[0]:
         ratios = " ".join(f"{r['chunk 1'] / r[f'chunk {args.chunk}']:.2f}x" for r in rows)
         print(f"chunk {args.chunk} vs chunk 1 (same run): {ratios}; trades: {rows[-1]['check']}")
+    if "pipelined" in rows[0]:
+        walls = " ".join(f"{r[f'chunk {args.chunk}'] / r['pipelined']:.2f}x" for r in rows)
+        cpus = " ".join(f"{r['spent']['cpu'] / r['spent p']['cpu']:.2f}x" for r in rows)
+        print(f"--processes 2 vs 1 process, --chunk {args.chunk} (same run): wall {walls}, CPU (both processes) "
+              f"{cpus}; fills, equity, positions, halts, regimes: {rows[-1]['pipeline check']}")
     if "records" in rows[0]:
         r0 = rows[0]
         print(f"bar times fed as feed matrices: {r0['matrix share']:.1%}; the same chunks fed as records (the path "
@@ -293,7 +335,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'total':<16}{best[f'chunk {args.chunk}'] / n * 1e6:>8.2f}  = {fmt(n, best[f'chunk {args.chunk}']).strip()} "
           f"symbol-bars/s (target 50,000 = 20 us); CPU time {best['spent']['cpu'] / n * 1e6:.2f} us = "
           f"{fmt(n, best['spent']['cpu']).strip()}/s; load average {os.getloadavg()[0]:.1f}")
+    if "pipelined" in rows[0]:
+        pipelined_costs(rows, n, cpu)
     return 0
+
+
+PIPELINE_SIDES = {"scoring side": ("features", "scoring", "send", "wait", "other"),
+                  "decision side": ("receive", "decisions", "sink", "record", "idle")}
+
+
+def pipelined_costs(rows: list[dict[str, Any]], n: int, cpu: bool) -> None:
+    """Print where the pipelined run's time goes, per process (its fastest repeat), in microseconds per symbol-bar.
+
+    The scoring side is this process; its ``files, models, set-up`` is the rest of its time
+    (wall, or its CPU time with ``cpu``).  ``wait`` (blocked on the decision side) and ``idle``
+    (the decision side waiting for closes) are not work: a balanced pipeline has little of either.
+    """
+    best = min(rows, key=lambda r: r["spent p"]["cpu"] if cpu else r["pipelined"])
+    spent, child = best["spent p"], best["spent p"]["cpu decision process"]
+    whole = spent["cpu"] - child if cpu else best["pipelined"]
+    print(f"\nwhere the time goes, --processes 2 (fastest repeat): {'CPU ' if cpu else ''}microseconds per symbol-bar")
+    here = {k: spent[k] for k in PIPELINE_SIDES["scoring side"]}
+    here["files, models, set-up"] = whole - sum(here.values())
+    for side, costs in (("scoring side (this process)", here),
+                        ("decision side (child)", {k: spent[k] for k in PIPELINE_SIDES["decision side"]})):
+        print(f"  {side}: " + ", ".join(f"{k} {v / n * 1e6:.2f}" for k, v in costs.items()))
+    print(f"  total {best['pipelined'] / n * 1e6:.2f} us wall = {fmt(n, best['pipelined']).strip()} symbol-bars/s; "
+          f"CPU time of both processes {spent['cpu'] / n * 1e6:.2f} us (child {child / n * 1e6:.2f}) = "
+          f"{fmt(n, spent['cpu']).strip()}/s; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

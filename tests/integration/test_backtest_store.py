@@ -59,6 +59,42 @@ def test_the_chunked_backtests_matrices_trade_exactly_as_its_records(shared_data
     assert matrices.positions == records.positions and matrices.benchmark == records.benchmark
 
 
+def test_the_pipelined_backtest_trades_and_stores_exactly_as_one_process(shared_data, registry, tmp_path) -> None:  # noqa: F811
+    """``processes=2`` decides in a second process: every result and every stored record ``==`` one process's."""
+    files = _files(shared_data)
+    one, two = (run_backtest(_settings(registry, tmp_path / str(n)), candle_streams(files, _ms(WARM), _ms(END))[0],
+                             "5m", _ms(START), chunk=64, store=True, processes=n) for n in (1, 2))
+    assert (one.processes, two.processes) == (1, 2) and len(one.fills) >= 10 and len(one.times) == 3 * 288
+    assert two.fills == one.fills and two.equity == one.equity and two.times == one.times  # floats with ==
+    assert two.positions == one.positions and two.halts == one.halts and two.regimes == one.regimes
+    assert two.benchmark == one.benchmark and two.marks == one.marks and two.matrix_closes == one.matrix_closes
+    assert {"send", "receive", "decisions", "cpu decision process"} <= set(two.spent)
+    tables = sorted(d.name for d in (tmp_path / "1" / "decisions").iterdir())
+    assert {"fills", "orders", "portfolio_state", "predictions"} <= set(tables)
+    for table in tables:  # the run id hashes the settings, whose data directories differ here
+        a, b = (_table(tmp_path / str(n), table).drop(columns="run_id", errors="ignore") for n in (1, 2))
+        pd.testing.assert_frame_equal(b, a, check_exact=True)
+
+
+def test_the_command_with_two_processes_writes_the_same_files_as_with_one(shared_data, registry, tmp_path,  # noqa: F811
+                                                                          monkeypatch) -> None:
+    """``python -m training.backtest --chunk 64 --processes 2``: equity, fills, positions and summary as ``--processes 1``."""
+    from training.backtest import main
+
+    env = {"CRYPTOSTREAM_DATA_DIR": str(tmp_path / "var"), "CRYPTOSTREAM_SCORING__POLICY_FAMILY": "",
+           "CRYPTOSTREAM_SCORING__CONFIDENCE_THRESHOLD": "0", "CRYPTOSTREAM_RISK__SIZING__MIN_REBALANCE_FRACTION": "0"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    args = [*map(str, _files(shared_data)), "--start", START.isoformat(), "--end", END.isoformat(), "--registry",
+            str(registry), "--chunk", "64", "--no-tearsheet"]
+    for n in (1, 2):
+        assert main([*args, "--processes", str(n), "--out", str(tmp_path / str(n))]) == 0
+    fills = (tmp_path / "1" / "fills.csv").read_text()
+    assert fills.count("\n") >= 11  # a header and at least ten fills
+    for name in ("equity.csv", "fills.csv", "positions.csv", "summary.json"):
+        assert (tmp_path / "2" / name).read_text() == (tmp_path / "1" / name).read_text(), name
+
+
 def _stored(profile: str, var: Path, dsn: str | None, table: str) -> pd.DataFrame:
     if profile == "local":
         return _table(var, table)
@@ -79,7 +115,8 @@ def test_a_chunked_backtest_trades_like_bar_by_bar_and_stores_what_it_traded(
         env = {"CRYPTOSTREAM_PROFILE": "timescale", "TIMESCALE_DSN": dsn, "REDIS_URL": url}
 
     exact = run_backtest(_settings(registry, tmp_path / "exact"), candle_streams(files, _ms(WARM), _ms(END))[0],
-                         "5m", _ms(START))
+                         "5m", _ms(START), processes=2)
+    assert exact.processes == 1  # bar by bar (chunk 1) stays in one process whatever ``processes`` says
     var = tmp_path / "var"
     chunked = run_backtest(_settings(registry, var, **env), candle_streams(files, _ms(WARM), _ms(END))[0],
                            "5m", _ms(START), chunk=64, store=True)
