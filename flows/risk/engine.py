@@ -81,6 +81,9 @@ class RiskDecision(NamedTuple):
     rejections: tuple[Rejection, ...]
 
 
+_FLAT = RiskDecision(0.0, 0.0, ())  # flat, and no change
+
+
 class _Fields:
     """A mapping of snapshot fields read as attributes (missing ones are None)."""
 
@@ -254,8 +257,11 @@ class RiskEngine:
         snap: Any = portfolio_snapshot if isinstance(portfolio_snapshot, tuple) or not isinstance(
             portfolio_snapshot, Mapping) else _Fields(portfolio_snapshot)  # a PortfolioSnapshot: no ABC check
         positions: Mapping[str, float] = snap.positions or {}
-        held = float(positions.get(symbol, 0.0))
         isfinite = math.isfinite
+        if target_fraction == 0.0 and symbol not in positions and isfinite(price) and price > 0 and \
+                isfinite(confidence):
+            return _FLAT  # flat and asked to stay flat: no rule can cut a change of 0
+        held = float(positions.get(symbol, 0.0))
         bad = "" if isfinite(price) and price > 0 and isfinite(target_fraction) and isfinite(confidence) else \
             self._invalid(price, target_fraction, confidence)
         if bad:
