@@ -132,7 +132,8 @@ def strategy_id(strategy: Strategy) -> str:
 # Context(*fields) and Decided(*fields) without the namedtuples' Python-level __new__ (once per decision)
 _context = partial(tuple.__new__, Context)
 _decided = partial(tuple.__new__, Decided)
-_status = partial(tuple.__new__, Status)  # once per close
+_status = partial(tuple.__new__, Status)  # Status(*fields) and PortfolioRow(*fields), once per close
+_row = partial(tuple.__new__, PortfolioRow)
 
 STOP_RULE = "shutdown"  # the risk event of an order not placed because the flow is stopping
 
@@ -273,14 +274,13 @@ class DecisionStep:
         d = self.deps
         out: list[Any] = []
         prices, portfolio, broker, risk = self.prices, d.portfolio, d.broker, d.risk
+        fills = broker.on_bars(bars)  # the broker reads no portfolio: its fills are booked after the close's bars
+        for fill in fills:
+            portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
+            self.fills += 1
+            out.append(fill)
         rets: list[tuple[str, int, float]] = []
         for bar in bars:
-            fills = broker.on_bar(bar)
-            if fills:
-                for fill in fills:
-                    portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
-                    self.fills += 1
-                    out.append(fill)
             sym, close = bar.symbol, bar.close
             prev = prices.get(sym)
             rets.append((sym, bar.ts, (close / prev - 1.0) if prev else 0.0))
@@ -292,18 +292,17 @@ class DecisionStep:
         if preds:
             if kill is None:
                 kill = d.kill_active()  # read once per close (a KillStatus carries ``flatten``)
-            order = self._order
-            self._decide(sorted(preds, key=lambda p: order[p.symbol]) if len(preds) > 1 else preds, kill, out)
+            self._decide(self._in_order(preds), kill, out)
             out += risk.drain_events()  # halts and releases of the whole portfolio (risk events)
         out += broker.drain_updates()  # every order change (placement, fill, cancel, protective legs)
         snap = portfolio.snapshot()
-        state = snap._asdict()
+        state = dict(zip(snap._fields, snap, strict=True))  # snap._asdict()
         state["full"] = portfolio.row_state()
         regime = self.regime
         if d.regime is not None:  # the regime as a per-close feature of the stored portfolio rows
             state["regime"] = None if regime is None else regime.label
             state["regime_score"] = None if regime is None else regime.score
-        out.append(PortfolioRow(t, state))
+        out.append(_row((t, state)))
         held, symbols = snap.positions, self.symbols
         phases = risk.halt_phases()
         out.append(_status((t, snap.equity, snap.drawdown, self.fills,
@@ -312,6 +311,14 @@ class DecisionStep:
                             tuple(sorted(phases.items())) if phases else (),
                             None if regime is None else regime.label)))
         return out
+
+    def _in_order(self, preds: Sequence[Prediction]) -> Sequence[Prediction]:
+        """Return a close's predictions in the configured symbol order (as they mostly come: as they are)."""
+        if len(preds) < 2:
+            return preds
+        order = self._order
+        places = [order[p.symbol] for p in preds]
+        return preds if places == sorted(places) else sorted(preds, key=lambda p: order[p.symbol])
 
     def _decide(self, preds: Sequence[Prediction], kill: Any, out: list[Any]) -> None:
         """Decide each prediction of one close in order, appending its records to ``out``.
