@@ -37,6 +37,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flows.execution.orders import Broker
@@ -134,6 +135,7 @@ _context = partial(tuple.__new__, Context)
 _decided = partial(tuple.__new__, Decided)
 _status = partial(tuple.__new__, Status)  # Status(*fields) and PortfolioRow(*fields), once per close
 _row = partial(tuple.__new__, PortfolioRow)
+_symbol_of = attrgetter("symbol")
 
 STOP_RULE = "shutdown"  # the risk event of an order not placed because the flow is stopping
 
@@ -314,11 +316,10 @@ class DecisionStep:
 
     def _in_order(self, preds: Sequence[Prediction]) -> Sequence[Prediction]:
         """Return a close's predictions in the configured symbol order (as they mostly come: as they are)."""
-        if len(preds) < 2:
+        if len(preds) < 2 or tuple(map(_symbol_of, preds)) == self.symbols:
             return preds
         order = self._order
-        places = [order[p.symbol] for p in preds]
-        return preds if places == sorted(places) else sorted(preds, key=lambda p: order[p.symbol])
+        return sorted(preds, key=lambda p: order[p.symbol])
 
     def _decide(self, preds: Sequence[Prediction], kill: Any, out: list[Any]) -> None:
         """Decide each prediction of one close in order, appending its records to ``out``.

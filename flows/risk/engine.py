@@ -54,7 +54,7 @@ from flows.risk.limits import MATRIX_FROM, Correlations, PairCorrelations, cap_q
 from flows.risk.sizing import KellyEstimate, annual_vol, kelly_estimate, position_fraction
 
 PORTFOLIO = "*"  # the symbol of a risk event about the whole portfolio (a halt or a release)
-QUEUE_BARS = 8192  # bars :meth:`RiskEngine.on_bars` holds at most before applying them unread
+QUEUE_BARS = 1280  # bars :meth:`RiskEngine.on_bars` holds at most before applying them unread (small: cache-resident)
 
 
 class Rejection(NamedTuple):
