@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from operator import itemgetter, lt, sub
 from typing import Any
 
 import numpy as np
@@ -93,18 +94,35 @@ class Breakers:
         by symbol (a symbol's state depends on its own bars alone, and ``bar_ms`` is a minimum, which
         no order changes), each symbol's run of bars through :meth:`_series`.
         """
-        if len(bars) >= SERIES_FROM:
-            by: dict[str, list[tuple[str, int, float]]] = {}
-            for bar in bars:
-                rows = by.get(bar[0])
-                if rows is None:
-                    rows = by[bar[0]] = []
-                rows.append(bar)
-            for symbol, rows in by.items():
-                if len(rows) < SERIES_FROM or not self._series(symbol, rows):
-                    self._loop(rows)
+        syms = self.symbols
+        if len(bars) < SERIES_FROM * max(1, len(syms)):  # a close or a few: the loop
+            self._loop(bars)
             return
-        self._loop(bars)
+        names = list(map(itemgetter(0), bars))
+        n = len(dict.fromkeys(names))
+        if not len(bars) % n and names == names[:n] * (len(bars) // n):  # closes of the same symbols in one order
+            for symbol in names[:n]:
+                if symbol not in syms:
+                    syms[symbol] = SymbolState()
+            rest = [bar for i, symbol in enumerate(names[:n]) if not self._series(symbol, bars[i::n])
+                    for bar in bars[i::n]]
+            if rest:
+                self._loop(rest)
+            return
+        by: dict[str, list[tuple[str, int, float]]] = {}
+        for bar in bars:
+            rows = by.get(bar[0])
+            if rows is None:
+                rows = by[bar[0]] = []
+                if bar[0] not in syms:  # new symbols' states in the order the loop would create them
+                    syms[bar[0]] = SymbolState()
+            rows.append(bar)
+        rest: list[tuple[str, int, float]] = []  # the symbols' bars that are no run (few, or not rising)
+        for symbol, rows in by.items():
+            if len(rows) < SERIES_FROM or not self._series(symbol, rows):
+                rest += rows
+        if rest:
+            self._loop(rest)
 
     def _loop(self, bars: list[tuple[str, int, float]]) -> None:
         cfg, syms, fast_a, slow_a = self.cfg, self.symbols, self.fast_a, self.slow_a
@@ -156,25 +174,27 @@ class Breakers:
         if s is None:
             s = self.symbols[symbol] = SymbolState()
         _, times, rets = zip(*rows, strict=True)
-        ts = np.array(times, dtype=np.int64)
-        gaps = np.diff(ts)
         last = s.last_ts
-        if (gaps <= 0).any() or (last is not None and times[0] <= last):
+        if not all(map(lt, times, times[1:])) or (last is not None and times[0] <= last):
             return False
-        small = int(gaps.min()) if len(gaps) else None
+        small = min(map(sub, times[1:], times)) if len(times) > 1 else None
         if last is not None:
             small = times[0] - last if small is None else min(small, times[0] - last)
         if small is not None:
             self.bar_ms = small if self.bar_ms is None else min(self.bar_ms, small)
         s.last_ts = times[-1]
         r = np.array(rets[1:] if last is None else rets, dtype=np.float64)  # the first bar: no return
-        r = r[np.isfinite(r)]  # a NaN return moves the last bar time, nothing else
+        if not math.isfinite(sum(r.tolist())):  # a finite sum: every return finite
+            r = r[np.isfinite(r)]  # a NaN return moves the last bar time, nothing else
         m = len(r)
         if not m:
             return True
         cfg, n0 = self.cfg, s.bars
-        moved = np.flatnonzero(r != 0.0)
-        s.flat_run = s.flat_run + m if not len(moved) else m - 1 - int(moved[-1])
+        if r[-1] != 0.0:
+            s.flat_run = 0
+        else:
+            moved = np.flatnonzero(r != 0.0)
+            s.flat_run = s.flat_run + m if not len(moved) else m - 1 - int(moved[-1])
         r2 = (r * r).tolist()
         fv, sv = s.fast_var, s.slow_var
         fast, slow = [fv], [sv]  # the variances before the first bar, then after each

@@ -302,7 +302,7 @@ class PairCorrelations:
         kept in the order of ``last`` (so new pairs are created in the same order).  Many closes' bars at
         once (the risk engine's queue): the regular stretches among them go through :meth:`_stretch`.
         """
-        if len(bars) < STRETCH_FROM:
+        if len(bars) < max(STRETCH_FROM, STRETCH_CLOSES * len(self.last)):  # a close or a few: the loop
             self._loop(bars)
             return
         times = np.array([b[1] for b in bars], dtype=np.int64)
