@@ -100,23 +100,18 @@ class Breakers:
             return
         names = list(map(itemgetter(0), bars))
         n = len(dict.fromkeys(names))
+        by: dict[str, list[tuple[str, int, float]]] = {}  # symbol -> its bars, in first-seen order
         if not len(bars) % n and names == names[:n] * (len(bars) // n):  # closes of the same symbols in one order
-            for symbol in names[:n]:
-                if symbol not in syms:
-                    syms[symbol] = SymbolState()
-            rest = [bar for i, symbol in enumerate(names[:n]) if not self._series(symbol, bars[i::n])
-                    for bar in bars[i::n]]
-            if rest:
-                self._loop(rest)
-            return
-        by: dict[str, list[tuple[str, int, float]]] = {}
-        for bar in bars:
-            rows = by.get(bar[0])
-            if rows is None:
-                rows = by[bar[0]] = []
-                if bar[0] not in syms:  # new symbols' states in the order the loop would create them
-                    syms[bar[0]] = SymbolState()
-            rows.append(bar)
+            by = {symbol: bars[i::n] for i, symbol in enumerate(names[:n])}
+        else:
+            for bar in bars:
+                rows = by.get(bar[0])
+                if rows is None:
+                    rows = by[bar[0]] = []
+                rows.append(bar)
+        for symbol in by:  # new symbols' states in the order the loop would create them
+            if symbol not in syms:
+                syms[symbol] = SymbolState()
         rest: list[tuple[str, int, float]] = []  # the symbols' bars that are no run (few, or not rising)
         for symbol, rows in by.items():
             if len(rows) < SERIES_FROM or not self._series(symbol, rows):
