@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 DAY_MS = 86_400_000
@@ -57,6 +58,9 @@ class PortfolioSnapshot(NamedTuple):
     net_exposure: float
     leverage: float
     trade_returns: tuple[float, ...]
+
+
+_snapshot = partial(tuple.__new__, PortfolioSnapshot)  # PortfolioSnapshot(*fields) without its Python-level __new__
 
 
 class _Trade:
@@ -160,12 +164,14 @@ class Portfolio:
         ts = int(ts)
         if self.mark_ts is not None and ts < self.mark_ts:
             raise ValueError(f"mark ts {ts} is before the previous mark {self.mark_ts}")
+        own, isfinite = self.prices, math.isfinite
         for sym, px in prices.items():
-            if not (math.isfinite(px) and px > 0):
+            if not (isfinite(px) and px > 0):
                 raise ValueError(f"mark price of {sym} must be a positive number, got {px!r}")
-            self.prices[sym] = float(px)
+            own[sym] = float(px)
         self.ts, self.mark_ts, self._snap = max(self.ts, ts), ts, None
-        eq = self.equity()
+        qty = self.qty
+        eq = self.cash + (sum([q * own[s] for s, q in qty.items()]) if qty else 0)  # equity(): the same sum
         self.peak = max(self.peak, eq)
         hts, heq = self.hist_ts, self.hist_eq
         self._added = None
@@ -196,17 +202,21 @@ class Portfolio:
         """Return the portfolio's figures now (shared until the next fill or mark: do not mutate)."""
         if self._snap is not None:
             return self._snap
-        net = sum(q * self.prices[s] for s, q in self.qty.items())
+        qty, prices, avg = self.qty, self.prices, self.avg
+        if qty:
+            net = sum([q * prices[s] for s, q in qty.items()])
+            gross = sum([abs(q) * prices[s] for s, q in qty.items()])
+            unreal = sum([q * (prices[s] - avg[s]) for s, q in qty.items()])
+        else:
+            net = gross = unreal = 0  # sum() of nothing
         eq = self.cash + net  # equity(): the same sum in the same order
-        gross = sum(abs(q) * self.prices[s] for s, q in self.qty.items())
-        unreal = sum(q * (self.prices[s] - self.avg[s]) for s, q in self.qty.items())
         lev = gross / eq if eq > 0 else (math.inf if gross > 0 else 0.0)
         peak = max(self.peak, eq)
         dd = (peak - eq) / peak if peak > 0 else 0.0
-        self._snap = PortfolioSnapshot(self.ts, eq, self.cash, dict(self.qty), dict(self.avg), dict(self.prices),
-                                       self.realized, unreal, self.fees, eq - self._day_base(), dd, peak, gross, net,
-                                       lev, tuple(self.trade_returns))
-        return self._snap
+        self._snap = snap = _snapshot((self.ts, eq, self.cash, qty.copy(), avg.copy(), prices.copy(), self.realized,
+                                       unreal, self.fees, eq - self._day_base(), dd, peak, gross, net, lev,
+                                       tuple(self.trade_returns)))
+        return snap
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -233,10 +243,11 @@ class Portfolio:
 
     def to_state_without_history(self, returns: bool = True) -> dict[str, Any]:
         """Return :meth:`to_state` without ``hist_ts`` / ``hist_eq`` (``trade_returns`` None unless ``returns``)."""
-        return {"initial_cash": self.initial_cash, "cash": self.cash, "qty": dict(self.qty), "avg": dict(self.avg),
-                "prices": dict(self.prices), "realized": self.realized, "fees": self.fees, "ts": self.ts,
+        trades = self.trades
+        return {"initial_cash": self.initial_cash, "cash": self.cash, "qty": self.qty.copy(), "avg": self.avg.copy(),
+                "prices": self.prices.copy(), "realized": self.realized, "fees": self.fees, "ts": self.ts,
                 "mark_ts": self.mark_ts, "peak": self.peak,
-                "trades": {s: [t.pnl, t.opened] for s, t in self.trades.items()},
+                "trades": {s: [t.pnl, t.opened] for s, t in trades.items()} if trades else {},
                 "trade_returns": list(self.trade_returns) if returns else None, "max_trade_returns": self.trade_returns.maxlen,
                 "closed": self.closed, "closed_at_mark": self.closed_at_mark}
 

@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import ccxt
@@ -147,6 +148,13 @@ class LiveBroker:
                 log.warning("polling %s failed (%s); retried at the next bar", sym, type(exc).__name__)
         fills = [f for f in self.pending_fills if f.symbol == sym]
         self.pending_fills = [f for f in self.pending_fills if f.symbol != sym]
+        return fills
+
+    def on_bars(self, bars: Iterable[Bar]) -> list[Fill]:
+        """Poll for each bar in order (one close's): the fills of :meth:`on_bar` of each."""
+        fills: list[Fill] = []
+        for bar in bars:
+            fills += self.on_bar(bar)
         return fills
 
     def _poll(self, sym: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -187,6 +188,9 @@ class Broker(Protocol):
 
     def on_bar(self, bar: Bar) -> list[Fill]:
         """Advance to a closed bar; return the fills it brought."""
+
+    def on_bars(self, bars: Iterable[Bar]) -> list[Fill]:
+        """Advance to several closed bars (one close's); return their fills, as :meth:`on_bar` of each in order."""
 
     def open_orders(self) -> list[Order]:
         """Return the orders that can still fill."""

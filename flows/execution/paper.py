@@ -33,7 +33,7 @@ allowed).  Orders filled by a bar may be followed by protective legs (see
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flows.execution.book import OrderBook
@@ -131,6 +131,21 @@ class PaperBroker:
                 self.submit(leg, arrival_ts=end)
         if len(self.arrival) > len(self.book.orders) + 256:  # forgotten orders' arrival times
             self.arrival = {c: t for c, t in self.arrival.items() if c in self.book.orders}
+        return fills
+
+    def on_bars(self, bars: Iterable[Bar]) -> list[Fill]:
+        """Match several closed bars in order (one close's): the fills of :meth:`on_bar` of each.
+
+        Without an open order a bar only moves its symbol's last close: one call per close.
+        """
+        if not self.book.has_open():
+            last = self.last_close
+            for bar in bars:
+                last[bar.symbol] = bar.close
+            return []
+        fills: list[Fill] = []
+        for bar in bars:
+            fills += self.on_bar(bar)
         return fills
 
     def open_orders(self) -> list[Order]:

@@ -37,6 +37,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flows.execution.orders import Broker
@@ -132,6 +133,9 @@ def strategy_id(strategy: Strategy) -> str:
 # Context(*fields) and Decided(*fields) without the namedtuples' Python-level __new__ (once per decision)
 _context = partial(tuple.__new__, Context)
 _decided = partial(tuple.__new__, Decided)
+_status = partial(tuple.__new__, Status)  # Status(*fields) and PortfolioRow(*fields), once per close
+_row = partial(tuple.__new__, PortfolioRow)
+_symbol_of = attrgetter("symbol")
 
 STOP_RULE = "shutdown"  # the risk event of an order not placed because the flow is stopping
 
@@ -183,6 +187,7 @@ class DecisionStep:
                                        if k in s}
         self.regime: RegimeState | None = None  # the regime known at the last close worked
         self._order = {sym: i for i, sym in enumerate(self.symbols)}
+        self._flat = tuple((sym, 0.0) for sym in self.symbols)  # a status line's positions while nothing is held
         self.deps: DecisionDeps = None  # type: ignore[assignment]  # set by attach()
         if deps is not None:
             self.attach(deps)
@@ -271,12 +276,13 @@ class DecisionStep:
         d = self.deps
         out: list[Any] = []
         prices, portfolio, broker, risk = self.prices, d.portfolio, d.broker, d.risk
+        fills = broker.on_bars(bars)  # the broker reads no portfolio: its fills are booked after the close's bars
+        for fill in fills:
+            portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
+            self.fills += 1
+            out.append(fill)
         rets: list[tuple[str, int, float]] = []
         for bar in bars:
-            for fill in broker.on_bar(bar):
-                portfolio.apply_fill(fill.symbol, fill.side, fill.qty, fill.price, fill.fee, fill.ts)
-                self.fills += 1
-                out.append(fill)
             sym, close = bar.symbol, bar.close
             prev = prices.get(sym)
             rets.append((sym, bar.ts, (close / prev - 1.0) if prev else 0.0))
@@ -288,56 +294,71 @@ class DecisionStep:
         if preds:
             if kill is None:
                 kill = d.kill_active()  # read once per close (a KillStatus carries ``flatten``)
-            order = self._order
-            pending: dict[str, tuple[float, float]] = {}  # symbol -> position its order will hold, price
-            for p in sorted(preds, key=lambda p: order[p.symbol]) if len(preds) > 1 else preds:
-                out += self._decide(p, kill, pending)
+            self._decide(self._in_order(preds), kill, out)
             out += risk.drain_events()  # halts and releases of the whole portfolio (risk events)
         out += broker.drain_updates()  # every order change (placement, fill, cancel, protective legs)
         snap = portfolio.snapshot()
-        state = snap._asdict()
+        state = dict(zip(snap._fields, snap, strict=True))  # snap._asdict()
         state["full"] = portfolio.row_state()
         regime = self.regime
         if d.regime is not None:  # the regime as a per-close feature of the stored portfolio rows
             state["regime"] = None if regime is None else regime.label
             state["regime_score"] = None if regime is None else regime.score
-        out.append(PortfolioRow(t, state))
-        held, signals = snap.positions, self.last_signal
+        out.append(_row((t, state)))
+        held, symbols = snap.positions, self.symbols
         phases = risk.halt_phases()
-        out.append(Status(t, snap.equity, snap.drawdown, self.fills,
-                          tuple([(s, held.get(s, 0.0)) for s in self.symbols]),
-                          tuple([(s, signals.get(s)) for s in self.symbols]),
-                          tuple(sorted(phases.items())) if phases else (),
-                          None if regime is None else regime.label))
+        out.append(_status((t, snap.equity, snap.drawdown, self.fills,
+                            tuple(zip(symbols, [held.get(s, 0.0) for s in symbols], strict=True)) if held else self._flat,
+                            tuple(zip(symbols, map(self.last_signal.get, symbols), strict=True)),
+                            tuple(sorted(phases.items())) if phases else (),
+                            None if regime is None else regime.label)))
         return out
 
-    def _decide(self, p: Prediction, kill: Any, pending: dict[str, tuple[float, float]]) -> list[Any]:
+    def _in_order(self, preds: Sequence[Prediction]) -> Sequence[Prediction]:
+        """Return a close's predictions in the configured symbol order (as they mostly come: as they are)."""
+        if len(preds) < 2 or tuple(map(_symbol_of, preds)) == self.symbols:
+            return preds
+        order = self._order
+        return sorted(preds, key=lambda p: order[p.symbol])
+
+    def _decide(self, preds: Sequence[Prediction], kill: Any, out: list[Any]) -> None:
+        """Decide each prediction of one close in order, appending its records to ``out``.
+
+        Every decision of a close sees the same portfolio snapshot (orders fill at the next bar);
+        ``pending`` holds the position each approved order will hold, so the close's next
+        symbols' gross and correlated caps count it.
+        """
         d = self.deps
-        sym, ts, prob, conf, rl = p.symbol, p.ts, p.probability, p.confidence, p.rl_target
-        price = self.prices[sym]
+        prices, last_signal, strategy, risk = self.prices, self.last_signal, d.strategy, d.risk
+        decide, risk_decide, scaled = strategy.decide, risk.decide, strategy.sizing is None  # None: scale by conf
         snap = d.portfolio.snapshot()
-        strategy = d.strategy
-        target = strategy.decide(_context((sym, ts, price, snap.positions.get(sym, 0.0), snap.equity,
-                                           {"ret_1": p.ret_1, "rv_15": p.volatility},  # features_of(p)
-                                           prob, conf, p.signal, None if rl != rl else rl,
-                                           None if self.regime is None else self.regime.score,
-                                           getattr(p, "horizon", None), snap, p)))
-        fraction = target.fraction
-        dec = d.risk.decide(sym, ts, fraction, conf if strategy.sizing is None else 1.0,  # sizes itself: no scaling
-                            price, p.volatility, snap, kill, None, pending)
-        delta = dec.approved_qty_delta
-        out: list[Any] = list(dec.rejections) if dec.rejections else []
-        out.append(_decided((p, float(fraction), float(dec.target_qty), float(delta), tuple(target.reasons))))
-        self.last_signal[sym] = (prob, rl, fraction)
-        if delta != 0.0:
-            if d.stopping():  # flows.lifecycle: the run is stopping; the decision is recorded, not placed
-                from flows.risk.engine import Rejection
-                out.insert(0, Rejection(p.symbol, p.ts, STOP_RULE, "the flow is stopping: no new orders",
-                                        float(dec.approved_qty_delta), 0.0))
-            else:
-                d.broker.submit(d.intent(p, float(dec.approved_qty_delta), price))
-                pending[sym] = (float(dec.target_qty), price)  # the close's next symbols' caps count it
-        return out
+        positions, equity = snap.positions, snap.equity
+        regime = None if self.regime is None else self.regime.score
+        pending: dict[str, tuple[float, float]] = {}  # symbol -> position its order will hold, price
+        for p in preds:
+            sym, _, ts, _, prob, conf, signal, rl, _, ret_1, vol, *rest = p
+            price = prices[sym]
+            target = decide(_context((sym, ts, price, positions.get(sym, 0.0), equity,
+                                      {"ret_1": ret_1, "rv_15": vol},  # features_of(p)
+                                      prob, conf, signal, None if rl != rl else rl, regime,
+                                      rest[0] if rest else None, snap, p)))
+            fraction = target.fraction
+            dec = risk_decide(sym, ts, fraction, conf if scaled else 1.0,  # sizes itself: no scaling
+                              price, vol, snap, kill, None, pending)
+            at = len(out)  # where this decision's records start
+            if dec.rejections:
+                out += dec.rejections
+            delta = dec.approved_qty_delta
+            out.append(_decided((p, float(fraction), float(dec.target_qty), float(delta), tuple(target.reasons))))
+            last_signal[sym] = (prob, rl, fraction)
+            if delta != 0.0:
+                if d.stopping():  # flows.lifecycle: the run is stopping; the decision is recorded, not placed
+                    from flows.risk.engine import Rejection
+                    out.insert(at, Rejection(sym, ts, STOP_RULE, "the flow is stopping: no new orders",
+                                             float(delta), 0.0))
+                else:
+                    d.broker.submit(d.intent(p, float(delta), price))
+                    pending[sym] = (float(dec.target_qty), price)  # the close's next symbols' caps count it
 
     @classmethod
     def from_snapshot(cls, snap: Any, deps: DecisionDeps | None = None) -> DecisionStep:

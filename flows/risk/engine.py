@@ -54,6 +54,7 @@ from flows.risk.limits import MATRIX_FROM, Correlations, PairCorrelations, cap_q
 from flows.risk.sizing import KellyEstimate, annual_vol, kelly_estimate, position_fraction
 
 PORTFOLIO = "*"  # the symbol of a risk event about the whole portfolio (a halt or a release)
+QUEUE_BARS = 1280  # bars :meth:`RiskEngine.on_bars` holds at most before applying them unread (small: cache-resident)
 
 
 class Rejection(NamedTuple):
@@ -78,6 +79,9 @@ class RiskDecision(NamedTuple):
     target_qty: float
     approved_qty_delta: float
     rejections: tuple[Rejection, ...]
+
+
+_FLAT = RiskDecision(0.0, 0.0, ())  # flat, and no change
 
 
 class _Fields:
@@ -171,8 +175,9 @@ class RiskEngine:
     def __init__(self, config: RiskConfig | None = None) -> None:
         """Create the engine with empty breaker and correlation state."""
         self.config = config or RiskConfig()
-        self.breakers = Breakers(self.config.breakers)
-        self.correlations: Correlations = PairCorrelations(self.config.limits)
+        self._breakers = Breakers(self.config.breakers)
+        self._correlations: Correlations = PairCorrelations(self.config.limits)
+        self._queued: list[tuple[str, int, float]] = []  # bars of on_bars not applied yet (see on_bars)
         self.matrix_from = MATRIX_FROM  # symbols from which the correlations take the matrix form
         lim = self.config.limits
         self.halts = Halts(HaltRules(lim.max_drawdown, lim.max_daily_loss, lim.halt_cooldown_bars,
@@ -186,17 +191,47 @@ class RiskEngine:
                                 dict[str, float | None]] | None = None
         self._sums = _Sums({})  # of the cached book
 
+    @property
+    def breakers(self) -> Breakers:
+        """The circuit breakers, every bar fed so far applied."""
+        if self._queued:
+            self._apply()
+        return self._breakers
+
+    @property
+    def correlations(self) -> Correlations:
+        """The return correlations, every bar fed so far applied."""
+        if self._queued:
+            self._apply()
+        return self._correlations
+
     def on_bar(self, symbol: str, ts: int, ret: float) -> None:
         """Feed a closed bar (open time ``ts``, ms) and its return to the breakers and correlations."""
-        self.breakers.on_bar(symbol, ts, ret)
-        self.correlations.on_bar(symbol, ts, ret)
-        self.correlations = scaled(self.correlations, self.matrix_from)
+        if self._queued:
+            self._apply()
+        self._breakers.on_bar(symbol, ts, ret)
+        self._correlations.on_bar(symbol, ts, ret)
+        self._correlations = scaled(self._correlations, self.matrix_from)
 
     def on_bars(self, bars: list[tuple[str, int, float]]) -> None:
-        """Feed several closed bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order."""
-        self.breakers.on_bars(bars)
-        self.correlations.on_bars(bars)
-        self.correlations = scaled(self.correlations, self.matrix_from)
+        """Feed several closed bars, each (symbol, open time, return): the same as :meth:`on_bar` of each in order.
+
+        They are held until the engine reads its breakers or correlations (a decision past the
+        flat no-change, :meth:`to_state`), or :data:`QUEUE_BARS` are held: a replay's closes that
+        decide nothing then reach the breakers and correlations as one run per symbol and pair
+        (:meth:`Breakers.on_bars`, :meth:`PairCorrelations.on_bars`), far cheaper than close by
+        close, with the same state at every read.
+        """
+        queued = self._queued
+        queued += bars
+        if len(queued) >= QUEUE_BARS:
+            self._apply()
+
+    def _apply(self) -> None:
+        bars, self._queued = self._queued, []
+        self._breakers.on_bars(bars)
+        self._correlations.on_bars(bars)
+        self._correlations = scaled(self._correlations, self.matrix_from)
 
     def decide(self, symbol: str, ts: int, target_fraction: float, confidence: float, price: float, vol: float,
                portfolio_snapshot: Any, kill: Any, correlations: Mapping[str, float] | None = None,
@@ -222,8 +257,11 @@ class RiskEngine:
         snap: Any = portfolio_snapshot if isinstance(portfolio_snapshot, tuple) or not isinstance(
             portfolio_snapshot, Mapping) else _Fields(portfolio_snapshot)  # a PortfolioSnapshot: no ABC check
         positions: Mapping[str, float] = snap.positions or {}
-        held = float(positions.get(symbol, 0.0))
         isfinite = math.isfinite
+        if target_fraction == 0.0 and symbol not in positions and isfinite(price) and price > 0 and \
+                isfinite(confidence):
+            return _FLAT  # flat and asked to stay flat: no rule can cut a change of 0
+        held = float(positions.get(symbol, 0.0))
         bad = "" if isfinite(price) and price > 0 and isfinite(target_fraction) and isfinite(confidence) else \
             self._invalid(price, target_fraction, confidence)
         if bad:
@@ -231,6 +269,8 @@ class RiskEngine:
         if target_fraction == 0.0 and symbol not in positions:
             return RiskDecision(0.0, 0.0, ())  # flat and asked to stay flat: no rule can cut a change of 0
         equity = float(snap.equity)
+        if self._queued:  # the rules below read the breakers and correlations
+            self._apply()
         self._advance_halts(ts, snap, equity)
         sized = self._sized(symbol, ts, target_fraction, confidence, price, vol, equity, snap.trade_returns or ())
         if cfg.sizing.method == "vol_target" and abs(sized - held) <= 1e-9 * abs(held):
@@ -277,7 +317,7 @@ class RiskEngine:
             cap = scfg.max_position_fraction
             return max(-cap, min(cap, target_fraction)) * self.halts.scale() * equity / price
         given = vol / math.sqrt(scfg.vol_window_bars) if math.isfinite(vol) and vol > 0 else None
-        yearly = annual_vol(given or self.breakers.bar_vol(symbol), scfg, self.breakers.bar_ms)
+        yearly = annual_vol(given or self._breakers.bar_vol(symbol), scfg, self._breakers.bar_ms)
         frac = position_fraction(self._kelly_of(ts, trade_returns), confidence, yearly, scfg) * self.halts.scale()
         return max(-1.0, min(1.0, target_fraction)) * frac * equity / price
 
@@ -310,7 +350,7 @@ class RiskEngine:
         dd = float(getattr(snap, "drawdown", 0.0) or 0.0)
         peak = getattr(snap, "peak_equity", None) or (equity / (1.0 - dd) if dd < 1.0 else None)
         daily = float(getattr(snap, "daily_pnl", 0.0) or 0.0)
-        for e in self.halts.on_close(ts, equity, daily, self.breakers.bar_ms or 60_000, peak):
+        for e in self.halts.on_close(ts, equity, daily, self._breakers.bar_ms or 60_000, peak):
             self._events.append(Rejection(PORTFOLIO, ts, f"{e.rule}:{e.kind}", e.reason, 0.0, 0.0))
 
     def drain_events(self) -> list[Rejection]:
@@ -326,7 +366,7 @@ class RiskEngine:
         return phases
 
     def _blocks(self, cut: _Cut, snap: Any, equity: float) -> None:
-        tripped = self.breakers.tripped(cut.symbol, cut.ts)
+        tripped = self._breakers.tripped(cut.symbol, cut.ts)
         if tripped:
             for rule, reasons in self._by_rule(tripped).items():
                 cut.block(rule, "; ".join(reasons))
@@ -361,10 +401,10 @@ class RiskEngine:
         if moves is not None:  # this close's earlier orders: their positions replace the held ones
             of = moves.of
             gross += moves.total - of.get(sym, 0.0)
-            group = self.correlations.correlated(sym, others + [s for s in moves.new if s != sym], given)
+            group = self._correlations.correlated(sym, others + [s for s in moves.new if s != sym], given)
             corr = sum([book.get(s) or 0.0 for s in group]) + sum([of[s] for s in group if s in of])
         else:  # the held book alone: the same sums as before pending orders counted
-            group = self.correlations.correlated(sym, others, given)
+            group = self._correlations.correlated(sym, others, given)
             corr = sum([book[s] for s in group])  # type: ignore[misc]
         return (
             ("max_position", cap_qty(lim.max_position_fraction * equity, 0.0, price),
@@ -423,9 +463,9 @@ class RiskEngine:
     def from_state(cls, state: Mapping[str, Any], config: RiskConfig | None = None) -> RiskEngine:
         """Rebuild an engine from :meth:`to_state` output (``config`` overrides the saved one)."""
         out = cls(config or RiskConfig.model_validate(state["config"]))
-        out.breakers.restore(state["breakers"])
-        out.correlations.restore(state["returns"])
-        out.correlations = scaled(out.correlations, out.matrix_from)
+        out._breakers.restore(state["breakers"])
+        out._correlations.restore(state["returns"])
+        out._correlations = scaled(out._correlations, out.matrix_from)
         if "halts" in state:  # snapshots from before the halts: rules active, as they were
             out.halts = Halts.from_state(out.halts.rules, state["halts"])
             out.kelly_halted = bool(state["kelly_halted"])

@@ -125,7 +125,11 @@ class Halts:
 
     def phases(self) -> dict[str, str]:
         """Return rule -> phase, for rules not active (what the status line shows)."""
-        return {r: st.phase for r, st in self.state.items() if st.phase != "active"}
+        out = {}
+        for r, st in self.state.items():  # a loop, not a comprehension: once per close, mostly all active
+            if st.phase != "active":
+                out[r] = st.phase
+        return out
 
     def to_state(self) -> dict[str, Any]:
         """Return the state as plain data."""

@@ -37,6 +37,8 @@ def cap_qty(limit_value: float, used: float, price: float) -> float:
     return max(0.0, (limit_value - used) / price)
 
 
+STRETCH_FROM = 96  # bars of one call of PairCorrelations.on_bars from which it looks for regular stretches
+STRETCH_CLOSES = 16  # bar times of a regular stretch from which it goes at once (PairCorrelations._stretch)
 _SMALL_BLOCK = 64  # pair updates of one bar time below which a Python loop beats numpy's calls
 
 
@@ -297,8 +299,27 @@ class PairCorrelations:
 
         :meth:`on_bar` looks for the symbols with the bar's time by scanning every symbol's last
         bar; here one scan per bar time finds them and the arrivals after it extend the list,
-        kept in the order of ``last`` (so new pairs are created in the same order).
+        kept in the order of ``last`` (so new pairs are created in the same order).  Many closes' bars at
+        once (the risk engine's queue): the regular stretches among them go through :meth:`_stretch`.
         """
+        if len(bars) < max(STRETCH_FROM, STRETCH_CLOSES * len(self.last)):  # a close or a few: the loop
+            self._loop(bars)
+            return
+        times = np.array([b[1] for b in bars], dtype=np.int64)
+        edges = [0, *(np.flatnonzero(times[1:] != times[:-1]) + 1).tolist(), len(bars)]  # bar times' bounds
+        i, groups = 0, len(edges) - 1
+        while i < groups:
+            n, j = len(self.last), i
+            while j < groups and edges[j + 1] - edges[j] == n:
+                j += 1
+            if j - i >= STRETCH_CLOSES and self._stretch(bars[edges[i]:edges[j]]):
+                i = j
+                continue
+            j = max(j, i + 1)  # not a stretch: these bar times (at least one) bar by bar
+            self._loop(bars[edges[i]:edges[j]])
+            i = j
+
+    def _loop(self, bars: list[tuple[str, int, float]]) -> None:
         last, pairs, a, isfinite = self.last, self.pairs, self.alpha, math.isfinite
         refs = self._refs  # symbol -> other -> their pair's state list (the one in ``pairs``)
         pos: dict[str, int] | None = None  # symbol -> position in ``last`` (its iteration order)
@@ -343,6 +364,49 @@ class PairCorrelations:
                 if pos[peers[-2][0]] > pos[symbol]:
                     peers.sort(key=lambda p: pos[p[0]])  # type: ignore[index]
 
+    def _stretch(self, bars: list[tuple[str, int, float]]) -> bool:
+        """Apply a regular stretch of bar times at once, bit for bit as :meth:`on_bars`; False: not one, nothing applied.
+
+        Regular: each bar time has a finite return of every known symbol, in the same order each
+        time, the times rise past every symbol's last bar, and every pair exists.  Then each pair
+        gets one update per bar time from its own state and the two returns, so a pair's three
+        averages are runs of the same recursion over the products (numpy multiplies as Python does)
+        in a Python loop; the averages of squares that start from the same value are run once.
+        """
+        last, pairs = self.last, self.pairs
+        n = len(last)
+        if n < 2 or len(bars) % n or len(pairs) != n * (n - 1) // 2:
+            return False
+        syms, times, rets = zip(*bars, strict=True)
+        head, t = syms[:n], len(bars) // n
+        if syms != head * t or set(head) != last.keys():
+            return False
+        ts = np.array(times, dtype=np.int64).reshape(t, n)
+        at = ts[:, 0]
+        if (ts != at[:, None]).any() or (np.diff(at) <= 0).any() or times[0] <= max(v[0] for v in last.values()):
+            return False
+        r = np.array(rets, dtype=np.float64).reshape(t, n)
+        if not np.isfinite(r).all():
+            return False
+        cols, a = r.T, self.alpha
+        squares = (cols * cols).tolist()
+        col = {s: k for k, s in enumerate(head)}
+        runs: dict[tuple[int, float], float] = {}  # (column, start) -> the average of squares after the stretch
+
+        def of_squares(k: int, start: float) -> float:
+            got = runs.get((k, start))
+            if got is None:
+                got = runs[(k, start)] = _ewma(start, squares[k], a)
+            return got
+
+        for (x, y), st in pairs.items():
+            i, j = col[x], col[y]
+            st[:] = (st[0] + t, _ewma(st[1], (cols[i] * cols[j]).tolist(), a), of_squares(i, st[2]),
+                     of_squares(j, st[3]))
+        for k, s in enumerate(head):
+            last[s] = (times[k - n], rets[k - n])
+        return True
+
     def corr(self, a: str, b: str) -> float | None:
         """Return the correlation of two symbols' returns, or None with too few common bars."""
         st = self.pairs.get((a, b) if a < b else (b, a))
@@ -373,6 +437,13 @@ class PairCorrelations:
         self.last = {s: (int(t), float(r)) for s, (t, r) in state["last"].items()}
         self.pairs = {(p[0], p[1]): [float(x) for x in p[2:]] for p in state["pairs"]}
         self._refs = {}
+
+
+def _ewma(s: float, xs: list[float], a: float) -> float:
+    """Return ``s`` after ``s += a * (x - s)`` for each ``x`` (the pairs' update, in order)."""
+    for x in xs:
+        s += a * (x - s)
+    return s
 
 
 def _peers_among(others: Iterable[str], index: Mapping[str, int], ok: list[bool]) -> list[str]:

@@ -42,6 +42,8 @@ class TargetPosition(NamedTuple):
     reasons: tuple[str, ...]
 
 
+_NO_SIGNAL = TargetPosition(0.0, ("no ml signal",))  # the targets without an ml signal that need no format
+_NO_RL_ALONE = TargetPosition(0.0, ("no ml signal (rl alone not allowed)",))
 _BLEND_TEXT: dict[tuple[int, int], tuple[SignalRules, str, str]] = {}
 
 
@@ -67,8 +69,13 @@ def combine(probability: float, confidence: float, ml_direction: int, rl_target:
     r = rules or DEFAULT_RULES
     if ml_direction not in (-1, 0, 1):
         raise ValueError(f"ml_direction must be -1, 0 or 1, got {ml_direction!r}")
-    reasons: list[str] = []
     conf = 0.0 if math.isnan(confidence) else confidence
+    if not ml_direction:  # no ml signal: the target is 0 unless the RL target may trade alone (rules 2 and 3)
+        if rl_target is None or math.isnan(rl_target):
+            return _NO_SIGNAL
+        if not r.rl_alone:
+            return _NO_RL_ALONE
+    reasons: list[str] = []
     direction = ml_direction
     if direction and conf < r.min_confidence:
         reasons.append(f"ml confidence {conf:.3f} < {r.min_confidence:g}: no ml signal")

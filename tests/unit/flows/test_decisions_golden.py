@@ -98,3 +98,32 @@ if __name__ == "__main__" and "--write" in sys.argv:
     with tempfile.TemporaryDirectory() as d:
         GOLDEN.write_text(json.dumps(run(Path(d)), separators=(",", ":")) + "\n")
     print(f"wrote {GOLDEN}")
+
+
+def test_risk_bars_held_over_quiet_stretches_give_the_same_records(tmp_path: Path, monkeypatch: Any) -> None:
+    """The risk engine holds the bars of closes that read nothing (flat, no signal) and applies them as runs.
+
+    Trading only in a few windows of 1,500 closes, every record (decisions, orders, fills, risk events,
+    portfolio rows, status lines) equals a run whose engine applies each close's bars at once.
+    """
+    import flows.risk.engine as engine
+
+    quiet = []
+    for k, c in enumerate(closes(1500, seed=5)):
+        live = k % 400 in range(150, 190)  # trading windows; the rest: no ml signal, nothing held
+        quiet.append(c._replace(predictions=tuple(p if live else p._replace(signal=-1) for p in c.predictions)))
+
+    def records(tmp: Path) -> list[str]:
+        settings = load_settings(env={"CRYPTOSTREAM_DATA_DIR": str(tmp), "CRYPTOSTREAM_SYMBOLS": ",".join(SYMBOLS),
+                                      "CRYPTOSTREAM_BARS__TIMEFRAMES": "5m"})
+        deps = build_deps(settings)
+        deps.kill_active = lambda: False
+        step = DecisionStep(SYMBOLS, TF, deps)
+        out = [repr(x) for i in range(0, len(quiet), 256) for x in step.on_closes(quiet[i:i + 256])]
+        return out + [repr(step.snapshot()["risk"])]
+
+    held = records(tmp_path / "held")
+    monkeypatch.setattr(engine, "QUEUE_BARS", 1)  # every close's bars applied when fed
+    each = records(tmp_path / "each")
+    assert held == each
+    assert sum(r.startswith("Fill(") for r in held) >= 4

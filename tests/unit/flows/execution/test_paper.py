@@ -181,3 +181,22 @@ def test_finished_orders_are_forgotten_past_a_bound_and_open_ones_never() -> Non
     again.submit(intent("buy", 0.1, ts=T + 20 * M))
     again.on_bar(bar(T + 20 * M, 100, 101, 99, 100))
     assert len(again.book.orders) == 6 and client_order_id("cs", "BTC/USDT", T + 20 * M, "entry") in again.book.orders
+
+
+def test_on_bars_is_on_bar_of_each_in_order() -> None:
+    """A close's bars at once (the decision step's call) give the fills, orders and state of on_bar of each."""
+    cfg = CFG.model_copy(update={"stop_loss_pct": 0.02, "take_profit_pct": 0.05})
+    one, many = PaperBroker(cfg), PaperBroker(cfg)
+    syms = ("BTC/USDT", "ETH/USDT")
+    closes = [[bar(T + k * M, 100 + k, 101 + k + 3 * (k == 4), 99 + k - 4 * (k == 6), 100.5 + k, sym=s)
+               for s in syms] for k in range(9)]
+    for k, bars in enumerate(closes):
+        if k in (1, 3):
+            for b in (one, many):
+                b.submit(intent("buy" if k == 1 else "sell", 1.5, ts=T + k * M, sym="ETH/USDT"))
+                b.submit(intent("buy", 0.5, "limit", limit=101.0 + k, ts=T + k * M))
+        got = many.on_bars(bars)
+        assert got == [f for b in bars for f in one.on_bar(b)]
+        assert many.drain_updates() == one.drain_updates()
+    assert json.dumps(many.snapshot(), sort_keys=True) == json.dumps(one.snapshot(), sort_keys=True)
+    assert many.last_close == one.last_close == {"BTC/USDT": 108.5, "ETH/USDT": 108.5}

@@ -265,3 +265,89 @@ def test_on_bars_is_on_bar_of_each_in_order(bars: list[tuple[str, int, float]], 
         many.on_bars(rows[i:i + batch])
     assert repr(many.to_state()) == repr(one.to_state())
     assert many.breakers.bar_ms == one.breakers.bar_ms
+
+
+def _market(seed: int, closes: int, symbols: tuple[str, ...], odd: float) -> list[list[tuple[str, int, float]]]:
+    """Closes of bars (symbol, open time, return): mostly regular, with calm and wild stretches, flat runs,
+    and (``odd`` times as often as 1) NaN and infinite returns, missing, repeated and late bars, gaps in
+    time; a symbol joins late."""
+    rng = np.random.default_rng(seed)
+    out, t = [], 0
+    scale = 0.002
+    for k in range(closes):
+        t += TF * (1 if rng.random() > 0.02 * odd else int(rng.integers(2, 6)))  # now and then a gap in time
+        if rng.random() < 0.03:
+            scale = float(rng.choice([0.0005, 0.002, 0.02]))  # calm, normal, wild: gaps and spikes trip
+        bars = []
+        for s in symbols:
+            if s == symbols[-1] and k < closes // 3:
+                continue  # joins later
+            r = float(rng.normal(0.0, scale))
+            u = rng.random()
+            if u < 0.01 * odd:
+                r = math.nan
+            elif u < 0.015 * odd:
+                r = math.inf
+            elif u < 0.06:
+                r = 0.0
+            if rng.random() < 0.01 * odd:
+                continue  # a missing bar
+            bars.append((s, t, r))
+        if rng.random() < 0.01 * odd and bars:
+            bars.append(bars[0])  # a repeated bar
+        if rng.random() < 0.01 * odd and bars:
+            bars.append((bars[-1][0], t - 3 * TF, 0.01))  # a late bar
+        out.append(bars)
+    return out
+
+
+@pytest.mark.parametrize(("seed", "odd"), [(0, 1.0), (1, 1.0), (2, 0.1), (3, 0.1), (4, 0.02), (5, 0.0)])
+def test_queued_bars_applied_in_runs_leave_the_state_of_on_bar_each(seed: int, odd: float) -> None:
+    """Closes fed with on_bars and read now and then (the runs per symbol and pair) match on_bar bar by bar."""
+    cfg = RiskConfig.model_validate({"breakers": {"warmup_bars": 20, "gap_sigma": 3.0, "spike_ratio": 1.6,
+                                                  "stale_bars": 3, "cooldown_bars": 4},
+                                     "limits": {"correlation_min_bars": 10}})
+    syms = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT")
+    one, many = RiskEngine(cfg), RiskEngine(cfg)
+    rng = np.random.default_rng(100 + seed)
+    for k, bars in enumerate(_market(seed, 1500, syms, odd)):
+        for s, t, r in bars:
+            one.on_bar(s, t, r)
+        many.on_bars(bars)
+        if rng.random() < 0.01 or k % 700 == 699:  # a read: the queue is applied as it stands
+            ts = bars[-1][1] + TF if bars else 0
+            for s in syms:
+                assert many.breakers.tripped(s, ts) == one.breakers.tripped(s, ts)
+                assert many.correlations.correlated(s, syms, None) == one.correlations.correlated(s, syms, None)
+            assert repr(many.to_state()) == repr(one.to_state())
+    assert repr(many.to_state()) == repr(one.to_state())
+
+
+def test_a_regular_stretch_goes_through_the_runs() -> None:
+    """Regular closes queued long enough reach the breakers and pairs as runs (the fast path is taken)."""
+    from flows.risk import breakers, limits
+
+    calls = {"series": 0, "stretch": 0}
+    series, stretch = breakers.Breakers._series, limits.PairCorrelations._stretch
+
+    def count(name: str, f: Any) -> Any:
+        def wrapped(*a: Any) -> Any:
+            done = f(*a)
+            calls[name] += bool(done)
+            return done
+        return wrapped
+
+    eng, ref = RiskEngine(), RiskEngine()
+    rng = np.random.default_rng(3)
+    try:
+        breakers.Breakers._series = count("series", series)  # type: ignore[method-assign]
+        limits.PairCorrelations._stretch = count("stretch", stretch)  # type: ignore[method-assign]
+        for k in range(600):
+            bars = [(s, k * TF, float(rng.normal(0, 0.01))) for s in SYMS]
+            eng.on_bars(bars)
+            ref.on_bars(bars)
+            ref.to_state()  # read at every close: close by close
+        assert repr(eng.to_state()) == repr(ref.to_state())
+    finally:
+        breakers.Breakers._series, limits.PairCorrelations._stretch = series, stretch  # type: ignore[method-assign]
+    assert calls["series"] >= len(SYMS) and calls["stretch"] >= 1
