@@ -24,7 +24,7 @@ import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
 from flows.feature_groups import SERVICE_VERSIONS, daily_groups, research_services, service_features
-from inference.graph import correlation_adjacency
+from inference.graph import sliding_adjacency
 from inference.lstm_stream import LstmRunner
 from inference.manifest import (
     Manifest,
@@ -161,8 +161,8 @@ def _gnn_run(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], nodes: np.
     ends = np.arange(first, len(hist)) + 1  # exclusive end of each bar's window
     ok = ends >= g.window
     if ok.any():
-        wins = np.lib.stride_tricks.sliding_window_view(hist, g.window, axis=0)  # [T-w+1, N, w]
-        adj = correlation_adjacency(np.swapaxes(wins[ends[ok] - g.window], -1, -2), g.threshold)
+        # the windows ending at ends[ok] (consecutive): correlation_adjacency of each, bit for bit
+        adj = sliding_adjacency(hist[ends[ok][0] - g.window:], g.window, g.threshold)
         feats = np.nan_to_num((nodes if ok.all() else nodes[ok]).astype(np.float32), copy=False)
         p[ok] = g.sess.run(["prob"], {"x": feats, "adj": adj})[0].astype(np.float64)
     g.returns = hist[-g.window:]
