@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -124,7 +125,7 @@ def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequen
     """
     index = {s: i for i, s in enumerate(runner.symbols)}
     n_nodes, n_feat = len(runner.symbols), len(runner.manifest.features)
-    same = all(sy == syms[0] for sy in syms)  # history: every bar time with the same symbols
+    same = syms.count(syms[0]) == len(syms)  # history: every bar time with the same symbols
     if same and tuple(syms[0]) == tuple(runner.symbols):  # every node in node order: the rows are the nodes
         x2 = np.concatenate(xs) if flat is None else flat
         x2 = x2 if runner.cols is None else x2[:, runner.cols]
@@ -280,7 +281,7 @@ class ModelBank:
         flat_x = xs[0] if len(xs) == 1 else np.concatenate(xs)
         for fam, runner in ens.scorer.runners.items():
             if fam in STATELESS:
-                flat = syms[0] if len(syms) == 1 else tuple(s for sy in syms for s in sy)
+                flat = syms[0] if len(syms) == 1 else tuple(chain.from_iterable(syms))
                 probs[fam] = np.asarray(runner.score(flat, flat_x), np.float64)
             elif self.history_mode and isinstance(runner, GnnGraphRunner) and not runner.runner.cluster_size:
                 probs[fam] = gnn_many(runner, syms, xs, flat_x)
