@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from flows.feature_catalog import BAR_FEATURES, CROSS_FEATURES, FEATURE_SERVICE_VERSION
 from flows.feature_groups import SERVICE_VERSIONS, daily_groups, research_services, service_features
-from inference.graph import correlation_adjacency
+from inference.graph import sliding_adjacency
 from inference.lstm_stream import LstmRunner
 from inference.manifest import (
     Manifest,
@@ -124,7 +125,7 @@ def gnn_many(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], xs: Sequen
     """
     index = {s: i for i, s in enumerate(runner.symbols)}
     n_nodes, n_feat = len(runner.symbols), len(runner.manifest.features)
-    same = all(sy == syms[0] for sy in syms)  # history: every bar time with the same symbols
+    same = syms.count(syms[0]) == len(syms)  # history: every bar time with the same symbols
     if same and tuple(syms[0]) == tuple(runner.symbols):  # every node in node order: the rows are the nodes
         x2 = np.concatenate(xs) if flat is None else flat
         x2 = x2 if runner.cols is None else x2[:, runner.cols]
@@ -161,8 +162,8 @@ def _gnn_run(runner: GnnGraphRunner, syms: Sequence[tuple[str, ...]], nodes: np.
     ends = np.arange(first, len(hist)) + 1  # exclusive end of each bar's window
     ok = ends >= g.window
     if ok.any():
-        wins = np.lib.stride_tricks.sliding_window_view(hist, g.window, axis=0)  # [T-w+1, N, w]
-        adj = correlation_adjacency(np.swapaxes(wins[ends[ok] - g.window], -1, -2), g.threshold)
+        # the windows ending at ends[ok] (consecutive): correlation_adjacency of each, bit for bit
+        adj = sliding_adjacency(hist[ends[ok][0] - g.window:], g.window, g.threshold)
         feats = np.nan_to_num((nodes if ok.all() else nodes[ok]).astype(np.float32), copy=False)
         p[ok] = g.sess.run(["prob"], {"x": feats, "adj": adj})[0].astype(np.float64)
     g.returns = hist[-g.window:]
@@ -280,7 +281,7 @@ class ModelBank:
         flat_x = xs[0] if len(xs) == 1 else np.concatenate(xs)
         for fam, runner in ens.scorer.runners.items():
             if fam in STATELESS:
-                flat = syms[0] if len(syms) == 1 else tuple(s for sy in syms for s in sy)
+                flat = syms[0] if len(syms) == 1 else tuple(chain.from_iterable(syms))
                 probs[fam] = np.asarray(runner.score(flat, flat_x), np.float64)
             elif self.history_mode and isinstance(runner, GnnGraphRunner) and not runner.runner.cluster_size:
                 probs[fam] = gnn_many(runner, syms, xs, flat_x)
