@@ -144,7 +144,7 @@ def bar_features(bars: list[Bar], tf_ms: int, series: _Series | None = None) -> 
     ts, c, h, lo, v, vwap, taker, trades, r = _Series.of(bars) if series is None else series
     first = WARMUP - 1
     cw = c[first:]
-    f = np.empty((n - first, len(FEATURES)))
+    f = np.empty((n - first, len(FEATURES)), order="F")  # column by column: each feature's values side by side
     at = {name: i for i, name in enumerate(FEATURES)}
     f[:, at["ret_1"]] = r[first:]  # log(c[i] / c[i - 1]): the same ratio, the same log
     for k in RET_LAGS[1:]:
@@ -405,10 +405,8 @@ def _cross_rows(symbols: tuple[str, ...], series: dict[str, _Series], tf_ms: int
         last = np.ones(len(t), bool)
         last[:-1] = t[1:] != t[:-1]  # a repeated bar time: the last one counts (as a dict's update)
         when[s], ret[s] = t[last], r[last]
-    union = np.unique(np.concatenate([when[s] for s in symbols]))
-    every = np.ones(len(union), bool)
-    for s in symbols:
-        every &= np.isin(union, when[s])
+    union, held = np.unique(np.concatenate([when[s] for s in symbols]), return_counts=True)
+    every = held == len(symbols)  # each symbol's times are distinct: a time every symbol has is there once per symbol
     # the leading bar times every symbol delivered (the step waits on the first one missing)
     times = union[:len(union) if every.all() else int(np.argmin(every))]
     if not len(times):
