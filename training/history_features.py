@@ -144,7 +144,7 @@ def bar_features(bars: list[Bar], tf_ms: int, series: _Series | None = None) -> 
     ts, c, h, lo, v, vwap, taker, trades, r = _Series.of(bars) if series is None else series
     first = WARMUP - 1
     cw = c[first:]
-    f = np.empty((n - first, len(FEATURES)), order="F")  # column by column: each feature's values side by side
+    f = np.empty((n - first, len(FEATURES)))
     at = {name: i for i, name in enumerate(FEATURES)}
     f[:, at["ret_1"]] = r[first:]  # log(c[i] / c[i - 1]): the same ratio, the same log
     for k in RET_LAGS[1:]:
