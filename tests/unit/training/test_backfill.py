@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from flows.operators.features import WARMUP
-from training.backfill import main
+from flows.records import Bar
+from training.backfill import bars_from_frame, main
 
 N = WARMUP + 90  # candles per file: past the features' warm-up
 
@@ -53,3 +56,22 @@ def test_bad_file_name_and_bad_time_are_clear_errors(tmp_path, capsys) -> None:
     assert "BASE_QUOTE-TF" in capsys.readouterr().err
     assert main(["files", str(bad), "--start", "yesterday-ish"]) == 2
     assert "--start/--end" in capsys.readouterr().err
+
+
+def test_bars_made_in_batches_are_the_same_bars_and_the_collector_is_left_as_it_was() -> None:
+    df = _candles(50).rename(columns={"date": "ts"})
+    df["ts"] = df["ts"].astype("int64") // 1_000_000
+    kline = df.assign(quote_volume=df.volume * df.close, trade_count=np.arange(50), taker_buy_volume=df.volume / 3)
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            gc.enable() if enabled else gc.disable()
+            for frame in (df, kline):
+                whole = list(bars_from_frame("BTC/USDT", "1h", frame))
+                assert len(whole) == 50 and all(type(b) is Bar for b in whole)
+                assert [Bar(*b) for b in whole] == whole  # the same tuples as the namedtuple's constructor gives
+                for batch in (1, 7, 50, 64):
+                    assert list(bars_from_frame("BTC/USDT", "1h", frame, batch=batch)) == whole
+                assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
