@@ -110,8 +110,10 @@ class PolicyRunner:
         io, x_in, y = bound
         # the pybind session's own run: InferenceSession.run_with_iobinding adds only WebGPU graph-capture
         # checks (a CPU session never captures), about 1.5 us per call in a loop of one call per bar time
+        # (an onnxruntime without WebGPU has no such check: its public run calls the same inner run)
         inner, binding = getattr(self.session, "_sess", None), getattr(io, "_iobinding", None)
-        if inner is not None and binding is not None and not inner.is_webgpu_graph_capture_enabled():
+        capture = getattr(inner, "is_webgpu_graph_capture_enabled", None)
+        if inner is not None and binding is not None and not (capture is not None and capture()):
             return x_in, partial(inner.run_with_iobinding, binding, None), y
         return x_in, partial(self.session.run_with_iobinding, io), y
 
