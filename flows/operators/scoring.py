@@ -408,25 +408,16 @@ class ScoringStep:
                 obs[:, :n_feat] = [[rows[s][f] for f in names] for s in symbols]
         if rets is None:
             rets = [float(rows[s].get("ret_1", 0.0)) for s in symbols]
-        books = self.books
-        obs[:, n_feat + signal:] = [(books.get(s) or self._book(s)).step(r, costs)
-                                    for s, r in zip(symbols, rets, strict=True)]
+        missing = None
         if signal:
             if prob is None:
                 raise ValueError(f"policy {getattr(policy, 'manifest', None)} observes the ensemble's probability: "
                                  "score through score_history")
             obs[:, n_feat] = prob
-        act = policy.act(obs)
-        # the first action of each row as a double, clipped to [-1, 1] (NaN stays NaN, as np.clip keeps it)
-        out = [min(max(a, -1.0), 1.0) for a in (act[:, 0] if act.ndim == 2 else act.reshape(len(symbols), -1)[:, 0])
-               .tolist()]
-        missing = np.isnan(prob).tolist() if signal and prob is not None else None
-        for i, (s, a) in enumerate(zip(symbols, out, strict=True)):
-            if missing is not None and missing[i]:
-                out[i] = math.nan  # no probability yet: no target, the book keeps the last one
-            else:
-                books[s].target = a
-        return out
+            missing = np.isnan(prob).tolist()
+        books = [self.books.get(s) or self._book(s) for s in symbols]
+        return run_stretch(books, list(map(math.exp, rets)), obs, act_binding(policy, len(symbols), obs.shape[1]),
+                           n_feat + signal, costs, missing)  # one bar time: the loop of _policy_run
 
     def _book(self, symbol: str) -> PolicyBook:
         """Return a symbol's policy book, restored from the snapshot or new (a symbol's first scored bar)."""
